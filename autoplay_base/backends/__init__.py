@@ -1,0 +1,1 @@
+"""Storage backends: in-memory (default) and Redis (``autoplay_base.backends.redis``)."""

@@ -1,0 +1,222 @@
+"""The storage interface every backend implements, and the values it speaks in.
+
+A backend owns session state; it knows nothing of formatting, summarizers or
+frameworks. Each operation has a sync form and an ``a``-prefixed async twin, so
+one backend object serves ``ContextStore`` (sync callers, worker threads) and
+``AsyncContextStore`` (coroutines) alike. The in-memory backend answers both
+from memory; the Redis backend drives a sync and an async client.
+
+Filtering (lookback, ``since``, ``max_actions``) happens inside :meth:`read`, so a
+remote backend can answer a read in one round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple, Protocol, runtime_checkable
+
+__all__ = [
+    "Backend",
+    "BackendStats",
+    "ReadOptions",
+    "SessionKey",
+    "SessionView",
+    "UserSessionRef",
+]
+
+
+class SessionKey(NamedTuple):
+    """A session's identity: context is never shared across products."""
+
+    product_id: str
+    session_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    """What a read returns; ``since`` and ``lookback_seconds`` are local-clock bounds."""
+
+    include_summary: bool = True
+    include_actions: bool = True
+    lookback_seconds: float | None = None
+    max_actions: int | None = None
+    since: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionView:
+    """A session as read: the current summary and the pending action lines, oldest first."""
+
+    summary: str | None
+    actions: Sequence[str]
+    summary_at: float | None = None
+    last_activity_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class UserSessionRef:
+    """One recent session of a user, newest first in listings (``last_seen_at`` is local time)."""
+
+    session_id: str
+    product_id: str
+    last_seen_at: float
+
+
+@dataclass(slots=True)
+class BackendStats:
+    """Counters a backend keeps; all only ever grow."""
+
+    actions_stored: int = 0
+    summaries_stored: int = 0
+    duplicate_events: int = 0
+    sessions_evicted: int = 0
+    sessions_expired: int = 0
+    actions_trimmed: int = 0
+    errors: int = 0
+    extra: dict[str, int] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Session state storage. ``at`` values are local ``time.time()`` arrival times.
+
+    ``event_id`` makes writes idempotent: a write whose ``(product_id, event_id)``
+    was already stored is skipped and the method returns ``False``.
+    """
+
+    stats: BackendStats
+
+    # -- context ------------------------------------------------------------------
+    def append_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Append cleaned action lines to a session (trimmed to the per-session cap)."""
+        ...
+
+    async def aappend_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`append_actions`."""
+        ...
+
+    def apply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Set the summary and drop the ``replaces`` oldest pending actions, atomically."""
+        ...
+
+    async def aapply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`apply_summary`."""
+        ...
+
+    def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
+        """The session filtered by ``options``; ``None`` when it is unknown or expired."""
+        ...
+
+    async def aread(
+        self, key: SessionKey, options: ReadOptions, *, now: float
+    ) -> SessionView | None:
+        """Async twin of :meth:`read`."""
+        ...
+
+    def products_for(self, session_id: str) -> list[str]:
+        """Product ids under which ``session_id`` has live state (for an omitted ``product_id``)."""
+        ...
+
+    async def aproducts_for(self, session_id: str) -> list[str]:
+        """Async twin of :meth:`products_for`."""
+        ...
+
+    def reset(self, key: SessionKey) -> None:
+        """Forget a session's context (its chat history is separate and stays)."""
+        ...
+
+    async def areset(self, key: SessionKey) -> None:
+        """Async twin of :meth:`reset`."""
+        ...
+
+    def sessions(self) -> list[SessionKey]:
+        """Every live session, least recently touched first."""
+        ...
+
+    async def asessions(self) -> list[SessionKey]:
+        """Async twin of :meth:`sessions`."""
+        ...
+
+    # -- users --------------------------------------------------------------------
+    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """A user's most recent sessions, newest first (indexed by :meth:`append_actions`)."""
+        ...
+
+    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """Async twin of :meth:`user_sessions`."""
+        ...
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a user's session index."""
+        ...
+
+    async def aforget_user(self, user_id: str) -> None:
+        """Async twin of :meth:`forget_user`."""
+        ...
+
+    # -- chat message histories -----------------------------------------------------
+    def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Append serialized chat messages to a session's history (bounded, sliding TTL)."""
+        ...
+
+    async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Async twin of :meth:`append_messages`."""
+        ...
+
+    def get_messages(self, key: SessionKey) -> list[str]:
+        """A session's serialized chat messages, oldest first."""
+        ...
+
+    async def aget_messages(self, key: SessionKey) -> list[str]:
+        """Async twin of :meth:`get_messages`."""
+        ...
+
+    def clear_messages(self, key: SessionKey) -> None:
+        """Delete a session's chat history."""
+        ...
+
+    async def aclear_messages(self, key: SessionKey) -> None:
+        """Async twin of :meth:`clear_messages`."""
+        ...
+
+    # -- lifecycle ------------------------------------------------------------------
+    def close(self) -> None:
+        """Release connections; the in-memory backend has none."""
+        ...
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`."""
+        ...

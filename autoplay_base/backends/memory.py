@@ -1,0 +1,417 @@
+"""The default backend: bounded, thread-safe, in this process's memory.
+
+Everything is bounded (see the constructor); what a bound pushes out is counted
+in :attr:`InMemoryBackend.stats`:
+
+* sessions: least recently used first past ``max_sessions`` (touched on read and
+  write), and idle ones after ``idle_ttl_seconds`` (sliding);
+* actions: the oldest past ``max_actions_per_session`` in a session;
+* users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users;
+* chat histories: ``max_messages`` each, idle ones after ``history_ttl_seconds``;
+* duplicate detection: the last ``dedupe_window`` event ids.
+
+One ``threading.Lock`` guards all state. Critical sections are short dict/deque
+operations with no I/O, so holding it from a coroutine never stalls an event
+loop, and the async twins simply call the sync methods.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from itertools import islice
+from threading import Lock
+
+from autoplay_base.backends.base import (
+    BackendStats,
+    ReadOptions,
+    SessionKey,
+    SessionView,
+    UserSessionRef,
+)
+from autoplay_base.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_DEDUPE_WINDOW",
+    "DEFAULT_HISTORY_TTL_SECONDS",
+    "DEFAULT_IDLE_TTL_SECONDS",
+    "DEFAULT_MAX_ACTIONS_PER_SESSION",
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_SESSIONS_PER_USER",
+    "InMemoryBackend",
+]
+
+DEFAULT_MAX_SESSIONS = 100_000
+DEFAULT_MAX_ACTIONS_PER_SESSION = 200
+DEFAULT_IDLE_TTL_SECONDS = 4 * 3600.0
+DEFAULT_MAX_SESSIONS_PER_USER = 20
+DEFAULT_MAX_MESSAGES = 200
+DEFAULT_HISTORY_TTL_SECONDS = 24 * 3600.0
+DEFAULT_DEDUPE_WINDOW = 10_000
+
+
+class _Session:
+    __slots__ = ("actions", "last_activity_at", "summary", "summary_at", "touched")
+
+    def __init__(self, cap: int, now: float) -> None:
+        self.actions: deque[tuple[float, str]] = deque(maxlen=cap)
+        self.summary: str | None = None
+        self.summary_at: float | None = None
+        self.last_activity_at: float | None = None
+        self.touched = now
+
+
+class _History:
+    __slots__ = ("messages", "touched")
+
+    def __init__(self, cap: int, now: float) -> None:
+        self.messages: deque[str] = deque(maxlen=cap)
+        self.touched = now
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+class InMemoryBackend:
+    """Bounded in-process storage for session context, user indexes and chat histories."""
+
+    def __init__(
+        self,
+        *,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_actions_per_session: int = DEFAULT_MAX_ACTIONS_PER_SESSION,
+        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER,
+        max_users: int | None = None,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        history_ttl_seconds: float | None = DEFAULT_HISTORY_TTL_SECONDS,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        for name, value in (
+            ("max_sessions", max_sessions),
+            ("max_actions_per_session", max_actions_per_session),
+            ("idle_ttl_seconds", idle_ttl_seconds),
+            ("max_sessions_per_user", max_sessions_per_user),
+            ("max_users", max_users),
+            ("max_messages", max_messages),
+            ("history_ttl_seconds", history_ttl_seconds),
+            ("dedupe_window", dedupe_window),
+        ):
+            _positive(name, value)
+        self.max_sessions = max_sessions
+        self.max_actions_per_session = max_actions_per_session
+        self.idle_ttl_seconds = idle_ttl_seconds
+        self.max_sessions_per_user = max_sessions_per_user
+        self.max_users = max_users if max_users is not None else max_sessions
+        self.max_messages = max_messages
+        self.history_ttl_seconds = history_ttl_seconds
+        self.dedupe_window = dedupe_window
+        self._clock = clock
+        self.stats = BackendStats()
+        self._lock = Lock()
+        self._sessions: OrderedDict[SessionKey, _Session] = OrderedDict()
+        self._products: dict[str, list[str]] = {}
+        self._users: OrderedDict[str, OrderedDict[SessionKey, float]] = OrderedDict()
+        self._histories: OrderedDict[SessionKey, _History] = OrderedDict()
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+
+    def __repr__(self) -> str:
+        return f"InMemoryBackend(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
+
+    # -- helpers (call with the lock held) ------------------------------------------
+    def _is_duplicate(self, product_id: str, event_id: str | None) -> bool:
+        if event_id is None:
+            return False
+        seen_key = (product_id, event_id)
+        if seen_key in self._seen:
+            self.stats.duplicate_events += 1
+            return True
+        self._seen[seen_key] = None
+        if len(self._seen) > self.dedupe_window:
+            self._seen.popitem(last=False)
+        return False
+
+    def _drop(self, key: SessionKey) -> None:
+        del self._sessions[key]
+        products = self._products.get(key.session_id)
+        if products is not None:
+            products.remove(key.product_id)
+            if not products:
+                del self._products[key.session_id]
+
+    def _expired(self, touched: float, now: float) -> bool:
+        ttl = self.idle_ttl_seconds
+        return ttl is not None and now - touched > ttl
+
+    def _sweep(self, now: float) -> None:
+        # The LRU head is the least recently touched session: stop at the first live one.
+        while self._sessions:
+            key, session = next(iter(self._sessions.items()))
+            if not self._expired(session.touched, now):
+                break
+            self._drop(key)
+            self.stats.sessions_expired += 1
+
+    def _live(self, key: SessionKey, now: float) -> _Session | None:
+        session = self._sessions.get(key)
+        if session is None:
+            return None
+        if self._expired(session.touched, now):
+            self._drop(key)
+            self.stats.sessions_expired += 1
+            return None
+        session.touched = now
+        self._sessions.move_to_end(key)
+        return session
+
+    def _session_for_write(self, key: SessionKey, now: float) -> _Session:
+        self._sweep(now)
+        session = self._live(key, now)
+        if session is None:
+            session = _Session(self.max_actions_per_session, now)
+            self._sessions[key] = session
+            self._products.setdefault(key.session_id, []).append(key.product_id)
+            if len(self._sessions) > self.max_sessions:
+                self._drop(next(iter(self._sessions)))
+                self.stats.sessions_evicted += 1
+        return session
+
+    def _index_user(self, user_id: str, key: SessionKey, at: float) -> None:
+        refs = self._users.get(user_id)
+        if refs is None:
+            refs = self._users[user_id] = OrderedDict()
+            if len(self._users) > self.max_users:
+                self._users.popitem(last=False)
+        else:
+            self._users.move_to_end(user_id)
+        refs[key] = at
+        refs.move_to_end(key)
+        if len(refs) > self.max_sessions_per_user:
+            refs.popitem(last=False)
+
+    # -- context ----------------------------------------------------------------------
+    def append_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Append cleaned action lines to a session (trimmed to the per-session cap)."""
+        with self._lock:
+            if self._is_duplicate(key.product_id, event_id):
+                return False
+            session = self._session_for_write(key, at)
+            overflow = len(session.actions) + len(lines) - self.max_actions_per_session
+            if overflow > 0:
+                self.stats.actions_trimmed += overflow
+            session.actions.extend([(at, line) for line in lines])
+            session.last_activity_at = at
+            self.stats.actions_stored += len(lines)
+            if user_id:
+                self._index_user(user_id, key, at)
+            return True
+
+    async def aappend_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`append_actions` (memory only: nothing to await)."""
+        return self.append_actions(key, lines, at=at, event_id=event_id, user_id=user_id)
+
+    def apply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Set the summary and drop the ``replaces`` oldest pending actions, atomically."""
+        with self._lock:
+            if self._is_duplicate(key.product_id, event_id):
+                return False
+            session = self._session_for_write(key, at)
+            actions = session.actions
+            for _ in range(min(replaces, len(actions))):
+                actions.popleft()
+            session.summary = summary
+            session.summary_at = at
+            session.last_activity_at = at
+            self.stats.summaries_stored += 1
+            return True
+
+    async def aapply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`apply_summary`."""
+        return self.apply_summary(key, summary, replaces=replaces, at=at, event_id=event_id)
+
+    def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
+        """The session filtered by ``options``; ``None`` when it is unknown or expired."""
+        with self._lock:
+            session = self._live(key, now)
+            if session is None:
+                return None
+            summary = session.summary if options.include_summary else None
+            if summary is not None and options.since is not None:
+                assert session.summary_at is not None
+                if session.summary_at <= options.since:
+                    summary = None
+            lines = _select(session.actions, options, now) if options.include_actions else []
+            return SessionView(summary, lines, session.summary_at, session.last_activity_at)
+
+    async def aread(
+        self, key: SessionKey, options: ReadOptions, *, now: float
+    ) -> SessionView | None:
+        """Async twin of :meth:`read`."""
+        return self.read(key, options, now=now)
+
+    def products_for(self, session_id: str) -> list[str]:
+        """Product ids under which ``session_id`` has state; O(1), no scan."""
+        with self._lock:
+            return list(self._products.get(session_id, ()))
+
+    async def aproducts_for(self, session_id: str) -> list[str]:
+        """Async twin of :meth:`products_for`."""
+        return self.products_for(session_id)
+
+    def reset(self, key: SessionKey) -> None:
+        """Forget a session's context."""
+        with self._lock:
+            if key in self._sessions:
+                self._drop(key)
+
+    async def areset(self, key: SessionKey) -> None:
+        """Async twin of :meth:`reset`."""
+        self.reset(key)
+
+    def sessions(self) -> list[SessionKey]:
+        """Every live session, least recently touched first."""
+        with self._lock:
+            self._sweep(self._clock())
+            return list(self._sessions)
+
+    async def asessions(self) -> list[SessionKey]:
+        """Async twin of :meth:`sessions`."""
+        return self.sessions()
+
+    # -- users ------------------------------------------------------------------------
+    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """A user's most recent sessions, newest first."""
+        with self._lock:
+            refs = self._users.get(user_id)
+            if not refs:
+                return []
+            newest = islice(reversed(refs.items()), limit)
+            return [UserSessionRef(k.session_id, k.product_id, at) for k, at in newest]
+
+    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """Async twin of :meth:`user_sessions`."""
+        return self.user_sessions(user_id, limit=limit)
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a user's session index."""
+        with self._lock:
+            self._users.pop(user_id, None)
+
+    async def aforget_user(self, user_id: str) -> None:
+        """Async twin of :meth:`forget_user`."""
+        self.forget_user(user_id)
+
+    # -- chat message histories --------------------------------------------------------
+    def _history(self, key: SessionKey, now: float, *, create: bool) -> _History | None:
+        ttl = self.history_ttl_seconds
+        while self._histories and ttl is not None:
+            oldest_key, oldest = next(iter(self._histories.items()))
+            if now - oldest.touched <= ttl:
+                break
+            del self._histories[oldest_key]
+        history = self._histories.get(key)
+        if history is None and create:
+            history = self._histories[key] = _History(self.max_messages, now)
+            if len(self._histories) > self.max_sessions:
+                self._histories.popitem(last=False)
+        if history is not None:
+            history.touched = now
+            self._histories.move_to_end(key)
+        return history
+
+    def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Append serialized chat messages (the oldest fall off past ``max_messages``)."""
+        with self._lock:
+            history = self._history(key, self._clock(), create=True)
+            assert history is not None
+            history.messages.extend(messages)
+
+    async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Async twin of :meth:`append_messages`."""
+        self.append_messages(key, messages)
+
+    def get_messages(self, key: SessionKey) -> list[str]:
+        """A session's serialized chat messages, oldest first."""
+        with self._lock:
+            history = self._history(key, self._clock(), create=False)
+            return list(history.messages) if history is not None else []
+
+    async def aget_messages(self, key: SessionKey) -> list[str]:
+        """Async twin of :meth:`get_messages`."""
+        return self.get_messages(key)
+
+    def clear_messages(self, key: SessionKey) -> None:
+        """Delete a session's chat history."""
+        with self._lock:
+            self._histories.pop(key, None)
+
+    async def aclear_messages(self, key: SessionKey) -> None:
+        """Async twin of :meth:`clear_messages`."""
+        self.clear_messages(key)
+
+    # -- lifecycle ----------------------------------------------------------------------
+    def close(self) -> None:
+        """Nothing to release."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def _select(actions: deque[tuple[float, str]], options: ReadOptions, now: float) -> list[str]:
+    """Newest-first scan that stops at the first action outside the window or the cap."""
+    cutoff = None
+    if options.lookback_seconds is not None:
+        cutoff = now - options.lookback_seconds
+    if options.since is not None and (cutoff is None or options.since >= cutoff):
+        # ``since`` is exclusive: nudge it so the comparison below stays ``>=``.
+        cutoff = math.nextafter(options.since, math.inf)
+    limit = options.max_actions
+    if cutoff is None:
+        if limit is None or limit >= len(actions):
+            return [line for _, line in actions]
+        return [line for _, line in islice(actions, len(actions) - limit, None)]
+    picked: list[str] = []
+    for at, line in reversed(actions):
+        if at < cutoff or (limit is not None and len(picked) >= limit):
+            break
+        picked.append(line)
+    picked.reverse()
+    return picked

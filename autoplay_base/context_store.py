@@ -1,0 +1,515 @@
+"""``ContextStore`` and ``AsyncContextStore``: the live context of every session.
+
+Wire a client to the store and ask it for context at query time::
+
+    store = ContextStore(lookback_seconds=300, max_actions=20)
+    client.on_actions(store.add).on_summary(store.add)
+    enriched = store.enrich(session_id, user_message, product_id=product_id)
+
+The store is keyed by ``(product_id, session_id)`` and never answers one
+product's read with another's context. It delegates storage to a backend
+(:class:`~autoplay_base.backends.memory.InMemoryBackend` by default, bounded;
+``RedisBackend`` to share context between processes) and formatting to
+:mod:`autoplay_base.formatting`.
+
+Differences from ``autoplay-sdk`` (same call shapes):
+
+* ``lookback_seconds`` is measured against local arrival time, not the
+  connector's ``forwarded_at``, so clock skew cannot empty the context;
+* a summary replaces the ``replaces`` oldest pending actions it covers;
+* ``product_id`` may be omitted only when the session id is unambiguous;
+  otherwise :class:`~autoplay_base.errors.AmbiguousSessionError` says which
+  products it exists under (the reference silently read an empty bucket);
+* memory is bounded by default (sessions, actions per session, idle TTL);
+* payloads without a ``session_id`` are counted and skipped rather than pooled
+  under a shared ``"unknown"`` session that would leak between users.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from autoplay_base.backends.base import Backend, ReadOptions, SessionKey, SessionView
+from autoplay_base.backends.memory import (
+    DEFAULT_IDLE_TTL_SECONDS,
+    DEFAULT_MAX_ACTIONS_PER_SESSION,
+    DEFAULT_MAX_SESSIONS,
+    InMemoryBackend,
+)
+from autoplay_base.errors import AmbiguousSessionError, ConfigError
+from autoplay_base.events import ActionsPayload, AnyPayload, SummaryPayload
+from autoplay_base.formatting import (
+    MAX_SUMMARY_CHARS,
+    action_line,
+    clean_text,
+    format_context,
+    format_enriched,
+)
+
+if TYPE_CHECKING:
+    from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
+
+__all__ = ["DEFAULT_PRODUCT_ID", "AsyncContextStore", "ContextStore", "StoreCounters"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PRODUCT_ID = ""
+"""Product used by ``on_summary`` for a session the store has never seen under any product."""
+
+OVERRIDES = frozenset(
+    {"include_summary", "include_actions", "lookback_seconds", "max_actions", "since"}
+)
+
+
+class StoreCounters:
+    """Counters the store keeps itself (the backend's are in ``store.backend.stats``)."""
+
+    __slots__ = ("duplicates_skipped", "payloads_without_session", "reads", "writes")
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.reads = 0
+        self.duplicates_skipped = 0
+        self.payloads_without_session = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict (for metrics exporters and logs)."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def _check_options(options: Mapping[str, Any]) -> None:
+    unknown = set(options) - OVERRIDES
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(OVERRIDES))}"
+        )
+    lookback = options.get("lookback_seconds")
+    if lookback is not None and lookback <= 0:
+        raise ConfigError(f"lookback_seconds must be > 0, got {lookback!r}")
+    max_actions = options.get("max_actions")
+    if max_actions is not None and (not isinstance(max_actions, int) or max_actions < 1):
+        raise ConfigError(f"max_actions must be an int >= 1, got {max_actions!r}")
+
+
+class _ContextStoreBase:
+    """Everything but the write side, shared by the sync and async stores."""
+
+    def __init__(
+        self,
+        *,
+        include_summary: bool,
+        include_actions: bool,
+        lookback_seconds: float | None,
+        max_actions: int | None,
+        backend: Backend | None,
+        max_sessions: int | None,
+        max_actions_per_session: int | None,
+        idle_ttl_seconds: float | None,
+        clock: Callable[[], float],
+    ) -> None:
+        self._defaults = ReadOptions(
+            include_summary=include_summary,
+            include_actions=include_actions,
+            lookback_seconds=lookback_seconds,
+            max_actions=max_actions,
+        )
+        _check_options({"lookback_seconds": lookback_seconds, "max_actions": max_actions})
+        if backend is None:
+            backend = InMemoryBackend(
+                max_sessions=max_sessions or DEFAULT_MAX_SESSIONS,
+                max_actions_per_session=max_actions_per_session or DEFAULT_MAX_ACTIONS_PER_SESSION,
+                idle_ttl_seconds=idle_ttl_seconds,
+                clock=clock,
+            )
+        elif max_sessions or max_actions_per_session:
+            raise ConfigError(
+                "max_sessions / max_actions_per_session configure the default in-memory "
+                "backend; set them on the backend you pass instead"
+            )
+        self.backend: Backend = backend
+        self.counters = StoreCounters()
+        self._clock = clock
+
+    # -- option and key resolution (pure, no I/O) -------------------------------------
+    def _options(self, overrides: Mapping[str, Any]) -> ReadOptions:
+        if not overrides:
+            return self._defaults
+        _check_options(overrides)
+        return replace(self._defaults, **overrides)
+
+    @staticmethod
+    def _pick_product(session_id: str, products: list[str]) -> SessionKey | None:
+        if not products:
+            return None
+        if len(products) > 1:
+            raise AmbiguousSessionError(session_id, products)
+        return SessionKey(products[0], session_id)
+
+    def _read_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
+        if product_id is not None:
+            return SessionKey(product_id, session_id)
+        return self._pick_product(session_id, self.backend.products_for(session_id))
+
+    async def _aread_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
+        if product_id is not None:
+            return SessionKey(product_id, session_id)
+        return self._pick_product(session_id, await self.backend.aproducts_for(session_id))
+
+    def _payload_key(self, payload: AnyPayload) -> SessionKey | None:
+        if not payload.session_id:
+            self.counters.payloads_without_session += 1
+            logger.warning(
+                "context_store: skipped a %s payload without session_id (product_id=%s)",
+                payload.type,
+                payload.product_id,
+            )
+            return None
+        return SessionKey(payload.product_id, payload.session_id)
+
+    def _summary_key(self, session_id: str, product_id: str | None) -> SessionKey:
+        key = self._read_key(session_id, product_id)
+        return key if key is not None else SessionKey(DEFAULT_PRODUCT_ID, session_id)
+
+    async def _asummary_key(self, session_id: str, product_id: str | None) -> SessionKey:
+        key = await self._aread_key(session_id, product_id)
+        return key if key is not None else SessionKey(DEFAULT_PRODUCT_ID, session_id)
+
+    def _wrote(self, stored: bool) -> None:
+        if stored:
+            self.counters.writes += 1
+        else:
+            self.counters.duplicates_skipped += 1
+
+    # -- reads ------------------------------------------------------------------------
+    def view(
+        self, session_id: str, product_id: str | None = None, **overrides: Any
+    ) -> SessionView | None:
+        """The session's summary and action lines after filtering, or ``None`` if unknown.
+
+        For adapters that need the parts rather than the formatted text.
+        """
+        options = self._options(overrides)
+        key = self._read_key(session_id, product_id)
+        if key is None:
+            return None
+        self.counters.reads += 1
+        return self.backend.read(key, options, now=self._clock())
+
+    async def aview(
+        self, session_id: str, product_id: str | None = None, **overrides: Any
+    ) -> SessionView | None:
+        """Async twin of :meth:`view`."""
+        options = self._options(overrides)
+        key = await self._aread_key(session_id, product_id)
+        if key is None:
+            return None
+        self.counters.reads += 1
+        return await self.backend.aread(key, options, now=self._clock())
+
+    def get(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
+        """The formatted context (``Summary: …`` / ``Recent activity:``), or ``""``.
+
+        Overrides: ``include_summary``, ``include_actions``, ``lookback_seconds``,
+        ``max_actions`` (applied after lookback) and ``since`` (a local
+        ``time.time()`` moment; only activity after it).
+        """
+        view = self.view(session_id, product_id, **overrides)
+        return format_context(view.summary, view.actions) if view is not None else ""
+
+    async def aget(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
+        """Async twin of :meth:`get`."""
+        view = await self.aview(session_id, product_id, **overrides)
+        return format_context(view.summary, view.actions) if view is not None else ""
+
+    def enrich(
+        self, session_id: str, query: str, product_id: str | None = None, **overrides: Any
+    ) -> str:
+        """``[Session context]``, context, ``[Query]``, query; the bare query without context."""
+        return format_enriched(self.get(session_id, product_id, **overrides), query)
+
+    async def aenrich(
+        self, session_id: str, query: str, product_id: str | None = None, **overrides: Any
+    ) -> str:
+        """Async twin of :meth:`enrich`."""
+        return format_enriched(await self.aget(session_id, product_id, **overrides), query)
+
+    def reset(self, session_id: str, product_id: str | None = None) -> None:
+        """Forget a session's context (and its summarizer state)."""
+        key = self._read_key(session_id, product_id)
+        if key is not None:
+            self.backend.reset(key)
+            self._reset_summarizer(key)
+
+    async def areset(self, session_id: str, product_id: str | None = None) -> None:
+        """Async twin of :meth:`reset`."""
+        key = await self._aread_key(session_id, product_id)
+        if key is not None:
+            await self.backend.areset(key)
+            self._reset_summarizer(key)
+
+    def _reset_summarizer(self, key: SessionKey) -> None:
+        """Overridden by the stores that own a summarizer."""
+
+    @property
+    def active_sessions(self) -> list[str]:
+        """Session ids with live context, sorted (``active_keys`` keeps the products)."""
+        return sorted({key.session_id for key in self.backend.sessions()})
+
+    @property
+    def active_keys(self) -> list[SessionKey]:
+        """``(product_id, session_id)`` of every live session, least recently used first."""
+        return self.backend.sessions()
+
+    def stats(self) -> dict[str, int]:
+        """Store and backend counters in one flat dict."""
+        backend = self.backend.stats
+        merged = self.counters.as_dict()
+        for name in (
+            "actions_stored",
+            "summaries_stored",
+            "duplicate_events",
+            "sessions_evicted",
+            "sessions_expired",
+            "actions_trimmed",
+            "errors",
+        ):
+            merged[name] = getattr(backend, name)
+        merged.update(backend.extra)
+        return merged
+
+
+class ContextStore(_ContextStoreBase):
+    """Thread-safe live context for query-time enrichment (sync writes).
+
+    Args:
+        summarizer: optional :class:`~autoplay_base.summarizer.SessionSummarizer`.
+            Actions added here reach it, and its summaries come back and replace
+            the actions they cover.
+        include_summary, include_actions, lookback_seconds, max_actions: read
+            defaults, each overridable per ``get``/``enrich`` call.
+        backend: where state lives (default: a new bounded ``InMemoryBackend``).
+        max_sessions, max_actions_per_session, idle_ttl_seconds: bounds of the
+            default in-memory backend.
+        clock: the local clock (``time.time``); tests pass their own.
+    """
+
+    def __init__(
+        self,
+        summarizer: SessionSummarizer | None = None,
+        *,
+        include_summary: bool = True,
+        include_actions: bool = True,
+        lookback_seconds: float | None = None,
+        max_actions: int | None = None,
+        backend: Backend | None = None,
+        max_sessions: int | None = None,
+        max_actions_per_session: int | None = None,
+        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            include_summary=include_summary,
+            include_actions=include_actions,
+            lookback_seconds=lookback_seconds,
+            max_actions=max_actions,
+            backend=backend,
+            max_sessions=max_sessions,
+            max_actions_per_session=max_actions_per_session,
+            idle_ttl_seconds=idle_ttl_seconds,
+            clock=clock,
+        )
+        self.summarizer = summarizer
+        if summarizer is not None:
+            summarizer.bind(self._add_own_summary)
+
+    def _reset_summarizer(self, key: SessionKey) -> None:
+        if self.summarizer is not None:
+            self.summarizer.reset(key.session_id, product_id=key.product_id)
+
+    def __repr__(self) -> str:
+        return f"ContextStore(backend={self.backend!r})"
+
+    def add(self, payload: AnyPayload) -> None:
+        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``)."""
+        key = self._payload_key(payload)
+        if key is None:
+            return
+        now = self._clock()
+        if isinstance(payload, ActionsPayload):
+            lines = [action_line(action) for action in payload.actions]
+            stored = self.backend.append_actions(
+                key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
+            )
+            if stored and self.summarizer is not None:
+                self.summarizer.add(payload)
+        else:
+            stored = self._write_summary(key, payload, now)
+            if stored and self.summarizer is not None:
+                self.summarizer.observe_summary(payload)
+        self._wrote(stored)
+
+    def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
+        summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)
+        return self.backend.apply_summary(
+            key, summary, replaces=payload.replaces, at=now, event_id=payload.event_id
+        )
+
+    def _add_own_summary(self, payload: SummaryPayload) -> None:
+        """The summarizer's sink: its bookkeeping already covers this summary."""
+        key = self._payload_key(payload)
+        if key is not None:
+            self._wrote(self._write_summary(key, payload, self._clock()))
+
+    def on_summary(
+        self,
+        session_id: str,
+        summary_text: str,
+        *,
+        product_id: str | None = None,
+        replaces: int = 0,
+    ) -> None:
+        """Store a summary by hand (``autoplay-sdk`` shape); ``replaces`` drops covered actions."""
+        key = self._summary_key(session_id, product_id)
+        self.add(
+            SummaryPayload(
+                product_id=key.product_id,
+                session_id=session_id,
+                summary=summary_text,
+                replaces=replaces,
+                forwarded_at=self._clock(),
+            )
+        )
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait for summaries already being written (no-op without a summarizer)."""
+        if self.summarizer is not None:
+            self.summarizer.flush(timeout)
+
+    def close(self) -> None:
+        """Finish the summarizer's work and release the backend."""
+        if self.summarizer is not None:
+            self.summarizer.close()
+        self.backend.close()
+
+    def __enter__(self) -> ContextStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class AsyncContextStore(_ContextStoreBase):
+    """The asyncio twin of :class:`ContextStore`: ``add`` and ``on_summary`` are coroutines.
+
+    ``get``/``enrich`` stay synchronous for ``autoplay-sdk`` compatibility (cheap
+    with the in-memory backend); use ``aget``/``aenrich`` in coroutines so a
+    remote backend never blocks the event loop.
+    """
+
+    def __init__(
+        self,
+        summarizer: AsyncSessionSummarizer | None = None,
+        *,
+        include_summary: bool = True,
+        include_actions: bool = True,
+        lookback_seconds: float | None = None,
+        max_actions: int | None = None,
+        backend: Backend | None = None,
+        max_sessions: int | None = None,
+        max_actions_per_session: int | None = None,
+        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(
+            include_summary=include_summary,
+            include_actions=include_actions,
+            lookback_seconds=lookback_seconds,
+            max_actions=max_actions,
+            backend=backend,
+            max_sessions=max_sessions,
+            max_actions_per_session=max_actions_per_session,
+            idle_ttl_seconds=idle_ttl_seconds,
+            clock=clock,
+        )
+        self.summarizer = summarizer
+        if summarizer is not None:
+            summarizer.bind(self._add_own_summary)
+
+    def _reset_summarizer(self, key: SessionKey) -> None:
+        if self.summarizer is not None:
+            self.summarizer.reset(key.session_id, product_id=key.product_id)
+
+    def __repr__(self) -> str:
+        return f"AsyncContextStore(backend={self.backend!r})"
+
+    async def add(self, payload: AnyPayload) -> None:
+        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``)."""
+        key = self._payload_key(payload)
+        if key is None:
+            return
+        now = self._clock()
+        if isinstance(payload, ActionsPayload):
+            lines = [action_line(action) for action in payload.actions]
+            stored = await self.backend.aappend_actions(
+                key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
+            )
+            if stored and self.summarizer is not None:
+                await self.summarizer.add(payload)
+        else:
+            stored = await self._write_summary(key, payload, now)
+            if stored and self.summarizer is not None:
+                self.summarizer.observe_summary(payload)
+        self._wrote(stored)
+
+    async def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
+        summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)
+        return await self.backend.aapply_summary(
+            key, summary, replaces=payload.replaces, at=now, event_id=payload.event_id
+        )
+
+    async def _add_own_summary(self, payload: SummaryPayload) -> None:
+        """The summarizer's sink: its bookkeeping already covers this summary."""
+        key = self._payload_key(payload)
+        if key is not None:
+            self._wrote(await self._write_summary(key, payload, self._clock()))
+
+    async def on_summary(
+        self,
+        session_id: str,
+        summary_text: str,
+        *,
+        product_id: str | None = None,
+        replaces: int = 0,
+    ) -> None:
+        """Store a summary by hand (``autoplay-sdk`` shape); ``replaces`` drops covered actions."""
+        key = await self._asummary_key(session_id, product_id)
+        await self.add(
+            SummaryPayload(
+                product_id=key.product_id,
+                session_id=session_id,
+                summary=summary_text,
+                replaces=replaces,
+                forwarded_at=self._clock(),
+            )
+        )
+
+    async def flush(self) -> None:
+        """Wait for summaries already being written (no-op without a summarizer)."""
+        if self.summarizer is not None:
+            await self.summarizer.flush()
+
+    async def aclose(self) -> None:
+        """Cancel the summarizer's pending work and release the backend."""
+        if self.summarizer is not None:
+            await self.summarizer.aclose()
+        await self.backend.aclose()
+
+    async def __aenter__(self) -> AsyncContextStore:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()

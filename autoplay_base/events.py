@@ -1,0 +1,248 @@
+"""Typed events from the connector stream, and :func:`decode_event`.
+
+The connector sends JSON objects whose ``type`` field says what they are. Two
+types are modelled (``actions`` and ``summary``, schema in the ``autoplay-sdk``
+docs); anything else (``usertour_trigger``, future types) becomes an
+:class:`UnknownEvent` that keeps the raw object, so nothing is silently lost.
+
+All models are immutable pydantic v2 models. Unknown JSON fields are ignored so
+that a connector adding a field never breaks a client. Each payload also carries
+the SSE ``event_id`` of the frame it came in (``None`` when built by hand); it is
+not part of the payload's JSON (``model_dump`` leaves it out).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any, Literal, TypeAlias
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
+
+from autoplay_base.errors import EventDecodeError
+
+__all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
+    "ActionsPayload",
+    "AnyPayload",
+    "Event",
+    "SlimAction",
+    "SummaryPayload",
+    "UnknownEvent",
+    "decode_event",
+]
+
+DEFAULT_MAX_EVENT_BYTES = 256 * 1024
+"""Frames larger than this are rejected before any parsing (``decode_event(max_bytes=...)``)."""
+
+_EVENT_ID_CONTEXT_KEY = "event_id"
+
+
+def _event_id_from_context(value: str | None, info: ValidationInfo) -> str | None:
+    """Take the SSE id from the validation context when decoding a frame."""
+    context = info.context
+    if isinstance(context, dict) and _EVENT_ID_CONTEXT_KEY in context:
+        event_id: str | None = context[_EVENT_ID_CONTEXT_KEY]
+        return event_id
+    return value
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class SlimAction(_Frozen):
+    """One UI action: what the user did and on which page."""
+
+    title: str
+    description: str
+    canonical_url: str
+    index: int | None = None
+    type: str | None = None
+    timestamp_start: float | None = None
+    timestamp_end: float | None = None
+    raw_url: str | None = None
+
+    def to_text(self) -> str:
+        """``<description> — <canonical_url>`` (the title stands in for an empty description)."""
+        what = self.description or self.title
+        return f"{what} — {self.canonical_url}" if self.canonical_url else what
+
+
+class ActionsPayload(_Frozen):
+    """A batch of UI actions for one session, as forwarded by the connector.
+
+    ``count`` always equals ``len(actions)``: a connector value that disagrees is
+    corrected on validation, because every consumer relies on the real length.
+    """
+
+    type: Literal["actions"] = "actions"
+    product_id: str
+    session_id: str | None = None
+    user_id: str | None = None
+    email: str | None = None
+    actions: tuple[SlimAction, ...]
+    count: int = Field(default=0, validate_default=True)
+    forwarded_at: float
+    conversation_id: str | None = None
+    event_id: str | None = Field(default=None, exclude=True, validate_default=True)
+
+    @field_validator("count", mode="after")
+    @classmethod
+    def _count_is_len_actions(cls, value: int, info: ValidationInfo) -> int:
+        actions = info.data.get("actions")
+        return len(actions) if actions is not None else value
+
+    _event_id = field_validator("event_id", mode="before")(_event_id_from_context)
+
+    def to_text(self) -> str:
+        """Embedding-ready text: a header line, then one numbered line per action.
+
+        Example::
+
+            Session ps_abc123 — 2 actions
+            1. Viewed the Dashboard page — https://app.example.com/dashboard
+            2. Clicked Export CSV button — https://app.example.com/dashboard
+        """
+        n = len(self.actions)
+        header = f"Session {self.session_id or 'unknown'} — {n} action{'' if n == 1 else 's'}"
+        lines = [header]
+        lines.extend(f"{i}. {action.to_text()}" for i, action in enumerate(self.actions, 1))
+        return "\n".join(lines)
+
+
+class SummaryPayload(_Frozen):
+    """A prose summary of a session; it replaces the ``replaces`` oldest pending actions."""
+
+    type: Literal["summary"] = "summary"
+    product_id: str
+    session_id: str | None = None
+    summary: str
+    replaces: int = Field(default=0, ge=0)
+    forwarded_at: float
+    event_id: str | None = Field(default=None, exclude=True, validate_default=True)
+
+    _event_id = field_validator("event_id", mode="before")(_event_id_from_context)
+
+    def to_text(self) -> str:
+        """The summary itself."""
+        return self.summary
+
+
+class UnknownEvent(_Frozen):
+    """An event of a type this package does not model; ``data`` is the raw JSON object."""
+
+    type: str
+    data: dict[str, Any]
+    event_id: str | None = None
+
+    @property
+    def product_id(self) -> str | None:
+        """The ``product_id`` field of the raw object, when it is a string."""
+        value = self.data.get("product_id")
+        return value if isinstance(value, str) else None
+
+    @property
+    def session_id(self) -> str | None:
+        """The ``session_id`` field of the raw object, when it is a string."""
+        value = self.data.get("session_id")
+        return value if isinstance(value, str) else None
+
+    def to_text(self) -> str:
+        """The raw object as compact JSON."""
+        return json.dumps(self.data, separators=(",", ":"), sort_keys=True)
+
+
+AnyPayload: TypeAlias = ActionsPayload | SummaryPayload
+"""The modelled payloads (what ``ContextStore.add`` accepts)."""
+
+Event: TypeAlias = ActionsPayload | SummaryPayload | UnknownEvent
+"""Anything :func:`decode_event` returns."""
+
+_PAYLOAD_ADAPTER: TypeAdapter[AnyPayload] = TypeAdapter(
+    Annotated[ActionsPayload | SummaryPayload, Field(discriminator="type")]
+)
+
+
+def _is_oversized(data: bytes | str, max_bytes: int) -> bool:
+    if isinstance(data, bytes):
+        return len(data) > max_bytes
+    if len(data) > max_bytes:  # every character is at least one UTF-8 byte
+        return True
+    if len(data) * 4 <= max_bytes:  # and at most four
+        return False
+    return len(data.encode("utf-8", "surrogatepass")) > max_bytes
+
+
+def _describe(error: ValidationError) -> str:
+    parts = []
+    for detail in error.errors(include_url=False, include_input=False)[:3]:
+        # The first location part is the union tag (``actions``/``summary``): drop it.
+        where = ".".join(str(p) for p in detail["loc"][1:]) or "event"
+        parts.append(f"{where}: {detail['msg']}")
+    return "; ".join(parts)
+
+
+def decode_event(
+    data: bytes | str,
+    *,
+    event_id: str | None = None,
+    max_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+) -> Event:
+    """Validate one frame's ``data`` straight from bytes into a typed event.
+
+    Returns an :class:`ActionsPayload` or :class:`SummaryPayload`, or an
+    :class:`UnknownEvent` for a well-formed object of another ``type``. The SSE
+    ``event_id`` is attached to the result.
+
+    Raises:
+        EventDecodeError: with ``reason`` ``"oversized"`` (larger than
+            ``max_bytes``), ``"not_json"``, ``"not_object"``, or ``"invalid"``
+            (a missing or mistyped field; the message names it).
+    """
+    if _is_oversized(data, max_bytes):
+        raise EventDecodeError(
+            f"event is larger than the {max_bytes}-byte cap", reason="oversized", event_id=event_id
+        )
+    try:
+        return _PAYLOAD_ADAPTER.validate_json(data, context={_EVENT_ID_CONTEXT_KEY: event_id})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False, include_input=False)[0]["type"]
+        if first == "json_invalid":
+            raise EventDecodeError(
+                f"event is not valid JSON: {exc.errors()[0]['msg']}",
+                reason="not_json",
+                event_id=event_id,
+            ) from None
+        if first == "dict_type":
+            raise EventDecodeError(
+                "event is not a JSON object", reason="not_object", event_id=event_id
+            ) from None
+        if first == "union_tag_invalid":
+            return _unknown_event(data, event_id)
+        if first == "union_tag_not_found":
+            raise EventDecodeError(
+                "invalid event: type: field required", reason="invalid", event_id=event_id
+            ) from None
+        raise EventDecodeError(
+            f"invalid event: {_describe(exc)}", reason="invalid", event_id=event_id
+        ) from None
+
+
+def _unknown_event(data: bytes | str, event_id: str | None) -> UnknownEvent:
+    # Only reached for a JSON object whose ``type`` is not modelled, so this parse
+    # cannot fail and the object has a ``type``; its value may still be a non-string.
+    raw: dict[str, Any] = json.loads(data)
+    kind = raw.get("type")
+    if not isinstance(kind, str):
+        raise EventDecodeError(
+            "invalid event: type: must be a string", reason="invalid", event_id=event_id
+        )
+    return UnknownEvent(type=kind, data=raw, event_id=event_id)

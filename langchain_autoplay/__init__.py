@@ -1,0 +1,3 @@
+"""LangChain adapters for autoplay live context."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""LlamaIndex adapters for autoplay live context."""
+
+__all__: list[str] = []

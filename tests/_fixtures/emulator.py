@@ -1,0 +1,1 @@
+"""Pytest fixtures that start the connector emulator on a free loopback port."""
