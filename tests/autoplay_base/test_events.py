@@ -1,0 +1,191 @@
+"""Typed events and decode_event: exact models, texts and every kind of bad frame."""
+
+from __future__ import annotations
+
+import json
+
+import pydantic
+import pytest
+
+from autoplay_base import (
+    ActionsPayload,
+    EventDecodeError,
+    SlimAction,
+    SummaryPayload,
+    UnknownEvent,
+    decode_event,
+)
+
+SEED_ACTIONS = {
+    "type": "actions",
+    "product_id": "my_product",
+    "session_id": "ps_abc123",
+    "user_id": "usr_456",
+    "email": "user@example.com",
+    "actions": [
+        {
+            "title": "Dashboard",
+            "description": "Viewed the Dashboard page",
+            "canonical_url": "https://app.example.com/dashboard",
+        },
+        {
+            "title": "Export CSV button",
+            "description": "Clicked Export CSV button",
+            "canonical_url": "https://app.example.com/dashboard",
+        },
+    ],
+    "count": 2,
+    "forwarded_at": 1705314600.123,
+}
+
+SEED_SUMMARY = {
+    "type": "summary",
+    "product_id": "my_product",
+    "session_id": "ps_abc123",
+    "summary": "The user navigated to the Dashboard, exported a CSV report.",
+    "replaces": 12,
+    "forwarded_at": 1705314900.456,
+}
+
+
+def test_actions_payload_from_seed_json_bytes() -> None:
+    event = decode_event(json.dumps(SEED_ACTIONS).encode(), event_id="17")
+    assert isinstance(event, ActionsPayload)
+    assert event.event_id == "17"
+    assert event.session_id == "ps_abc123"
+    assert event.user_id == "usr_456"
+    assert event.email == "user@example.com"
+    assert event.count == 2
+    assert event.forwarded_at == 1705314600.123
+    assert event.actions[1] == SlimAction(
+        title="Export CSV button",
+        description="Clicked Export CSV button",
+        canonical_url="https://app.example.com/dashboard",
+    )
+    assert event.to_text() == (
+        "Session ps_abc123 — 2 actions\n"
+        "1. Viewed the Dashboard page — https://app.example.com/dashboard\n"
+        "2. Clicked Export CSV button — https://app.example.com/dashboard"
+    )
+
+
+def test_event_id_is_not_part_of_the_json() -> None:
+    event = decode_event(json.dumps(SEED_ACTIONS), event_id="17")
+    dumped = event.model_dump()
+    assert "event_id" not in dumped
+    assert dumped["count"] == 2
+
+
+def test_singular_action_header() -> None:
+    data = dict(SEED_ACTIONS, actions=SEED_ACTIONS["actions"][:1], session_id=None)
+    event = decode_event(json.dumps(data))
+    assert isinstance(event, ActionsPayload)
+    assert event.to_text() == (
+        "Session unknown — 1 action\n1. Viewed the Dashboard page — https://app.example.com/dashboard"
+    )
+
+
+def test_count_that_disagrees_is_corrected() -> None:
+    for count in (0, 99):
+        event = decode_event(json.dumps(dict(SEED_ACTIONS, count=count)))
+        assert isinstance(event, ActionsPayload)
+        assert event.count == 2
+    missing = {k: v for k, v in SEED_ACTIONS.items() if k != "count"}
+    assert decode_event(json.dumps(missing)).count == 2  # type: ignore[union-attr]
+
+
+def test_summary_payload() -> None:
+    event = decode_event(json.dumps(SEED_SUMMARY), event_id="9")
+    assert isinstance(event, SummaryPayload)
+    assert (event.replaces, event.event_id) == (12, "9")
+    assert event.to_text() == SEED_SUMMARY["summary"]
+
+
+def test_unknown_type_keeps_the_raw_object() -> None:
+    raw = {"type": "usertour_trigger", "product_id": "p", "session_id": "s", "tour": 3}
+    event = decode_event(json.dumps(raw), event_id="5")
+    assert isinstance(event, UnknownEvent)
+    assert (event.type, event.data, event.event_id) == ("usertour_trigger", raw, "5")
+    assert (event.product_id, event.session_id) == ("p", "s")
+    assert (
+        event.to_text() == '{"product_id":"p","session_id":"s","tour":3,"type":"usertour_trigger"}'
+    )
+
+
+def test_unknown_fields_are_ignored() -> None:
+    event = decode_event(json.dumps(dict(SEED_ACTIONS, brand_new_field=[1, 2])))
+    assert isinstance(event, ActionsPayload)
+
+
+def test_slim_action_optional_fields_and_text() -> None:
+    action = SlimAction(
+        title="Invite",
+        description="",
+        canonical_url="/team",
+        index=3,
+        type="click",
+        timestamp_start=1.0,
+        timestamp_end=2.0,
+        raw_url="/team?x=1",
+    )
+    assert action.to_text() == "Invite — /team"
+    assert SlimAction(title="t", description="Did it", canonical_url="").to_text() == "Did it"
+
+
+def test_models_are_immutable() -> None:
+    event = decode_event(json.dumps(SEED_SUMMARY))
+    with pytest.raises(pydantic.ValidationError):
+        event.summary = "changed"  # type: ignore[misc,union-attr]
+
+
+@pytest.mark.parametrize(
+    ("frame", "reason", "message"),
+    [
+        (b"not json", "not_json", "event is not valid JSON"),
+        (b"[1, 2]", "not_object", "event is not a JSON object"),
+        (b'"text"', "not_object", "event is not a JSON object"),
+        (b"{}", "invalid", "invalid event: type: field required"),
+        (b'{"type": 7}', "invalid", "invalid event: type: must be a string"),
+        (
+            b'{"type": "actions", "product_id": "p", "forwarded_at": 1}',
+            "invalid",
+            "invalid event: actions: Field required",
+        ),
+        (
+            b'{"type": "summary", "product_id": "p", "summary": "s", "replaces": -1,'
+            b' "forwarded_at": 1}',
+            "invalid",
+            "invalid event: replaces: Input should be greater than or equal to 0",
+        ),
+        (
+            b'{"type": "actions", "product_id": "p", "actions": "x", "forwarded_at": 1}',
+            "invalid",
+            "invalid event: actions: Input should be a valid",
+        ),
+    ],
+)
+def test_bad_frames_raise_a_clear_error(frame: bytes, reason: str, message: str) -> None:
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(frame, event_id="3")
+    assert info.value.reason == reason
+    assert info.value.event_id == "3"
+    assert str(info.value).startswith(message)
+
+
+def test_oversized_frames_are_rejected_before_parsing() -> None:
+    frame = json.dumps(dict(SEED_SUMMARY, summary="x" * 300)).encode()
+    assert isinstance(decode_event(frame, max_bytes=len(frame)), SummaryPayload)
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(frame, max_bytes=len(frame) - 1)
+    assert info.value.reason == "oversized"
+    # Text is measured in UTF-8 bytes: 100 three-byte characters exceed a 299-byte cap.
+    text = json.dumps(dict(SEED_SUMMARY, summary="€" * 100), ensure_ascii=False)
+    with pytest.raises(EventDecodeError):
+        decode_event(text, max_bytes=len(text.encode()) - 1)
+    assert isinstance(decode_event(text, max_bytes=len(text.encode())), SummaryPayload)
+
+
+def test_default_cap_is_256_kib() -> None:
+    big = json.dumps(dict(SEED_SUMMARY, summary="y" * (256 * 1024)))
+    with pytest.raises(EventDecodeError, match="262144-byte cap"):
+        decode_event(big)

@@ -1,0 +1,106 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+
+import autoplay_base
+from autoplay_base import errors
+
+EXPECTED_BASE = {
+    "ActionsPayload",
+    "AmbiguousSessionError",
+    "AnyPayload",
+    "AsyncContextStore",
+    "AsyncSessionSummarizer",
+    "AutoplayError",
+    "Backend",
+    "BackendError",
+    "BackendStats",
+    "BackendUnavailableError",
+    "ConfigError",
+    "ConnectorAuthError",
+    "ConnectorError",
+    "ConnectorNotFoundError",
+    "ConnectorRetriesExhaustedError",
+    "ContextStore",
+    "Event",
+    "EventDecodeError",
+    "InMemoryBackend",
+    "MissingDependencyError",
+    "ReadOptions",
+    "SessionKey",
+    "SessionLookupError",
+    "SessionRef",
+    "SessionSummarizer",
+    "SessionView",
+    "SlimAction",
+    "SummarizerError",
+    "SummaryPayload",
+    "UnknownEvent",
+    "UserSessionIndex",
+    "UserSessionRef",
+    "__version__",
+    "decode_event",
+}
+
+
+def test_autoplay_base_all_is_pinned() -> None:
+    assert set(autoplay_base.__all__) == EXPECTED_BASE
+    for name in autoplay_base.__all__:
+        assert hasattr(autoplay_base, name), name
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "autoplay_base.context_store",
+        "autoplay_base.summarizer",
+        "autoplay_base.user_index",
+        "autoplay_base.events",
+        "autoplay_base.errors",
+        "autoplay_base.formatting",
+        "autoplay_base.sources",
+        "autoplay_base.backends.base",
+        "autoplay_base.backends.memory",
+    ],
+)
+def test_every_module_exports_what_it_names(module: str) -> None:
+    loaded = importlib.import_module(module)
+    for name in loaded.__all__:
+        assert hasattr(loaded, name), f"{module}.{name}"
+
+
+def test_seed_import_paths_work() -> None:
+    from autoplay_base.context_store import AsyncContextStore, ContextStore
+    from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
+    from autoplay_base.user_index import UserSessionIndex
+
+    assert ContextStore is autoplay_base.ContextStore
+    assert AsyncContextStore is autoplay_base.AsyncContextStore
+    assert SessionSummarizer is autoplay_base.SessionSummarizer
+    assert AsyncSessionSummarizer is autoplay_base.AsyncSessionSummarizer
+    assert UserSessionIndex is autoplay_base.UserSessionIndex
+
+
+def test_every_error_derives_from_autoplay_error() -> None:
+    for name in errors.__all__:
+        obj = getattr(errors, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, errors.AutoplayError), name
+    assert issubclass(errors.ConfigError, ValueError)
+    assert issubclass(errors.EventDecodeError, ValueError)
+    assert issubclass(errors.MissingDependencyError, ImportError)
+    assert issubclass(errors.BackendUnavailableError, errors.BackendError)
+    assert issubclass(errors.ConnectorAuthError, errors.ConnectorError)
+
+
+def test_missing_extra_names_the_extra() -> None:
+    error = errors.missing_extra("redis", "redis")
+    assert isinstance(error, ImportError)
+    assert str(error) == (
+        "redis is required for this feature; install it with "
+        "pip install 'autoplay-live-context[redis]'"
+    )
