@@ -46,6 +46,7 @@ from autoplay_base.formatting import (
     MAX_SUMMARY_CHARS,
     action_line,
     clean_text,
+    display_line,
     format_context,
     format_enriched,
 )
@@ -93,6 +94,13 @@ def _check_options(options: Mapping[str, Any]) -> None:
     max_actions = options.get("max_actions")
     if max_actions is not None and (not isinstance(max_actions, int) or max_actions < 1):
         raise ConfigError(f"max_actions must be an int >= 1, got {max_actions!r}")
+
+
+def _displayed(view: SessionView | None) -> SessionView | None:
+    if view is None:
+        return None
+    lines = [display_line(line) for line in view.actions]
+    return SessionView(view.summary, lines, view.summary_at, view.last_activity_at)
 
 
 class _ContextStoreBase:
@@ -185,13 +193,10 @@ class _ContextStoreBase:
             self.counters.duplicates_skipped += 1
 
     # -- reads ------------------------------------------------------------------------
-    def view(
-        self, session_id: str, product_id: str | None = None, **overrides: Any
+    def _read(
+        self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
     ) -> SessionView | None:
-        """The session's summary and action lines after filtering, or ``None`` if unknown.
-
-        For adapters that need the parts rather than the formatted text.
-        """
+        """The backend's view, lines still in stored form."""
         options = self._options(overrides)
         key = self._read_key(session_id, product_id)
         if key is None:
@@ -199,16 +204,31 @@ class _ContextStoreBase:
         self.counters.reads += 1
         return self.backend.read(key, options, now=self._clock())
 
-    async def aview(
-        self, session_id: str, product_id: str | None = None, **overrides: Any
+    async def _aread(
+        self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
     ) -> SessionView | None:
-        """Async twin of :meth:`view`."""
         options = self._options(overrides)
         key = await self._aread_key(session_id, product_id)
         if key is None:
             return None
         self.counters.reads += 1
         return await self.backend.aread(key, options, now=self._clock())
+
+    def view(
+        self, session_id: str, product_id: str | None = None, **overrides: Any
+    ) -> SessionView | None:
+        """The session's summary and ``<description> — <url>`` lines, or ``None`` if unknown.
+
+        For adapters that need the parts rather than the formatted text; takes
+        the same overrides as :meth:`get`.
+        """
+        return _displayed(self._read(session_id, product_id, overrides))
+
+    async def aview(
+        self, session_id: str, product_id: str | None = None, **overrides: Any
+    ) -> SessionView | None:
+        """Async twin of :meth:`view`."""
+        return _displayed(await self._aread(session_id, product_id, overrides))
 
     def get(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
         """The formatted context (``Summary: …`` / ``Recent activity:``), or ``""``.
@@ -217,12 +237,12 @@ class _ContextStoreBase:
         ``max_actions`` (applied after lookback) and ``since`` (a local
         ``time.time()`` moment; only activity after it).
         """
-        view = self.view(session_id, product_id, **overrides)
+        view = self._read(session_id, product_id, overrides)
         return format_context(view.summary, view.actions) if view is not None else ""
 
     async def aget(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
         """Async twin of :meth:`get`."""
-        view = await self.aview(session_id, product_id, **overrides)
+        view = await self._aread(session_id, product_id, overrides)
         return format_context(view.summary, view.actions) if view is not None else ""
 
     def enrich(

@@ -39,7 +39,7 @@ from typing import Any
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError
 from autoplay_base.events import ActionsPayload, SummaryPayload
-from autoplay_base.formatting import action_line
+from autoplay_base.formatting import action_line, number_lines
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -206,8 +206,9 @@ class _Book:
 
 
 def _prompt_for(template: str, job: _Job) -> str:
-    actions = "\n".join(f"{i}. {line}" for i, line in enumerate(job.lines, 1))
-    return template.format(actions=actions, previous_summary=job.previous or _NO_PREVIOUS_SUMMARY)
+    return template.format(
+        actions=number_lines(job.lines), previous_summary=job.previous or _NO_PREVIOUS_SUMMARY
+    )
 
 
 def _as_text(result: object) -> str:
@@ -327,7 +328,7 @@ class _SummarizerBase:
                 for key in self._locate(session_id, product_id)
                 for line in self._book.states[key].pending
             ]
-        return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+        return number_lines(lines)
 
     def summary_of(self, session_id: str, product_id: str | None = None) -> str | None:
         """The latest summary the summarizer holds for a session."""

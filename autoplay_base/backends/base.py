@@ -44,9 +44,12 @@ class ReadOptions:
     since: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SessionView:
-    """A session as read: the current summary and the pending action lines, oldest first."""
+class SessionView(NamedTuple):
+    """A session as read: the current summary and the pending action lines, oldest first.
+
+    A named tuple rather than a frozen dataclass: it is built on every read, and
+    tuple construction is several times cheaper.
+    """
 
     summary: str | None
     actions: Sequence[str]

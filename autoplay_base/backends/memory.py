@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -32,6 +33,7 @@ from autoplay_base.backends.base import (
     UserSessionRef,
 )
 from autoplay_base.errors import ConfigError
+from autoplay_base.formatting import BATCH_SEPARATOR
 
 __all__ = [
     "DEFAULT_DEDUPE_WINDOW",
@@ -54,14 +56,62 @@ DEFAULT_DEDUPE_WINDOW = 10_000
 
 
 class _Session:
-    __slots__ = ("actions", "last_activity_at", "summary", "summary_at", "touched")
+    """One session, stored compactly: memory per session is a benchmarked feature.
 
-    def __init__(self, cap: int, now: float) -> None:
-        self.actions: deque[tuple[float, str]] = deque(maxlen=cap)
+    Each appended batch of lines is kept as one string joined by ``BATCH_SEPARATOR``
+    (a control character that cleaned text cannot contain), with its arrival time
+    in a parallel array: one object per batch instead of three per action. ``skip``
+    counts the lines of the oldest batch already dropped (trimmed or summarised).
+    """
+
+    __slots__ = (
+        "batches",
+        "count",
+        "last_activity_at",
+        "skip",
+        "summary",
+        "summary_at",
+        "times",
+        "touched",
+    )
+
+    def __init__(self, now: float) -> None:
+        self.batches: list[str] = []
+        self.times = array("d")
+        self.skip = 0
+        self.count = 0
         self.summary: str | None = None
         self.summary_at: float | None = None
         self.last_activity_at: float | None = None
         self.touched = now
+
+    def append(self, lines: Sequence[str], at: float) -> None:
+        self.batches.append(BATCH_SEPARATOR.join(lines))
+        self.times.append(at)
+        self.count += len(lines)
+
+    def drop_oldest(self, n: int) -> int:
+        """Drop up to ``n`` of the oldest lines; returns how many went."""
+        n = min(n, self.count)
+        left = n
+        while left:
+            live = self.batches[0].count(BATCH_SEPARATOR) + 1 - self.skip
+            if live > left:
+                self.skip += left
+                break
+            del self.batches[0]
+            del self.times[0]
+            self.skip = 0
+            left -= live
+        self.count -= n
+        return n
+
+    def lines_from(self, first_batch: int) -> list[str]:
+        """The live lines of ``batches[first_batch:]``, oldest first."""
+        if not self.batches[first_batch:]:
+            return []
+        lines = BATCH_SEPARATOR.join(self.batches[first_batch:]).split(BATCH_SEPARATOR)
+        return lines[self.skip :] if first_batch == 0 and self.skip else lines
 
 
 class _History:
@@ -116,10 +166,12 @@ class InMemoryBackend:
         self.stats = BackendStats()
         self._lock = Lock()
         self._sessions: OrderedDict[SessionKey, _Session] = OrderedDict()
-        self._products: dict[str, list[str]] = {}
-        self._users: OrderedDict[str, OrderedDict[SessionKey, float]] = OrderedDict()
+        # session id -> its products: a bare product id in the usual one-product case.
+        self._products: dict[str, str | list[str]] = {}
+        # user id -> {session key: last seen}; recency by re-insertion (dicts keep order).
+        self._users: OrderedDict[str, dict[SessionKey, float]] = OrderedDict()
         self._histories: OrderedDict[SessionKey, _History] = OrderedDict()
-        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
+        self._seen: OrderedDict[str, None] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
@@ -128,7 +180,7 @@ class InMemoryBackend:
     def _is_duplicate(self, product_id: str, event_id: str | None) -> bool:
         if event_id is None:
             return False
-        seen_key = (product_id, event_id)
+        seen_key = f"{product_id}\x00{event_id}"
         if seen_key in self._seen:
             self.stats.duplicate_events += 1
             return True
@@ -140,10 +192,12 @@ class InMemoryBackend:
     def _drop(self, key: SessionKey) -> None:
         del self._sessions[key]
         products = self._products.get(key.session_id)
-        if products is not None:
+        if isinstance(products, list):
             products.remove(key.product_id)
-            if not products:
-                del self._products[key.session_id]
+            if len(products) == 1:
+                self._products[key.session_id] = products[0]
+        elif products is not None:
+            del self._products[key.session_id]
 
     def _expired(self, touched: float, now: float) -> bool:
         ttl = self.idle_ttl_seconds
@@ -174,9 +228,15 @@ class InMemoryBackend:
         self._sweep(now)
         session = self._live(key, now)
         if session is None:
-            session = _Session(self.max_actions_per_session, now)
+            session = _Session(now)
             self._sessions[key] = session
-            self._products.setdefault(key.session_id, []).append(key.product_id)
+            known = self._products.get(key.session_id)
+            if known is None:
+                self._products[key.session_id] = key.product_id
+            elif isinstance(known, list):
+                known.append(key.product_id)
+            else:
+                self._products[key.session_id] = [known, key.product_id]
             if len(self._sessions) > self.max_sessions:
                 self._drop(next(iter(self._sessions)))
                 self.stats.sessions_evicted += 1
@@ -185,15 +245,15 @@ class InMemoryBackend:
     def _index_user(self, user_id: str, key: SessionKey, at: float) -> None:
         refs = self._users.get(user_id)
         if refs is None:
-            refs = self._users[user_id] = OrderedDict()
+            refs = self._users[user_id] = {}
             if len(self._users) > self.max_users:
                 self._users.popitem(last=False)
         else:
             self._users.move_to_end(user_id)
+        refs.pop(key, None)
         refs[key] = at
-        refs.move_to_end(key)
         if len(refs) > self.max_sessions_per_user:
-            refs.popitem(last=False)
+            del refs[next(iter(refs))]
 
     # -- context ----------------------------------------------------------------------
     def append_actions(
@@ -210,10 +270,11 @@ class InMemoryBackend:
             if self._is_duplicate(key.product_id, event_id):
                 return False
             session = self._session_for_write(key, at)
-            overflow = len(session.actions) + len(lines) - self.max_actions_per_session
-            if overflow > 0:
-                self.stats.actions_trimmed += overflow
-            session.actions.extend([(at, line) for line in lines])
+            if lines:
+                session.append(lines, at)
+                overflow = session.count - self.max_actions_per_session
+                if overflow > 0:
+                    self.stats.actions_trimmed += session.drop_oldest(overflow)
             session.last_activity_at = at
             self.stats.actions_stored += len(lines)
             if user_id:
@@ -246,9 +307,7 @@ class InMemoryBackend:
             if self._is_duplicate(key.product_id, event_id):
                 return False
             session = self._session_for_write(key, at)
-            actions = session.actions
-            for _ in range(min(replaces, len(actions))):
-                actions.popleft()
+            session.drop_oldest(replaces)
             session.summary = summary
             session.summary_at = at
             session.last_activity_at = at
@@ -278,7 +337,7 @@ class InMemoryBackend:
                 assert session.summary_at is not None
                 if session.summary_at <= options.since:
                     summary = None
-            lines = _select(session.actions, options, now) if options.include_actions else []
+            lines = _select(session, options, now) if options.include_actions else []
             return SessionView(summary, lines, session.summary_at, session.last_activity_at)
 
     async def aread(
@@ -290,7 +349,10 @@ class InMemoryBackend:
     def products_for(self, session_id: str) -> list[str]:
         """Product ids under which ``session_id`` has state; O(1), no scan."""
         with self._lock:
-            return list(self._products.get(session_id, ()))
+            products = self._products.get(session_id)
+            if products is None:
+                return []
+            return list(products) if isinstance(products, list) else [products]
 
     async def aproducts_for(self, session_id: str) -> list[str]:
         """Async twin of :meth:`products_for`."""
@@ -323,7 +385,7 @@ class InMemoryBackend:
             refs = self._users.get(user_id)
             if not refs:
                 return []
-            newest = islice(reversed(refs.items()), limit)
+            newest = islice(reversed(list(refs.items())), limit)
             return [UserSessionRef(k.session_id, k.product_id, at) for k, at in newest]
 
     async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
@@ -395,23 +457,22 @@ class InMemoryBackend:
         """Nothing to release."""
 
 
-def _select(actions: deque[tuple[float, str]], options: ReadOptions, now: float) -> list[str]:
-    """Newest-first scan that stops at the first action outside the window or the cap."""
+def _select(session: _Session, options: ReadOptions, now: float) -> list[str]:
+    """The lines a read wants: whole batches at or after the cutoff, then the newest cap."""
     cutoff = None
     if options.lookback_seconds is not None:
         cutoff = now - options.lookback_seconds
     if options.since is not None and (cutoff is None or options.since >= cutoff):
         # ``since`` is exclusive: nudge it so the comparison below stays ``>=``.
         cutoff = math.nextafter(options.since, math.inf)
+    first = 0
+    if cutoff is not None:
+        times = session.times
+        first = len(times)
+        while first and times[first - 1] >= cutoff:
+            first -= 1
+    lines = session.lines_from(first)
     limit = options.max_actions
-    if cutoff is None:
-        if limit is None or limit >= len(actions):
-            return [line for _, line in actions]
-        return [line for _, line in islice(actions, len(actions) - limit, None)]
-    picked: list[str] = []
-    for at, line in reversed(actions):
-        if at < cutoff or (limit is not None and len(picked) >= limit):
-            break
-        picked.append(line)
-    picked.reverse()
-    return picked
+    if limit is not None and limit < len(lines):
+        return lines[len(lines) - limit :]
+    return lines
