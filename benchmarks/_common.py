@@ -70,3 +70,18 @@ def machine() -> dict[str, Any]:
 def emit(result: dict[str, Any]) -> None:
     """Print the figures as one JSON document (what ``run_all.py`` collects)."""
     print(json.dumps(result, indent=2, sort_keys=True))
+
+
+def latency(ours: float, reference: float) -> dict[str, float]:
+    """A time figure: ``speedup`` is how many times faster ours is."""
+    return {"ours": ours, "reference": reference, "speedup": round(reference / ours, 2)}
+
+
+def throughput(ours: float, reference: float) -> dict[str, float]:
+    """A rate figure: ``speedup`` is how many times more ours does."""
+    return {"ours": ours, "reference": reference, "speedup": round(ours / reference, 2)}
+
+
+def proportion(ours: float, reference: float) -> dict[str, float]:
+    """A size figure: ``ratio`` is ours over the reference (lower is better)."""
+    return {"ours": ours, "reference": reference, "ratio": round(ours / reference, 3)}

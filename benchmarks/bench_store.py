@@ -19,7 +19,7 @@ import tracemalloc
 from collections.abc import Callable
 from typing import Any
 
-from _common import actions_event, emit, machine, median, percentiles
+from _common import actions_event, emit, latency, machine, median, percentiles, proportion
 
 SESSIONS = 10_000
 BATCHES = 10
@@ -34,7 +34,8 @@ def payload_stream(rng_seed: int = 1) -> list[tuple[str, dict[str, Any]]]:
     events = []
     for batch in range(BATCHES):
         for n in range(SESSIONS):
-            events.append((str(len(events) + 1), actions_event("bench", f"ps_{n}", batch, BATCH_SIZE, rng)))
+            payload = actions_event("bench", f"ps_{n}", batch, BATCH_SIZE, rng)
+            events.append((str(len(events) + 1), payload))
     return events
 
 
@@ -108,14 +109,13 @@ def main() -> None:
     emit(
         {
             "benchmark": "context_store",
-            "setup": f"{SESSIONS} sessions x {BATCHES * BATCH_SIZE} actions, {QUERIES} enrich x {ROUNDS} rounds",
-            "enrich_p50_us": {"ours": ours_p50, "reference": ref_p50, "speedup": round(ref_p50 / ours_p50, 2)},
-            "enrich_p99_us": {"ours": ours_p99, "reference": ref_p99, "speedup": round(ref_p99 / ours_p99, 2)},
-            "memory_bytes_per_session": {
-                "ours": round(memory["ours"]),
-                "reference": round(memory["reference"]),
-                "ratio": round(memory["ours"] / memory["reference"], 3),
-            },
+            "setup": f"{SESSIONS} sessions x {BATCHES * BATCH_SIZE} actions, "
+            f"{QUERIES} enrich x {ROUNDS} rounds",
+            "enrich_p50_us": latency(ours_p50, ref_p50),
+            "enrich_p99_us": latency(ours_p99, ref_p99),
+            "memory_bytes_per_session": proportion(
+                round(memory["ours"]), round(memory["reference"])
+            ),
             "machine": machine(),
         }
     )

@@ -1,0 +1,91 @@
+"""Run every benchmark side by side with the published autoplay-sdk and write RESULTS.md.
+
+``make bench`` calls this. The reference client lives only in its own
+environment, ``benchmarks/.venv-ref`` (created here on first use, with this
+project installed editable beside ``autoplay-sdk``), so the two are measured in
+one process, on one machine, in one run. Each ``bench_*.py`` prints one JSON
+document; every figure with ``ours`` and ``reference`` becomes a table row.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import venv
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+REF_VENV = HERE / ".venv-ref"
+REFERENCE = "autoplay-sdk==0.7.4"
+"""The release the seed documents describe."""
+
+
+def reference_python() -> Path:
+    python = REF_VENV / "bin" / "python"
+    stamp = REF_VENV / ".installed"
+    if not stamp.exists():
+        if not python.exists():
+            venv.create(REF_VENV, with_pip=True)
+        subprocess.run(
+            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[all]", REFERENCE],
+            check=True,
+        )
+        stamp.write_text(REFERENCE + "\n")
+    return python
+
+
+def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    found = []
+    for name, value in result.items():
+        if isinstance(value, dict) and "ours" in value and "reference" in value:
+            ratio = value.get("speedup", value.get("ratio", ""))
+            found.append((name, str(value["ours"]), str(value["reference"]), str(ratio)))
+    return found
+
+
+def main() -> int:
+    python = reference_python()
+    scripts = sorted(HERE.glob("bench_*.py"))
+    results: dict[str, Any] = {}
+    for script in scripts:
+        print(f"running {script.name} ...", flush=True)
+        done = subprocess.run(
+            [str(python), script.name], cwd=HERE, capture_output=True, text=True, check=False
+        )
+        if done.returncode != 0:
+            print(done.stderr, file=sys.stderr)
+            results[script.stem] = {"error": done.stderr.strip().splitlines()[-1:]}
+            continue
+        results[script.stem] = json.loads(done.stdout)
+    (HERE / "results").mkdir(exist_ok=True)
+    (HERE / "results" / "latest.json").write_text(json.dumps(results, indent=2) + "\n")
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Side by side with `{REFERENCE}` in one run. Ratios matter; absolute times vary.",
+        "",
+        "| benchmark | figure | ours | reference | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    machine = ""
+    for name, result in results.items():
+        if "error" in result:
+            lines.append(f"| {name} | failed: {result['error']} | | | |")
+            continue
+        machine = machine or json.dumps(result.get("machine", {}))
+        for figure, ours, ref, ratio in rows(result):
+            lines.append(f"| {name} | {figure} | {ours} | {ref} | {ratio} |")
+        for figure, value in result.items():
+            if isinstance(value, dict) and "ours" in value and "reference" not in value:
+                lines.append(f"| {name} | {figure} | {value['ours']} | n/a | |")
+    lines += ["", f"Machine: `{machine}`", ""]
+    (HERE / "RESULTS.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    return 1 if any("error" in r for r in results.values()) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
