@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, TypeVar
 
 from autoplay_base.backends.base import Backend, ReadOptions, SessionKey, SessionView
 from autoplay_base.backends.memory import (
@@ -50,9 +50,7 @@ from autoplay_base.formatting import (
     format_context,
     format_enriched,
 )
-
-if TYPE_CHECKING:
-    from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
+from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
 
 __all__ = ["DEFAULT_PRODUCT_ID", "AsyncContextStore", "ContextStore", "StoreCounters"]
 
@@ -103,21 +101,38 @@ def _displayed(view: SessionView | None) -> SessionView | None:
     return SessionView(view.summary, lines, view.summary_at, view.last_activity_at)
 
 
-class _ContextStoreBase:
-    """Everything but the write side, shared by the sync and async stores."""
+SummarizerT = TypeVar("SummarizerT", SessionSummarizer, AsyncSessionSummarizer)
+
+
+class _ContextStoreBase(Generic[SummarizerT]):
+    """Everything but the write side, shared by the sync and async stores.
+
+    Args:
+        summarizer: optional summarizer (``SessionSummarizer`` for the sync
+            store, ``AsyncSessionSummarizer`` for the async one). Actions added
+            to the store reach it, and its summaries come back and replace the
+            actions they cover.
+        include_summary, include_actions, lookback_seconds, max_actions: read
+            defaults, each overridable per ``get``/``enrich`` call.
+        backend: where state lives (default: a new bounded ``InMemoryBackend``).
+        max_sessions, max_actions_per_session, idle_ttl_seconds: bounds of the
+            default in-memory backend.
+        clock: the local clock (``time.time``); tests pass their own.
+    """
 
     def __init__(
         self,
+        summarizer: SummarizerT | None = None,
         *,
-        include_summary: bool,
-        include_actions: bool,
-        lookback_seconds: float | None,
-        max_actions: int | None,
-        backend: Backend | None,
-        max_sessions: int | None,
-        max_actions_per_session: int | None,
-        idle_ttl_seconds: float | None,
-        clock: Callable[[], float],
+        include_summary: bool = True,
+        include_actions: bool = True,
+        lookback_seconds: float | None = None,
+        max_actions: int | None = None,
+        backend: Backend | None = None,
+        max_sessions: int | None = None,
+        max_actions_per_session: int | None = None,
+        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._defaults = ReadOptions(
             include_summary=include_summary,
@@ -141,6 +156,12 @@ class _ContextStoreBase:
         self.backend: Backend = backend
         self.counters = StoreCounters()
         self._clock = clock
+        self.summarizer: SummarizerT | None = summarizer
+        if summarizer is not None:
+            self._bind(summarizer)
+
+    def _bind(self, summarizer: SummarizerT) -> None:
+        raise NotImplementedError
 
     # -- option and key resolution (pure, no I/O) -------------------------------------
     def _options(self, overrides: Mapping[str, Any]) -> ReadOptions:
@@ -272,7 +293,8 @@ class _ContextStoreBase:
             self._reset_summarizer(key)
 
     def _reset_summarizer(self, key: SessionKey) -> None:
-        """Overridden by the stores that own a summarizer."""
+        if self.summarizer is not None:
+            self.summarizer.reset(key.session_id, product_id=key.product_id)
 
     @property
     def active_sessions(self) -> list[str]:
@@ -302,53 +324,17 @@ class _ContextStoreBase:
         return merged
 
 
-class ContextStore(_ContextStoreBase):
+class ContextStore(_ContextStoreBase[SessionSummarizer]):
     """Thread-safe live context for query-time enrichment (sync writes).
 
-    Args:
-        summarizer: optional :class:`~autoplay_base.summarizer.SessionSummarizer`.
-            Actions added here reach it, and its summaries come back and replace
-            the actions they cover.
-        include_summary, include_actions, lookback_seconds, max_actions: read
-            defaults, each overridable per ``get``/``enrich`` call.
-        backend: where state lives (default: a new bounded ``InMemoryBackend``).
-        max_sessions, max_actions_per_session, idle_ttl_seconds: bounds of the
-            default in-memory backend.
-        clock: the local clock (``time.time``); tests pass their own.
+    ``ContextStore(summarizer=None, *, include_summary=True, include_actions=True,
+    lookback_seconds=None, max_actions=None, backend=None, max_sessions=None,
+    max_actions_per_session=None, idle_ttl_seconds=4 h, clock=time.time)``;
+    the options are described on the shared base.
     """
 
-    def __init__(
-        self,
-        summarizer: SessionSummarizer | None = None,
-        *,
-        include_summary: bool = True,
-        include_actions: bool = True,
-        lookback_seconds: float | None = None,
-        max_actions: int | None = None,
-        backend: Backend | None = None,
-        max_sessions: int | None = None,
-        max_actions_per_session: int | None = None,
-        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            include_summary=include_summary,
-            include_actions=include_actions,
-            lookback_seconds=lookback_seconds,
-            max_actions=max_actions,
-            backend=backend,
-            max_sessions=max_sessions,
-            max_actions_per_session=max_actions_per_session,
-            idle_ttl_seconds=idle_ttl_seconds,
-            clock=clock,
-        )
-        self.summarizer = summarizer
-        if summarizer is not None:
-            summarizer.bind(self._add_own_summary)
-
-    def _reset_summarizer(self, key: SessionKey) -> None:
-        if self.summarizer is not None:
-            self.summarizer.reset(key.session_id, product_id=key.product_id)
+    def _bind(self, summarizer: SessionSummarizer) -> None:
+        summarizer.bind(self._add_own_summary)
 
     def __repr__(self) -> str:
         return f"ContextStore(backend={self.backend!r})"
@@ -422,7 +408,7 @@ class ContextStore(_ContextStoreBase):
         self.close()
 
 
-class AsyncContextStore(_ContextStoreBase):
+class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
     """The asyncio twin of :class:`ContextStore`: ``add`` and ``on_summary`` are coroutines.
 
     ``get``/``enrich`` stay synchronous for ``autoplay-sdk`` compatibility (cheap
@@ -430,38 +416,8 @@ class AsyncContextStore(_ContextStoreBase):
     remote backend never blocks the event loop.
     """
 
-    def __init__(
-        self,
-        summarizer: AsyncSessionSummarizer | None = None,
-        *,
-        include_summary: bool = True,
-        include_actions: bool = True,
-        lookback_seconds: float | None = None,
-        max_actions: int | None = None,
-        backend: Backend | None = None,
-        max_sessions: int | None = None,
-        max_actions_per_session: int | None = None,
-        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        super().__init__(
-            include_summary=include_summary,
-            include_actions=include_actions,
-            lookback_seconds=lookback_seconds,
-            max_actions=max_actions,
-            backend=backend,
-            max_sessions=max_sessions,
-            max_actions_per_session=max_actions_per_session,
-            idle_ttl_seconds=idle_ttl_seconds,
-            clock=clock,
-        )
-        self.summarizer = summarizer
-        if summarizer is not None:
-            summarizer.bind(self._add_own_summary)
-
-    def _reset_summarizer(self, key: SessionKey) -> None:
-        if self.summarizer is not None:
-            self.summarizer.reset(key.session_id, product_id=key.product_id)
+    def _bind(self, summarizer: AsyncSessionSummarizer) -> None:
+        summarizer.bind(self._add_own_summary)
 
     def __repr__(self) -> str:
         return f"AsyncContextStore(backend={self.backend!r})"
