@@ -94,11 +94,11 @@ def _check_options(options: Mapping[str, Any]) -> None:
         raise ConfigError(f"max_actions must be an int >= 1, got {max_actions!r}")
 
 
-def _displayed(view: SessionView | None) -> SessionView | None:
+def _displayed(view: SessionView | None, key: SessionKey | None) -> SessionView | None:
     if view is None:
         return None
     lines = [display_line(line) for line in view.actions]
-    return SessionView(view.summary, lines, view.summary_at, view.last_activity_at)
+    return SessionView(view.summary, lines, view.summary_at, view.last_activity_at, key)
 
 
 SummarizerT = TypeVar("SummarizerT", SessionSummarizer, AsyncSessionSummarizer)
@@ -216,24 +216,24 @@ class _ContextStoreBase(Generic[SummarizerT]):
     # -- reads ------------------------------------------------------------------------
     def _read(
         self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
-    ) -> SessionView | None:
-        """The backend's view, lines still in stored form."""
+    ) -> tuple[SessionKey | None, SessionView | None]:
+        """The resolved key and the backend's view (lines still in stored form)."""
         options = self._options(overrides)
         key = self._read_key(session_id, product_id)
         if key is None:
-            return None
+            return None, None
         self.counters.reads += 1
-        return self.backend.read(key, options, now=self._clock())
+        return key, self.backend.read(key, options, now=self._clock())
 
     async def _aread(
         self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
-    ) -> SessionView | None:
+    ) -> tuple[SessionKey | None, SessionView | None]:
         options = self._options(overrides)
         key = await self._aread_key(session_id, product_id)
         if key is None:
-            return None
+            return None, None
         self.counters.reads += 1
-        return await self.backend.aread(key, options, now=self._clock())
+        return key, await self.backend.aread(key, options, now=self._clock())
 
     def view(
         self, session_id: str, product_id: str | None = None, **overrides: Any
@@ -243,13 +243,15 @@ class _ContextStoreBase(Generic[SummarizerT]):
         For adapters that need the parts rather than the formatted text; takes
         the same overrides as :meth:`get`.
         """
-        return _displayed(self._read(session_id, product_id, overrides))
+        key, view = self._read(session_id, product_id, overrides)
+        return _displayed(view, key)
 
     async def aview(
         self, session_id: str, product_id: str | None = None, **overrides: Any
     ) -> SessionView | None:
         """Async twin of :meth:`view`."""
-        return _displayed(await self._aread(session_id, product_id, overrides))
+        key, view = await self._aread(session_id, product_id, overrides)
+        return _displayed(view, key)
 
     def get(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
         """The formatted context (``Summary: …`` / ``Recent activity:``), or ``""``.
@@ -258,12 +260,12 @@ class _ContextStoreBase(Generic[SummarizerT]):
         ``max_actions`` (applied after lookback) and ``since`` (a local
         ``time.time()`` moment; only activity after it).
         """
-        view = self._read(session_id, product_id, overrides)
+        _, view = self._read(session_id, product_id, overrides)
         return format_context(view.summary, view.actions) if view is not None else ""
 
     async def aget(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
         """Async twin of :meth:`get`."""
-        view = await self._aread(session_id, product_id, overrides)
+        _, view = await self._aread(session_id, product_id, overrides)
         return format_context(view.summary, view.actions) if view is not None else ""
 
     def enrich(

@@ -43,6 +43,7 @@ __all__ = [
     "clean_text",
     "display_line",
     "format_context",
+    "format_context_block",
     "format_enriched",
     "format_user_activity",
     "number_lines",
@@ -123,6 +124,15 @@ def format_context(summary: str | None, lines: Sequence[str]) -> str:
         activity = f"Recent activity:\n{number_lines(lines)}"
         return f"Summary: {summary}\n\n{activity}" if summary else activity
     return f"Summary: {summary}" if summary else ""
+
+
+def format_context_block(context: str) -> str:
+    """A context body under the ``[Session context]`` header, ``""`` when there is none.
+
+    What a system prompt or a system message carries: ``enrich()``'s block
+    without the ``[Query]`` part.
+    """
+    return f"{CONTEXT_HEADER}\n{context}" if context else ""
 
 
 def format_enriched(context: str, query: str) -> str:

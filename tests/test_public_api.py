@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
+import sys
 
 import pytest
 
@@ -104,3 +106,46 @@ def test_missing_extra_names_the_extra() -> None:
         "redis is required for this feature; install it with "
         "pip install 'autoplay-live-context[redis]'"
     )
+
+
+EXPECTED_LANGCHAIN = {
+    "AutoplayChatMessageHistory",
+    "AutoplayContextMiddleware",
+    "AutoplayLoader",
+    "AutoplayRetriever",
+    "LiveContextMode",
+    "LoadUnit",
+    "SessionActivityInput",
+    "SessionActivityTool",
+    "create_session_activity_tool",
+}
+
+
+def test_langchain_autoplay_all_is_pinned() -> None:
+    import langchain_autoplay
+
+    assert set(langchain_autoplay.__all__) == EXPECTED_LANGCHAIN
+    for name in langchain_autoplay.__all__:
+        assert getattr(langchain_autoplay, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    ("blocked", "package", "extra"),
+    [
+        ("langchain_core", "langchain_autoplay", "langchain"),
+        ("llama_index", "llamaindex_autoplay", "llamaindex"),
+    ],
+)
+def test_a_missing_extra_names_what_to_install(blocked: str, package: str, extra: str) -> None:
+    # A fresh interpreter where the framework cannot be imported, as if it were not installed.
+    code = (
+        "import sys\n"
+        f"sys.modules[{blocked!r}] = None\n"
+        "try:\n"
+        f"    import {package}\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("MissingDependencyError ")
+    assert f"pip install 'autoplay-live-context[{extra}]'" in done.stdout

@@ -55,6 +55,9 @@ class SessionView(NamedTuple):
     actions: Sequence[str]
     summary_at: float | None = None
     last_activity_at: float | None = None
+    key: SessionKey | None = None
+    """Which session this is; ``ContextStore.view`` fills it in (so an omitted
+    ``product_id`` can be read back), backends may leave it ``None``."""
 
 
 @dataclass(frozen=True, slots=True)

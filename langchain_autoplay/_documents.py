@@ -1,0 +1,98 @@
+"""Pure conversions from ``autoplay_base`` values to LangChain values, shared by the adapters.
+
+Nothing here does I/O or holds state: each adapter makes one store call and hands
+the result to one of these functions.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.documents import Document
+
+from autoplay_base.backends.base import SessionView
+from autoplay_base.events import Event
+from autoplay_base.formatting import format_context
+from autoplay_base.sources import (
+    LIVE_CONTEXT_SOURCE,
+    SessionSnapshot,
+    event_metadata,
+    session_metadata,
+)
+
+__all__ = [
+    "LIVE_CONTEXT_SOURCE",
+    "context_document",
+    "event_document",
+    "session_documents",
+    "snapshot_document",
+    "view_text",
+]
+
+
+def view_text(view: SessionView | None) -> str:
+    """The context body of a view (what ``store.get`` returns), ``""`` for no session."""
+    return format_context(view.summary, view.actions) if view is not None else ""
+
+
+def _metadata(session_id: str, product_id: str | None, **extra: Any) -> dict[str, Any]:
+    return {
+        "source": LIVE_CONTEXT_SOURCE,
+        "session_id": session_id,
+        "product_id": product_id,
+        **extra,
+    }
+
+
+def context_document(context: str, session_id: str, product_id: str | None) -> Document:
+    """One document holding a session's whole live context (the retriever's prepended doc)."""
+    return Document(page_content=context, metadata=_metadata(session_id, product_id))
+
+
+def session_documents(
+    view: SessionView | None,
+    session_id: str,
+    product_id: str | None,
+    *,
+    k: int | None = None,
+) -> list[Document]:
+    """A session's context as documents: the summary first, then one per action, oldest first.
+
+    With ``k``, at most ``k`` documents are returned, keeping the summary and the
+    most recent actions (the ones most likely to explain the user's question).
+    Action documents carry ``metadata["kind"] == "action"`` and their 1-based
+    ``position`` in the numbered ``Recent activity`` list; the summary has
+    ``kind == "summary"``.
+    """
+    if view is None or k == 0:
+        return []
+    docs: list[Document] = []
+    if view.summary:
+        docs.append(
+            Document(
+                page_content=view.summary,
+                metadata=_metadata(session_id, product_id, kind="summary"),
+            )
+        )
+    actions = list(view.actions)
+    first = 0
+    if k is not None:
+        first = max(0, len(actions) - (k - len(docs)))
+    docs.extend(
+        Document(
+            page_content=line,
+            metadata=_metadata(session_id, product_id, kind="action", position=i),
+        )
+        for i, line in enumerate(actions[first:], first + 1)
+    )
+    return docs
+
+
+def event_document(event: Event) -> Document:
+    """One event as a document: its ``to_text()`` and its :func:`event_metadata`."""
+    return Document(page_content=event.to_text(), metadata=event_metadata(event))
+
+
+def snapshot_document(snapshot: SessionSnapshot) -> Document:
+    """One session's context as a document: the context body and its :func:`session_metadata`."""
+    return Document(page_content=snapshot.text, metadata=session_metadata(snapshot))

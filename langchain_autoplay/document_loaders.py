@@ -1,0 +1,278 @@
+"""``AutoplayLoader``: connector activity as LangChain documents, for ingestion pipelines.
+
+This is the path ``autoplay-sdk`` calls ``RagPipeline``: loader → splitter → any
+vector store::
+
+    docs = AutoplayLoader(path="session.jsonl").load()                 # a recording
+    docs = AutoplayLoader(url=STREAM_URL, token=TOKEN, max_events=500).load()  # a live window
+    docs = AutoplayLoader(store=store, product_id="acme").load()      # a store snapshot
+    vectorstore.add_documents(splitter.split_documents(docs))
+
+Per event (the default for recordings and streams) each document's
+``page_content`` is the payload's ``to_text()`` and its metadata is
+``session_id, product_id, user_id, event_id, type, forwarded_at``. Per session
+(``per="session"``, the only choice for a store snapshot) each document is a
+session's context as ``ContextStore.get`` formats it, with ``session_id,
+product_id, type="session", source, last_activity_at``; for a recording or a
+stream the events are first gathered in a private in-memory store, so a summary
+replaces the actions it covers exactly as it does live (and the documents come
+once the source is exhausted).
+
+Event types this package does not model (``usertour_trigger``, …) are skipped
+unless ``include_unknown=True``; skips are counted in :attr:`AutoplayLoader.skipped`
+and logged. A live window needs ``max_events`` or ``timeout``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from langchain_core.document_loaders import BaseLoader
+from langchain_core.documents import Document
+from typing_extensions import override
+
+from autoplay_base.context_store import AsyncContextStore, ContextStore
+from autoplay_base.errors import ConfigError, MissingDependencyError
+from autoplay_base.events import Event, UnknownEvent
+from autoplay_base.sources import aiter_events, asnapshot_sessions, iter_events, snapshot_sessions
+from langchain_autoplay._documents import event_document, snapshot_document
+
+__all__ = ["AutoplayLoader", "LoadUnit"]
+
+logger = logging.getLogger(__name__)
+
+LoadUnit = Literal["event", "session"]
+"""What one document stands for."""
+
+
+class _Progress(Protocol):
+    def update(self, n: int = 1) -> Any: ...
+    def close(self) -> None: ...
+
+
+class _NoProgress:
+    def update(self, n: int = 1) -> None:
+        """Nothing to show."""
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+
+class _Bar:
+    """A progress bar around one load (tqdm, imported only when asked for)."""
+
+    def __init__(self, enabled: bool, total: int | None) -> None:
+        self._bar: _Progress = _NoProgress()
+        if enabled:
+            try:
+                # Imported by name: optional, and untyped (no stubs needed for mypy).
+                tqdm = importlib.import_module("tqdm.auto").tqdm
+            except ImportError as exc:
+                raise MissingDependencyError(
+                    "show_progress=True needs tqdm; install it with pip install tqdm"
+                ) from exc
+            self._bar = tqdm(total=total, desc="autoplay documents", unit="doc")
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self._bar.close()
+
+    def tick(self, doc: Document) -> Document:
+        self._bar.update(1)
+        return doc
+
+
+def _check_options(
+    *,
+    has_path: bool,
+    has_url: bool,
+    has_store: bool,
+    per: LoadUnit | None,
+    max_events: int | None,
+    timeout: float | None,
+    product_id: str | None,
+) -> LoadUnit:
+    """Reject option combinations that cannot work; return the document unit."""
+    if has_path + has_url + has_store != 1:
+        raise ConfigError("pass exactly one source: path=, url= or store=")
+    unit: LoadUnit = per if per is not None else ("session" if has_store else "event")
+    if unit not in ("event", "session"):
+        raise ConfigError(f"per must be 'event' or 'session', got {per!r}")
+    if has_store and unit == "event":
+        raise ConfigError("a store snapshot holds sessions, not events: use per='session'")
+    if has_url and max_events is None and timeout is None:
+        raise ConfigError(
+            "a live stream is read for a bounded window: pass max_events= or timeout="
+        )
+    if max_events is not None and max_events < 1:
+        raise ConfigError(f"max_events must be >= 1, got {max_events!r}")
+    if product_id is not None and not has_store:
+        raise ConfigError("product_id= filters store snapshots; a stream URL names its product")
+    return unit
+
+
+class AutoplayLoader(BaseLoader):
+    """Load connector events or session contexts as documents (see the module docstring).
+
+    Exactly one source:
+
+    Args:
+        path: a recorded ``.jsonl`` stream (:mod:`autoplay_base.recording` format).
+        url: a connector stream URL (``GET /stream/{product_id}``), read for a
+            bounded window; ``token`` is its bearer token (empty: the
+            ``AUTOPLAY_APP_UNKEY_TOKEN`` environment variable).
+        store: a :class:`~autoplay_base.context_store.ContextStore` or
+            :class:`~autoplay_base.context_store.AsyncContextStore` to snapshot.
+
+    Options:
+        per: ``"event"`` or ``"session"`` (default: ``"session"`` for a store,
+            ``"event"`` otherwise).
+        max_events: stop after this many events (recordings and streams).
+        timeout: stop a live window after this many seconds.
+        product_id: only this product's sessions (store snapshots).
+        context_options: store read overrides for per-session documents
+            (``lookback_seconds``, ``max_actions``, …).
+        include_unknown: also yield events of unmodelled types (their raw JSON).
+        show_progress: show a tqdm progress bar (needs ``tqdm``).
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str | Path | None = None,
+        url: str | None = None,
+        token: str = "",
+        store: ContextStore | AsyncContextStore | None = None,
+        per: LoadUnit | None = None,
+        max_events: int | None = None,
+        timeout: float | None = None,
+        product_id: str | None = None,
+        context_options: Mapping[str, Any] | None = None,
+        include_unknown: bool = False,
+        show_progress: bool = False,
+    ) -> None:
+        unit = _check_options(
+            has_path=path is not None,
+            has_url=url is not None,
+            has_store=store is not None,
+            per=per,
+            max_events=max_events,
+            timeout=timeout,
+            product_id=product_id,
+        )
+        self.path = path
+        self.url = url
+        self._token = token
+        self.store = store
+        self.per: LoadUnit = unit
+        self.max_events = max_events
+        self.timeout = timeout
+        self.product_id = product_id
+        self.context_options = dict(context_options or {})
+        self.include_unknown = include_unknown
+        self.show_progress = show_progress
+        self.skipped = 0
+        """Events not turned into documents (unmodelled types), over every load."""
+
+    def __repr__(self) -> str:
+        source = (
+            f"path={self.path!r}"
+            if self.path is not None
+            else (f"url={self.url!r}" if self.url is not None else f"store={self.store!r}")
+        )
+        return f"AutoplayLoader({source}, per={self.per!r})"
+
+    # -- pure steps ---------------------------------------------------------------------
+    def _source(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "url": self.url,
+            "token": self._token,
+            "max_events": self.max_events,
+            "timeout": self.timeout,
+        }
+
+    def _keep(self, event: Event) -> bool:
+        """Whether ``event`` becomes (part of) a document; counts and logs the ones that don't.
+
+        Unmodelled events become documents only per event, and only with
+        ``include_unknown``: they carry no context a session document could show.
+        """
+        if not isinstance(event, UnknownEvent) or (self.include_unknown and self.per == "event"):
+            return True
+        self.skipped += 1
+        logger.info("loader: skipped an event of unmodelled type %r", event.type)
+        return False
+
+    def _bar(self) -> _Bar:
+        total = self.max_events if self.per == "event" else None
+        return _Bar(self.show_progress, total)
+
+    # -- sync -------------------------------------------------------------------------
+    def _snapshot_docs(self, store: ContextStore | AsyncContextStore) -> Iterator[Document]:
+        for snapshot in snapshot_sessions(
+            store, product_id=self.product_id, **self.context_options
+        ):
+            yield snapshot_document(snapshot)
+
+    @override
+    def lazy_load(self) -> Iterator[Document]:
+        """Documents one by one (per session: once the source is exhausted)."""
+        with self._bar() as bar:
+            if self.store is not None:
+                yield from map(bar.tick, self._snapshot_docs(self.store))
+                return
+            events = (e for e in iter_events(**self._source()) if self._keep(e))
+            if self.per == "event":
+                yield from (bar.tick(event_document(e)) for e in events)
+                return
+            with ContextStore() as gathered:
+                for event in events:
+                    assert not isinstance(event, UnknownEvent)  # _keep drops them per session
+                    gathered.add(event)
+                yield from map(bar.tick, self._snapshot_docs(gathered))
+
+    # -- async --------------------------------------------------------------------------
+    async def _asnapshot_docs(
+        self, store: ContextStore | AsyncContextStore
+    ) -> AsyncIterator[Document]:
+        for snapshot in await asnapshot_sessions(
+            store, product_id=self.product_id, **self.context_options
+        ):
+            yield snapshot_document(snapshot)
+
+    @override
+    async def alazy_load(self) -> AsyncIterator[Document]:
+        """Async twin of :meth:`lazy_load` (streams are read with httpx's async client)."""
+        with self._bar() as bar:
+            if self.store is not None:
+                async for doc in self._asnapshot_docs(self.store):
+                    yield bar.tick(doc)
+                return
+            if self.per == "event":
+                async for event in aiter_events(**self._source()):
+                    if self._keep(event):
+                        yield bar.tick(event_document(event))
+                return
+            gathered = AsyncContextStore()
+            try:
+                async for event in aiter_events(**self._source()):
+                    if self._keep(event):
+                        assert not isinstance(event, UnknownEvent)  # see _keep
+                        await gathered.add(event)
+                async for doc in self._asnapshot_docs(gathered):
+                    yield bar.tick(doc)
+            finally:
+                await gathered.aclose()
