@@ -34,7 +34,9 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
+
+from typing_extensions import Unpack
 
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError
@@ -46,6 +48,7 @@ __all__ = [
     "AsyncSessionSummarizer",
     "SessionSummarizer",
     "SummarizerCounters",
+    "SummarizerOptions",
 ]
 
 logger = logging.getLogger(__name__)
@@ -263,19 +266,30 @@ def _summary_payload(job: _Job, summary: str, now: float) -> SummaryPayload:
     )
 
 
+class SummarizerOptions(TypedDict, total=False):
+    """Keyword options both summarizers take (see :class:`SessionSummarizer`)."""
+
+    timeout: float
+    max_retries: int
+    initial_backoff: float
+    max_backoff: float
+    max_pending: int
+    clock: Callable[[], float]
+
+
 class _SummarizerBase:
     def __init__(
         self,
         *,
         threshold: int,
         prompt: str | None,
-        timeout: float,
-        max_retries: int,
-        initial_backoff: float,
-        max_backoff: float,
         max_sessions: int | None,
-        max_pending: int,
-        clock: Callable[[], float],
+        timeout: float = DEFAULT_TIMEOUT_SECONDS,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        max_pending: int = DEFAULT_MAX_PENDING,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         if threshold < 1:
             raise ConfigError(f"threshold must be >= 1, got {threshold!r}")
@@ -370,25 +384,10 @@ class SessionSummarizer(_SummarizerBase):
         on_summary: Callable[[str, str], None] | None = None,
         max_sessions: int | None = None,
         *,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        max_pending: int = DEFAULT_MAX_PENDING,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[SummarizerOptions],
     ) -> None:
-        super().__init__(
-            threshold=threshold,
-            prompt=prompt,
-            timeout=timeout,
-            max_retries=max_retries,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            max_sessions=max_sessions,
-            max_pending=max_pending,
-            clock=clock,
-        )
+        super().__init__(threshold=threshold, prompt=prompt, max_sessions=max_sessions, **options)
         if inspect.iscoroutinefunction(llm) or inspect.iscoroutinefunction(
             getattr(llm, "__call__", None)  # noqa: B004 - an object with an async __call__
         ):
@@ -514,25 +513,9 @@ class AsyncSessionSummarizer(_SummarizerBase):
         prompt: str | None = None,
         on_summary: Callable[[str, str], Awaitable[None]] | None = None,
         max_sessions: int | None = None,
-        *,
-        timeout: float = DEFAULT_TIMEOUT_SECONDS,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        max_pending: int = DEFAULT_MAX_PENDING,
-        clock: Callable[[], float] = time.time,
+        **options: Unpack[SummarizerOptions],
     ) -> None:
-        super().__init__(
-            threshold=threshold,
-            prompt=prompt,
-            timeout=timeout,
-            max_retries=max_retries,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            max_sessions=max_sessions,
-            max_pending=max_pending,
-            clock=clock,
-        )
+        super().__init__(threshold=threshold, prompt=prompt, max_sessions=max_sessions, **options)
         self._llm = llm
         self.on_summary = on_summary
         self._sink: Callable[[SummaryPayload], Awaitable[None]] | None = None
