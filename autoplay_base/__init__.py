@@ -41,6 +41,14 @@ from autoplay_base.events import (
     UnknownEvent,
     decode_event,
 )
+from autoplay_base.recording import (
+    RecordingWriter,
+    arecord_stream,
+    iter_recording,
+    record_stream,
+)
+from autoplay_base.stream import AsyncConnectorClient, ClientCounters, ConnectorClient
+from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
 from autoplay_base.user_index import SessionRef, UserSessionIndex
 
@@ -48,6 +56,7 @@ __all__ = [
     "ActionsPayload",
     "AmbiguousSessionError",
     "AnyPayload",
+    "AsyncConnectorClient",
     "AsyncContextStore",
     "AsyncSessionSummarizer",
     "AutoplayError",
@@ -55,8 +64,10 @@ __all__ = [
     "BackendError",
     "BackendStats",
     "BackendUnavailableError",
+    "ClientCounters",
     "ConfigError",
     "ConnectorAuthError",
+    "ConnectorClient",
     "ConnectorError",
     "ConnectorNotFoundError",
     "ConnectorRetriesExhaustedError",
@@ -66,6 +77,7 @@ __all__ = [
     "InMemoryBackend",
     "MissingDependencyError",
     "ReadOptions",
+    "RecordingWriter",
     "SessionKey",
     "SessionLookupError",
     "SessionRef",
@@ -78,5 +90,10 @@ __all__ = [
     "UserSessionIndex",
     "UserSessionRef",
     "__version__",
+    "aiter_stream_events",
+    "arecord_stream",
     "decode_event",
+    "iter_recording",
+    "iter_stream_events",
+    "record_stream",
 ]

@@ -20,6 +20,8 @@ from autoplay_base.backends.base import SessionKey, SessionView
 from autoplay_base.errors import ConfigError
 from autoplay_base.events import ActionsPayload, Event, SummaryPayload
 from autoplay_base.formatting import format_context
+from autoplay_base.recording import iter_recording
+from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 
 if TYPE_CHECKING:
     from autoplay_base.context_store import AsyncContextStore, ContextStore
@@ -98,16 +100,12 @@ def iter_events(
     """
     _check_one_source(path, url)
     if path is not None:
-        from autoplay_base.recording import iter_recording  # noqa: PLC0415 - see module doc
-
         for count, event in enumerate(iter_recording(path), 1):
             yield event
             if max_events is not None and count >= max_events:
                 return
         return
     assert url is not None
-    from autoplay_base.stream import iter_stream_events  # noqa: PLC0415
-
     yield from iter_stream_events(url, token=token, max_events=max_events, timeout=timeout)
 
 
@@ -130,8 +128,6 @@ async def aiter_events(
             yield event
         return
     assert url is not None
-    from autoplay_base.stream import aiter_stream_events  # noqa: PLC0415
-
     async for event in aiter_stream_events(
         url, token=token, max_events=max_events, timeout=timeout
     ):

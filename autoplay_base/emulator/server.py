@@ -1,0 +1,705 @@
+"""A real SSE connector emulator: ``GET /stream/{product_id}`` over loopback HTTP/1.1.
+
+Dependency-free (``asyncio.start_server`` and a minimal HTTP/1.1 responder), so
+the ``emulator`` extra stays empty. It speaks what the Autoplay connector
+speaks and a little more, for tests and demos:
+
+* frames ``event: <type>`` / ``id: <n>`` / ``data: <json>``, ids monotonic per
+  product; ``event: heartbeat`` after ``heartbeat_interval`` idle seconds;
+  an optional ``retry:`` hint at the start of each stream;
+* an optional bearer token (401 without ``Authorization``, 403 with a wrong one)
+  and 404 for products it does not know;
+* a replay ring of the last ``replay_size`` frames per product: a request with
+  ``Last-Event-ID: n`` resumes right after ``n``; without it the stream is live;
+* fault injection (:class:`Faults`): close every K frames (cleanly or by
+  aborting), answer 5xx for the next N requests or for a while, and
+  :meth:`EmulatorServer.publish_raw` for malformed frames;
+* responses use chunked encoding, so a client can tell a clean end of stream
+  (terminating chunk) from a cut connection.
+
+Use it from sync code (a background thread)::
+
+    with EmulatorServer(products=["acme"]) as server:
+        url = server.url_for("acme")
+        server.publish("acme", {"type": "actions", ...})
+
+or from async code, in the running loop::
+
+    async with EmulatorServer(products=["acme"]) as server:
+        ...
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import itertools
+import json
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from autoplay_base.emulator.generators import play_script, run_load
+from autoplay_base.errors import ConfigError
+
+__all__ = [
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_REPLAY_SIZE",
+    "EmulatorServer",
+    "EmulatorStats",
+    "Faults",
+    "RequestRecord",
+]
+
+logger = logging.getLogger(__name__)
+_S = TypeVar("_S", bound="EmulatorServer")
+
+DEFAULT_HEARTBEAT_INTERVAL = 15.0
+"""Seconds of silence after which a ``heartbeat`` frame is sent."""
+DEFAULT_REPLAY_SIZE = 10_000
+"""Frames kept per product for ``Last-Event-ID`` resumption."""
+_MAX_REQUEST_HEAD = 64 * 1024
+_WRITE_BATCH = 512
+_MAX_REQUEST_LOG = 1000
+
+
+@dataclass
+class Faults:
+    """Fault injection, changeable while the server runs (plain attribute writes).
+
+    Attributes:
+        close_every: end each stream after this many data frames (``None``: never).
+        close_mode: ``"clean"`` sends the terminating chunk; ``"abort"`` cuts the
+            TCP connection mid-stream.
+        fail_next: answer the next N stream requests with ``fail_status``.
+        fail_until: answer stream requests with ``fail_status`` until this
+            ``time.monotonic()`` moment.
+        fail_status: the status used by ``fail_next`` / ``fail_until``.
+        replay_overlap: on ``Last-Event-ID`` resumption, also resend this many
+            frames the client already has (to exercise client-side dedupe).
+    """
+
+    close_every: int | None = None
+    close_mode: Literal["clean", "abort"] = "clean"
+    fail_next: int = 0
+    fail_until: float = 0.0
+    fail_status: int = 503
+    replay_overlap: int = 0
+
+
+@dataclass(frozen=True)
+class RequestRecord:
+    """One HTTP request the server answered (the token itself is never kept)."""
+
+    path: str
+    status: int
+    last_event_id: str | None
+    authorization: Literal["none", "valid", "invalid"]
+
+
+@dataclass
+class EmulatorStats:
+    """Counters the server keeps; read them through :attr:`EmulatorServer.stats`."""
+
+    streams_opened: int = 0
+    streams_active: int = 0
+    frames_sent: int = 0
+    heartbeats_sent: int = 0
+    replayed: int = 0
+    replay_gaps: int = 0
+    fault_closes: int = 0
+    fault_statuses: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        """The counters as a plain dict."""
+        return dict(self.__dict__)
+
+
+class _Frame:
+    """One published frame. ``stamp`` frames get ``forwarded_at`` set when sent."""
+
+    __slots__ = ("data", "event", "id", "payload", "wire")
+
+    def __init__(self, frame_id: int, event: str, data: bytes, payload: dict[str, Any] | None):
+        self.id = frame_id
+        self.event = event
+        self.data = data
+        self.payload = payload
+        self.wire: bytes | None = None if payload is not None else _wire(event, frame_id, data)
+        if payload is not None and "forwarded_at" in payload:
+            # The whole frame with a placeholder where the send-time stamp goes.
+            template = json.dumps({**payload, "forwarded_at": 0}, separators=(",", ":"))
+            marker = '"forwarded_at":0'
+            if template.count(marker) == 1:
+                data = template.replace(marker, '"forwarded_at":' + _STAMP.decode()).encode()
+                self.data = _wire(event, frame_id, data)
+
+    def encode(self) -> bytes:
+        if self.wire is not None:
+            return self.wire
+        assert self.payload is not None
+        if self.data:  # pre-encoded around the stamp: only the clock is formatted per send
+            head, _, tail = self.data.partition(_STAMP)
+            return head + repr(time.time()).encode() + tail
+        stamped = dict(self.payload)
+        stamped["forwarded_at"] = time.time()
+        return _wire(self.event, self.id, json.dumps(stamped, separators=(",", ":")).encode())
+
+
+_STAMP = b"\x00STAMP\x00"
+
+
+def _wire(event: str, frame_id: int, data: bytes) -> bytes:
+    lines = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    return b"event: " + event.encode() + b"\nid: " + str(frame_id).encode() + b"\n" + lines + b"\n"
+
+
+class _Channel:
+    """The frames of one product: contiguous ids in a bounded ring."""
+
+    def __init__(self, replay_size: int) -> None:
+        self.lock = threading.Lock()
+        self.ring: deque[_Frame] = deque(maxlen=replay_size)
+        self.last_id = 0
+        self.wakers: set[asyncio.Event] = set()
+        self.wake_pending = False
+
+    def append(self, event: str, data: bytes, payload: dict[str, Any] | None) -> int:
+        self.last_id += 1
+        self.ring.append(_Frame(self.last_id, event, data, payload))
+        return self.last_id
+
+    def since(self, after: int, limit: int) -> tuple[list[_Frame], int]:
+        """Frames with id > ``after`` (at most ``limit``) and how many were lost to the ring."""
+        if not self.ring or after >= self.last_id:
+            return [], 0
+        first = self.ring[0].id
+        gap = max(0, first - after - 1)
+        start = max(after + 1, first) - first
+        return list(itertools.islice(self.ring, start, start + limit)), gap
+
+
+class EmulatorServer:
+    """The connector emulator. See the module docstring for the protocol.
+
+    Args:
+        host: interface to bind (loopback by default; it is a test tool).
+        port: TCP port; ``0`` picks a free one (read :attr:`port` after start).
+        products: product ids that exist; others get 404. :meth:`publish`
+            adds products on first use.
+        token: when set, requests need ``Authorization: Bearer <token>``.
+        heartbeat_interval: idle seconds between heartbeats (``None``: never).
+        retry_ms: ``retry:`` hint sent at the start of each stream (``None``: none).
+        replay_size: frames kept per product for ``Last-Event-ID`` resumption.
+        faults: fault injection settings (also reachable as :attr:`faults`).
+        replay_from_start: streams opened without ``Last-Event-ID`` start at the
+            oldest buffered frame instead of live (burst benchmarks, demos).
+    """
+
+    def __init__(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        products: Iterable[str] = ("demo",),
+        token: str | None = None,
+        heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
+        retry_ms: int | None = None,
+        replay_size: int = DEFAULT_REPLAY_SIZE,
+        faults: Faults | None = None,
+        replay_from_start: bool = False,
+    ) -> None:
+        if replay_size < 1:
+            raise ConfigError(f"replay_size must be >= 1, got {replay_size!r}")
+        if heartbeat_interval is not None and heartbeat_interval <= 0:
+            raise ConfigError(f"heartbeat_interval must be > 0, got {heartbeat_interval!r}")
+        self.host = host
+        self._requested_port = port
+        self._token = token
+        self.heartbeat_interval = heartbeat_interval
+        self.retry_ms = retry_ms
+        self._replay_size = replay_size
+        self.faults = faults if faults is not None else Faults()
+        self.replay_from_start = replay_from_start
+        self._channels: dict[str, _Channel] = {}
+        self._channels_lock = threading.Lock()
+        for product in products:
+            self.add_product(product)
+        self.stats = EmulatorStats()
+        self.requests: deque[RequestRecord] = deque(maxlen=_MAX_REQUEST_LOG)
+        self._changed = threading.Condition()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._thread: threading.Thread | None = None
+        self._port = 0
+        self._watchers: set[Callable[[], None]] = set()
+
+    def __repr__(self) -> str:
+        where = f"{self.host}:{self._port}" if self._port else "not started"
+        return f"EmulatorServer({where}, products={sorted(self._channels)!r})"
+
+    # -- addresses ---------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        """The bound port (after start)."""
+        if not self._port:
+            raise RuntimeError("the emulator is not started")
+        return self._port
+
+    @property
+    def url(self) -> str:
+        """``http://host:port`` of the running server."""
+        return f"http://{self.host}:{self.port}"
+
+    def url_for(self, product_id: str) -> str:
+        """The stream URL of ``product_id``: ``http://host:port/stream/<product_id>``."""
+        return f"{self.url}/stream/{product_id}"
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs in (for scheduling generators)."""
+        if self._loop is None:
+            raise RuntimeError("the emulator is not started")
+        return self._loop
+
+    # -- products and publishing -------------------------------------------------------
+    def add_product(self, product_id: str) -> None:
+        """Make ``product_id`` known (idempotent)."""
+        with self._channels_lock:
+            if product_id not in self._channels:
+                self._channels[product_id] = _Channel(self._replay_size)
+
+    def _channel(self, product_id: str) -> _Channel:
+        channel = self._channels.get(product_id)
+        if channel is None:
+            self.add_product(product_id)
+            channel = self._channels[product_id]
+        return channel
+
+    def publish(
+        self,
+        product_id: str,
+        payload: Mapping[str, Any],
+        *,
+        event: str | None = None,
+        stamp: bool = False,
+    ) -> str:
+        """Queue ``payload`` (a JSON object) to every stream of ``product_id``; returns its id.
+
+        ``event`` defaults to ``payload["type"]``. With ``stamp=True`` the
+        payload's ``forwarded_at`` is set to the wall clock at the moment the
+        frame is written to each connection, so freshness can be measured.
+        Safe to call from any thread.
+        """
+        kind = event if event is not None else str(payload.get("type", "message"))
+        if stamp:
+            return self._publish(product_id, kind, b"", dict(payload))
+        data = json.dumps(payload, separators=(",", ":")).encode()
+        return self._publish(product_id, kind, data, None)
+
+    def publish_raw(self, product_id: str, data: str | bytes, *, event: str = "actions") -> str:
+        """Queue a frame whose ``data`` is sent verbatim (malformed-frame tests); returns its id."""
+        raw = data.encode() if isinstance(data, str) else data
+        return self._publish(product_id, event, raw, None)
+
+    def last_id(self, product_id: str) -> str:
+        """The id of the last frame published to ``product_id`` (``"0"`` if none)."""
+        return str(self._channel(product_id).last_id)
+
+    def _publish(
+        self, product_id: str, event: str, data: bytes, payload: dict[str, Any] | None
+    ) -> str:
+        channel = self._channel(product_id)
+        with channel.lock:
+            frame_id = channel.append(event, data, payload)
+            schedule = not channel.wake_pending and bool(channel.wakers)
+            if schedule:
+                channel.wake_pending = True
+        loop = self._loop
+        if schedule and loop is not None and not loop.is_closed():
+            # asyncio.Event is not thread-safe: wake writers from the server loop.
+            loop.call_soon_threadsafe(self._wake, channel)
+        return str(frame_id)
+
+    @staticmethod
+    def _wake(channel: _Channel) -> None:
+        with channel.lock:
+            channel.wake_pending = False
+            wakers = list(channel.wakers)
+        for waker in wakers:
+            waker.set()
+
+    # -- fault helpers -----------------------------------------------------------------
+    def fail_next(self, count: int, status: int = 503) -> None:
+        """Answer the next ``count`` stream requests with ``status``."""
+        self.faults.fail_status = status
+        self.faults.fail_next = count
+
+    def fail_for(self, seconds: float, status: int = 503) -> None:
+        """Answer stream requests with ``status`` for the next ``seconds``."""
+        self.faults.fail_status = status
+        self.faults.fail_until = time.monotonic() + seconds
+
+    def drop_connections(self) -> None:
+        """Cut every open stream at once (clients should resume). Thread-safe."""
+        loop = self._loop
+        if loop is not None:
+            loop.call_soon_threadsafe(self._abort_all)
+
+    def _abort_all(self) -> None:
+        for writer in list(self._writers):
+            writer.transport.abort()
+
+    # -- waiting on the server's state -------------------------------------------------
+    def _notify(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def wait_for(self, predicate: Callable[[EmulatorStats], bool], timeout: float = 5.0) -> bool:
+        """Block until ``predicate(stats)`` holds (``False`` on timeout); not on the server loop."""
+        with self._changed:
+            return self._changed.wait_for(lambda: predicate(self.stats), timeout)
+
+    async def await_for(
+        self, predicate: Callable[[EmulatorStats], bool], timeout: float = 5.0
+    ) -> bool:
+        """Async :meth:`wait_for`: waits without blocking the running loop."""
+        if predicate(self.stats):
+            return True
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[bool] = loop.create_future()
+
+        def resolve() -> None:
+            if not done.done():
+                done.set_result(True)
+
+        def check() -> None:
+            # Runs on whichever thread changed the stats; hand the result to our loop.
+            if predicate(self.stats) and not done.done() and not loop.is_closed():
+                loop.call_soon_threadsafe(resolve)
+
+        self._watchers.add(check)
+        try:
+            check()
+            await asyncio.wait_for(done, timeout)
+            return True
+        except asyncio.TimeoutError:
+            return predicate(self.stats)
+        finally:
+            self._watchers.discard(check)
+
+    def _changed_stats(self) -> None:
+        self._notify()
+        for check in list(self._watchers):
+            check()
+
+    # -- lifecycle ---------------------------------------------------------------------
+    async def astart(self: _S) -> _S:
+        """Start serving in the running loop."""
+        if self._server is not None:
+            raise RuntimeError("the emulator is already started")
+        self._loop = asyncio.get_running_loop()
+        self._server = await asyncio.start_server(
+            self._handle, self.host, self._requested_port, limit=_MAX_REQUEST_HEAD
+        )
+        self._port = self._server.sockets[0].getsockname()[1]
+        logger.info("emulator: serving on %s", self.url)
+        return self
+
+    async def aclose(self) -> None:
+        """Stop serving, cut every stream and cancel generators."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        self._abort_all()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(server.wait_closed(), 1.0)
+
+    def start(self: _S) -> _S:
+        """Start serving on a background thread (for sync code); returns once listening."""
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            loop = asyncio.new_event_loop()
+            try:
+                loop.run_until_complete(self.astart())
+            except BaseException as exc:
+                failure.append(exc)
+                started.set()
+                loop.close()
+                return
+            started.set()
+            try:
+                loop.run_forever()
+            finally:
+                loop.run_until_complete(self.aclose())
+                loop.close()
+
+        self._thread = threading.Thread(target=serve, name="autoplay-emulator", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def close(self) -> None:
+        """Stop the background-thread server started by :meth:`start`."""
+        thread, self._thread = self._thread, None
+        if thread is None or self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        thread.join(5.0)
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self: _S) -> _S:
+        return await self.astart()
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    # -- generators --------------------------------------------------------------------
+    def submit(self, coro: Coroutine[Any, Any, int]) -> concurrent.futures.Future[int]:
+        """Run ``coro`` on the server loop (cancelled on close); safe from any thread."""
+
+        async def tracked() -> int:
+            task = asyncio.current_task()
+            if task is not None:
+                self._tasks.add(task)
+            try:
+                return await coro
+            finally:
+                if task is not None:
+                    self._tasks.discard(task)
+
+        return asyncio.run_coroutine_threadsafe(tracked(), self.loop)
+
+    def play(
+        self, product_id: str, script: str | Path, **options: Any
+    ) -> concurrent.futures.Future[int]:
+        """Play a script (see :func:`~autoplay_base.emulator.generators.play_script`)."""
+        self.add_product(product_id)
+        return self.submit(play_script(self, product_id, script, **options))
+
+    def load(self, product_id: str, **options: Any) -> concurrent.futures.Future[int]:
+        """Start synthetic load (see :func:`~autoplay_base.emulator.generators.run_load`)."""
+        self.add_product(product_id)
+        return self.submit(run_load(self, product_id, **options))
+
+    # -- HTTP --------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._serve_one(reader, writer)
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            pass
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._writers.discard(writer)
+            if task is not None:
+                self._tasks.discard(task)
+            writer.close()
+
+    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split(" ")
+        if len(parts) != 3:
+            await self._respond(writer, 400, "bad request line")
+            return
+        method, target, _version = parts
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if sep:
+                headers[name.strip().lower()] = value.strip()
+        path = target.split("?", 1)[0]
+        last_event_id = headers.get("last-event-id")
+        auth = self._check_auth(headers.get("authorization"))
+
+        def record(status: int) -> None:
+            self.requests.append(RequestRecord(path, status, last_event_id, auth))
+
+        if path == "/healthz":
+            record(200)
+            await self._respond(writer, 200, "ok")
+            return
+        if method != "GET":
+            record(405)
+            await self._respond(writer, 405, "method not allowed")
+            return
+        if not path.startswith("/stream/"):
+            record(404)
+            await self._respond(writer, 404, "not found")
+            return
+        if auth != "valid" and self._token is not None:
+            status = 401 if auth == "none" else 403
+            record(status)
+            await self._respond(writer, status, "unauthorized" if status == 401 else "forbidden")
+            return
+        product = path[len("/stream/") :]
+        channel = self._channels.get(product)
+        if channel is None:
+            record(404)
+            await self._respond(writer, 404, f"unknown product {product!r}")
+            return
+        fault_status = self._take_fault_status()
+        if fault_status is not None:
+            record(fault_status)
+            self.stats.fault_statuses += 1
+            self._changed_stats()
+            await self._respond(writer, fault_status, "injected failure")
+            return
+        record(200)
+        await self._stream(channel, writer, last_event_id)
+
+    def _check_auth(self, header: str | None) -> Literal["none", "valid", "invalid"]:
+        if not header:
+            return "none"
+        scheme, _, value = header.partition(" ")
+        if self._token is not None and scheme.lower() == "bearer" and value == self._token:
+            return "valid"
+        return "invalid" if self._token is not None else "valid"
+
+    def _take_fault_status(self) -> int | None:
+        faults = self.faults
+        if faults.fail_next > 0:
+            faults.fail_next -= 1
+            return faults.fail_status
+        if faults.fail_until and time.monotonic() < faults.fail_until:
+            return faults.fail_status
+        return None
+
+    @staticmethod
+    async def _respond(writer: asyncio.StreamWriter, status: int, body: str) -> None:
+        payload = body.encode()
+        reason = _REASONS.get(status, "Error")
+        writer.write(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
+            + payload
+        )
+        await writer.drain()
+
+    async def _stream(
+        self, channel: _Channel, writer: asyncio.StreamWriter, last_event_id: str | None
+    ) -> None:
+        # Snapshot the live point and subscribe before the client can see the headers,
+        # so anything published once the client knows it is connected reaches it.
+        waker = asyncio.Event()
+        with channel.lock:
+            live_from = channel.last_id
+            channel.wakers.add(waker)
+        sent_upto = live_from
+        if last_event_id is None and self.replay_from_start:
+            sent_upto = channel.ring[0].id - 1 if channel.ring else live_from
+        elif last_event_id is not None:
+            try:
+                sent_upto = min(int(last_event_id), live_from) - self.faults.replay_overlap
+                sent_upto = max(sent_upto, 0)
+            except ValueError:
+                sent_upto = live_from
+        self.stats.streams_opened += 1
+        self.stats.streams_active += 1
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
+            b"Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
+            b"X-Accel-Buffering: no\r\n\r\n"
+        )
+        if self.retry_ms is not None:
+            _chunk(writer, f"retry: {self.retry_ms}\n\n".encode())
+        self._changed_stats()
+        sent_here = 0
+        try:
+            await writer.drain()
+            while True:
+                with channel.lock:
+                    frames, gap = channel.since(sent_upto, _WRITE_BATCH)
+                    if not frames:
+                        waker.clear()
+                if gap:
+                    self.stats.replay_gaps += gap
+                    logger.warning("emulator: %d frames fell out of the replay ring", gap)
+                if not frames:
+                    await self._idle(waker, writer)
+                    continue
+                if sent_upto < live_from:
+                    self.stats.replayed += sum(1 for f in frames if f.id <= live_from)
+                close_every = self.faults.close_every
+                if close_every is not None and sent_here + len(frames) >= close_every:
+                    frames = frames[: close_every - sent_here]
+                body = b"".join(frame.encode() for frame in frames)
+                _chunk(writer, body)
+                sent_upto = frames[-1].id
+                sent_here += len(frames)
+                self.stats.frames_sent += len(frames)
+                await writer.drain()
+                self._changed_stats()
+                if close_every is not None and sent_here >= close_every:
+                    self.stats.fault_closes += 1
+                    if self.faults.close_mode == "clean":
+                        writer.write(b"0\r\n\r\n")
+                        await writer.drain()
+                        writer.close()
+                    else:
+                        writer.transport.abort()
+                    return
+        finally:
+            with channel.lock:
+                channel.wakers.discard(waker)
+            self.stats.streams_active -= 1
+            self._changed_stats()
+
+    async def _idle(self, waker: asyncio.Event, writer: asyncio.StreamWriter) -> None:
+        """Wait for new frames; send a heartbeat after ``heartbeat_interval`` of silence."""
+        if self.heartbeat_interval is None:
+            await waker.wait()
+            return
+        try:
+            await asyncio.wait_for(waker.wait(), self.heartbeat_interval)
+        except asyncio.TimeoutError:
+            _chunk(writer, b"event: heartbeat\ndata: {}\n\n")
+            await writer.drain()
+            self.stats.heartbeats_sent += 1
+            self._changed_stats()
+
+
+def _chunk(writer: asyncio.StreamWriter, body: bytes) -> None:
+    writer.write(b"%x\r\n%s\r\n" % (len(body), body))
+
+
+_REASONS = {
+    200: "OK",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}

@@ -1,0 +1,294 @@
+"""The connector emulator, driven with plain httpx / httpx-sse over loopback."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from httpx_sse import EventSource, ServerSentEvent, aconnect_sse, connect_sse
+
+from autoplay_base.emulator import (
+    EmulatorServer,
+    bad_frames,
+    list_scripts,
+    load_script,
+    script_path,
+    synthetic_payload,
+)
+from autoplay_base.errors import ConfigError, EventDecodeError
+from autoplay_base.events import ActionsPayload, SummaryPayload, decode_event
+from autoplay_base.recording import iter_recording
+from tests._fixtures.emulator import EmulatorFactory
+
+RESUME_ALL = {"Last-Event-ID": "0"}
+PAYLOAD = {"type": "actions", "product_id": "acme", "session_id": "s1", "forwarded_at": 1.0}
+
+
+def _read(url: str, count: int, **headers: str) -> list[ServerSentEvent]:
+    frames: list[ServerSentEvent] = []
+    with httpx.Client(timeout=5) as client, connect_sse(client, "GET", url, headers=headers) as src:
+        for sse in src.iter_sse():
+            frames.append(sse)
+            if len(frames) == count:
+                break
+    return frames
+
+
+def test_stream_frames_have_event_id_and_json_data(emulator: EmulatorServer) -> None:
+    ids = [emulator.publish("acme", {**PAYLOAD, "n": n}) for n in range(3)]
+    assert ids == ["1", "2", "3"]
+    frames = _read(emulator.url_for("acme"), 3, **{"Last-Event-ID": "0"})
+    assert [(f.event, f.id, json.loads(f.data)["n"]) for f in frames] == [
+        ("actions", "1", 0),
+        ("actions", "2", 1),
+        ("actions", "3", 2),
+    ]
+
+
+def test_without_last_event_id_the_stream_is_live(emulator: EmulatorServer) -> None:
+    emulator.publish("acme", {**PAYLOAD, "n": "old"})
+    client = httpx.Client(timeout=5)
+    with client, connect_sse(client, "GET", emulator.url_for("acme")) as source:
+        assert emulator.wait_for(lambda s: s.streams_active == 1)
+        emulator.publish("acme", {**PAYLOAD, "n": "new"})
+        first = next(source.iter_sse())
+    assert json.loads(first.data)["n"] == "new"
+    assert first.id == "2"
+
+
+def test_last_event_id_resumes_right_after_that_id(emulator: EmulatorServer) -> None:
+    for n in range(5):
+        emulator.publish("acme", {**PAYLOAD, "n": n})
+    frames = _read(emulator.url_for("acme"), 2, **{"Last-Event-ID": "3"})
+    assert [f.id for f in frames] == ["4", "5"]
+    assert emulator.requests[-1].last_event_id == "3"
+    assert emulator.stats.replayed == 2
+
+
+def test_replay_ring_is_bounded_and_gaps_are_counted(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory(replay_size=3)
+    for n in range(6):
+        server.publish("acme", {**PAYLOAD, "n": n})
+    frames = _read(server.url_for("acme"), 3, **{"Last-Event-ID": "1"})
+    assert [f.id for f in frames] == ["4", "5", "6"]
+    assert server.stats.replay_gaps == 2
+
+
+def test_heartbeat_and_retry_fields(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory(heartbeat_interval=0.05, retry_ms=1500)
+    frames = _read(server.url_for("acme"), 2)
+    assert frames[0].retry == 1500
+    assert frames[1].event == "heartbeat"
+    assert server.stats.heartbeats_sent >= 1
+
+
+def test_token_missing_is_401_wrong_is_403_right_is_200(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory(token="s3cret")
+    url = server.url_for("acme")
+    assert httpx.get(url).status_code == 401
+    assert httpx.get(url, headers={"Authorization": "Bearer nope"}).status_code == 403
+    with httpx.stream("GET", url, headers={"Authorization": "Bearer s3cret"}) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+    assert [r.authorization for r in server.requests] == ["none", "invalid", "valid"]
+    assert "s3cret" not in repr(list(server.requests))
+
+
+def test_unknown_product_and_path_are_404(emulator: EmulatorServer) -> None:
+    assert httpx.get(emulator.url_for("nope")).status_code == 404
+    assert httpx.get(f"{emulator.url}/other").status_code == 404
+    assert httpx.get(f"{emulator.url}/healthz").text == "ok"
+
+
+def test_fail_next_answers_5xx_then_recovers(emulator: EmulatorServer) -> None:
+    emulator.fail_next(2, status=502)
+    url = emulator.url_for("acme")
+    assert [httpx.get(url).status_code for _ in range(2)] == [502, 502]
+    with httpx.stream("GET", url) as response:
+        assert response.status_code == 200
+    assert emulator.stats.fault_statuses == 2
+
+
+def test_fail_for_answers_5xx_for_a_while(emulator: EmulatorServer) -> None:
+    emulator.fail_for(60, status=500)
+    assert httpx.get(emulator.url_for("acme")).status_code == 500
+    emulator.faults.fail_until = 0
+    with httpx.stream("GET", emulator.url_for("acme")) as response:
+        assert response.status_code == 200
+
+
+def test_close_every_ends_the_stream_cleanly(emulator: EmulatorServer) -> None:
+    emulator.faults.close_every = 2
+    for n in range(3):
+        emulator.publish("acme", {**PAYLOAD, "n": n})
+    client = httpx.Client(timeout=5)
+    with client, client.stream("GET", emulator.url_for("acme"), headers=RESUME_ALL) as r:
+        ids = [sse.id for sse in EventSource(r).iter_sse()]  # ends: terminating chunk
+    assert ids == ["1", "2"]
+    assert emulator.stats.fault_closes == 1
+
+
+def test_close_every_abort_cuts_the_connection(emulator: EmulatorServer) -> None:
+    emulator.faults.close_every = 1
+    emulator.faults.close_mode = "abort"
+    emulator.publish("acme", PAYLOAD)
+    client = httpx.Client(timeout=5)
+    with (
+        client,
+        client.stream("GET", emulator.url_for("acme"), headers=RESUME_ALL) as r,
+        pytest.raises(httpx.RemoteProtocolError),
+    ):
+        for _ in EventSource(r).iter_sse():
+            pass
+
+
+def test_drop_connections_cuts_every_open_stream(emulator: EmulatorServer) -> None:
+    client = httpx.Client(timeout=5)
+    with client, client.stream("GET", emulator.url_for("acme")) as response:
+        assert emulator.wait_for(lambda s: s.streams_active == 1)
+        emulator.drop_connections()
+        with pytest.raises(httpx.RemoteProtocolError):
+            for _ in EventSource(response).iter_sse():
+                pass
+
+
+def test_publish_raw_sends_data_verbatim(emulator: EmulatorServer) -> None:
+    emulator.publish_raw("acme", "line one\nline two", event="weird")
+    (frame,) = _read(emulator.url_for("acme"), 1, **{"Last-Event-ID": "0"})
+    assert (frame.event, frame.data) == ("weird", "line one\nline two")
+
+
+def test_stamped_frames_get_forwarded_at_when_sent(emulator: EmulatorServer) -> None:
+    before = time.time()
+    emulator.publish("acme", {**PAYLOAD, "forwarded_at": 0.0}, stamp=True)
+    (frame,) = _read(emulator.url_for("acme"), 1, **{"Last-Event-ID": "0"})
+    assert before <= json.loads(frame.data)["forwarded_at"] <= time.time()
+
+
+def test_shipped_scripts_are_valid_realistic_recordings() -> None:
+    names = list_scripts()
+    assert {"invite_team_member", "upgrade_billing_plan", "export_report"} <= set(names)
+    for name in names:
+        events = list(iter_recording(script_path(name)))
+        actions = [e for e in events if isinstance(e, ActionsPayload)]
+        summaries = [e for e in events if isinstance(e, SummaryPayload)]
+        assert len(actions) >= 10
+        assert sum(len(e.actions) for e in actions) >= 15
+        assert summaries
+        assert len({e.session_id for e in events}) == 1
+        for action in (a for e in actions for a in e.actions):
+            assert action.title
+            assert action.description
+            assert action.canonical_url.startswith("https://app.flowdesk.io/")
+
+
+def test_unknown_script_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="invite_team_member"):
+        load_script("no_such_script")
+
+
+def test_play_script_publishes_every_frame_with_target_product(emulator: EmulatorServer) -> None:
+    count = emulator.play("globex", "export_report", speed=0).result(5)
+    expected = load_script("export_report")
+    assert count == len(expected)
+    frames = _read(emulator.url_for("globex"), count, **{"Last-Event-ID": "0"})
+    events = [decode_event(f.data, event_id=f.id) for f in frames]
+    assert [e.type for e in events] == [f.event for f in expected]
+    assert {e.product_id for e in events} == {"globex"}
+    assert all(isinstance(e, (ActionsPayload, SummaryPayload)) for e in events)
+    assert events[0].session_id == "ps_export_9d05"
+
+
+def test_play_script_repeat_makes_separate_sessions(emulator: EmulatorServer) -> None:
+    count = emulator.play("acme", "invite_team_member", speed=0, repeat=2).result(5)
+    frames = _read(emulator.url_for("acme"), count, **{"Last-Event-ID": "0"})
+    sessions = {json.loads(f.data)["session_id"] for f in frames}
+    assert sessions == {"ps_invite_7f3a-1", "ps_invite_7f3a-2"}
+
+
+def test_load_mode_round_robins_sessions_and_injects_bad_frames(emulator: EmulatorServer) -> None:
+    sent = emulator.load("acme", sessions=3, rate=0, total=9, malformed_every=3).result(5)
+    assert sent == 9
+    frames = _read(emulator.url_for("acme"), 12, **{"Last-Event-ID": "0"})
+    good, bad = [], []
+    for frame in frames:
+        try:
+            good.append(decode_event(frame.data))
+        except EventDecodeError as exc:
+            bad.append(exc.reason)
+    assert [e.session_id for e in good] == [f"load_{i % 3:05d}" for i in range(9)]
+    assert bad == ["not_json", "not_object", "invalid"]
+
+
+def test_load_mode_paces_to_the_rate(emulator: EmulatorServer) -> None:
+    started = time.monotonic()
+    assert emulator.load("acme", sessions=2, rate=200, total=40).result(5) == 40
+    assert time.monotonic() - started >= 0.15  # 40 events at 200/s take ~0.2 s
+
+
+def test_bad_frames_cycle_covers_every_reason() -> None:
+    frames = bad_frames()
+    reasons = [next(frames)[0] for _ in range(5)]
+    assert reasons == ["not_json", "not_object", "invalid", "oversized", "not_json"]
+
+
+def test_synthetic_payload_is_a_valid_actions_event() -> None:
+    event = decode_event(json.dumps(synthetic_payload("acme", 7, 3)))
+    assert isinstance(event, ActionsPayload)
+    assert (event.product_id, event.session_id, event.count) == ("acme", "load_00007", 1)
+
+
+async def test_in_loop_emulator_serves_async_clients(aemulator: EmulatorServer) -> None:
+    aemulator.publish("acme", PAYLOAD)
+    async with (
+        httpx.AsyncClient(timeout=5) as client,
+        aconnect_sse(
+            client, "GET", aemulator.url_for("acme"), headers={"Last-Event-ID": "0"}
+        ) as source,
+    ):
+        async for sse in source.aiter_sse():
+            assert sse.id == "1"
+            break
+    assert await aemulator.await_for(lambda s: s.streams_opened == 1, timeout=1)
+
+
+def test_cli_demo_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
+    from autoplay_base.cli import main
+
+    assert main(["demo"]) == 0
+    assert capsys.readouterr().out == "demo: coming soon\n"
+
+
+def test_cli_emulator_serves_a_script_over_http() -> None:
+    import subprocess
+    import sys
+
+    command = [sys.executable, "-m", "autoplay_base.cli", "emulator", "--port", "0"]
+    command += ["--product", "acme", "--script", "upgrade_billing_plan", "--speed", "0"]
+    command += ["--token", "cli-token"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first = process.stdout.readline().strip()
+        assert first.startswith("emulator: serving http://127.0.0.1:")
+        url = first.rsplit(" ", 1)[1]
+        assert url.endswith("/stream/acme")
+        assert process.stdout.readline().strip() == "emulator: published 13 events"
+        assert httpx.get(url).status_code == 401
+        frames = _read(url, 13, **{"Last-Event-ID": "0", "Authorization": "Bearer cli-token"})
+        assert [f.id for f in frames] == [str(n) for n in range(1, 14)]
+        assert json.loads(frames[-1].data)["session_id"] == "ps_billing_2c91"
+    finally:
+        process.terminate()
+        process.wait(5)
+
+
+def test_replay_from_start_serves_the_backlog_to_new_streams(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    server = emulator_factory(replay_from_start=True)
+    for n in range(3):
+        server.publish("acme", {**PAYLOAD, "n": n})
+    assert [f.id for f in _read(server.url_for("acme"), 3)] == ["1", "2", "3"]

@@ -1,0 +1,119 @@
+"""iter_stream_events / aiter_stream_events: bounded windows of a live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from typing import Any
+
+import pytest
+
+from autoplay_base.emulator import EmulatorServer, bad_frames
+from autoplay_base.errors import ConfigError, ConnectorAuthError, ConnectorNotFoundError
+from autoplay_base.events import ActionsPayload, Event, UnknownEvent
+from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
+from tests._fixtures.emulator import Collector, EmulatorFactory
+
+
+def actions(n: int) -> dict[str, Any]:
+    return {
+        "type": "actions",
+        "product_id": "acme",
+        "session_id": "s1",
+        "actions": [{"title": f"T{n}", "description": f"D{n}", "canonical_url": "/x"}],
+        "forwarded_at": 1.0,
+    }
+
+
+def test_max_events_with_replay_resume_and_dedupe(emulator: EmulatorServer) -> None:
+    emulator.faults.close_every = 3
+    emulator.faults.replay_overlap = 1
+    for n in range(1, 11):
+        emulator.publish("acme", actions(n))
+    events = list(
+        iter_stream_events(
+            emulator.url_for("acme"), max_events=10, last_event_id="0", initial_backoff=0.01
+        )
+    )
+    assert [e.event_id for e in events] == [str(n) for n in range(1, 11)]
+    assert all(isinstance(e, ActionsPayload) for e in events)
+
+
+def test_timeout_ends_an_idle_window_promptly(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory(heartbeat_interval=None)
+    server.publish("acme", actions(1))
+    result: list[list[Event]] = []
+    finished = threading.Event()
+
+    def consume() -> None:
+        url = server.url_for("acme")
+        result.append(list(iter_stream_events(url, timeout=0.3, last_event_id="0")))
+        finished.set()
+
+    threading.Thread(target=consume).start()
+    assert finished.wait(3), "the window did not end soon after its timeout"
+    assert [e.event_id for e in result[0]] == ["1"]
+
+
+def test_bad_frames_are_skipped_and_reported(emulator: EmulatorServer) -> None:
+    frames = bad_frames()
+    emulator.publish_raw("acme", next(frames)[1])
+    emulator.publish("acme", {"type": "usertour_trigger", "product_id": "acme"})
+    emulator.publish("acme", actions(3))
+    errors = Collector()
+    events = list(
+        iter_stream_events(
+            emulator.url_for("acme"), max_events=2, last_event_id="0", on_error=errors
+        )
+    )
+    assert [type(e) for e in events] == [UnknownEvent, ActionsPayload]
+    assert [e.reason for e in errors.items] == ["not_json"]
+
+
+def test_errors_and_options(
+    emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTOPLAY_APP_UNKEY_TOKEN", raising=False)
+    server = emulator_factory(token="tkn")
+    with pytest.raises(ConnectorAuthError):
+        list(iter_stream_events(server.url_for("acme"), token="bad", max_events=1))
+    with pytest.raises(ConnectorNotFoundError):
+        list(iter_stream_events(server.url_for("zzz"), token="tkn", max_events=1))
+    with pytest.raises(ConfigError):
+        iter_stream_events(server.url_for("acme"), max_events=-1)
+    with pytest.raises(ConfigError):
+        aiter_stream_events(server.url_for("acme"), timeout=0)
+    assert list(iter_stream_events(server.url_for("acme"), max_events=0)) == []
+
+
+async def test_async_window_resumes_and_stops_at_max_events(emulator: EmulatorServer) -> None:
+    emulator.faults.close_every = 4
+    for n in range(1, 13):
+        emulator.publish("acme", actions(n))
+    url = emulator.url_for("acme")
+    ids = [
+        e.event_id
+        async for e in aiter_stream_events(
+            url, max_events=12, last_event_id="0", initial_backoff=0.01
+        )
+    ]
+    assert ids == [str(n) for n in range(1, 13)]
+
+
+async def test_async_window_timeout_on_an_idle_stream(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory(heartbeat_interval=None)
+
+    async def collect() -> list[Event]:
+        return [e async for e in aiter_stream_events(server.url_for("acme"), timeout=0.2)]
+
+    assert await asyncio.wait_for(collect(), 2) == []
+
+
+async def test_async_window_raises_fatal_errors(
+    emulator_factory: EmulatorFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AUTOPLAY_APP_UNKEY_TOKEN", raising=False)
+    server = emulator_factory(token="tkn")
+    with pytest.raises(ConnectorAuthError):
+        async for _ in aiter_stream_events(server.url_for("acme"), max_events=1):
+            pass
