@@ -254,13 +254,6 @@ async def test_in_loop_emulator_serves_async_clients(aemulator: EmulatorServer) 
     assert await aemulator.await_for(lambda s: s.streams_opened == 1, timeout=1)
 
 
-def test_cli_demo_placeholder(capsys: pytest.CaptureFixture[str]) -> None:
-    from autoplay_base.cli import main
-
-    assert main(["demo"]) == 0
-    assert capsys.readouterr().out == "demo: coming soon\n"
-
-
 def test_cli_emulator_serves_a_script_over_http() -> None:
     import subprocess
     import sys
