@@ -44,7 +44,7 @@ from autoplay_base.errors import AmbiguousSessionError, ConfigError
 from autoplay_base.events import ActionsPayload, AnyPayload, SummaryPayload
 from autoplay_base.formatting import (
     MAX_SUMMARY_CHARS,
-    action_line,
+    action_lines,
     clean_text,
     display_line,
     format_context,
@@ -348,7 +348,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             return
         now = self._clock()
         if isinstance(payload, ActionsPayload):
-            lines = [action_line(action) for action in payload.actions]
+            lines = action_lines(payload.actions)
             stored = self.backend.append_actions(
                 key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
             )
@@ -431,7 +431,7 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             return
         now = self._clock()
         if isinstance(payload, ActionsPayload):
-            lines = [action_line(action) for action in payload.actions]
+            lines = action_lines(payload.actions)
             stored = await self.backend.aappend_actions(
                 key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
             )

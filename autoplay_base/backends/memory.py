@@ -172,6 +172,7 @@ class InMemoryBackend:
         self._users: OrderedDict[str, dict[SessionKey, float]] = OrderedDict()
         self._histories: OrderedDict[SessionKey, _History] = OrderedDict()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        self._next_sweep_at = 0.0
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
@@ -204,6 +205,11 @@ class InMemoryBackend:
         return ttl is not None and now - touched > ttl
 
     def _sweep(self, now: float) -> None:
+        # At most once a second: expiry is a memory bound, not a visibility rule
+        # (reads check each session's own idle time), so it need not run per write.
+        if now < self._next_sweep_at:
+            return
+        self._next_sweep_at = now + 1.0
         # The LRU head is the least recently touched session: stop at the first live one.
         while self._sessions:
             key, session = next(iter(self._sessions.items()))

@@ -24,3 +24,19 @@ def test_clean_text() -> None:
     assert clean_text("a\tb\n\nc\x00d\x7f\x9be", 50) == "a b cde"
     assert clean_text("x" * 10, 5) == "xxxx…"
     assert clean_text("é ü 漢字", 50) == "é ü 漢字"
+
+
+def test_action_lines_batch_matches_one_by_one() -> None:
+    from autoplay_base import SlimAction
+    from autoplay_base.formatting import action_line, action_lines
+
+    clean = [
+        SlimAction(title="T", description="Opened billing", canonical_url="/billing"),
+        SlimAction(title="Only title", description="", canonical_url=""),
+        SlimAction(title="T", description=" padded ", canonical_url=" /x "),
+    ]
+    dirty = [*clean, SlimAction(title="T", description="a\nb", canonical_url="/y\x00")]
+    long = [SlimAction(title="T", description="z" * 400, canonical_url="/z")]
+    for batch in (clean, dirty, long, []):
+        assert action_lines(batch) == [action_line(a) for a in batch]
+    assert action_lines(clean) == ["Opened billing\x1f/billing", "Only title", "padded\x1f/x"]
