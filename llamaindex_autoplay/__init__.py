@@ -1,3 +1,32 @@
-"""LlamaIndex adapters for autoplay live context."""
+"""LlamaIndex adapters for autoplay live context (extra ``llamaindex``).
 
-__all__: list[str] = []
+* :class:`AutoplayNodePostprocessor`: the user's live context as a node in
+  every retrieval, and optional boosting of nodes about the pages they just
+  visited (the drop-in piece for query and chat engines).
+* :func:`autoplay_session`: ``with autoplay_session(session_id, product_id=...)``
+  scopes every query inside it, even through chat engines and ``RetrieverTool``;
+  :class:`AutoplayQueryBundle` carries a session on one query.
+* :class:`AutoplayReader`: documents from a recording, a store snapshot or a
+  live stream window.
+* :class:`AutoplayMemoryBlock`: live activity as a block of LlamaIndex ``Memory``.
+"""
+
+from autoplay_base.errors import missing_extra
+
+try:
+    from llamaindex_autoplay.memory import AutoplayMemoryBlock
+    from llamaindex_autoplay.postprocessors import AutoplayNodePostprocessor, AutoplayQueryBundle
+    from llamaindex_autoplay.readers import AutoplayReader
+    from llamaindex_autoplay.session import SessionScope, autoplay_session, current_session
+except ImportError as exc:  # pragma: no cover - exercised by test_missing_extras
+    raise missing_extra("llama-index-core", "llamaindex") from exc
+
+__all__ = [
+    "AutoplayMemoryBlock",
+    "AutoplayNodePostprocessor",
+    "AutoplayQueryBundle",
+    "AutoplayReader",
+    "SessionScope",
+    "autoplay_session",
+    "current_session",
+]

@@ -165,3 +165,22 @@ def test_a_missing_extra_names_what_to_install(blocked: str, package: str, extra
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.startswith("MissingDependencyError ")
     assert f"pip install 'autoplay-live-context[{extra}]'" in done.stdout
+
+
+EXPECTED_LLAMAINDEX = {
+    "AutoplayMemoryBlock",
+    "AutoplayNodePostprocessor",
+    "AutoplayQueryBundle",
+    "AutoplayReader",
+    "SessionScope",
+    "autoplay_session",
+    "current_session",
+}
+
+
+def test_llamaindex_autoplay_all_is_pinned() -> None:
+    import llamaindex_autoplay
+
+    assert set(llamaindex_autoplay.__all__) == EXPECTED_LLAMAINDEX
+    for name in llamaindex_autoplay.__all__:
+        assert getattr(llamaindex_autoplay, name) is not None, name
