@@ -53,31 +53,45 @@ class SessionSnapshot:
         return format_context(self.view.summary, self.view.actions)
 
 
+def _known(metadata: dict[str, Any]) -> dict[str, Any]:
+    # Several vector stores (Chroma, Pinecone, ...) reject None metadata values.
+    return {key: value for key, value in metadata.items() if value is not None}
+
+
 def event_metadata(event: Event) -> dict[str, Any]:
-    """The metadata every event document carries (``None`` where the event has no such field)."""
+    """The metadata of an event document.
+
+    Keys: ``session_id``, ``product_id``, ``user_id``, ``event_id``, ``type``,
+    ``forwarded_at``; a key whose value is unknown is left out rather than set
+    to ``None``, because several vector stores reject ``None`` values.
+    """
     user_id = event.user_id if isinstance(event, ActionsPayload) else None
     forwarded_at = (
         event.forwarded_at if isinstance(event, (ActionsPayload, SummaryPayload)) else None
     )
-    return {
-        "session_id": event.session_id,
-        "product_id": event.product_id,
-        "user_id": user_id,
-        "event_id": event.event_id,
-        "type": event.type,
-        "forwarded_at": forwarded_at,
-    }
+    return _known(
+        {
+            "session_id": event.session_id,
+            "product_id": event.product_id,
+            "user_id": user_id,
+            "event_id": event.event_id,
+            "type": event.type,
+            "forwarded_at": forwarded_at,
+        }
+    )
 
 
 def session_metadata(snapshot: SessionSnapshot) -> dict[str, Any]:
-    """The metadata of a per-session document."""
-    return {
-        "session_id": snapshot.key.session_id,
-        "product_id": snapshot.key.product_id,
-        "type": "session",
-        "source": LIVE_CONTEXT_SOURCE,
-        "last_activity_at": snapshot.view.last_activity_at,
-    }
+    """The metadata of a per-session document (unknown values left out, as for events)."""
+    return _known(
+        {
+            "session_id": snapshot.key.session_id,
+            "product_id": snapshot.key.product_id,
+            "type": "session",
+            "source": LIVE_CONTEXT_SOURCE,
+            "last_activity_at": snapshot.view.last_activity_at,
+        }
+    )
 
 
 def _check_one_source(path: str | Path | None, url: str | None) -> None:

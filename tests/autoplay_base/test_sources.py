@@ -28,19 +28,15 @@ def test_event_metadata_for_each_type() -> None:
     assert event_metadata(summary("s", "S.", event_id="8")) == {
         "session_id": "s",
         "product_id": "p1",
-        "user_id": None,
         "event_id": "8",
         "type": "summary",
         "forwarded_at": 2.0,
     }
     unknown = UnknownEvent(type="usertour_trigger", data={"product_id": "p", "x": 1}, event_id="9")
     assert event_metadata(unknown) == {
-        "session_id": None,
         "product_id": "p",
-        "user_id": None,
         "event_id": "9",
         "type": "usertour_trigger",
-        "forwarded_at": None,
     }
 
 

@@ -66,7 +66,7 @@ FRAMES: list[dict[str, Any]] = [
 
 
 def _meta(session: str, event_id: str, kind: str, at: float | None, user: bool = True) -> Any:
-    return {
+    metadata = {
         "session_id": session,
         "product_id": PRODUCT,
         "user_id": f"u-{session}" if user else None,
@@ -74,6 +74,7 @@ def _meta(session: str, event_id: str, kind: str, at: float | None, user: bool =
         "type": kind,
         "forwarded_at": at,
     }
+    return {key: value for key, value in metadata.items() if value is not None}
 
 
 EVENT_DOCS = [

@@ -51,7 +51,7 @@ def meta(
     forwarded_at: float | None = START,
     product_id: str | None = ACME,
 ) -> dict[str, Any]:
-    return {
+    metadata = {
         "session_id": session_id,
         "product_id": product_id,
         "user_id": user_id,
@@ -59,6 +59,8 @@ def meta(
         "type": kind,
         "forwarded_at": forwarded_at,
     }
+    # Unknown values are left out (vector stores reject None), see sources.event_metadata.
+    return {key: value for key, value in metadata.items() if value is not None}
 
 
 EXPECTED_EVENTS = [
