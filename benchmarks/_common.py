@@ -85,3 +85,17 @@ def throughput(ours: float, reference: float) -> dict[str, float]:
 def proportion(ours: float, reference: float) -> dict[str, float]:
     """A size figure: ``ratio`` is ours over the reference (lower is better)."""
     return {"ours": ours, "reference": reference, "ratio": round(ours / reference, 3)}
+
+
+def live_store(sessions: int, batches: int, batch_size: int, product: str = "bench") -> Any:
+    """An in-memory ContextStore: ``sessions`` sessions of ``batches * batch_size`` actions."""
+    from autoplay_base.context_store import ContextStore
+    from autoplay_base.events import ActionsPayload
+
+    rng = random.Random(1)
+    store = ContextStore()
+    for batch in range(batches):
+        for n in range(sessions):
+            payload = actions_event(product, f"ps_{n}", batch, batch_size, rng)
+            store.add(ActionsPayload.model_validate(payload))
+    return store

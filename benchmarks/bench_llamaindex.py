@@ -22,7 +22,7 @@ import random
 import time
 from typing import Any
 
-from _common import actions_event, emit, machine, percentiles
+from _common import emit, live_store, machine, percentiles
 
 SESSIONS = 10_000
 BATCHES = 4
@@ -35,16 +35,7 @@ BOOST_WEIGHT = 0.2
 
 
 def build_store() -> Any:
-    from autoplay_base.context_store import ContextStore
-    from autoplay_base.events import ActionsPayload
-
-    rng = random.Random(1)
-    store = ContextStore()
-    for batch in range(BATCHES):
-        for n in range(SESSIONS):
-            payload = actions_event(PRODUCT, f"ps_{n}", batch, BATCH_SIZE, rng)
-            store.add(ActionsPayload.model_validate(payload))
-    return store
+    return live_store(SESSIONS, BATCHES, BATCH_SIZE, PRODUCT)
 
 
 def build_engines(store: Any) -> tuple[Any, Any, Any, Any]:

@@ -37,13 +37,28 @@ def reference_python() -> Path:
     return python
 
 
-def rows(result: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+def rows(result: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """Every figure with ``ours`` and a reference value, found at any depth."""
     found = []
     for name, value in result.items():
-        if isinstance(value, dict) and "ours" in value and "reference" in value:
+        if not isinstance(value, dict) or name in {"machine", "runs", "p99_runs"}:
+            continue
+        label = f"{prefix}{name}"
+        reference = value.get("reference", value.get("ref"))
+        if "ours" in value and reference is not None:
             ratio = value.get("speedup", value.get("ratio", ""))
-            found.append((name, str(value["ours"]), str(value["reference"]), str(ratio)))
+            found.append((label, _show(value["ours"]), _show(reference), _show(ratio)))
+        elif "ours" in value:
+            found.append((label, _show(value["ours"]), "n/a", ""))
+        else:
+            found.extend(rows(value, f"{label}."))
     return found
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items())
+    return str(value)
 
 
 def main() -> int:
@@ -78,9 +93,6 @@ def main() -> int:
         machine = machine or json.dumps(result.get("machine", {}))
         for figure, ours, ref, ratio in rows(result):
             lines.append(f"| {name} | {figure} | {ours} | {ref} | {ratio} |")
-        for figure, value in result.items():
-            if isinstance(value, dict) and "ours" in value and "reference" not in value:
-                lines.append(f"| {name} | {figure} | {value['ours']} | n/a | |")
     lines += ["", f"Machine: `{machine}`", ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
     print("\n".join(lines))
