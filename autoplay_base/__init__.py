@@ -16,6 +16,7 @@ from autoplay_base.backends.base import (
     UserSessionRef,
 )
 from autoplay_base.backends.memory import InMemoryBackend
+from autoplay_base.backends.redis import RedisBackend
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import (
     AmbiguousSessionError,
@@ -78,6 +79,7 @@ __all__ = [
     "MissingDependencyError",
     "ReadOptions",
     "RecordingWriter",
+    "RedisBackend",
     "SessionKey",
     "SessionLookupError",
     "SessionRef",

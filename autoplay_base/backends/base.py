@@ -103,7 +103,11 @@ class Backend(Protocol):
         event_id: str | None = None,
         user_id: str | None = None,
     ) -> bool:
-        """Append cleaned action lines to a session (trimmed to the per-session cap)."""
+        """Append cleaned action lines to a session (trimmed to the per-session cap).
+
+        Lines are single lines: the store cleans them, so they never hold a newline
+        (a backend may pack several lines into one string on that basis).
+        """
         ...
 
     async def aappend_actions(

