@@ -39,19 +39,28 @@ def reference_python() -> Path:
     return python
 
 
+_SKIP = {"machine", "runs", "p99_runs", "redis_runs"}
+
+
 def rows(result: dict[str, Any], prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """Every figure with ``ours`` and a reference value, found at any depth."""
+    """(figure, ours, reference, ratio) for every figure, found at any depth."""
     found = []
     for name, value in result.items():
-        if not isinstance(value, dict) or name in {"machine", "runs", "p99_runs"}:
+        if not isinstance(value, dict) or name in _SKIP:
             continue
         label = f"{prefix}{name}"
         reference = value.get("reference", value.get("ref"))
-        if "ours" in value and reference is not None:
+        if "ours" in value:
             ratio = value.get("speedup", value.get("ratio", ""))
-            found.append((label, _show(value["ours"]), _show(reference), _show(ratio)))
-        elif "ours" in value:
-            found.append((label, _show(value["ours"]), "n/a", ""))
+            if "target" in value:
+                ratio = f"target {value['target']}"
+            shown = _show(reference) if reference is not None else "n/a"
+            found.append((label, _show(value["ours"]), shown, _show(ratio)))
+        elif "redis" in value:
+            found.append((label, f"Redis: {_show(value['redis'])}", "n/a", ""))
+            found.append((f"{label} (in-memory)", _show(value["memory"]), "n/a", ""))
+        elif "redis_median" in value:
+            found.append((label, f"Redis: {value['redis_median']}", "n/a", ""))
         else:
             found.extend(rows(value, f"{label}."))
     return found
@@ -97,8 +106,24 @@ def main() -> int:
             lines.append(f"| {name} | {figure} | {ours} | {ref} | {ratio} |")
     lines += ["", f"Machine: `{machine}`", ""]
     (HERE / "RESULTS.md").write_text("\n".join(lines))
+    _into_readme(lines[4:])
     print("\n".join(lines))
     return 1 if any("error" in r for r in results.values()) else 0
+
+
+README_START = "<!-- bench-table:start -->"
+README_END = "<!-- bench-table:end -->"
+
+
+def _into_readme(table: list[str]) -> None:
+    """Replace the README's benchmark table (between its markers) with this run's."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return
+    body = "\n".join(table).strip()
+    readme.write_text(text[: start + len(README_START)] + "\n" + body + "\n" + text[end:])
 
 
 if __name__ == "__main__":
