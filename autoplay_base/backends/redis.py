@@ -75,11 +75,11 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from threading import Event, Lock
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
 
 from autoplay_base.backends.base import (
     BackendStats,
@@ -126,6 +126,8 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 DEFAULT_PREFIX = "autoplay"
 DEFAULT_SOCKET_TIMEOUT = 0.05
@@ -603,21 +605,34 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
 
 
-def _raise_if_cancelling() -> None:
-    """Re-raise a cancellation that a read absorbed.
+async def _cancellable(read: Awaitable[_T]) -> _T:
+    """Await a blocking read so that cancelling the caller always ends it.
 
-    redis-py's timed read can return normally although the task was cancelled
-    during it (reproduced with redis-py 8.1 on Python 3.11; the family of
-    redis/redis-py#2028), which would leave a cancelled listener looping
-    forever. ``Task.cancelling()`` (3.11+) still says a cancellation is
-    pending, so the listener raises it. One-shot commands are left alone: there
-    an absorbed cancel lets one call finish, and raising from every call would
-    misfire in tasks that suppressed a cancel without ``uncancel()``.
+    redis-py's timed read can absorb a cancellation and return normally
+    (reproduced with redis-py 8.1; the family of redis/redis-py#2028), which
+    would leave a cancelled listener looping forever. The read runs as its own
+    task and the caller waits with ``asyncio.wait``, whose waiter the
+    cancellation always reaches (on every Python version, unlike
+    ``Task.cancelling()``); the read is then cancelled and awaited so its
+    connection is left clean.
     """
-    task = asyncio.current_task()
-    cancelling = getattr(task, "cancelling", None)
-    if cancelling is not None and cancelling():
-        raise asyncio.CancelledError
+    task = asyncio.ensure_future(read)
+    try:
+        await asyncio.wait((task,))
+    except asyncio.CancelledError:
+        task.cancel()
+        # A read that swallowed its own cancel may go on blocking; the listener's
+        # ``finally`` closes the connection under it, so do not wait long.
+        task.add_done_callback(_retrieve)
+        await asyncio.wait((task,), timeout=_LISTEN_GRACE_SECONDS)
+        raise
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned read's outcome as seen (its error, if any, is moot)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _tail(entries: list[Any]) -> str:
@@ -1657,12 +1672,13 @@ class RedisBackend:
         try:
             try:
                 if last_id == "$":
-                    cursor = _tail(await client.xrevrange(stream, count=1))
+                    cursor = _tail(await _cancellable(client.xrevrange(stream, count=1)))
                 else:
                     cursor = last_id
                 while True:
-                    reply = await client.xread({stream: cursor}, count=count, block=block_ms)
-                    _raise_if_cancelling()
+                    reply = await _cancellable(
+                        client.xread({stream: cursor}, count=count, block=block_ms)
+                    )
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
                         yield _activity(entry_id, fields)

