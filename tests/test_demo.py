@@ -48,3 +48,17 @@ def test_cli_demo_runs_and_documents_its_options(capsys: pytest.CaptureFixture[s
     out = capsys.readouterr().out
     assert out.count("  Why can't I find it? |") == 6
     assert "the prompt a chat model would get" not in out
+
+
+def test_with_a_chat_model_the_demo_shows_its_answers() -> None:
+    from langchain_core.language_models.fake_chat_models import FakeListChatModel
+
+    model = FakeListChatModel(responses=["Free a seat first: revoke the expired invite."])
+    out = io.StringIO()
+    options = DemoOptions(speed=0, scripts=["invite_team_member"], model=model)
+    assert run_demo(options, out) == 0
+    text = out.getvalue()
+    assert text.count("  answer to 'How do I do this?':") == 2  # halfway and at the end
+    assert "    Free a seat first: revoke the expired invite." in text
+    assert "the prompt a chat model would get" not in text
+    assert "To generate answers too" not in text

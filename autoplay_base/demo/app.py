@@ -77,6 +77,8 @@ class DemoOptions:
     scripts: Sequence[str] = field(default_factory=list_scripts)
     redis_url: str | None = None
     show_prompts: bool = True
+    model: BaseChatModel | None = None
+    """A chat model to answer with; by default one is built from ``OPENAI_API_KEY``."""
 
 
 class HelpCenterRetriever(BaseRetriever):
@@ -260,7 +262,7 @@ def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> i
         if not connected.wait(STREAM_TIMEOUT_SECONDS):
             screen.line("  could not connect to the emulator")
             return 1
-        model = _chat_model()
+        model = options.model or _chat_model()
         player = _Player(screen, server, client)
         halfway = len(steps) // 2
         for number, (part, title) in enumerate(
