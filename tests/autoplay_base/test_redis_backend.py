@@ -27,14 +27,12 @@ from autoplay_base.backends.redis import (
     Activity,
     DroppedWrite,
     RedisBackend,
-    _entries,
-    _pack,
-    _pairs,
     escape_id,
     parse_member,
     session_member,
     unescape_id,
 )
+from autoplay_base.backends.redis._wire import _entries, _pack, _pairs
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import (
     BackendError,

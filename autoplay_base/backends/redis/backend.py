@@ -1,85 +1,18 @@
-"""Redis backend: one live context shared by every process that points at the same server.
-
-Use it with one constructor argument::
-
-    backend = RedisBackend.from_url("redis://localhost:6379/0", prefix="autoplay")
-    store = ContextStore(backend=backend)          # or AsyncContextStore(backend=backend)
-
-It answers the :class:`~autoplay_base.backends.base.Backend` protocol with the
-same semantics as :class:`~autoplay_base.backends.memory.InMemoryBackend` (a
-contract test suite runs against both): idempotent writes keyed by
-``(product_id, event_id)``, a per-session action cap, LRU and idle expiry of
-sessions measured against the caller's ``at``/``now`` values, a bounded user
-index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
-``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
-with the same pure helpers, so the bodies differ by ``await`` only. Works with
-Redis >= 6.2 and Valkey (standalone; scripts build key names, so not Cluster).
-
-Data model (the key layout lives here and nowhere else)
--------------------------------------------------------
-Ids are escaped before they enter a key (``%`` -> ``%25``, ``:`` -> ``%3A``), so an
-id containing ``:`` can never collide with another key. ``P``, ``S`` and ``U`` are
-the escaped product, session and user ids; ``M`` = ``P:S`` names one session::
-
-    {prefix}:s:M:m      hash    l=last_activity_at, s=summary, st=summary_at
-    {prefix}:s:M:a      list    "<at> <line>" per action, oldest first, LTRIM'd to the cap
-    {prefix}:s:M:x      stream  activity feed for listen(): XADD MAXLEN ~ stream_maxlen
-    {prefix}:sessions   zset    M scored by when it was last touched: LRU, sweep, max_sessions
-    {prefix}:p:S        set     P of every product that has state for session S
-    {prefix}:e:P        zset    seen event ids of product P (score = at), last dedupe_window
-    {prefix}:u:U        zset    M of user U's sessions scored by last_seen_at
-    {prefix}:users      zset    U scored by its latest activity (max_users LRU)
-    {prefix}:h:M        list    serialized chat messages, oldest first, LTRIM'd to max_messages
-
-Recency is the caller's ``at``/``now`` (a sorted-set score) where the in-memory
-backend uses call order; the two agree whenever those values do not go backwards
-(``time.time()`` in one process), and ties sort by key name.
-
-Session keys (``s:M:*``, ``p:S``) carry a sliding TTL of
-``idle_ttl_seconds`` refreshed on every write and read; chat histories one of
-``history_ttl_seconds`` refreshed on every append and get. Expiry decisions
-themselves compare the caller's clock values (``now - touched > idle_ttl``) inside
-the scripts, exactly as the in-memory backend does; the TTL only reclaims memory.
-
-Round trips: ``append_actions``/``apply_summary`` are one ``EVALSHA`` of a write
-script (dedupe, sweep, trim, user index and stream in one atomic step), ``read``
-one ``EVALSHA`` of a read script that filters server-side, every other call one
-command or one MULTI/EXEC. :meth:`RedisBackend.append_actions_many` pipelines
-bursts of writes. Commands are packed here and sent on a pooled connection in one
-socket write (redis-py supplies connections, the wire protocol and its errors).
-
-Listening: every stored write is also appended to the session's stream, so
-:meth:`RedisBackend.listen` / :meth:`RedisBackend.alisten` (``XREAD BLOCK`` on a
-connection of their own) yield activity from any process as it arrives, and
-resume from the id of the last :class:`Activity` seen.
-
-Outages: commands use a short socket timeout (``socket_timeout``, default 50 ms).
-A failed read returns ``None``/empty and counts an error; a failed write goes to a
-bounded local buffer and is replayed in order before the next command once Redis
-answers again (or by :meth:`RedisBackend.flush`). What overflows the buffer is
-counted and handed to ``on_drop``. ``strict=True`` raises
-:class:`~autoplay_base.errors.BackendUnavailableError` instead. After a failure the
-backend skips Redis for ``retry_interval_seconds`` so an outage costs nothing per
-call; a connection error is retried once at once on a fresh connection, because
-after a server restart every pooled connection is dead while Redis is fine. A
-write whose answer was lost may be replayed although Redis applied it: writes
-with an event id are deduplicated, writes without one may then apply twice.
-"""
+"""``RedisBackend``: the :class:`~autoplay_base.backends.base.Backend` protocol over Redis."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Awaitable, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from threading import Event, Lock
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from autoplay_base.backends.base import (
     BackendStats,
@@ -97,11 +30,43 @@ from autoplay_base.backends.memory import (
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_SESSIONS_PER_USER,
 )
+from autoplay_base.backends.redis._layout import (
+    _ACTIONS,
+    _META,
+    _STREAM,
+    _Layout,
+    escape_id,
+    parse_member,
+    session_member,
+    unescape_id,
+)
+from autoplay_base.backends.redis._scripts import (
+    _LOAD_SCRIPTS,
+    _READ,
+    _SESSIONS_SCRIPT,
+    _WRITE,
+)
+from autoplay_base.backends.redis._wire import (
+    _LISTEN_GRACE_SECONDS,
+    Command,
+    _acheckout,
+    _aread_reply,
+    _cancellable,
+    _checkout,
+    _describe_pool,
+    _entries,
+    _import_redis,
+    _no_retry,
+    _pack,
+    _pairs,
+    _raise_errors,
+    _read_reply,
+    _tail,
+)
 from autoplay_base.errors import (
     BackendError,
     BackendUnavailableError,
     ConfigError,
-    missing_extra,
 )
 
 if TYPE_CHECKING:
@@ -127,8 +92,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_T = TypeVar("_T")
-
 DEFAULT_PREFIX = "autoplay"
 DEFAULT_SOCKET_TIMEOUT = 0.05
 """Seconds a command may take before it counts as an outage (reads then return empty)."""
@@ -137,285 +100,7 @@ DEFAULT_RETRY_INTERVAL_SECONDS = 0.5
 DEFAULT_STREAM_MAXLEN = 100
 """Approximate entries kept per session activity stream (``XADD MAXLEN ~``); 0 turns it off."""
 DEFAULT_LISTEN_BLOCK_MS = 1000
-_SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring idle sessions
-_LISTEN_GRACE_SECONDS = 1.0
 _BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
-
-# -- key layout ------------------------------------------------------------------------
-_SESSION = "s"
-_META = ":m"
-_ACTIONS = ":a"
-_STREAM = ":x"
-_SESSIONS = "sessions"
-_PRODUCTS = "p"
-_SEEN = "e"
-_USER = "u"
-_USERS = "users"
-_HISTORY = "h"
-# meta hash fields
-_F_LAST = "l"
-_F_SUMMARY = "s"
-_F_SUMMARY_AT = "st"
-
-
-def escape_id(value: str) -> str:
-    """An id as it appears inside a key: ``%`` and ``:`` are percent-encoded."""
-    return value.replace("%", "%25").replace(":", "%3A")
-
-
-def unescape_id(value: str) -> str:
-    """Inverse of :func:`escape_id` (every ``%`` starts a ``%25`` or ``%3A`` token)."""
-    return value.replace("%3A", ":").replace("%25", "%")
-
-
-def session_member(key: SessionKey) -> str:
-    """``P:S``: the name of one session in the sessions and user indexes."""
-    return f"{escape_id(key.product_id)}:{escape_id(key.session_id)}"
-
-
-def parse_member(member: str) -> SessionKey:
-    """Inverse of :func:`session_member`."""
-    product, _, session = member.partition(":")
-    return SessionKey(unescape_id(product), unescape_id(session))
-
-
-class _Layout:
-    """Key names under one prefix (pure)."""
-
-    __slots__ = ("prefix",)
-
-    def __init__(self, prefix: str) -> None:
-        self.prefix = prefix
-
-    def session(self, key: SessionKey, part: str) -> str:
-        return f"{self.prefix}:{_SESSION}:{session_member(key)}{part}"
-
-    def products(self, session_id: str) -> str:
-        return f"{self.prefix}:{_PRODUCTS}:{escape_id(session_id)}"
-
-    def sessions(self) -> str:
-        return f"{self.prefix}:{_SESSIONS}"
-
-    def user(self, user_id: str) -> str:
-        return f"{self.prefix}:{_USER}:{escape_id(user_id)}"
-
-    def users(self) -> str:
-        return f"{self.prefix}:{_USERS}"
-
-    def history(self, key: SessionKey) -> str:
-        return f"{self.prefix}:{_HISTORY}:{session_member(key)}"
-
-
-# -- scripts -----------------------------------------------------------------------------
-# Every float travels as Python's repr and is stored as received: Lua's tostring would
-# round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
-_LUA_PRELUDE = """
-local prefix = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local ttl_ms = tonumber(ARGV[3])
-local member = ARGV[4]
-local now_s = ARGV[5]
-local now = tonumber(now_s)
-local idx = prefix .. ":@SESSIONS@"
-local expired = 0
-
-local function base(m) return prefix .. ":@S@:" .. m end
-local function split(m)
-  local sep = string.find(m, ":", 1, true)
-  return string.sub(m, 1, sep - 1), string.sub(m, sep + 1)
-end
-local function drop(m)
-  local b = base(m)
-  redis.call("DEL", b .. "@META@", b .. "@ACTIONS@", b .. "@STREAM@")
-  redis.call("ZREM", idx, m)
-  local p, s = split(m)
-  redis.call("SREM", prefix .. ":@P@:" .. s, p)
-end
--- The least recently touched sessions are at the head of the index: stop at the first live one.
-local function sweep()
-  if ttl == nil then return end
-  for _ = 1, @SWEEP@ do
-    local head = redis.call("ZRANGE", idx, 0, 0, "WITHSCORES")
-    if #head == 0 or not (now - tonumber(head[2]) > ttl) then return end
-    drop(head[1])
-    expired = expired + 1
-  end
-end
-local b = base(member)
-local meta = b .. "@META@"
-local acts = b .. "@ACTIONS@"
-local stream = b .. "@STREAM@"
-local p, s = "", ""
-if member ~= "" then p, s = split(member) end
-local pkey = prefix .. ":@P@:" .. s
--- Touch the session if it is live (its index score is when it was last touched).
-local function live()
-  local touched = tonumber(redis.call("ZSCORE", idx, member))
-  if touched == nil then return false end
-  if ttl ~= nil and now - touched > ttl then
-    drop(member)
-    expired = expired + 1
-    return false
-  end
-  redis.call("ZADD", idx, now_s, member)
-  return true
-end
-local function refresh()
-  if ttl_ms ~= nil then
-    redis.call("PEXPIRE", meta, ttl_ms)
-    redis.call("PEXPIRE", acts, ttl_ms)
-    redis.call("PEXPIRE", stream, ttl_ms)
-    redis.call("PEXPIRE", pkey, ttl_ms)
-  end
-end
-"""
-
-# ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
-# 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
-# then a: 17.. lines | s: 17 replaces, 18 summary.
-# Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
-# integer to parse), else {1, trimmed, expired, evicted}.
-_LUA_WRITE = """
-if ARGV[7] == "1" then
-  local seen = prefix .. ":@E@:" .. p
-  if redis.call("ZADD", seen, "NX", now_s, ARGV[8]) == 0 then return 0 end
-  local window = tonumber(ARGV[11])
-  if redis.call("ZCARD", seen) > window then
-    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
-  end
-end
-sweep()
-local evicted = 0
-if not live() then
-  redis.call("ZADD", idx, now_s, member)
-  redis.call("SADD", pkey, p)
-  if redis.call("ZCARD", idx) > tonumber(ARGV[9]) then
-    drop(redis.call("ZRANGE", idx, 0, 0)[1])
-    evicted = 1
-  end
-end
-local trimmed = 0
-if ARGV[6] == "a" then
-  if #ARGV > 16 then
-    local cap = tonumber(ARGV[10])
-    local length = 0
-    for i = 17, #ARGV, 1000 do
-      length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-    end
-    if length > cap then
-      trimmed = length - cap
-      redis.call("LTRIM", acts, -cap, -1)
-    end
-  end
-  redis.call("HSET", meta, "@L@", now_s)
-  local user = ARGV[14]
-  if user ~= "" then
-    local users = prefix .. ":@USERS@"
-    if redis.call("ZADD", users, now_s, user) == 1
-        and redis.call("ZCARD", users) > tonumber(ARGV[16]) then
-      local old = redis.call("ZPOPMIN", users)[1]
-      redis.call("DEL", prefix .. ":@U@:" .. old)
-    end
-    local ukey = prefix .. ":@U@:" .. user
-    redis.call("ZADD", ukey, now_s, member)
-    local extra = redis.call("ZCARD", ukey) - tonumber(ARGV[15])
-    if extra > 0 then redis.call("ZREMRANGEBYRANK", ukey, 0, extra - 1) end
-  end
-else
-  local replaces = tonumber(ARGV[17])
-  if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
-  redis.call("HSET", meta, "@SUM@", ARGV[18], "@SUMAT@", now_s, "@L@", now_s)
-end
-local maxlen = tonumber(ARGV[12])
-if maxlen > 0 then
-  if ARGV[7] == "1" then
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
-      "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
-  else
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*", "k", ARGV[6], "t", now_s, "d", ARGV[13])
-  end
-end
-refresh()
-if trimmed == 0 and expired == 0 and evicted == 0 then return 1 end
-return {1, trimmed, expired, evicted}
-"""
-
-# ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
-# Returns one JSON array [found, expired, summary, summary_at, last_activity_at, lines...]
-# (absent fields are false): one bulk string parses far faster than a long multi-bulk reply.
-_LUA_READ = """
-if not live() then return cjson.encode({0, expired}) end
-refresh()
-local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
-local out = {1, expired, m[1], m[2], m[3]}
-if ARGV[6] == "1" then
-  local cutoff = tonumber(ARGV[7])
-  local limit = tonumber(ARGV[8])
-  if cutoff == nil then
-    local first = 0
-    if limit ~= nil then first = -limit end
-    for _, e in ipairs(redis.call("LRANGE", acts, first, -1)) do
-      out[#out + 1] = string.sub(e, string.find(e, " ", 1, true) + 1)
-    end
-  else
-    local all = redis.call("LRANGE", acts, 0, -1)
-    local picked = {}
-    for i = #all, 1, -1 do
-      local e = all[i]
-      local sp = string.find(e, " ", 1, true)
-      if tonumber(string.sub(e, 1, sp - 1)) < cutoff or (limit ~= nil and #picked >= limit) then
-        break
-      end
-      picked[#picked + 1] = string.sub(e, sp + 1)
-    end
-    for i = #picked, 1, -1 do out[#out + 1] = picked[i] end
-  end
-end
-return cjson.encode(out)
-"""
-
-_LUA_SESSIONS = """
-sweep()
-return {expired, redis.call("ZRANGE", idx, 0, -1)}
-"""
-
-
-def _render(body: str) -> str:
-    source = _LUA_PRELUDE + body
-    for placeholder, value in (
-        ("@SESSIONS@", _SESSIONS),
-        ("@S@", _SESSION),
-        ("@META@", _META),
-        ("@ACTIONS@", _ACTIONS),
-        ("@STREAM@", _STREAM),
-        ("@P@", _PRODUCTS),
-        ("@E@", _SEEN),
-        ("@USERS@", _USERS),
-        ("@U@", _USER),
-        ("@L@", _F_LAST),
-        ("@SUMAT@", _F_SUMMARY_AT),
-        ("@SUM@", _F_SUMMARY),
-        ("@SWEEP@", str(_SWEEP_PER_CALL)),
-    ):
-        source = source.replace(placeholder, value)
-    return source
-
-
-class _Script(NamedTuple):
-    source: str
-    sha: str
-
-
-def _script(body: str) -> _Script:
-    source = _render(body)
-    return _Script(source, hashlib.sha1(source.encode()).hexdigest())
-
-
-_WRITE = _script(_LUA_WRITE)
-_READ = _script(_LUA_READ)
-_SESSIONS_SCRIPT = _script(_LUA_SESSIONS)
-_SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT)
-_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
 
 
 # -- public values ------------------------------------------------------------------------
@@ -456,7 +141,6 @@ class DroppedWrite:
 
 
 # -- pure core ------------------------------------------------------------------------------
-Command = tuple[Any, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -523,129 +207,6 @@ def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
 def _positive(name: str, value: float | None) -> None:
     if value is not None and value <= 0:
         raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
-def _import_redis() -> Any:
-    try:
-        import redis  # noqa: PLC0415 - optional extra, imported on first use
-        import redis.asyncio  # noqa: PLC0415
-    except ImportError as exc:
-        raise missing_extra("redis", "redis") from exc
-    return redis
-
-
-def _no_retry(module: Any, *, is_async: bool) -> Any:
-    backoff = module.backoff.NoBackoff()
-    if is_async:
-        return module.asyncio.retry.Retry(backoff, 0)
-    return module.retry.Retry(backoff, 0)
-
-
-def _pack(commands: Sequence[Command]) -> bytes:
-    """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text)."""
-    out = []
-    for command in commands:
-        out.append(b"*%d\r\n" % len(command))
-        for arg in command:
-            data = arg if isinstance(arg, bytes) else str(arg).encode()
-            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(out)
-
-
-def _raise_errors(replies: Any) -> list[Any]:
-    """The replies, unless one is an error reply: then raise it."""
-    listed: list[Any] = replies if isinstance(replies, list) else [replies]
-    for reply in listed:
-        if isinstance(reply, Exception):
-            raise reply
-    return listed
-
-
-def _read_reply(conn: Any, error: type[Exception]) -> Any:
-    """One reply; an error reply is returned in place (it was read in full)."""
-    try:
-        return conn.read_response()
-    except error as exc:
-        return exc
-
-
-async def _aread_reply(conn: Any, error: type[Exception]) -> Any:
-    try:
-        return await conn.read_response()
-    except error as exc:
-        return exc
-
-
-def _checkout(pool: Any) -> Any:
-    try:
-        return pool.get_connection()
-    except TypeError:  # redis-py < 5.3 wants a command name
-        return pool.get_connection("_")
-
-
-async def _acheckout(pool: Any) -> Any:
-    try:
-        return await pool.get_connection()
-    except TypeError:
-        return await pool.get_connection("_")
-
-
-def _pairs(reply: list[Any]) -> list[tuple[str, Any]]:
-    """``WITHSCORES`` replies: flat on RESP2, already paired on RESP3."""
-    if reply and not isinstance(reply[0], (list, tuple)):
-        return list(zip(reply[::2], reply[1::2], strict=True))
-    return [(member, score) for member, score in reply]
-
-
-def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
-    """The entries of a one-stream ``XREAD`` reply (RESP2 list or RESP3 dict)."""
-    if not reply:
-        return []
-    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
-    return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
-
-
-async def _cancellable(read: Awaitable[_T]) -> _T:
-    """Await a blocking read so that cancelling the caller always ends it.
-
-    redis-py's timed read can absorb a cancellation and return normally
-    (reproduced with redis-py 8.1; the family of redis/redis-py#2028), which
-    would leave a cancelled listener looping forever. The read runs as its own
-    task and the caller waits with ``asyncio.wait``, whose waiter the
-    cancellation always reaches (on every Python version, unlike
-    ``Task.cancelling()``); the read is then cancelled and awaited so its
-    connection is left clean.
-    """
-    task = asyncio.ensure_future(read)
-    try:
-        await asyncio.wait((task,))
-    except asyncio.CancelledError:
-        task.cancel()
-        # A read that swallowed its own cancel may go on blocking; the listener's
-        # ``finally`` closes the connection under it, so do not wait long.
-        task.add_done_callback(_retrieve)
-        await asyncio.wait((task,), timeout=_LISTEN_GRACE_SECONDS)
-        raise
-    return task.result()
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    """Mark an abandoned read's outcome as seen (its error, if any, is moot)."""
-    if not task.cancelled():
-        task.exception()
-
-
-def _tail(entries: list[Any]) -> str:
-    """The id after which a ``"$"`` listener starts: the newest entry, or the very start."""
-    return str(entries[0][0]) if entries else "0-0"
-
-
-def _describe_pool(client: Any) -> str:
-    """Where a client points, without credentials (for logs and errors)."""
-    kwargs = client.connection_pool.connection_kwargs
-    if "path" in kwargs:
-        return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
 
 
 class _Pending(NamedTuple):

@@ -1,0 +1,71 @@
+"""The Redis key layout (described in :mod:`autoplay_base.backends.redis`), and id escaping."""
+
+from __future__ import annotations
+
+from autoplay_base.backends.base import SessionKey
+
+__all__ = ["escape_id", "parse_member", "session_member", "unescape_id"]
+
+# -- key layout ------------------------------------------------------------------------
+_SESSION = "s"
+_META = ":m"
+_ACTIONS = ":a"
+_STREAM = ":x"
+_SESSIONS = "sessions"
+_PRODUCTS = "p"
+_SEEN = "e"
+_USER = "u"
+_USERS = "users"
+_HISTORY = "h"
+# meta hash fields
+_F_LAST = "l"
+_F_SUMMARY = "s"
+_F_SUMMARY_AT = "st"
+
+
+def escape_id(value: str) -> str:
+    """An id as it appears inside a key: ``%`` and ``:`` are percent-encoded."""
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+def unescape_id(value: str) -> str:
+    """Inverse of :func:`escape_id` (every ``%`` starts a ``%25`` or ``%3A`` token)."""
+    return value.replace("%3A", ":").replace("%25", "%")
+
+
+def session_member(key: SessionKey) -> str:
+    """``P:S``: the name of one session in the sessions and user indexes."""
+    return f"{escape_id(key.product_id)}:{escape_id(key.session_id)}"
+
+
+def parse_member(member: str) -> SessionKey:
+    """Inverse of :func:`session_member`."""
+    product, _, session = member.partition(":")
+    return SessionKey(unescape_id(product), unescape_id(session))
+
+
+class _Layout:
+    """Key names under one prefix (pure)."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    def session(self, key: SessionKey, part: str) -> str:
+        return f"{self.prefix}:{_SESSION}:{session_member(key)}{part}"
+
+    def products(self, session_id: str) -> str:
+        return f"{self.prefix}:{_PRODUCTS}:{escape_id(session_id)}"
+
+    def sessions(self) -> str:
+        return f"{self.prefix}:{_SESSIONS}"
+
+    def user(self, user_id: str) -> str:
+        return f"{self.prefix}:{_USER}:{escape_id(user_id)}"
+
+    def users(self) -> str:
+        return f"{self.prefix}:{_USERS}"
+
+    def history(self, key: SessionKey) -> str:
+        return f"{self.prefix}:{_HISTORY}:{session_member(key)}"

@@ -1,0 +1,141 @@
+"""Talking to Redis below redis-py's command layer: packing, replies, connections.
+
+Commands are packed here in RESP and written to a pooled connection in one socket
+write; redis-py supplies the connections, the reply parser and its errors.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import Any, TypeVar
+
+from autoplay_base.errors import missing_extra
+
+_T = TypeVar("_T")
+_LISTEN_GRACE_SECONDS = 1.0
+
+Command = tuple[Any, ...]
+
+
+def _import_redis() -> Any:
+    try:
+        import redis  # noqa: PLC0415 - optional extra, imported on first use
+        import redis.asyncio  # noqa: PLC0415
+    except ImportError as exc:
+        raise missing_extra("redis", "redis") from exc
+    return redis
+
+
+def _no_retry(module: Any, *, is_async: bool) -> Any:
+    backoff = module.backoff.NoBackoff()
+    if is_async:
+        return module.asyncio.retry.Retry(backoff, 0)
+    return module.retry.Retry(backoff, 0)
+
+
+def _pack(commands: Sequence[Command]) -> bytes:
+    """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text)."""
+    out = []
+    for command in commands:
+        out.append(b"*%d\r\n" % len(command))
+        for arg in command:
+            data = arg if isinstance(arg, bytes) else str(arg).encode()
+            out.append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(out)
+
+
+def _raise_errors(replies: Any) -> list[Any]:
+    """The replies, unless one is an error reply: then raise it."""
+    listed: list[Any] = replies if isinstance(replies, list) else [replies]
+    for reply in listed:
+        if isinstance(reply, Exception):
+            raise reply
+    return listed
+
+
+def _read_reply(conn: Any, error: type[Exception]) -> Any:
+    """One reply; an error reply is returned in place (it was read in full)."""
+    try:
+        return conn.read_response()
+    except error as exc:
+        return exc
+
+
+async def _aread_reply(conn: Any, error: type[Exception]) -> Any:
+    try:
+        return await conn.read_response()
+    except error as exc:
+        return exc
+
+
+def _checkout(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py < 5.3 wants a command name
+        return pool.get_connection("_")
+
+
+async def _acheckout(pool: Any) -> Any:
+    try:
+        return await pool.get_connection()
+    except TypeError:
+        return await pool.get_connection("_")
+
+
+def _pairs(reply: list[Any]) -> list[tuple[str, Any]]:
+    """``WITHSCORES`` replies: flat on RESP2, already paired on RESP3."""
+    if reply and not isinstance(reply[0], (list, tuple)):
+        return list(zip(reply[::2], reply[1::2], strict=True))
+    return [(member, score) for member, score in reply]
+
+
+def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+    """The entries of a one-stream ``XREAD`` reply (RESP2 list or RESP3 dict)."""
+    if not reply:
+        return []
+    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
+    return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
+
+
+async def _cancellable(read: Awaitable[_T]) -> _T:
+    """Await a blocking read so that cancelling the caller always ends it.
+
+    redis-py's timed read can absorb a cancellation and return normally
+    (reproduced with redis-py 8.1; the family of redis/redis-py#2028), which
+    would leave a cancelled listener looping forever. The read runs as its own
+    task and the caller waits with ``asyncio.wait``, whose waiter the
+    cancellation always reaches (on every Python version, unlike
+    ``Task.cancelling()``); the read is then cancelled and awaited so its
+    connection is left clean.
+    """
+    task = asyncio.ensure_future(read)
+    try:
+        await asyncio.wait((task,))
+    except asyncio.CancelledError:
+        task.cancel()
+        # A read that swallowed its own cancel may go on blocking; the listener's
+        # ``finally`` closes the connection under it, so do not wait long.
+        task.add_done_callback(_retrieve)
+        await asyncio.wait((task,), timeout=_LISTEN_GRACE_SECONDS)
+        raise
+    return task.result()
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Mark an abandoned read's outcome as seen (its error, if any, is moot)."""
+    if not task.cancelled():
+        task.exception()
+
+
+def _tail(entries: list[Any]) -> str:
+    """The id after which a ``"$"`` listener starts: the newest entry, or the very start."""
+    return str(entries[0][0]) if entries else "0-0"
+
+
+def _describe_pool(client: Any) -> str:
+    """Where a client points, without credentials (for logs and errors)."""
+    kwargs = client.connection_pool.connection_kwargs
+    if "path" in kwargs:
+        return f"unix://{kwargs['path']}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
