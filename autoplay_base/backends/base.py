@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from autoplay_base.errors import ConfigError
+
 __all__ = [
     "Backend",
     "BackendStats",
@@ -23,6 +25,7 @@ __all__ = [
     "SessionKey",
     "SessionView",
     "UserSessionRef",
+    "check_bounds",
 ]
 
 
@@ -81,6 +84,13 @@ class BackendStats:
     actions_trimmed: int = 0
     errors: int = 0
     extra: dict[str, int] = field(default_factory=dict)
+
+
+def check_bounds(**bounds: float | None) -> None:
+    """Raise :class:`ConfigError` for a bound that is not ``> 0`` (``None``: unbounded)."""
+    for name, value in bounds.items():
+        if value is not None and value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value!r}")
 
 
 @runtime_checkable

@@ -31,8 +31,8 @@ from autoplay_base.backends.base import (
     SessionKey,
     SessionView,
     UserSessionRef,
+    check_bounds,
 )
-from autoplay_base.errors import ConfigError
 from autoplay_base.formatting import BATCH_SEPARATOR
 
 __all__ = [
@@ -122,11 +122,6 @@ class _History:
         self.touched = now
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
 class InMemoryBackend:
     """Bounded in-process storage for session context, user indexes and chat histories."""
 
@@ -143,17 +138,16 @@ class InMemoryBackend:
         dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        for name, value in (
-            ("max_sessions", max_sessions),
-            ("max_actions_per_session", max_actions_per_session),
-            ("idle_ttl_seconds", idle_ttl_seconds),
-            ("max_sessions_per_user", max_sessions_per_user),
-            ("max_users", max_users),
-            ("max_messages", max_messages),
-            ("history_ttl_seconds", history_ttl_seconds),
-            ("dedupe_window", dedupe_window),
-        ):
-            _positive(name, value)
+        check_bounds(
+            max_sessions=max_sessions,
+            max_actions_per_session=max_actions_per_session,
+            idle_ttl_seconds=idle_ttl_seconds,
+            max_sessions_per_user=max_sessions_per_user,
+            max_users=max_users,
+            max_messages=max_messages,
+            history_ttl_seconds=history_ttl_seconds,
+            dedupe_window=dedupe_window,
+        )
         self.max_sessions = max_sessions
         self.max_actions_per_session = max_actions_per_session
         self.idle_ttl_seconds = idle_ttl_seconds

@@ -20,6 +20,7 @@ from autoplay_base.backends.base import (
     SessionKey,
     SessionView,
     UserSessionRef,
+    check_bounds,
 )
 from autoplay_base.backends.memory import (
     DEFAULT_DEDUPE_WINDOW,
@@ -204,11 +205,6 @@ def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
     return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
 
 
-def _positive(name: str, value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ConfigError(f"{name} must be > 0, got {value!r}")
-
-
 class _Pending(NamedTuple):
     seq: int
     op: _Op
@@ -273,18 +269,17 @@ class RedisBackend:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = _import_redis()
-        for name, value in (
-            ("max_sessions", max_sessions),
-            ("max_actions_per_session", max_actions_per_session),
-            ("idle_ttl_seconds", idle_ttl_seconds),
-            ("max_sessions_per_user", max_sessions_per_user),
-            ("max_users", max_users),
-            ("max_messages", max_messages),
-            ("history_ttl_seconds", history_ttl_seconds),
-            ("dedupe_window", dedupe_window),
-            ("max_buffered_writes", max_buffered_writes),
-        ):
-            _positive(name, value)
+        check_bounds(
+            max_sessions=max_sessions,
+            max_actions_per_session=max_actions_per_session,
+            idle_ttl_seconds=idle_ttl_seconds,
+            max_sessions_per_user=max_sessions_per_user,
+            max_users=max_users,
+            max_messages=max_messages,
+            history_ttl_seconds=history_ttl_seconds,
+            dedupe_window=dedupe_window,
+            max_buffered_writes=max_buffered_writes,
+        )
         if stream_maxlen < 0 or retry_interval_seconds < 0:
             raise ConfigError("stream_maxlen and retry_interval_seconds must be >= 0")
         if not prefix or prefix.endswith(":"):
@@ -355,7 +350,7 @@ class RedisBackend:
         ``options`` are the constructor's keyword options.
         """
         module = _import_redis()
-        _positive("socket_timeout", socket_timeout)
+        check_bounds(socket_timeout=socket_timeout)
         common: dict[str, Any] = {
             "decode_responses": True,
             "socket_timeout": socket_timeout,
