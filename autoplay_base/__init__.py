@@ -29,6 +29,7 @@ from autoplay_base.errors import (
     ConnectorNotFoundError,
     ConnectorRetriesExhaustedError,
     EventDecodeError,
+    InvalidPayloadError,
     MissingDependencyError,
     SessionLookupError,
     SummarizerError,
@@ -41,6 +42,7 @@ from autoplay_base.events import (
     SummaryPayload,
     UnknownEvent,
     decode_event,
+    decode_object,
 )
 from autoplay_base.recording import (
     RecordingWriter,
@@ -76,6 +78,7 @@ __all__ = [
     "Event",
     "EventDecodeError",
     "InMemoryBackend",
+    "InvalidPayloadError",
     "MissingDependencyError",
     "ReadOptions",
     "RecordingWriter",
@@ -95,6 +98,7 @@ __all__ = [
     "aiter_stream_events",
     "arecord_stream",
     "decode_event",
+    "decode_object",
     "iter_recording",
     "iter_stream_events",
     "record_stream",

@@ -41,8 +41,19 @@ from autoplay_base.backends.memory import (
     InMemoryBackend,
 )
 from autoplay_base.backends.redis import Activity
-from autoplay_base.errors import AmbiguousSessionError, ConfigError
-from autoplay_base.events import ActionsPayload, AnyPayload, SummaryPayload
+from autoplay_base.errors import (
+    AmbiguousSessionError,
+    ConfigError,
+    EventDecodeError,
+    InvalidPayloadError,
+)
+from autoplay_base.events import (
+    ActionsPayload,
+    AnyPayload,
+    SummaryPayload,
+    UnknownEvent,
+    decode_object,
+)
 from autoplay_base.formatting import (
     MAX_SUMMARY_CHARS,
     action_lines,
@@ -68,13 +79,22 @@ OVERRIDES = frozenset(
 class StoreCounters:
     """Counters the store keeps itself (the backend's are in ``store.backend.stats``)."""
 
-    __slots__ = ("duplicates_skipped", "payloads_without_session", "reads", "writes")
+    __slots__ = (
+        "duplicates_skipped",
+        "payloads_rejected",
+        "payloads_without_session",
+        "reads",
+        "unknown_events_ignored",
+        "writes",
+    )
 
     def __init__(self) -> None:
         self.writes = 0
         self.reads = 0
         self.duplicates_skipped = 0
         self.payloads_without_session = 0
+        self.payloads_rejected = 0
+        self.unknown_events_ignored = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for metrics exporters and logs)."""
@@ -197,6 +217,38 @@ class _ContextStoreBase(Generic[SummarizerT]):
         if product_id is not None:
             return SessionKey(product_id, session_id)
         return self._pick_product(session_id, await self.backend.aproducts_for(session_id))
+
+    def _accept(self, payload: object) -> tuple[AnyPayload, SessionKey] | None:
+        """The typed payload and its session, or ``None`` when there is nothing to store."""
+        if not isinstance(payload, (ActionsPayload, SummaryPayload)):
+            typed = self._typed(payload)
+            if typed is None:
+                return None
+            payload = typed
+        key = self._payload_key(payload)
+        return None if key is None else (payload, key)
+
+    def _typed(self, payload: object) -> AnyPayload | None:
+        """A payload from what is not one yet: a JSON object is validated, anything else refused."""
+        if isinstance(payload, UnknownEvent):
+            # on_event(store.add) is harmless: such events carry no context to keep.
+            self.counters.unknown_events_ignored += 1
+            logger.debug("context_store: ignored an event of unmodelled type %r", payload.type)
+            return None
+        if isinstance(payload, Mapping):
+            try:
+                event = decode_object(payload)
+            except EventDecodeError as exc:
+                self.counters.payloads_rejected += 1
+                logger.warning("context_store: rejected a payload object: %s", exc)
+                raise
+            return self._typed(event) if isinstance(event, UnknownEvent) else event
+        self.counters.payloads_rejected += 1
+        logger.warning("context_store: rejected a %s: not a payload", type(payload).__name__)
+        raise InvalidPayloadError(
+            "add() takes an ActionsPayload or a SummaryPayload (or its JSON object), "
+            f"not {type(payload).__name__}"
+        )
 
     def _payload_key(self, payload: AnyPayload) -> SessionKey | None:
         if not payload.session_id:
@@ -381,11 +433,16 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
     def __repr__(self) -> str:
         return f"ContextStore(backend={self.backend!r})"
 
-    def add(self, payload: AnyPayload) -> None:
-        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``)."""
-        key = self._payload_key(payload)
-        if key is None:
+    def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> None:
+        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``).
+
+        A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
+        ignored and counted. Anything else raises :class:`InvalidPayloadError`.
+        """
+        accepted = self._accept(payload)
+        if accepted is None:
             return
+        payload, key = accepted
         now = self._clock()
         if isinstance(payload, ActionsPayload):
             lines = action_lines(payload.actions)
@@ -464,11 +521,16 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
     def __repr__(self) -> str:
         return f"AsyncContextStore(backend={self.backend!r})"
 
-    async def add(self, payload: AnyPayload) -> None:
-        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``)."""
-        key = self._payload_key(payload)
-        if key is None:
+    async def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> None:
+        """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``).
+
+        A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
+        ignored and counted. Anything else raises :class:`InvalidPayloadError`.
+        """
+        accepted = self._accept(payload)
+        if accepted is None:
             return
+        payload, key = accepted
         now = self._clock()
         if isinstance(payload, ActionsPayload):
             lines = action_lines(payload.actions)

@@ -6,6 +6,7 @@ so ``except AutoplayError`` catches all of them::
     AutoplayError
     ├── ConfigError                 bad constructor option or per-call override   (also ValueError)
     ├── EventDecodeError            a frame that is not a valid event              (also ValueError)
+    ├── InvalidPayloadError         store.add() given something that is no payload  (also TypeError)
     ├── SessionLookupError          a read the store cannot answer unambiguously
     │   └── AmbiguousSessionError   session id known under several products     (also LookupError)
     ├── ConnectorError              talking to the event connector
@@ -35,6 +36,7 @@ __all__ = [
     "ConnectorNotFoundError",
     "ConnectorRetriesExhaustedError",
     "EventDecodeError",
+    "InvalidPayloadError",
     "MissingDependencyError",
     "SessionLookupError",
     "SummarizerError",
@@ -60,6 +62,10 @@ class EventDecodeError(AutoplayError, ValueError):
         super().__init__(message)
         self.reason = reason
         self.event_id = event_id
+
+
+class InvalidPayloadError(AutoplayError, TypeError):
+    """A store was handed something that is neither a payload nor its JSON object."""
 
 
 class SessionLookupError(AutoplayError):

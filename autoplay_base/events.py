@@ -15,6 +15,7 @@ not part of the payload's JSON (``model_dump`` leaves it out).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal, TypeAlias
 
 from pydantic import (
@@ -38,6 +39,7 @@ __all__ = [
     "SummaryPayload",
     "UnknownEvent",
     "decode_event",
+    "decode_object",
 ]
 
 DEFAULT_MAX_EVENT_BYTES = 256 * 1024
@@ -181,6 +183,33 @@ def _describe(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+def _classify(exc: ValidationError, event_id: str | None) -> EventDecodeError | None:
+    """The error for a failed validation; ``None`` when the object is of an unmodelled type."""
+    first = exc.errors(include_url=False, include_input=False)[0]
+    kind = first["type"]
+    if kind == "json_invalid":
+        message = f"event is not valid JSON: {first['msg']}"
+        return EventDecodeError(message, reason="not_json", event_id=event_id)
+    if kind in ("dict_type", "model_attributes_type"):  # from JSON / from Python
+        return EventDecodeError(
+            "event is not a JSON object", reason="not_object", event_id=event_id
+        )
+    if kind == "union_tag_invalid":
+        return None
+    if kind == "union_tag_not_found":
+        message = "invalid event: type: field required"
+        return EventDecodeError(message, reason="invalid", event_id=event_id)
+    return EventDecodeError(f"invalid event: {_describe(exc)}", reason="invalid", event_id=event_id)
+
+
+def _with_id(payload: AnyPayload, event_id: str | None) -> AnyPayload:
+    if event_id is not None or payload.event_id is not None:
+        # The SSE id is not part of the JSON. Setting it after validation costs far
+        # less than a validator on every frame; the model is frozen to its users.
+        object.__setattr__(payload, "event_id", event_id)
+    return payload
+
+
 def decode_event(
     data: bytes | str,
     *,
@@ -205,37 +234,32 @@ def decode_event(
     try:
         payload = _PAYLOAD_ADAPTER.validate_json(data)
     except ValidationError as exc:
-        first = exc.errors(include_url=False, include_input=False)[0]["type"]
-        if first == "json_invalid":
-            raise EventDecodeError(
-                f"event is not valid JSON: {exc.errors()[0]['msg']}",
-                reason="not_json",
-                event_id=event_id,
-            ) from None
-        if first == "dict_type":
-            raise EventDecodeError(
-                "event is not a JSON object", reason="not_object", event_id=event_id
-            ) from None
-        if first == "union_tag_invalid":
-            return _unknown_event(data, event_id)
-        if first == "union_tag_not_found":
-            raise EventDecodeError(
-                "invalid event: type: field required", reason="invalid", event_id=event_id
-            ) from None
-        raise EventDecodeError(
-            f"invalid event: {_describe(exc)}", reason="invalid", event_id=event_id
-        ) from None
-    if event_id is not None or payload.event_id is not None:
-        # The SSE id is not part of the JSON. Setting it after validation costs far
-        # less than a validator on every frame; the model is frozen to its users.
-        object.__setattr__(payload, "event_id", event_id)
-    return payload
+        error = _classify(exc, event_id)
+        if error is None:
+            return _unknown_event(json.loads(data), event_id)
+        raise error from None
+    return _with_id(payload, event_id)
 
 
-def _unknown_event(data: bytes | str, event_id: str | None) -> UnknownEvent:
-    # Only reached for a JSON object whose ``type`` is not modelled, so this parse
-    # cannot fail and the object has a ``type``; its value may still be a non-string.
-    raw: dict[str, Any] = json.loads(data)
+def decode_object(data: Mapping[str, Any], *, event_id: str | None = None) -> Event:
+    """:func:`decode_event` for a JSON object already parsed (a webhook body, a dict).
+
+    Raises:
+        EventDecodeError: ``"not_object"`` or ``"invalid"``, as :func:`decode_event`.
+    """
+    try:
+        payload = _PAYLOAD_ADAPTER.validate_python(data)
+    except ValidationError as exc:
+        error = _classify(exc, event_id)
+        if error is None:
+            return _unknown_event(dict(data), event_id)
+        raise error from None
+    return _with_id(payload, event_id)
+
+
+def _unknown_event(raw: dict[str, Any], event_id: str | None) -> UnknownEvent:
+    # Only reached for an object whose ``type`` is not modelled; its value may
+    # still be something other than a string.
     kind = raw.get("type")
     if not isinstance(kind, str):
         raise EventDecodeError(

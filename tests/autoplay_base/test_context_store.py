@@ -14,8 +14,11 @@ from autoplay_base import (
     AsyncContextStore,
     ConfigError,
     ContextStore,
+    EventDecodeError,
     InMemoryBackend,
+    InvalidPayloadError,
     SessionKey,
+    UnknownEvent,
 )
 from tests.autoplay_base.factories import FakeClock, actions, summary
 
@@ -330,3 +333,46 @@ def test_context_manager_closes() -> None:
     with ContextStore() as store:
         store.add(actions("s", "a"))
     assert repr(store).startswith("ContextStore(backend=InMemoryBackend(sessions=1")
+
+
+def test_add_accepts_a_json_object_and_refuses_what_is_no_payload(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = ContextStore()
+    store.add(
+        {
+            "type": "actions",
+            "product_id": "p1",
+            "session_id": "s",
+            "actions": [{"title": "T", "description": "From a dict", "canonical_url": "/d"}],
+            "forwarded_at": 1.0,
+        }
+    )
+    assert store.get("s") == "Recent activity:\n1. From a dict — /d"
+    store.add(UnknownEvent(type="usertour_trigger", data={"type": "usertour_trigger"}))
+    store.add({"type": "usertour_trigger", "session_id": "s"})
+    assert store.counters.unknown_events_ignored == 2
+    with pytest.raises(EventDecodeError) as invalid:
+        store.add({"type": "summary", "product_id": "p1", "summary": "no forwarded_at"})
+    assert str(invalid.value) == "invalid event: forwarded_at: Field required"
+    with pytest.raises(InvalidPayloadError, match="not str"):
+        store.add("Opened billing")  # type: ignore[arg-type]
+    assert store.counters.payloads_rejected == 2
+    assert "rejected a str: not a payload" in caplog.text
+    assert store.get("s") == "Recent activity:\n1. From a dict — /d"
+
+
+async def test_async_add_accepts_a_json_object_too() -> None:
+    store = AsyncContextStore()
+    await store.add(
+        {
+            "type": "summary",
+            "product_id": "p1",
+            "session_id": "s",
+            "summary": "S.",
+            "forwarded_at": 1,
+        }
+    )
+    assert await store.aget("s") == "Summary: S."
+    with pytest.raises(InvalidPayloadError):
+        await store.add(42)  # type: ignore[arg-type]

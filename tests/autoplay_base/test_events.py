@@ -189,3 +189,19 @@ def test_default_cap_is_256_kib() -> None:
     big = json.dumps(dict(SEED_SUMMARY, summary="y" * (256 * 1024)))
     with pytest.raises(EventDecodeError, match="262144-byte cap"):
         decode_event(big)
+
+
+def test_decode_object_validates_a_parsed_object() -> None:
+    from autoplay_base import decode_object
+
+    event = decode_object(SEED_SUMMARY, event_id="4")
+    assert isinstance(event, SummaryPayload)
+    assert (event.replaces, event.event_id) == (12, "4")
+    unknown = decode_object({"type": "usertour_trigger", "x": 1})
+    assert isinstance(unknown, UnknownEvent)
+    assert unknown.data == {"type": "usertour_trigger", "x": 1}
+    with pytest.raises(EventDecodeError) as info:
+        decode_object([1, 2])  # type: ignore[arg-type]
+    assert info.value.reason == "not_object"
+    with pytest.raises(EventDecodeError, match="invalid event: summary: Field required"):
+        decode_object({"type": "summary", "product_id": "p", "forwarded_at": 1})
