@@ -30,9 +30,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from concurrent.futures import wait as wait_futures
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
@@ -395,10 +392,13 @@ class SessionSummarizer(_SummarizerBase):
         self._llm = llm
         self.on_summary = on_summary
         self._sink: Callable[[SummaryPayload], None] | None = None
+        if max_concurrency < 1:
+            raise ConfigError(f"max_concurrency must be >= 1, got {max_concurrency!r}")
         self._closing = threading.Event()
-        self._jobs = ThreadPoolExecutor(max_concurrency, thread_name_prefix="autoplay-summarizer")
-        self._calls = ThreadPoolExecutor(max_concurrency, thread_name_prefix="autoplay-llm")
-        self._running: set[Future[None]] = set()
+        # Daemon threads, not an executor: an executor's threads are joined when the
+        # interpreter exits, so one LLM call that never returns would hang the exit.
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._running: set[threading.Thread] = set()
 
     def bind(self, sink: Callable[[SummaryPayload], None]) -> None:
         """Send summaries to ``sink``; ``ContextStore(summarizer=...)`` does this."""
@@ -435,42 +435,59 @@ class SessionSummarizer(_SummarizerBase):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             with self._lock:
-                running = set(self._running)
+                running = list(self._running)
             if not running:
                 return
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            done, _ = wait_futures(running, timeout=remaining)
-            if not done and remaining == 0.0:
-                return
+            for thread in running:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return
+                thread.join(remaining)
 
     def close(self, timeout: float | None = None) -> None:
-        """Stop retrying, wait for calls in flight (up to ``timeout``), release the threads."""
+        """Stop retrying and wait for calls in flight (up to ``timeout``)."""
         self._closing.set()
         self.flush(timeout)
-        self._jobs.shutdown(wait=False, cancel_futures=True)
-        self._calls.shutdown(wait=False, cancel_futures=True)
 
     def _start(self, job: _Job) -> None:
-        future = self._jobs.submit(self._run, job)
+        thread = threading.Thread(
+            target=self._run, args=(job,), name="autoplay-summarizer", daemon=True
+        )
         with self._lock:
-            self._running.add(future)
-        future.add_done_callback(self._forget)
-
-    def _forget(self, future: Future[None]) -> None:
-        with self._lock:
-            self._running.discard(future)
+            self._running.add(thread)
+        thread.start()
 
     def _call(self, prompt: str) -> str:
+        """One LLM call on its own daemon thread, abandoned (and counted) after ``timeout``."""
         llm = self._llm
         call = llm.invoke if hasattr(llm, "invoke") else llm
-        future = self._calls.submit(call, prompt)
-        try:
-            return _as_text(future.result(timeout=self.timeout))
-        except FutureTimeout:
-            future.cancel()
-            raise SummarizerError(f"the LLM call timed out after {self.timeout}s") from None
+        outcome: list[Any] = []
+        done = threading.Event()
+
+        def invoke() -> None:
+            try:
+                outcome.append(("ok", call(prompt)))
+            except BaseException as exc:  # handed to the waiting thread below
+                outcome.append(("error", exc))
+            done.set()
+
+        threading.Thread(target=invoke, name="autoplay-llm", daemon=True).start()
+        if not done.wait(self.timeout):
+            raise SummarizerError(f"the LLM call timed out after {self.timeout}s")
+        kind, value = outcome[0]
+        if kind == "error":
+            raise value
+        return _as_text(value)
 
     def _run(self, first: _Job) -> None:
+        try:
+            with self._slots:
+                self._run_chain(first)
+        finally:
+            with self._lock:
+                self._running.discard(threading.current_thread())
+
+    def _run_chain(self, first: _Job) -> None:
         job: _Job | None = first
         while job is not None and not self._closing.is_set():
             try:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 
@@ -278,3 +280,25 @@ async def test_async_summarizer_timeout_and_aclose_cancels() -> None:
     await asyncio.wait_for(entered.wait(), WAIT)
     await asyncio.wait_for(store2.aclose(), WAIT)
     assert blocked.counters.summaries == 0
+
+
+def test_a_hung_llm_never_blocks_the_process_from_exiting() -> None:
+    # Executor threads are joined at interpreter exit; ours are daemons, so a call
+    # that never returns cannot hang a shutdown that forgot to call close().
+    code = (
+        "import threading\n"
+        "from autoplay_base import ContextStore, SessionSummarizer\n"
+        "from tests.autoplay_base.factories import actions\n"
+        "entered = threading.Event()\n"
+        "def stuck(prompt):\n"
+        "    entered.set()\n"
+        "    threading.Event().wait()\n"
+        "store = ContextStore(SessionSummarizer(stuck, threshold=1))\n"
+        "store.add(actions('s', 'a1'))\n"
+        "assert entered.wait(10)\n"
+        "print('exiting')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (done.returncode, done.stdout) == (0, "exiting\n"), done.stderr
