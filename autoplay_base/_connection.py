@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -35,6 +35,7 @@ __all__ = [
     "StreamCore",
     "aiter_events",
     "http_timeout",
+    "iter_event_batches",
     "iter_events",
     "resolve_token",
     "safe_url",
@@ -289,12 +290,10 @@ class ResponseSlot:
                 sock.shutdown(socket.SHUT_RDWR)
 
 
-def iter_events(core: StreamCore, http: httpx.Client, slot: ResponseSlot) -> Iterator[Event]:
-    """Connect, read and reconnect until ``slot.abort()``; yield each new event once.
-
-    Raises ``ConnectorAuthError`` / ``ConnectorNotFoundError`` at once and
-    ``ConnectorRetriesExhaustedError`` after ``max_retries`` failures.
-    """
+def _iter_frame_chunks(
+    core: StreamCore, http: httpx.Client, slot: ResponseSlot
+) -> Generator[list[SSEFrame], None, None]:
+    """Connect, read and reconnect until ``slot.abort()``; yield the frames of each chunk read."""
     stopped = slot.stopped
     while not stopped.is_set():
         try:
@@ -307,12 +306,9 @@ def iter_events(core: StreamCore, http: httpx.Client, slot: ResponseSlot) -> Ite
                 decoder = SSEDecoder()
                 try:
                     for chunk in response.iter_bytes():
-                        for frame in decoder.feed(chunk):
-                            event = core.on_frame(frame)
-                            if event is not None:
-                                yield event
-                            if stopped.is_set():
-                                return
+                        frames = decoder.feed(chunk)
+                        if frames:
+                            yield frames
                 finally:
                     slot.set(None)
                     core.disconnected()
@@ -323,6 +319,53 @@ def iter_events(core: StreamCore, http: httpx.Client, slot: ResponseSlot) -> Ite
             delay = core.failure_delay(exc)
         if delay > 0 and stopped.wait(delay):
             return
+
+
+def iter_events(core: StreamCore, http: httpx.Client, slot: ResponseSlot) -> Iterator[Event]:
+    """Connect, read and reconnect until ``slot.abort()``; yield each new event once.
+
+    Frames are turned into events one at a time, as the consumer asks: one
+    that stops early (``max_events``) leaves the rest unaccounted, so the
+    resume point never passes an event it was not given.
+
+    Raises ``ConnectorAuthError`` / ``ConnectorNotFoundError`` at once and
+    ``ConnectorRetriesExhaustedError`` after ``max_retries`` failures.
+    """
+    stopped = slot.stopped
+    with contextlib.closing(_iter_frame_chunks(core, http, slot)) as chunks:
+        for frames in chunks:
+            for frame in frames:
+                event = core.on_frame(frame)
+                if event is not None:
+                    yield event
+                if stopped.is_set():
+                    return
+
+
+def iter_event_batches(
+    core: StreamCore, http: httpx.Client, slot: ResponseSlot
+) -> Iterator[list[Event]]:
+    """Like :func:`iter_events`, but yield the new events of each chunk read as one list.
+
+    For a consumer that reads until ``slot.abort()`` and hands events to
+    another thread: it can take its lock once per chunk instead of once per
+    event. Lists are never empty.
+    """
+    stopped = slot.stopped
+    on_frame = core.on_frame
+    with contextlib.closing(_iter_frame_chunks(core, http, slot)) as chunks:
+        for frames in chunks:
+            events: list[Event] = []
+            for frame in frames:
+                event = on_frame(frame)
+                if event is not None:
+                    events.append(event)
+                if stopped.is_set():
+                    if events:
+                        yield events
+                    return
+            if events:
+                yield events
 
 
 async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterator[Event]:

@@ -11,9 +11,17 @@ per-line ``str`` round trip roughly halves the cost of every event.
 
 from __future__ import annotations
 
+import re
 from typing import NamedTuple
 
 __all__ = ["SSEDecoder", "SSEFrame"]
+
+# The frame shape connectors send, as one complete frame ending in its blank line.
+# Matching it with one compiled regex (C speed) instead of three ``_field`` calls
+# is the decoder's fast path; ids with NUL, other field orders, comments,
+# ``retry:`` and multi-line data fall through to the general line parser.
+_MAX_NAMES = 64
+_FAST_FRAME = re.compile(rb"event: ([^\n]*)\nid: ([^\n\x00]*)\ndata: ([^\n]*)\n\n")
 
 
 class SSEFrame(NamedTuple):
@@ -28,7 +36,16 @@ class SSEFrame(NamedTuple):
 class SSEDecoder:
     """Incremental decoder: ``feed(chunk)`` returns the frames that chunk completed."""
 
-    __slots__ = ("_buffer", "_data", "_event", "_has_data", "_last_id", "_pending_cr", "_retry")
+    __slots__ = (
+        "_buffer",
+        "_data",
+        "_event",
+        "_has_data",
+        "_last_id",
+        "_names",
+        "_pending_cr",
+        "_retry",
+    )
 
     def __init__(self) -> None:
         self._buffer = b""
@@ -38,6 +55,8 @@ class SSEDecoder:
         self._has_data = False
         self._last_id = ""
         self._retry: int | None = None
+        # Event names repeat (a handful of types): decode each one once.
+        self._names: dict[bytes, str] = {}
 
     def feed(self, chunk: bytes) -> list[SSEFrame]:
         """Decode ``chunk``; keep any incomplete line for the next call."""
@@ -51,17 +70,40 @@ class SSEDecoder:
                 self._pending_cr = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         buffer = self._buffer + chunk if self._buffer else chunk
-        cut = buffer.rfind(b"\n")
-        if cut < 0:
+        end = buffer.rfind(b"\n") + 1
+        if not end:
             self._buffer = buffer
             return []
-        self._buffer = buffer[cut + 1 :]
+        self._buffer = buffer[end:]
         frames: list[SSEFrame] = []
-        for line in buffer[:cut].split(b"\n"):
-            if line:
-                self._field(line)
+        fast = _FAST_FRAME.match
+        # tuple.__new__ skips NamedTuple's Python-level __new__ (half the cost per frame).
+        new_frame = tuple.__new__
+        names = self._names
+        pos = 0
+        while pos < end:
+            # The fast path only starts a frame: no field of an unfinished one may be pending.
+            if not (self._has_data or self._event or self._retry is not None):
+                match = fast(buffer, pos, end)
+                while match is not None:
+                    raw_event, raw_id, data = match.groups()
+                    event = names.get(raw_event)
+                    if event is None:
+                        event = raw_event.decode("utf-8", "replace")
+                        if len(names) < _MAX_NAMES:  # bounded: a server may invent names
+                            names[raw_event] = event
+                    self._last_id = last_id = raw_id.decode("utf-8", "replace")
+                    frames.append(new_frame(SSEFrame, (event or "message", data, last_id, None)))
+                    pos = match.end()
+                    match = fast(buffer, pos, end)
+                if pos >= end:
+                    break
+            cut = buffer.index(b"\n", pos, end)
+            if cut > pos:
+                self._field(buffer[pos:cut])
             elif self._has_data or self._event or self._retry is not None:
                 frames.append(self._dispatch())
+            pos = cut + 1
         return frames
 
     def _dispatch(self) -> SSEFrame:

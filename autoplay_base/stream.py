@@ -59,7 +59,7 @@ from autoplay_base._connection import (
     StreamCore,
     aiter_events,
     http_timeout,
-    iter_events,
+    iter_event_batches,
     resolve_token,
 )
 from autoplay_base._reconnect import (
@@ -389,8 +389,8 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         failure: BaseException | None = None
         try:
             with httpx.Client(timeout=self._timeout) as http:
-                for event in iter_events(self._core, http, self._slot):
-                    self._enqueue(event)
+                for events in iter_event_batches(self._core, http, self._slot):
+                    self._enqueue_many(events)
         except BaseException as exc:
             failure = exc
             if isinstance(exc, Exception):
@@ -498,14 +498,21 @@ class ConnectorClient(_ClientBase[SyncCallback]):
             logger.exception("stream: the client failed while another error was propagating")
 
     # -- reader side --------------------------------------------------------------------
-    def _enqueue(self, event: Event) -> None:
+    def _enqueue_many(self, events: list[Event]) -> None:
+        # One lock round per chunk read, not per event: the reader is the bottleneck.
         with self._queue_cond:
-            if len(self._queue) < self._max_queue_size:
-                self._queue.append(event)
-                if self._worker_waiting:
-                    self._queue_cond.notify()
-                return
-        self._dropped(event, "buffer full")
+            room = self._max_queue_size - len(self._queue)
+            if room >= len(events):
+                self._queue.extend(events)
+                overflow: list[Event] = []
+            else:
+                room = max(room, 0)
+                self._queue.extend(events[:room])
+                overflow = events[room:]
+            if self._worker_waiting and room:
+                self._queue_cond.notify()
+        for event in overflow:
+            self._dropped(event, "buffer full")
 
     def _dropped(self, event: Event, why: str) -> None:
         counters = self._core.counters

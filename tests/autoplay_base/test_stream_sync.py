@@ -351,6 +351,44 @@ def test_slow_callback_fills_the_queue_and_drops_are_exact(emulator: EmulatorSer
     assert counters.received == counters.delivered + counters.dropped == 6
 
 
+def test_a_burst_overflowing_the_queue_mid_chunk_drops_exactly_the_excess(
+    emulator: EmulatorServer,
+) -> None:
+    # The reader hands each chunk's events over in one batch; a batch that only
+    # partly fits must keep the accepted prefix in order and drop the rest one by one.
+    gate = threading.Event()
+    entered = threading.Event()
+    delivered = Collector()
+    drops = Collector()
+    sizes: list[int] = []
+
+    def slow(payload: ActionsPayload) -> None:
+        entered.set()
+        assert gate.wait(10)
+        sizes.append(client.queue_size)
+        delivered(payload.event_id)
+
+    client = client_for(emulator, max_queue_size=5).on_actions(slow).on_drop(drops)
+    is_up = connected(client)
+    client.run_in_background()
+    assert is_up.wait(5)
+    emulator.publish("acme", actions(1))
+    assert entered.wait(5)  # the worker holds event 1, so exactly 5 more fit
+    for n in range(2, 51):
+        emulator.publish("acme", actions(n))
+    assert drops.wait_for(44)
+    assert client.queue_size == 5
+    gate.set()
+    assert delivered.wait_for(6)
+    client.stop()
+    assert delivered.items == ["1", "2", "3", "4", "5", "6"]
+    assert sizes == [5, 4, 3, 2, 1, 0]
+    assert [total for _, total in drops.items] == list(range(1, 45))
+    assert [raw["actions"][0]["title"] for raw, _ in drops.items] == [f"T{n}" for n in range(7, 51)]
+    counters = client.counters
+    assert (counters.received, counters.delivered, counters.dropped) == (50, 6, 44)
+
+
 def test_stop_delivers_what_is_queued_within_drain_timeout(emulator: EmulatorServer) -> None:
     gate = threading.Event()
     entered = threading.Event()
