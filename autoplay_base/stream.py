@@ -268,15 +268,31 @@ class _ClientBase(Generic[_F]):
             exc_info=exc,
         )
 
-    # Hooks from the reader; each client routes them to its notifier.
-    def _bad_frame(self, exc: Exception) -> None:
+    # Hooks from the reader and the buffer; each client's ``_notice`` delivers them.
+    def _notice(self, fns: list[_F], *args: Any) -> None:
         raise NotImplementedError
+
+    def _dropped(self, event: Event, why: str) -> None:
+        counters = self._core.counters
+        counters.dropped += 1
+        logger.warning(
+            "stream: dropped a %s event (%s; session=%s, total dropped=%d)",
+            event.type,
+            why,
+            event.session_id,
+            counters.dropped,
+        )
+        if self._drop:
+            self._notice(self._drop, _raw_payload(event), counters.dropped)
+
+    def _bad_frame(self, exc: Exception) -> None:
+        self._notice(self._error, exc)
 
     def _connected(self) -> None:
-        raise NotImplementedError
+        self._notice(self._connect)
 
     def _disconnected(self) -> None:
-        raise NotImplementedError
+        self._notice(self._disconnect)
 
 
 SyncCallback = Callable[..., Any]
@@ -513,28 +529,6 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                 self._queue_cond.notify()
         for event in overflow:
             self._dropped(event, "buffer full")
-
-    def _dropped(self, event: Event, why: str) -> None:
-        counters = self._core.counters
-        counters.dropped += 1
-        logger.warning(
-            "stream: dropped a %s event (%s; session=%s, total dropped=%d)",
-            event.type,
-            why,
-            event.session_id,
-            counters.dropped,
-        )
-        if self._drop:
-            self._notice(self._drop, _raw_payload(event), counters.dropped)
-
-    def _bad_frame(self, exc: Exception) -> None:
-        self._notice(self._error, exc)
-
-    def _connected(self) -> None:
-        self._notice(self._connect)
-
-    def _disconnected(self) -> None:
-        self._notice(self._disconnect)
 
     def _notice(self, fns: list[SyncCallback], *args: Any) -> None:
         if not fns:
@@ -820,29 +814,7 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
             self._log_callback_error(event.type, exc)
             self._notice(self._error, exc)
 
-    def _dropped(self, event: Event, why: str) -> None:
-        counters = self._core.counters
-        counters.dropped += 1
-        logger.warning(
-            "stream: dropped a %s event (%s; session=%s, total dropped=%d)",
-            event.type,
-            why,
-            event.session_id,
-            counters.dropped,
-        )
-        if self._drop:
-            self._notice(self._drop, _raw_payload(event), counters.dropped)
-
     # -- notifications ------------------------------------------------------------------
-    def _bad_frame(self, exc: Exception) -> None:
-        self._notice(self._error, exc)
-
-    def _connected(self) -> None:
-        self._notice(self._connect)
-
-    def _disconnected(self) -> None:
-        self._notice(self._disconnect)
-
     def _notice(self, fns: list[AsyncCallback], *args: Any) -> None:
         for fn in fns:
             try:
