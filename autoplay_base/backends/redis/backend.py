@@ -85,10 +85,6 @@ __all__ = [
     "Activity",
     "DroppedWrite",
     "RedisBackend",
-    "escape_id",
-    "parse_member",
-    "session_member",
-    "unescape_id",
 ]
 
 logger = logging.getLogger(__name__)
