@@ -188,3 +188,23 @@ def test_llamaindex_autoplay_all_is_pinned() -> None:
     assert set(llamaindex_autoplay.__all__) == EXPECTED_LLAMAINDEX
     for name in llamaindex_autoplay.__all__:
         assert getattr(llamaindex_autoplay, name) is not None, name
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "langchain_autoplay.retrievers",
+        "langchain_autoplay.chat_message_histories",
+        "langchain_autoplay.document_loaders",
+        "langchain_autoplay.middleware",
+        "langchain_autoplay.tools",
+        "llamaindex_autoplay.postprocessors",
+        "llamaindex_autoplay.readers",
+        "llamaindex_autoplay.memory",
+        "llamaindex_autoplay.session",
+    ],
+)
+def test_every_adapter_module_exports_what_it_names(module: str) -> None:
+    loaded = importlib.import_module(module)
+    for name in loaded.__all__:
+        assert hasattr(loaded, name), f"{module}.{name}"
