@@ -29,11 +29,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
-from autoplay_base.backends.base import Backend, ReadOptions, SessionKey, SessionView
+from autoplay_base.backends.base import (
+    ActionsWrite,
+    Backend,
+    ReadOptions,
+    SessionKey,
+    SessionView,
+)
 from autoplay_base.backends.memory import (
     DEFAULT_IDLE_TTL_SECONDS,
     DEFAULT_MAX_ACTIONS_PER_SESSION,
@@ -250,6 +256,10 @@ class _ContextStoreBase(Generic[SummarizerT]):
             f"not {type(payload).__name__}"
         )
 
+    def _actions_write(self, key: SessionKey, payload: ActionsPayload) -> ActionsWrite:
+        lines = action_lines(payload.actions)
+        return ActionsWrite(key, lines, self._clock(), payload.event_id, payload.user_id)
+
     def _payload_key(self, payload: AnyPayload) -> SessionKey | None:
         if not payload.session_id:
             self.counters.payloads_without_session += 1
@@ -443,19 +453,59 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         if accepted is None:
             return
         payload, key = accepted
-        now = self._clock()
         if isinstance(payload, ActionsPayload):
-            lines = action_lines(payload.actions)
-            stored = self.backend.append_actions(
-                key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
-            )
+            self._flush_actions([(payload, self._actions_write(key, payload))])
+        else:
+            self._store_summary(key, payload)
+
+    def add_many(self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]) -> int:
+        """Store many payloads in order; returns how many were stored.
+
+        Consecutive actions payloads go to the backend in one batch
+        (``append_actions_many``: one pipelined round trip per 256 with Redis), so
+        importing a recording or a replayed burst costs a fraction of one ``add``
+        per payload. A summary first flushes the actions before it, so it covers
+        exactly what it would have covered one by one.
+        """
+        stored = 0
+        run: list[tuple[ActionsPayload, ActionsWrite]] = []
+        for item in payloads:
+            accepted = self._accept(item)
+            if accepted is None:
+                continue
+            payload, key = accepted
+            if isinstance(payload, ActionsPayload):
+                run.append((payload, self._actions_write(key, payload)))
+                continue
+            stored += self._flush_actions(run)
+            run = []
+            stored += self._store_summary(key, payload)
+        return stored + self._flush_actions(run)
+
+    def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
+        if not run:
+            return 0
+        if len(run) == 1:
+            _, w = run[0]
+            results = [
+                self.backend.append_actions(
+                    w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id
+                )
+            ]
+        else:
+            results = self.backend.append_actions_many([write for _, write in run])
+        for (payload, _), stored in zip(run, results, strict=True):
+            self._wrote(stored)
             if stored and self.summarizer is not None:
                 self.summarizer.add(payload)
-        else:
-            stored = self._write_summary(key, payload, now)
-            if stored and self.summarizer is not None:
-                self.summarizer.observe_summary(payload)
+        return sum(results)
+
+    def _store_summary(self, key: SessionKey, payload: SummaryPayload) -> bool:
+        stored = self._write_summary(key, payload, self._clock())
+        if stored and self.summarizer is not None:
+            self.summarizer.observe_summary(payload)
         self._wrote(stored)
+        return stored
 
     def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
         summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)
@@ -531,19 +581,54 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         if accepted is None:
             return
         payload, key = accepted
-        now = self._clock()
         if isinstance(payload, ActionsPayload):
-            lines = action_lines(payload.actions)
-            stored = await self.backend.aappend_actions(
-                key, lines, at=now, event_id=payload.event_id, user_id=payload.user_id
-            )
+            await self._flush_actions([(payload, self._actions_write(key, payload))])
+        else:
+            await self._store_summary(key, payload)
+
+    async def add_many(
+        self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]
+    ) -> int:
+        """Async twin of :meth:`ContextStore.add_many`."""
+        stored = 0
+        run: list[tuple[ActionsPayload, ActionsWrite]] = []
+        for item in payloads:
+            accepted = self._accept(item)
+            if accepted is None:
+                continue
+            payload, key = accepted
+            if isinstance(payload, ActionsPayload):
+                run.append((payload, self._actions_write(key, payload)))
+                continue
+            stored += await self._flush_actions(run)
+            run = []
+            stored += await self._store_summary(key, payload)
+        return stored + await self._flush_actions(run)
+
+    async def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
+        if not run:
+            return 0
+        if len(run) == 1:
+            _, w = run[0]
+            results = [
+                await self.backend.aappend_actions(
+                    w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id
+                )
+            ]
+        else:
+            results = await self.backend.aappend_actions_many([write for _, write in run])
+        for (payload, _), stored in zip(run, results, strict=True):
+            self._wrote(stored)
             if stored and self.summarizer is not None:
                 await self.summarizer.add(payload)
-        else:
-            stored = await self._write_summary(key, payload, now)
-            if stored and self.summarizer is not None:
-                self.summarizer.observe_summary(payload)
+        return sum(results)
+
+    async def _store_summary(self, key: SessionKey, payload: SummaryPayload) -> bool:
+        stored = await self._write_summary(key, payload, self._clock())
+        if stored and self.summarizer is not None:
+            self.summarizer.observe_summary(payload)
         self._wrote(stored)
+        return stored
 
     async def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
         summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)

@@ -19,6 +19,7 @@ from typing import NamedTuple, Protocol, runtime_checkable
 from autoplay_base.errors import ConfigError
 
 __all__ = [
+    "ActionsWrite",
     "Backend",
     "BackendStats",
     "ReadOptions",
@@ -34,6 +35,16 @@ class SessionKey(NamedTuple):
 
     product_id: str
     session_id: str
+
+
+class ActionsWrite(NamedTuple):
+    """One ``append_actions`` call, for ``append_actions_many``."""
+
+    key: SessionKey
+    lines: Sequence[str]
+    at: float
+    event_id: str | None = None
+    user_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,6 +141,14 @@ class Backend(Protocol):
         user_id: str | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions`."""
+        ...
+
+    def append_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Many :meth:`append_actions` in order, batched where the backend can; results in order."""
+        ...
+
+    async def aappend_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Async twin of :meth:`append_actions_many`."""
         ...
 
     def apply_summary(

@@ -26,6 +26,7 @@ from itertools import islice
 from threading import Lock
 
 from autoplay_base.backends.base import (
+    ActionsWrite,
     BackendStats,
     ReadOptions,
     SessionKey,
@@ -292,6 +293,17 @@ class InMemoryBackend:
     ) -> bool:
         """Async twin of :meth:`append_actions` (memory only: nothing to await)."""
         return self.append_actions(key, lines, at=at, event_id=event_id, user_id=user_id)
+
+    def append_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Many :meth:`append_actions`, in order (in memory there is nothing to batch)."""
+        return [
+            self.append_actions(w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id)
+            for w in writes
+        ]
+
+    async def aappend_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
+        """Async twin of :meth:`append_actions_many`."""
+        return self.append_actions_many(writes)
 
     def apply_summary(
         self,

@@ -15,6 +15,7 @@ from threading import Event, Lock
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from autoplay_base.backends.base import (
+    ActionsWrite,
     BackendStats,
     ReadOptions,
     SessionKey,
@@ -101,16 +102,6 @@ _BATCH = 256  # commands per pipeline when writing many events or replaying the 
 
 
 # -- public values ------------------------------------------------------------------------
-class ActionsWrite(NamedTuple):
-    """One ``append_actions`` call, for :meth:`RedisBackend.append_actions_many`."""
-
-    key: SessionKey
-    lines: Sequence[str]
-    at: float
-    event_id: str | None = None
-    user_id: str | None = None
-
-
 @dataclass(frozen=True, slots=True)
 class Activity:
     """One entry of a session's activity stream, as yielded by ``listen``/``alisten``.
