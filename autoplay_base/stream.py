@@ -49,9 +49,10 @@ import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
 from types import TracebackType
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
+from typing_extensions import Unpack
 
 from autoplay_base._connection import (
     ClientCounters,
@@ -88,6 +89,7 @@ __all__ = [
     "DEFAULT_SESSION_CONCURRENCY",
     "AsyncConnectorClient",
     "ClientCounters",
+    "ClientOptions",
     "ConnectorClient",
     "aiter_stream_events",
     "iter_stream_events",
@@ -132,6 +134,21 @@ def _session_key(event: Event) -> Hashable:
     return (event.product_id, event.session_id)
 
 
+class ClientOptions(TypedDict, total=False):
+    """Keyword options both clients take (described on :class:`ConnectorClient`)."""
+
+    heartbeat_timeout: float | None
+    connect_timeout: float
+    initial_backoff: float
+    max_backoff: float
+    backoff_jitter: float
+    max_retries: int | None
+    drain_timeout: float
+    max_event_bytes: int
+    seen_ids: int
+    rng: Callable[[], float] | None
+
+
 class _ClientBase(Generic[_F]):
     """Registration, counters and configuration shared by both clients."""
 
@@ -140,17 +157,17 @@ class _ClientBase(Generic[_F]):
         url: str,
         token: str,
         *,
-        max_queue_size: int,
-        heartbeat_timeout: float | None,
-        connect_timeout: float,
-        initial_backoff: float,
-        max_backoff: float,
-        backoff_jitter: float,
-        max_retries: int | None,
-        drain_timeout: float,
-        max_event_bytes: int,
-        seen_ids: int,
-        rng: Callable[[], float] | None,
+        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        backoff_jitter: float = DEFAULT_JITTER,
+        max_retries: int | None = None,
+        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        seen_ids: int = DEFAULT_SEEN_IDS,
+        rng: Callable[[], float] | None = None,
     ) -> None:
         if max_queue_size < 1:
             raise ConfigError(f"max_queue_size must be >= 1, got {max_queue_size!r}")
@@ -325,33 +342,9 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         url: str,
         token: str = "",
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        *,
-        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        backoff_jitter: float = DEFAULT_JITTER,
-        max_retries: int | None = None,
-        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        seen_ids: int = DEFAULT_SEEN_IDS,
-        rng: Callable[[], float] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
-        super().__init__(
-            url,
-            token,
-            max_queue_size=max_queue_size,
-            heartbeat_timeout=heartbeat_timeout,
-            connect_timeout=connect_timeout,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            backoff_jitter=backoff_jitter,
-            max_retries=max_retries,
-            drain_timeout=drain_timeout,
-            max_event_bytes=max_event_bytes,
-            seen_ids=seen_ids,
-            rng=rng,
-        )
+        super().__init__(url, token, max_queue_size=max_queue_size, **options)
         self._queue: deque[Event] = deque()
         self._queue_cond = threading.Condition(threading.Lock())
         self._worker_waiting = False
@@ -626,34 +619,11 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         session_concurrency: int = DEFAULT_SESSION_CONCURRENCY,
         *,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        backoff_jitter: float = DEFAULT_JITTER,
-        max_retries: int | None = None,
-        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        seen_ids: int = DEFAULT_SEEN_IDS,
-        rng: Callable[[], float] | None = None,
+        **options: Unpack[ClientOptions],
     ) -> None:
         if session_concurrency < 1:
             raise ConfigError(f"session_concurrency must be >= 1, got {session_concurrency!r}")
-        super().__init__(
-            url,
-            token,
-            max_queue_size=max_queue_size,
-            heartbeat_timeout=heartbeat_timeout,
-            connect_timeout=connect_timeout,
-            initial_backoff=initial_backoff,
-            max_backoff=max_backoff,
-            backoff_jitter=backoff_jitter,
-            max_retries=max_retries,
-            drain_timeout=drain_timeout,
-            max_event_bytes=max_event_bytes,
-            seen_ids=seen_ids,
-            rng=rng,
-        )
+        super().__init__(url, token, max_queue_size=max_queue_size, **options)
         self._session_concurrency = session_concurrency
         self._lanes: dict[Hashable, _Lane] = {}
         self._buffered = 0
