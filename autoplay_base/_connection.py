@@ -16,7 +16,7 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -33,6 +33,7 @@ __all__ = [
     "ResponseSlot",
     "Secret",
     "StreamCore",
+    "aiter_event_batches",
     "aiter_events",
     "http_timeout",
     "iter_event_batches",
@@ -209,18 +210,16 @@ class StreamCore:
 
     def on_frame(self, sse: SSEFrame) -> Event | None:
         """The event in ``sse``, or ``None`` for keep-alives, hints, duplicates and bad frames."""
-        if sse.retry is not None:
-            self.resume.note_retry(sse.retry)
-        kind = sse.event
+        kind, data, event_id, retry = sse
+        if retry is not None:
+            self.resume.note_retry(retry)
         if kind == HEARTBEAT_EVENT:
             self.counters.heartbeats += 1
             self.resume.frame()
             return None
-        data = sse.data
         if not data and kind == "message":
             self.resume.frame()  # a field-only frame (``retry:``), nothing to deliver
             return None
-        event_id = sse.id
         if not self.resume.accept(event_id):
             self.counters.duplicates += 1
             return None
@@ -368,8 +367,10 @@ def iter_event_batches(
                 yield events
 
 
-async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterator[Event]:
-    """Async twin of :func:`iter_events`; stop it by cancelling the task that iterates."""
+async def _aiter_frame_chunks(
+    core: StreamCore, http: httpx.AsyncClient
+) -> AsyncGenerator[list[SSEFrame], None]:
+    """Async twin of :func:`_iter_frame_chunks`; stop it by cancelling the task that iterates."""
     while True:
         try:
             async with http.stream("GET", core.url, headers=core.headers()) as response:
@@ -378,10 +379,9 @@ async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterat
                 decoder = SSEDecoder()
                 try:
                     async for chunk in response.aiter_bytes():
-                        for frame in decoder.feed(chunk):
-                            event = core.on_frame(frame)
-                            if event is not None:
-                                yield event
+                        frames = decoder.feed(chunk)
+                        if frames:
+                            yield frames
                 finally:
                     core.disconnected()
             delay = core.clean_close_delay()
@@ -389,6 +389,28 @@ async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterat
             delay = core.failure_delay(exc)
         if delay > 0:
             await asyncio.sleep(delay)
+
+
+async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterator[Event]:
+    """Async twin of :func:`iter_events`; stop it by cancelling the task that iterates."""
+    async with contextlib.aclosing(_aiter_frame_chunks(core, http)) as chunks:
+        async for frames in chunks:
+            for frame in frames:
+                event = core.on_frame(frame)
+                if event is not None:
+                    yield event
+
+
+async def aiter_event_batches(
+    core: StreamCore, http: httpx.AsyncClient
+) -> AsyncIterator[list[Event]]:
+    """Async twin of :func:`iter_event_batches`: one step of the loop per chunk, not per event."""
+    on_frame = core.on_frame
+    async with contextlib.aclosing(_aiter_frame_chunks(core, http)) as chunks:
+        async for frames in chunks:
+            events = [event for event in map(on_frame, frames) if event is not None]
+            if events:
+                yield events
 
 
 def http_timeout(connect_timeout: float, heartbeat_timeout: float | None) -> httpx.Timeout:

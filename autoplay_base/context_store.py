@@ -454,7 +454,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             return
         payload, key = accepted
         if isinstance(payload, ActionsPayload):
-            self._flush_actions([(payload, self._actions_write(key, payload))])
+            self._store_actions(key, payload)
         else:
             self._store_summary(key, payload)
 
@@ -482,18 +482,24 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             stored += self._store_summary(key, payload)
         return stored + self._flush_actions(run)
 
+    def _store_actions(self, key: SessionKey, payload: ActionsPayload) -> bool:
+        # One call per streamed event: kept flat on purpose (see benchmarks/bench_stream.py).
+        stored = self.backend.append_actions(
+            key,
+            action_lines(payload.actions),
+            at=self._clock(),
+            event_id=payload.event_id,
+            user_id=payload.user_id,
+        )
+        self._wrote(stored)
+        if stored and self.summarizer is not None:
+            self.summarizer.add(payload)
+        return stored
+
     def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
         if not run:
             return 0
-        if len(run) == 1:
-            _, w = run[0]
-            results = [
-                self.backend.append_actions(
-                    w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id
-                )
-            ]
-        else:
-            results = self.backend.append_actions_many([write for _, write in run])
+        results = self.backend.append_actions_many([write for _, write in run])
         for (payload, _), stored in zip(run, results, strict=True):
             self._wrote(stored)
             if stored and self.summarizer is not None:
@@ -582,7 +588,7 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             return
         payload, key = accepted
         if isinstance(payload, ActionsPayload):
-            await self._flush_actions([(payload, self._actions_write(key, payload))])
+            await self._store_actions(key, payload)
         else:
             await self._store_summary(key, payload)
 
@@ -605,18 +611,23 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             stored += await self._store_summary(key, payload)
         return stored + await self._flush_actions(run)
 
+    async def _store_actions(self, key: SessionKey, payload: ActionsPayload) -> bool:
+        stored = await self.backend.aappend_actions(
+            key,
+            action_lines(payload.actions),
+            at=self._clock(),
+            event_id=payload.event_id,
+            user_id=payload.user_id,
+        )
+        self._wrote(stored)
+        if stored and self.summarizer is not None:
+            await self.summarizer.add(payload)
+        return stored
+
     async def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
         if not run:
             return 0
-        if len(run) == 1:
-            _, w = run[0]
-            results = [
-                await self.backend.aappend_actions(
-                    w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id
-                )
-            ]
-        else:
-            results = await self.backend.aappend_actions_many([write for _, write in run])
+        results = await self.backend.aappend_actions_many([write for _, write in run])
         for (payload, _), stored in zip(run, results, strict=True):
             self._wrote(stored)
             if stored and self.summarizer is not None:

@@ -48,21 +48,23 @@ import threading
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Hashable
-from types import TracebackType
+from types import CoroutineType, TracebackType
 from typing import Any, Generic, TypedDict, TypeVar
 
 import httpx
 from typing_extensions import Unpack
 
+from autoplay_base import _eager as eager
 from autoplay_base._connection import (
     ClientCounters,
     ResponseSlot,
     StreamCore,
-    aiter_events,
+    aiter_event_batches,
     http_timeout,
     iter_event_batches,
     resolve_token,
 )
+from autoplay_base._eager import Suspended
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
     DEFAULT_JITTER,
@@ -672,8 +674,9 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
 
     async def _read(self) -> None:
         async with httpx.AsyncClient(timeout=self._timeout) as http:
-            async for event in aiter_events(self._core, http):
-                self._enqueue(event)
+            async for events in aiter_event_batches(self._core, http):
+                for event in events:
+                    self._enqueue(event)
 
     async def _drain(self) -> None:
         lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
@@ -742,11 +745,26 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
 
     # -- dispatch -----------------------------------------------------------------------
     def _enqueue(self, event: Event) -> None:
+        # Checked first: an event started below may suspend and then is buffered too.
         if self._buffered >= self._max_queue_size:
             self._dropped(event, "buffer full")
             return
         key = _session_key(event)
         lane = self._lanes.get(key)
+        if lane is None:
+            fns = self._callbacks_for(event)
+            if len(fns) <= 1:
+                # The session has nothing in flight: run its callback's first step
+                # now. Most callbacks finish there, and need no task at all.
+                suspended = self._start(fns[0], event) if fns else None
+                if suspended is None:
+                    self._core.counters.delivered += 1
+                    return
+                self._buffered += 1
+                lane = self._lanes[key] = _Lane(self._session_concurrency)
+                lane.events.append(event)
+                lane.task = asyncio.ensure_future(self._run_lane(key, lane, suspended))
+                return
         if lane is None:
             lane = self._lanes[key] = _Lane(self._session_concurrency)
         lane.events.append(event)
@@ -754,8 +772,26 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         if lane.task is None:
             lane.task = asyncio.ensure_future(self._run_lane(key, lane))
 
-    async def _run_lane(self, key: Hashable, lane: _Lane) -> None:
+    def _start(self, fn: AsyncCallback, event: Event) -> Suspended | Awaitable[Any] | None:
+        """Call ``fn`` up to its first suspension; what is left to await, or ``None``."""
         try:
+            result = fn(event)
+            if type(result) is CoroutineType:
+                return eager.start(result)
+            if inspect.isawaitable(result):
+                return result
+        except Exception as exc:
+            self._log_callback_error(event.type, exc)
+            self._notice(self._error, exc)
+        return None
+
+    async def _run_lane(
+        self, key: Hashable, lane: _Lane, started: Suspended | Awaitable[Any] | None = None
+    ) -> None:
+        try:
+            if started is not None:  # the first event's callback, already running
+                await self._finish(lane.events[0], started)
+                self._delivered(lane)
             while lane.events:
                 event = lane.events[0]
                 fns = self._callbacks_for(event)
@@ -763,13 +799,26 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
                     await self._call(fns[0], event)
                 elif fns:
                     await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
-                lane.events.popleft()
-                self._buffered -= 1
-                self._core.counters.delivered += 1
+                self._delivered(lane)
         finally:
             lane.task = None
             if not lane.events and self._lanes.get(key) is lane:
                 del self._lanes[key]
+
+    def _delivered(self, lane: _Lane) -> None:
+        lane.events.popleft()
+        self._buffered -= 1
+        self._core.counters.delivered += 1
+
+    async def _finish(self, event: Event, started: Suspended | Awaitable[Any]) -> None:
+        try:
+            if isinstance(started, Suspended):
+                await eager.finish(started)
+            else:
+                await started
+        except Exception as exc:
+            self._log_callback_error(event.type, exc)
+            self._notice(self._error, exc)
 
     async def _call_bounded(self, lane: _Lane, fn: AsyncCallback, event: Event) -> None:
         async with lane.semaphore:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from threading import Lock
 
+from autoplay_base._recent import RecentKeys
 from autoplay_base.backends.base import (
     ActionsWrite,
     BackendStats,
@@ -86,21 +87,23 @@ class _Session:
         self.last_activity_at: float | None = None
         self.touched = now
 
-    def append(self, lines: Sequence[str], at: float) -> None:
-        self.batches.append(BATCH_SEPARATOR.join(lines))
-        self.times.append(at)
-        self.count += len(lines)
-
     def drop_oldest(self, n: int) -> int:
         """Drop up to ``n`` of the oldest lines; returns how many went."""
+        batches = self.batches
+        if n == 1 and not self.skip and BATCH_SEPARATOR not in batches[0]:
+            # A full session streaming one action at a time: the usual case by far.
+            del batches[0]
+            del self.times[0]
+            self.count -= 1
+            return 1
         n = min(n, self.count)
         left = n
         while left:
-            live = self.batches[0].count(BATCH_SEPARATOR) + 1 - self.skip
+            live = batches[0].count(BATCH_SEPARATOR) + 1 - self.skip
             if live > left:
                 self.skip += left
                 break
-            del self.batches[0]
+            del batches[0]
             del self.times[0]
             self.skip = 0
             left -= live
@@ -166,7 +169,7 @@ class InMemoryBackend:
         # user id -> {session key: last seen}; recency by re-insertion (dicts keep order).
         self._users: OrderedDict[str, dict[SessionKey, float]] = OrderedDict()
         self._histories: OrderedDict[SessionKey, _History] = OrderedDict()
-        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._seen: RecentKeys[tuple[str, str]] = RecentKeys(dedupe_window)  # (product, event id)
         self._next_sweep_at = 0.0
 
     def __repr__(self) -> str:
@@ -174,16 +177,10 @@ class InMemoryBackend:
 
     # -- helpers (call with the lock held) ------------------------------------------
     def _is_duplicate(self, product_id: str, event_id: str | None) -> bool:
-        if event_id is None:
+        if event_id is None or self._seen.add((product_id, event_id)):
             return False
-        seen_key = f"{product_id}\x00{event_id}"
-        if seen_key in self._seen:
-            self.stats.duplicate_events += 1
-            return True
-        self._seen[seen_key] = None
-        if len(self._seen) > self.dedupe_window:
-            self._seen.popitem(last=False)
-        return False
+        self.stats.duplicate_events += 1
+        return True
 
     def _drop(self, key: SessionKey) -> None:
         del self._sessions[key]
@@ -217,7 +214,8 @@ class InMemoryBackend:
         session = self._sessions.get(key)
         if session is None:
             return None
-        if self._expired(session.touched, now):
+        ttl = self.idle_ttl_seconds
+        if ttl is not None and now - session.touched > ttl:
             self._drop(key)
             self.stats.sessions_expired += 1
             return None
@@ -226,32 +224,36 @@ class InMemoryBackend:
         return session
 
     def _session_for_write(self, key: SessionKey, now: float) -> _Session:
-        self._sweep(now)
+        if now >= self._next_sweep_at:
+            self._sweep(now)
         session = self._live(key, now)
-        if session is None:
-            session = _Session(now)
-            self._sessions[key] = session
-            known = self._products.get(key.session_id)
-            if known is None:
-                self._products[key.session_id] = key.product_id
-            elif isinstance(known, list):
-                known.append(key.product_id)
-            else:
-                self._products[key.session_id] = [known, key.product_id]
-            if len(self._sessions) > self.max_sessions:
-                self._drop(next(iter(self._sessions)))
-                self.stats.sessions_evicted += 1
+        return session if session is not None else self._new_session(key, now)
+
+    def _new_session(self, key: SessionKey, now: float) -> _Session:
+        session = self._sessions[key] = _Session(now)
+        known = self._products.get(key.session_id)
+        if known is None:
+            self._products[key.session_id] = key.product_id
+        elif isinstance(known, list):
+            known.append(key.product_id)
+        else:
+            self._products[key.session_id] = [known, key.product_id]
+        if len(self._sessions) > self.max_sessions:
+            self._drop(next(iter(self._sessions)))
+            self.stats.sessions_evicted += 1
         return session
 
     def _index_user(self, user_id: str, key: SessionKey, at: float) -> None:
-        refs = self._users.get(user_id)
+        users = self._users
+        refs = users.get(user_id)
         if refs is None:
-            refs = self._users[user_id] = {}
-            if len(self._users) > self.max_users:
-                self._users.popitem(last=False)
-        else:
-            self._users.move_to_end(user_id)
-        refs.pop(key, None)
+            users[user_id] = {key: at}
+            if len(users) > self.max_users:
+                users.popitem(last=False)
+            return
+        users.move_to_end(user_id)
+        if next(reversed(refs)) != key:  # refs is never empty; its last key is the newest
+            refs.pop(key, None)
         refs[key] = at
         if len(refs) > self.max_sessions_per_user:
             del refs[next(iter(refs))]
@@ -267,12 +269,17 @@ class InMemoryBackend:
         user_id: str | None = None,
     ) -> bool:
         """Append cleaned action lines to a session (trimmed to the per-session cap)."""
+        # The streaming hot path (one call per event): helpers are inlined on purpose.
         with self._lock:
-            if self._is_duplicate(key.product_id, event_id):
+            if event_id is not None and not self._seen.add((key.product_id, event_id)):
+                self.stats.duplicate_events += 1
                 return False
             session = self._session_for_write(key, at)
             if lines:
-                session.append(lines, at)
+                batch = lines[0] if len(lines) == 1 else BATCH_SEPARATOR.join(lines)
+                session.batches.append(batch)
+                session.times.append(at)
+                session.count += len(lines)
                 overflow = session.count - self.max_actions_per_session
                 if overflow > 0:
                     self.stats.actions_trimmed += session.drop_oldest(overflow)
