@@ -36,6 +36,11 @@ def start(coro: Coroutine[Any, Any, Any]) -> Suspended | None:
         yielded = context.run(coro.send, None)
     except StopIteration:
         return None
+    if getattr(yielded, "_asyncio_future_blocking", False):
+        # What a task does on receiving a future: until this flag is cleared, any
+        # other coroutine awaiting the same future fails ("await wasn't used with
+        # future"). _Reyield sets it again when the task takes over.
+        yielded._asyncio_future_blocking = False
     return Suspended(coro, yielded, context)
 
 
@@ -50,7 +55,10 @@ class _Reyield:
         self.value = value
 
     def __await__(self) -> Generator[Any, None, None]:
-        yield self.value
+        value = self.value
+        if value is not None and hasattr(value, "_asyncio_future_blocking"):
+            value._asyncio_future_blocking = True  # as the future's own __await__ does
+        yield value
 
 
 async def finish(suspended: Suspended) -> None:

@@ -36,6 +36,10 @@ different sessions run concurrently — a slow callback for session A never
 delays session B. The callbacks registered for one event run concurrently, at
 most ``session_concurrency`` at a time per session. Async callbacks are
 awaited; plain functions are called directly on the loop and must be fast.
+When a session has nothing in flight, its callback's first step runs at once,
+as Python 3.12's eager tasks do: a callback that finishes without suspending
+(``AsyncContextStore.add`` in memory) costs no task; one that suspends goes
+on in its session's lane. Each runs in its own copy of the context.
 """
 
 from __future__ import annotations

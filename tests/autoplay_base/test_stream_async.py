@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 from typing import Any
@@ -444,3 +445,106 @@ async def test_drain_timeout_zero_drops_at_once(emulator: EmulatorServer) -> Non
     client.stop()
     await asyncio.wait_for(task, 1.0)
     assert (client.counters.delivered, client.counters.dropped) == (0, 1)
+
+
+class LaneTasks:
+    """A real task factory on the running loop that counts the client's lane tasks."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        if getattr(coro, "__qualname__", "").endswith("_run_lane"):
+            self.count += 1
+        return asyncio.Task(coro, loop=loop, **kwargs)
+
+
+async def test_callbacks_that_finish_without_suspending_need_no_task(
+    emulator: EmulatorServer,
+) -> None:
+    lanes = LaneTasks()
+    asyncio.get_running_loop().set_task_factory(lanes)
+    store = AsyncContextStore()
+    done = Collector()
+    gate = asyncio.Event()
+
+    async def record(payload: ActionsPayload) -> None:
+        if payload.actions[0].title == "T31":
+            await gate.wait()
+        await store.add(payload)  # in memory: never suspends
+        done(payload.actions[0].title)
+
+    client = client_for(emulator).on_actions(record)
+    task = await started(client)
+    for n in range(1, 31):
+        emulator.publish("acme", actions(n, session=f"s{n % 3}"))
+    assert await done.await_for(30)
+    assert lanes.count == 0
+    assert done.items == [f"T{n}" for n in range(1, 31)]
+    assert store.get("s1", product_id="acme").splitlines()[-1] == "10. Did thing 28 — /p/28"
+
+    # One that suspends gets a lane, and its session's next event queues behind it.
+    emulator.publish("acme", actions(31))
+    emulator.publish("acme", actions(32))
+    emulator.publish("acme", actions(33, session="other"))
+    assert await done.await_for(31)
+    assert done.items[30:] == ["T33"]
+    assert (lanes.count, client.queue_size) == (1, 2)
+    gate.set()
+    assert await done.await_for(33)
+    assert done.items[30:] == ["T33", "T31", "T32"]
+    client.stop()
+    await task
+    assert client.counters.delivered == 33
+
+
+CALLBACK_MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="unset")
+
+
+async def test_a_context_variable_set_in_a_callback_stays_in_that_callback(
+    emulator: EmulatorServer,
+) -> None:
+    seen = Collector()
+
+    async def marks(payload: ActionsPayload) -> None:
+        seen(CALLBACK_MARK.get())
+        CALLBACK_MARK.set(f"set by {payload.event_id}")
+        await asyncio.sleep(0)
+        seen(CALLBACK_MARK.get())
+
+    client = client_for(emulator).on_actions(marks)
+    task = await started(client)
+    emulator.publish("acme", actions(1))
+    emulator.publish("acme", actions(2, session="s2"))
+    assert await seen.await_for(4)
+    client.stop()
+    await task
+    assert sorted(seen.items) == ["set by 1", "set by 2", "unset", "unset"]
+
+
+async def test_errors_before_and_after_a_suspension_are_reported_and_the_stream_goes_on(
+    emulator: EmulatorServer,
+) -> None:
+    errors, delivered = Collector(), Collector()
+
+    async def flaky(payload: ActionsPayload) -> None:
+        title = payload.actions[0].title
+        if title == "T1":
+            raise ValueError("before suspending")
+        await asyncio.sleep(0)
+        if title == "T2":
+            raise KeyError("after suspending")
+        delivered(title)
+
+    client = client_for(emulator).on_actions(flaky).on_error(errors)
+    task = await started(client)
+    for n in (1, 2, 3):
+        emulator.publish("acme", actions(n))
+    assert await delivered.await_for(1)
+    assert await errors.await_for(2)
+    client.stop()
+    await task
+    assert [type(e).__name__ for e in errors.items] == ["ValueError", "KeyError"]
+    assert delivered.items == ["T3"]
+    counters = client.counters
+    assert (counters.delivered, counters.callback_errors) == (3, 2)
