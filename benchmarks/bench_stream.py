@@ -4,6 +4,9 @@ Three scenarios, each against a fresh emulator process (same events for both):
 
 * ``throughput`` — events/s from the socket into a ``ContextStore`` (a burst of
   ``--throughput-events`` events sent as fast as the client reads);
+* ``bare`` — the same burst with a callback that stores nothing: what the
+  client alone (reading, SSE, decoding, dispatch) can deliver, so the share of
+  the store in the ``throughput`` figure can be read off;
 * ``freshness`` — p50/p99 milliseconds from the emulator stamping
   ``forwarded_at`` (at send time) to the event being visible in the store, at
   2,000 events/s;
@@ -100,7 +103,7 @@ class _Tally:
 
     def figures(self) -> dict[str, Any]:
         result: dict[str, Any] = {"received": self.count, "unique": len(self.seen)}
-        if self.scenario == "throughput":
+        if self.scenario in ("throughput", "bare"):
             elapsed = (self.last or time.perf_counter()) - self.first
             result["events_per_s"] = round((self.count - 1) / elapsed, 1) if elapsed > 0 else 0
         elif self.scenario == "freshness":
@@ -119,7 +122,8 @@ async def _aworker(kind: str, scenario: str, url: str, total: int, grace: float)
     done = asyncio.Event()
 
     async def on_actions(payload: Any) -> None:
-        await store.add(payload)
+        if scenario != "bare":
+            await store.add(payload)
         if tally.record(payload):
             done.set()
 
@@ -142,7 +146,8 @@ def _worker(kind: str, scenario: str, url: str, total: int, grace: float) -> dic
     tally = _Tally(scenario, total)
 
     def on_actions(payload: Any) -> None:
-        store.add(payload)
+        if scenario != "bare":
+            store.add(payload)
         if tally.record(payload):
             done.set()
 
@@ -175,7 +180,7 @@ def _start_emulator(extra: list[str], backlog: bool) -> tuple[subprocess.Popen[s
 
 
 def _run(kind: str, scenario: str, emulator_args: list[str], total: int, grace: float) -> Any:
-    emulator, url = _start_emulator(emulator_args, backlog=scenario == "throughput")
+    emulator, url = _start_emulator(emulator_args, backlog=scenario in ("throughput", "bare"))
     python = OUR_PYTHON if kind.startswith("ours") else REF_PYTHON
     try:
         command = [str(python), __file__, "--worker", kind, "--scenario", scenario]
@@ -214,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
     """Run every scenario for both clients and print one JSON dict of figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--worker", choices=["ours", "ref", "ours-async", "ref-async"])
-    parser.add_argument("--scenario", choices=["throughput", "freshness", "loss"])
+    parser.add_argument("--scenario", choices=["throughput", "bare", "freshness", "loss"])
     parser.add_argument("--url")
     parser.add_argument("--total", type=int, default=0)
     parser.add_argument("--grace", type=float, default=60.0)
@@ -240,6 +245,7 @@ def main(argv: list[str] | None = None) -> None:
     for label, kinds in (("sync", ("ours", "ref")), ("async", ("ours-async", "ref-async"))):
         ours, ref = kinds
         thr = _median_run(kinds, "throughput", burst, n, repeat=args.repeat, key="events_per_s")
+        bare = _median_run(kinds, "bare", burst, n, repeat=args.repeat, key="events_per_s")
         fresh = _median_run(
             kinds, "freshness", paced, fresh_total, repeat=args.repeat, key="p99_ms"
         )
@@ -252,6 +258,15 @@ def main(argv: list[str] | None = None) -> None:
                 "runs": {
                     "ours": thr[ours]["all_events_per_s"],
                     "ref": thr[ref]["all_events_per_s"],
+                },
+            },
+            "throughput_without_store_events_per_s": {
+                "ours": bare[ours]["events_per_s"],
+                "ref": bare[ref]["events_per_s"],
+                "ratio": _ratio(bare[ours]["events_per_s"], bare[ref]["events_per_s"]),
+                "runs": {
+                    "ours": bare[ours]["all_events_per_s"],
+                    "ref": bare[ref]["all_events_per_s"],
                 },
             },
             "freshness_at_2000_per_s_ms": {
