@@ -449,6 +449,9 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
+        if type(payload) is ActionsPayload and payload.session_id:  # the streamed case
+            self._store_actions(SessionKey(payload.product_id, payload.session_id), payload)
+            return
         accepted = self._accept(payload)
         if accepted is None:
             return
@@ -483,7 +486,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         return stored + self._flush_actions(run)
 
     def _store_actions(self, key: SessionKey, payload: ActionsPayload) -> bool:
-        # One call per streamed event: kept flat on purpose (see benchmarks/bench_stream.py).
+        # One call per streamed event: kept flat (benchmarks/bench_stream.py measures it).
         stored = self.backend.append_actions(
             key,
             action_lines(payload.actions),
@@ -583,6 +586,9 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
+        if type(payload) is ActionsPayload and payload.session_id:  # the streamed case
+            await self._store_actions(SessionKey(payload.product_id, payload.session_id), payload)
+            return
         accepted = self._accept(payload)
         if accepted is None:
             return

@@ -111,7 +111,7 @@ def action_line(action: SlimAction) -> str:
 
 def action_lines(actions: Sequence[SlimAction]) -> list[str]:
     """:func:`action_line` for each action of a batch."""
-    return [action_line(action) for action in actions]
+    return list(map(action_line, actions))
 
 
 def display_line(line: str) -> str:

@@ -226,10 +226,18 @@ class InMemoryBackend:
     def _session_for_write(self, key: SessionKey, now: float) -> _Session:
         if now >= self._next_sweep_at:
             self._sweep(now)
-        session = self._live(key, now)
-        return session if session is not None else self._new_session(key, now)
+        session = self._sessions.get(key)
+        ttl = self.idle_ttl_seconds
+        if session is None or (ttl is not None and now - session.touched > ttl):
+            return self._new_session(key, now)
+        session.touched = now
+        self._sessions.move_to_end(key)
+        return session
 
     def _new_session(self, key: SessionKey, now: float) -> _Session:
+        if key in self._sessions:  # idle past its TTL: it starts over
+            self._drop(key)
+            self.stats.sessions_expired += 1
         session = self._sessions[key] = _Session(now)
         known = self._products.get(key.session_id)
         if known is None:
