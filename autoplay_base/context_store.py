@@ -449,17 +449,28 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
-        if type(payload) is ActionsPayload and payload.session_id:  # the streamed case
-            self._store_actions(SessionKey(payload.product_id, payload.session_id), payload)
-            return
-        accepted = self._accept(payload)
-        if accepted is None:
-            return
-        payload, key = accepted
-        if isinstance(payload, ActionsPayload):
-            self._store_actions(key, payload)
+        # The streamed case (an actions payload with its session) skips the generic
+        # checks, and the write is inline: this runs once per event.
+        if type(payload) is ActionsPayload and payload.session_id:
+            key = SessionKey(payload.product_id, payload.session_id)
         else:
-            self._store_summary(key, payload)
+            accepted = self._accept(payload)
+            if accepted is None:
+                return
+            payload, key = accepted
+            if not isinstance(payload, ActionsPayload):
+                self._store_summary(key, payload)
+                return
+        stored = self.backend.append_actions(
+            key,
+            action_lines(payload.actions),
+            at=self._clock(),
+            event_id=payload.event_id,
+            user_id=payload.user_id,
+        )
+        self._wrote(stored)
+        if stored and self.summarizer is not None:
+            self.summarizer.add(payload)
 
     def add_many(self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]) -> int:
         """Store many payloads in order; returns how many were stored.
@@ -484,20 +495,6 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             run = []
             stored += self._store_summary(key, payload)
         return stored + self._flush_actions(run)
-
-    def _store_actions(self, key: SessionKey, payload: ActionsPayload) -> bool:
-        # One call per streamed event: kept flat (benchmarks/bench_stream.py measures it).
-        stored = self.backend.append_actions(
-            key,
-            action_lines(payload.actions),
-            at=self._clock(),
-            event_id=payload.event_id,
-            user_id=payload.user_id,
-        )
-        self._wrote(stored)
-        if stored and self.summarizer is not None:
-            self.summarizer.add(payload)
-        return stored
 
     def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
         if not run:
@@ -586,17 +583,28 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
-        if type(payload) is ActionsPayload and payload.session_id:  # the streamed case
-            await self._store_actions(SessionKey(payload.product_id, payload.session_id), payload)
-            return
-        accepted = self._accept(payload)
-        if accepted is None:
-            return
-        payload, key = accepted
-        if isinstance(payload, ActionsPayload):
-            await self._store_actions(key, payload)
+        # The streamed case (an actions payload with its session) skips the generic
+        # checks, and the write is inline: this runs once per event.
+        if type(payload) is ActionsPayload and payload.session_id:
+            key = SessionKey(payload.product_id, payload.session_id)
         else:
-            await self._store_summary(key, payload)
+            accepted = self._accept(payload)
+            if accepted is None:
+                return
+            payload, key = accepted
+            if not isinstance(payload, ActionsPayload):
+                await self._store_summary(key, payload)
+                return
+        stored = await self.backend.aappend_actions(
+            key,
+            action_lines(payload.actions),
+            at=self._clock(),
+            event_id=payload.event_id,
+            user_id=payload.user_id,
+        )
+        self._wrote(stored)
+        if stored and self.summarizer is not None:
+            await self.summarizer.add(payload)
 
     async def add_many(
         self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]
@@ -616,19 +624,6 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             run = []
             stored += await self._store_summary(key, payload)
         return stored + await self._flush_actions(run)
-
-    async def _store_actions(self, key: SessionKey, payload: ActionsPayload) -> bool:
-        stored = await self.backend.aappend_actions(
-            key,
-            action_lines(payload.actions),
-            at=self._clock(),
-            event_id=payload.event_id,
-            user_id=payload.user_id,
-        )
-        self._wrote(stored)
-        if stored and self.summarizer is not None:
-            await self.summarizer.add(payload)
-        return stored
 
     async def _flush_actions(self, run: list[tuple[ActionsPayload, ActionsWrite]]) -> int:
         if not run:
