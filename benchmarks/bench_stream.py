@@ -215,6 +215,15 @@ def _median_run(
     return picked
 
 
+def _throughput_figure(runs: dict[str, dict[str, Any]], ours: str, ref: str) -> dict[str, Any]:
+    return {
+        "ours": runs[ours]["events_per_s"],
+        "ref": runs[ref]["events_per_s"],
+        "ratio": _ratio(runs[ours]["events_per_s"], runs[ref]["events_per_s"]),
+        "runs": {"ours": runs[ours]["all_events_per_s"], "ref": runs[ref]["all_events_per_s"]},
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run every scenario for both clients and print one JSON dict of figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -244,31 +253,21 @@ def main(argv: list[str] | None = None) -> None:
     figures: dict[str, Any] = {"reference": "autoplay-sdk==0.7.4", "repeat": args.repeat}
     for label, kinds in (("sync", ("ours", "ref")), ("async", ("ours-async", "ref-async"))):
         ours, ref = kinds
-        thr = _median_run(kinds, "throughput", burst, n, repeat=args.repeat, key="events_per_s")
-        bare = _median_run(kinds, "bare", burst, n, repeat=args.repeat, key="events_per_s")
+        throughput = {
+            scenario: _throughput_figure(
+                _median_run(kinds, scenario, burst, n, repeat=args.repeat, key="events_per_s"),
+                ours,
+                ref,
+            )
+            for scenario in ("throughput", "bare")
+        }
         fresh = _median_run(
             kinds, "freshness", paced, fresh_total, repeat=args.repeat, key="p99_ms"
         )
         loss = {kind: _run(kind, "loss", lossy, m, m / 500 + 5) for kind in kinds}
         figures[label] = {
-            "throughput_events_per_s": {
-                "ours": thr[ours]["events_per_s"],
-                "ref": thr[ref]["events_per_s"],
-                "ratio": _ratio(thr[ours]["events_per_s"], thr[ref]["events_per_s"]),
-                "runs": {
-                    "ours": thr[ours]["all_events_per_s"],
-                    "ref": thr[ref]["all_events_per_s"],
-                },
-            },
-            "throughput_without_store_events_per_s": {
-                "ours": bare[ours]["events_per_s"],
-                "ref": bare[ref]["events_per_s"],
-                "ratio": _ratio(bare[ours]["events_per_s"], bare[ref]["events_per_s"]),
-                "runs": {
-                    "ours": bare[ours]["all_events_per_s"],
-                    "ref": bare[ref]["all_events_per_s"],
-                },
-            },
+            "throughput_events_per_s": throughput["throughput"],
+            "throughput_without_store_events_per_s": throughput["bare"],
             "freshness_at_2000_per_s_ms": {
                 "ours": {"p50": fresh[ours]["p50_ms"], "p99": fresh[ours]["p99_ms"]},
                 "ref": {"p50": fresh[ref]["p50_ms"], "p99": fresh[ref]["p99_ms"]},
