@@ -33,8 +33,8 @@ __all__ = [
     "ResponseSlot",
     "Secret",
     "StreamCore",
-    "aiter_event_batches",
     "aiter_events",
+    "aiter_frame_chunks",
     "http_timeout",
     "iter_event_batches",
     "iter_events",
@@ -367,10 +367,13 @@ def iter_event_batches(
                 yield events
 
 
-async def _aiter_frame_chunks(
+async def aiter_frame_chunks(
     core: StreamCore, http: httpx.AsyncClient
 ) -> AsyncGenerator[list[SSEFrame], None]:
-    """Async twin of :func:`_iter_frame_chunks`; stop it by cancelling the task that iterates."""
+    """Async twin of :func:`_iter_frame_chunks`: the frames of each chunk read, as one list.
+
+    Stop it by cancelling the task that iterates (or closing it).
+    """
     while True:
         try:
             async with http.stream("GET", core.url, headers=core.headers()) as response:
@@ -393,24 +396,12 @@ async def _aiter_frame_chunks(
 
 async def aiter_events(core: StreamCore, http: httpx.AsyncClient) -> AsyncIterator[Event]:
     """Async twin of :func:`iter_events`; stop it by cancelling the task that iterates."""
-    async with contextlib.aclosing(_aiter_frame_chunks(core, http)) as chunks:
+    async with contextlib.aclosing(aiter_frame_chunks(core, http)) as chunks:
         async for frames in chunks:
             for frame in frames:
                 event = core.on_frame(frame)
                 if event is not None:
                     yield event
-
-
-async def aiter_event_batches(
-    core: StreamCore, http: httpx.AsyncClient
-) -> AsyncIterator[list[Event]]:
-    """Async twin of :func:`iter_event_batches`: one step of the loop per chunk, not per event."""
-    on_frame = core.on_frame
-    async with contextlib.aclosing(_aiter_frame_chunks(core, http)) as chunks:
-        async for frames in chunks:
-            events = [event for event in map(on_frame, frames) if event is not None]
-            if events:
-                yield events
 
 
 def http_timeout(connect_timeout: float, heartbeat_timeout: float | None) -> httpx.Timeout:

@@ -63,7 +63,7 @@ from autoplay_base._connection import (
     ClientCounters,
     ResponseSlot,
     StreamCore,
-    aiter_event_batches,
+    aiter_frame_chunks,
     http_timeout,
     iter_event_batches,
     resolve_token,
@@ -678,9 +678,15 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
 
     async def _read(self) -> None:
         async with httpx.AsyncClient(timeout=self._timeout) as http:
-            async for events in aiter_event_batches(self._core, http):
-                for event in events:
-                    self._enqueue(event)
+            on_frame = self._core.on_frame
+            async with contextlib.aclosing(aiter_frame_chunks(self._core, http)) as chunks:
+                async for frames in chunks:
+                    for frame in frames:
+                        # One frame at a time, decoded then handed on: an event whose
+                        # callback finishes at once is freed before the next is decoded.
+                        event = on_frame(frame)
+                        if event is not None:
+                            self._enqueue(event)
 
     async def _drain(self) -> None:
         lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
