@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--throughput-events", type=int, default=20_000)
     parser.add_argument("--freshness-seconds", type=float, default=3.0)
     parser.add_argument("--loss-events", type=int, default=3_000)
-    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (median kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median kept)")
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(_worker(args.worker, args.scenario, args.url, args.total, args.grace)))
