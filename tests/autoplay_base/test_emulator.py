@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 
 import httpx
@@ -255,13 +257,14 @@ async def test_in_loop_emulator_serves_async_clients(aemulator: EmulatorServer) 
 
 
 def test_cli_emulator_serves_a_script_over_http() -> None:
-    import subprocess
-    import sys
-
     command = [sys.executable, "-m", "autoplay_base.cli", "emulator", "--port", "0"]
     command += ["--product", "acme", "--script", "upgrade_billing_plan", "--speed", "0"]
     command += ["--token", "cli-token"]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        _check_cli_emulator(process)
+
+
+def _check_cli_emulator(process: subprocess.Popen[str]) -> None:
     try:
         assert process.stdout is not None
         first = process.stdout.readline().strip()
