@@ -548,3 +548,47 @@ async def test_errors_before_and_after_a_suspension_are_reported_and_the_stream_
     assert delivered.items == ["T3"]
     counters = client.counters
     assert (counters.delivered, counters.callback_errors) == (3, 2)
+
+
+@pytest.mark.parametrize("round_", range(12))
+async def test_stop_mid_stream_with_eager_and_suspended_callbacks_keeps_the_books(
+    emulator_factory: EmulatorFactory, round_: int
+) -> None:
+    server = emulator_factory()
+    never = asyncio.Event()
+    started_titles: list[int] = []
+    finished: dict[str, list[int]] = {}
+    unwound: list[int] = []
+    done = Collector()
+
+    async def mixed(payload: ActionsPayload) -> None:
+        n = int(payload.actions[0].title[1:])
+        started_titles.append(n)
+        try:
+            kind = (n + round_) % 5
+            if kind == 1:
+                await asyncio.sleep(0)
+            elif kind == 2:
+                for _ in range(3):
+                    await asyncio.sleep(0)
+            elif kind == 3 and n > 150:
+                await never.wait()  # still in flight when stop's drain_timeout ends
+            finished.setdefault(payload.session_id or "", []).append(n)
+            done(n)
+        finally:
+            unwound.append(n)
+
+    client = client_for(server, drain_timeout=0.05).on_actions(mixed)
+    task = await started(client)
+    for n in range(1, 201):
+        server.publish("acme", actions(n, session=f"s{n % 10}"))
+    assert await done.await_for(100)
+    client.stop()
+    await asyncio.wait_for(task, 5)
+    counters = client.counters
+    assert counters.received == counters.delivered + counters.dropped
+    assert counters.delivered == len(done.items)
+    assert sorted(unwound) == sorted(started_titles)  # every started callback ended
+    for session, seen in finished.items():
+        assert seen == sorted(seen), session  # each session in order
+    assert client.queue_size == 0
