@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -43,10 +44,34 @@ def rendered(content: str, name: str = "live_context") -> str:
     return f"<memory>\n<{name}>\n{content}\n</{name}>\n</memory>"
 
 
+_OPEN_MEMORIES: list[Memory] = []
+
+
+def new_memory(**options: Any) -> Memory:
+    """``Memory.from_defaults``, remembered so the test closes its SQLite engine."""
+    memory = Memory.from_defaults(**options)
+    _OPEN_MEMORIES.append(memory)
+    return memory
+
+
+@pytest.fixture(autouse=True)
+async def _close_memories() -> AsyncIterator[None]:
+    """Dispose each Memory's aiosqlite engine while the test's loop still runs.
+
+    Left to the garbage collector, its connection thread can finish after the
+    loop closed and report an error from another test.
+    """
+    yield
+    while _OPEN_MEMORIES:
+        engine = getattr(_OPEN_MEMORIES.pop().sql_store, "_async_engine", None)
+        if engine is not None:
+            await engine.dispose()
+
+
 def memory_for(
     store: ContextStore | AsyncContextStore, memory_session: str = "ps_bob", **fields: Any
 ) -> Memory:
-    return Memory.from_defaults(
+    return new_memory(
         session_id=memory_session, memory_blocks=[AutoplayMemoryBlock(store=store, **fields)]
     )
 
@@ -104,7 +129,7 @@ class TestMemoryContent:
     async def test_user_insert_method_puts_it_on_the_latest_user_message(
         self, store: ContextStore
     ) -> None:
-        memory = Memory.from_defaults(
+        memory = new_memory(
             session_id="ps_bob",
             memory_blocks=[AutoplayMemoryBlock(store=store)],
             insert_method=InsertMethod.USER,
@@ -155,7 +180,7 @@ class TestMemoryContent:
 
     async def test_chat_messages_are_not_stored_as_activity(self, store: ContextStore) -> None:
         # A tiny token limit makes Memory flush old messages to its blocks.
-        memory = Memory.from_defaults(
+        memory = new_memory(
             session_id="ps_bob",
             memory_blocks=[AutoplayMemoryBlock(store=store)],
             token_limit=60,
@@ -204,8 +229,8 @@ class TestSessionSources:
         self, any_store: ContextStore | AsyncContextStore
     ) -> None:
         block = AutoplayMemoryBlock(store=any_store, product_id=ACME)
-        alice = Memory.from_defaults(session_id="ps_alice", memory_blocks=[block])
-        bob = Memory.from_defaults(session_id="ps_bob", memory_blocks=[block])
+        alice = new_memory(session_id="ps_alice", memory_blocks=[block])
+        bob = new_memory(session_id="ps_bob", memory_blocks=[block])
         await ready(alice, bob)
         results = await asyncio.wait_for(
             asyncio.gather(*[m.aget() for m in (alice, bob, alice, bob)]), WAIT
