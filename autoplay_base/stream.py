@@ -36,10 +36,10 @@ different sessions run concurrently — a slow callback for session A never
 delays session B. The callbacks registered for one event run concurrently, at
 most ``session_concurrency`` at a time per session. Async callbacks are
 awaited; plain functions are called directly on the loop and must be fast.
-When a session has nothing in flight, its callback's first step runs at once,
-as Python 3.12's eager tasks do: a callback that finishes without suspending
-(``AsyncContextStore.add`` in memory) costs no task; one that suspends goes
-on in its session's lane. Each runs in its own copy of the context.
+A lane's task lingers for ``lane_linger`` seconds once its session is idle,
+so a busy session reuses one task instead of starting one per burst of
+events; callbacks always run inside their lane's task (``asyncio.timeout``
+and ``TaskGroup`` bind to it).
 """
 
 from __future__ import annotations
@@ -58,7 +58,6 @@ from typing import Any, Generic, TypedDict, TypeVar
 import httpx
 from typing_extensions import Unpack
 
-from autoplay_base import _eager as eager
 from autoplay_base._connection import (
     ClientCounters,
     ResponseSlot,
@@ -68,7 +67,6 @@ from autoplay_base._connection import (
     iter_event_batches,
     resolve_token,
 )
-from autoplay_base._eager import Suspended
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
     DEFAULT_JITTER,
@@ -91,6 +89,7 @@ __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
     "DEFAULT_DRAIN_TIMEOUT",
     "DEFAULT_HEARTBEAT_TIMEOUT",
+    "DEFAULT_LANE_LINGER",
     "DEFAULT_MAX_QUEUE_SIZE",
     "DEFAULT_SESSION_CONCURRENCY",
     "AsyncConnectorClient",
@@ -107,6 +106,9 @@ DEFAULT_MAX_QUEUE_SIZE = 500
 """Events buffered between the reader and the callbacks before drops start."""
 DEFAULT_SESSION_CONCURRENCY = 4
 """In-flight callbacks per session (async client)."""
+DEFAULT_LANE_LINGER = 1.0
+"""Seconds an idle session lane waits for its next event (async client)."""
+_MAX_LINGERING_LANES = 1024
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 """Seconds without a byte after which the connection is presumed dead."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -134,6 +136,11 @@ def _raw_payload(event: Event) -> dict[str, Any]:
     if isinstance(event, UnknownEvent):
         return dict(event.data)
     return event.model_dump(mode="json")
+
+
+def _is_awaitable(result: object) -> bool:
+    # A coroutine first: what async callbacks return, and a far cheaper check.
+    return type(result) is CoroutineType or inspect.isawaitable(result)
 
 
 def _session_key(event: Event) -> Hashable:
@@ -593,14 +600,20 @@ AsyncCallback = Callable[..., Any]
 
 
 class _Lane:
-    """One session's pending events and the task delivering them."""
+    """One session's pending events and the task delivering them.
 
-    __slots__ = ("events", "semaphore", "task")
+    ``waiter`` is set while the task lingers, idle, for the session's next event;
+    ``idle_since`` is the sweep tick at which it started waiting.
+    """
+
+    __slots__ = ("events", "idle_since", "semaphore", "task", "waiter")
 
     def __init__(self, concurrency: int) -> None:
         self.events: deque[Event] = deque()
         self.task: asyncio.Task[None] | None = None
         self.semaphore = asyncio.Semaphore(concurrency)
+        self.waiter: asyncio.Future[bool] | None = None
+        self.idle_since = 0
 
 
 class AsyncConnectorClient(_ClientBase[AsyncCallback]):
@@ -615,6 +628,10 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         token: bearer token; empty means ``$AUTOPLAY_APP_UNKEY_TOKEN`` (or none).
         session_concurrency: callbacks of one session in flight at once.
         max_queue_size: events buffered across all sessions before drops start.
+        lane_linger: seconds (at least, and under twice that) a session's lane
+            task waits, idle, for the session's next event before it ends; a
+            busy session so reuses one task instead of starting one per burst.
+            ``0`` ends it as soon as it is idle. At most 1,024 lanes linger.
         Other options: as :class:`ConnectorClient`.
     """
 
@@ -625,14 +642,22 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         session_concurrency: int = DEFAULT_SESSION_CONCURRENCY,
         *,
         max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
+        lane_linger: float = DEFAULT_LANE_LINGER,
         **options: Unpack[ClientOptions],
     ) -> None:
         if session_concurrency < 1:
             raise ConfigError(f"session_concurrency must be >= 1, got {session_concurrency!r}")
+        if lane_linger < 0:
+            raise ConfigError(f"lane_linger must be >= 0, got {lane_linger!r}")
         super().__init__(url, token, max_queue_size=max_queue_size, **options)
         self._session_concurrency = session_concurrency
+        self._lane_linger = lane_linger
         self._lanes: dict[Hashable, _Lane] = {}
         self._buffered = 0
+        self._lingering = 0
+        self._sweep_tick = 0
+        self._sweeper: asyncio.TimerHandle | None = None
+        self._closing = False
         self._stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -653,6 +678,7 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         if self._running:
             raise RuntimeError("this client is already running")
         self._running = True
+        self._closing = False
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
 
@@ -660,9 +686,12 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         assert self._stop_event is not None
         reader = asyncio.ensure_future(self._read())
         stopper = asyncio.ensure_future(self._stop_event.wait())
+        self._schedule_sweep()
         try:
             await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if self._sweeper is not None:
+                self._sweeper.cancel()
             stopper.cancel()
             if not reader.done():
                 reader.cancel()
@@ -682,13 +711,14 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
             async with contextlib.aclosing(aiter_frame_chunks(self._core, http)) as chunks:
                 async for frames in chunks:
                     for frame in frames:
-                        # One frame at a time, decoded then handed on: an event whose
-                        # callback finishes at once is freed before the next is decoded.
                         event = on_frame(frame)
                         if event is not None:
                             self._enqueue(event)
 
     async def _drain(self) -> None:
+        self._closing = True
+        for lane in self._lanes.values():
+            self._wake(lane, more=False)  # lingering lanes end; busy ones deliver, then end
         lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
         if lanes:
             _, pending = await asyncio.wait(lanes, timeout=self._drain_timeout)
@@ -755,80 +785,85 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
 
     # -- dispatch -----------------------------------------------------------------------
     def _enqueue(self, event: Event) -> None:
-        # Checked first: an event started below may suspend and then is buffered too.
         if self._buffered >= self._max_queue_size:
             self._dropped(event, "buffer full")
             return
         key = _session_key(event)
         lane = self._lanes.get(key)
         if lane is None:
-            fns = self._callbacks_for(event)
-            if len(fns) <= 1:
-                # The session has nothing in flight: run its callback's first step
-                # now. Most callbacks finish there, and need no task at all.
-                suspended = self._start(fns[0], event) if fns else None
-                if suspended is None:
-                    self._core.counters.delivered += 1
-                    return
-                self._buffered += 1
-                lane = self._lanes[key] = _Lane(self._session_concurrency)
-                lane.events.append(event)
-                lane.task = asyncio.ensure_future(self._run_lane(key, lane, suspended))
-                return
-        if lane is None:
             lane = self._lanes[key] = _Lane(self._session_concurrency)
+            lane.task = asyncio.ensure_future(self._run_lane(key, lane))
         lane.events.append(event)
         self._buffered += 1
-        if lane.task is None:
-            lane.task = asyncio.ensure_future(self._run_lane(key, lane))
+        self._wake(lane, more=True)
 
-    def _start(self, fn: AsyncCallback, event: Event) -> Suspended | Awaitable[Any] | None:
-        """Call ``fn`` up to its first suspension; what is left to await, or ``None``."""
+    async def _run_lane(self, key: Hashable, lane: _Lane) -> None:
+        # Callbacks run inside this task, so what binds to the current task
+        # (asyncio.timeout, TaskGroup) binds to the lane that runs them.
+        events = lane.events
+        counters = self._core.counters
         try:
-            result = fn(event)
-            if type(result) is CoroutineType:
-                return eager.start(result)
-            if inspect.isawaitable(result):
-                return result
-        except Exception as exc:
-            self._log_callback_error(event.type, exc)
-            self._notice(self._error, exc)
-        return None
-
-    async def _run_lane(
-        self, key: Hashable, lane: _Lane, started: Suspended | Awaitable[Any] | None = None
-    ) -> None:
-        try:
-            if started is not None:  # the first event's callback, already running
-                await self._finish(lane.events[0], started)
-                self._delivered(lane)
-            while lane.events:
-                event = lane.events[0]
-                fns = self._callbacks_for(event)
-                if len(fns) == 1:
-                    await self._call(fns[0], event)
-                elif fns:
-                    await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
-                self._delivered(lane)
+            while True:
+                while events:
+                    event = events[0]
+                    fns = self._callbacks_for(event)
+                    if len(fns) == 1:  # _call, inlined: one coroutine less per event
+                        try:
+                            result = fns[0](event)
+                            if result is not None and _is_awaitable(result):
+                                await result
+                        except Exception as exc:
+                            self._callback_failed(event, exc)
+                    elif fns:
+                        await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
+                    events.popleft()
+                    self._buffered -= 1
+                    counters.delivered += 1
+                # Idle: linger for the session's next event rather than end the task
+                # and start another for it (a task per burst was the largest cost
+                # per event after decoding). An event that came as the lane was told
+                # to end is still delivered.
+                if not await self._linger(lane) and not events:
+                    return
         finally:
             lane.task = None
-            if not lane.events and self._lanes.get(key) is lane:
+            if not events and self._lanes.get(key) is lane:
                 del self._lanes[key]
 
-    def _delivered(self, lane: _Lane) -> None:
-        lane.events.popleft()
-        self._buffered -= 1
-        self._core.counters.delivered += 1
-
-    async def _finish(self, event: Event, started: Suspended | Awaitable[Any]) -> None:
+    async def _linger(self, lane: _Lane) -> bool:
+        """Wait for the lane's next event; ``False`` when it should end instead."""
+        if self._closing or self._lingering >= _MAX_LINGERING_LANES or not self._lane_linger:
+            return False
+        assert self._loop is not None
+        waiter: asyncio.Future[bool] = self._loop.create_future()
+        lane.waiter = waiter
+        lane.idle_since = self._sweep_tick
+        self._lingering += 1
         try:
-            if isinstance(started, Suspended):
-                await eager.finish(started)
-            else:
-                await started
-        except Exception as exc:
-            self._log_callback_error(event.type, exc)
-            self._notice(self._error, exc)
+            return await waiter
+        finally:
+            if lane.waiter is waiter:  # cancelled while waiting
+                lane.waiter = None
+                self._lingering -= 1
+
+    def _wake(self, lane: _Lane, *, more: bool) -> None:
+        waiter = lane.waiter
+        if waiter is not None:
+            lane.waiter = None
+            self._lingering -= 1
+            waiter.set_result(more)
+
+    def _schedule_sweep(self) -> None:
+        if self._lane_linger and self._loop is not None:
+            self._sweeper = self._loop.call_later(self._lane_linger, self._sweep)
+
+    def _sweep(self) -> None:
+        """End the lanes that were already idle at the previous sweep."""
+        self._sweep_tick += 1
+        for lane in list(self._lanes.values()):
+            if lane.waiter is not None and lane.idle_since < self._sweep_tick - 1:
+                self._wake(lane, more=False)
+        self._schedule_sweep()
 
     async def _call_bounded(self, lane: _Lane, fn: AsyncCallback, event: Event) -> None:
         async with lane.semaphore:
@@ -837,11 +872,14 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
     async def _call(self, fn: AsyncCallback, event: Event) -> None:
         try:
             result = fn(event)
-            if inspect.isawaitable(result):
+            if result is not None and _is_awaitable(result):
                 await result
         except Exception as exc:
-            self._log_callback_error(event.type, exc)
-            self._notice(self._error, exc)
+            self._callback_failed(event, exc)
+
+    def _callback_failed(self, event: Event, exc: Exception) -> None:
+        self._log_callback_error(event.type, exc)
+        self._notice(self._error, exc)
 
     # -- notifications ------------------------------------------------------------------
     def _notice(self, fns: list[AsyncCallback], *args: Any) -> None:

@@ -428,6 +428,8 @@ def test_invalid_async_options() -> None:
         AsyncConnectorClient("http://127.0.0.1:1/stream/p", session_concurrency=0)
     with pytest.raises(ConfigError):
         AsyncConnectorClient("http://127.0.0.1:1/stream/p", max_queue_size=0)
+    with pytest.raises(ConfigError, match="lane_linger"):
+        AsyncConnectorClient("http://127.0.0.1:1/stream/p", lane_linger=-1)
 
 
 async def test_drain_timeout_zero_drops_at_once(emulator: EmulatorServer) -> None:
@@ -448,20 +450,19 @@ async def test_drain_timeout_zero_drops_at_once(emulator: EmulatorServer) -> Non
 
 
 class LaneTasks:
-    """A real task factory on the running loop that counts the client's lane tasks."""
+    """A real task factory on the running loop that keeps the client's lane tasks."""
 
     def __init__(self) -> None:
-        self.count = 0
+        self.tasks: list[asyncio.Task[Any]] = []
 
     def __call__(self, loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+        task = asyncio.Task(coro, loop=loop, **kwargs)
         if getattr(coro, "__qualname__", "").endswith("_run_lane"):
-            self.count += 1
-        return asyncio.Task(coro, loop=loop, **kwargs)
+            self.tasks.append(task)
+        return task
 
 
-async def test_callbacks_that_finish_without_suspending_need_no_task(
-    emulator: EmulatorServer,
-) -> None:
+async def test_a_busy_session_reuses_its_lane_task(emulator: EmulatorServer) -> None:
     lanes = LaneTasks()
     asyncio.get_running_loop().set_task_factory(lanes)
     store = AsyncContextStore()
@@ -471,37 +472,84 @@ async def test_callbacks_that_finish_without_suspending_need_no_task(
     async def record(payload: ActionsPayload) -> None:
         if payload.actions[0].title == "T31":
             await gate.wait()
-        await store.add(payload)  # in memory: never suspends
+        await store.add(payload)
         done(payload.actions[0].title)
 
     client = client_for(emulator).on_actions(record)
     task = await started(client)
-    for n in range(1, 31):
+    for n in range(1, 16):
+        emulator.publish("acme", actions(n, session=f"s{n % 3}"))
+    assert await done.await_for(15)
+    for n in range(16, 31):  # a second burst: the three lanes are still lingering
         emulator.publish("acme", actions(n, session=f"s{n % 3}"))
     assert await done.await_for(30)
-    assert lanes.count == 0
-    assert done.items == [f"T{n}" for n in range(1, 31)]
+    assert len(lanes.tasks) == 3
+    for session in range(3):  # each session in order (sessions interleave freely)
+        mine = [t for t in done.items if int(t[1:]) % 3 == session]
+        assert mine == [f"T{n}" for n in range(1, 31) if n % 3 == session]
     assert store.get("s1", product_id="acme").splitlines()[-1] == "10. Did thing 28 — /p/28"
 
-    # One that suspends gets a lane, and its session's next event queues behind it.
+    # A slow callback holds its session's next event back, and no other session's.
     emulator.publish("acme", actions(31))
     emulator.publish("acme", actions(32))
     emulator.publish("acme", actions(33, session="other"))
     assert await done.await_for(31)
     assert done.items[30:] == ["T33"]
-    assert (lanes.count, client.queue_size) == (1, 2)
+    assert (len(lanes.tasks), client.queue_size) == (4, 2)
     gate.set()
     assert await done.await_for(33)
     assert done.items[30:] == ["T33", "T31", "T32"]
     client.stop()
     await task
     assert client.counters.delivered == 33
+    assert all(t.done() for t in lanes.tasks)  # lingering lanes end with the client
+
+
+async def test_idle_lanes_end_after_lane_linger(emulator: EmulatorServer) -> None:
+    lanes = LaneTasks()
+    asyncio.get_running_loop().set_task_factory(lanes)
+    done = Collector()
+    client = client_for(emulator, lane_linger=0.05).on_actions(lambda p: done(p.session_id))
+    task = await started(client)
+    for n in range(1, 7):
+        emulator.publish("acme", actions(n, session=f"s{n % 2}"))
+    assert await done.await_for(6)
+    assert len(lanes.tasks) == 2
+    await asyncio.wait_for(asyncio.gather(*lanes.tasks), 5)  # they end on their own
+    emulator.publish("acme", actions(7, session="s1"))
+    assert await done.await_for(7)
+    assert len(lanes.tasks) == 3  # a new lane for the returning session
+    client.stop()
+    await task
+
+
+async def test_a_timeout_inside_a_callback_binds_to_its_lane(emulator: EmulatorServer) -> None:
+    timed_out, delivered = Collector(), Collector()
+    never = asyncio.Event()
+
+    async def bounded(payload: ActionsPayload) -> None:
+        if payload.actions[0].title == "T1":
+            try:
+                await asyncio.wait_for(never.wait(), 0.05)
+            except asyncio.TimeoutError:
+                timed_out(1)
+        delivered(payload.actions[0].title)
+
+    client = client_for(emulator).on_actions(bounded)
+    task = await started(client)
+    emulator.publish("acme", actions(1))
+    assert await delivered.await_for(1)
+    emulator.publish("acme", actions(2))  # the stream is still read after the timeout
+    assert await delivered.await_for(2)
+    client.stop()
+    await task
+    assert (timed_out.items, delivered.items) == ([1], ["T1", "T2"])
 
 
 CALLBACK_MARK: contextvars.ContextVar[str] = contextvars.ContextVar("mark", default="unset")
 
 
-async def test_a_context_variable_set_in_a_callback_stays_in_that_callback(
+async def test_a_context_variable_set_in_a_callback_stays_in_its_session_lane(
     emulator: EmulatorServer,
 ) -> None:
     seen = Collector()
@@ -551,7 +599,7 @@ async def test_errors_before_and_after_a_suspension_are_reported_and_the_stream_
 
 
 @pytest.mark.parametrize("round_", range(12))
-async def test_stop_mid_stream_with_eager_and_suspended_callbacks_keeps_the_books(
+async def test_stop_mid_stream_with_quick_suspended_and_stuck_callbacks_keeps_the_books(
     emulator_factory: EmulatorFactory, round_: int
 ) -> None:
     server = emulator_factory()
