@@ -108,7 +108,7 @@ DEFAULT_SESSION_CONCURRENCY = 4
 """In-flight callbacks per session (async client)."""
 DEFAULT_LANE_LINGER = 1.0
 """Seconds an idle session lane waits for its next event (async client)."""
-_MAX_LINGERING_LANES = 1024
+_MAX_LINGERING_LANES = 1024  # a bound on idle tasks, whatever the number of sessions
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
 """Seconds without a byte after which the connection is presumed dead."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -807,13 +807,8 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
                 while events:
                     event = events[0]
                     fns = self._callbacks_for(event)
-                    if len(fns) == 1:  # _call, inlined: one coroutine less per event
-                        try:
-                            result = fns[0](event)
-                            if result is not None and _is_awaitable(result):
-                                await result
-                        except Exception as exc:
-                            self._callback_failed(event, exc)
+                    if len(fns) == 1:
+                        await self._call(fns[0], event)
                     elif fns:
                         await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
                     events.popleft()
@@ -875,11 +870,8 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
             if result is not None and _is_awaitable(result):
                 await result
         except Exception as exc:
-            self._callback_failed(event, exc)
-
-    def _callback_failed(self, event: Event, exc: Exception) -> None:
-        self._log_callback_error(event.type, exc)
-        self._notice(self._error, exc)
+            self._log_callback_error(event.type, exc)
+            self._notice(self._error, exc)
 
     # -- notifications ------------------------------------------------------------------
     def _notice(self, fns: list[AsyncCallback], *args: Any) -> None:
