@@ -214,8 +214,7 @@ class InMemoryBackend:
         session = self._sessions.get(key)
         if session is None:
             return None
-        ttl = self.idle_ttl_seconds
-        if ttl is not None and now - session.touched > ttl:
+        if self._expired(session.touched, now):
             self._drop(key)
             self.stats.sessions_expired += 1
             return None
@@ -227,8 +226,7 @@ class InMemoryBackend:
         if now >= self._next_sweep_at:
             self._sweep(now)
         session = self._sessions.get(key)
-        ttl = self.idle_ttl_seconds
-        if session is None or (ttl is not None and now - session.touched > ttl):
+        if session is None or self._expired(session.touched, now):
             return self._new_session(key, now)
         session.touched = now
         self._sessions.move_to_end(key)
@@ -277,10 +275,8 @@ class InMemoryBackend:
         user_id: str | None = None,
     ) -> bool:
         """Append cleaned action lines to a session (trimmed to the per-session cap)."""
-        # The streaming hot path (one call per event): helpers are inlined on purpose.
         with self._lock:
-            if event_id is not None and not self._seen.add((key.product_id, event_id)):
-                self.stats.duplicate_events += 1
+            if self._is_duplicate(key.product_id, event_id):
                 return False
             session = self._session_for_write(key, at)
             if lines:
