@@ -449,18 +449,14 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
-        # The streamed case (an actions payload with its session) skips the generic
-        # checks, and the write is inline: this runs once per event.
-        if type(payload) is ActionsPayload and payload.session_id:
-            key = SessionKey(payload.product_id, payload.session_id)
-        else:
-            accepted = self._accept(payload)
-            if accepted is None:
-                return
-            payload, key = accepted
-            if not isinstance(payload, ActionsPayload):
-                self._store_summary(key, payload)
-                return
+        accepted = self._accept(payload)
+        if accepted is None:
+            return
+        payload, key = accepted
+        if not isinstance(payload, ActionsPayload):
+            self._store_summary(key, payload)
+            return
+        # Written inline rather than through add_many's batch path: once per event.
         stored = self.backend.append_actions(
             key,
             action_lines(payload.actions),
@@ -583,18 +579,14 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
         """
-        # The streamed case (an actions payload with its session) skips the generic
-        # checks, and the write is inline: this runs once per event.
-        if type(payload) is ActionsPayload and payload.session_id:
-            key = SessionKey(payload.product_id, payload.session_id)
-        else:
-            accepted = self._accept(payload)
-            if accepted is None:
-                return
-            payload, key = accepted
-            if not isinstance(payload, ActionsPayload):
-                await self._store_summary(key, payload)
-                return
+        accepted = self._accept(payload)
+        if accepted is None:
+            return
+        payload, key = accepted
+        if not isinstance(payload, ActionsPayload):
+            await self._store_summary(key, payload)
+            return
+        # Written inline rather than through add_many's batch path: once per event.
         stored = await self.backend.aappend_actions(
             key,
             action_lines(payload.actions),

@@ -238,9 +238,7 @@ def decode_event(
             ``max_bytes``), ``"not_json"``, ``"not_object"``, or ``"invalid"``
             (a missing or mistyped field; the message names it).
     """
-    # ``type(...) is bytes`` first: frames from the stream are bytes, and their
-    # size check needs no encoding.
-    if len(data) > max_bytes if type(data) is bytes else _is_oversized(data, max_bytes):
+    if _is_oversized(data, max_bytes):
         raise EventDecodeError(
             f"event is larger than the {max_bytes}-byte cap", reason="oversized", event_id=event_id
         )

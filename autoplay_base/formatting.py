@@ -89,23 +89,8 @@ def clean_text(text: str, max_chars: int) -> str:
 
 def action_line(action: SlimAction) -> str:
     """The cleaned, stored line for one action (see :func:`display_line`)."""
-    what = action.description or action.title
-    where = action.canonical_url
-    # Inlined clean_text fast path (one line per streamed action): printable, no
-    # double spaces, short enough; anything else goes through clean_text.
-    if (
-        len(what) <= MAX_FIELD_CHARS
-        and len(where) <= MAX_FIELD_CHARS
-        and what.isprintable()
-        and where.isprintable()
-        and "  " not in what
-        and "  " not in where
-    ):
-        what = what.strip()
-        where = where.strip()
-    else:
-        what = clean_text(what, MAX_FIELD_CHARS)
-        where = clean_text(where, MAX_FIELD_CHARS)
+    what = clean_text(action.description or action.title, MAX_FIELD_CHARS)
+    where = clean_text(action.canonical_url, MAX_FIELD_CHARS)
     return f"{what}{FIELD_SEPARATOR}{where}" if where else what
 
 
