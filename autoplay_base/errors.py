@@ -8,38 +8,50 @@ so ``except AutoplayError`` catches all of them::
     ├── EventDecodeError            a frame that is not a valid event              (also ValueError)
     ├── InvalidPayloadError         store.add() given something that is no payload  (also TypeError)
     ├── SessionLookupError          a read the store cannot answer unambiguously
-    │   └── AmbiguousSessionError   session id known under several products     (also LookupError)
+    │   ├── AmbiguousSessionError   session id known under several products     (also LookupError)
+    │   └── AmbiguousUserError      user id known under several products        (also LookupError)
     ├── ConnectorError              talking to the event connector
     │   ├── ConnectorAuthError      401 / 403: wrong or missing token, never retried
     │   ├── ConnectorNotFoundError  404: wrong URL or product, never retried
+    │   ├── ConnectorRedirectError  3xx: the URL moved, never followed nor retried
     │   └── ConnectorRetriesExhaustedError  ``max_retries`` consecutive failures
     ├── BackendError                a storage backend failed
-    │   └── BackendUnavailableError the backend cannot be reached (Redis down, timeout)
+    │   ├── BackendUnavailableError the backend cannot be reached (Redis down, timeout)
+    │   └── BackendAuthError        the backend refused the credentials: fails fast, never buffered
     ├── SummarizerError             the summarizer's LLM failed or timed out
+    │   └── SummarizerTimeoutError  one LLM call took longer than ``timeout``
     └── MissingDependencyError      an optional extra is not installed           (also ImportError)
 
 Third-party errors (httpx, redis, pydantic) are translated at one boundary with
 ``raise ... from exc`` so the original stays attached as ``__cause__``. Messages
-never contain tokens or other secrets.
+never contain tokens or other secrets, and a lookup error never names another
+tenant's products in its message: the caller learns *that* a session or user id
+is ambiguous and how many products hold it, not which ones (the attribute
+``product_ids`` keeps them for the program that owns the store; do not show it
+to end users).
 """
 
 from __future__ import annotations
 
 __all__ = [
     "AmbiguousSessionError",
+    "AmbiguousUserError",
     "AutoplayError",
+    "BackendAuthError",
     "BackendError",
     "BackendUnavailableError",
     "ConfigError",
     "ConnectorAuthError",
     "ConnectorError",
     "ConnectorNotFoundError",
+    "ConnectorRedirectError",
     "ConnectorRetriesExhaustedError",
     "EventDecodeError",
     "InvalidPayloadError",
     "MissingDependencyError",
     "SessionLookupError",
     "SummarizerError",
+    "SummarizerTimeoutError",
 ]
 
 
@@ -73,15 +85,33 @@ class SessionLookupError(AutoplayError):
 
 
 class AmbiguousSessionError(SessionLookupError, LookupError):
-    """``product_id`` was omitted and the session id exists under several products."""
+    """``product_id`` was omitted and the session id exists under several products.
+
+    The message gives the number of products, never their ids (they belong to
+    other tenants); ``product_ids`` holds them, sorted, for the owning program.
+    """
 
     def __init__(self, session_id: str, product_ids: list[str]) -> None:
-        products = ", ".join(sorted(product_ids))
         super().__init__(
-            f"session {session_id!r} exists under several products ({products}); "
+            f"session {session_id!r} exists under {len(product_ids)} products; "
             "pass product_id= to choose one"
         )
         self.session_id = session_id
+        self.product_ids = sorted(product_ids)
+
+
+class AmbiguousUserError(SessionLookupError, LookupError):
+    """``product_id`` was omitted and the user id has sessions under several products.
+
+    Same disclosure rule as :class:`AmbiguousSessionError`.
+    """
+
+    def __init__(self, user_id: str, product_ids: list[str]) -> None:
+        super().__init__(
+            f"user {user_id!r} has sessions under {len(product_ids)} products; "
+            "pass product_id= to choose one"
+        )
+        self.user_id = user_id
         self.product_ids = sorted(product_ids)
 
 
@@ -105,6 +135,17 @@ class ConnectorNotFoundError(ConnectorError):
         self.status_code = status_code
 
 
+class ConnectorRedirectError(ConnectorError):
+    """The connector answered 3xx: the stream URL moved. Never followed (the bearer
+    token must not travel to another address) and never retried; ``location`` is the
+    target without user info or query string."""
+
+    def __init__(self, message: str, *, status_code: int, location: str | None = None) -> None:
+        super().__init__(message)
+        self.status_code = status_code
+        self.location = location
+
+
 class ConnectorRetriesExhaustedError(ConnectorError):
     """``max_retries`` consecutive connection attempts failed."""
 
@@ -117,8 +158,19 @@ class BackendUnavailableError(BackendError):
     """The backend cannot be reached or did not answer in time."""
 
 
+class BackendAuthError(BackendError):
+    """The backend refused the credentials (wrong password, unknown user, no permission).
+
+    A configuration error, not an outage: raised at once, never buffered or retried.
+    """
+
+
 class SummarizerError(AutoplayError):
     """The summarizer's LLM call failed, returned nothing usable, or timed out."""
+
+
+class SummarizerTimeoutError(SummarizerError):
+    """One LLM call took longer than the summarizer's ``timeout``."""
 
 
 class MissingDependencyError(AutoplayError, ImportError):

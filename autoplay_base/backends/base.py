@@ -8,10 +8,31 @@ from memory; the Redis backend drives a sync and an async client.
 
 Filtering (lookback, ``since``, ``max_actions``) happens inside :meth:`read`, so a
 remote backend can answer a read in one round trip.
+
+The contract every backend meets (``tests/autoplay_base/test_backend_contract.py``
+checks it against each one, sync and async):
+
+* **Dedupe.** A write with an ``event_id`` is a duplicate, skipped and counted,
+  when the same ``(product_id, event_id)`` was stored before *with the same
+  content* (:func:`content_digest` of its lines, or of its summary and
+  ``replaces``). The same id with other content is a reused id (a connector that
+  restarted its ids): stored. The window remembers the newest ``dedupe_window``
+  ids per product by ``sent_at`` (the connector's ``forwarded_at``; arrival time
+  when absent): an id older than all of them is stored but not remembered, so a
+  long replay costs only its part outside the window. A write that fails (an
+  error, an outage in strict mode) never marks its id as seen.
+* **Summaries.** ``replaces`` is any integer ``>= 0``; it drops
+  ``min(replaces, pending)`` actions, so a summary for a session with fewer
+  pending actions (a client started mid-session, after a reset, an eviction or
+  an expiry) is stored, never an error.
+* **Users.** The user index is scoped by product like everything else:
+  ``(product_id, user_id)`` names one user; :meth:`Backend.user_products` lists
+  the products a user id has sessions under.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol, runtime_checkable
@@ -27,6 +48,7 @@ __all__ = [
     "SessionView",
     "UserSessionRef",
     "check_bounds",
+    "content_digest",
 ]
 
 
@@ -45,6 +67,16 @@ class ActionsWrite(NamedTuple):
     at: float
     event_id: str | None = None
     user_id: str | None = None
+    sent_at: float | None = None
+
+
+def content_digest(parts: Sequence[str]) -> str:
+    """A short digest of a write's content, the same in every process (dedupe).
+
+    Two writes with one event id are duplicates only if their digests match.
+    """
+    data = "\n".join(parts).encode("utf-8", "surrogatepass")
+    return format(zlib.crc32(data), "08x")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,11 +155,13 @@ class Backend(Protocol):
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Append cleaned action lines to a session (trimmed to the per-session cap).
 
         Lines are single lines: the store cleans them, so they never hold a newline
         (a backend may pack several lines into one string on that basis).
+        ``sent_at`` is the connector's ``forwarded_at`` (dedupe order, see above).
         """
         ...
 
@@ -139,6 +173,7 @@ class Backend(Protocol):
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions`."""
         ...
@@ -159,8 +194,9 @@ class Backend(Protocol):
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
-        """Set the summary and drop the ``replaces`` oldest pending actions, atomically."""
+        """Set the summary and drop the ``min(replaces, pending)`` oldest actions, atomically."""
         ...
 
     async def aapply_summary(
@@ -171,6 +207,7 @@ class Backend(Protocol):
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`apply_summary`."""
         ...
@@ -210,19 +247,29 @@ class Backend(Protocol):
         ...
 
     # -- users --------------------------------------------------------------------
-    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
-        """A user's most recent sessions, newest first (indexed by :meth:`append_actions`)."""
+    def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
+        """One product's user's most recent sessions, newest first (from :meth:`append_actions`)."""
         ...
 
-    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+    async def auser_sessions(
+        self, user_id: str, *, product_id: str, limit: int
+    ) -> list[UserSessionRef]:
         """Async twin of :meth:`user_sessions`."""
         ...
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop a user's session index."""
+    def user_products(self, user_id: str) -> list[str]:
+        """Product ids (sorted) under which ``user_id`` has indexed sessions."""
         ...
 
-    async def aforget_user(self, user_id: str) -> None:
+    async def auser_products(self, user_id: str) -> list[str]:
+        """Async twin of :meth:`user_products`."""
+        ...
+
+    def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
+        """Drop a user's session index (under every product when ``product_id`` is None)."""
+        ...
+
+    async def aforget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Async twin of :meth:`forget_user`."""
         ...
 
