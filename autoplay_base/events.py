@@ -10,6 +10,17 @@ Unknown JSON fields are ignored so that a connector adding a field never breaks 
 client. Each payload also carries
 the SSE ``event_id`` of the frame it came in (``None`` when built by hand); it is
 not part of the payload's JSON (``model_dump`` leaves it out).
+
+Ids must be encodable text: an id field (``product_id``, ``session_id``,
+``user_id``, ``email``, ``conversation_id``, and an unmodelled event's ``type``)
+holding a lone surrogate makes the event invalid (``EventDecodeError(reason=
+"invalid")`` naming the field), because it could never be written to Redis, a
+log or a UTF-8 prompt. JSON bytes cannot carry one: pydantic-core rejects a lone
+``\\ud800`` escape as invalid JSON (``reason="not_json"``), so the check runs
+only on the Python path (:func:`decode_object`, a webhook body from
+``json.loads``, and models built by hand), and decoding a frame costs nothing
+more. Text fields may hold anything: :mod:`autoplay_base.formatting` cleans them
+wherever they are shown, and every ``to_text()`` is laid out there.
 """
 
 from __future__ import annotations
@@ -22,12 +33,15 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    GetPydanticSchema,
     TypeAdapter,
     ValidationError,
     computed_field,
 )
 from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_core import core_schema
 
+from autoplay_base import formatting
 from autoplay_base.errors import EventDecodeError
 
 __all__ = [
@@ -50,6 +64,43 @@ DEFAULT_MAX_EVENT_BYTES = 256 * 1024
 # keys are interned: caching every string value (descriptions are unique) costs
 # more than it saves, about 0.2 µs a frame.
 _CONFIG = ConfigDict(extra="ignore", cache_strings="keys")
+
+
+_LONE_SURROGATE = "contains a lone surrogate (not encodable as UTF-8)"
+
+
+def _has_lone_surrogate(value: str) -> bool:
+    # ASCII (nearly every id) is answered by one C-level scan; a Python ``str``
+    # fails to encode exactly when it holds a surrogate, and all of those are lone.
+    if value.isascii():
+        return False
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _encodable_id(value: str) -> str:
+    if _has_lone_surrogate(value):
+        raise ValueError(_LONE_SURROGATE)
+    return value
+
+
+_Id = Annotated[
+    str,
+    GetPydanticSchema(
+        # From JSON a plain string schema (no Python call per field: JSON bytes cannot
+        # hold a lone surrogate); from Python objects the string plus the check.
+        lambda _source, _handler: core_schema.json_or_python_schema(
+            json_schema=core_schema.str_schema(),
+            python_schema=core_schema.no_info_after_validator_function(
+                _encodable_id, core_schema.str_schema()
+            ),
+        )
+    ),
+]
+"""An id field: a string that encodes as UTF-8 (see the module docstring)."""
 
 
 class _Frozen(BaseModel):
@@ -75,9 +126,11 @@ class SlimAction:
     raw_url: str | None = None
 
     def to_text(self) -> str:
-        """``<description> — <canonical_url>`` (the title stands in for an empty description)."""
-        what = self.description or self.title
-        return f"{what} — {self.canonical_url}" if self.canonical_url else what
+        """``<description> — <canonical_url>``, cleaned (the title stands in for no description).
+
+        One line, laid out by :func:`autoplay_base.formatting.action_line`.
+        """
+        return formatting.display_line(formatting.action_line(self))
 
 
 class ActionsPayload(_Frozen):
@@ -88,13 +141,13 @@ class ActionsPayload(_Frozen):
     """
 
     type: Literal["actions"] = "actions"
-    product_id: str
-    session_id: str | None = None
-    user_id: str | None = None
-    email: str | None = None
+    product_id: _Id
+    session_id: _Id | None = None
+    user_id: _Id | None = None
+    email: _Id | None = None
     actions: tuple[SlimAction, ...]
     forwarded_at: float
-    conversation_id: str | None = None
+    conversation_id: _Id | None = None
     event_id: str | None = Field(default=None, exclude=True)
 
     @computed_field  # type: ignore[prop-decorator]
@@ -106,39 +159,36 @@ class ActionsPayload(_Frozen):
     def to_text(self) -> str:
         """Embedding-ready text: a header line, then one numbered line per action.
 
-        Example::
+        Every part is cleaned, so the text has exactly ``1 + count`` lines (laid out
+        by :func:`autoplay_base.formatting.format_actions_payload`)::
 
             Session ps_abc123 — 2 actions
             1. Viewed the Dashboard page — https://app.example.com/dashboard
             2. Clicked Export CSV button — https://app.example.com/dashboard
         """
-        n = len(self.actions)
-        header = f"Session {self.session_id or 'unknown'} — {n} action{'' if n == 1 else 's'}"
-        lines = [header]
-        lines.extend(f"{i}. {action.to_text()}" for i, action in enumerate(self.actions, 1))
-        return "\n".join(lines)
+        return formatting.format_actions_payload(self)
 
 
 class SummaryPayload(_Frozen):
     """A prose summary of a session; it replaces the ``replaces`` oldest pending actions."""
 
     type: Literal["summary"] = "summary"
-    product_id: str
-    session_id: str | None = None
+    product_id: _Id
+    session_id: _Id | None = None
     summary: str
     replaces: int = Field(default=0, ge=0)
     forwarded_at: float
     event_id: str | None = Field(default=None, exclude=True)
 
     def to_text(self) -> str:
-        """The summary itself."""
-        return self.summary
+        """The summary, cleaned to one line (as the store keeps it)."""
+        return formatting.clean_text(self.summary, formatting.MAX_SUMMARY_CHARS)
 
 
 class UnknownEvent(_Frozen):
     """An event of a type this package does not model; ``data`` is the raw JSON object."""
 
-    type: str
+    type: _Id
     data: dict[str, Any]
     event_id: str | None = None
 
@@ -155,8 +205,8 @@ class UnknownEvent(_Frozen):
         return value if isinstance(value, str) else None
 
     def to_text(self) -> str:
-        """The raw object as compact JSON."""
-        return json.dumps(self.data, separators=(",", ":"), sort_keys=True)
+        """The raw object as compact JSON, one line of printable ASCII."""
+        return formatting.format_raw_event(self.data)
 
 
 AnyPayload: TypeAlias = ActionsPayload | SummaryPayload
@@ -275,5 +325,9 @@ def _unknown_event(raw: dict[str, Any], event_id: str | None) -> UnknownEvent:
     if not isinstance(kind, str):
         raise EventDecodeError(
             "invalid event: type: must be a string", reason="invalid", event_id=event_id
+        )
+    if _has_lone_surrogate(kind):
+        raise EventDecodeError(
+            f"invalid event: type: {_LONE_SURROGATE}", reason="invalid", event_id=event_id
         )
     return UnknownEvent(type=kind, data=raw, event_id=event_id)

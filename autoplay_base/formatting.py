@@ -1,7 +1,48 @@
 """The text that reaches a prompt, in one place.
 
-Two jobs: make untrusted text safe to embed (:func:`clean_text`, :func:`action_line`)
-and lay out the context blocks (:func:`format_context`, :func:`format_enriched`).
+Two jobs: make untrusted text safe to embed (:func:`clean_text`, :func:`clean_id`,
+:func:`action_line`) and lay out every text built from connector data (the context
+blocks, :func:`format_context` and :func:`format_enriched`; the events' own
+``to_text()``, :func:`format_actions_payload`; the user index's headers,
+:func:`format_user_activity`). :mod:`autoplay_base.events` lays out no text itself:
+its ``to_text()`` methods call these functions.
+
+Cleaning rules (:func:`clean_text`, the one cleaning function; everything an adapter
+shows to a prompt or an embedding goes through it):
+
+* **Lines.** Every kind of whitespace, including ``\n``, ``\r``, form feed, NEL
+  (U+0085) and the Unicode line and paragraph separators (U+2028, U+2029), is
+  folded with its neighbours into one ASCII space, and the ends are stripped: a
+  cleaned text is always one line, so untrusted text can never forge a numbered
+  line or a ``[Query]`` header.
+* **Controls.** The other C0 and C1 control characters are removed (including the
+  ``FIELD_SEPARATOR`` used inside stored lines, so it can never be forged).
+* **Lone surrogates** (``"\ud800"`` is valid in ``json.loads`` of a webhook body)
+  become U+FFFD, so a cleaned text always encodes as UTF-8.
+* **Invisible format characters** (Unicode category ``Cf``) are removed: the
+  bidirectional embeddings, overrides and isolates (U+202A-U+202E,
+  U+2066-U+2069) and marks (U+200E, U+200F, U+061C), which make a URL read one
+  way and be another; the zero-width space and non-joiner, the word joiner, the
+  invisible operators and the BOM (U+200B, U+200C, U+2060-U+2064, U+FEFF); the
+  soft hyphen; and the tag characters (U+E0000-U+E007F), which LLMs read but
+  people do not see ("ASCII smuggling"). The cost: the subdivision flags built
+  from tags (England, Scotland, Wales) show as a plain black flag.
+* **The zero-width joiner** (U+200D) is kept only between two non-ASCII
+  characters: there it glues emoji sequences (👩‍💻) and shapes Indic and Arabic
+  letters, and it can neither reorder text nor hide a character. Next to ASCII,
+  or at either end, it is removed, so it cannot split an ASCII word or URL into
+  two look-alike strings (``pay\u200dpal``).
+* **Length.** A cleaned text longer than its cap is cut and ends with ``…``.
+
+Not handled (printable to Python, so they stay on the one-scan fast path):
+variation selectors and invisible letters such as the Hangul filler (U+3164).
+
+Most text needs none of this: when it is ``str.isprintable()`` (False for every
+character above but the ASCII space) and has no double space, cleaning costs one
+scan, for ASCII and non-ASCII text alike.
+
+Ids the adapters emit (document and node ids) are built by :func:`compose_id`,
+which escapes each part so that no two distinct tuples of parts share an id.
 
 Stored lines are compact: an action is kept as ``description`` + ``FIELD_SEPARATOR``
 + ``url`` (ASCII control characters that :func:`clean_text` removes from untrusted
@@ -28,24 +69,37 @@ the query, or returns the query unchanged when there is no context.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import re
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from autoplay_base.events import SlimAction
+if TYPE_CHECKING:
+    # Only for annotations: ``events`` imports this module to lay out its text, so
+    # importing it here at run time would make an import circle.
+    from autoplay_base.events import ActionsPayload, SlimAction
 
 __all__ = [
     "BATCH_SEPARATOR",
     "CONTEXT_HEADER",
     "FIELD_SEPARATOR",
     "MAX_FIELD_CHARS",
+    "MAX_ID_CHARS",
     "MAX_SUMMARY_CHARS",
     "QUERY_HEADER",
     "action_line",
     "action_lines",
+    "clean_id",
+    "clean_metadata",
     "clean_text",
+    "compose_id",
     "display_line",
+    "escape_id_part",
+    "format_actions_payload",
     "format_context",
     "format_context_block",
     "format_enriched",
+    "format_raw_event",
     "format_user_activity",
     "number_lines",
 ]
@@ -68,23 +122,126 @@ _DASH = " — "
 # "1. ", "\n2. ", "\n3. ", ...: each number carries the newline that ends the line before.
 _NUMBERS = ["1. ", *(f"\n{n}. " for n in range(2, 257))]
 
-# C0 and C1 control characters other than whitespace become nothing; whitespace
-# (including newlines and the Unicode line separators) is folded to single spaces
-# by ``split``, so untrusted text can never start a new line inside the block.
-_DROP_CONTROLS = {
-    c: None for c in (*range(0x00, 0x20), *range(0x7F, 0xA0)) if chr(c) not in "\t\n\r\x0b\x0c"
+MAX_ID_CHARS = 256
+"""Cap on an id (session, product, user, event type) once cleaned for display."""
+
+# What ``str.translate`` does to untrusted text before whitespace is folded:
+# * C0 and C1 controls other than whitespace become nothing; whitespace (newlines,
+#   NEL, the Unicode line separators) is left for ``split`` to fold into single
+#   spaces, so untrusted text can never start a new line inside the block;
+# * every format character (category Cf, as of Unicode 15) but the zero-width
+#   joiner becomes nothing (the rules are in the module docstring);
+# * surrogates become U+FFFD: in a ``str`` every surrogate is a lone one (a valid
+#   pair is decoded into one code point), and none of them can be encoded.
+_WHITESPACE_CONTROLS = "\t\n\r\x0b\x0c\x85"
+_ZWJ = "\u200d"
+_FORMAT_RANGES = (
+    (0x00AD, 0x00AD),
+    (0x0600, 0x0605),
+    (0x061C, 0x061C),
+    (0x06DD, 0x06DD),
+    (0x070F, 0x070F),
+    (0x0890, 0x0891),
+    (0x08E2, 0x08E2),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x2064),
+    (0x2066, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD),
+    (0x110CD, 0x110CD),
+    (0x13430, 0x1343F),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001),
+    (0xE0020, 0xE007F),
+)
+_REPLACEMENT = "\ufffd"
+_CLEAN_TABLE: dict[int, str | None] = {
+    **{
+        c: None
+        for c in (*range(0x00, 0x20), *range(0x7F, 0xA0))
+        if chr(c) not in _WHITESPACE_CONTROLS
+    },
+    **{c: None for low, high in _FORMAT_RANGES for c in range(low, high + 1) if chr(c) != _ZWJ},
+    **dict.fromkeys(range(0xD800, 0xE000), _REPLACEMENT),
 }
+# A joiner with ASCII (or nothing) on either side glues nothing a person can see.
+_STRAY_ZWJ = re.compile("(?<![^\x00-\x7f])\u200d|\u200d(?![^\x00-\x7f])")
 _ELLIPSIS = "…"
 
 
 def clean_text(text: str, max_chars: int) -> str:
-    """Strip control characters, fold whitespace to single spaces, cap at ``max_chars``."""
+    """Untrusted text made safe to embed: one line, visible characters, at most ``max_chars``.
+
+    Whitespace (line breaks included) is folded to single spaces, controls and
+    invisible format characters removed, lone surrogates replaced by U+FFFD and
+    the result capped with ``…`` (the rules are in the module docstring). The
+    result always encodes as UTF-8 and never contains a line break.
+    """
+    # The common case costs one scan: ``isprintable`` is False for every character
+    # the slow path would change (controls, format characters, surrogates and all
+    # whitespace but the ASCII space), and double or edge spaces are all that is left.
     if text.isprintable() and "  " not in text and len(text) <= max_chars:
-        return text.strip()  # the common case costs one scan
-    cleaned = " ".join(text.translate(_DROP_CONTROLS).split())
+        return text.strip()
+    cleaned = " ".join(text.translate(_CLEAN_TABLE).split())
+    if _ZWJ in cleaned:
+        cleaned = _STRAY_ZWJ.sub("", cleaned)
     if len(cleaned) > max_chars:
-        cleaned = cleaned[: max_chars - 1].rstrip() + _ELLIPSIS
+        # A cut can leave a space or a joiner at the end: neither belongs before the ellipsis.
+        cleaned = cleaned[: max_chars - 1].rstrip(" " + _ZWJ) + _ELLIPSIS
     return cleaned
+
+
+def clean_id(value: str) -> str:
+    """An untrusted id (session, product, user, email, event type) as it may be shown.
+
+    :func:`clean_text` with the :data:`MAX_ID_CHARS` cap: what a header or shown
+    metadata carries. It is for display only; identity is kept by the raw value
+    (the store's keys) and by :func:`compose_id` (document ids).
+    """
+    return clean_text(value, MAX_ID_CHARS)
+
+
+def clean_metadata(
+    metadata: Mapping[str, Any], keys: Sequence[str] | None = None
+) -> dict[str, Any]:
+    """``metadata`` with the string values of ``keys`` (default: all) put through :func:`clean_id`.
+
+    For metadata a prompt or an embedding can see; other values are kept as they are.
+    """
+    return {
+        key: clean_id(value) if isinstance(value, str) and (keys is None or key in keys) else value
+        for key, value in metadata.items()
+    }
+
+
+def escape_id_part(value: str) -> str:
+    """One part of a composed id: ``%`` and ``:`` percent-encoded (the Redis layout's rule)."""
+    return value.replace("%", "%25").replace(":", "%3A")
+
+
+_EMPTY_PART = "%00"
+"""How :func:`compose_id` writes a part that is ``""``: escaping never produces it."""
+
+
+def compose_id(prefix: str, *parts: str | None) -> str:
+    """``prefix:part:part…`` with each part escaped (:func:`escape_id_part`); injective.
+
+    An escaped part contains no ``:``, so the parts can be read back by splitting;
+    ``%`` only starts ``%25`` or ``%3A`` in one. ``None`` (an unknown product) is
+    written as the empty part, as ids were before escaping, so the ids of ordinary
+    values are unchanged; an empty string is written ``%00``, which escaping never
+    produces. Two different tuples of parts therefore never give the same id,
+    whatever separators the ids contain. ``prefix`` is a constant of the caller
+    and is not escaped.
+    """
+    escaped = (
+        "" if part is None else (escape_id_part(part) if part else _EMPTY_PART) for part in parts
+    )
+    return ":".join((prefix, *escaped))
 
 
 def action_line(action: SlimAction) -> str:
@@ -100,7 +257,10 @@ def action_lines(actions: Sequence[SlimAction]) -> list[str]:
 
 
 def display_line(line: str) -> str:
-    """A stored line as people read it: ``<description> — <canonical_url>``."""
+    """A stored line as people read it: ``<description> — <canonical_url>``.
+
+    ``SlimAction.to_text()`` is ``display_line(action_line(action))``.
+    """
     return line.replace(FIELD_SEPARATOR, _DASH)
 
 
@@ -149,8 +309,38 @@ def format_enriched(context: str, query: str) -> str:
 
 
 def format_user_activity(blocks: Sequence[tuple[str, str, str]]) -> str:
-    """Join ``(session_id, product_id, context)`` blocks for ``UserSessionIndex``."""
+    """Join ``(session_id, product_id, context)`` blocks for ``UserSessionIndex``.
+
+    Each block is a ``Session <id> (<product>):`` header line, with both ids
+    cleaned (:func:`clean_id`), then the context (already formatted text).
+    """
     return "\n\n".join(
-        f"Session {session_id} ({product_id}):\n{context}"
+        f"Session {clean_id(session_id)} ({clean_id(product_id)}):\n{context}"
         for session_id, product_id, context in blocks
     )
+
+
+def format_actions_payload(payload: ActionsPayload) -> str:
+    """``ActionsPayload.to_text()``: a header line, then one numbered line per action.
+
+    Every part is cleaned, so the text has exactly ``1 + len(payload.actions)`` lines::
+
+        Session ps_abc123 — 2 actions
+        1. Viewed the Dashboard page — https://app.example.com/dashboard
+        2. Clicked Export CSV button — https://app.example.com/dashboard
+    """
+    n = len(payload.actions)
+    session = clean_id(payload.session_id) if payload.session_id is not None else ""
+    header = f"Session {session or 'unknown'} — {n} action{'' if n == 1 else 's'}"
+    return f"{header}\n{number_lines(action_lines(payload.actions))}" if n else header
+
+
+def format_raw_event(data: Mapping[str, Any]) -> str:
+    """An unmodelled event's raw object as compact, sorted JSON (``UnknownEvent.to_text()``).
+
+    Not passed through :func:`clean_text`: ``json.dumps`` escapes every control,
+    line break, surrogate and non-ASCII character (``ensure_ascii``), so the text
+    is one line of printable ASCII by construction, and cutting it would make it
+    invalid JSON.
+    """
+    return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=True)

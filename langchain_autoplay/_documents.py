@@ -2,6 +2,14 @@
 
 Nothing here does I/O or holds state: each adapter makes one store call and hands
 the result to one of these functions.
+
+Every text here is cleaned: ``page_content`` is store output or an event's
+``to_text()`` (both laid out and cleaned by :mod:`autoplay_base.formatting`), and
+every string metadata value passes through
+:func:`~autoplay_base.formatting.clean_metadata`, because LangChain has no way to
+hide a metadata key from a prompt (a ``document_prompt`` may show any of them).
+No document gets an id; the metadata ids (``session_id``, ``product_id``,
+``event_id``) are separate keys, never joined into one string.
 """
 
 from __future__ import annotations
@@ -12,7 +20,7 @@ from langchain_core.documents import Document
 
 from autoplay_base.backends.base import SessionView
 from autoplay_base.events import Event
-from autoplay_base.formatting import format_context
+from autoplay_base.formatting import clean_metadata, format_context
 from autoplay_base.sources import (
     LIVE_CONTEXT_SOURCE,
     SessionSnapshot,
@@ -36,12 +44,14 @@ def view_text(view: SessionView | None) -> str:
 
 
 def _metadata(session_id: str, product_id: str | None, **extra: Any) -> dict[str, Any]:
-    return {
-        "source": LIVE_CONTEXT_SOURCE,
-        "session_id": session_id,
-        "product_id": product_id,
-        **extra,
-    }
+    return clean_metadata(
+        {
+            "source": LIVE_CONTEXT_SOURCE,
+            "session_id": session_id,
+            "product_id": product_id,
+            **extra,
+        }
+    )
 
 
 def context_document(context: str, session_id: str, product_id: str | None) -> Document:
@@ -89,10 +99,10 @@ def session_documents(
 
 
 def event_document(event: Event) -> Document:
-    """One event as a document: its ``to_text()`` and its :func:`event_metadata`."""
-    return Document(page_content=event.to_text(), metadata=event_metadata(event))
+    """One event as a document: its ``to_text()`` and its :func:`event_metadata`, cleaned."""
+    return Document(page_content=event.to_text(), metadata=clean_metadata(event_metadata(event)))
 
 
 def snapshot_document(snapshot: SessionSnapshot) -> Document:
-    """One session's context as a document: the context body and its :func:`session_metadata`."""
-    return Document(page_content=snapshot.text, metadata=session_metadata(snapshot))
+    """One session's context as a document: the body and its :func:`session_metadata`, cleaned."""
+    return Document(page_content=snapshot.text, metadata=clean_metadata(session_metadata(snapshot)))

@@ -18,6 +18,15 @@ so on; only the best-ranked match counts. Pages are compared by URL path with
 the trailing slash removed (``https://app.example.com/settings/billing/`` and
 ``/settings/billing`` are the same page); hosts, queries and fragments are
 ignored because docs and app usually live on different hosts but mirror routes.
+
+Ids and shown metadata: every id built here comes from
+:func:`~autoplay_base.formatting.compose_id` (each part escaped), so two tenants
+can never share a document or node id, whatever ``:`` their ids contain, and a
+docstore upserting by id never overwrites one tenant with another. Metadata the
+LLM or the embedding sees (``session_id``, ``product_id``, ``type``, ...) is
+cleaned like any other untrusted text (one line, capped); metadata hidden from
+both (``user_id``, ``event_id``, times, and everything on the context node) keeps
+the exact values, for code that inspects ``source_nodes``.
 """
 
 from __future__ import annotations
@@ -30,7 +39,13 @@ from urllib.parse import urlsplit
 from llama_index.core.schema import Document, NodeWithScore, TextNode
 
 from autoplay_base.events import Event
-from autoplay_base.formatting import CONTEXT_HEADER, FIELD_SEPARATOR, format_context
+from autoplay_base.formatting import (
+    FIELD_SEPARATOR,
+    clean_metadata,
+    compose_id,
+    format_context,
+    format_context_block,
+)
 from autoplay_base.sources import (
     LIVE_CONTEXT_SOURCE,
     SessionSnapshot,
@@ -45,13 +60,35 @@ Position = Literal["first", "last"]
 
 _DISPLAY_SEPARATOR = " — "  # how a display line (``display_line``) shows FIELD_SEPARATOR
 CONTEXT_NODE_ID_PREFIX = "autoplay-live-context"
+EVENT_ID_PREFIX = "autoplay-event"
+SESSION_ID_PREFIX = "autoplay-session"
 _EVENT_HIDDEN_KEYS = ["user_id", "event_id", "forwarded_at"]  # ids and clocks only add noise
+_SESSION_HIDDEN_KEYS = ["last_activity_at"]
+
+
+def _shown(metadata: Mapping[str, Any], hidden: Sequence[str]) -> dict[str, Any]:
+    """``metadata`` with every value the LLM or the embedding sees cleaned."""
+    return clean_metadata(metadata, [key for key in metadata if key not in hidden])
+
+
+def context_node_id(product_id: str | None, session_id: str) -> str:
+    """The context node's id: ``autoplay-live-context:<product>:<session>``, parts escaped."""
+    return compose_id(CONTEXT_NODE_ID_PREFIX, product_id, session_id)
+
+
+def event_document_id(product_id: str | None, event_id: str) -> str:
+    """An event document's id: ``autoplay-event:<product>:<event_id>``, parts escaped."""
+    return compose_id(EVENT_ID_PREFIX, product_id, event_id)
+
+
+def session_document_id(product_id: str, session_id: str) -> str:
+    """A session document's id: ``autoplay-session:<product>:<session>``, parts escaped."""
+    return compose_id(SESSION_ID_PREFIX, product_id, session_id)
 
 
 def context_text(summary: str | None, actions: Sequence[str]) -> str:
     """``[Session context]`` and the context body, or ``""`` when there is nothing to say."""
-    body = format_context(summary, actions)
-    return f"{CONTEXT_HEADER}\n{body}" if body else ""
+    return format_context_block(format_context(summary, actions))
 
 
 def context_node(text: str, scope: SessionScope, *, score: float | None) -> NodeWithScore:
@@ -65,7 +102,7 @@ def context_node(text: str, scope: SessionScope, *, score: float | None) -> Node
     if scope.product_id is not None:
         metadata["product_id"] = scope.product_id
     node = TextNode(
-        id_=f"{CONTEXT_NODE_ID_PREFIX}:{scope.product_id or ''}:{scope.session_id}",
+        id_=context_node_id(scope.product_id, scope.session_id),
         text=text,
         metadata=metadata,
         excluded_embed_metadata_keys=list(metadata),
@@ -174,14 +211,15 @@ def insert_context(
 def event_document(event: Event) -> Document:
     """One event as a ``Document``: text ``event.to_text()``, metadata from ``event_metadata``.
 
-    The id is derived from ``(product_id, event_id)`` when the event has one, so
-    re-reading a recording or stream replays into an ``IngestionPipeline``'s
-    docstore as the same documents instead of new ones.
+    The id is derived from ``(product_id, event_id)`` when the event has one
+    (:func:`event_document_id`), so re-reading a recording or stream replays into
+    an ``IngestionPipeline``'s docstore as the same documents instead of new ones.
+    The metadata the LLM and the embedding see is cleaned (see the module docstring).
     """
-    metadata = event_metadata(event)
+    metadata = _shown(event_metadata(event), _EVENT_HIDDEN_KEYS)
     extra: dict[str, Any] = {}
     if event.event_id:
-        extra["id_"] = f"autoplay-event:{event.product_id or ''}:{event.event_id}"
+        extra["id_"] = event_document_id(event.product_id, event.event_id)
     return Document(
         text=event.to_text(),
         metadata=metadata,
@@ -192,11 +230,14 @@ def event_document(event: Event) -> Document:
 
 
 def snapshot_document(snapshot: SessionSnapshot) -> Document:
-    """One session's current context as a ``Document`` (one per session, stable id)."""
+    """One session's current context as a ``Document`` (one per session, stable id).
+
+    The id is :func:`session_document_id`; the shown metadata is cleaned.
+    """
     return Document(
-        id_=f"autoplay-session:{snapshot.key.product_id}:{snapshot.key.session_id}",
+        id_=session_document_id(snapshot.key.product_id, snapshot.key.session_id),
         text=snapshot.text,
-        metadata=session_metadata(snapshot),
-        excluded_embed_metadata_keys=["last_activity_at"],
-        excluded_llm_metadata_keys=["last_activity_at"],
+        metadata=_shown(session_metadata(snapshot), _SESSION_HIDDEN_KEYS),
+        excluded_embed_metadata_keys=list(_SESSION_HIDDEN_KEYS),
+        excluded_llm_metadata_keys=list(_SESSION_HIDDEN_KEYS),
     )
