@@ -168,8 +168,9 @@ _CLEAN_TABLE: dict[int, str | None] = {
     **{c: None for low, high in _FORMAT_RANGES for c in range(low, high + 1) if chr(c) != _ZWJ},
     **dict.fromkeys(range(0xD800, 0xE000), _REPLACEMENT),
 }
-# A joiner with ASCII (or nothing) on either side glues nothing a person can see.
-_STRAY_ZWJ = re.compile("(?<![^\x00-\x7f])\u200d|\u200d(?![^\x00-\x7f])")
+# A run of joiners with ASCII (or nothing) on either side glues nothing a person
+# can see; the whole run goes, so no joiner is ever left beside an ASCII character.
+_STRAY_ZWJ = re.compile("(?<![^\x00-\x7f])\u200d+|\u200d+(?![^\x00-\x7f])")
 _ELLIPSIS = "…"
 
 
