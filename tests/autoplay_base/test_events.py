@@ -205,3 +205,82 @@ def test_decode_object_validates_a_parsed_object() -> None:
     assert info.value.reason == "not_object"
     with pytest.raises(EventDecodeError, match="invalid event: summary: Field required"):
         decode_object({"type": "summary", "product_id": "p", "forwarded_at": 1})
+
+
+# -- lone surrogates: ids must be encodable text ---------------------------------------
+ID_FIELDS = {
+    "actions": ("product_id", "session_id", "user_id", "email", "conversation_id"),
+    "summary": ("product_id", "session_id"),
+}
+SEEDS = {"actions": SEED_ACTIONS, "summary": SEED_SUMMARY}
+ID_CASES = [(kind, field) for kind, fields in ID_FIELDS.items() for field in fields]
+
+
+@pytest.mark.parametrize(("kind", "field"), ID_CASES)
+@pytest.mark.parametrize("surrogate", ["\ud800", "\udfff", "ok\udc80"])
+def test_a_lone_surrogate_in_an_id_makes_a_parsed_object_invalid(
+    kind: str, field: str, surrogate: str
+) -> None:
+    from autoplay_base import decode_object
+
+    # What json.loads makes of a webhook body holding "\ud800": a str with a lone surrogate.
+    body = json.loads(json.dumps(dict(SEEDS[kind], **{field: surrogate})))
+    assert body[field] == surrogate
+    with pytest.raises(EventDecodeError) as info:
+        decode_object(body, event_id="7")
+    assert info.value.reason == "invalid"
+    assert info.value.event_id == "7"
+    assert str(info.value) == (
+        f"invalid event: {field}: Value error, contains a lone surrogate (not encodable as UTF-8)"
+    )
+    str(info.value).encode("utf-8")  # the message never echoes the value
+
+
+def test_a_lone_surrogate_in_an_unknown_events_type_makes_it_invalid() -> None:
+    from autoplay_base import decode_object
+
+    with pytest.raises(EventDecodeError) as info:
+        decode_object({"type": "tour\ud800", "x": 1})
+    assert info.value.reason == "invalid"
+    assert str(info.value) == (
+        "invalid event: type: contains a lone surrogate (not encodable as UTF-8)"
+    )
+    with pytest.raises(pydantic.ValidationError):
+        UnknownEvent(type="\udc00", data={})
+
+
+@pytest.mark.parametrize(("kind", "field"), ID_CASES)
+def test_models_built_by_hand_reject_a_lone_surrogate_in_an_id(kind: str, field: str) -> None:
+    model = ActionsPayload if kind == "actions" else SummaryPayload
+    fields = dict(SEEDS[kind], **{field: "x\ud800"})
+    with pytest.raises(pydantic.ValidationError) as info:
+        model.model_validate(fields)
+    assert [e["loc"] for e in info.value.errors()] == [(field,)]
+    # Non-ASCII ids that encode are fine, from Python and from JSON alike.
+    fine = dict(SEEDS[kind], **{field: "sesión-漢字-😀"})
+    assert getattr(model.model_validate(fine), field) == "sesión-漢字-😀"
+    assert getattr(decode_event(json.dumps(fine).encode()), field) == "sesión-漢字-😀"
+
+
+@pytest.mark.parametrize("escape", ["\\ud800", "\\udfff", "\\ud83d", "\\ude00x"])
+@pytest.mark.parametrize("field", ["product_id", "session_id", "summary"])
+def test_json_bytes_cannot_carry_a_lone_surrogate(escape: str, field: str) -> None:
+    # Why decode_event needs no id check: pydantic-core rejects a lone surrogate
+    # escape anywhere in a JSON document, text fields included, as invalid JSON.
+    frame = json.dumps(dict(SEED_SUMMARY, **{field: "X"})).replace('"X"', f'"{escape}"')
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(frame.encode(), event_id="8")
+    assert info.value.reason == "not_json"
+    assert "surrogate" in str(info.value) or "hex escape" in str(info.value)
+    # A valid pair is one code point.
+    pair = frame.replace(escape, "\\ud83d\\ude00")
+    assert getattr(decode_event(pair.encode()), field) == "😀"
+
+
+def test_a_str_frame_with_a_raw_lone_surrogate_is_invalid() -> None:
+    # A frame handed over as str (not bytes) that holds the surrogate itself.
+    frame = json.dumps(dict(SEED_SUMMARY, session_id="\ud800"), ensure_ascii=False)
+    assert "\ud800" in frame
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(frame)
+    assert info.value.reason == "invalid"
