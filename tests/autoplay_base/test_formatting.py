@@ -40,3 +40,83 @@ def test_action_lines_batch_matches_one_by_one() -> None:
     for batch in (clean, dirty, long, []):
         assert action_lines(batch) == [action_line(a) for a in batch]
     assert action_lines(clean) == ["Opened billing\x1f/billing", "Only title", "padded\x1f/x"]
+
+
+def test_compose_id_escapes_each_part_and_tells_none_from_empty() -> None:
+    from autoplay_base.formatting import compose_id, escape_id_part
+
+    assert compose_id("doc", "acme", "ps_1") == "doc:acme:ps_1"
+    assert compose_id("doc", "a:b", "c") == "doc:a%3Ab:c"
+    assert compose_id("doc", "a", "b:c") == "doc:a:b%3Ac"
+    assert compose_id("doc", "100%", "x") == "doc:100%25:x"
+    assert compose_id("doc", None, "x") == "doc::x"
+    assert compose_id("doc", "", "x") == "doc:%00:x"
+    assert compose_id("doc", "%00", "x") == "doc:%2500:x"
+    assert escape_id_part("%3A:") == "%253A%3A"
+
+
+def test_clean_metadata_cleans_only_the_named_string_values() -> None:
+    from autoplay_base.formatting import clean_metadata
+
+    metadata = {"session_id": "s\n1", "user_id": "u\n1", "at": 1.5, "none": None}
+    assert clean_metadata(metadata) == {
+        "session_id": "s 1",
+        "user_id": "u 1",
+        "at": 1.5,
+        "none": None,
+    }
+    assert clean_metadata(metadata, ["session_id"]) == {
+        "session_id": "s 1",
+        "user_id": "u\n1",
+        "at": 1.5,
+        "none": None,
+    }
+
+
+def test_format_raw_event_is_one_ascii_line() -> None:
+    from autoplay_base.formatting import format_raw_event
+
+    text = format_raw_event({"z": "a\nb\u2028\ud800é", "a": 1})
+    assert text == '{"a":1,"z":"a\\nb\\u2028\\ud800\\u00e9"}'
+    assert text.isascii() and text.isprintable()
+
+
+def test_formatting_imports_without_the_events_module() -> None:
+    # events.py imports formatting to lay out its text: the reverse import must not
+    # happen at run time, or the two modules would form an import circle.
+    import subprocess
+    import sys
+
+    from autoplay_base import formatting
+
+    script = f"""
+import importlib.abc, importlib.util, sys
+
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "autoplay_base.events" or name == "autoplay_base":
+            raise ImportError("formatting must not import " + name)
+        return None
+
+sys.meta_path.insert(0, Refuse())
+spec = importlib.util.spec_from_file_location("formatting_alone", {formatting.__file__!r})
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+print(module.clean_text("a\\nb", 10))
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "a b\n", "")
+
+
+def test_slim_action_text_is_the_display_of_its_stored_line() -> None:
+    from autoplay_base import SlimAction
+    from autoplay_base.formatting import action_line, display_line
+
+    for action in (
+        SlimAction(title="T", description="Opened\nbilling", canonical_url="/b\u202e"),
+        SlimAction(title="Only\ttitle", description="", canonical_url=""),
+    ):
+        assert action.to_text() == display_line(action_line(action))
+    assert SlimAction(title="T", description="a\nb", canonical_url="/x").to_text() == "a b — /x"

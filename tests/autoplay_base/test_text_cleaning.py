@@ -22,7 +22,6 @@ from autoplay_base import (
     UnknownEvent,
     UserSessionIndex,
 )
-from autoplay_base.backends.base import Backend
 from autoplay_base.backends.redis import RedisBackend
 from autoplay_base.events import decode_object
 from autoplay_base.formatting import (
@@ -151,7 +150,7 @@ def _check(text: str, lines: int) -> None:
 
 
 @pytest.fixture(params=["memory", "redis"])
-def backend(request: pytest.FixtureRequest) -> Backend | None:
+def backend(request: pytest.FixtureRequest) -> RedisBackend | None:
     if request.param == "memory":
         return None  # the store's default
     make: MakeBackend = request.getfixturevalue("make_redis_backend")
@@ -160,7 +159,7 @@ def backend(request: pytest.FixtureRequest) -> Backend | None:
 
 @pytest.mark.parametrize("raw,expected", list(HOSTILE.values()), ids=list(HOSTILE))
 def test_enrich_and_get_keep_every_field_on_its_line(
-    backend: Backend | None, raw: str, expected: str
+    backend: RedisBackend | None, raw: str, expected: str
 ) -> None:
     # The Redis backend raised a bare UnicodeEncodeError from add() on a lone surrogate.
     store = ContextStore(backend=backend, clock=FakeClock())

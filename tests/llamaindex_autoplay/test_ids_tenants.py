@@ -119,7 +119,7 @@ def test_a_docstore_keeps_both_tenants() -> None:
         )
     docstore = SimpleDocumentStore()
     docstore.add_documents(AutoplayReader(store=store).load_data())
-    texts = sorted(doc.text for doc in docstore.docs.values())
+    texts = sorted(doc.get_content() for doc in docstore.docs.values())
     assert texts == ["Recent activity:\n1. a:b|c", "Recent activity:\n1. a|b:c"]
 
 
@@ -262,11 +262,15 @@ async def test_the_memory_block_content_is_clean() -> None:
     _check(content, 5)
 
 
+def _unescape(value: str) -> str:
+    return value.replace("%3A", ":").replace("%25", "%")
+
+
 def test_every_built_id_round_trips_to_its_parts() -> None:
     # The parts can be read back: split on ":", undo the escaping (as the Redis layout does).
+    unescape = _unescape
     for product, session in itertools.product(["a:b", "%", "", "x%3Ay"], ["c", ":", "%25"]):
         prefix, p, s = session_id_of(product, session).split(":")
-        unescape = lambda v: v.replace("%3A", ":").replace("%25", "%")  # noqa: E731
         assert (prefix, unescape(p) if p != "%00" else "", unescape(s)) == (
             "autoplay-session",
             product,
