@@ -18,6 +18,11 @@ stream the events are first gathered in a private in-memory store, so a summary
 replaces the actions it covers exactly as it does live (and the documents come
 once the source is exhausted).
 
+Connector text is untrusted: ``page_content`` is laid out and cleaned by
+:mod:`autoplay_base.formatting` (each field stays on its line), and every string
+metadata value is cleaned the same way, since a ``document_prompt`` may show it.
+Documents carry no ``id``; the ids in the metadata are separate keys.
+
 Event types this package does not model (``usertour_trigger``, …) are skipped
 unless ``include_unknown=True``; skips are counted in :attr:`AutoplayLoader.skipped`
 and logged. A live window needs ``max_events`` or ``timeout``.

@@ -14,7 +14,10 @@ Event documents carry ``text = event.to_text()`` and the metadata
 times are hidden from embeddings and the LLM). Their ids derive from
 ``(product_id, event_id)``, so loading the same window again into an
 ``IngestionPipeline`` with a docstore updates documents instead of duplicating
-them. The output feeds ``VectorStoreIndex.from_documents`` directly::
+them; each part is escaped (``autoplay-event:a%3Ab:7``), so two tenants never
+share an id. Everything the LLM or the embedding sees, text and shown metadata,
+is cleaned untrusted text: one line per field, no controls or invisible
+characters (:mod:`autoplay_base.formatting`). The output feeds ``VectorStoreIndex.from_documents`` directly::
 
     reader = AutoplayReader(url=STREAM_URL, token=TOKEN, max_events=100, timeout=30)
     index = VectorStoreIndex.from_documents(reader.load_data())
