@@ -17,7 +17,8 @@ times are hidden from embeddings and the LLM). Their ids derive from
 them; each part is escaped (``autoplay-event:a%3Ab:7``), so two tenants never
 share an id. Everything the LLM or the embedding sees, text and shown metadata,
 is cleaned untrusted text: one line per field, no controls or invisible
-characters (:mod:`autoplay_base.formatting`). The output feeds ``VectorStoreIndex.from_documents`` directly::
+characters (:mod:`autoplay_base.formatting`). The output feeds
+``VectorStoreIndex.from_documents`` directly::
 
     reader = AutoplayReader(url=STREAM_URL, token=TOKEN, max_events=100, timeout=30)
     index = VectorStoreIndex.from_documents(reader.load_data())
