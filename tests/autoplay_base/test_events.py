@@ -284,3 +284,19 @@ def test_a_str_frame_with_a_raw_lone_surrogate_is_invalid() -> None:
     with pytest.raises(EventDecodeError) as info:
         decode_event(frame)
     assert info.value.reason == "invalid"
+
+
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b'{"type": "tour", "x": "\\ud800"}',
+        b'{"type": "tour\\udc00"}',
+        b'{"type": "tour", "deep": [{"a": "\\udfff"}]}',
+    ],
+)
+def test_unknown_events_from_json_bytes_cannot_carry_a_lone_surrogate(frame: bytes) -> None:
+    # An unmodelled event is re-read with json.loads, which would accept the escape;
+    # pydantic-core has already rejected the whole document by then.
+    with pytest.raises(EventDecodeError) as info:
+        decode_event(frame)
+    assert info.value.reason == "not_json"
