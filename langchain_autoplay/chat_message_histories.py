@@ -149,8 +149,8 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
                 extra = self.store.backend.stats.extra
                 extra[DECODE_ERRORS_COUNTER] = extra.get(DECODE_ERRORS_COUNTER, 0) + 1
                 logger.warning(
-                    "chat history: skipped undecodable entry %d of product_id=%s "
-                    "session_id=%s (%s)",
+                    "chat history: skipped undecodable entry %d of product_id=%r "
+                    "session_id=%r (%s)",
                     index,
                     self.product_id,
                     self.session_id,
