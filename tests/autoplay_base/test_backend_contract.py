@@ -556,3 +556,104 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
     assert backend.user_sessions("u1", product_id="p1", limit=5) == [
         UserSessionRef("ps_abc123", "p1", T0)
     ]
+
+
+# -- hardening: summaries past what is pending, dedupe by sent_at and digest, user scope ------
+@pytest.mark.parametrize("before", ["none", "reset", "evicted", "expired"])
+async def test_a_summary_replacing_more_than_is_pending_is_stored(
+    twin: Twin, clock: FakeClock, before: str
+) -> None:
+    # A client that started mid-session, or a session gone since: replaces > pending.
+    if before != "none":
+        await twin.append_actions(A, ["old"], at=T0, event_id="e0")
+    if before == "reset":
+        await twin.reset(A)
+    elif before == "evicted":
+        for n in range(4):  # max_sessions=4: A is the least recently used
+            await twin.append_actions(SessionKey("p9", f"x{n}"), ["x"], at=T0 + 1 + n)
+    now = T0 + (200.5 if before == "expired" else 10)  # idle_ttl_seconds=100
+    assert await twin.read(A, ALL, now=now) is None
+    assert await twin.apply_summary(A, "sum", replaces=1, at=now, event_id="e1") is True
+    assert await twin.read(A, ALL, now=now + 1) == SessionView("sum", [], now, now)
+    # Its id is remembered like any stored write: the replay is a duplicate.
+    assert await twin.apply_summary(A, "sum", replaces=1, at=now + 2, event_id="e1") is False
+    assert await twin.append_actions(A, ["next"], at=now + 3) is True
+    assert await twin.read(A, ALL, now=now + 4) == SessionView("sum", ["next"], now, now + 3)
+    assert stats(twin.backend)["summaries_stored"] == 1
+    assert stats(twin.backend)["duplicate_events"] == 1
+
+
+@pytest.mark.parametrize("replaces", [2**63, 10**30])
+async def test_any_huge_replaces_is_accepted_and_clamped(twin: Twin, replaces: int) -> None:
+    await twin.append_actions(A, ["a", "b", "c"], at=T0)
+    assert await twin.apply_summary(A, "all", replaces=replaces, at=T0 + 1) is True
+    assert await twin.read(A, ALL, now=T0 + 2) == SessionView("all", [], T0 + 1, T0 + 1)
+    assert await twin.apply_summary(B, "none", replaces=replaces, at=T0 + 3) is True
+    assert await twin.read(B, ALL, now=T0 + 4) == SessionView("none", [], T0 + 3, T0 + 3)
+    assert stats(twin.backend) == expected_stats(actions_stored=3, summaries_stored=2)
+
+
+async def test_a_replay_one_longer_than_the_window_stores_exactly_one(
+    make_backend: Callable[..., Backend], mode: str
+) -> None:
+    twin = Twin(make_backend(dedupe_window=10, max_actions_per_session=100), mode)
+    for n in range(11):
+        assert await twin.append_actions(A, [f"a{n}"], at=T0 + n, event_id=f"e{n}", sent_at=n)
+    # The connector replays all eleven (sent_at as first sent): only e0, which fell out of
+    # the window, is stored again; it is older than every id remembered, so it pushes none out.
+    replayed = [
+        await twin.append_actions(A, [f"a{n}"], at=T0 + 20 + n, event_id=f"e{n}", sent_at=n)
+        for n in range(11)
+    ]
+    assert replayed == [True] + [False] * 10
+    view = await twin.read(A, ALL, now=T0 + 40)
+    assert view is not None
+    assert view.actions == [f"a{n}" for n in range(11)] + ["a0"]
+    assert stats(twin.backend) == expected_stats(actions_stored=12, duplicate_events=10)
+
+
+async def test_a_reused_id_with_other_content_is_stored_and_counted(twin: Twin) -> None:
+    # A connector that restarted counts its ids from 1 again: new events, not duplicates.
+    for n in range(3):
+        await twin.append_actions(A, [f"first {n}"], at=T0 + n, event_id=str(n), sent_at=n)
+    for n in range(3):
+        stored = await twin.append_actions(
+            A, [f"second {n}"], at=T0 + 10 + n, event_id=str(n), sent_at=100 + n
+        )
+        assert stored is True
+    # The new content is what is remembered now.
+    assert await twin.append_actions(A, ["second 1"], at=T0 + 20, event_id="1") is False
+    assert await twin.apply_summary(A, "s", replaces=0, at=T0 + 21, event_id="1") is True
+    view = await twin.read(A, ALL, now=T0 + 22)
+    assert view is not None
+    assert view.actions == ["first 1", "first 2", "second 0", "second 1", "second 2"]
+    assert stats(twin.backend) == expected_stats(
+        actions_stored=6, summaries_stored=1, duplicate_events=1, actions_trimmed=1, reused_ids=4
+    )
+
+
+async def test_the_user_index_is_scoped_by_product(twin: Twin) -> None:
+    one, other = SessionKey("acme", "s1"), SessionKey("globex", "s9")
+    await twin.append_actions(one, ["acme's"], at=T0, user_id="1001")
+    await twin.append_actions(other, ["globex's"], at=T0 + 1, user_id="1001")
+    assert await twin.user_sessions("1001", product_id="acme", limit=5) == [
+        UserSessionRef("s1", "acme", T0)
+    ]
+    assert await twin.user_sessions("1001", product_id="globex", limit=5) == [
+        UserSessionRef("s9", "globex", T0 + 1)
+    ]
+    assert await twin.user_sessions("1001", product_id="initech", limit=5) == []
+    assert await twin.user_products("1001") == ["acme", "globex"]
+    assert await twin.user_products("1002") == []
+    await twin.forget_user("1001", product_id="globex")
+    assert await twin.user_products("1001") == ["acme"]
+    assert await twin.user_sessions("1001", product_id="globex", limit=5) == []
+    assert await twin.user_sessions("1001", product_id="acme", limit=5) == [
+        UserSessionRef("s1", "acme", T0)
+    ]
+    await twin.append_actions(other, ["again"], at=T0 + 2, user_id="1001")
+    await twin.forget_user("1001")  # every product
+    assert await twin.user_products("1001") == []
+    for product in ("acme", "globex"):
+        assert await twin.user_sessions("1001", product_id=product, limit=5) == []
+    assert (await twin.read(one, ALL, now=T0 + 3)).actions == ["acme's"]
