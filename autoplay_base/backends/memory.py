@@ -6,7 +6,8 @@ in :attr:`InMemoryBackend.stats`:
 * sessions: least recently used first past ``max_sessions`` (touched on read and
   write), and idle ones after ``idle_ttl_seconds`` (sliding);
 * actions: the oldest past ``max_actions_per_session`` in a session;
-* users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users;
+* users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users
+  (a user is a ``(product_id, user_id)`` pair: tenants' ids never mix);
 * chat histories: ``max_messages`` each, idle ones after ``history_ttl_seconds``;
 * bytes: ``max_bytes`` (default 512 MiB) over every stored string (action
   batches, summaries, chat messages), enforced on every write by evicting the
