@@ -20,7 +20,13 @@ Differences from ``autoplay-sdk`` (same call shapes):
 * ``product_id`` may be omitted only when the session id is unambiguous;
   otherwise :class:`~autoplay_base.errors.AmbiguousSessionError` says which
   products it exists under (the reference silently read an empty bucket);
-* memory is bounded by default (sessions, actions per session, idle TTL);
+* memory is bounded by default (sessions, actions per session, idle TTL, and
+  bytes: ``max_bytes``, 512 MiB of stored text by default);
+* a summary whose ``replaces`` exceeds the pending actions is stored (it drops
+  what is there); ``replaces`` is clamped to :data:`MAX_REPLACES` first, so
+  every backend sees the same value (and the same dedupe digest);
+* dedupe is ordered by the connector's ``forwarded_at`` (``sent_at``), so a long
+  replay costs only its part outside the window and a reused id is stored;
 * payloads without a ``session_id`` are counted and skipped rather than pooled
   under a shared ``"unknown"`` session that would leak between users.
 """
@@ -43,6 +49,7 @@ from autoplay_base.backends.base import (
 from autoplay_base.backends.memory import (
     DEFAULT_IDLE_TTL_SECONDS,
     DEFAULT_MAX_ACTIONS_PER_SESSION,
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_SESSIONS,
     InMemoryBackend,
 )
@@ -70,12 +77,35 @@ from autoplay_base.formatting import (
 )
 from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
 
-__all__ = ["DEFAULT_PRODUCT_ID", "AsyncContextStore", "ContextStore", "StoreCounters"]
+__all__ = [
+    "DEFAULT_PRODUCT_ID",
+    "MAX_REPLACES",
+    "AsyncContextStore",
+    "ContextStore",
+    "StoreCounters",
+]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PRODUCT_ID = ""
 """Product used by ``on_summary`` for a session the store has never seen under any product."""
+
+MAX_REPLACES = 2**31 - 1
+"""The largest ``replaces`` a backend is handed. More than any per-session cap (so
+clamping changes nothing a backend could drop), small enough for every backend's
+integers (a Lua number, ``LTRIM``); a server may send any int >= 0."""
+
+_BACKEND_COUNTERS = (
+    "actions_stored",
+    "summaries_stored",
+    "duplicate_events",
+    "sessions_evicted",
+    "sessions_expired",
+    "actions_trimmed",
+    "errors",
+)
+_CONTRACT_EXTRA = ("reused_ids", "dedupe_resets")
+"""Extra counters every backend's dedupe may keep; ``stats()`` always shows them."""
 
 OVERRIDES = frozenset(
     {"include_summary", "include_actions", "lookback_seconds", "max_actions", "since"}
@@ -128,6 +158,11 @@ def _displayed(view: SessionView | None, key: SessionKey | None) -> SessionView 
     return SessionView(view.summary, lines, view.summary_at, view.last_activity_at, key)
 
 
+def _summary_write(payload: SummaryPayload) -> tuple[str, int]:
+    """The summary as stored (cleaned) and its ``replaces`` clamped to :data:`MAX_REPLACES`."""
+    return clean_text(payload.summary, MAX_SUMMARY_CHARS), min(payload.replaces, MAX_REPLACES)
+
+
 SummarizerT = TypeVar("SummarizerT", SessionSummarizer, AsyncSessionSummarizer)
 
 
@@ -151,8 +186,10 @@ class _ContextStoreBase(Generic[SummarizerT]):
         include_summary, include_actions, lookback_seconds, max_actions: read
             defaults, each overridable per ``get``/``enrich`` call.
         backend: where state lives (default: a new bounded ``InMemoryBackend``).
-        max_sessions, max_actions_per_session, idle_ttl_seconds: bounds of the
-            default in-memory backend.
+        max_sessions, max_actions_per_session, idle_ttl_seconds, max_bytes: bounds
+            of the default in-memory backend (``max_bytes``: 512 MiB of stored
+            strings, ``None`` for no byte bound); with your own ``backend``, set
+            them on it instead (``ConfigError`` otherwise, except ``idle_ttl_seconds``).
         clock: the local clock (``time.time``); tests pass their own.
     """
 
@@ -168,6 +205,7 @@ class _ContextStoreBase(Generic[SummarizerT]):
         max_sessions: int | None = None,
         max_actions_per_session: int | None = None,
         idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._defaults = ReadOptions(
@@ -182,12 +220,13 @@ class _ContextStoreBase(Generic[SummarizerT]):
                 max_sessions=max_sessions or DEFAULT_MAX_SESSIONS,
                 max_actions_per_session=max_actions_per_session or DEFAULT_MAX_ACTIONS_PER_SESSION,
                 idle_ttl_seconds=idle_ttl_seconds,
+                max_bytes=max_bytes,
                 clock=clock,
             )
-        elif max_sessions or max_actions_per_session:
+        elif max_sessions or max_actions_per_session or max_bytes != DEFAULT_MAX_BYTES:
             raise ConfigError(
-                "max_sessions / max_actions_per_session configure the default in-memory "
-                "backend; set them on the backend you pass instead"
+                "max_sessions / max_actions_per_session / max_bytes configure the default "
+                "in-memory backend; set them on the backend you pass instead"
             )
         self.backend: Backend = backend
         self.counters = StoreCounters()
@@ -258,7 +297,9 @@ class _ContextStoreBase(Generic[SummarizerT]):
 
     def _actions_write(self, key: SessionKey, payload: ActionsPayload) -> ActionsWrite:
         lines = action_lines(payload.actions)
-        return ActionsWrite(key, lines, self._clock(), payload.event_id, payload.user_id)
+        return ActionsWrite(
+            key, lines, self._clock(), payload.event_id, payload.user_id, payload.forwarded_at
+        )
 
     def _payload_key(self, payload: AnyPayload) -> SessionKey | None:
         if not payload.session_id:
@@ -411,19 +452,22 @@ class _ContextStoreBase(Generic[SummarizerT]):
         return self.backend.sessions()
 
     def stats(self) -> dict[str, int]:
-        """Store and backend counters in one flat dict."""
+        """Store and backend counters in one flat dict.
+
+        Besides the store's own and the :class:`BackendStats` fields, it holds the
+        backend's ``extra`` counters: always ``reused_ids`` (an event id seen
+        again with other content, stored) and ``dedupe_resets`` (a dedupe window
+        started over after its source's clock went back), 0 where a backend keeps
+        no such count; the in-memory backend adds ``bytes`` (its current size, the
+        one figure that also shrinks), ``sessions_evicted_bytes`` and
+        ``histories_evicted_bytes`` (evicted for ``max_bytes``) and
+        ``dedupe_windows_evicted``.
+        """
         backend = self.backend.stats
         merged = self.counters.as_dict()
-        for name in (
-            "actions_stored",
-            "summaries_stored",
-            "duplicate_events",
-            "sessions_evicted",
-            "sessions_expired",
-            "actions_trimmed",
-            "errors",
-        ):
+        for name in _BACKEND_COUNTERS:
             merged[name] = getattr(backend, name)
+        merged.update(dict.fromkeys(_CONTRACT_EXTRA, 0))
         merged.update(backend.extra)
         return merged
 
@@ -433,7 +477,8 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
 
     ``ContextStore(summarizer=None, *, include_summary=True, include_actions=True,
     lookback_seconds=None, max_actions=None, backend=None, max_sessions=None,
-    max_actions_per_session=None, idle_ttl_seconds=4 h, clock=time.time)``;
+    max_actions_per_session=None, idle_ttl_seconds=4 h, max_bytes=512 MiB,
+    clock=time.time)``;
     the options are described on the shared base.
     """
 
@@ -463,6 +508,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             at=self._clock(),
             event_id=payload.event_id,
             user_id=payload.user_id,
+            sent_at=payload.forwarded_at,
         )
         self._wrote(stored)
         if stored and self.summarizer is not None:
@@ -510,9 +556,14 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         return stored
 
     def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
-        summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)
+        summary, replaces = _summary_write(payload)
         return self.backend.apply_summary(
-            key, summary, replaces=payload.replaces, at=now, event_id=payload.event_id
+            key,
+            summary,
+            replaces=replaces,
+            at=now,
+            event_id=payload.event_id,
+            sent_at=payload.forwarded_at,
         )
 
     def _add_own_summary(self, payload: SummaryPayload) -> None:
@@ -593,6 +644,7 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             at=self._clock(),
             event_id=payload.event_id,
             user_id=payload.user_id,
+            sent_at=payload.forwarded_at,
         )
         self._wrote(stored)
         if stored and self.summarizer is not None:
@@ -635,9 +687,14 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         return stored
 
     async def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
-        summary = clean_text(payload.summary, MAX_SUMMARY_CHARS)
+        summary, replaces = _summary_write(payload)
         return await self.backend.aapply_summary(
-            key, summary, replaces=payload.replaces, at=now, event_id=payload.event_id
+            key,
+            summary,
+            replaces=replaces,
+            at=now,
+            event_id=payload.event_id,
+            sent_at=payload.forwarded_at,
         )
 
     async def _add_own_summary(self, payload: SummaryPayload) -> None:

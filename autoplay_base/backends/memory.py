@@ -8,7 +8,21 @@ in :attr:`InMemoryBackend.stats`:
 * actions: the oldest past ``max_actions_per_session`` in a session;
 * users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users;
 * chat histories: ``max_messages`` each, idle ones after ``history_ttl_seconds``;
-* duplicate detection: the last ``dedupe_window`` event ids.
+* bytes: ``max_bytes`` (default 512 MiB) over every stored string (action
+  batches, summaries, chat messages), enforced on every write by evicting the
+  least recently used session or history (``sessions_evicted_bytes`` /
+  ``histories_evicted_bytes`` in ``stats.extra``, apart from the count-based
+  ``sessions_evicted``); the current figure is ``stats.extra["bytes"]``;
+* duplicate detection: the newest ``dedupe_window`` event ids of each product
+  (a :class:`~autoplay_base._recent.DedupeWindow` per product, at most
+  ``MAX_DEDUPE_PRODUCTS`` products, least recently written dropped first and
+  counted in ``dedupe_windows_evicted``); reused ids and clock resets are
+  counted in ``reused_ids`` and ``dedupe_resets``.
+
+Writes are all-or-nothing: everything that can raise (joining the lines, the
+content digest) runs before any state changes, and an event id is remembered
+only after its write is in place, so a write that failed is never a duplicate
+when it is retried.
 
 One ``threading.Lock`` guards all state. Critical sections are short dict/deque
 operations with no I/O, so holding it from a coroutine never stalls an event
@@ -17,7 +31,9 @@ loop, and the async twins simply call the sync methods.
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 from array import array
 from collections import OrderedDict, deque
@@ -25,7 +41,7 @@ from collections.abc import Callable, Sequence
 from itertools import islice
 from threading import Lock
 
-from autoplay_base._recent import RecentKeys
+from autoplay_base._recent import DedupeWindow
 from autoplay_base.backends.base import (
     ActionsWrite,
     BackendStats,
@@ -34,6 +50,7 @@ from autoplay_base.backends.base import (
     SessionView,
     UserSessionRef,
     check_bounds,
+    content_digest,
 )
 from autoplay_base.formatting import BATCH_SEPARATOR
 
@@ -42,11 +59,15 @@ __all__ = [
     "DEFAULT_HISTORY_TTL_SECONDS",
     "DEFAULT_IDLE_TTL_SECONDS",
     "DEFAULT_MAX_ACTIONS_PER_SESSION",
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_MESSAGES",
     "DEFAULT_MAX_SESSIONS",
     "DEFAULT_MAX_SESSIONS_PER_USER",
+    "MAX_DEDUPE_PRODUCTS",
     "InMemoryBackend",
 ]
+
+logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SESSIONS = 100_000
 DEFAULT_MAX_ACTIONS_PER_SESSION = 200
@@ -55,6 +76,49 @@ DEFAULT_MAX_SESSIONS_PER_USER = 20
 DEFAULT_MAX_MESSAGES = 200
 DEFAULT_HISTORY_TTL_SECONDS = 24 * 3600.0
 DEFAULT_DEDUPE_WINDOW = 10_000
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+"""512 MiB of stored strings: a few thousand full sessions of 4-byte characters,
+far more of ordinary ASCII activity (``None``: bounded by the counts alone)."""
+MAX_DEDUPE_PRODUCTS = 256
+"""Products whose dedupe windows are kept (each holds up to ``dedupe_window`` ids)."""
+
+_getsizeof = sys.getsizeof
+_EXTRA = (
+    "bytes",
+    "sessions_evicted_bytes",
+    "histories_evicted_bytes",
+    "reused_ids",
+    "dedupe_resets",
+    "dedupe_windows_evicted",
+)
+
+
+def _multi_add(index: dict[str, str | list[str]], name: str, value: str) -> None:
+    """Add ``value`` under ``name``: a bare string in the usual one-value case (memory)."""
+    known = index.get(name)
+    if known is None:
+        index[name] = value
+    elif isinstance(known, list):
+        known.append(value)
+    else:
+        index[name] = [known, value]
+
+
+def _multi_remove(index: dict[str, str | list[str]], name: str, value: str) -> None:
+    known = index.get(name)
+    if isinstance(known, list):
+        known.remove(value)
+        if len(known) == 1:
+            index[name] = known[0]
+    elif known is not None:
+        del index[name]
+
+
+def _multi_get(index: dict[str, str | list[str]], name: str) -> list[str]:
+    known = index.get(name)
+    if known is None:
+        return []
+    return list(known) if isinstance(known, list) else [known]
 
 
 class _Session:
@@ -64,12 +128,15 @@ class _Session:
     (a control character that cleaned text cannot contain), with its arrival time
     in a parallel array: one object per batch instead of three per action. ``skip``
     counts the lines of the oldest batch already dropped (trimmed or summarised).
+    ``nbytes`` is ``sys.getsizeof`` of every string it holds (its batches and
+    summary): a batch's bytes go when its last line does.
     """
 
     __slots__ = (
         "batches",
         "count",
         "last_activity_at",
+        "nbytes",
         "skip",
         "summary",
         "summary_at",
@@ -82,29 +149,33 @@ class _Session:
         self.times = array("d")
         self.skip = 0
         self.count = 0
+        self.nbytes = 0
         self.summary: str | None = None
         self.summary_at: float | None = None
         self.last_activity_at: float | None = None
         self.touched = now
 
     def drop_oldest(self, n: int) -> int:
-        """Drop up to ``n`` of the oldest lines; returns how many went."""
-        batches = self.batches
-        if n == 1 and not self.skip and BATCH_SEPARATOR not in batches[0]:
-            # A full session streaming one action at a time: the usual case by far.
-            del batches[0]
-            del self.times[0]
-            self.count -= 1
-            return 1
+        """Drop ``min(n, count)`` of the oldest lines (any ``n``; none if ``n <= 0``).
+
+        Returns how many went. Clamping first is what makes a summary whose
+        ``replaces`` exceeds the pending actions (a client started mid-session,
+        after a reset, an eviction or an expiry) an ordinary write.
+        """
         n = min(n, self.count)
+        if n <= 0:
+            return 0
+        batches = self.batches
         left = n
         while left:
-            live = batches[0].count(BATCH_SEPARATOR) + 1 - self.skip
+            oldest = batches[0]
+            live = oldest.count(BATCH_SEPARATOR) + 1 - self.skip
             if live > left:
                 self.skip += left
                 break
             del batches[0]
             del self.times[0]
+            self.nbytes -= _getsizeof(oldest)
             self.skip = 0
             left -= live
         self.count -= n
@@ -119,15 +190,24 @@ class _Session:
 
 
 class _History:
-    __slots__ = ("messages", "touched")
+    __slots__ = ("messages", "nbytes", "touched")
 
     def __init__(self, cap: int, now: float) -> None:
         self.messages: deque[str] = deque(maxlen=cap)
+        self.nbytes = 0
         self.touched = now
 
 
 class InMemoryBackend:
-    """Bounded in-process storage for session context, user indexes and chat histories."""
+    """Bounded in-process storage for session context, user indexes and chat histories.
+
+    ``max_bytes`` bounds the stored strings (``sys.getsizeof`` of each, counted
+    in O(1) as they come and go; object overhead per session is bounded by
+    ``max_sessions`` instead). It is enforced after every write by evicting the
+    least recently used session or chat history, whichever was touched longer
+    ago, until the total fits; a budget smaller than one session at its caps can
+    evict the session just written (counted like any other).
+    """
 
     def __init__(
         self,
@@ -140,6 +220,7 @@ class InMemoryBackend:
         max_messages: int = DEFAULT_MAX_MESSAGES,
         history_ttl_seconds: float | None = DEFAULT_HISTORY_TTL_SECONDS,
         dedupe_window: int = DEFAULT_DEDUPE_WINDOW,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
         check_bounds(
@@ -151,6 +232,7 @@ class InMemoryBackend:
             max_messages=max_messages,
             history_ttl_seconds=history_ttl_seconds,
             dedupe_window=dedupe_window,
+            max_bytes=max_bytes,
         )
         self.max_sessions = max_sessions
         self.max_actions_per_session = max_actions_per_session
@@ -160,37 +242,97 @@ class InMemoryBackend:
         self.max_messages = max_messages
         self.history_ttl_seconds = history_ttl_seconds
         self.dedupe_window = dedupe_window
+        self.max_bytes = max_bytes
         self._clock = clock
-        self.stats = BackendStats()
+        self.stats = BackendStats(extra=dict.fromkeys(_EXTRA, 0))
+        """Counters; ``extra["bytes"]`` is the one current figure (it also shrinks)."""
         self._lock = Lock()
         self._sessions: OrderedDict[SessionKey, _Session] = OrderedDict()
         # session id -> its products: a bare product id in the usual one-product case.
         self._products: dict[str, str | list[str]] = {}
-        # user id -> {session key: last seen}; recency by re-insertion (dicts keep order).
-        self._users: OrderedDict[str, dict[SessionKey, float]] = OrderedDict()
+        # (product, user) -> {session key: last seen}; recency by re-insertion (dicts keep order).
+        self._users: OrderedDict[tuple[str, str], dict[SessionKey, float]] = OrderedDict()
+        # user id -> its products (as ``_products``), so user_products needs no scan.
+        self._user_products: dict[str, str | list[str]] = {}
         self._histories: OrderedDict[SessionKey, _History] = OrderedDict()
-        self._seen: RecentKeys[tuple[str, str]] = RecentKeys(dedupe_window)  # (product, event id)
+        # product -> the dedupe window of its event ids, least recently written first.
+        self._seen: OrderedDict[str, DedupeWindow[str]] = OrderedDict()
+        self._bytes = 0
+        self._budget_logged = False
         self._next_sweep_at = 0.0
 
     def __repr__(self) -> str:
         return f"InMemoryBackend(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
 
     # -- helpers (call with the lock held) ------------------------------------------
-    def _is_duplicate(self, product_id: str, event_id: str | None) -> bool:
-        if event_id is None or self._seen.add((product_id, event_id)):
-            return False
-        self.stats.duplicate_events += 1
-        return True
+    def _window(self, product_id: str) -> DedupeWindow[str]:
+        seen = self._seen
+        window = seen.get(product_id)
+        if window is None:
+            window = seen[product_id] = DedupeWindow(self.dedupe_window)
+            if len(seen) > MAX_DEDUPE_PRODUCTS:
+                seen.popitem(last=False)
+                self.stats.extra["dedupe_windows_evicted"] += 1
+        else:
+            seen.move_to_end(product_id)
+        return window
+
+    def _is_duplicate(self, window: DedupeWindow[str], event_id: str, digest: str) -> bool:
+        if window.is_duplicate(event_id, digest):
+            self.stats.duplicate_events += 1
+            return True
+        return False
+
+    def _remember(
+        self, window: DedupeWindow[str], event_id: str, order: float, digest: str
+    ) -> None:
+        """Mark an id seen: called last, once its write is in place."""
+        reused, resets = window.reused, window.resets
+        window.remember(event_id, order, digest)
+        if window.reused != reused or window.resets != resets:
+            extra = self.stats.extra
+            extra["reused_ids"] += window.reused - reused
+            extra["dedupe_resets"] += window.resets - resets
+            if window.resets != resets:
+                logger.warning(
+                    "InMemoryBackend: a product's event times went back past its whole "
+                    "dedupe window; the window starts over (dedupe_resets)"
+                )
 
     def _drop(self, key: SessionKey) -> None:
-        del self._sessions[key]
-        products = self._products.get(key.session_id)
-        if isinstance(products, list):
-            products.remove(key.product_id)
-            if len(products) == 1:
-                self._products[key.session_id] = products[0]
-        elif products is not None:
-            del self._products[key.session_id]
+        session = self._sessions.pop(key)
+        self._bytes -= session.nbytes
+        _multi_remove(self._products, key.session_id, key.product_id)
+
+    def _drop_history(self, key: SessionKey) -> None:
+        self._bytes -= self._histories.pop(key).nbytes
+
+    def _shed(self) -> None:
+        """Publish the byte figure and evict least recently used state past ``max_bytes``."""
+        limit = self.max_bytes
+        if limit is not None and self._bytes > limit:
+            sessions, histories, extra = self._sessions, self._histories, self.stats.extra
+            while self._bytes > limit:
+                session = next(iter(sessions.items()), None)
+                history = next(iter(histories.items()), None)
+                if session is not None and (
+                    history is None or session[1].touched <= history[1].touched
+                ):
+                    self._drop(session[0])
+                    extra["sessions_evicted_bytes"] += 1
+                elif history is not None:
+                    self._drop_history(history[0])
+                    extra["histories_evicted_bytes"] += 1
+                else:  # pragma: no cover - every counted byte belongs to one of the two
+                    break
+            if not self._budget_logged:
+                self._budget_logged = True
+                logger.warning(
+                    "InMemoryBackend: max_bytes=%d reached; evicting the least recently used "
+                    "sessions and histories (sessions_evicted_bytes, histories_evicted_bytes)",
+                    limit,
+                )
+        self.stats.extra["bytes"] = self._bytes
 
     def _expired(self, touched: float, now: float) -> bool:
         ttl = self.idle_ttl_seconds
@@ -217,6 +359,7 @@ class InMemoryBackend:
         if self._expired(session.touched, now):
             self._drop(key)
             self.stats.sessions_expired += 1
+            self._shed()  # publishes the smaller byte figure
             return None
         session.touched = now
         self._sessions.move_to_end(key)
@@ -237,13 +380,7 @@ class InMemoryBackend:
             self._drop(key)
             self.stats.sessions_expired += 1
         session = self._sessions[key] = _Session(now)
-        known = self._products.get(key.session_id)
-        if known is None:
-            self._products[key.session_id] = key.product_id
-        elif isinstance(known, list):
-            known.append(key.product_id)
-        else:
-            self._products[key.session_id] = [known, key.product_id]
+        _multi_add(self._products, key.session_id, key.product_id)
         if len(self._sessions) > self.max_sessions:
             self._drop(next(iter(self._sessions)))
             self.stats.sessions_evicted += 1
@@ -251,18 +388,24 @@ class InMemoryBackend:
 
     def _index_user(self, user_id: str, key: SessionKey, at: float) -> None:
         users = self._users
-        refs = users.get(user_id)
+        scope = (key.product_id, user_id)
+        refs = users.get(scope)
         if refs is None:
-            users[user_id] = {key: at}
+            users[scope] = {key: at}
+            _multi_add(self._user_products, user_id, key.product_id)
             if len(users) > self.max_users:
-                users.popitem(last=False)
+                self._forget_scope(next(iter(users)))
             return
-        users.move_to_end(user_id)
+        users.move_to_end(scope)
         if next(reversed(refs)) != key:  # refs is never empty; its last key is the newest
             refs.pop(key, None)
         refs[key] = at
         if len(refs) > self.max_sessions_per_user:
             del refs[next(iter(refs))]
+
+    def _forget_scope(self, scope: tuple[str, str]) -> None:
+        if self._users.pop(scope, None) is not None:
+            _multi_remove(self._user_products, scope[1], scope[0])
 
     # -- context ----------------------------------------------------------------------
     def append_actions(
@@ -273,24 +416,43 @@ class InMemoryBackend:
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
-        """Append cleaned action lines to a session (trimmed to the per-session cap)."""
+        """Append cleaned action lines to a session (trimmed to the per-session cap).
+
+        ``sent_at`` orders the dedupe window (``at`` when absent).
+        """
+        # What can raise runs before any state changes: the join refuses a line
+        # that is no string (even a lone one), and its result is the batch as
+        # stored. content_digest([batch]) == content_digest(lines): both join on "\n".
+        batch = BATCH_SEPARATOR.join(lines)
+        digest = content_digest((batch,)) if event_id is not None else ""
         with self._lock:
-            if self._is_duplicate(key.product_id, event_id):
-                return False
+            window = None
+            if event_id is not None:
+                window = self._window(key.product_id)
+                if self._is_duplicate(window, event_id, digest):
+                    return False
             session = self._session_for_write(key, at)
             if lines:
-                batch = lines[0] if len(lines) == 1 else BATCH_SEPARATOR.join(lines)
                 session.batches.append(batch)
                 session.times.append(at)
+                size = _getsizeof(batch)
+                session.nbytes += size
+                self._bytes += size
                 session.count += len(lines)
                 overflow = session.count - self.max_actions_per_session
                 if overflow > 0:
+                    before = session.nbytes
                     self.stats.actions_trimmed += session.drop_oldest(overflow)
+                    self._bytes += session.nbytes - before
             session.last_activity_at = at
             self.stats.actions_stored += len(lines)
             if user_id:
                 self._index_user(user_id, key, at)
+            if window is not None and event_id is not None:
+                self._remember(window, event_id, at if sent_at is None else sent_at, digest)
+            self._shed()
             return True
 
     async def aappend_actions(
@@ -301,14 +463,19 @@ class InMemoryBackend:
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions` (memory only: nothing to await)."""
-        return self.append_actions(key, lines, at=at, event_id=event_id, user_id=user_id)
+        return self.append_actions(
+            key, lines, at=at, event_id=event_id, user_id=user_id, sent_at=sent_at
+        )
 
     def append_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
         """Many :meth:`append_actions`, in order (in memory there is nothing to batch)."""
         return [
-            self.append_actions(w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id)
+            self.append_actions(
+                w.key, w.lines, at=w.at, event_id=w.event_id, user_id=w.user_id, sent_at=w.sent_at
+            )
             for w in writes
         ]
 
@@ -324,17 +491,37 @@ class InMemoryBackend:
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
-        """Set the summary and drop the ``replaces`` oldest pending actions, atomically."""
+        """Set the summary and drop the ``min(replaces, pending)`` oldest actions, atomically.
+
+        Any ``replaces >= 0`` is accepted (a negative one drops nothing).
+        """
+        # Checked before any state changes (see append_actions).
+        if not isinstance(summary, str):
+            raise TypeError(f"summary must be a str, not {type(summary).__name__}")
+        size = _getsizeof(summary)
+        digest = content_digest((summary, str(replaces))) if event_id is not None else ""
         with self._lock:
-            if self._is_duplicate(key.product_id, event_id):
-                return False
+            window = None
+            if event_id is not None:
+                window = self._window(key.product_id)
+                if self._is_duplicate(window, event_id, digest):
+                    return False
             session = self._session_for_write(key, at)
+            before = session.nbytes
             session.drop_oldest(replaces)
+            if session.summary is not None:
+                session.nbytes -= _getsizeof(session.summary)
             session.summary = summary
+            session.nbytes += size
+            self._bytes += session.nbytes - before
             session.summary_at = at
             session.last_activity_at = at
             self.stats.summaries_stored += 1
+            if window is not None and event_id is not None:
+                self._remember(window, event_id, at if sent_at is None else sent_at, digest)
+            self._shed()
             return True
 
     async def aapply_summary(
@@ -345,9 +532,12 @@ class InMemoryBackend:
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`apply_summary`."""
-        return self.apply_summary(key, summary, replaces=replaces, at=at, event_id=event_id)
+        return self.apply_summary(
+            key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
+        )
 
     def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
         """The session filtered by ``options``; ``None`` when it is unknown or expired."""
@@ -372,10 +562,7 @@ class InMemoryBackend:
     def products_for(self, session_id: str) -> list[str]:
         """Product ids under which ``session_id`` has state; O(1), no scan."""
         with self._lock:
-            products = self._products.get(session_id)
-            if products is None:
-                return []
-            named = list(products) if isinstance(products, list) else [products]
+            named = _multi_get(self._products, session_id)
             # Only live state counts: an idle-expired, not yet swept session must not
             # make a read ambiguous.
             now = self._clock()
@@ -390,10 +577,11 @@ class InMemoryBackend:
         return self.products_for(session_id)
 
     def reset(self, key: SessionKey) -> None:
-        """Forget a session's context."""
+        """Forget a session's context (its event ids stay seen: a replay is still a duplicate)."""
         with self._lock:
             if key in self._sessions:
                 self._drop(key)
+            self._shed()
 
     async def areset(self, key: SessionKey) -> None:
         """Async twin of :meth:`reset`."""
@@ -403,6 +591,7 @@ class InMemoryBackend:
         """Every live session, least recently touched first."""
         with self._lock:
             self._sweep(self._clock())
+            self._shed()
             return list(self._sessions)
 
     async def asessions(self) -> list[SessionKey]:
@@ -410,27 +599,42 @@ class InMemoryBackend:
         return self.sessions()
 
     # -- users ------------------------------------------------------------------------
-    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
-        """A user's most recent sessions, newest first."""
+    def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
+        """One product's user's most recent sessions, newest first."""
         with self._lock:
-            refs = self._users.get(user_id)
+            refs = self._users.get((product_id, user_id))
             if not refs:
                 return []
             newest = islice(reversed(list(refs.items())), limit)
             return [UserSessionRef(k.session_id, k.product_id, at) for k, at in newest]
 
-    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+    async def auser_sessions(
+        self, user_id: str, *, product_id: str, limit: int
+    ) -> list[UserSessionRef]:
         """Async twin of :meth:`user_sessions`."""
-        return self.user_sessions(user_id, limit=limit)
+        return self.user_sessions(user_id, product_id=product_id, limit=limit)
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop a user's session index."""
+    def user_products(self, user_id: str) -> list[str]:
+        """Product ids (sorted) under which ``user_id`` has indexed sessions; O(1), no scan."""
         with self._lock:
-            self._users.pop(user_id, None)
+            return sorted(_multi_get(self._user_products, user_id))
 
-    async def aforget_user(self, user_id: str) -> None:
+    async def auser_products(self, user_id: str) -> list[str]:
+        """Async twin of :meth:`user_products`."""
+        return self.user_products(user_id)
+
+    def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
+        """Drop a user's session index (under every product when ``product_id`` is None)."""
+        with self._lock:
+            if product_id is not None:
+                self._forget_scope((product_id, user_id))
+                return
+            for product in _multi_get(self._user_products, user_id):
+                self._forget_scope((product, user_id))
+
+    async def aforget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Async twin of :meth:`forget_user`."""
-        self.forget_user(user_id)
+        self.forget_user(user_id, product_id=product_id)
 
     # -- chat message histories --------------------------------------------------------
     def _history(self, key: SessionKey, now: float, *, create: bool) -> _History | None:
@@ -439,12 +643,12 @@ class InMemoryBackend:
             oldest_key, oldest = next(iter(self._histories.items()))
             if now - oldest.touched <= ttl:
                 break
-            del self._histories[oldest_key]
+            self._drop_history(oldest_key)
         history = self._histories.get(key)
         if history is None and create:
             history = self._histories[key] = _History(self.max_messages, now)
             if len(self._histories) > self.max_sessions:
-                self._histories.popitem(last=False)
+                self._drop_history(next(iter(self._histories)))
         if history is not None:
             history.touched = now
             self._histories.move_to_end(key)
@@ -452,10 +656,19 @@ class InMemoryBackend:
 
     def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Append serialized chat messages (the oldest fall off past ``max_messages``)."""
+        sizes = [_getsizeof(message) for message in messages]
         with self._lock:
             history = self._history(key, self._clock(), create=True)
             assert history is not None
-            history.messages.extend(messages)
+            stored, cap = history.messages, self.max_messages
+            before = history.nbytes
+            for message, size in zip(messages, sizes, strict=True):
+                if len(stored) == cap:  # the append pushes the oldest out
+                    history.nbytes -= _getsizeof(stored[0])
+                stored.append(message)
+                history.nbytes += size
+            self._bytes += history.nbytes - before
+            self._shed()
 
     async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Async twin of :meth:`append_messages`."""
@@ -465,6 +678,7 @@ class InMemoryBackend:
         """A session's serialized chat messages, oldest first."""
         with self._lock:
             history = self._history(key, self._clock(), create=False)
+            self._shed()
             return list(history.messages) if history is not None else []
 
     async def aget_messages(self, key: SessionKey) -> list[str]:
@@ -474,7 +688,9 @@ class InMemoryBackend:
     def clear_messages(self, key: SessionKey) -> None:
         """Delete a session's chat history."""
         with self._lock:
-            self._histories.pop(key, None)
+            if key in self._histories:
+                self._drop_history(key)
+            self._shed()
 
     async def aclear_messages(self, key: SessionKey) -> None:
         """Async twin of :meth:`clear_messages`."""

@@ -19,7 +19,7 @@ def mixed() -> list[Any]:
         actions("s2", "b1", event_id="2"),
         summary("s1", "Did a1.", replaces=1, event_id="3"),
         actions("s1", "a3", event_id="4"),
-        actions("s1", "a3 again", event_id="4"),  # a replayed id: not stored
+        actions("s1", "a3", event_id="4"),  # a replay (same id, same content): not stored
         {
             "type": "actions",
             "product_id": "p1",

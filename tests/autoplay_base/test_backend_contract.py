@@ -100,6 +100,10 @@ def twin(backend: Backend, mode: str) -> Twin:
     return Twin(backend, mode)
 
 
+CONTRACT_EXTRA = ("reused_ids",)
+"""The ``stats.extra`` counters of the contract; the rest are a backend's own."""
+
+
 def stats(backend: Backend) -> dict[str, Any]:
     s = backend.stats
     return {
@@ -110,7 +114,7 @@ def stats(backend: Backend) -> dict[str, Any]:
         "sessions_expired": s.sessions_expired,
         "actions_trimmed": s.actions_trimmed,
         "errors": s.errors,
-        "extra": dict(s.extra),
+        "extra": {name: n for name, n in s.extra.items() if name in CONTRACT_EXTRA and n},
     }
 
 
@@ -127,8 +131,8 @@ def expected_stats(**counts: int) -> dict[str, Any]:
         ),
         0,
     )
+    base["extra"] = {name: counts.pop(name) for name in CONTRACT_EXTRA if counts.get(name)}
     base.update(counts)
-    base["extra"] = {}
     return base
 
 
@@ -154,16 +158,15 @@ async def test_an_empty_batch_creates_the_session(twin: Twin) -> None:
 
 async def test_writes_are_idempotent_per_product_and_event_id(twin: Twin) -> None:
     assert await twin.append_actions(A, ["one"], at=T0, event_id="e1") is True
-    assert await twin.append_actions(A, ["one again"], at=T0 + 1, event_id="e1") is False
-    assert await twin.apply_summary(A, "sum", replaces=1, at=T0 + 2, event_id="e1") is False
+    assert await twin.append_actions(A, ["one"], at=T0 + 1, event_id="e1") is False
     # The same id under another product is another event.
-    assert await twin.append_actions(C, ["other"], at=T0 + 3, event_id="e1") is True
+    assert await twin.append_actions(C, ["one"], at=T0 + 3, event_id="e1") is True
     assert await twin.apply_summary(A, "sum", replaces=0, at=T0 + 4, event_id="e2") is True
-    assert await twin.apply_summary(A, "sum2", replaces=0, at=T0 + 5, event_id="e2") is False
+    assert await twin.apply_summary(A, "sum", replaces=0, at=T0 + 5, event_id="e2") is False
     assert await twin.read(A, ALL, now=T0 + 6) == SessionView("sum", ["one"], T0 + 4, T0 + 4)
-    assert await twin.read(C, ALL, now=T0 + 6) == SessionView(None, ["other"], None, T0 + 3)
+    assert await twin.read(C, ALL, now=T0 + 6) == SessionView(None, ["one"], None, T0 + 3)
     assert stats(twin.backend) == expected_stats(
-        actions_stored=2, summaries_stored=1, duplicate_events=3
+        actions_stored=2, summaries_stored=1, duplicate_events=2
     )
 
 
@@ -195,7 +198,7 @@ async def test_the_dedupe_window_forgets_the_oldest_ids(
         assert await twin.append_actions(A, [f"a{n}"], at=T0 + n, event_id=f"e{n}") is True
     # e0 fell out of the window of three; e1..e3 are still known.
     assert await twin.append_actions(A, ["again"], at=T0 + 10, event_id="e0") is True
-    assert await twin.append_actions(A, ["again"], at=T0 + 11, event_id="e3") is False
+    assert await twin.append_actions(A, ["a3"], at=T0 + 11, event_id="e3") is False
     view = await twin.read(A, ALL, now=T0 + 12)
     assert view is not None
     assert view.actions == ["a0", "a1", "a2", "a3", "again"]
@@ -329,7 +332,9 @@ async def test_reset_forgets_context_only(twin: Twin, clock: FakeClock) -> None:
     clock.now = T0 + 1
     assert await twin.sessions() == []
     assert await twin.get_messages(A) == ["m1"]
-    assert await twin.user_sessions("u1", limit=5) == [UserSessionRef("s1", "p1", T0)]
+    assert await twin.user_sessions("u1", product_id="p1", limit=5) == [
+        UserSessionRef("s1", "p1", T0)
+    ]
     # The event id stays seen: a replay after a reset is still a duplicate.
     assert await twin.append_actions(A, ["a"], at=T0 + 2, event_id="e1") is False
 
@@ -344,7 +349,10 @@ async def test_sessions_lists_least_recently_touched_first(twin: Twin, clock: Fa
     assert await twin.sessions() == [C, A, B]
 
 
-async def test_ids_with_separators_never_collide(twin: Twin, clock: FakeClock) -> None:
+async def test_ids_with_separators_never_collide(
+    make_backend: Callable[..., Backend], mode: str, clock: FakeClock
+) -> None:
+    twin = Twin(make_backend(max_users=10), mode)
     left = SessionKey("a:b", "c")
     right = SessionKey("a", "b:c")
     odd = SessionKey("%3A", "%25:")
@@ -359,11 +367,19 @@ async def test_ids_with_separators_never_collide(twin: Twin, clock: FakeClock) -
     assert await twin.products_for("%25:") == ["%3A"]
     clock.now = T0 + 5
     assert await twin.sessions() == [left, right, odd]
-    assert await twin.user_sessions("u:1", limit=5) == [
-        UserSessionRef("%25:", "%3A", T0 + 2),
-        UserSessionRef("c", "a:b", T0),
+    assert await twin.user_sessions("u:1", product_id="%3A", limit=5) == [
+        UserSessionRef("%25:", "%3A", T0 + 2)
     ]
-    assert await twin.user_sessions("u", limit=5) == [UserSessionRef("b:c", "a", T0 + 1)]
+    assert await twin.user_sessions("u:1", product_id="a:b", limit=5) == [
+        UserSessionRef("c", "a:b", T0)
+    ]
+    assert await twin.user_products("u:1") == ["%3A", "a:b"]
+    # ("a", "u") and ("a:b", "u:1")... no two scopes collide however ids are split.
+    assert await twin.user_sessions("u", product_id="a", limit=5) == [
+        UserSessionRef("b:c", "a", T0 + 1)
+    ]
+    assert await twin.user_sessions("b:u", product_id="a", limit=5) == []
+    assert await twin.user_sessions("1", product_id="a:b:u", limit=5) == []
     await twin.append_messages(left, ["l"])
     assert await twin.get_messages(right) == []
 
@@ -373,22 +389,26 @@ async def test_user_sessions_newest_first_bounded_per_user(twin: Twin) -> None:
     keys = [SessionKey("p1", f"s{i}") for i in range(4)]
     for i, key in enumerate(keys):
         await twin.append_actions(key, ["x"], at=T0 + i, user_id="u1")
-    assert await twin.user_sessions("u1", limit=10) == [
+    assert await twin.user_sessions("u1", product_id="p1", limit=10) == [
         UserSessionRef("s3", "p1", T0 + 3),
         UserSessionRef("s2", "p1", T0 + 2),
         UserSessionRef("s1", "p1", T0 + 1),
     ]
     # Activity in an older session moves it to the front with its new time.
     await twin.append_actions(keys[1], ["y"], at=T0 + 10, user_id="u1")
-    assert await twin.user_sessions("u1", limit=2) == [
+    assert await twin.user_sessions("u1", product_id="p1", limit=2) == [
         UserSessionRef("s1", "p1", T0 + 10),
         UserSessionRef("s3", "p1", T0 + 3),
     ]
     # Without a user id, or a summary, nothing is indexed.
     await twin.append_actions(keys[0], ["z"], at=T0 + 11)
     await twin.apply_summary(keys[2], "sum", replaces=0, at=T0 + 12)
-    assert [r.session_id for r in await twin.user_sessions("u1", limit=10)] == ["s1", "s3", "s2"]
-    assert await twin.user_sessions("nobody", limit=10) == []
+    assert [r.session_id for r in await twin.user_sessions("u1", product_id="p1", limit=10)] == [
+        "s1",
+        "s3",
+        "s2",
+    ]
+    assert await twin.user_sessions("nobody", product_id="p1", limit=10) == []
 
 
 async def test_users_past_max_users_drop_the_least_recent(twin: Twin) -> None:
@@ -396,19 +416,25 @@ async def test_users_past_max_users_drop_the_least_recent(twin: Twin) -> None:
     await twin.append_actions(B, ["b"], at=T0 + 1, user_id="u2")
     await twin.append_actions(A, ["a"], at=T0 + 2, user_id="u1")  # u2 is now the LRU user
     await twin.append_actions(C, ["c"], at=T0 + 3, user_id="u3")
-    assert await twin.user_sessions("u2", limit=5) == []
-    assert await twin.user_sessions("u1", limit=5) == [UserSessionRef("s1", "p1", T0 + 2)]
-    assert await twin.user_sessions("u3", limit=5) == [UserSessionRef("s1", "p2", T0 + 3)]
+    assert await twin.user_sessions("u2", product_id="p1", limit=5) == []
+    assert await twin.user_sessions("u1", product_id="p1", limit=5) == [
+        UserSessionRef("s1", "p1", T0 + 2)
+    ]
+    assert await twin.user_sessions("u3", product_id="p2", limit=5) == [
+        UserSessionRef("s1", "p2", T0 + 3)
+    ]
 
 
 async def test_forget_user_drops_the_index_only(twin: Twin) -> None:
     await twin.append_actions(A, ["a"], at=T0, user_id="u1")
     await twin.forget_user("u1")
     await twin.forget_user("never-seen")
-    assert await twin.user_sessions("u1", limit=5) == []
+    assert await twin.user_sessions("u1", product_id="p1", limit=5) == []
     assert (await twin.read(A, ALL, now=T0 + 1)).actions == ["a"]
     await twin.append_actions(B, ["b"], at=T0 + 2, user_id="u1")
-    assert await twin.user_sessions("u1", limit=5) == [UserSessionRef("s2", "p1", T0 + 2)]
+    assert await twin.user_sessions("u1", product_id="p1", limit=5) == [
+        UserSessionRef("s2", "p1", T0 + 2)
+    ]
 
 
 # -- chat message histories -----------------------------------------------------------------------
@@ -510,7 +536,9 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         await astore.areset("ps_abc123", product_id="p1")
         assert await astore.aget("ps_abc123") == "Recent activity:\n1. Elsewhere — /page"
         counters = astore.stats()
-    assert counters == {
+    assert counters["reused_ids"] == 0
+    assert counters["dedupe_resets"] == 0
+    assert {name: counters[name] for name in counters if name not in backend.stats.extra} == {
         "writes": 4,
         "reads": 4,
         "duplicates_skipped": 1,
@@ -525,4 +553,107 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         "actions_trimmed": 0,
         "errors": 0,
     }
-    assert backend.user_sessions("u1", limit=5) == [UserSessionRef("ps_abc123", "p1", T0)]
+    assert backend.user_sessions("u1", product_id="p1", limit=5) == [
+        UserSessionRef("ps_abc123", "p1", T0)
+    ]
+
+
+# -- hardening: summaries past what is pending, dedupe by sent_at and digest, user scope ------
+@pytest.mark.parametrize("before", ["none", "reset", "evicted", "expired"])
+async def test_a_summary_replacing_more_than_is_pending_is_stored(
+    twin: Twin, clock: FakeClock, before: str
+) -> None:
+    # A client that started mid-session, or a session gone since: replaces > pending.
+    if before != "none":
+        await twin.append_actions(A, ["old"], at=T0, event_id="e0")
+    if before == "reset":
+        await twin.reset(A)
+    elif before == "evicted":
+        for n in range(4):  # max_sessions=4: A is the least recently used
+            await twin.append_actions(SessionKey("p9", f"x{n}"), ["x"], at=T0 + 1 + n)
+    now = T0 + (200.5 if before == "expired" else 10)  # idle_ttl_seconds=100
+    assert await twin.read(A, ALL, now=now) is None
+    assert await twin.apply_summary(A, "sum", replaces=1, at=now, event_id="e1") is True
+    assert await twin.read(A, ALL, now=now + 1) == SessionView("sum", [], now, now)
+    # Its id is remembered like any stored write: the replay is a duplicate.
+    assert await twin.apply_summary(A, "sum", replaces=1, at=now + 2, event_id="e1") is False
+    assert await twin.append_actions(A, ["next"], at=now + 3) is True
+    assert await twin.read(A, ALL, now=now + 4) == SessionView("sum", ["next"], now, now + 3)
+    assert stats(twin.backend)["summaries_stored"] == 1
+    assert stats(twin.backend)["duplicate_events"] == 1
+
+
+@pytest.mark.parametrize("replaces", [2**63, 10**30])
+async def test_any_huge_replaces_is_accepted_and_clamped(twin: Twin, replaces: int) -> None:
+    await twin.append_actions(A, ["a", "b", "c"], at=T0)
+    assert await twin.apply_summary(A, "all", replaces=replaces, at=T0 + 1) is True
+    assert await twin.read(A, ALL, now=T0 + 2) == SessionView("all", [], T0 + 1, T0 + 1)
+    assert await twin.apply_summary(B, "none", replaces=replaces, at=T0 + 3) is True
+    assert await twin.read(B, ALL, now=T0 + 4) == SessionView("none", [], T0 + 3, T0 + 3)
+    assert stats(twin.backend) == expected_stats(actions_stored=3, summaries_stored=2)
+
+
+async def test_a_replay_one_longer_than_the_window_stores_exactly_one(
+    make_backend: Callable[..., Backend], mode: str
+) -> None:
+    twin = Twin(make_backend(dedupe_window=10, max_actions_per_session=100), mode)
+    for n in range(11):
+        assert await twin.append_actions(A, [f"a{n}"], at=T0 + n, event_id=f"e{n}", sent_at=n)
+    # The connector replays all eleven (sent_at as first sent): only e0, which fell out of
+    # the window, is stored again; it is older than every id remembered, so it pushes none out.
+    replayed = [
+        await twin.append_actions(A, [f"a{n}"], at=T0 + 20 + n, event_id=f"e{n}", sent_at=n)
+        for n in range(11)
+    ]
+    assert replayed == [True] + [False] * 10
+    view = await twin.read(A, ALL, now=T0 + 40)
+    assert view is not None
+    assert view.actions == [f"a{n}" for n in range(11)] + ["a0"]
+    assert stats(twin.backend) == expected_stats(actions_stored=12, duplicate_events=10)
+
+
+async def test_a_reused_id_with_other_content_is_stored_and_counted(twin: Twin) -> None:
+    # A connector that restarted counts its ids from 1 again: new events, not duplicates.
+    for n in range(3):
+        await twin.append_actions(A, [f"first {n}"], at=T0 + n, event_id=str(n), sent_at=n)
+    for n in range(3):
+        stored = await twin.append_actions(
+            A, [f"second {n}"], at=T0 + 10 + n, event_id=str(n), sent_at=100 + n
+        )
+        assert stored is True
+    # The new content is what is remembered now.
+    assert await twin.append_actions(A, ["second 1"], at=T0 + 20, event_id="1") is False
+    assert await twin.apply_summary(A, "s", replaces=0, at=T0 + 21, event_id="1") is True
+    view = await twin.read(A, ALL, now=T0 + 22)
+    assert view is not None
+    assert view.actions == ["first 1", "first 2", "second 0", "second 1", "second 2"]
+    assert stats(twin.backend) == expected_stats(
+        actions_stored=6, summaries_stored=1, duplicate_events=1, actions_trimmed=1, reused_ids=4
+    )
+
+
+async def test_the_user_index_is_scoped_by_product(twin: Twin) -> None:
+    one, other = SessionKey("acme", "s1"), SessionKey("globex", "s9")
+    await twin.append_actions(one, ["acme's"], at=T0, user_id="1001")
+    await twin.append_actions(other, ["globex's"], at=T0 + 1, user_id="1001")
+    assert await twin.user_sessions("1001", product_id="acme", limit=5) == [
+        UserSessionRef("s1", "acme", T0)
+    ]
+    assert await twin.user_sessions("1001", product_id="globex", limit=5) == [
+        UserSessionRef("s9", "globex", T0 + 1)
+    ]
+    assert await twin.user_sessions("1001", product_id="initech", limit=5) == []
+    assert await twin.user_products("1001") == ["acme", "globex"]
+    assert await twin.user_products("1002") == []
+    await twin.forget_user("1001", product_id="globex")
+    assert await twin.user_products("1001") == ["acme"]
+    assert await twin.user_sessions("1001", product_id="globex", limit=5) == []
+    assert await twin.user_sessions("1001", product_id="acme", limit=5) == [
+        UserSessionRef("s1", "acme", T0)
+    ]
+    await twin.append_actions(other, ["again"], at=T0 + 2, user_id="1001")
+    await twin.forget_user("1001")  # every product
+    assert await twin.user_products("1001") == []
+    for product in ("acme", "globex"):
+        assert await twin.user_sessions("1001", product_id=product, limit=5) == []
+    assert (await twin.read(one, ALL, now=T0 + 3)).actions == ["acme's"]
