@@ -101,6 +101,9 @@ DEFAULT_RETRY_INTERVAL_SECONDS = 0.5
 DEFAULT_STREAM_MAXLEN = 100
 """Approximate entries kept per session activity stream (``XADD MAXLEN ~``); 0 turns it off."""
 DEFAULT_LISTEN_BLOCK_MS = 1000
+CONTRACT_COUNTERS = ("reused_ids", "dedupe_resets")
+"""``stats.extra`` counters every backend keeps: ids seen again with other content
+(stored), and dedupe windows started over after their source's clock went back."""
 _BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
 
 
@@ -363,7 +366,8 @@ class RedisBackend:
         self.strict = strict
         self.on_error = on_error
         self.on_drop = on_drop
-        self.stats = BackendStats()
+        # The contract's dedupe counters exist from the start, as in the in-memory backend.
+        self.stats = BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0))
         self._clock = clock
         self._keys = _Layout(prefix)
         self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
