@@ -85,6 +85,8 @@ __all__ = [
     "DEFAULT_RETRY_INTERVAL_SECONDS",
     "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_STREAM_MAXLEN",
+    "NOT_APPLIED",
+    "UNKNOWN",
     "ActionsWrite",
     "Activity",
     "DroppedWrite",
@@ -285,10 +287,18 @@ class RedisBackend:
     :meth:`append_actions_many` (pipelined ingest), :meth:`listen` /
     :meth:`alisten` (follow a session live), :meth:`flush` / :meth:`aflush`
     (replay writes buffered during an outage), :meth:`ping` / :meth:`aping`
-    and :attr:`buffered_writes`. Outage counters land in ``stats.extra``:
-    ``redis_read_errors``, ``redis_write_errors``, ``redis_calls_skipped``,
-    ``redis_writes_buffered``, ``redis_writes_replayed``,
-    ``redis_writes_dropped`` and ``redis_rejected``.
+    and :attr:`buffered_writes`. ``stats.extra`` holds the contract's
+    ``reused_ids`` and ``dedupe_resets`` (from the start), and the outage and
+    misconfiguration counters: ``redis_read_errors``, ``redis_write_errors``,
+    ``redis_calls_skipped``, ``redis_writes_buffered``, ``redis_writes_replayed``,
+    ``redis_writes_dropped`` (never sent), ``redis_writes_dropped_unknown`` (sent,
+    answer lost), ``redis_rejected``, ``redis_auth_errors``,
+    ``redis_cluster_refused`` and ``redis_invalid_text``.
+
+    Raises :class:`ConfigError` for a Redis Cluster client (and ``from_url``
+    for a server in cluster mode); every call raises
+    :class:`~autoplay_base.errors.BackendAuthError` while Redis refuses the
+    credentials, and :class:`ConfigError` for text that is not valid Unicode.
 
     Args:
         prefix: namespace of every key (several apps can share one database).
@@ -303,7 +313,8 @@ class RedisBackend:
         strict: raise :class:`BackendUnavailableError` instead of returning empty
             reads and buffering writes.
         on_error: called with each :class:`BackendError` (outage or script error).
-        on_drop: called with each :class:`DroppedWrite`.
+        on_drop: called with each :class:`DroppedWrite` (its ``outcome`` says whether
+            Redis may have applied it).
         clock: local clock for ``sessions()`` (the in-memory backend's ``clock``).
     """
 
@@ -426,6 +437,11 @@ class RedisBackend:
         ``connect_timeout`` every connection attempt (default: ``socket_timeout``);
         redis-py's own retries are off because the backend buffers writes itself.
         ``options`` are the constructor's keyword options.
+
+        When the server answers, one ``INFO cluster`` checks it at once: a server
+        in cluster mode raises :class:`ConfigError`, refused credentials
+        :class:`~autoplay_base.errors.BackendAuthError`. An unreachable server is
+        no error here (the backend starts and buffers writes).
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
