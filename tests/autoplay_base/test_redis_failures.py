@@ -99,6 +99,17 @@ async def test_text_that_is_not_unicode_is_a_config_error_never_a_unicode_error(
     assert backend.buffered_writes == 0
 
 
+async def test_listening_to_a_session_whose_id_is_not_unicode_is_a_config_error(
+    make_redis_backend: MakeBackend,
+) -> None:
+    backend = make_redis_backend()
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        next(backend.listen(SessionKey("p1", LONE)))
+    with pytest.raises(ConfigError, match="lone surrogate"):
+        await anext(aiter(backend.alisten(SessionKey(LONE, "s1"))))
+    assert backend.stats.extra["redis_invalid_text"] == 2
+
+
 def test_text_that_is_not_unicode_never_enters_the_outage_buffer(
     redis_server: RedisServer, private_backend: Callable[..., RedisBackend]
 ) -> None:
@@ -161,6 +172,21 @@ async def test_a_wrong_password_is_never_an_outage(redis_server: RedisServer) ->
     assert all("wrong-pw" not in str(e) for e in errors)
     backend.close()  # nothing buffered, nothing dropped
     assert drops == []
+    await aclient.aclose()
+
+
+async def test_a_listener_with_a_wrong_password_raises_an_auth_error(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url_with_user("app", "right-pw").replace("right-pw", "wrong-pw")
+    client, aclient = clients_for(url)
+    backend = RedisBackend(client, aclient, prefix="auth")
+    with pytest.raises(BackendAuthError):
+        next(backend.listen(KEY, block_ms=10))
+    with pytest.raises(BackendAuthError):
+        await anext(aiter(backend.alisten(KEY, block_ms=10)))
+    assert backend.stats.extra["redis_auth_errors"] == 2
+    client.close()
     await aclient.aclose()
 
 

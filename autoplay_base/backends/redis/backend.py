@@ -1515,6 +1515,12 @@ class RedisBackend:
         kwargs["socket_timeout"] = block_ms / 1000 + _LISTEN_GRACE_SECONDS
         return kwargs
 
+    def _listen_failed(self, exc: BaseException) -> BackendError:
+        """A listener's failure: refused credentials stay an auth error, the rest an outage."""
+        if self._is_auth_error(exc):
+            return self._auth_failed(exc)
+        return self._failed("listen", exc)
+
     def listen(
         self,
         key: SessionKey,
@@ -1541,6 +1547,7 @@ class RedisBackend:
             )
         )
         stream = self._keys.session(key, _STREAM)
+        self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
                 cursor = last_id if last_id != "$" else _tail(client.xrevrange(stream, count=1))
@@ -1550,7 +1557,7 @@ class RedisBackend:
                         cursor = entry_id
                         yield _activity(entry_id, fields)
             except self._transient as exc:
-                raise self._failed("listen", exc) from exc
+                raise self._listen_failed(exc) from exc
         finally:
             client.close()
 
@@ -1571,6 +1578,7 @@ class RedisBackend:
             )
         )
         stream = self._keys.session(key, _STREAM)
+        self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
                 if last_id == "$":
@@ -1585,7 +1593,7 @@ class RedisBackend:
                         cursor = entry_id
                         yield _activity(entry_id, fields)
             except self._transient as exc:
-                raise self._failed("listen", exc) from exc
+                raise self._listen_failed(exc) from exc
         finally:
             # Shielded so a cancelled listener still releases its connection.
             await asyncio.shield(client.aclose())
