@@ -120,6 +120,7 @@ class StoreCounters:
         "payloads_rejected",
         "payloads_without_session",
         "reads",
+        "replaces_clamped",
         "unknown_events_ignored",
         "writes",
     )
@@ -131,6 +132,8 @@ class StoreCounters:
         self.payloads_without_session = 0
         self.payloads_rejected = 0
         self.unknown_events_ignored = 0
+        self.replaces_clamped = 0
+        """Summaries whose ``replaces`` exceeded :data:`MAX_REPLACES` (stored, clamped)."""
 
     def as_dict(self) -> dict[str, int]:
         """The counters as a plain dict (for metrics exporters and logs)."""
@@ -156,11 +159,6 @@ def _displayed(view: SessionView | None, key: SessionKey | None) -> SessionView 
         return None
     lines = [display_line(line) for line in view.actions]
     return SessionView(view.summary, lines, view.summary_at, view.last_activity_at, key)
-
-
-def _summary_write(payload: SummaryPayload) -> tuple[str, int]:
-    """The summary as stored (cleaned) and its ``replaces`` clamped to :data:`MAX_REPLACES`."""
-    return clean_text(payload.summary, MAX_SUMMARY_CHARS), min(payload.replaces, MAX_REPLACES)
 
 
 SummarizerT = TypeVar("SummarizerT", SessionSummarizer, AsyncSessionSummarizer)
@@ -319,6 +317,19 @@ class _ContextStoreBase(Generic[SummarizerT]):
     async def _asummary_key(self, session_id: str, product_id: str | None) -> SessionKey:
         key = await self._aread_key(session_id, product_id)
         return key if key is not None else SessionKey(DEFAULT_PRODUCT_ID, session_id)
+
+    def _summary_write(self, payload: SummaryPayload) -> tuple[str, int]:
+        """The summary as stored (cleaned) and its ``replaces`` clamped to :data:`MAX_REPLACES`."""
+        replaces = payload.replaces
+        if replaces > MAX_REPLACES:
+            self.counters.replaces_clamped += 1
+            logger.warning(
+                "context_store: a summary's replaces (%d digits) exceeds %d; clamped",
+                len(str(replaces)),
+                MAX_REPLACES,
+            )
+            replaces = MAX_REPLACES
+        return clean_text(payload.summary, MAX_SUMMARY_CHARS), replaces
 
     def _wrote(self, stored: bool) -> None:
         if stored:
@@ -556,7 +567,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         return stored
 
     def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
-        summary, replaces = _summary_write(payload)
+        summary, replaces = self._summary_write(payload)
         return self.backend.apply_summary(
             key,
             summary,
@@ -687,7 +698,7 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         return stored
 
     async def _write_summary(self, key: SessionKey, payload: SummaryPayload, now: float) -> bool:
-        summary, replaces = _summary_write(payload)
+        summary, replaces = self._summary_write(payload)
         return await self.backend.aapply_summary(
             key,
             summary,

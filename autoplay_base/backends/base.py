@@ -117,7 +117,14 @@ class UserSessionRef:
 
 @dataclass(slots=True)
 class BackendStats:
-    """Counters a backend keeps; all only ever grow."""
+    """Counters a backend keeps; all only ever grow.
+
+    ``extra`` holds a backend's further counters. Two names belong to the dedupe
+    of the contract: ``reused_ids`` (an id seen again with other content, stored)
+    and ``dedupe_resets`` (a window cleared after its source's clock went back).
+    A backend may also publish gauges there and says so (``InMemoryBackend``'s
+    ``bytes``, its current size, is the one figure that also shrinks).
+    """
 
     actions_stored: int = 0
     summaries_stored: int = 0

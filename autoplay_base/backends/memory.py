@@ -6,7 +6,8 @@ in :attr:`InMemoryBackend.stats`:
 * sessions: least recently used first past ``max_sessions`` (touched on read and
   write), and idle ones after ``idle_ttl_seconds`` (sliding);
 * actions: the oldest past ``max_actions_per_session`` in a session;
-* users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users;
+* users: ``max_sessions_per_user`` recent sessions each, ``max_users`` users
+  (a user is a ``(product_id, user_id)`` pair: tenants' ids never mix);
 * chat histories: ``max_messages`` each, idle ones after ``history_ttl_seconds``;
 * bytes: ``max_bytes`` (default 512 MiB) over every stored string (action
   batches, summaries, chat messages), enforced on every write by evicting the
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import logging
 import math
-import sys
 import time
 from array import array
 from collections import OrderedDict, deque
@@ -50,7 +50,6 @@ from autoplay_base.backends.base import (
     SessionView,
     UserSessionRef,
     check_bounds,
-    content_digest,
 )
 from autoplay_base.formatting import BATCH_SEPARATOR
 
@@ -82,7 +81,9 @@ far more of ordinary ASCII activity (``None``: bounded by the counts alone)."""
 MAX_DEDUPE_PRODUCTS = 256
 """Products whose dedupe windows are kept (each holds up to ``dedupe_window`` ids)."""
 
-_getsizeof = sys.getsizeof
+_getsizeof = str.__sizeof__
+"""``sys.getsizeof`` of a string (a str is not GC-tracked, so the two agree), without
+its generic dispatch: several times cheaper, and it runs on every write."""
 _EXTRA = (
     "bytes",
     "sessions_evicted_bytes",
@@ -91,6 +92,18 @@ _EXTRA = (
     "dedupe_resets",
     "dedupe_windows_evicted",
 )
+
+
+def _digest(content: str | tuple[str, int]) -> int:
+    """The content digest of a write, as this process's dedupe compares it.
+
+    The contract's :func:`~autoplay_base.backends.base.content_digest` (CRC-32)
+    exists so that processes sharing a Redis agree; memory is one process, so
+    the built-in ``hash`` serves: cached on the string, about ten times cheaper
+    on the per-event path, and 64 bits wide. A batch is its lines joined on a
+    separator no line contains, so equal batches mean equal lines.
+    """
+    return hash(content)
 
 
 def _multi_add(index: dict[str, str | list[str]], name: str, value: str) -> None:
@@ -162,7 +175,8 @@ class _Session:
         ``replaces`` exceeds the pending actions (a client started mid-session,
         after a reset, an eviction or an expiry) an ordinary write.
         """
-        n = min(n, self.count)
+        if n > self.count:  # noqa: PLR1730 - min() costs ~100 ns more per event
+            n = self.count
         if n <= 0:
             return 0
         batches = self.batches
@@ -277,14 +291,14 @@ class InMemoryBackend:
             seen.move_to_end(product_id)
         return window
 
-    def _is_duplicate(self, window: DedupeWindow[str], event_id: str, digest: str) -> bool:
+    def _is_duplicate(self, window: DedupeWindow[str], event_id: str, digest: int) -> bool:
         if window.is_duplicate(event_id, digest):
             self.stats.duplicate_events += 1
             return True
         return False
 
     def _remember(
-        self, window: DedupeWindow[str], event_id: str, order: float, digest: str
+        self, window: DedupeWindow[str], event_id: str, order: float, digest: int
     ) -> None:
         """Mark an id seen: called last, once its write is in place."""
         reused, resets = window.reused, window.resets
@@ -423,10 +437,9 @@ class InMemoryBackend:
         ``sent_at`` orders the dedupe window (``at`` when absent).
         """
         # What can raise runs before any state changes: the join refuses a line
-        # that is no string (even a lone one), and its result is the batch as
-        # stored. content_digest([batch]) == content_digest(lines): both join on "\n".
+        # that is no string (even a lone one), and its result is the batch as stored.
         batch = BATCH_SEPARATOR.join(lines)
-        digest = content_digest((batch,)) if event_id is not None else ""
+        digest = _digest(batch) if event_id is not None else 0
         with self._lock:
             window = None
             if event_id is not None:
@@ -501,7 +514,7 @@ class InMemoryBackend:
         if not isinstance(summary, str):
             raise TypeError(f"summary must be a str, not {type(summary).__name__}")
         size = _getsizeof(summary)
-        digest = content_digest((summary, str(replaces))) if event_id is not None else ""
+        digest = _digest((summary, replaces)) if event_id is not None else 0
         with self._lock:
             window = None
             if event_id is not None:

@@ -545,6 +545,7 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         "payloads_without_session": 0,
         "payloads_rejected": 0,
         "unknown_events_ignored": 0,
+        "replaces_clamped": 0,
         "actions_stored": 4,
         "summaries_stored": 1,
         "duplicate_events": 1,

@@ -50,7 +50,13 @@ def history(seed: int) -> list[tuple[Any, ...]]:
         at = T0 + step
         key = rng.choice(KEYS)
         roll = rng.random()
-        if roll < 0.15 and written:  # replay an earlier write exactly (same id, same sent_at)
+        if roll < 0.015 and written:
+            # A reconnect replays a run of earlier writes in order (same ids, same
+            # sent_at), often longer than a product's dedupe window of 30.
+            for n, op in enumerate(written[-rng.randint(20, 90) :]):
+                ops.append(("replay", at + n / 1000, op))
+            continue
+        if roll < 0.15 and written:  # replay one earlier write exactly
             ops.append(("replay", at, rng.choice(written[-60:])))
             continue
         # Strictly increasing: on equal sent_at the backends may trim different ids.

@@ -172,7 +172,7 @@ def test_a_replay_one_longer_than_the_window_through_the_store_stores_one() -> N
 
 @pytest.mark.parametrize("replaces", [1, 2**63, 10**30])
 def test_store_clamps_replaces_and_stores_the_summary(
-    make_backend: Callable[..., Any], replaces: int
+    make_backend: Callable[..., Any], replaces: int, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock = FakeClock()
     store = ContextStore(backend=make_backend(clock=clock), clock=clock)
@@ -181,3 +181,6 @@ def test_store_clamps_replaces_and_stores_the_summary(
     store.add(summary("fresh", "Started mid-session.", replaces=replaces, event_id="9"))
     assert store.stats()["duplicates_skipped"] == 1
     assert MAX_REPLACES == 2**31 - 1
+    clamped = 2 if replaces > MAX_REPLACES else 0  # counted per payload, the replay too
+    assert store.stats()["replaces_clamped"] == clamped
+    assert caplog.text.count("exceeds 2147483647; clamped") == clamped
