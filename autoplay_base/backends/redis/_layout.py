@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from autoplay_base.backends.base import SessionKey
 
-__all__ = ["escape_id", "parse_member", "session_member", "unescape_id"]
+__all__ = ["escape_id", "parse_member", "session_member", "unescape_id", "user_member"]
 
 # -- key layout ------------------------------------------------------------------------
 _SESSION = "s"
@@ -14,8 +14,11 @@ _STREAM = ":x"
 _SESSIONS = "sessions"
 _PRODUCTS = "p"
 _SEEN = "e"
+_SEEN_DIGESTS = "ed"
+_SEEN_STALE = "er"
 _USER = "u"
 _USERS = "users"
+_USER_PRODUCTS = "up"
 _HISTORY = "h"
 # meta hash fields
 _F_LAST = "l"
@@ -36,6 +39,11 @@ def unescape_id(value: str) -> str:
 def session_member(key: SessionKey) -> str:
     """``P:S``: the name of one session in the sessions and user indexes."""
     return f"{escape_id(key.product_id)}:{escape_id(key.session_id)}"
+
+
+def user_member(product_id: str, user_id: str) -> str:
+    """``P:U``: one product's user, in the users index and in its own key's name."""
+    return f"{escape_id(product_id)}:{escape_id(user_id)}"
 
 
 def parse_member(member: str) -> SessionKey:
@@ -61,11 +69,20 @@ class _Layout:
     def sessions(self) -> str:
         return f"{self.prefix}:{_SESSIONS}"
 
-    def user(self, user_id: str) -> str:
-        return f"{self.prefix}:{_USER}:{escape_id(user_id)}"
+    def user(self, product_id: str, user_id: str) -> str:
+        return f"{self.prefix}:{_USER}:{user_member(product_id, user_id)}"
+
+    def user_products(self, user_id: str) -> str:
+        return f"{self.prefix}:{_USER_PRODUCTS}:{escape_id(user_id)}"
 
     def users(self) -> str:
         return f"{self.prefix}:{_USERS}"
+
+    def seen(self, product_id: str) -> str:
+        return f"{self.prefix}:{_SEEN}:{escape_id(product_id)}"
+
+    def seen_digests(self, product_id: str) -> str:
+        return f"{self.prefix}:{_SEEN_DIGESTS}:{escape_id(product_id)}"
 
     def history(self, key: SessionKey) -> str:
         return f"{self.prefix}:{_HISTORY}:{session_member(key)}"

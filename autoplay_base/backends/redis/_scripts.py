@@ -17,10 +17,13 @@ from autoplay_base.backends.redis._layout import (
     _META,
     _PRODUCTS,
     _SEEN,
+    _SEEN_DIGESTS,
+    _SEEN_STALE,
     _SESSION,
     _SESSIONS,
     _STREAM,
     _USER,
+    _USER_PRODUCTS,
     _USERS,
 )
 
@@ -92,17 +95,23 @@ end
 
 # ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
 # 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
-# then a: 17.. lines | s: 17 replaces, 18 summary.
+# 17 content digest, 18 dedupe order (sent_at, else at),
+# then a: 19.. lines | s: 19 replaces (already clamped to [0, cap] in Python), 20 summary.
 # Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
-# integer to parse), else {1, trimmed, expired, evicted}.
+# integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
+#
+# Scripts are not rolled back when a command fails, so the order matters: the dedupe check
+# only reads, everything that can fail (a foreign key of the wrong type) runs next, and the
+# id is marked seen last, by commands on keys this script alone writes.
 _LUA_WRITE = """
-if ARGV[7] == "1" then
-  local seen = prefix .. ":@E@:" .. p
-  if redis.call("ZADD", seen, "NX", now_s, ARGV[8]) == 0 then return 0 end
-  local window = tonumber(ARGV[11])
-  if redis.call("ZCARD", seen) > window then
-    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
-  end
+local has_event = ARGV[7] == "1"
+local seen, digests, reused, resets = nil, nil, 0, 0
+if has_event then
+  seen = prefix .. ":@E@:" .. p
+  digests = prefix .. ":@ED@:" .. p
+  local known = redis.call("HGET", digests, ARGV[8])
+  if known == ARGV[17] then return 0 end
+  if known then reused = 1 end
 end
 sweep()
 local evicted = 0
@@ -116,10 +125,10 @@ if not live() then
 end
 local trimmed = 0
 if ARGV[6] == "a" then
-  if #ARGV > 16 then
+  if #ARGV > 18 then
     local cap = tonumber(ARGV[10])
     local length = 0
-    for i = 17, #ARGV, 1000 do
+    for i = 19, #ARGV, 1000 do
       length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
     end
     if length > cap then
@@ -130,25 +139,34 @@ if ARGV[6] == "a" then
   redis.call("HSET", meta, "@L@", now_s)
   local user = ARGV[14]
   if user ~= "" then
+    -- One product's user is "P:U": the index, its bounds and its keys never mix tenants.
     local users = prefix .. ":@USERS@"
-    if redis.call("ZADD", users, now_s, user) == 1
+    local pu = p .. ":" .. user
+    if redis.call("ZADD", users, now_s, pu) == 1
         and redis.call("ZCARD", users) > tonumber(ARGV[16]) then
-      local old = redis.call("ZPOPMIN", users)[1]
+      -- The least recent other user goes (never the one just added, even with an older at).
+      local head = redis.call("ZRANGE", users, 0, 1)
+      local old = head[1]
+      if old == pu then old = head[2] end
+      redis.call("ZREM", users, old)
       redis.call("DEL", prefix .. ":@U@:" .. old)
+      local op, ou = split(old)
+      redis.call("SREM", prefix .. ":@UP@:" .. ou, op)
     end
-    local ukey = prefix .. ":@U@:" .. user
-    redis.call("ZADD", ukey, now_s, member)
+    redis.call("SADD", prefix .. ":@UP@:" .. user, p)
+    local ukey = prefix .. ":@U@:" .. pu
+    redis.call("ZADD", ukey, now_s, s)
     local extra = redis.call("ZCARD", ukey) - tonumber(ARGV[15])
     if extra > 0 then redis.call("ZREMRANGEBYRANK", ukey, 0, extra - 1) end
   end
 else
-  local replaces = tonumber(ARGV[17])
+  local replaces = tonumber(ARGV[19])
   if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
-  redis.call("HSET", meta, "@SUM@", ARGV[18], "@SUMAT@", now_s, "@L@", now_s)
+  redis.call("HSET", meta, "@SUM@", ARGV[20], "@SUMAT@", now_s, "@L@", now_s)
 end
 local maxlen = tonumber(ARGV[12])
 if maxlen > 0 then
-  if ARGV[7] == "1" then
+  if has_event then
     redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
       "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
   else
@@ -156,8 +174,39 @@ if maxlen > 0 then
   end
 end
 refresh()
-if trimmed == 0 and expired == 0 and evicted == 0 then return 1 end
-return {1, trimmed, expired, evicted}
+if has_event then
+  -- Mark the id seen, last. The window keeps the newest ids by dedupe order: an id older
+  -- than all of them is added and trimmed at once (stored, not remembered), so a long
+  -- replay never pushes out the ids it repeats next. More than 4 x window such ids in a
+  -- row mean the source's clock went back: the window starts over (a new epoch).
+  local window = tonumber(ARGV[11])
+  local stale = prefix .. ":@ER@:" .. p
+  redis.call("ZADD", seen, ARGV[18], ARGV[8])
+  redis.call("HSET", digests, ARGV[8], ARGV[17])
+  local older = false
+  if redis.call("ZCARD", seen) > window then
+    local gone = redis.call("ZRANGE", seen, 0, -(window + 1))
+    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
+    for _, id in ipairs(gone) do
+      if id == ARGV[8] then older = true end
+    end
+    redis.call("HDEL", digests, unpack(gone))
+  end
+  if older then
+    if redis.call("INCR", stale) > 4 * window then
+      redis.call("DEL", seen, digests, stale)
+      redis.call("ZADD", seen, ARGV[18], ARGV[8])
+      redis.call("HSET", digests, ARGV[8], ARGV[17])
+      resets = 1
+    end
+  else
+    redis.call("DEL", stale)
+  end
+end
+if trimmed == 0 and expired == 0 and evicted == 0 and reused == 0 and resets == 0 then
+  return 1
+end
+return {1, trimmed, expired, evicted, reused, resets}
 """
 
 # ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
@@ -194,14 +243,29 @@ end
 return cjson.encode(out)
 """
 
+# ARGV 1 prefix, 2 user (escaped), 3 every product ("1") or one ("0"), 4 product (escaped).
+# Returns how many product users were forgotten.
+_LUA_FORGET_USER = """
+local prefix, user = ARGV[1], ARGV[2]
+local up = prefix .. ":@UP@:" .. user
+local products = {ARGV[4]}
+if ARGV[3] == "1" then products = redis.call("SMEMBERS", up) end
+for _, p in ipairs(products) do
+  redis.call("DEL", prefix .. ":@U@:" .. p .. ":" .. user)
+  redis.call("ZREM", prefix .. ":@USERS@", p .. ":" .. user)
+  redis.call("SREM", up, p)
+end
+return #products
+"""
+
 _LUA_SESSIONS = """
 sweep()
 return {expired, redis.call("ZRANGE", idx, 0, -1)}
 """
 
 
-def _render(body: str) -> str:
-    source = _LUA_PRELUDE + body
+def _render(body: str, *, prelude: bool = True) -> str:
+    source = _LUA_PRELUDE + body if prelude else body
     for placeholder, value in (
         ("@SESSIONS@", _SESSIONS),
         ("@S@", _SESSION),
@@ -209,8 +273,11 @@ def _render(body: str) -> str:
         ("@ACTIONS@", _ACTIONS),
         ("@STREAM@", _STREAM),
         ("@P@", _PRODUCTS),
+        ("@ED@", _SEEN_DIGESTS),
+        ("@ER@", _SEEN_STALE),
         ("@E@", _SEEN),
         ("@USERS@", _USERS),
+        ("@UP@", _USER_PRODUCTS),
         ("@U@", _USER),
         ("@L@", _F_LAST),
         ("@SUMAT@", _F_SUMMARY_AT),
@@ -226,13 +293,14 @@ class _Script(NamedTuple):
     sha: str
 
 
-def _script(body: str) -> _Script:
-    source = _render(body)
+def _script(body: str, *, prelude: bool = True) -> _Script:
+    source = _render(body, prelude=prelude)
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
 _WRITE = _script(_LUA_WRITE)
 _READ = _script(_LUA_READ)
 _SESSIONS_SCRIPT = _script(_LUA_SESSIONS)
-_SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT)
+_FORGET_USER = _script(_LUA_FORGET_USER, prelude=False)
+_SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT, _FORGET_USER)
 _LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)

@@ -22,6 +22,8 @@ def _import_redis() -> Any:
     try:
         import redis  # noqa: PLC0415 - optional extra, imported on first use
         import redis.asyncio  # noqa: PLC0415
+        import redis.asyncio.cluster  # noqa: PLC0415 - to refuse a cluster client
+        import redis.cluster  # noqa: PLC0415
     except ImportError as exc:
         raise missing_extra("redis", "redis") from exc
     return redis
@@ -35,7 +37,11 @@ def _no_retry(module: Any, *, is_async: bool) -> Any:
 
 
 def _pack(commands: Sequence[Command]) -> bytes:
-    """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text)."""
+    """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text).
+
+    Raises :class:`UnicodeEncodeError` for text that is not valid Unicode (a lone
+    surrogate from ``json.loads``); the backend translates it where it builds commands.
+    """
     out = []
     for command in commands:
         out.append(b"*%d\r\n" % len(command))

@@ -12,7 +12,7 @@ from collections.abc import AsyncGenerator, Callable, Generator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from threading import Event, Lock
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal
 
 from autoplay_base.backends.base import (
     ActionsWrite,
@@ -22,6 +22,7 @@ from autoplay_base.backends.base import (
     SessionView,
     UserSessionRef,
     check_bounds,
+    content_digest,
 )
 from autoplay_base.backends.memory import (
     DEFAULT_DEDUPE_WINDOW,
@@ -43,6 +44,7 @@ from autoplay_base.backends.redis._layout import (
     unescape_id,
 )
 from autoplay_base.backends.redis._scripts import (
+    _FORGET_USER,
     _LOAD_SCRIPTS,
     _READ,
     _SESSIONS_SCRIPT,
@@ -66,6 +68,7 @@ from autoplay_base.backends.redis._wire import (
     _tail,
 )
 from autoplay_base.errors import (
+    BackendAuthError,
     BackendError,
     BackendUnavailableError,
     ConfigError,
@@ -82,6 +85,8 @@ __all__ = [
     "DEFAULT_RETRY_INTERVAL_SECONDS",
     "DEFAULT_SOCKET_TIMEOUT",
     "DEFAULT_STREAM_MAXLEN",
+    "NOT_APPLIED",
+    "UNKNOWN",
     "ActionsWrite",
     "Activity",
     "DroppedWrite",
@@ -98,6 +103,9 @@ DEFAULT_RETRY_INTERVAL_SECONDS = 0.5
 DEFAULT_STREAM_MAXLEN = 100
 """Approximate entries kept per session activity stream (``XADD MAXLEN ~``); 0 turns it off."""
 DEFAULT_LISTEN_BLOCK_MS = 1000
+CONTRACT_COUNTERS = ("reused_ids", "dedupe_resets")
+"""``stats.extra`` counters every backend keeps: ids seen again with other content
+(stored), and dedupe windows started over after their source's clock went back."""
 _BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
 
 
@@ -118,14 +126,27 @@ class Activity:
     event_id: str | None = None
 
 
+NOT_APPLIED = "not_applied"
+""":attr:`DroppedWrite.outcome`: Redis never received the write (it was only buffered)."""
+UNKNOWN = "unknown"
+""":attr:`DroppedWrite.outcome`: the write was sent but its answer was lost (a timeout, a
+connection that died mid-reply), so Redis may have applied it."""
+
+
 @dataclass(frozen=True, slots=True)
 class DroppedWrite:
-    """A buffered write that was given up (buffer overflow or close during an outage)."""
+    """A buffered write that was given up (buffer overflow or close during an outage).
+
+    ``reason`` says why it was given up (``"buffer_full"``, ``"closed"``); ``outcome``
+    whether it is certainly lost (:data:`NOT_APPLIED`) or may have been applied
+    (:data:`UNKNOWN`: it had been sent once and its reply never came).
+    """
 
     kind: str
     key: SessionKey | None
     event_id: str | None
     reason: str
+    outcome: str = NOT_APPLIED
 
 
 # -- pure core ------------------------------------------------------------------------------
@@ -133,10 +154,18 @@ class DroppedWrite:
 
 @dataclass(frozen=True, slots=True)
 class _Op:
-    """A write as commands (several run in MULTI/EXEC); what to count once it ran."""
+    """A write as commands, packed once when it is built; what to count once it ran.
+
+    ``packed`` is the RESP of the commands (wrapped in MULTI/EXEC when there are
+    several) and ``replies`` how many replies it yields. Packing at build time
+    means a write that cannot be encoded fails in the caller, never later in the
+    buffer, where it would block every write queued behind it.
+    """
 
     kind: str
     commands: tuple[Command, ...]
+    packed: bytes
+    replies: int
     key: SessionKey | None = None
     event_id: str | None = None
     lines: int = 0
@@ -192,9 +221,56 @@ def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
     return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
 
 
-class _Pending(NamedTuple):
-    seq: int
-    op: _Op
+class _Pending:
+    """A buffered write; ``sent`` once it went out and its answer was lost (fate unknown)."""
+
+    __slots__ = ("op", "sent", "seq")
+
+    def __init__(self, seq: int, op: _Op, *, sent: bool) -> None:
+        self.seq = seq
+        self.op = op
+        self.sent = sent
+
+
+class _Exchange:
+    """One round trip's progress: the replies read so far, and what went out.
+
+    ``sent`` turns true just before the request is written (a failure after it
+    leaves the request's fate unknown); ``sent_ops`` counts the writes of a
+    pipelined ``append_actions_many`` handed to the socket so far.
+    """
+
+    __slots__ = ("replies", "sent", "sent_ops")
+
+    def __init__(self) -> None:
+        self.replies: list[Any] = []
+        self.sent = False
+        self.sent_ops = 0
+
+
+_AUTH_CODES = ("WRONGPASS", "NOAUTH", "NOPERM")
+_CLUSTER_CODES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
+_CLUSTER_SCRIPT_ERROR = "non local key in a cluster node"
+
+
+def _error_code(exc: BaseException) -> str:
+    """The error code of a redis-py error (``status_code`` when it parsed one, else the text)."""
+    code = getattr(exc, "status_code", None)
+    if isinstance(code, str) and code:
+        return code
+    text = str(exc)
+    return text.split(" ", 1)[0] if text else ""
+
+
+def _refuse_cluster_clients(module: Any, client: Any, aclient: Any) -> None:
+    """A Redis Cluster client is refused until cluster support lands (keys are not slotted)."""
+    cluster_types = (module.cluster.RedisCluster, module.asyncio.cluster.RedisCluster)
+    if isinstance(client, cluster_types) or isinstance(aclient, cluster_types):
+        raise ConfigError(
+            "RedisBackend supports standalone Redis and Valkey only, not Redis Cluster "
+            "(its scripts build key names, which a cluster cannot route): pass "
+            "redis.Redis / redis.asyncio.Redis clients of a standalone server"
+        )
 
 
 # -- the backend --------------------------------------------------------------------------------
@@ -211,10 +287,18 @@ class RedisBackend:
     :meth:`append_actions_many` (pipelined ingest), :meth:`listen` /
     :meth:`alisten` (follow a session live), :meth:`flush` / :meth:`aflush`
     (replay writes buffered during an outage), :meth:`ping` / :meth:`aping`
-    and :attr:`buffered_writes`. Outage counters land in ``stats.extra``:
-    ``redis_read_errors``, ``redis_write_errors``, ``redis_calls_skipped``,
-    ``redis_writes_buffered``, ``redis_writes_replayed``,
-    ``redis_writes_dropped`` and ``redis_rejected``.
+    and :attr:`buffered_writes`. ``stats.extra`` holds the contract's
+    ``reused_ids`` and ``dedupe_resets`` (from the start), and the outage and
+    misconfiguration counters: ``redis_read_errors``, ``redis_write_errors``,
+    ``redis_calls_skipped``, ``redis_writes_buffered``, ``redis_writes_replayed``,
+    ``redis_writes_dropped`` (never sent), ``redis_writes_dropped_unknown`` (sent,
+    answer lost), ``redis_rejected``, ``redis_auth_errors``,
+    ``redis_cluster_refused`` and ``redis_invalid_text``.
+
+    Raises :class:`ConfigError` for a Redis Cluster client (and ``from_url``
+    for a server in cluster mode); every call raises
+    :class:`~autoplay_base.errors.BackendAuthError` while Redis refuses the
+    credentials, and :class:`ConfigError` for text that is not valid Unicode.
 
     Args:
         prefix: namespace of every key (several apps can share one database).
@@ -229,7 +313,8 @@ class RedisBackend:
         strict: raise :class:`BackendUnavailableError` instead of returning empty
             reads and buffering writes.
         on_error: called with each :class:`BackendError` (outage or script error).
-        on_drop: called with each :class:`DroppedWrite`.
+        on_drop: called with each :class:`DroppedWrite` (its ``outcome`` says whether
+            Redis may have applied it).
         clock: local clock for ``sessions()`` (the in-memory backend's ``clock``).
     """
 
@@ -256,6 +341,7 @@ class RedisBackend:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = _import_redis()
+        _refuse_cluster_clients(self._redis, client, aclient)
         check_bounds(
             max_sessions=max_sessions,
             max_actions_per_session=max_actions_per_session,
@@ -291,7 +377,8 @@ class RedisBackend:
         self.strict = strict
         self.on_error = on_error
         self.on_drop = on_drop
-        self.stats = BackendStats()
+        # The contract's dedupe counters exist from the start, as in the in-memory backend.
+        self.stats = BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0))
         self._clock = clock
         self._keys = _Layout(prefix)
         self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
@@ -309,10 +396,25 @@ class RedisBackend:
         self._connection_error: type[Exception] = exceptions.ConnectionError
         self._response_error: type[Exception] = exceptions.ResponseError
         self._no_script: type[Exception] = exceptions.NoScriptError
+        # Credentials refused: AuthenticationError and AuthorizationError subclass
+        # ConnectionError, so they are told apart before anything counts as an outage.
+        self._auth_errors: tuple[type[Exception], ...] = (
+            exceptions.AuthenticationError,
+            exceptions.AuthorizationError,
+            exceptions.NoPermissionError,
+            exceptions.AuthenticationWrongNumberOfArgsError,
+        )
+        self._cluster_errors: tuple[type[Exception], ...] = (
+            exceptions.AskError,  # MovedError too
+            exceptions.ClusterDownError,
+            exceptions.ClusterCrossSlotError,
+            exceptions.TryAgainError,
+        )
         self._lock = Lock()
         self._buffer: deque[_Pending] = deque()
         self._buffer_seq = 0
         self._draining = False
+        self._in_flight = 0  # buffered writes at the head of the buffer a replay has sent
         self._down_until = 0.0
         self._down = False
         self._last_failure: BaseException | None = None
@@ -335,6 +437,11 @@ class RedisBackend:
         ``connect_timeout`` every connection attempt (default: ``socket_timeout``);
         redis-py's own retries are off because the backend buffers writes itself.
         ``options`` are the constructor's keyword options.
+
+        When the server answers, one ``INFO cluster`` checks it at once: a server
+        in cluster mode raises :class:`ConfigError`, refused credentials
+        :class:`~autoplay_base.errors.BackendAuthError`. An unreachable server is
+        no error here (the backend starts and buffers writes).
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
@@ -348,28 +455,97 @@ class RedisBackend:
         aclient = module.asyncio.Redis.from_url(
             url, retry=_no_retry(module, is_async=True), **common
         )
-        return cls(client, aclient, prefix=prefix, **options)
+        backend = cls(client, aclient, prefix=prefix, **options)
+        try:
+            backend._check_server()
+        except BaseException:
+            client.close()
+            raise
+        return backend
+
+    def _check_server(self) -> None:
+        """Refuse a Cluster node and bad credentials at once, if the server answers now.
+
+        One ``INFO cluster``. An unreachable server is not an error here (writes
+        buffer until it comes up); a cluster node that answers later is refused by
+        the first reply that names a slot (see :meth:`_check_reply`).
+        """
+        exchange = _Exchange()
+        try:
+            self._send(_pack([("INFO", "cluster")]), 1, exchange)
+        except self._transient:
+            logger.debug("redis backend: %s not reachable at start", self._where)
+            return
+        info = exchange.replies[0]
+        if isinstance(info, str) and "cluster_enabled:1" in info:
+            raise self._cluster_refused("INFO cluster says cluster_enabled:1")
+        self._recovered()
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._where}, prefix={self.prefix!r})"
 
-    # -- command builders (pure) -------------------------------------------------------------------
+    # -- command builders (pure but for counting what cannot be encoded) ------------------------
     def _base_args(self, key: SessionKey, now: float) -> list[Any]:
         return [self.prefix, self._ttl, self._ttl_ms, session_member(key), _f(now)]
+
+    def _packed(self, commands: Sequence[Command], what: str) -> bytes:
+        """``commands`` in RESP; text that is not valid Unicode is a :class:`ConfigError`.
+
+        A lone surrogate (``"\\ud800"`` is valid for ``json.loads``) cannot be sent
+        to Redis: it is refused here, counted in ``redis_invalid_text`` and logged
+        without the offending value, before any state changes or anything is buffered.
+        """
+        try:
+            return _pack(commands)
+        except UnicodeEncodeError as exc:
+            with self._lock:
+                self.stats.errors += 1
+                self._count("redis_invalid_text")
+            logger.warning(
+                "redis backend: refused a %s holding text that is not valid Unicode", what
+            )
+            raise ConfigError(
+                f"cannot send the {what} to Redis: an id or text holds a lone surrogate "
+                f"(not valid Unicode) at position {exc.start}"
+            ) from None
+
+    def _op(
+        self,
+        kind: str,
+        commands: tuple[Command, ...],
+        key: SessionKey | None = None,
+        event_id: str | None = None,
+        lines: int = 0,
+    ) -> _Op:
+        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
+        packed = self._packed(wire, f"{kind} write")
+        return _Op(kind, commands, packed, len(wire), key, event_id, lines)
+
+    def _dedupe_args(
+        self, event_id: str | None, digest: str, at: float, sent_at: float | None
+    ) -> tuple[str, str, str, str]:
+        if event_id is None:
+            return ("0", "", "", "")
+        return ("1", event_id, digest, _f(at if sent_at is None else sent_at))
 
     def _append_op(
         self,
         key: SessionKey,
         lines: Sequence[str],
         at: float,
+        *,
         event_id: str | None,
         user_id: str | None,
+        sent_at: float | None,
     ) -> _Op:
+        has_event, event, digest, order = self._dedupe_args(
+            event_id, content_digest(lines) if event_id is not None else "", at, sent_at
+        )
         argv = self._base_args(key, at)
         argv += [
             "a",
-            "0" if event_id is None else "1",
-            event_id or "",
+            has_event,
+            event,
             self.max_sessions,
             self.max_actions_per_session,
             self.dedupe_window,
@@ -378,21 +554,38 @@ class RedisBackend:
             escape_id(user_id) if user_id else "",
             self.max_sessions_per_user,
             self.max_users,
+            digest,
+            order,
         ]
         stamp = _f(at)
         argv += [f"{stamp} {line}" for line in lines]
-        command = ("EVALSHA", _WRITE.sha, 0, *argv)
-        return _Op("append", (command,), key, event_id, len(lines))
+        return self._op("append", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id, len(lines))
 
     def _summary_op(
-        self, key: SessionKey, summary: str, replaces: int, at: float, event_id: str | None
+        self,
+        key: SessionKey,
+        summary: str,
+        *,
+        replaces: int,
+        at: float,
+        event_id: str | None,
+        sent_at: float | None,
     ) -> _Op:
+        # The digest covers what the caller sent; the script gets ``replaces`` clamped:
+        # no more than the cap can be pending, and Redis takes no integer >= 2**63.
+        has_event, event, digest, order = self._dedupe_args(
+            event_id,
+            content_digest([summary, str(replaces)]) if event_id is not None else "",
+            at,
+            sent_at,
+        )
+        clamped = min(max(replaces, 0), self.max_actions_per_session)
         argv = self._base_args(key, at)
         data = {"summary": summary, "replaces": replaces}
         argv += [
             "s",
-            "0" if event_id is None else "1",
-            event_id or "",
+            has_event,
+            event,
             self.max_sessions,
             self.max_actions_per_session,
             self.dedupe_window,
@@ -401,10 +594,12 @@ class RedisBackend:
             "",
             self.max_sessions_per_user,
             self.max_users,
-            max(replaces, 0),
+            digest,
+            order,
+            clamped,
             summary,
         ]
-        return _Op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
+        return self._op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
 
     def _read_command(self, key: SessionKey, options: ReadOptions, now: float) -> Command:
         cutoff = _cutoff(options, now)
@@ -419,7 +614,7 @@ class RedisBackend:
     def _reset_op(self, key: SessionKey) -> _Op:
         keys = self._keys
         member = session_member(key)
-        return _Op(
+        return self._op(
             "reset",
             (
                 (
@@ -442,7 +637,7 @@ class RedisBackend:
         ]
         if self._history_ttl_ms is not None:
             commands.append(("PEXPIRE", name, self._history_ttl_ms))
-        return _Op("messages", tuple(commands), key)
+        return self._op("messages", tuple(commands), key)
 
     def _get_messages_commands(self, key: SessionKey) -> tuple[Command, ...]:
         name = self._keys.history(key)
@@ -450,19 +645,15 @@ class RedisBackend:
             return (("LRANGE", name, 0, -1),)
         return (("LRANGE", name, 0, -1), ("PEXPIRE", name, self._history_ttl_ms))
 
-    def _forget_user_op(self, user_id: str) -> _Op:
-        keys = self._keys
-        return _Op(
-            "forget_user",
-            (
-                ("DEL", keys.user(user_id)),
-                ("ZREM", keys.users(), escape_id(user_id)),
-            ),
-        )
+    def _forget_user_op(self, user_id: str, product_id: str | None) -> _Op:
+        every = "1" if product_id is None else "0"
+        product = "" if product_id is None else escape_id(product_id)
+        command = ("EVALSHA", _FORGET_USER.sha, 0, self.prefix, escape_id(user_id), every, product)
+        return self._op("forget_user", (command,))
 
-    def _user_commands(self, user_id: str, limit: int) -> tuple[Command, ...]:
-        keys = self._keys
-        return (("ZREVRANGE", keys.user(user_id), 0, limit - 1, "WITHSCORES"),)
+    def _user_commands(self, user_id: str, product_id: str, limit: int) -> tuple[Command, ...]:
+        name = self._keys.user(product_id, user_id)
+        return (("ZREVRANGE", name, 0, limit - 1, "WITHSCORES"),)
 
     def _sessions_command(self) -> Command:
         argv = [self.prefix, self._ttl, self._ttl_ms, "", _f(self._clock())]
@@ -474,7 +665,7 @@ class RedisBackend:
         extra[name] = extra.get(name, 0) + n
 
     def _after_write(self, op: _Op, replies: Sequence[Any]) -> bool:
-        """Account one executed write from its replies; ``False`` for a duplicate."""
+        """Account one executed write from its replies; ``False`` for a duplicate or an error."""
         failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
         if failure is not None:
             self._rejected(op.kind, failure)
@@ -482,7 +673,10 @@ class RedisBackend:
         if op.kind not in ("append", "summary"):
             return True
         reply = replies[0]
-        stored, trimmed, expired, evicted = (reply, 0, 0, 0) if isinstance(reply, int) else reply
+        if isinstance(reply, int):
+            stored, trimmed, expired, evicted, reused, resets = reply, 0, 0, 0, 0, 0
+        else:
+            stored, trimmed, expired, evicted, reused, resets = reply
         with self._lock:
             self.stats.sessions_expired += expired
             self.stats.sessions_evicted += evicted
@@ -490,6 +684,10 @@ class RedisBackend:
                 self.stats.duplicate_events += 1
                 return False
             self.stats.actions_trimmed += trimmed
+            if reused:
+                self._count("reused_ids")
+            if resets:
+                self._count("dedupe_resets")
             if op.kind == "append":
                 self.stats.actions_stored += op.lines
             else:
@@ -552,12 +750,67 @@ class RedisBackend:
         self._report(error)
         return error
 
-    def _buffered(self, op: _Op, exc: BaseException | None, *, trip: bool = True) -> bool:
+    def _is_auth_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._auth_errors) or (
+            isinstance(exc, self._response_error) and _error_code(exc) in _AUTH_CODES
+        )
+
+    def _is_cluster_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, self._cluster_errors) or (
+            isinstance(exc, self._response_error)
+            and (_error_code(exc) in _CLUSTER_CODES or _CLUSTER_SCRIPT_ERROR in str(exc))
+        )
+
+    def _auth_failed(self, exc: BaseException) -> BackendAuthError:
+        """Redis refused the credentials: a configuration error, never an outage.
+
+        The message names the server (no credentials: ``_describe_pool`` drops
+        them) and the error class, never redis-py's text or the URL.
+        """
+        error = BackendAuthError(
+            f"redis at {self._where} refused the credentials ({type(exc).__name__}): "
+            "check the user, password and ACL permissions of the URL"
+        )
+        error.__cause__ = exc
+        with self._lock:
+            self.stats.errors += 1
+            self._count("redis_auth_errors")
+        logger.error("redis backend: %s", error)
+        self._report(error)
+        return error
+
+    def _cluster_refused(self, detail: str) -> ConfigError:
+        error = ConfigError(
+            f"redis at {self._where} is a Redis Cluster node ({detail}); RedisBackend "
+            "supports standalone Redis and Valkey only until cluster support lands"
+        )
+        with self._lock:
+            self.stats.errors += 1
+            self._count("redis_cluster_refused")
+        logger.error("redis backend: %s", error)
+        return error
+
+    def _check_reply(self, reply: Any) -> Any:
+        """An error reply that means misconfiguration raises; any other reply is returned.
+
+        Refused credentials and a Cluster node are not outages: buffering or
+        logging them would lose every write in silence.
+        """
+        if isinstance(reply, Exception):
+            if self._is_auth_error(reply):
+                raise self._auth_failed(reply) from reply
+            if self._is_cluster_error(reply):
+                raise self._cluster_refused(_error_code(reply) or "cluster error") from reply
+        return reply
+
+    def _buffered(
+        self, op: _Op, exc: BaseException | None, *, trip: bool = True, sent: bool = False
+    ) -> bool:
         """A write Redis did not take: buffer it (or raise in strict mode)."""
         error = self._failed("write", exc, trip=trip)
         if self.strict:
             raise error
-        return self._enqueue(op)
+        return self._enqueue(op, sent=sent)
 
     def _read_failed(self, exc: BaseException | None) -> None:
         """A read Redis did not answer: empty result (or raise in strict mode)."""
@@ -572,37 +825,54 @@ class RedisBackend:
             if was_down:
                 logger.info("redis backend: %s reachable again", self._where)
 
-    def _enqueue(self, op: _Op) -> bool:
-        dropped: list[_Op] = []
+    def _enqueue(self, op: _Op, *, sent: bool = False) -> bool:
+        """Buffer a write; past the bound the oldest write no replay has in flight goes.
+
+        A replay in flight holds the head of the buffer: those writes may be
+        applied right now, so they are never the ones given up. When every
+        buffered write is in flight, the new write is the one given up.
+        """
+        dropped: list[_Pending] = []
         with self._lock:
             self._buffer_seq += 1
-            self._buffer.append(_Pending(self._buffer_seq, op))
+            self._buffer.append(_Pending(self._buffer_seq, op, sent=sent))
             self._count("redis_writes_buffered")
             while len(self._buffer) > self.max_buffered_writes:
                 # Context is about recency: the oldest buffered write goes first.
-                dropped.append(self._buffer.popleft().op)
-                self._count("redis_writes_dropped")
-        for lost in dropped:
-            self._dropped(lost, "buffer_full")
+                position = min(self._in_flight, len(self._buffer) - 1)
+                lost = self._buffer[position]
+                del self._buffer[position]
+                dropped.append(lost)
+                self._count_drop(lost)
+        for pending in dropped:
+            self._dropped(pending, "buffer_full")
         return True
 
-    def _dropped(self, op: _Op, reason: str) -> None:
+    def _count_drop(self, pending: _Pending) -> None:
+        self._count("redis_writes_dropped_unknown" if pending.sent else "redis_writes_dropped")
+
+    def _dropped(self, pending: _Pending, reason: str) -> None:
+        op = pending.op
+        outcome = UNKNOWN if pending.sent else NOT_APPLIED
         logger.warning(
-            "redis backend: dropped a buffered %s write (%s, product=%s)",
+            "redis backend: dropped a buffered %s write (%s, %s, product=%s)",
             op.kind,
             reason,
+            outcome,
             op.key.product_id if op.key else None,
         )
         if self.on_drop is not None:
             try:
-                self.on_drop(DroppedWrite(op.kind, op.key, op.event_id, reason))
+                self.on_drop(DroppedWrite(op.kind, op.key, op.event_id, reason, outcome))
             except Exception:
                 logger.exception("redis backend: on_drop callback raised")
 
     def _take_batch(self) -> list[_Pending]:
-        """The next buffered writes to replay (empty when the buffer is)."""
+        """The next buffered writes to replay, now in flight (empty when the buffer is)."""
         with self._lock:
-            return list(islice(self._buffer, _BATCH))
+            batch = list(islice(self._buffer, _BATCH))
+            self._in_flight = len(batch)
+            return batch
 
     def _begin_drain(self) -> bool:
         with self._lock:
@@ -614,33 +884,45 @@ class RedisBackend:
     def _end_drain(self) -> None:
         with self._lock:
             self._draining = False
+            self._in_flight = 0
 
-    def _replayed(self, batch: list[_Pending], replies: list[Any]) -> None:
-        # Replies start with one per SCRIPT LOAD, then each op's commands in order.
+    def _replayed(self, batch: list[_Pending], exchange: _Exchange) -> None:
+        """Account the writes of ``batch`` that were answered and take them off the buffer.
+
+        Replies start with one per SCRIPT LOAD, then each write's replies in order.
+        When the replay broke off after it was sent, the writes without their
+        full answer stay buffered, marked as sent: Redis may have applied them.
+        """
+        replies = exchange.replies
         position = len(_LOAD_SCRIPTS)
+        done = 0
         for pending in batch:
-            n = len(pending.op.commands) + (2 if len(pending.op.commands) > 1 else 0)
-            chunk = replies[position : position + n]
-            position += n
-            if len(pending.op.commands) > 1:
+            op = pending.op
+            chunk = replies[position : position + op.replies]
+            if len(chunk) < op.replies:
+                break
+            position += op.replies
+            if op.replies > 1:
                 exec_reply = chunk[-1]
                 chunk = exec_reply if isinstance(exec_reply, list) else [exec_reply]
-            self._after_write(pending.op, chunk)
+            self._after_write(op, chunk)
+            done += 1
         with self._lock:
-            last = batch[-1].seq
-            while self._buffer and self._buffer[0].seq <= last:
+            if exchange.sent:
+                for pending in batch[done:]:
+                    pending.sent = True
+            # The batch is still the head of the buffer: an overflow never drops writes
+            # in flight, so only this replay takes them off.
+            for _ in range(done):
                 self._buffer.popleft()
-            self._count("redis_writes_replayed", len(batch))
+            self._in_flight = 0
+            if done:
+                self._count("redis_writes_replayed", done)
 
-    def _replay_commands(self, batch: list[_Pending]) -> list[Command]:
+    def _replay_packed(self, batch: list[_Pending]) -> tuple[bytes, int]:
         # Scripts are loaded first: a restarted server has an empty script cache.
-        commands: list[Command] = list(_LOAD_SCRIPTS)
-        for pending in batch:
-            if len(pending.op.commands) > 1:
-                commands += [("MULTI",), *pending.op.commands, ("EXEC",)]
-            else:
-                commands += pending.op.commands
-        return commands
+        packed = _pack(_LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
+        return packed, len(_LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
 
     @property
     def buffered_writes(self) -> int:
@@ -648,41 +930,57 @@ class RedisBackend:
         return len(self._buffer)
 
     # -- sync I/O ----------------------------------------------------------------------------------
-    def _send(self, commands: Sequence[Command]) -> list[Any]:
-        """Write ``commands`` at once and read one reply each: a single round trip.
+    def _send(self, packed: bytes, count: int, exchange: _Exchange) -> None:
+        """Write ``packed`` at once and read ``count`` replies into ``exchange``: one round trip.
 
-        Error replies come back in place as exception objects. On any other
-        failure the connection is dropped rather than returned half-read. A
-        connection error is tried once more on a fresh connection: after a
-        server restart every pooled connection is dead, though Redis is back.
+        Error replies come back in place as exception objects, except refused
+        credentials (:class:`BackendAuthError`) and a Cluster node
+        (:class:`ConfigError`), which raise. On any other failure the connection
+        is dropped rather than returned half-read, and ``exchange`` holds what was
+        answered before it. A connection error before any answer is tried once
+        more on a fresh connection: after a server restart every pooled connection
+        is dead, though Redis is back.
         """
         try:
-            return self._send_once(commands)
-        except self._connection_error:
-            self._client.connection_pool.disconnect(inuse_connections=False)
-            return self._send_once(commands)
+            try:
+                self._send_once(packed, count, exchange)
+            except self._connection_error as exc:
+                if exchange.replies or self._is_auth_error(exc):
+                    raise
+                self._client.connection_pool.disconnect(inuse_connections=False)
+                self._send_once(packed, count, exchange)
+        except self._auth_errors as exc:
+            raise self._auth_failed(exc) from exc
 
-    def _send_once(self, commands: Sequence[Command]) -> list[Any]:
+    def _send_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
         pool = self._client.connection_pool
-        conn = _checkout(pool)
+        conn = _checkout(pool)  # a refused connection fails here: nothing was sent
+        replies = exchange.replies
         try:
-            conn.send_packed_command([_pack(commands)])
-            return [_read_reply(conn, self._response_error) for _ in commands]
+            exchange.sent = True
+            conn.send_packed_command([packed])
+            for _ in range(count):
+                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
         except BaseException:
             conn.disconnect()
             raise
         finally:
             pool.release(conn)
 
-    def _execute(self, commands: Sequence[Command]) -> list[Any]:
-        """One command, or several in MULTI/EXEC; raises the first error reply."""
-        if len(commands) > 1:
-            return _raise_errors(self._send([("MULTI",), *commands, ("EXEC",)])[-1])
-        replies = self._send(commands)
-        if isinstance(replies[0], self._no_script):
-            self._send(_LOAD_SCRIPTS)
-            replies = self._send(commands)
-        return _raise_errors(replies)
+    def _query_packed(self, commands: Sequence[Command]) -> tuple[bytes, int]:
+        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
+        return self._packed(wire, "read"), len(wire)
+
+    def _execute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
+        """One command, or several in MULTI/EXEC (``count`` > 1); raises the first error reply."""
+        self._send(packed, count, exchange)
+        if count > 1:
+            return _raise_errors(exchange.replies[-1])
+        if isinstance(exchange.replies[0], self._no_script):
+            self._send(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
+            exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
+            self._send(packed, count, exchange)
+        return _raise_errors(exchange.replies)
 
     def _drain(self) -> bool | None:
         """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
@@ -690,13 +988,16 @@ class RedisBackend:
             return None if self._buffer else True
         try:
             while batch := self._take_batch():
+                packed, count = self._replay_packed(batch)
+                exchange = _Exchange()
                 try:
-                    replies = self._send(self._replay_commands(batch))
+                    self._send(packed, count, exchange)
                 except self._transient as exc:
                     # Not an operation of its own: the call that triggered it counts.
+                    self._replayed(batch, exchange)
                     self._trip(exc)
                     return False
-                self._replayed(batch, replies)
+                self._replayed(batch, exchange)
             self._recovered()
             return True
         finally:
@@ -720,10 +1021,12 @@ class RedisBackend:
             return self._enqueue(op)
         if not ready:
             return self._buffered(op, None)
+        exchange = _Exchange()
         try:
-            replies = self._execute(op.commands)
+            replies = self._execute(op.packed, op.replies, exchange)
         except self._transient as exc:
-            return self._buffered(op, exc)
+            # Once sent, its answer never came: if it is dropped later, say so.
+            return self._buffered(op, exc, sent=exchange.sent)
         except self._response_error as exc:
             self._rejected(op.kind, exc)
             return False
@@ -731,11 +1034,12 @@ class RedisBackend:
         return self._after_write(op, replies)
 
     def _query(self, commands: Sequence[Command]) -> list[Any] | None:
+        packed, count = self._query_packed(commands)
         if self._ready() is False:
             self._read_failed(None)
             return None
         try:
-            replies = self._execute(commands)
+            replies = self._execute(packed, count, _Exchange())
         except self._transient as exc:
             self._read_failed(exc)
             return None
@@ -754,41 +1058,50 @@ class RedisBackend:
     def ping(self) -> None:
         """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
         try:
-            self._client.execute_command("PING")
+            self._send(_pack([("PING",)]), 1, _Exchange())
         except self._transient as exc:
             raise self._failed("ping", exc) from exc
         self._recovered()
 
     # -- async I/O (the sync bodies with ``await``) ------------------------------------------------
-    async def _asend(self, commands: Sequence[Command]) -> list[Any]:
+    async def _asend(self, packed: bytes, count: int, exchange: _Exchange) -> None:
         """Async twin of :meth:`_send`."""
         try:
-            return await self._asend_once(commands)
-        except self._connection_error:
-            await self._aclient.connection_pool.disconnect(inuse_connections=False)
-            return await self._asend_once(commands)
+            try:
+                await self._asend_once(packed, count, exchange)
+            except self._connection_error as exc:
+                if exchange.replies or self._is_auth_error(exc):
+                    raise
+                await self._aclient.connection_pool.disconnect(inuse_connections=False)
+                await self._asend_once(packed, count, exchange)
+        except self._auth_errors as exc:
+            raise self._auth_failed(exc) from exc
 
-    async def _asend_once(self, commands: Sequence[Command]) -> list[Any]:
+    async def _asend_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
         pool = self._aclient.connection_pool
         conn = await _acheckout(pool)
+        replies = exchange.replies
         try:
-            await conn.send_packed_command([_pack(commands)])
-            return [await _aread_reply(conn, self._response_error) for _ in commands]
+            exchange.sent = True
+            await conn.send_packed_command([packed])
+            for _ in range(count):
+                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
         except BaseException:
             await conn.disconnect()
             raise
         finally:
             await pool.release(conn)
 
-    async def _aexecute(self, commands: Sequence[Command]) -> list[Any]:
+    async def _aexecute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
         """Async twin of :meth:`_execute`."""
-        if len(commands) > 1:
-            return _raise_errors((await self._asend([("MULTI",), *commands, ("EXEC",)]))[-1])
-        replies = await self._asend(commands)
-        if isinstance(replies[0], self._no_script):
-            await self._asend(_LOAD_SCRIPTS)
-            replies = await self._asend(commands)
-        return _raise_errors(replies)
+        await self._asend(packed, count, exchange)
+        if count > 1:
+            return _raise_errors(exchange.replies[-1])
+        if isinstance(exchange.replies[0], self._no_script):
+            await self._asend(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
+            exchange.replies.clear()
+            await self._asend(packed, count, exchange)
+        return _raise_errors(exchange.replies)
 
     async def _adrain(self) -> bool | None:
         """Async twin of :meth:`_drain`."""
@@ -796,23 +1109,22 @@ class RedisBackend:
             return None if self._buffer else True
         try:
             while batch := self._take_batch():
+                packed, count = self._replay_packed(batch)
+                exchange = _Exchange()
                 try:
-                    replies = await self._asend(self._replay_commands(batch))
+                    await self._asend(packed, count, exchange)
                 except self._transient as exc:
+                    self._replayed(batch, exchange)
                     self._trip(exc)
                     return False
-                self._replayed(batch, replies)
+                self._replayed(batch, exchange)
             self._recovered()
             return True
         finally:
             self._end_drain()
 
     async def _aready(self) -> bool | None:
-        """Replay the buffer first so writes land in order.
-
-        ``False`` while Redis is down; ``None`` while another caller replays the
-        buffer (a write then queues behind it, a read goes ahead).
-        """
+        """Async twin of :meth:`_ready`."""
         if self._tripped():
             with self._lock:
                 self._count("redis_calls_skipped")
@@ -825,10 +1137,11 @@ class RedisBackend:
             return self._enqueue(op)
         if not ready:
             return self._buffered(op, None)
+        exchange = _Exchange()
         try:
-            replies = await self._aexecute(op.commands)
+            replies = await self._aexecute(op.packed, op.replies, exchange)
         except self._transient as exc:
-            return self._buffered(op, exc)
+            return self._buffered(op, exc, sent=exchange.sent)
         except self._response_error as exc:
             self._rejected(op.kind, exc)
             return False
@@ -836,11 +1149,12 @@ class RedisBackend:
         return self._after_write(op, replies)
 
     async def _aquery(self, commands: Sequence[Command]) -> list[Any] | None:
+        packed, count = self._query_packed(commands)
         if await self._aready() is False:
             self._read_failed(None)
             return None
         try:
-            replies = await self._aexecute(commands)
+            replies = await self._aexecute(packed, count, _Exchange())
         except self._transient as exc:
             self._read_failed(exc)
             return None
@@ -859,7 +1173,7 @@ class RedisBackend:
     async def aping(self) -> None:
         """Async twin of :meth:`ping`."""
         try:
-            await self._aclient.execute_command("PING")
+            await self._asend(_pack([("PING",)]), 1, _Exchange())
         except self._transient as exc:
             raise self._failed("ping", exc) from exc
         self._recovered()
@@ -873,9 +1187,12 @@ class RedisBackend:
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Append action lines in one round trip (``True`` also when buffered during an outage)."""
-        return self._write(self._append_op(key, lines, at, event_id, user_id))
+        return self._write(
+            self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
+        )
 
     async def aappend_actions(
         self,
@@ -885,9 +1202,12 @@ class RedisBackend:
         at: float,
         event_id: str | None = None,
         user_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions`."""
-        return await self._awrite(self._append_op(key, lines, at, event_id, user_id))
+        return await self._awrite(
+            self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
+        )
 
     def append_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
         """Many :meth:`append_actions` in pipelined chunks of 256; results in order.
@@ -896,48 +1216,52 @@ class RedisBackend:
         reconnect, a batch from a queue): the same semantics at a fraction of the
         round trips. While Redis runs one chunk the next is built and sent, so
         client and server work overlap. If the connection fails midway, the
-        events without an answer are buffered like any write during an outage.
+        events without an answer are buffered like any write during an outage
+        (those already sent as of unknown fate, see :class:`DroppedWrite`).
         """
         if not writes:
             return []
+        all_ops = [self._many_op(w) for w in writes]  # every write is encodable, or none is sent
         ready = self._ready()
         if ready is None:
-            return [self._enqueue(self._many_op(w)) for w in writes]
+            return [self._enqueue(op) for op in all_ops]
         if not ready:
-            return [self._buffered(self._many_op(w), None) for w in writes]
-        ops: list[_Op] = []
-        replies: list[Any] = []
+            return [self._buffered(op, None) for op in all_ops]
+        exchange = _Exchange()
         try:
-            self._stream_writes(writes, ops, replies)
+            self._stream_writes(all_ops, exchange)
         except self._transient as exc:
             self._trip(exc)
-            return self._settle(writes, ops, replies, exc)
+            return self._settle(all_ops, exchange, exc)
         self._recovered()
-        return self._settle(writes, ops, replies, None)
+        return self._settle(all_ops, exchange, None)
 
-    def _stream_writes(
-        self, writes: Sequence[ActionsWrite], ops: list[_Op], replies: list[Any]
-    ) -> None:
+    def _stream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
+        """Send ``ops`` in pipelined chunks, reading each chunk's answers while the next runs."""
         pool = self._client.connection_pool
-        conn = _checkout(pool)
+        try:
+            conn = _checkout(pool)
+        except self._auth_errors as exc:
+            raise self._auth_failed(exc) from exc
+        replies = exchange.replies
         try:
             # The scripts are loaded first so no EVALSHA can miss a restarted server's cache.
             discard, in_flight = len(_LOAD_SCRIPTS), 0
-            for start in range(0, len(writes), _BATCH):
-                chunk = [self._many_op(w) for w in writes[start : start + _BATCH]]
-                commands = [op.commands[0] for op in chunk]
-                conn.send_packed_command(
-                    [_pack([*_LOAD_SCRIPTS, *commands] if start == 0 else commands)]
-                )
-                ops += chunk
+            for start in range(0, len(ops), _BATCH):
+                chunk = ops[start : start + _BATCH]
+                packed = b"".join(op.packed for op in chunk)
+                if start == 0:
+                    packed = _pack(_LOAD_SCRIPTS) + packed
+                exchange.sent_ops = start + len(chunk)
+                conn.send_packed_command([packed])
                 for _ in range(in_flight):  # the previous chunk's answers
-                    replies.append(_read_reply(conn, self._response_error))
+                    replies.append(self._check_reply(_read_reply(conn, self._response_error)))
                 in_flight = len(chunk)
                 if start == 0:
                     for _ in range(discard):
-                        _read_reply(conn, self._response_error)
+                        self._check_reply(_read_reply(conn, self._response_error))
             for _ in range(in_flight):
-                replies.append(_read_reply(conn, self._response_error))
+                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
         except BaseException:
             conn.disconnect()
             raise
@@ -948,43 +1272,48 @@ class RedisBackend:
         """Async twin of :meth:`append_actions_many`."""
         if not writes:
             return []
+        all_ops = [self._many_op(w) for w in writes]
         ready = await self._aready()
         if ready is None:
-            return [self._enqueue(self._many_op(w)) for w in writes]
+            return [self._enqueue(op) for op in all_ops]
         if not ready:
-            return [self._buffered(self._many_op(w), None) for w in writes]
-        ops: list[_Op] = []
-        replies: list[Any] = []
+            return [self._buffered(op, None) for op in all_ops]
+        exchange = _Exchange()
         try:
-            await self._astream_writes(writes, ops, replies)
+            await self._astream_writes(all_ops, exchange)
         except self._transient as exc:
             self._trip(exc)
-            return self._settle(writes, ops, replies, exc)
+            return self._settle(all_ops, exchange, exc)
         self._recovered()
-        return self._settle(writes, ops, replies, None)
+        return self._settle(all_ops, exchange, None)
 
-    async def _astream_writes(
-        self, writes: Sequence[ActionsWrite], ops: list[_Op], replies: list[Any]
-    ) -> None:
+    async def _astream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
+        """Async twin of :meth:`_stream_writes`."""
         pool = self._aclient.connection_pool
-        conn = await _acheckout(pool)
+        try:
+            conn = await _acheckout(pool)
+        except self._auth_errors as exc:
+            raise self._auth_failed(exc) from exc
+        replies = exchange.replies
         try:
             discard, in_flight = len(_LOAD_SCRIPTS), 0
-            for start in range(0, len(writes), _BATCH):
-                chunk = [self._many_op(w) for w in writes[start : start + _BATCH]]
-                commands = [op.commands[0] for op in chunk]
-                await conn.send_packed_command(
-                    [_pack([*_LOAD_SCRIPTS, *commands] if start == 0 else commands)]
-                )
-                ops += chunk
+            for start in range(0, len(ops), _BATCH):
+                chunk = ops[start : start + _BATCH]
+                packed = b"".join(op.packed for op in chunk)
+                if start == 0:
+                    packed = _pack(_LOAD_SCRIPTS) + packed
+                exchange.sent_ops = start + len(chunk)
+                await conn.send_packed_command([packed])
                 for _ in range(in_flight):
-                    replies.append(await _aread_reply(conn, self._response_error))
+                    replies.append(
+                        self._check_reply(await _aread_reply(conn, self._response_error))
+                    )
                 in_flight = len(chunk)
                 if start == 0:
                     for _ in range(discard):
-                        await _aread_reply(conn, self._response_error)
+                        self._check_reply(await _aread_reply(conn, self._response_error))
             for _ in range(in_flight):
-                replies.append(await _aread_reply(conn, self._response_error))
+                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
         except BaseException:
             await conn.disconnect()
             raise
@@ -992,20 +1321,24 @@ class RedisBackend:
             await pool.release(conn)
 
     def _many_op(self, write: ActionsWrite) -> _Op:
-        return self._append_op(write.key, write.lines, write.at, write.event_id, write.user_id)
+        return self._append_op(
+            write.key,
+            write.lines,
+            write.at,
+            event_id=write.event_id,
+            user_id=write.user_id,
+            sent_at=write.sent_at,
+        )
 
-    def _settle(
-        self,
-        writes: Sequence[ActionsWrite],
-        ops: list[_Op],
-        replies: list[Any],
-        exc: BaseException | None,
-    ) -> list[bool]:
-        """Account what Redis answered; buffer the rest (sent or not, its fate is unknown)."""
-        answered = zip(ops[: len(replies)], replies, strict=True)
+    def _settle(self, ops: list[_Op], exchange: _Exchange, exc: BaseException | None) -> list[bool]:
+        """Account what Redis answered; buffer the rest (those sent as of unknown fate)."""
+        replies = exchange.replies
+        answered = zip(ops[: len(replies)], replies, strict=False)
         results = [self._after_write(op, [reply]) for op, reply in answered]
-        rest = ops[len(replies) :] + [self._many_op(w) for w in writes[len(ops) :]]
-        return results + [self._buffered(op, exc, trip=False) for op in rest]
+        return results + [
+            self._buffered(op, exc, trip=False, sent=index < exchange.sent_ops)
+            for index, op in enumerate(ops[len(replies) :], start=len(replies))
+        ]
 
     def apply_summary(
         self,
@@ -1015,9 +1348,14 @@ class RedisBackend:
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
-        """Set the summary and drop the ``replaces`` oldest actions in one atomic script."""
-        return self._write(self._summary_op(key, summary, replaces, at, event_id))
+        """Set the summary and drop the ``min(replaces, pending)`` oldest actions atomically."""
+        return self._write(
+            self._summary_op(
+                key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
+            )
+        )
 
     async def aapply_summary(
         self,
@@ -1027,9 +1365,14 @@ class RedisBackend:
         replaces: int,
         at: float,
         event_id: str | None = None,
+        sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`apply_summary`."""
-        return await self._awrite(self._summary_op(key, summary, replaces, at, event_id))
+        return await self._awrite(
+            self._summary_op(
+                key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
+            )
+        )
 
     def _account_read(self, replies: list[Any] | None, options: ReadOptions) -> SessionView | None:
         if replies is None:
@@ -1089,34 +1432,47 @@ class RedisBackend:
 
     # -- users -------------------------------------------------------------------------------------
     @staticmethod
-    def _user_refs(replies: list[Any] | None) -> list[UserSessionRef]:
+    def _user_refs(replies: list[Any] | None, product_id: str) -> list[UserSessionRef]:
         if replies is None:
             return []
-        refs = []
-        for member, seen_at in _pairs(replies[0]):
-            key = parse_member(member)
-            refs.append(UserSessionRef(key.session_id, key.product_id, float(seen_at)))
-        return refs
+        return [
+            UserSessionRef(unescape_id(session), product_id, float(seen_at))
+            for session, seen_at in _pairs(replies[0])
+        ]
 
-    def user_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
-        """A user's most recent sessions, newest first (one ``ZREVRANGE``)."""
+    def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
+        """One product's user's most recent sessions, newest first (one ``ZREVRANGE``)."""
         if limit <= 0:
             return []
-        return self._user_refs(self._query(self._user_commands(user_id, limit)))
+        replies = self._query(self._user_commands(user_id, product_id, limit))
+        return self._user_refs(replies, product_id)
 
-    async def auser_sessions(self, user_id: str, *, limit: int) -> list[UserSessionRef]:
+    async def auser_sessions(
+        self, user_id: str, *, product_id: str, limit: int
+    ) -> list[UserSessionRef]:
         """Async twin of :meth:`user_sessions`."""
         if limit <= 0:
             return []
-        return self._user_refs(await self._aquery(self._user_commands(user_id, limit)))
+        replies = await self._aquery(self._user_commands(user_id, product_id, limit))
+        return self._user_refs(replies, product_id)
 
-    def forget_user(self, user_id: str) -> None:
-        """Drop a user's session index."""
-        self._write(self._forget_user_op(user_id))
+    def user_products(self, user_id: str) -> list[str]:
+        """Product ids (sorted) under which ``user_id`` has indexed sessions: one ``SMEMBERS``."""
+        replies = self._query((("SMEMBERS", self._keys.user_products(user_id)),))
+        return sorted(unescape_id(p) for p in replies[0]) if replies else []
 
-    async def aforget_user(self, user_id: str) -> None:
+    async def auser_products(self, user_id: str) -> list[str]:
+        """Async twin of :meth:`user_products`."""
+        replies = await self._aquery((("SMEMBERS", self._keys.user_products(user_id)),))
+        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+
+    def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
+        """Drop a user's session index (under every product when ``product_id`` is None)."""
+        self._write(self._forget_user_op(user_id, product_id))
+
+    async def aforget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Async twin of :meth:`forget_user`."""
-        await self._awrite(self._forget_user_op(user_id))
+        await self._awrite(self._forget_user_op(user_id, product_id))
 
     # -- chat message histories --------------------------------------------------------------------
     def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
@@ -1139,13 +1495,16 @@ class RedisBackend:
         replies = await self._aquery(self._get_messages_commands(key))
         return list(replies[0]) if replies else []
 
+    def _clear_messages_op(self, key: SessionKey) -> _Op:
+        return self._op("clear_messages", (("DEL", self._keys.history(key)),), key)
+
     def clear_messages(self, key: SessionKey) -> None:
         """Delete a session's chat history."""
-        self._write(_Op("clear_messages", (("DEL", self._keys.history(key)),), key))
+        self._write(self._clear_messages_op(key))
 
     async def aclear_messages(self, key: SessionKey) -> None:
         """Async twin of :meth:`clear_messages`."""
-        await self._awrite(_Op("clear_messages", (("DEL", self._keys.history(key)),), key))
+        await self._awrite(self._clear_messages_op(key))
 
     # -- listen ------------------------------------------------------------------------------------
     def _listen_kwargs(self, pool: Any, block_ms: int) -> dict[str, Any]:
@@ -1155,6 +1514,12 @@ class RedisBackend:
         # The command blocks on purpose: the socket must outlive the block.
         kwargs["socket_timeout"] = block_ms / 1000 + _LISTEN_GRACE_SECONDS
         return kwargs
+
+    def _listen_failed(self, exc: BaseException) -> BackendError:
+        """A listener's failure: refused credentials stay an auth error, the rest an outage."""
+        if self._is_auth_error(exc):
+            return self._auth_failed(exc)
+        return self._failed("listen", exc)
 
     def listen(
         self,
@@ -1182,6 +1547,7 @@ class RedisBackend:
             )
         )
         stream = self._keys.session(key, _STREAM)
+        self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
                 cursor = last_id if last_id != "$" else _tail(client.xrevrange(stream, count=1))
@@ -1191,7 +1557,7 @@ class RedisBackend:
                         cursor = entry_id
                         yield _activity(entry_id, fields)
             except self._transient as exc:
-                raise self._failed("listen", exc) from exc
+                raise self._listen_failed(exc) from exc
         finally:
             client.close()
 
@@ -1212,6 +1578,7 @@ class RedisBackend:
             )
         )
         stream = self._keys.session(key, _STREAM)
+        self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
                 if last_id == "$":
@@ -1226,7 +1593,7 @@ class RedisBackend:
                         cursor = entry_id
                         yield _activity(entry_id, fields)
             except self._transient as exc:
-                raise self._failed("listen", exc) from exc
+                raise self._listen_failed(exc) from exc
         finally:
             # Shielded so a cancelled listener still releases its connection.
             await asyncio.shield(client.aclose())
@@ -1234,12 +1601,12 @@ class RedisBackend:
     # -- lifecycle ---------------------------------------------------------------------------------
     def _drop_buffer(self) -> None:
         with self._lock:
-            lost = [pending.op for pending in self._buffer]
+            lost = list(self._buffer)
             self._buffer.clear()
-            if lost:
-                self._count("redis_writes_dropped", len(lost))
-        for op in lost:
-            self._dropped(op, "closed")
+            for pending in lost:
+                self._count_drop(pending)
+        for pending in lost:
+            self._dropped(pending, "closed")
 
     def close(self) -> None:
         """Replay what is buffered if Redis answers, report the rest as dropped, disconnect.
