@@ -130,9 +130,10 @@ async def test_undecodable_entries_are_counted_logged_and_skipped(
         assert [m.content for m in await _read(history, mode)] == ["before", "after"]
     assert any_store.backend.stats.extra[DECODE_ERRORS_COUNTER] == 2
     assert [r.getMessage() for r in caplog.records] == [
-        "chat history: skipped undecodable entry 1 of product_id=acme session_id=s1 "
+        "chat history: skipped undecodable entry 1 of product_id='acme' session_id='s1' "
         "(JSONDecodeError)",
-        "chat history: skipped undecodable entry 2 of product_id=acme session_id=s1 (KeyError)",
+        "chat history: skipped undecodable entry 2 of product_id='acme' session_id='s1' "
+        "(KeyError)",
     ]
 
 
