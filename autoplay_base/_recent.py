@@ -36,6 +36,7 @@ __all__ = ["DedupeWindow", "RecentKeys"]
 
 K = TypeVar("K", bound=Hashable)
 Digest = int | str | None
+_INFINITE = (float("inf"), float("-inf"))
 _STALE_RUN_FACTOR = 4  # events older than the window, in a row and per slot, before a reset
 
 
@@ -119,7 +120,9 @@ class DedupeWindow(Generic[K]):
         if key in entries:  # the same id with other content: a reused id
             self.reused += 1
             del entries[key]
-        if order is None:
+        if order is None or order != order or order in _INFINITE:
+            # NaN would make every stamp look stale (NaN != NaN); infinities would pin
+            # the window's ends. An order that cannot be compared counts as the newest.
             order = self._newest
         elif len(entries) >= self.capacity and order < self._oldest():
             # Older than everything remembered: pass it on, but keep the window for

@@ -85,3 +85,12 @@ def test_windows_reject_a_capacity_below_one(capacity: int) -> None:
         DedupeWindow(capacity)
     with pytest.raises(ConfigError):
         RecentKeys(capacity)
+
+
+@pytest.mark.parametrize("order", [float("nan"), float("inf"), float("-inf")])
+def test_orders_that_cannot_be_compared_count_as_the_newest(order: float) -> None:
+    window: DedupeWindow[str] = DedupeWindow(3)
+    for n in range(5):
+        assert window.check(f"e{n}", order)
+    assert list(window._entries) == ["e2", "e3", "e4"]
+    assert not window.check("e4", 1.0)
