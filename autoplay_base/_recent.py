@@ -36,7 +36,8 @@ __all__ = ["DedupeWindow", "RecentKeys"]
 
 K = TypeVar("K", bound=Hashable)
 Digest = int | str | None
-_INFINITE = (float("inf"), float("-inf"))
+_INF = float("inf")
+_INFINITE = (_INF, -_INF)
 _STALE_RUN_FACTOR = 4  # events older than the window, in a row and per slot, before a reset
 
 
@@ -117,10 +118,26 @@ class DedupeWindow(Generic[K]):
     def remember(self, key: K, order: float | None = None, digest: Digest = None) -> None:
         """Remember a new event (call after :meth:`is_duplicate` said it is not one)."""
         entries = self._entries
+        if order is None:
+            order = self._newest
+        # The usual case, written out once: a new id, in order (a finite order not
+        # older than the newest; NaN fails the comparison and takes the general path).
+        if self._newest <= order < _INF and key not in entries:
+            self._newest = order
+            self._stale_run = 0
+            entries[key] = (order, digest)
+            self._ages.append((key, order))
+            if len(entries) > self.capacity:
+                self._evict_oldest()
+            return
+        self._remember_general(key, order, digest)
+
+    def _remember_general(self, key: K, order: float, digest: Digest) -> None:
+        entries = self._entries
         if key in entries:  # the same id with other content: a reused id
             self.reused += 1
             del entries[key]
-        if order is None or order != order or order in _INFINITE:
+        if order != order or order in _INFINITE:  # noqa: PLR0124 - the NaN test
             # NaN would make every stamp look stale (NaN != NaN); infinities would pin
             # the window's ends. An order that cannot be compared counts as the newest.
             order = self._newest
@@ -139,11 +156,12 @@ class DedupeWindow(Generic[K]):
         while len(entries) > self.capacity:
             self._evict_oldest()
         if len(self._ages) > 2 * self.capacity:
-            self._compact()
+            self._compact()  # stale stamps come only from this path (reused ids)
 
     def check(self, key: K, order: float | None = None, digest: Digest = None) -> bool:
         """``True`` (and remember it) for a new event, ``False`` for a duplicate."""
-        if self.is_duplicate(key, digest):
+        entry = self._entries.get(key)
+        if entry is not None and (digest is None or entry[1] is None or entry[1] == digest):
             return False
         self.remember(key, order, digest)
         return True
