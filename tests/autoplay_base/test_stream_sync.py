@@ -562,9 +562,14 @@ def test_counters_as_dict_lists_every_counter(emulator: EmulatorServer) -> None:
         "dropped": 0,
         "duplicates": 0,
         "heartbeats": 0,
+        "id_resets": 0,
+        "ids_reused": 0,
         "last_event_id": None,
         "received": 0,
         "reconnects": 0,
+        "rejected_ids": 0,
+        "rejected_retries": 0,
+        "stalls": 0,
     }
     assert client.last_event_id is None
     assert client.url == emulator.url_for("acme")
