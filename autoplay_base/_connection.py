@@ -22,14 +22,14 @@ import time
 import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
-from urllib.parse import urljoin, urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import httpx
 
-from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after
-from autoplay_base._sse import SSEDecoder, SSEFrame
+from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after, safe_url
+from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, SSEDecoder, SSEFrame
 from autoplay_base.errors import AutoplayError, ConfigError, EventDecodeError
-from autoplay_base.events import Event, UnknownEvent, decode_event
+from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event, UnknownEvent, decode_event
 
 __all__ = [
     "MAX_WAIT_SECONDS",
@@ -163,15 +163,6 @@ def log_exception(
     log.log(level, "%s\n%s", secret.scrub(message), secret.scrub(trace.rstrip()))
 
 
-def safe_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where secrets hide), for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
 class ClientCounters:
     """What a client has seen; ``received == delivered + dropped`` once ``stop`` returned.
 
@@ -257,8 +248,10 @@ class _StalledError(Exception):
 
 
 _MAX_LOGGED_CHARS = 200
-_MAX_LOCATION_CHARS = 512
 _RETRY_AFTER_STATUSES = (429, 503)
+# Room a frame needs beyond its data (field names, event name, id, line ends), so
+# an event at exactly max_event_bytes is not cut by the decoder's buffering cap.
+_FRAME_OVERHEAD = DEFAULT_MAX_FRAME_BYTES - DEFAULT_MAX_EVENT_BYTES
 
 
 class StreamCore:
@@ -303,7 +296,7 @@ class StreamCore:
         self.on_disconnect = on_disconnect
         self._attempts = 0
         # The decoder of the open connection and what was read from its counters.
-        self._decoder = SSEDecoder(max_frame_bytes=max_event_bytes)
+        self._decoder = SSEDecoder(max_frame_bytes=max_event_bytes + _FRAME_OVERHEAD)
         self._seen_oversized = 0
         self._seen_rejected_ids = 0
         self._seen_rejected_retries = 0
@@ -326,11 +319,7 @@ class StreamCore:
         status = response.status_code
         if status != 200:
             raw_location = response.headers.get("location")
-            location = (
-                safe_url(urljoin(self.url, raw_location))[:_MAX_LOCATION_CHARS]
-                if raw_location
-                else None
-            )
+            location = urljoin(self.url, raw_location) if raw_location else None
             fatal = fatal_status_error(status, self.safe_url, location=location)
             if fatal is not None:
                 logger.error("stream: %s", fatal)
@@ -349,7 +338,7 @@ class StreamCore:
         """A stream opened: account for it and return the decoder for its body."""
         self.resume.connected()
         self.counters.connections += 1
-        self._decoder = decoder = SSEDecoder(max_frame_bytes=self.max_event_bytes)
+        self._decoder = decoder = SSEDecoder(max_frame_bytes=self.max_event_bytes + _FRAME_OVERHEAD)
         self._seen_oversized = self._seen_rejected_ids = self._seen_rejected_retries = 0
         self._seen_progress = 0
         self._progress_at = time.monotonic()
@@ -381,7 +370,7 @@ class StreamCore:
             self._seen_oversized += 1
             self._reject(
                 EventDecodeError(
-                    f"frame is larger than the {self.max_event_bytes}-byte cap "
+                    f"frame is larger than the {self._decoder.max_frame_bytes}-byte cap "
                     "(discarded while buffering)",
                     reason="oversized",
                 ),
@@ -485,8 +474,7 @@ class StreamCore:
 
     def clean_close_delay(self) -> float:
         """Seconds to wait after the server closed the stream (the flapping rule applies)."""
-        # A server's ``retry:`` hint never holds us longer than max_backoff.
-        delay = _bounded(min(self.resume.closed_cleanly(), self.resume.backoff.maximum))
+        delay = _bounded(self.resume.closed_cleanly())
         logger.info("stream: %s closed the stream; reconnecting in %.2fs", self.safe_url, delay)
         return delay
 

@@ -133,7 +133,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 DEFAULT_DRAIN_TIMEOUT = 5.0
 """On ``stop()``, seconds spent delivering already-buffered events before dropping them."""
 _MAX_NOTICES = 10_000
-_STUCK_CALLBACK_GRACE = 1.0
+_STUCK_CALLBACK_GRACE = 1.0  # seconds a callback gets past drain_timeout before it is given up
+_NOTICE_GRACE = 1.0  # seconds the notifier gets, once reading ended, to deliver what is pending
 
 _C = TypeVar("_C", bound="_ClientBase[Any]")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -485,10 +486,15 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                     self._dropped(event, "a callback was stuck when the client stopped")
         with self._notice_cond:
             self._notices_done = True
-            self._notice_deadline = deadline + 1.0
+            # From now, not from the drain deadline: waiting out a stuck callback
+            # must not cost the on_drop notices it just produced.
+            self._notice_deadline = max(deadline, time.monotonic()) + _NOTICE_GRACE
             self._notice_cond.notify_all()
         if threading.current_thread() is not notifier:
-            notifier.join()
+            # Bounded: a stuck on_drop/on_error callback must not hang stop() either.
+            notifier.join(_NOTICE_GRACE + _STUCK_CALLBACK_GRACE)
+            if notifier.is_alive():
+                logger.error("stream: a notification callback is still running after stop")
 
     def run_in_background(self) -> threading.Thread:
         """Run on a daemon thread and return it; :meth:`stop` or :meth:`join` re-raise its error."""

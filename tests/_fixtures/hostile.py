@@ -174,6 +174,8 @@ class HostileServer:
         """Stop accepting, cut every open connection and join every thread."""
         self._closing.set()
         with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
+        with contextlib.suppress(OSError):
             self._listener.close()
         with self._cond:
             socks = list(self._socks)

@@ -25,7 +25,7 @@ from autoplay_base._sse import MAX_EVENT_ID_CHARS
 from tests._fixtures.hostile import HostileConnection, HostileServer, sse_frame
 from tests.autoplay_base.test_stream_hostile import Driver, actions_json, frame, titles
 
-EVENTS = 240
+EVENTS = 600
 MAX_EVENT_BYTES = 32 * 1024
 
 
@@ -101,7 +101,7 @@ def make_handler(seed: int) -> tuple[list[bytes], object]:
 
 
 @pytest.mark.parametrize("kind", ["sync", "async"])
-@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("seed", [1, 2, 3])
 def test_fuzzed_hostile_stream_delivers_every_valid_event_once_in_order(
     kind: str, seed: int
 ) -> None:
@@ -123,4 +123,9 @@ def test_fuzzed_hostile_stream_delivers_every_valid_event_once_in_order(
     assert counters.received == EVENTS
     assert counters.decode_errors == len(driver.errors.items) > 0
     assert counters.connections == len(server.requests) >= 2
-    assert peak < 24 << 20, peak
+    assert peak < 24 << 20, peak  # a few MiB measured; oversized frames never sat in memory
+    # The hostile parts were exercised, not skipped by luck.
+    assert counters.duplicates > 0  # replays after each reconnect
+    assert counters.rejected_ids > 0
+    assert counters.rejected_retries > 0
+    assert (counters.dropped, counters.stalls, counters.callback_errors) == (0, 0, 0)

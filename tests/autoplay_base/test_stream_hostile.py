@@ -79,7 +79,7 @@ class Driver:
             else:
                 asyncio.run(self._arun())
         except BaseException as exc:
-            self.failure = exc
+            self.failure = self.failure or exc
         finally:
             self.done.set()
 
@@ -88,6 +88,9 @@ class Driver:
         # waits for tasks a stuck callback may still hold).
         try:
             await self.client.run()
+        except BaseException as exc:
+            self.failure = exc
+            raise
         finally:
             self.done.set()
 
@@ -192,7 +195,9 @@ def test_hostile_ids_never_reach_last_event_id(
     assert driver.stop()
     assert driver.failure is None
     assert driver.counters.rejected_ids == 1
-    assert titles(driver.got.items)[:1] == [1]
+    # The frame with the bad id inherits the last valid one, "1" (the SSE rule);
+    # on the same connection that is not a replay, so its event is delivered.
+    assert titles(driver.got.items) == [1, 2]
 
 
 def test_a_leading_bom_is_stripped(kind: str, serve: Callable[..., HostileServer]) -> None:
@@ -374,6 +379,8 @@ def test_a_token_that_cannot_be_a_header_is_a_config_error_that_never_echoes_it(
     caplog.set_level(logging.DEBUG)
     factory = ConnectorClient if kind == "sync" else AsyncConnectorClient
     if via == "env":
+        if "\x00" in shape:
+            pytest.skip("an environment variable cannot hold a NUL")
         monkeypatch.setenv("AUTOPLAY_APP_UNKEY_TOKEN", shape)
         with pytest.raises(ConfigError) as caught:
             factory("http://127.0.0.1:1/stream/acme")
