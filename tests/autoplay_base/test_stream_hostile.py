@@ -18,7 +18,21 @@ from typing import Any
 
 import pytest
 
-from autoplay_base.errors import AutoplayError, ConfigError, ConnectorRedirectError
+from autoplay_base._connection import (
+    MAX_WAIT_SECONDS,
+    Secret,
+    StreamCore,
+    _bounded,
+    scrub_error,
+)
+from autoplay_base._reconnect import ResumeState
+from autoplay_base._sse import SSEFrame
+from autoplay_base.errors import (
+    AutoplayError,
+    ConfigError,
+    ConnectorRedirectError,
+    EventDecodeError,
+)
 from autoplay_base.events import ActionsPayload
 from autoplay_base.stream import AsyncConnectorClient, ConnectorClient
 from tests._fixtures.emulator import Collector
@@ -64,7 +78,9 @@ class Driver:
         self.done = threading.Event()
         factory = ConnectorClient if kind == "sync" else AsyncConnectorClient
         self.client: Any = factory(url, **options)
+        self.others = Collector()
         self.client.on_actions(self.got).on_error(self.errors).on_drop(self.drops)
+        self.client.on_event(self.others)
         self.client.on_connect(lambda: self.connects(1))
         self._thread = threading.Thread(target=self._main, daemon=True)
 
@@ -273,6 +289,94 @@ def test_a_redirect_is_fatal_reported_once_and_never_followed(
     assert driver.errors.items == [error]
     assert len(server.requests) == 1
     assert_no_secret(TOKEN, errors=(error,))
+
+
+# -- dedupe after decoding ------------------------------------------------------------------
+def test_a_replay_is_dropped_but_a_reused_id_with_new_content_is_delivered(
+    kind: str, serve: Callable[..., HostileServer]
+) -> None:
+    def handler(conn: HostileConnection) -> None:
+        conn.respond(200)
+        if conn.request.index == 0:
+            conn.send(frame(1) + frame(2))
+            return
+        # A replay of 2 (same bytes), then a restarted server reusing id "1" for
+        # a new event, then 3.
+        conn.send(frame(2) + frame(99, id="1") + frame(3))
+        conn.hold()
+
+    server = serve(handler)
+    driver = Driver(kind, server.url).start()
+    assert driver.got.wait_for(4), driver.counters
+    assert driver.stop()
+    assert titles(driver.got.items) == [1, 2, 99, 3]
+    counters = driver.counters
+    assert (counters.received, counters.duplicates, counters.ids_reused) == (4, 1, 1)
+    assert server.requests[1].headers["last-event-id"] == "2"
+
+
+def test_an_unknown_event_with_a_400_digit_forwarded_at_is_delivered(
+    kind: str, serve: Callable[..., HostileServer]
+) -> None:
+    huge = '{"type":"usertour_trigger","session_id":"s1","forwarded_at":' + "9" * 400 + "}"
+
+    def handler(conn: HostileConnection) -> None:
+        conn.respond(200)
+        conn.send(sse_frame(huge, event="usertour_trigger", id="u1") + frame(1))
+        conn.hold()
+
+    server = serve(handler)
+    driver = Driver(kind, server.url).start()
+    assert driver.got.wait_for(1)
+    assert driver.stop()
+    assert [e.type for e in driver.others.items] == ["usertour_trigger"]
+    assert (driver.counters.received, driver.counters.decode_errors) == (2, 0)
+
+
+def test_whatever_fails_while_handling_a_frame_costs_that_frame_only() -> None:
+    reported: list[EventDecodeError] = []
+    core = StreamCore(
+        "http://127.0.0.1:1/stream/acme",
+        Secret(TOKEN),
+        ResumeState(),
+        max_event_bytes=1024,
+        on_bad_frame=reported.append,
+    )
+    broken = SSEFrame("actions", None, "7", None)  # type: ignore[arg-type]
+    assert core.on_frame(broken) is None
+    assert [(e.reason, e.event_id) for e in reported] == [("unexpected", None)]
+    assert core.counters.decode_errors == 1
+    event = core.on_frame(SSEFrame("actions", actions_json(1).encode(), "8", None))
+    assert isinstance(event, ActionsPayload)
+    assert core.counters.received == 1
+    assert core.resume.last_event_id == "8"
+
+
+def test_every_wait_is_bounded() -> None:
+    assert _bounded(float("inf")) == MAX_WAIT_SECONDS
+    assert _bounded(1e300) == MAX_WAIT_SECONDS
+    assert _bounded(float("nan")) == 0.0
+    assert _bounded(-1.0) == 0.0
+    assert _bounded(2.5) == 2.5
+
+
+def test_secret_scrubs_every_quoted_form_and_error_chain() -> None:
+    secret = Secret("to'k\\en")
+    assert secret.scrub("a to'k\\en b") == "a *** b"
+    assert secret.scrub(repr("to'k\\en")) == '"***"'
+    assert secret.scrub(repr(b"to'k\\en")) == 'b"***"'
+    try:
+        try:
+            raise OSError("header Bearer to'k\\en refused")
+        except OSError:
+            raise RuntimeError("outer") from None
+    except RuntimeError as leaky:
+        safe = scrub_error(leaky, secret)
+    assert isinstance(safe, AutoplayError)
+    assert str(safe) == "RuntimeError: outer"
+    assert (safe.__cause__, safe.__context__) == (None, None)
+    clean = ValueError("nothing secret")
+    assert scrub_error(clean, secret) is clean
 
 
 # -- the watchdog -------------------------------------------------------------------------
