@@ -1,7 +1,12 @@
 """One resumable SSE subscription: the I/O loop both clients and the window helpers share.
 
 :class:`StreamCore` holds the per-client state (resume point, counters, the
-secret token) and turns frames into events without doing any I/O;
+secret token) and turns frames into events without doing any I/O; whatever
+goes wrong with one frame costs that frame (:meth:`StreamCore.on_frame` never
+raises), the watchdog measures frames, not bytes, and every wait is bounded.
+The token is validated once (:func:`resolve_token`) and scrubbed from every
+error text that reaches a log line, ``on_error`` or a raised exception
+(:func:`scrub_error`, :func:`log_exception`);
 :func:`iter_events` and :func:`aiter_events` are the sync and async loops that
 connect, read, reconnect and yield typed events. Their bodies differ only by
 ``await``; everything they decide is delegated to
@@ -43,6 +48,7 @@ __all__ = [
     "http_timeout",
     "iter_event_batches",
     "iter_events",
+    "log_exception",
     "resolve_token",
     "safe_url",
     "scrub_error",
@@ -142,9 +148,16 @@ def scrub_error(exc: Exception, secret: Secret) -> Exception:
     if not secret:
         return exc
     for link in _chain(exc):
-        text = f"{link!s}\n{link!r}\n{link.args!r}"
+        try:
+            text = f"{link!s}\n{link!r}\n{link.args!r}"
+        except Exception:  # a broken __str__: nothing of it can be shown, so replace it
+            text = secret.reveal()
         if secret.scrub(text) != text:
-            safe = AutoplayError(secret.scrub(f"{type(exc).__name__}: {exc}"))
+            try:
+                message = secret.scrub(f"{type(exc).__name__}: {exc}")
+            except Exception:
+                message = f"{type(exc).__name__} (its message could not be shown)"
+            safe = AutoplayError(message)
             safe.__suppress_context__ = True
             return safe
     return exc

@@ -443,13 +443,14 @@ class ConnectorClient(_ClientBase[SyncCallback]):
             if isinstance(exc, Exception):
                 failure = self._safe(exc)
                 self._notice(self._error, failure)
-            if failure is exc:
-                raise
-            raise failure from None
         finally:
             self._finish(worker, notifier)
             self._error_raised = failure
             self._running = False
+        if failure is not None:
+            # Raised here, outside the except block, so a scrubbed stand-in does
+            # not carry the original (with its text) as __context__.
+            raise failure
 
     def _finish(self, worker: threading.Thread, notifier: threading.Thread) -> None:
         deadline = time.monotonic() + self._drain_timeout

@@ -31,6 +31,7 @@ from autoplay_base.errors import (
     AutoplayError,
     ConfigError,
     ConnectorRedirectError,
+    ConnectorRetriesExhaustedError,
     EventDecodeError,
 )
 from autoplay_base.events import ActionsPayload
@@ -62,6 +63,17 @@ def titles(items: list[Any]) -> list[int]:
     return [int(p.actions[0].title[1:]) for p in items]
 
 
+_RUNNING: list[Driver] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_every_driver() -> Iterator[None]:
+    # A failing test must not leave a client reconnecting behind the next ones.
+    yield
+    while _RUNNING:
+        _RUNNING.pop().client.stop()
+
+
 class Driver:
     """One client of either kind, running in the background, observed from the test thread."""
 
@@ -85,6 +97,7 @@ class Driver:
         self._thread = threading.Thread(target=self._main, daemon=True)
 
     def start(self) -> Driver:
+        _RUNNING.append(self)
         self._thread.start()
         return self
 
@@ -377,6 +390,24 @@ def test_secret_scrubs_every_quoted_form_and_error_chain() -> None:
     assert (safe.__cause__, safe.__context__) == (None, None)
     clean = ValueError("nothing secret")
     assert scrub_error(clean, secret) is clean
+
+
+def test_retries_exhausted_carries_no_chained_network_error(
+    kind: str, serve: Callable[..., HostileServer]
+) -> None:
+    def handler(conn: HostileConnection) -> None:
+        conn.respond(500, {"content-type": "text/plain"})
+
+    server = serve(handler)
+    driver = Driver(kind, server.url, token=TOKEN, max_retries=2).start()
+    assert driver.done.wait(5)
+    error = driver.failure
+    assert isinstance(error, ConnectorRetriesExhaustedError)
+    # Raised outside the except block: no httpx error (whose text may quote a
+    # header) rides along as __context__.
+    assert (error.__cause__, error.__context__) == (None, None)
+    assert driver.errors.items == [error]
+    assert len(server.requests) == 3
 
 
 # -- the watchdog -------------------------------------------------------------------------
