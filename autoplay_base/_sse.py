@@ -77,6 +77,8 @@ _MAX_RETRY_DIGITS = len(str(MAX_RETRY_MS))  # more digits (after leading zeros) 
 _BOM = b"\xef\xbb\xbf"
 _NEWLINE = 10
 _COLON = 58
+_SPACE = 32
+_LONGEST_FIELD_NAME = len(b"event")  # "retry" too; longer names are unknown fields
 
 # The frame shape connectors send, as one complete frame ending in its blank line.
 # Matching it with one compiled regex (C speed) instead of three ``_field`` calls
@@ -312,32 +314,44 @@ class SSEDecoder:
             # Checked before slicing: an oversized line is never copied.
             return self._discard(buffer, cut + 1, end)
         self._frame_bytes = frame_bytes
-        self._field(buffer[pos:cut])
+        self._field(buffer, pos, cut)
         return cut + 1
 
-    def _field(self, line: bytes) -> None:
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
+    def _field(self, buffer: bytes, pos: int, cut: int) -> None:
+        """Apply the field line ``buffer[pos:cut]``, copying only the value it keeps."""
+        colon = buffer.find(b":", pos, cut)
+        if colon < 0:
+            colon = start = cut  # a line without ":" is a field name with an empty value
+        else:
+            start = colon + 1
+            if start < cut and buffer[start] == _SPACE:
+                start += 1
+        if colon - pos > _LONGEST_FIELD_NAME:
+            return  # an unknown field: ignored, and never copied
+        name = buffer[pos:colon]
+        size = cut - start
         if name == b"data":
-            self._data.append(value)
+            self._data.append(buffer[start:cut])
             self._has_data = True
         elif name == b"event":
-            if len(value) <= MAX_EVENT_NAME_BYTES:
-                self._event = value.decode("utf-8", "replace")
+            if size <= MAX_EVENT_NAME_BYTES:
+                self._event = buffer[start:cut].decode("utf-8", "replace")
             else:
                 self.rejected_names += 1
         elif name == b"id":
             # NUL, other controls, non-ASCII (a header cannot carry it), too long.
-            if len(value) <= MAX_EVENT_ID_CHARS and value.isascii():
-                text = value.decode("ascii")
-                if text.isprintable():
-                    self._id = text
-                    return
+            if size <= MAX_EVENT_ID_CHARS:
+                value = buffer[start:cut]
+                if value.isascii():
+                    text = value.decode("ascii")
+                    if text.isprintable():
+                        self._id = text
+                        return
             self.rejected_ids += 1
         elif name == b"retry":
             # bytes.isdigit is ASCII-only. int() is never called on more digits than
             # MAX_RETRY_MS has (Python refuses > 4300 digits, and they would be slow).
+            value = buffer[start:cut]
             if not value.isdigit():
                 self.rejected_retries += 1
                 return
