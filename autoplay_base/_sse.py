@@ -20,7 +20,9 @@ makes :meth:`SSEDecoder.feed` raise. On top of the spec:
   frame's blank line is skipped unread, and :attr:`SSEDecoder.oversized_frames`
   counts it: the decoder never holds more than ``max_frame_bytes`` of one
   frame, and every byte fed is looked at a bounded number of times (linear
-  time, whatever the chunking).
+  time, whatever the chunking). An ``id:`` line the frame had before it hit
+  the cap still sets the last-event-id buffer (:attr:`SSEDecoder.last_id`), as
+  the spec has it for any frame that is not dispatched.
 * **id.** Kept only if it is printable ASCII (0x20-0x7E; so never NUL) and at
   most :data:`MAX_EVENT_ID_CHARS` long: it is echoed back as the
   ``Last-Event-ID`` header, which must be a valid, small header value. Any
@@ -192,6 +194,15 @@ class SSEDecoder:
         self._names: dict[bytes, str] = {}
 
     @property
+    def last_id(self) -> str:
+        """The last-event-id buffer: the id the next frame without an ``id:`` inherits.
+
+        After :attr:`oversized_frames` grew, it is the id of the last frame
+        discarded if that frame's ``id:`` line came before the cap was hit.
+        """
+        return self._last_id
+
+    @property
     def retained_bytes(self) -> int:
         """Bytes of the stream held right now (incomplete line and frame); <= the cap."""
         return (
@@ -278,6 +289,10 @@ class SSEDecoder:
             stop = match.end()
             if stop - pos > limit:
                 self.oversized_frames += 1
+                # As the line parser would: the id line counts if the frame was
+                # still within the cap when it ended.
+                if match.end(2) + 1 - pos <= self.max_frame_bytes:
+                    self._last_id = match[2].decode("ascii")
             else:
                 raw_event, raw_id, data = match.groups()
                 event = names.get(raw_event)
@@ -402,5 +417,10 @@ class SSEDecoder:
 
     def _start_discard(self) -> None:
         self.oversized_frames += 1
+        # An id line read before the cap was hit still sets the last-event-id buffer,
+        # as the spec has it for any frame that is not dispatched: the client can move
+        # its resume point past the lost frame (asking for it again would lose it again).
+        if self._id is not None:
+            self._last_id = self._id
         self._reset_frame()
         self._discarding = True

@@ -53,7 +53,7 @@ def _valid(rng: random.Random, n: int) -> tuple[bytes, SSEFrame]:
 
 def _junk(rng: random.Random) -> bytes:
     """Hostile bytes that end with a blank line, so the next frame starts fresh."""
-    kind = rng.randrange(9)
+    kind = rng.randrange(10)
     if kind == 0:
         value = rng.choice(
             [
@@ -90,6 +90,12 @@ def _junk(rng: random.Random) -> bytes:
         body = b":" + b"c" * rng.randrange(CAP - 20, 2 * CAP) + b"\n"
     elif kind == 6:
         body = b"\xef\xbb\xbfdata: a BOM in the middle\n"
+    elif kind == 9:  # the fast path's shape, oversized; the next frame inherits its id
+        body = (
+            b"event: actions\nid: big%d\ndata: " % rng.randrange(1000)
+            + b"q" * rng.randrange(CAP - 40, 2 * CAP)
+            + b"\n\ndata: inherits\n"
+        )
     elif kind == 7:
         body = b"".join(b"data: l%d\n" % i for i in range(rng.randrange(40, 120)))
     else:  # a valid-looking frame, mutated byte by byte
@@ -131,7 +137,7 @@ def _random_chunks(stream: bytes, rng: random.Random) -> list[bytes]:
     return chunks
 
 
-def _run(stream_chunks: list[bytes]) -> tuple[list[SSEFrame], tuple[int, ...]]:
+def _run(stream_chunks: list[bytes]) -> tuple[list[SSEFrame], tuple[int | str, ...]]:
     decoder = SSEDecoder(max_frame_bytes=CAP)
     frames: list[SSEFrame] = []
     for chunk in stream_chunks:
@@ -143,6 +149,7 @@ def _run(stream_chunks: list[bytes]) -> tuple[list[SSEFrame], tuple[int, ...]]:
         decoder.rejected_names,
         decoder.rejected_retries,
         decoder.progress,
+        decoder.last_id,
     )
     return frames, counters
 

@@ -241,3 +241,37 @@ def test_feeding_time_grows_linearly_5_mb_against_50_mb() -> None:
         small.append(_feed_seconds(5 * MB))
         large.append(_feed_seconds(50 * MB))
     assert min(large) / min(small) < 20
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 10])
+@pytest.mark.parametrize(
+    "frame",
+    [
+        b"event: actions\nid: 41\ndata: " + b"x" * 100 + b"\n",  # the fast path's shape
+        b"id: 41\ndata: " + b"x" * 100 + b"\n",
+        b"data: a\nid: 41\ndata: " + b"x" * 100 + b"\n",
+    ],
+)
+def test_the_id_of_a_discarded_frame_moves_the_last_id_on(frame: bytes, chunk: int | None) -> None:
+    # The client moves its resume point past the lost frame: asking for it again
+    # after a reconnect would only lose it again.
+    decoder = SSEDecoder(max_frame_bytes=64)
+    stream = b"id: 40\ndata: before\n\n" + frame + b"\ndata: after\n\n"
+    assert _decode(decoder, _chunks(stream, chunk)) == [
+        SSEFrame("message", b"before", "40", None),
+        SSEFrame("message", b"after", "41", None),  # inherited, as the spec has it
+    ]
+    assert decoder.oversized_frames == 1
+    assert decoder.last_id == "41"
+
+
+@pytest.mark.parametrize("chunk", [None, 1])
+def test_an_id_after_the_cap_was_hit_is_never_read(chunk: int | None) -> None:
+    decoder = SSEDecoder(max_frame_bytes=64)
+    stream = b"id: 40\n\ndata: " + b"x" * 100 + b"\nid: 41\n\ndata: after\n\n"
+    assert _decode(decoder, _chunks(stream, chunk)) == [SSEFrame("message", b"after", "40", None)]
+    # And in the fast path's shape, an id line that itself crosses the cap.
+    decoder = SSEDecoder(max_frame_bytes=20)
+    stream = b"event: actions\nid: 123456789\ndata: x\n\ndata: after\n\n"
+    assert _decode(decoder, _chunks(stream, chunk)) == [SSEFrame("message", b"after", "", None)]
+    assert decoder.oversized_frames == 1
