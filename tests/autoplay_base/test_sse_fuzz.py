@@ -137,13 +137,16 @@ def _random_chunks(stream: bytes, rng: random.Random) -> list[bytes]:
     return chunks
 
 
-def _run(stream_chunks: list[bytes]) -> tuple[list[SSEFrame], tuple[int | str, ...]]:
+Counters = tuple[int, int, int, int, int, str]
+
+
+def _run(stream_chunks: list[bytes]) -> tuple[list[SSEFrame], Counters]:
     decoder = SSEDecoder(max_frame_bytes=CAP)
     frames: list[SSEFrame] = []
     for chunk in stream_chunks:
         frames.extend(decoder.feed(chunk))
         assert decoder.retained_bytes <= CAP
-    counters = (
+    counters: Counters = (
         decoder.oversized_frames,
         decoder.rejected_ids,
         decoder.rejected_names,
@@ -159,7 +162,7 @@ def test_valid_frames_survive_any_junk_in_any_chunking(seed: int) -> None:
     stream, expected = _stream(seed, 300)
     whole, counters = _run([stream])
     assert [frame for frame in whole if MARK in frame.data] == expected
-    assert counters[0] > 0  # the junk did reach the cap
+    assert min(counters[:4]) > 0  # every kind of rejection happened
     rng = random.Random(seed + 1000)
     for _ in range(3):
         assert _run(_random_chunks(stream, rng)) == (whole, counters)
