@@ -245,7 +245,7 @@ class SSEDecoder:
         end = chunk.rfind(b"\n") + 1
         if not end:
             if chunk:
-                self._hold(chunk)
+                self._hold(chunk, 0)
             return []
         partial = self._partial
         if partial:
@@ -268,7 +268,7 @@ class SSEDecoder:
             if self._discarding:
                 self._line_start = False  # the skipped bytes end mid-line
             else:
-                self._hold(buffer[end:])
+                self._hold(buffer, end)
         elif self._discarding:
             self._line_start = True
         self.progress += len(frames)
@@ -391,20 +391,25 @@ class SSEDecoder:
         self._id = None
         self._retry = None
 
-    def _hold(self, piece: bytes) -> None:
-        """Keep ``piece`` of the incomplete last line, unless that makes it oversized."""
+    def _hold(self, buffer: bytes, start: int) -> None:
+        """Keep ``buffer[start:]``, a piece of the incomplete last line, unless too long.
+
+        The size is checked before the piece is sliced: an oversized tail is never copied.
+        """
         partial = self._partial
-        partial.append(piece)
-        self._partial_len += len(piece)
+        total = self._partial_len + len(buffer) - start
         # The line will count with its line end; a comment line does not add to the frame.
-        size = self._partial_len + 1
-        if partial[0][0] != _COLON:
+        size = total + 1
+        if (partial[0] if partial else buffer)[0 if partial else start] != _COLON:
             size += self._frame_bytes
         if size > self.max_frame_bytes:
             self._partial = []
             self._partial_len = 0
             self._start_discard()
             self._line_start = False
+            return
+        partial.append(buffer[start:] if start else buffer)
+        self._partial_len = total
 
     def _discard(self, buffer: bytes, pos: int, end: int) -> int:
         """Drop the current frame; skip to its blank line (``pos`` starts a line)."""
