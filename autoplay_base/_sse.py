@@ -400,7 +400,8 @@ class SSEDecoder:
         total = self._partial_len + len(buffer) - start
         # The line will count with its line end; a comment line does not add to the frame.
         size = total + 1
-        if (partial[0] if partial else buffer)[0 if partial else start] != _COLON:
+        first = partial[0][0] if partial else buffer[start]
+        if first != _COLON:
             size += self._frame_bytes
         if size > self.max_frame_bytes:
             self._partial = []
