@@ -20,7 +20,9 @@ makes :meth:`SSEDecoder.feed` raise. On top of the spec:
   frame's blank line is skipped unread, and :attr:`SSEDecoder.oversized_frames`
   counts it: the decoder never holds more than ``max_frame_bytes`` of one
   frame, and every byte fed is looked at a bounded number of times (linear
-  time, whatever the chunking).
+  time, whatever the chunking). An ``id:`` line the frame had before it hit
+  the cap still sets the last-event-id buffer (:attr:`SSEDecoder.last_id`), as
+  the spec has it for any frame that is not dispatched.
 * **id.** Kept only if it is printable ASCII (0x20-0x7E; so never NUL) and at
   most :data:`MAX_EVENT_ID_CHARS` long: it is echoed back as the
   ``Last-Event-ID`` header, which must be a valid, small header value. Any
@@ -77,6 +79,8 @@ _MAX_RETRY_DIGITS = len(str(MAX_RETRY_MS))  # more digits (after leading zeros) 
 _BOM = b"\xef\xbb\xbf"
 _NEWLINE = 10
 _COLON = 58
+_SPACE = 32
+_LONGEST_FIELD_NAME = len(b"event")  # "retry" too; longer names are unknown fields
 
 # The frame shape connectors send, as one complete frame ending in its blank line.
 # Matching it with one compiled regex (C speed) instead of three ``_field`` calls
@@ -190,6 +194,15 @@ class SSEDecoder:
         self._names: dict[bytes, str] = {}
 
     @property
+    def last_id(self) -> str:
+        """The last-event-id buffer: the id the next frame without an ``id:`` inherits.
+
+        After :attr:`oversized_frames` grew, it is the id of the last frame
+        discarded if that frame's ``id:`` line came before the cap was hit.
+        """
+        return self._last_id
+
+    @property
     def retained_bytes(self) -> int:
         """Bytes of the stream held right now (incomplete line and frame); <= the cap."""
         return (
@@ -232,7 +245,7 @@ class SSEDecoder:
         end = chunk.rfind(b"\n") + 1
         if not end:
             if chunk:
-                self._hold(chunk)
+                self._hold(chunk, 0)
             return []
         partial = self._partial
         if partial:
@@ -255,7 +268,7 @@ class SSEDecoder:
             if self._discarding:
                 self._line_start = False  # the skipped bytes end mid-line
             else:
-                self._hold(buffer[end:])
+                self._hold(buffer, end)
         elif self._discarding:
             self._line_start = True
         self.progress += len(frames)
@@ -276,6 +289,10 @@ class SSEDecoder:
             stop = match.end()
             if stop - pos > limit:
                 self.oversized_frames += 1
+                # As the line parser would: the id line counts if the frame was
+                # still within the cap when it ended.
+                if match.end(2) + 1 - pos <= self.max_frame_bytes:
+                    self._last_id = match[2].decode("ascii")
             else:
                 raw_event, raw_id, data = match.groups()
                 event = names.get(raw_event)
@@ -312,32 +329,44 @@ class SSEDecoder:
             # Checked before slicing: an oversized line is never copied.
             return self._discard(buffer, cut + 1, end)
         self._frame_bytes = frame_bytes
-        self._field(buffer[pos:cut])
+        self._field(buffer, pos, cut)
         return cut + 1
 
-    def _field(self, line: bytes) -> None:
-        name, _, value = line.partition(b":")
-        if value.startswith(b" "):
-            value = value[1:]
+    def _field(self, buffer: bytes, pos: int, cut: int) -> None:
+        """Apply the field line ``buffer[pos:cut]``, copying only the value it keeps."""
+        colon = buffer.find(b":", pos, cut)
+        if colon < 0:
+            colon = start = cut  # a line without ":" is a field name with an empty value
+        else:
+            start = colon + 1
+            if start < cut and buffer[start] == _SPACE:
+                start += 1
+        if colon - pos > _LONGEST_FIELD_NAME:
+            return  # an unknown field: ignored, and never copied
+        name = buffer[pos:colon]
+        size = cut - start
         if name == b"data":
-            self._data.append(value)
+            self._data.append(buffer[start:cut])
             self._has_data = True
         elif name == b"event":
-            if len(value) <= MAX_EVENT_NAME_BYTES:
-                self._event = value.decode("utf-8", "replace")
+            if size <= MAX_EVENT_NAME_BYTES:
+                self._event = buffer[start:cut].decode("utf-8", "replace")
             else:
                 self.rejected_names += 1
         elif name == b"id":
             # NUL, other controls, non-ASCII (a header cannot carry it), too long.
-            if len(value) <= MAX_EVENT_ID_CHARS and value.isascii():
-                text = value.decode("ascii")
-                if text.isprintable():
-                    self._id = text
-                    return
+            if size <= MAX_EVENT_ID_CHARS:
+                value = buffer[start:cut]
+                if value.isascii():
+                    text = value.decode("ascii")
+                    if text.isprintable():
+                        self._id = text
+                        return
             self.rejected_ids += 1
         elif name == b"retry":
             # bytes.isdigit is ASCII-only. int() is never called on more digits than
             # MAX_RETRY_MS has (Python refuses > 4300 digits, and they would be slow).
+            value = buffer[start:cut]
             if not value.isdigit():
                 self.rejected_retries += 1
                 return
@@ -362,20 +391,26 @@ class SSEDecoder:
         self._id = None
         self._retry = None
 
-    def _hold(self, piece: bytes) -> None:
-        """Keep ``piece`` of the incomplete last line, unless that makes it oversized."""
+    def _hold(self, buffer: bytes, start: int) -> None:
+        """Keep ``buffer[start:]``, a piece of the incomplete last line, unless too long.
+
+        The size is checked before the piece is sliced: an oversized tail is never copied.
+        """
         partial = self._partial
-        partial.append(piece)
-        self._partial_len += len(piece)
+        total = self._partial_len + len(buffer) - start
         # The line will count with its line end; a comment line does not add to the frame.
-        size = self._partial_len + 1
-        if partial[0][0] != _COLON:
+        size = total + 1
+        first = partial[0][0] if partial else buffer[start]
+        if first != _COLON:
             size += self._frame_bytes
         if size > self.max_frame_bytes:
             self._partial = []
             self._partial_len = 0
             self._start_discard()
             self._line_start = False
+            return
+        partial.append(buffer[start:] if start else buffer)
+        self._partial_len = total
 
     def _discard(self, buffer: bytes, pos: int, end: int) -> int:
         """Drop the current frame; skip to its blank line (``pos`` starts a line)."""
@@ -388,5 +423,10 @@ class SSEDecoder:
 
     def _start_discard(self) -> None:
         self.oversized_frames += 1
+        # An id line read before the cap was hit still sets the last-event-id buffer,
+        # as the spec has it for any frame that is not dispatched: the client can move
+        # its resume point past the lost frame (asking for it again would lose it again).
+        if self._id is not None:
+            self._last_id = self._id
         self._reset_frame()
         self._discarding = True
