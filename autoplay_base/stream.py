@@ -421,6 +421,7 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                 raise RuntimeError("this client is already running")
             self._running = True
         self._slot = ResponseSlot()
+        self._flight = []  # per run: a worker given up on by a previous run keeps its own
         self._error_raised = None
         self._reading_done = False
         self._notices_done = False
@@ -623,7 +624,9 @@ class ConnectorClient(_ClientBase[SyncCallback]):
             try:
                 flight.pop()
             except IndexError:
-                continue  # the same: counted as dropped while a callback was stuck
+                # Counted as dropped while a callback was stuck: stop() gave up on
+                # this worker, which must end now (a later run has its own).
+                return
             counters.delivered += 1
 
     def _notify_loop(self) -> None:
