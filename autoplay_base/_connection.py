@@ -32,7 +32,7 @@ from urllib.parse import urljoin
 import httpx
 
 from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after, safe_url
-from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, SSEDecoder, SSEFrame
+from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, MAX_EVENT_ID_CHARS, SSEDecoder, SSEFrame
 from autoplay_base.errors import AutoplayError, ConfigError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event, UnknownEvent, decode_event
 
@@ -378,12 +378,25 @@ class StreamCore:
         decoder = self._decoder
         counters = self.counters
         self._sync_window_counters()
+        # Logged once per chunk with a count, never with the values (server input).
         if decoder.rejected_ids != self._seen_rejected_ids:
-            counters.rejected_ids += decoder.rejected_ids - self._seen_rejected_ids
+            new_ids = decoder.rejected_ids - self._seen_rejected_ids
+            counters.rejected_ids += new_ids
             self._seen_rejected_ids = decoder.rejected_ids
+            logger.warning(
+                "stream: ignored %d id field(s) from %s (not printable ASCII, or longer "
+                "than %d characters); Last-Event-ID keeps the last valid id",
+                new_ids,
+                self.safe_url,
+                MAX_EVENT_ID_CHARS,
+            )
         if decoder.rejected_retries != self._seen_rejected_retries:
-            counters.rejected_retries += decoder.rejected_retries - self._seen_rejected_retries
+            new_retries = decoder.rejected_retries - self._seen_rejected_retries
+            counters.rejected_retries += new_retries
             self._seen_rejected_retries = decoder.rejected_retries
+            logger.warning(
+                "stream: ignored or capped %d retry hint(s) from %s", new_retries, self.safe_url
+            )
         while decoder.oversized_frames > self._seen_oversized:
             self._seen_oversized += 1
             self._reject(

@@ -207,8 +207,10 @@ def test_a_huge_retry_hint_then_a_clean_close_reconnects_within_the_cap(
     ids=["non-ascii", "control", "tab", "1MB"],
 )
 def test_hostile_ids_never_reach_last_event_id(
-    kind: str, serve: Callable[..., HostileServer], bad_id: str
+    kind: str, serve: Callable[..., HostileServer], bad_id: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
+
     def handler(conn: HostileConnection) -> None:
         conn.respond(200)
         if conn.request.index == 0:
@@ -224,6 +226,8 @@ def test_hostile_ids_never_reach_last_event_id(
     assert driver.stop()
     assert driver.failure is None
     assert driver.counters.rejected_ids == 1
+    assert "ignored 1 id field(s)" in caplog.text
+    assert bad_id not in caplog.text  # never the value
     # The frame with the bad id inherits the last valid one, "1" (the SSE rule);
     # on the same connection that is not a replay, so its event is delivered.
     assert titles(driver.got.items) == [1, 2]
@@ -412,8 +416,10 @@ def test_retries_exhausted_carries_no_chained_network_error(
 
 # -- the watchdog -------------------------------------------------------------------------
 def test_a_junk_trickle_is_cut_by_the_watchdog(
-    kind: str, serve: Callable[..., HostileServer]
+    kind: str, serve: Callable[..., HostileServer], caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO)
+
     def handler(conn: HostileConnection) -> None:
         conn.respond(200)
         conn.send(frame(conn.request.index + 1))
@@ -429,6 +435,7 @@ def test_a_junk_trickle_is_cut_by_the_watchdog(
     assert 0.5 <= gap < 3.0
     assert driver.stop()
     assert driver.counters.stalls == 1
+    assert caplog.text.count("(bytes only); reconnecting") == 1
     assert titles(driver.got.items) == [1, 2]
 
 
