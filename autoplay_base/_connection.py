@@ -1,7 +1,12 @@
 """One resumable SSE subscription: the I/O loop both clients and the window helpers share.
 
 :class:`StreamCore` holds the per-client state (resume point, counters, the
-secret token) and turns frames into events without doing any I/O;
+secret token) and turns frames into events without doing any I/O; whatever
+goes wrong with one frame costs that frame (:meth:`StreamCore.on_frame` never
+raises), the watchdog measures frames, not bytes, and every wait is bounded.
+The token is validated once (:func:`resolve_token`) and scrubbed from every
+error text that reaches a log line, ``on_error`` or a raised exception
+(:func:`scrub_error`, :func:`log_exception`);
 :func:`iter_events` and :func:`aiter_events` are the sync and async loops that
 connect, read, reconnect and yield typed events. Their bodies differ only by
 ``await``; everything they decide is delegated to
@@ -13,21 +18,26 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import os
+import re
 import socket
 import threading
+import time
+import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urljoin
 
 import httpx
 
-from autoplay_base._reconnect import ResumeState, fatal_status_error
-from autoplay_base._sse import SSEDecoder, SSEFrame
-from autoplay_base.errors import ConfigError, EventDecodeError
-from autoplay_base.events import Event, decode_event
+from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after, safe_url
+from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, MAX_EVENT_ID_CHARS, SSEDecoder, SSEFrame
+from autoplay_base.errors import AutoplayError, ConfigError, EventDecodeError
+from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event, UnknownEvent, decode_event
 
 __all__ = [
+    "MAX_WAIT_SECONDS",
     "TOKEN_ENV_VAR",
     "ClientCounters",
     "ResponseSlot",
@@ -38,8 +48,10 @@ __all__ = [
     "http_timeout",
     "iter_event_batches",
     "iter_events",
+    "log_exception",
     "resolve_token",
     "safe_url",
+    "scrub_error",
 ]
 
 logger = logging.getLogger("autoplay_base.stream")
@@ -49,17 +61,39 @@ TOKEN_ENV_VAR = "AUTOPLAY_APP_UNKEY_TOKEN"
 HEARTBEAT_EVENT = "heartbeat"
 
 
+MAX_WAIT_SECONDS = 3600.0
+"""Cap on any wait between two connection attempts, whatever the server hinted
+(``Event.wait``/``asyncio.sleep`` raise ``OverflowError`` on huge values)."""
+
+# What an HTTP header value can carry and a token can be: printable ASCII, inner
+# spaces allowed. Anything else (non-ASCII, control characters, an inner CR/LF)
+# makes httpx refuse the header with an error that quotes it.
+_HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
+_SCRUBBED = "***"
+
+
 class Secret:
     """A string that never shows itself in ``repr``/``str`` (tokens)."""
 
-    __slots__ = ("_value",)
+    __slots__ = ("_forms", "_value")
 
     def __init__(self, value: str) -> None:
         self._value = value
+        # The token as it may be quoted in error text: as is, and escaped by a
+        # str or bytes repr (a backslash or quote changes those forms).
+        forms = {value, repr(value)[1:-1], repr(value.encode("utf-8", "replace"))[2:-1]}
+        self._forms = tuple(sorted((f for f in forms if f), key=len, reverse=True))
 
     def reveal(self) -> str:
         """The secret itself (only to build the Authorization header)."""
         return self._value
+
+    def scrub(self, text: str) -> str:
+        """``text`` with every occurrence of the secret replaced by ``***``."""
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, _SCRUBBED)
+        return text
 
     def __bool__(self) -> bool:
         return bool(self._value)
@@ -71,33 +105,105 @@ class Secret:
 
 
 def resolve_token(token: str) -> Secret:
-    """``token``, or ``$AUTOPLAY_APP_UNKEY_TOKEN`` when it is empty."""
-    return Secret(token or os.environ.get(TOKEN_ENV_VAR, ""))
+    """``token``, or ``$AUTOPLAY_APP_UNKEY_TOKEN`` when it is empty, validated.
+
+    Surrounding whitespace is stripped (a token read from a secret file ends in
+    a newline). A value that cannot be an HTTP header (non-ASCII, control
+    characters, an inner CR/LF) raises :class:`ConfigError` without echoing it:
+    sent as is, httpx would refuse the header with an error that quotes it.
+    """
+    value = token.strip()
+    source = "token"
+    if not value:
+        value = os.environ.get(TOKEN_ENV_VAR, "").strip()
+        source = f"${TOKEN_ENV_VAR}"
+    if value and _HEADER_SAFE.fullmatch(value) is None:
+        raise ConfigError(
+            f"{source} cannot be sent as an HTTP header: it holds non-ASCII or control "
+            f"characters ({len(value)} characters; the value is not shown)"
+        )
+    return Secret(value)
 
 
-def safe_url(url: str) -> str:
-    """``url`` without user info, query or fragment (where secrets hide), for logs and errors."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path, "", ""))
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and every exception in its ``__cause__``/``__context__`` chain (once each)."""
+    seen: set[int] = set()
+    todo = [exc]
+    while todo:
+        current = todo.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        yield current
+        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+
+
+def scrub_error(exc: Exception, secret: Secret) -> Exception:
+    """``exc`` if no text in it or its chain holds ``secret``; else a scrubbed stand-in.
+
+    The stand-in is an :class:`~autoplay_base.errors.AutoplayError` naming the
+    original type, with the scrubbed message and no chain (the chain is what
+    leaked). Every error we raise or hand to ``on_error`` goes through here.
+    """
+    if not secret:
+        return exc
+    for link in _chain(exc):
+        try:
+            text = f"{link!s}\n{link!r}\n{link.args!r}"
+        except Exception:  # a broken __str__: nothing of it can be shown, so replace it
+            text = secret.reveal()
+        if secret.scrub(text) != text:
+            try:
+                message = secret.scrub(f"{type(exc).__name__}: {exc}")
+            except Exception:
+                message = f"{type(exc).__name__} (its message could not be shown)"
+            safe = AutoplayError(message)
+            safe.__suppress_context__ = True
+            return safe
+    return exc
+
+
+def log_exception(
+    log: logging.Logger, level: int, message: str, exc: BaseException, secret: Secret
+) -> None:
+    """Log ``message`` with ``exc``'s traceback, every line scrubbed of ``secret``.
+
+    The traceback is formatted here rather than passed as ``exc_info``: a
+    handler would format it (chained causes included) after we lost the chance
+    to scrub it.
+    """
+    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    log.log(level, "%s\n%s", secret.scrub(message), secret.scrub(trace.rstrip()))
 
 
 class ClientCounters:
-    """What a client has seen; ``received == delivered + dropped`` once it has stopped.
+    """What a client has seen; ``received == delivered + dropped`` once ``stop`` returned.
 
     Attributes:
-        received: events accepted from the stream (after dedupe and decoding).
+        received: events accepted from the stream (after decoding and dedupe).
         delivered: events handed to every callback registered for their type.
-        dropped: events not delivered (buffer full, or left over when ``stop``
-            ran out of ``drain_timeout``); each one went to ``on_drop``.
-        decode_errors: frames rejected (not JSON, not an object, invalid, oversized).
-        duplicates: replayed frames dropped because their id was already seen.
+        dropped: events not delivered (buffer full, left over when ``stop`` ran
+            out of ``drain_timeout``, or in a callback still stuck when ``stop``
+            gave up on it); each one went to ``on_drop``.
+        decode_errors: frames rejected (not JSON, not an object, invalid,
+            oversized — including frames the decoder discarded while buffering —
+            or any other failure while handling one frame); each went to ``on_error``.
+        duplicates: replayed frames dropped because they were already delivered.
         callback_errors: exceptions raised by user callbacks.
         heartbeats: keep-alive frames.
         connections: successful connections (status 200).
         reconnects: connection attempts after the first.
+        stalls: connections dropped by the watchdog: no frame nor comment for
+            ``heartbeat_timeout`` seconds, even though bytes kept arriving.
+        rejected_ids: ``id:`` values ignored by the decoder (not printable
+            ASCII, or too long); ``Last-Event-ID`` keeps the last valid id.
+        rejected_retries: ``retry:`` values ignored or capped by the decoder.
+        ids_reused: ids the server sent again for a different event (delivered,
+            not taken for replays).
+        id_resets: times the dedupe window started over because the server's
+            clock (``forwarded_at``) went back (a restarted server).
+            ``ids_reused`` and ``id_resets`` are brought up to date once per
+            chunk read and when a connection ends.
         last_event_id: id of the last frame received (sent as ``Last-Event-ID``).
     """
 
@@ -109,9 +215,14 @@ class ClientCounters:
         "dropped",
         "duplicates",
         "heartbeats",
+        "id_resets",
+        "ids_reused",
         "last_event_id",
         "received",
         "reconnects",
+        "rejected_ids",
+        "rejected_retries",
+        "stalls",
     )
 
     def __init__(self) -> None:
@@ -124,6 +235,11 @@ class ClientCounters:
         self.heartbeats = 0
         self.connections = 0
         self.reconnects = 0
+        self.stalls = 0
+        self.rejected_ids = 0
+        self.rejected_retries = 0
+        self.ids_reused = 0
+        self.id_resets = 0
         self.last_event_id: str | None = None
 
     def as_dict(self) -> dict[str, int | str | None]:
@@ -138,6 +254,21 @@ class ClientCounters:
 class _RetryableResponseError(Exception):
     """A response worth retrying (5xx, other 4xx, not an event stream)."""
 
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class _StalledError(Exception):
+    """The watchdog gave up on a connection that sends bytes but no frames."""
+
+
+_MAX_LOGGED_CHARS = 200
+_RETRY_AFTER_STATUSES = (429, 503)
+# Room a frame needs beyond its data (field names, event name, id, line ends), so
+# an event at exactly max_event_bytes is not cut by the decoder's buffering cap.
+_FRAME_OVERHEAD = DEFAULT_MAX_FRAME_BYTES - DEFAULT_MAX_EVENT_BYTES
+
 
 class StreamCore:
     """Connection-independent state of one subscription; no I/O.
@@ -147,6 +278,8 @@ class StreamCore:
         token: bearer token (already resolved).
         resume: the reconnect policy and resume point.
         max_event_bytes: frames above this size are rejected.
+        heartbeat_timeout: seconds without a frame or comment after which a
+            connection is given up, even while bytes arrive (``None``: never).
         on_bad_frame: told about every rejected frame (after it is counted and logged).
         on_connect / on_disconnect: told when a stream opens / ends.
     """
@@ -158,6 +291,7 @@ class StreamCore:
         resume: ResumeState,
         *,
         max_event_bytes: int,
+        heartbeat_timeout: float | None = None,
         on_bad_frame: Callable[[EventDecodeError], None] | None = None,
         on_connect: Callable[[], None] | None = None,
         on_disconnect: Callable[[], None] | None = None,
@@ -172,10 +306,18 @@ class StreamCore:
         self.resume = resume
         self.counters = ClientCounters()
         self.max_event_bytes = max_event_bytes
+        self.heartbeat_timeout = heartbeat_timeout
         self.on_bad_frame = on_bad_frame
         self.on_connect = on_connect
         self.on_disconnect = on_disconnect
         self._attempts = 0
+        # The decoder of the open connection and what was read from its counters.
+        self._decoder = SSEDecoder(max_frame_bytes=max_event_bytes + _FRAME_OVERHEAD)
+        self._seen_oversized = 0
+        self._seen_rejected_ids = 0
+        self._seen_rejected_retries = 0
+        self._seen_progress = 0
+        self._progress_at = 0.0
 
     def headers(self) -> dict[str, str]:
         """Headers of the next request (with ``Last-Event-ID`` when resuming)."""
@@ -185,82 +327,233 @@ class StreamCore:
         return self.resume.request_headers(self.token.reveal())
 
     def check_response(self, response: httpx.Response) -> None:
-        """Raise the fatal error for 401/403/404, or a retryable one for other answers."""
+        """Raise the fatal error for 3xx/401/403/404, or a retryable one for other answers.
+
+        A redirect is never followed: the bearer token must not travel to
+        another address; the error names the target without its query string.
+        """
         status = response.status_code
         if status != 200:
-            fatal = fatal_status_error(status, self.safe_url)
+            raw_location = response.headers.get("location")
+            location = urljoin(self.url, raw_location) if raw_location else None
+            fatal = fatal_status_error(status, self.safe_url, location=location)
             if fatal is not None:
                 logger.error("stream: %s", fatal)
                 raise fatal
-            raise _RetryableResponseError(f"connector answered {status}")
+            retry_after = None
+            if status in _RETRY_AFTER_STATUSES:
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            raise _RetryableResponseError(f"connector answered {status}", retry_after=retry_after)
         content_type = response.headers.get("content-type", "")
         if "text/event-stream" not in content_type:
-            raise _RetryableResponseError(f"expected text/event-stream, got {content_type!r}")
+            raise _RetryableResponseError(
+                f"expected text/event-stream, got {content_type[:_MAX_LOGGED_CHARS]!r}"
+            )
 
-    def connected(self) -> None:
+    def connected(self) -> SSEDecoder:
+        """A stream opened: account for it and return the decoder for its body."""
         self.resume.connected()
         self.counters.connections += 1
+        self._decoder = decoder = SSEDecoder(max_frame_bytes=self.max_event_bytes + _FRAME_OVERHEAD)
+        self._seen_oversized = self._seen_rejected_ids = self._seen_rejected_retries = 0
+        self._seen_progress = 0
+        self._progress_at = time.monotonic()
         logger.info("stream: connected to %s", self.safe_url)
         if self.on_connect is not None:
             self.on_connect()
+        return decoder
 
     def disconnected(self) -> None:
+        self._sync_window_counters()
         if self.on_disconnect is not None:
             self.on_disconnect()
 
+    def chunk_read(self) -> None:
+        """After each ``feed``: account for what the decoder rejected; run the watchdog.
+
+        Raises ``_StalledError`` when neither a frame nor a comment has come for
+        ``heartbeat_timeout`` seconds: a trickle of junk keeps the read timeout
+        from firing, so progress is measured in frames, not bytes.
+        """
+        decoder = self._decoder
+        counters = self.counters
+        self._sync_window_counters()
+        # Logged once per chunk with a count, never with the values (server input).
+        if decoder.rejected_ids != self._seen_rejected_ids:
+            new_ids = decoder.rejected_ids - self._seen_rejected_ids
+            counters.rejected_ids += new_ids
+            self._seen_rejected_ids = decoder.rejected_ids
+            logger.warning(
+                "stream: ignored %d id field(s) from %s (not printable ASCII, or longer "
+                "than %d characters); Last-Event-ID keeps the last valid id",
+                new_ids,
+                self.safe_url,
+                MAX_EVENT_ID_CHARS,
+            )
+        if decoder.rejected_retries != self._seen_rejected_retries:
+            new_retries = decoder.rejected_retries - self._seen_rejected_retries
+            counters.rejected_retries += new_retries
+            self._seen_rejected_retries = decoder.rejected_retries
+            logger.warning(
+                "stream: ignored or capped %d retry hint(s) from %s", new_retries, self.safe_url
+            )
+        while decoder.oversized_frames > self._seen_oversized:
+            self._seen_oversized += 1
+            self._reject(
+                EventDecodeError(
+                    f"frame is larger than the {self._decoder.max_frame_bytes}-byte cap "
+                    "(discarded while buffering)",
+                    reason="oversized",
+                ),
+                "",
+            )
+        now = time.monotonic()
+        if decoder.progress != self._seen_progress:
+            self._seen_progress = decoder.progress
+            self._progress_at = now
+        elif (
+            self.heartbeat_timeout is not None and now - self._progress_at > self.heartbeat_timeout
+        ):
+            counters.stalls += 1
+            logger.warning(
+                "stream: %s sent no frame for %.1fs (bytes only); reconnecting",
+                self.safe_url,
+                now - self._progress_at,
+            )
+            raise _StalledError(f"no frame for {self.heartbeat_timeout}s")
+
+    def _sync_window_counters(self) -> None:
+        # Per chunk and per disconnect, not per event: two property reads per
+        # event were 3% of its cost, for counters nobody reads between chunks.
+        self.counters.ids_reused = self.resume.ids_reused
+        self.counters.id_resets = self.resume.id_resets
+
     def on_frame(self, sse: SSEFrame) -> Event | None:
-        """The event in ``sse``, or ``None`` for keep-alives, hints, duplicates and bad frames."""
+        """The event in ``sse``, or ``None`` for keep-alives, hints, duplicates and bad frames.
+
+        Never raises: whatever goes wrong while handling one frame costs that
+        frame (a decode error, logged, ``on_error``), never the connection.
+        """
+        try:
+            return self._frame_event(sse)
+        except Exception as exc:  # a value nobody foresaw: it must not reach the I/O loop
+            with contextlib.suppress(Exception):
+                self.resume.advance(sse.id)
+            self._reject(
+                EventDecodeError(
+                    f"handling the frame failed ({type(exc).__name__})",
+                    reason="unexpected",
+                    event_id=None,
+                ),
+                sse.id,
+            )
+            return None
+
+    def _frame_event(self, sse: SSEFrame) -> Event | None:
         kind, data, event_id, retry = sse
+        resume = self.resume
         if retry is not None:
-            self.resume.note_retry(retry)
+            resume.note_retry(retry)
         if kind == HEARTBEAT_EVENT:
             self.counters.heartbeats += 1
-            self.resume.frame()
+            resume.frame()
             return None
         if not data and kind == "message":
-            self.resume.frame()  # a field-only frame (``retry:``), nothing to deliver
+            resume.frame()  # a field-only frame (``retry:``), nothing to deliver
             return None
-        if not self.resume.accept(event_id):
-            self.counters.duplicates += 1
-            return None
-        if event_id:
-            self.counters.last_event_id = event_id
         try:
             event = decode_event(data, event_id=event_id or None, max_bytes=self.max_event_bytes)
         except EventDecodeError as exc:
-            self.counters.decode_errors += 1
-            logger.warning(
-                "stream: skipped a bad frame (id=%s, reason=%s): %s",
-                event_id or "-",
-                exc.reason,
-                str(exc)[:200],
-            )
-            if self.on_bad_frame is not None:
-                self.on_bad_frame(exc)
+            # The resume point moves past a bad frame (a replay of it would fail
+            # again), but its id is not remembered as delivered.
+            resume.advance(event_id)
+            self.counters.last_event_id = resume.last_event_id
+            self._reject(exc, event_id)
             return None
-        self.counters.received += 1
+        # Dedupe after decoding: the window tells a replay (same id, same event)
+        # from a server reusing an id for a new event.
+        order: float | None
+        if isinstance(event, UnknownEvent):
+            raw = event.data.get("forwarded_at")
+            # No float() here: a JSON integer of 400 digits would raise OverflowError
+            # (the window compares it as is and ignores what is not finite).
+            order = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+        else:
+            order = event.forwarded_at
+        counters = self.counters
+        if not resume.accept(event_id, order=order, digest=hash(data)):
+            counters.duplicates += 1
+            return None
+        counters.last_event_id = resume.last_event_id
+        counters.received += 1
         return event
 
+    def _reject(self, exc: EventDecodeError, event_id: str) -> None:
+        """Count, log and report one rejected frame; the stream goes on."""
+        self.counters.decode_errors += 1
+        scrub = self.token.scrub
+        logger.warning(
+            "stream: skipped a bad frame (id=%s, reason=%s): %s",
+            scrub(event_id[:_MAX_LOGGED_CHARS]) or "-",
+            exc.reason,
+            scrub(str(exc)[:_MAX_LOGGED_CHARS]),
+        )
+        if self.on_bad_frame is None:
+            return
+        if scrub_error(exc, self.token) is not exc:
+            exc = _scrubbed_decode_error(exc, self.token)
+        try:
+            self.on_bad_frame(exc)
+        except Exception as error:  # a user's on_error must not end the stream either
+            log_exception(logger, logging.ERROR, "stream: on_error raised", error, self.token)
+
     def clean_close_delay(self) -> float:
-        delay = self.resume.closed_cleanly()
+        """Seconds to wait after the server closed the stream (the flapping rule applies)."""
+        delay = _bounded(self.resume.closed_cleanly())
         logger.info("stream: %s closed the stream; reconnecting in %.2fs", self.safe_url, delay)
         return delay
 
     def failure_delay(self, exc: BaseException) -> float:
-        """Seconds to wait after ``exc``; raises ``ConnectorRetriesExhaustedError`` when done."""
-        delay = self.resume.failed()
+        """Seconds to wait after ``exc``; raises ``ConnectorRetriesExhaustedError`` when done.
+
+        Call it outside the ``except`` block that caught ``exc``: an error raised
+        here would otherwise chain ``exc`` (whose text may quote headers) as its
+        ``__context__``.
+        """
+        retry_after = exc.retry_after if isinstance(exc, _RetryableResponseError) else None
+        delay = _bounded(self.resume.failed(exc, retry_after=retry_after))
         logger.warning(
             "stream: %s failed (%s: %s); retry %d in %.2fs",
             self.safe_url,
             type(exc).__name__,
-            str(exc)[:200],
+            self.token.scrub(str(exc)[:_MAX_LOGGED_CHARS]),
             self.resume.failures,
             delay,
         )
         return delay
 
 
-_RETRYABLE = (httpx.HTTPError, httpx.StreamError, OSError, _RetryableResponseError)
+def _scrubbed_decode_error(exc: EventDecodeError, secret: Secret) -> EventDecodeError:
+    """A copy of ``exc`` without the secret and without a chain."""
+    safe = EventDecodeError(secret.scrub(str(exc)), reason=exc.reason, event_id=None)
+    safe.__suppress_context__ = True
+    return safe
+
+
+def _bounded(delay: float) -> float:
+    """``delay`` within ``[0, MAX_WAIT_SECONDS]`` (NaN and negatives are 0)."""
+    if not delay >= 0.0:
+        return 0.0
+    return min(delay, MAX_WAIT_SECONDS) if math.isfinite(delay) else MAX_WAIT_SECONDS
+
+
+_RETRYABLE = (
+    httpx.HTTPError,
+    httpx.StreamError,
+    OSError,
+    _RetryableResponseError,
+    _StalledError,
+)
 
 
 class ResponseSlot:
@@ -295,27 +588,30 @@ def _iter_frame_chunks(
     """Connect, read and reconnect until ``slot.abort()``; yield the frames of each chunk read."""
     stopped = slot.stopped
     while not stopped.is_set():
+        failure: BaseException | None = None
         try:
             with http.stream("GET", core.url, headers=core.headers()) as response:
                 core.check_response(response)
                 slot.set(response)
                 if stopped.is_set():  # stop() ran before the slot held this response
                     return
-                core.connected()
-                decoder = SSEDecoder()
+                decoder = core.connected()
                 try:
                     for chunk in response.iter_bytes():
                         frames = decoder.feed(chunk)
+                        core.chunk_read()
                         if frames:
                             yield frames
                 finally:
                     slot.set(None)
                     core.disconnected()
-            delay = core.clean_close_delay()
         except _RETRYABLE as exc:
             if stopped.is_set():
                 return
-            delay = core.failure_delay(exc)
+            failure = exc
+        # Outside the except block: an error raised while deciding (retries
+        # exhausted) must not chain the network error, whose text may quote headers.
+        delay = core.clean_close_delay() if failure is None else core.failure_delay(failure)
         if delay > 0 and stopped.wait(delay):
             return
 
@@ -375,21 +671,22 @@ async def aiter_frame_chunks(
     Stop it by cancelling the task that iterates (or closing it).
     """
     while True:
+        failure: BaseException | None = None
         try:
             async with http.stream("GET", core.url, headers=core.headers()) as response:
                 core.check_response(response)
-                core.connected()
-                decoder = SSEDecoder()
+                decoder = core.connected()
                 try:
                     async for chunk in response.aiter_bytes():
                         frames = decoder.feed(chunk)
+                        core.chunk_read()
                         if frames:
                             yield frames
                 finally:
                     core.disconnected()
-            delay = core.clean_close_delay()
         except _RETRYABLE as exc:
-            delay = core.failure_delay(exc)
+            failure = exc
+        delay = core.clean_close_delay() if failure is None else core.failure_delay(failure)
         if delay > 0:
             await asyncio.sleep(delay)
 

@@ -12,17 +12,32 @@ What differs from the reference client:
   ``Last-Event-ID``, replayed duplicates are dropped (bounded window), the
   server's ``retry:`` hint is honoured; after a clean close the client
   reconnects at once, after errors it backs off 1 s → 30 s with jitter;
-* 401/403 raise :class:`~autoplay_base.errors.ConnectorAuthError` and 404
-  :class:`~autoplay_base.errors.ConnectorNotFoundError` at once, never retried;
-* a bad frame (not JSON, not an object, invalid, oversized) is counted,
-  logged, handed to ``on_error`` and skipped — the connection stays up;
-* a heartbeat watchdog: ``heartbeat_timeout`` seconds without a byte means a
-  dead connection, so the client reconnects and resumes;
+* 401/403 raise :class:`~autoplay_base.errors.ConnectorAuthError`, 404
+  :class:`~autoplay_base.errors.ConnectorNotFoundError` and 3xx
+  :class:`~autoplay_base.errors.ConnectorRedirectError` at once, never retried
+  (a redirect is never followed: the token must not travel); ``Retry-After``
+  on 429/503 is honoured;
+* a bad frame (not JSON, not an object, invalid, oversized — the decoder
+  drops an oversized frame while it buffers) is counted, logged, handed to
+  ``on_error`` and skipped — the connection stays up. So is any other failure
+  while handling one frame: nothing a server sends ends the connection or
+  ``run()``, and every wait is capped (a huge ``retry:`` is held to
+  ``max_backoff``);
+* a heartbeat watchdog: ``heartbeat_timeout`` seconds without a byte, or
+  without a frame or comment even while bytes trickle in, means a dead
+  connection (``counters.stalls``), so the client reconnects and resumes; a
+  server that accepts and hangs up at once is retried with backoff, not in a
+  tight loop;
 * ``stop()`` takes effect at once even on an idle stream, and every event
   already buffered is either delivered (within ``drain_timeout``) or counted
-  as dropped and reported to ``on_drop``;
-* the token (argument or ``$AUTOPLAY_APP_UNKEY_TOKEN``) is only ever sent as a
-  Bearer header: never logged, never in a ``repr`` or an exception.
+  as dropped and reported to ``on_drop`` — including the event a stuck
+  callback still holds, so ``received == delivered + dropped`` once ``stop``
+  returned;
+* the token (argument or ``$AUTOPLAY_APP_UNKEY_TOKEN``) is validated when the
+  client is built (surrounding whitespace stripped; anything that cannot be a
+  header value is a ``ConfigError`` that does not echo it) and only ever sent
+  as a Bearer header: never logged, never in a ``repr``; error text that
+  reaches a log line, ``on_error`` or a raised exception is scrubbed of it.
 
 Threads (sync client): the calling thread (or the ``run_in_background``
 thread) only reads the socket; a worker thread runs ``on_actions``/
@@ -65,7 +80,9 @@ from autoplay_base._connection import (
     aiter_frame_chunks,
     http_timeout,
     iter_event_batches,
+    log_exception,
     resolve_token,
+    scrub_error,
 )
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
@@ -110,13 +127,14 @@ DEFAULT_LANE_LINGER = 1.0
 """Seconds an idle session lane waits for its next event (async client)."""
 _MAX_LINGERING_LANES = 1024  # a bound on idle tasks, whatever the number of sessions
 DEFAULT_HEARTBEAT_TIMEOUT = 60.0
-"""Seconds without a byte after which the connection is presumed dead."""
+"""Seconds without a byte (or without a frame) after which the connection is presumed dead."""
 DEFAULT_CONNECT_TIMEOUT = 10.0
 """Seconds to establish a connection."""
 DEFAULT_DRAIN_TIMEOUT = 5.0
 """On ``stop()``, seconds spent delivering already-buffered events before dropping them."""
 _MAX_NOTICES = 10_000
-_STUCK_CALLBACK_GRACE = 1.0
+_STUCK_CALLBACK_GRACE = 1.0  # seconds a callback gets past drain_timeout before it is given up
+_NOTICE_GRACE = 1.0  # seconds the notifier gets, once reading ended, to deliver what is pending
 
 _C = TypeVar("_C", bound="_ClientBase[Any]")
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -200,6 +218,7 @@ class _ClientBase(Generic[_F]):
             resolve_token(token),
             ResumeState(backoff, max_retries=max_retries, seen_ids=seen_ids),
             max_event_bytes=max_event_bytes,
+            heartbeat_timeout=heartbeat_timeout,
             on_bad_frame=self._bad_frame,
             on_connect=self._connected,
             on_disconnect=self._disconnected,
@@ -290,13 +309,17 @@ class _ClientBase(Generic[_F]):
 
     def _log_callback_error(self, what: str, exc: BaseException) -> None:
         self._core.counters.callback_errors += 1
-        logger.error(
-            "stream: %s callback raised %s: %s",
-            what,
-            type(exc).__name__,
-            str(exc)[:200],
-            exc_info=exc,
+        log_exception(
+            logger,
+            logging.ERROR,
+            f"stream: {what} callback raised {type(exc).__name__}: {str(exc)[:200]}",
+            exc,
+            self._core.token,
         )
+
+    def _safe(self, exc: Exception) -> Exception:
+        """``exc``, or a stand-in without the token, for ``on_error`` and ``raise``."""
+        return scrub_error(exc, self._core.token)
 
     # Hooks from the reader and the buffer; each client's ``_notice`` delivers them.
     def _notice(self, fns: list[_F], *args: Any) -> None:
@@ -336,8 +359,9 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         token: bearer token; empty means ``$AUTOPLAY_APP_UNKEY_TOKEN`` (or none).
         max_queue_size: events buffered between the reader and the worker;
             beyond it new events are dropped, counted and passed to ``on_drop``.
-        heartbeat_timeout: seconds without a byte before the connection is
-            presumed dead and resumed (``None``: wait forever).
+        heartbeat_timeout: seconds without a byte, or without a frame or
+            comment while bytes arrive, before the connection is presumed dead
+            and resumed (``None``: wait forever).
         connect_timeout: seconds to establish a connection.
         initial_backoff, max_backoff, backoff_jitter: retry delays after errors.
         max_retries: consecutive failures before
@@ -372,6 +396,7 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         self._helper_threads: set[threading.Thread] = set()
         self._drain_deadline = 0.0
         self._notice_deadline = 0.0
+        self._flight: list[Event] = []
 
     @property
     def queue_size(self) -> int:
@@ -396,6 +421,7 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                 raise RuntimeError("this client is already running")
             self._running = True
         self._slot = ResponseSlot()
+        self._flight = []  # per run: a worker given up on by a previous run keeps its own
         self._error_raised = None
         self._reading_done = False
         self._notices_done = False
@@ -416,12 +442,16 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         except BaseException as exc:
             failure = exc
             if isinstance(exc, Exception):
-                self._notice(self._error, exc)
-            raise
+                failure = self._safe(exc)
+                self._notice(self._error, failure)
         finally:
             self._finish(worker, notifier)
             self._error_raised = failure
             self._running = False
+        if failure is not None:
+            # Raised here, outside the except block, so a scrubbed stand-in does
+            # not carry the original (with its text) as __context__.
+            raise failure
 
     def _finish(self, worker: threading.Thread, notifier: threading.Thread) -> None:
         deadline = time.monotonic() + self._drain_timeout
@@ -444,6 +474,12 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                 # A callback is stuck past the drain deadline: account for what it
                 # will never reach instead of hanging stop() (the pops are atomic).
                 logger.error("stream: a callback is still running after stop's drain_timeout")
+                try:
+                    stuck: Event | None = self._flight.pop()
+                except IndexError:
+                    stuck = None  # it returned meanwhile and was counted delivered
+                if stuck is not None:
+                    self._dropped(stuck, "its callback was stuck when the client stopped")
                 while True:
                     try:
                         event = self._queue.popleft()
@@ -452,10 +488,15 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                     self._dropped(event, "a callback was stuck when the client stopped")
         with self._notice_cond:
             self._notices_done = True
-            self._notice_deadline = deadline + 1.0
+            # From now, not from the drain deadline: waiting out a stuck callback
+            # must not cost the on_drop notices it just produced.
+            self._notice_deadline = max(deadline, time.monotonic()) + _NOTICE_GRACE
             self._notice_cond.notify_all()
         if threading.current_thread() is not notifier:
-            notifier.join()
+            # Bounded: a stuck on_drop/on_error callback must not hang stop() either.
+            notifier.join(_NOTICE_GRACE + _STUCK_CALLBACK_GRACE)
+            if notifier.is_alive():
+                logger.error("stream: a notification callback is still running after stop")
 
     def run_in_background(self) -> threading.Thread:
         """Run on a daemon thread and return it; :meth:`stop` or :meth:`join` re-raise its error."""
@@ -551,6 +592,9 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         queue = self._queue
         cond = self._queue_cond
         counters = self._core.counters
+        # The event the callbacks are running on, in a one-slot list: list.pop is
+        # atomic, so this thread and stop() agree on who accounts for it, lock-free.
+        flight = self._flight
         while True:
             try:
                 # deque.popleft is atomic: no lock per event; the lock is only taken to
@@ -568,12 +612,21 @@ class ConnectorClient(_ClientBase[SyncCallback]):
             if self._reading_done and time.monotonic() > self._drain_deadline:
                 self._dropped(event, "not delivered before stop's drain_timeout")
                 continue
+            flight.append(event)
             for fn in self._callbacks_for(event):
                 try:
                     fn(event)
                 except Exception as exc:
                     self._log_callback_error(event.type, exc)
-                    self._notice(self._error, exc)
+                    self._notice(self._error, self._safe(exc))
+                if not flight:
+                    break  # stop() gave up on this event and counted it as dropped
+            try:
+                flight.pop()
+            except IndexError:
+                # Counted as dropped while a callback was stuck: stop() gave up on
+                # this worker, which must end now (a later run has its own).
+                return
             counters.delivered += 1
 
     def _notify_loop(self) -> None:
@@ -603,10 +656,11 @@ class _Lane:
     """One session's pending events and the task delivering them.
 
     ``waiter`` is set while the task lingers, idle, for the session's next event;
-    ``idle_since`` is the sweep tick at which it started waiting.
+    ``idle_since`` is the sweep tick at which it started waiting; ``abandoned``
+    is set by ``stop`` when a callback outlived the drain and its cancellation.
     """
 
-    __slots__ = ("events", "idle_since", "semaphore", "task", "waiter")
+    __slots__ = ("abandoned", "events", "idle_since", "semaphore", "task", "waiter")
 
     def __init__(self, concurrency: int) -> None:
         self.events: deque[Event] = deque()
@@ -614,6 +668,7 @@ class _Lane:
         self.semaphore = asyncio.Semaphore(concurrency)
         self.waiter: asyncio.Future[bool] | None = None
         self.idle_since = 0
+        self.abandoned = False
 
 
 class AsyncConnectorClient(_ClientBase[AsyncCallback]):
@@ -702,6 +757,7 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
             error = reader.exception()
             assert error is not None
             if isinstance(error, Exception):
+                error = self._safe(error)
                 await self._notice_now(self._error, error)
             raise error
 
@@ -719,12 +775,20 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         self._closing = True
         for lane in self._lanes.values():
             self._wake(lane, more=False)  # lingering lanes end; busy ones deliver, then end
-        lanes = [lane.task for lane in self._lanes.values() if lane.task is not None]
-        if lanes:
-            _, pending = await asyncio.wait(lanes, timeout=self._drain_timeout)
+        tasks = {lane.task: lane for lane in self._lanes.values() if lane.task is not None}
+        if tasks:
+            _, pending = await asyncio.wait(list(tasks), timeout=self._drain_timeout)
             for task in pending:
                 task.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            if pending:
+                # A callback that swallows the cancellation must not hang stop():
+                # its lane is abandoned and its events (the one in flight too,
+                # still first in the lane) are dropped below.
+                _, stuck = await asyncio.wait(pending, timeout=_STUCK_CALLBACK_GRACE)
+                if stuck:
+                    logger.error("stream: a callback is still running after stop's drain_timeout")
+                for task in stuck:
+                    tasks[task].abandoned = True
         for lane in list(self._lanes.values()):
             while lane.events:
                 self._dropped(lane.events.popleft(), "not delivered before stop's drain_timeout")
@@ -811,6 +875,8 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
                         await self._call(fns[0], event)
                     elif fns:
                         await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
+                    if lane.abandoned:
+                        return  # stop() gave up on this lane and counted its events as dropped
                     events.popleft()
                     self._buffered -= 1
                     counters.delivered += 1
@@ -871,7 +937,7 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
                 await result
         except Exception as exc:
             self._log_callback_error(event.type, exc)
-            self._notice(self._error, exc)
+            self._notice(self._error, self._safe(exc))
 
     # -- notifications ------------------------------------------------------------------
     def _notice(self, fns: list[AsyncCallback], *args: Any) -> None:

@@ -52,6 +52,7 @@ def _core(
     max_backoff: float,
     max_retries: int | None,
     max_event_bytes: int,
+    heartbeat_timeout: float | None,
     on_error: Callable[[EventDecodeError], Any] | None,
 ) -> StreamCore:
     if max_events is not None and max_events < 0:
@@ -65,6 +66,7 @@ def _core(
         resolve_token(token),
         resume,
         max_event_bytes=max_event_bytes,
+        heartbeat_timeout=heartbeat_timeout,
         on_bad_frame=on_error,
     )
 
@@ -114,6 +116,7 @@ def iter_stream_events(
         max_backoff=max_backoff,
         max_retries=max_retries,
         max_event_bytes=max_event_bytes,
+        heartbeat_timeout=heartbeat_timeout,
         on_error=on_error,
     )
     return _iter_window(core, max_events, timeout, http_timeout(connect_timeout, heartbeat_timeout))
@@ -168,6 +171,7 @@ def aiter_stream_events(
         max_backoff=max_backoff,
         max_retries=max_retries,
         max_event_bytes=max_event_bytes,
+        heartbeat_timeout=heartbeat_timeout,
         on_error=on_error,
     )
     return _aiter_window(

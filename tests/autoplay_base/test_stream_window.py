@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 from typing import Any
 
@@ -13,6 +14,7 @@ from autoplay_base.errors import ConfigError, ConnectorAuthError, ConnectorNotFo
 from autoplay_base.events import ActionsPayload, Event, UnknownEvent
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 from tests._fixtures.emulator import Collector, EmulatorFactory
+from tests._fixtures.hostile import HostileConnection, HostileServer, sse_frame
 
 
 def actions(n: int) -> dict[str, Any]:
@@ -117,3 +119,56 @@ async def test_async_window_raises_fatal_errors(
     with pytest.raises(ConnectorAuthError):
         async for _ in aiter_stream_events(server.url_for("acme"), max_events=1):
             pass
+
+
+def _hostile_handler(conn: HostileConnection) -> None:
+    # A bad frame, a huge retry hint, an id no header can carry, then a clean
+    # close; the next connection sends the rest after the last valid id.
+    conn.respond(200)
+    if conn.request.index == 0:
+        conn.send(sse_frame("{not json", event="actions", id="1"))
+        conn.send(b"retry: " + b"9" * 300 + b"\n\n")
+        conn.send(sse_frame(json.dumps(actions(2)), event="actions", id="2"))
+        conn.send(sse_frame(json.dumps(actions(3)), event="actions", id="caf\u00e9"))
+        return
+    conn.send(sse_frame(json.dumps(actions(4)), event="actions", id="4"))
+    conn.hold()
+
+
+def test_window_survives_a_hostile_server_and_a_raising_on_error() -> None:
+    def on_error(exc: Exception) -> None:
+        raise RuntimeError("a broken on_error callback")
+
+    with HostileServer(_hostile_handler) as server:
+        events = list(
+            iter_stream_events(
+                server.url, max_events=3, initial_backoff=0.01, max_backoff=0.05, on_error=on_error
+            )
+        )
+        assert server.requests[1].headers["last-event-id"] == "2"
+    assert [e.actions[0].title for e in events if isinstance(e, ActionsPayload)] == [
+        "T2",
+        "T3",
+        "T4",
+    ]
+
+
+async def test_async_window_survives_a_hostile_server_and_a_raising_on_error() -> None:
+    errors: list[Exception] = []
+
+    def on_error(exc: Exception) -> None:
+        errors.append(exc)
+        raise RuntimeError("a broken on_error callback")
+
+    with HostileServer(_hostile_handler) as server:
+        window = aiter_stream_events(
+            server.url, max_events=3, initial_backoff=0.01, max_backoff=0.05, on_error=on_error
+        )
+        events = [e async for e in window]
+        assert server.requests[1].headers["last-event-id"] == "2"
+    assert [e.actions[0].title for e in events if isinstance(e, ActionsPayload)] == [
+        "T2",
+        "T3",
+        "T4",
+    ]
+    assert [getattr(e, "reason", None) for e in errors] == ["not_json"]
