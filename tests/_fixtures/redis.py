@@ -35,6 +35,7 @@ __all__ = [
     "RedisServer",
     "free_port",
     "make_redis_backend",
+    "private_backends",
     "redis_cluster_node",
     "redis_prefix",
     "redis_server",
@@ -244,3 +245,26 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def private_backends(redis_server: RedisServer) -> Iterator[Callable[..., RedisBackend]]:
+    """Build ``RedisBackend``s on this test's private ``redis_server`` (closed at teardown).
+
+    The factory takes the constructor's options plus ``url=`` (another server);
+    ``socket_timeout`` defaults to the test timeout: an outage in these tests is a
+    stopped, killed or paused server, never load (with the 50 ms default, a replay
+    answered late by a server just restarted on a busy machine failed as an outage).
+    """
+    made: list[RedisBackend] = []
+
+    def make(**options: Any) -> RedisBackend:
+        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
+        url = options.pop("url", redis_server.url)
+        backend = RedisBackend.from_url(url, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.client.close()

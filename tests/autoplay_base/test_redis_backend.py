@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -46,7 +47,7 @@ from autoplay_base.errors import (
     ConfigError,
     MissingDependencyError,
 )
-from tests._fixtures.redis import TEST_SOCKET_TIMEOUT, RedisServer, remove_keys
+from tests._fixtures.redis import RedisServer, remove_keys
 from tests.autoplay_base.factories import FakeClock, actions
 
 T0 = 1_700_000_000.0
@@ -535,24 +536,8 @@ def test_listen_rejects_a_bad_block(make_redis_backend: MakeBackend) -> None:
 
 # -- outages -----------------------------------------------------------------------------------
 @pytest.fixture
-def outage_backend(redis_server: RedisServer) -> Iterator[Callable[..., RedisBackend]]:
-    made: list[RedisBackend] = []
-
-    def make(**options: Any) -> RedisBackend:
-        options.setdefault("prefix", "outage")
-        options.setdefault("retry_interval_seconds", 0.0)
-        # An outage here is a stopped, killed or paused server, never load: with the
-        # 50 ms default, a replay answered late by a server just restarted on a busy
-        # machine failed as an outage (the flake of the append-many outage test).
-        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
-        url = options.pop("url", redis_server.url)
-        backend = RedisBackend.from_url(url, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.client.close()
+def outage_backend(private_backends: Callable[..., RedisBackend]) -> Callable[..., RedisBackend]:
+    return functools.partial(private_backends, prefix="outage", retry_interval_seconds=0.0)
 
 
 def test_default_socket_timeout_is_50ms(redis_server: RedisServer) -> None:

