@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests._fixtures.emulator",
     "tests._fixtures.redis",
+    "tests._fixtures.sentinel",
 ]

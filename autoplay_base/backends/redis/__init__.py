@@ -13,7 +13,8 @@ sessions measured against the caller's ``at``/``now`` values, a bounded user
 index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
 ``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
 with the same pure helpers, so the bodies differ by ``await`` only. Works with
-Redis >= 6.2 and Valkey, standalone only: scripts build key names, which a Cluster
+Redis >= 6.2 and Valkey, standalone or a primary managed by Redis Sentinel (see
+*Sentinel* below), not Cluster: scripts build key names, which a Cluster
 cannot route, so a Cluster is refused with a :class:`~autoplay_base.errors.ConfigError`
 (a ``RedisCluster`` client passed to the constructor; ``from_url`` against a server
 whose ``INFO cluster`` says ``cluster_enabled:1``; otherwise the first
@@ -94,6 +95,19 @@ connection, because after a server restart every pooled connection is dead while
 Redis is fine. A write whose answer was lost may be replayed although Redis
 applied it: writes with an event id are deduplicated, writes without one may then
 apply twice.
+
+Sentinel: :meth:`RedisBackend.from_sentinel` (sentinel addresses and a service
+name, the same timeouts and retries as ``from_url``), or the constructor with
+the clients ``Sentinel.master_for`` builds (sync and asyncio). Each new
+connection asks the sentinels for the primary, listeners' connections too. A
+failover is an outage like any other: while the old primary is gone, reads are
+empty and writes buffer; once the sentinels name the promoted replica, the next
+call reconnects to it and replays the buffer. A listener whose primary goes
+raises :class:`~autoplay_base.errors.BackendUnavailableError`; resume it with
+the last :class:`Activity` id (stream ids survive replication). What the old
+primary acknowledged but had not yet replicated is lost: Redis replication is
+asynchronous. ``repr`` and logs name the sentinels and the service
+(``redis+sentinel://host:port/mymaster/0``), never credentials.
 
 Misconfiguration is not an outage. Refused credentials (``WRONGPASS``, ``NOAUTH``,
 ``NOPERM``; redis-py's ``AuthenticationError`` is a ``ConnectionError``) raise

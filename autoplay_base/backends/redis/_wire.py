@@ -23,7 +23,9 @@ def _import_redis() -> Any:
         import redis  # noqa: PLC0415 - optional extra, imported on first use
         import redis.asyncio  # noqa: PLC0415
         import redis.asyncio.cluster  # noqa: PLC0415 - to refuse a cluster client
+        import redis.asyncio.sentinel  # noqa: PLC0415
         import redis.cluster  # noqa: PLC0415
+        import redis.sentinel  # noqa: PLC0415 - for RedisBackend.from_sentinel
     except ImportError as exc:
         raise missing_extra("redis", "redis") from exc
     return redis
@@ -140,8 +142,24 @@ def _tail(entries: list[Any]) -> str:
 
 
 def _describe_pool(client: Any) -> str:
-    """Where a client points, without credentials (for logs and errors)."""
-    kwargs = client.connection_pool.connection_kwargs
+    """Where a client points, without credentials (for logs, errors and ``repr``).
+
+    A Sentinel-managed pool has no host of its own (each connection asks the
+    sentinels for the primary), so it is named by its sentinels and service:
+    ``redis+sentinel://h1:p1,h2:p2/<service>/<db>`` (a name for people, not a URL
+    redis-py parses).
+    """
+    pool = client.connection_pool
+    kwargs = pool.connection_kwargs
+    db = kwargs.get("db", 0)
+    service = getattr(pool, "service_name", None)
+    manager = getattr(pool, "sentinel_manager", None)
+    if service is not None and manager is not None:
+        nodes = ",".join(
+            f"{node.get('host', '?')}:{node.get('port', '?')}"
+            for node in (s.connection_pool.connection_kwargs for s in manager.sentinels)
+        )
+        return f"redis+sentinel://{nodes}/{service}/{db}"
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
-    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{kwargs.get('db', 0)}"
+    return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{db}"

@@ -8,7 +8,7 @@ import logging
 import math
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Generator, Sequence
+from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from threading import Event, Lock
@@ -277,11 +277,12 @@ def _refuse_cluster_clients(module: Any, client: Any, aclient: Any) -> None:
 class RedisBackend:
     """Session context, user indexes and chat histories in Redis, shared across processes.
 
-    Build it with :meth:`from_url`; the constructor takes ready clients (a sync
-    ``redis.Redis`` and a ``redis.asyncio.Redis`` on the same server, created with
-    ``decode_responses=True``) for callers that manage their own pools. One
-    instance serves threads and one event loop at a time (redis-py's async
-    connections belong to the loop that opened them).
+    Build it with :meth:`from_url` (or :meth:`from_sentinel` behind Redis
+    Sentinel); the constructor takes ready clients (a sync ``redis.Redis`` and a
+    ``redis.asyncio.Redis`` on the same server, created with
+    ``decode_responses=True``, ``Sentinel.master_for`` ones included) for callers
+    that manage their own pools. One instance serves threads and one event loop
+    at a time (redis-py's async connections belong to the loop that opened them).
 
     Beyond the :class:`~autoplay_base.backends.base.Backend` protocol:
     :meth:`append_actions_many` (pipelined ingest), :meth:`listen` /
@@ -419,6 +420,9 @@ class RedisBackend:
         self._down = False
         self._last_failure: BaseException | None = None
         self._where = _describe_pool(client)
+        # The Sentinel managers ``from_sentinel`` made: their connections to the
+        # sentinels are the backend's to close (clients passed in stay the caller's).
+        self._sentinels: tuple[Any, Any] | None = None
 
     @classmethod
     def from_url(
@@ -455,11 +459,97 @@ class RedisBackend:
         aclient = module.asyncio.Redis.from_url(
             url, retry=_no_retry(module, is_async=True), **common
         )
-        backend = cls(client, aclient, prefix=prefix, **options)
+        return cls._checked(client, aclient, None, prefix=prefix, **options)
+
+    @classmethod
+    def from_sentinel(
+        cls,
+        sentinels: Sequence[tuple[str, int]],
+        service_name: str,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
+        db: int = 0,
+        username: str | None = None,
+        password: str | None = None,
+        sentinel_kwargs: Mapping[str, Any] | None = None,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend on the primary that Redis Sentinel names ``service_name``.
+
+        ``sentinels`` are ``(host, port)`` pairs of sentinel processes. Every new
+        connection asks them for the current primary (redis-py's
+        ``Sentinel.master_for``), so after a failover the backend writes to the
+        promoted replica: a command that meets the dead or demoted primary fails
+        like any outage (a write is buffered and replayed on the new primary).
+
+        ``socket_timeout``, ``connect_timeout``, ``max_connections`` and the
+        retries (off) are :meth:`from_url`'s, for the primary and the sentinels
+        alike; ``db``, ``username`` and ``password`` log in to the primary.
+        ``sentinel_kwargs`` are extra connection options for the sentinels
+        themselves (their own ``password``, ``ssl``...), merged over those
+        defaults. Anything else (TLS to the primary, a custom pool) goes through
+        the constructor with the clients ``master_for`` builds.
+
+        The server check of :meth:`from_url` runs too (refused credentials raise
+        :class:`~autoplay_base.errors.BackendAuthError`); no sentinel answering
+        is no error here, like an unreachable server. :meth:`close` /
+        :meth:`aclose` also close the connections to the sentinels.
+        """
+        module = _import_redis()
+        check_bounds(socket_timeout=socket_timeout)
+        if not sentinels:
+            raise ConfigError("from_sentinel needs at least one (host, port) sentinel")
+        timeouts: dict[str, Any] = {
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout or socket_timeout,
+        }
+        primary: dict[str, Any] = {
+            **timeouts,
+            "decode_responses": True,
+            "max_connections": max_connections,
+            "db": db,
+            "username": username,
+            "password": password,
+        }
+        nodes = [(host, int(port)) for host, port in sentinels]
+
+        def own(is_async: bool) -> dict[str, Any]:
+            # Without ``retry`` an unreachable sentinel is tried 3 more times (redis-py's
+            # default) before the next one, on every new connection to the primary.
+            return {
+                **timeouts,
+                "retry": _no_retry(module, is_async=is_async),
+                **(sentinel_kwargs or {}),
+            }
+
+        managers = (
+            module.sentinel.Sentinel(nodes, sentinel_kwargs=own(False)),
+            module.asyncio.sentinel.Sentinel(nodes, sentinel_kwargs=own(True)),
+        )
+        client = managers[0].master_for(
+            service_name, retry=_no_retry(module, is_async=False), **primary
+        )
+        aclient = managers[1].master_for(
+            service_name, retry=_no_retry(module, is_async=True), **primary
+        )
+        return cls._checked(client, aclient, managers, prefix=prefix, **options)
+
+    @classmethod
+    def _checked(
+        cls, client: Any, aclient: Any, sentinels: tuple[Any, Any] | None, **options: Any
+    ) -> RedisBackend:
+        """The backend on clients a factory built, after the server check (closed if it fails)."""
+        backend = cls(client, aclient, **options)
+        backend._sentinels = sentinels
         try:
             backend._check_server()
         except BaseException:
             client.close()
+            if sentinels is not None:
+                sentinels[0].close()
             raise
         return backend
 
@@ -1510,6 +1600,9 @@ class RedisBackend:
     def _listen_kwargs(self, pool: Any, block_ms: int) -> dict[str, Any]:
         if block_ms <= 0:
             raise ConfigError(f"block_ms must be > 0, got {block_ms!r}")
+        # A copy of the pool's own options: behind Sentinel they hold the pool's
+        # ``connection_pool`` handle, so the listener's connection asks the same
+        # sentinels for the primary (and follows a failover when it reconnects).
         kwargs = dict(pool.connection_kwargs)
         # The command blocks on purpose: the socket must outlive the block.
         kwargs["socket_timeout"] = block_ms / 1000 + _LISTEN_GRACE_SECONDS
@@ -1617,6 +1710,8 @@ class RedisBackend:
         self.flush()
         self._drop_buffer()
         self._client.close()
+        if self._sentinels is not None:
+            self._sentinels[0].close()
 
     async def aclose(self) -> None:
         """Async twin of :meth:`close`; closes the async and the sync client."""
@@ -1624,3 +1719,6 @@ class RedisBackend:
         self._drop_buffer()
         await self._aclient.aclose()
         self._client.close()
+        if self._sentinels is not None:
+            self._sentinels[0].close()
+            await self._sentinels[1].aclose()
