@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from autoplay_base import AsyncContextStore, AsyncSessionSummarizer
+from autoplay_base.summarizer import DEFAULT_MAX_CONCURRENCY
 from tests.autoplay_base.factories import actions
 from tests.autoplay_base.test_summarizer_threads import TIMER, WORKER, GatedLLM, names
 
@@ -34,13 +35,13 @@ def llm() -> Iterator[GatedLLM]:
 async def test_hung_sync_calls_leave_the_default_executor_free(llm: GatedLLM) -> None:
     loop = asyncio.get_running_loop()
     executor_size = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    sessions = executor_size + 1  # more hung calls than the default executor has threads
+    max_threads = 2 * DEFAULT_MAX_CONCURRENCY  # hung threads are replaced up to this
+    hung = min(sessions, max_threads)
     before = set(threading.enumerate())
-    summarizer = AsyncSessionSummarizer(
-        llm, threshold=1, timeout=0.05, max_retries=0, max_concurrency=2
-    )
+    summarizer = AsyncSessionSummarizer(llm, threshold=1, timeout=0.05, max_retries=0)
     store = AsyncContextStore(summarizer)
-    # More hung calls than the default executor has threads.
-    for i in range(executor_size + 1):
+    for i in range(sessions):
         await store.add(actions(f"s{i}", "a1"))
     await asyncio.wait_for(summarizer.flush(), WAIT)
     started = set(threading.enumerate()) - before
@@ -51,10 +52,10 @@ async def test_hung_sync_calls_leave_the_default_executor_free(llm: GatedLLM) ->
     assert await asyncio.wait_for(loop.getaddrinfo("localhost", 80), 2.0)
 
     counters = summarizer.counters
-    assert (counters.timeouts, counters.rejected) == (4, executor_size - 3)
-    assert counters.failures == executor_size + 1
-    assert (len(llm.prompts), summarizer.hung_threads) == (4, 4)
-    assert names(started) == [TIMER] + [WORKER] * 4
+    assert (counters.timeouts, counters.rejected) == (hung, sessions - hung)
+    assert counters.failures == sessions
+    assert (len(llm.prompts), summarizer.hung_threads) == (hung, hung)
+    assert names(started) == [TIMER] + [WORKER] * hung
     assert await store.aget("s0") == "Recent activity:\n1. a1 — /page"
     llm.gate.set()
     await store.aclose()
@@ -95,20 +96,20 @@ async def test_async_flush_and_aclose_return_by_their_deadlines(
     store = AsyncContextStore(summarizer)
     await store.add(actions("s", "a1"))
     await asyncio.wait_for(entered.wait(), WAIT)
+    try:
+        began = time.monotonic()
+        assert await summarizer.flush(0.2) is False
+        assert 0.2 <= time.monotonic() - began <= 0.2 + SLACK
 
-    began = time.monotonic()
-    assert await summarizer.flush(0.2) is False
-    assert 0.2 <= time.monotonic() - began <= 0.2 + SLACK
-
-    began = time.monotonic()
-    await summarizer.aclose(0.3)
-    assert 0.29 <= time.monotonic() - began <= 0.3 + SLACK
-    assert summarizer.counters.abandoned == 1
-    assert caplog.text.count("summaries abandoned: 1") == 1
-
-    release.set()
-    others = asyncio.all_tasks() - {asyncio.current_task()}
-    _, pending = await asyncio.wait(others, timeout=WAIT)
+        began = time.monotonic()
+        await summarizer.aclose(0.3)
+        assert 0.29 <= time.monotonic() - began <= 0.3 + SLACK
+        assert summarizer.counters.abandoned == 1
+        assert caplog.text.count("summaries abandoned: 1") == 1
+    finally:
+        release.set()
+        others = asyncio.all_tasks() - {asyncio.current_task()}
+        _, pending = await asyncio.wait(others, timeout=WAIT) if others else (set(), set())
     assert pending == set()
     assert summarizer.counters.summaries == 0
     assert await store.aget("s") == "Recent activity:\n1. a1 — /page"

