@@ -845,7 +845,9 @@ class SessionSummarizer(_SummarizerBase):
         """Stop retrying, wait up to ``timeout`` seconds for calls in flight, abandon the rest.
 
         Jobs not started yet and jobs waiting to retry are abandoned at once;
-        every abandoned job is counted in ``counters.abandoned`` and logged.
+        every abandoned job is counted in ``counters.abandoned`` and logged once.
+        A call abandoned while running finishes on its daemon thread and its
+        answer is dropped. ``None`` waits without a deadline.
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         before = self.counters.abandoned
