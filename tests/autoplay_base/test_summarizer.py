@@ -71,8 +71,11 @@ def test_summary_replaces_the_actions_it_covers_and_rolls_forward() -> None:
     )
     assert store.get("s") == "Summary: Second summary."
     assert summarizer.counters.as_dict() == {
+        "abandoned": 0,
         "failures": 0,
+        "late_results": 0,
         "pending_trimmed": 0,
+        "rejected": 0,
         "retries": 0,
         "sessions_evicted": 0,
         "summaries": 2,
