@@ -75,7 +75,11 @@ from autoplay_base.formatting import (
     format_context,
     format_enriched,
 )
-from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
+from autoplay_base.summarizer import (
+    DEFAULT_CLOSE_TIMEOUT,
+    AsyncSessionSummarizer,
+    SessionSummarizer,
+)
 
 __all__ = [
     "DEFAULT_PRODUCT_ID",
@@ -603,15 +607,14 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
             )
         )
 
-    def flush(self, timeout: float | None = None) -> None:
-        """Wait for summaries already being written (no-op without a summarizer)."""
-        if self.summarizer is not None:
-            self.summarizer.flush(timeout)
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait for summaries already being written; ``False`` if ``timeout`` ran out first."""
+        return self.summarizer.flush(timeout) if self.summarizer is not None else True
 
-    def close(self) -> None:
-        """Finish the summarizer's work and release the backend."""
+    def close(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Finish the summarizer's work (at most ``timeout`` seconds), release the backend."""
         if self.summarizer is not None:
-            self.summarizer.close()
+            self.summarizer.close(timeout)
         self.backend.close()
 
     def __enter__(self) -> ContextStore:
@@ -734,15 +737,14 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
             )
         )
 
-    async def flush(self) -> None:
-        """Wait for summaries already being written (no-op without a summarizer)."""
-        if self.summarizer is not None:
-            await self.summarizer.flush()
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait for summaries already being written; ``False`` if ``timeout`` ran out first."""
+        return await self.summarizer.flush(timeout) if self.summarizer is not None else True
 
-    async def aclose(self) -> None:
-        """Cancel the summarizer's pending work and release the backend."""
+    async def aclose(self, timeout: float | None = DEFAULT_CLOSE_TIMEOUT) -> None:
+        """Cancel the summarizer's pending work (at most ``timeout``), release the backend."""
         if self.summarizer is not None:
-            await self.summarizer.aclose()
+            await self.summarizer.aclose(timeout)
         await self.backend.aclose()
 
     async def __aenter__(self) -> AsyncContextStore:

@@ -15,8 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from autoplay_base import ContextStore, SessionSummarizer
+from autoplay_base._summary_book import Book, SummarizerCounters
 from autoplay_base.backends.base import SessionKey
-from autoplay_base.summarizer import DEFAULT_CLOSE_TIMEOUT, SummarizerCounters, _Book
+from autoplay_base.summarizer import DEFAULT_CLOSE_TIMEOUT
 from tests.autoplay_base.factories import actions
 
 WAIT = 10.0
@@ -287,7 +288,7 @@ def test_unusable_answers_fail_and_are_counted(
 
 
 def test_retry_delays_stay_capped_for_any_number_of_failures() -> None:
-    book = _Book(
+    book = Book(
         threshold=1,
         max_retries=5000,
         initial_backoff=0.5,
