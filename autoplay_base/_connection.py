@@ -435,8 +435,50 @@ class StreamCore:
         frame (a decode error, logged, ``on_error``), never the connection.
         """
         try:
-            return self._frame_event(sse)
+            kind, data, event_id, retry = sse
+            resume = self.resume
+            if retry is not None:
+                resume.note_retry(retry)
+            if kind == HEARTBEAT_EVENT:
+                self.counters.heartbeats += 1
+                resume.frame()
+                return None
+            if not data and kind == "message":
+                resume.frame()  # a field-only frame (``retry:``), nothing to deliver
+                return None
+            try:
+                event = decode_event(
+                    data, event_id=event_id or None, max_bytes=self.max_event_bytes
+                )
+            except EventDecodeError as exc:
+                # The resume point moves past a bad frame (a replay of it would fail
+                # again), but its id is not remembered as delivered.
+                resume.advance(event_id)
+                self.counters.last_event_id = resume.last_event_id
+                self._reject(exc, event_id)
+                return None
+            # Dedupe after decoding: the window tells a replay (same id, same event)
+            # from a server reusing an id for a new event. The connector's send time is
+            # the event's fingerprint: a replay repeats it, a new event under a reused id
+            # does not (hashing the frame instead cost more than the rest of the dedupe).
+            # Frames without one are fingerprinted by their bytes.
+            order: float | None
+            if isinstance(event, UnknownEvent):
+                raw = event.data.get("forwarded_at")
+                # No float() here: a JSON integer of 400 digits would raise OverflowError
+                # (the window compares it as is and ignores what is not finite).
+                order = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
+            else:
+                order = event.forwarded_at
+            counters = self.counters
+            if not resume.accept(event_id, order, hash(data) if order is None else order):
+                counters.duplicates += 1
+                return None
+            counters.last_event_id = resume.last_event_id
+            counters.received += 1
+            return event
         except Exception as exc:  # a value nobody foresaw: it must not reach the I/O loop
+            # (The try costs nothing while nothing raises: zero-cost exceptions.)
             with contextlib.suppress(Exception):
                 self.resume.advance(sse.id)
             self._reject(
@@ -448,45 +490,6 @@ class StreamCore:
                 sse.id,
             )
             return None
-
-    def _frame_event(self, sse: SSEFrame) -> Event | None:
-        kind, data, event_id, retry = sse
-        resume = self.resume
-        if retry is not None:
-            resume.note_retry(retry)
-        if kind == HEARTBEAT_EVENT:
-            self.counters.heartbeats += 1
-            resume.frame()
-            return None
-        if not data and kind == "message":
-            resume.frame()  # a field-only frame (``retry:``), nothing to deliver
-            return None
-        try:
-            event = decode_event(data, event_id=event_id or None, max_bytes=self.max_event_bytes)
-        except EventDecodeError as exc:
-            # The resume point moves past a bad frame (a replay of it would fail
-            # again), but its id is not remembered as delivered.
-            resume.advance(event_id)
-            self.counters.last_event_id = resume.last_event_id
-            self._reject(exc, event_id)
-            return None
-        # Dedupe after decoding: the window tells a replay (same id, same event)
-        # from a server reusing an id for a new event.
-        order: float | None
-        if isinstance(event, UnknownEvent):
-            raw = event.data.get("forwarded_at")
-            # No float() here: a JSON integer of 400 digits would raise OverflowError
-            # (the window compares it as is and ignores what is not finite).
-            order = raw if isinstance(raw, (int, float)) and not isinstance(raw, bool) else None
-        else:
-            order = event.forwarded_at
-        counters = self.counters
-        if not resume.accept(event_id, order=order, digest=hash(data)):
-            counters.duplicates += 1
-            return None
-        counters.last_event_id = resume.last_event_id
-        counters.received += 1
-        return event
 
     def _reject(self, exc: EventDecodeError, event_id: str) -> None:
         """Count, log and report one rejected frame; the stream goes on."""

@@ -27,7 +27,7 @@ digest match any digest of the same id.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from typing import Generic, TypeVar
 
 from autoplay_base.errors import ConfigError
@@ -35,7 +35,7 @@ from autoplay_base.errors import ConfigError
 __all__ = ["DedupeWindow", "RecentKeys"]
 
 K = TypeVar("K", bound=Hashable)
-Digest = int | str | None
+Digest = float | str | None
 _INF = float("inf")
 _INFINITE = (_INF, -_INF)
 _STALE_RUN_FACTOR = 4  # events older than the window, in a row and per slot, before a reset
@@ -84,12 +84,31 @@ class DedupeWindow(Generic[K]):
     then :meth:`remember`. Not thread-safe: the caller holds its own lock.
     """
 
-    __slots__ = ("_ages", "_entries", "_newest", "_stale_run", "capacity", "resets", "reused")
+    __slots__ = (
+        "_ages",
+        "_entries",
+        "_newest",
+        "_stale_run",
+        "capacity",
+        "on_reset",
+        "on_reused",
+        "resets",
+        "reused",
+    )
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        *,
+        on_reused: Callable[[], None] | None = None,
+        on_reset: Callable[[], None] | None = None,
+    ) -> None:
+        """``on_reused`` / ``on_reset`` are told of each reused id / reset as it happens."""
         if capacity < 1:
             raise ConfigError(f"a dedupe window must be >= 1, got {capacity!r}")
         self.capacity = capacity
+        self.on_reused = on_reused
+        self.on_reset = on_reset
         # key -> (order, digest); the deque holds (key, order) stamps in insertion
         # order. A key remembered again leaves a stale stamp behind (its order no
         # longer matches the entry), skipped when it reaches the front.
@@ -137,6 +156,8 @@ class DedupeWindow(Generic[K]):
         if key in entries:  # the same id with other content: a reused id
             self.reused += 1
             del entries[key]
+            if self.on_reused is not None:
+                self.on_reused()
         if order != order or order in _INFINITE:  # noqa: PLR0124 - the NaN test
             # NaN would make every stamp look stale (NaN != NaN); infinities would pin
             # the window's ends. An order that cannot be compared counts as the newest.
@@ -149,6 +170,8 @@ class DedupeWindow(Generic[K]):
                 return
             self._clear()
             self.resets += 1
+            if self.on_reset is not None:
+                self.on_reset()
         self._stale_run = 0
         self._newest = max(self._newest, order)
         entries[key] = (order, digest)

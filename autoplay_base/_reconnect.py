@@ -276,16 +276,6 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
     return min(max(delta, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
-def _finite(value: float | None) -> float | None:
-    """``value`` if it is a finite number, else ``None``.
-
-    Comparisons only (false for NaN): ``math.isfinite`` raises on a huge int.
-    """
-    if value is None or not -_INF < value < _INF:
-        return None
-    return value
-
-
 class ResumeState:
     """Where to resume and when to retry, for one client across all its connections.
 
@@ -406,7 +396,7 @@ class ResumeState:
         self._check_healthy()
 
     def accept(
-        self, event_id: str, *, order: float | None = None, digest: int | str | None = None
+        self, event_id: str, order: float | None = None, digest: float | str | None = None
     ) -> bool:
         """Record a decoded event's SSE id; ``False`` if it is a replayed duplicate to drop.
 
@@ -421,7 +411,8 @@ class ResumeState:
         if event_id and event_id != self._previous_id:
             self._previous_id = event_id
             self.last_event_id = event_id
-            if not self.seen.check(event_id, _finite(order), digest):
+            # The window itself treats an order that cannot be compared (NaN, inf) as None.
+            if not self.seen.check(event_id, order, digest):
                 return False
         if not self._healthy:
             self._healthy = True

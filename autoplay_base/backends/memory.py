@@ -283,7 +283,9 @@ class InMemoryBackend:
         seen = self._seen
         window = seen.get(product_id)
         if window is None:
-            window = seen[product_id] = DedupeWindow(self.dedupe_window)
+            window = seen[product_id] = DedupeWindow(
+                self.dedupe_window, on_reused=self._reused_id, on_reset=self._dedupe_reset
+            )
             if len(seen) > MAX_DEDUPE_PRODUCTS:
                 seen.popitem(last=False)
                 self.stats.extra["dedupe_windows_evicted"] += 1
@@ -291,27 +293,15 @@ class InMemoryBackend:
             seen.move_to_end(product_id)
         return window
 
-    def _is_duplicate(self, window: DedupeWindow[str], event_id: str, digest: int) -> bool:
-        if window.is_duplicate(event_id, digest):
-            self.stats.duplicate_events += 1
-            return True
-        return False
+    def _reused_id(self) -> None:
+        self.stats.extra["reused_ids"] += 1
 
-    def _remember(
-        self, window: DedupeWindow[str], event_id: str, order: float, digest: int
-    ) -> None:
-        """Mark an id seen: called last, once its write is in place."""
-        reused, resets = window.reused, window.resets
-        window.remember(event_id, order, digest)
-        if window.reused != reused or window.resets != resets:
-            extra = self.stats.extra
-            extra["reused_ids"] += window.reused - reused
-            extra["dedupe_resets"] += window.resets - resets
-            if window.resets != resets:
-                logger.warning(
-                    "InMemoryBackend: a product's event times went back past its whole "
-                    "dedupe window; the window starts over (dedupe_resets)"
-                )
+    def _dedupe_reset(self) -> None:
+        self.stats.extra["dedupe_resets"] += 1
+        logger.warning(
+            "InMemoryBackend: a product's event times went back past its whole "
+            "dedupe window; the window starts over (dedupe_resets)"
+        )
 
     def _drop(self, key: SessionKey) -> None:
         session = self._sessions.pop(key)
@@ -444,7 +434,8 @@ class InMemoryBackend:
             window = None
             if event_id is not None:
                 window = self._window(key.product_id)
-                if self._is_duplicate(window, event_id, digest):
+                if window.is_duplicate(event_id, digest):
+                    self.stats.duplicate_events += 1
                     return False
             session = self._session_for_write(key, at)
             if lines:
@@ -464,7 +455,8 @@ class InMemoryBackend:
             if user_id:
                 self._index_user(user_id, key, at)
             if window is not None and event_id is not None:
-                self._remember(window, event_id, at if sent_at is None else sent_at, digest)
+                # Marked seen last, once the write is in place.
+                window.remember(event_id, at if sent_at is None else sent_at, digest)
             self._shed()
             return True
 
@@ -519,7 +511,8 @@ class InMemoryBackend:
             window = None
             if event_id is not None:
                 window = self._window(key.product_id)
-                if self._is_duplicate(window, event_id, digest):
+                if window.is_duplicate(event_id, digest):
+                    self.stats.duplicate_events += 1
                     return False
             session = self._session_for_write(key, at)
             before = session.nbytes
@@ -533,7 +526,8 @@ class InMemoryBackend:
             session.last_activity_at = at
             self.stats.summaries_stored += 1
             if window is not None and event_id is not None:
-                self._remember(window, event_id, at if sent_at is None else sent_at, digest)
+                # Marked seen last, once the write is in place.
+                window.remember(event_id, at if sent_at is None else sent_at, digest)
             self._shed()
             return True
 
