@@ -307,7 +307,7 @@ class _ContextStoreBase(Generic[SummarizerT]):
         if not payload.session_id:
             self.counters.payloads_without_session += 1
             logger.warning(
-                "context_store: skipped a %s payload without session_id (product_id=%s)",
+                "context_store: skipped a %s payload without session_id (product_id=%r)",
                 payload.type,
                 payload.product_id,
             )

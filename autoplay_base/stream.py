@@ -329,7 +329,7 @@ class _ClientBase(Generic[_F]):
         counters = self._core.counters
         counters.dropped += 1
         logger.warning(
-            "stream: dropped a %s event (%s; session=%s, total dropped=%d)",
+            "stream: dropped a %s event (%s; session=%r, total dropped=%d)",
             event.type,
             why,
             event.session_id,

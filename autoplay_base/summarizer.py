@@ -195,7 +195,7 @@ class _SummarizerBase:
             elif isinstance(exc, RefusedError):
                 self.counters.rejected += 1
         logger.warning(
-            "summarizer: LLM call failed for session=%s product=%s: %s",
+            "summarizer: LLM call failed for session=%r product=%r: %s",
             job.key.session_id,
             job.key.product_id,
             loggable(exc),

@@ -945,7 +945,7 @@ class RedisBackend:
         op = pending.op
         outcome = UNKNOWN if pending.sent else NOT_APPLIED
         logger.warning(
-            "redis backend: dropped a buffered %s write (%s, %s, product=%s)",
+            "redis backend: dropped a buffered %s write (%s, %s, product=%r)",
             op.kind,
             reason,
             outcome,
