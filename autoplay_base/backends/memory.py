@@ -293,6 +293,22 @@ class InMemoryBackend:
             seen.move_to_end(product_id)
         return window
 
+    def _dedupe(
+        self, product_id: str, event_id: str | None, digest: int
+    ) -> tuple[bool, DedupeWindow[str] | None]:
+        """Whether the write is a duplicate, and the window to remember its id in.
+
+        The id is remembered only once the write is in place (by the caller), so a
+        write that fails is never taken for a duplicate when it is retried.
+        """
+        if event_id is None:
+            return False, None
+        window = self._window(product_id)
+        if window.is_duplicate(event_id, digest):
+            self.stats.duplicate_events += 1
+            return True, None
+        return False, window
+
     def _reused_id(self) -> None:
         self.stats.extra["reused_ids"] += 1
 
@@ -431,12 +447,9 @@ class InMemoryBackend:
         batch = BATCH_SEPARATOR.join(lines)
         digest = _digest(batch) if event_id is not None else 0
         with self._lock:
-            window = None
-            if event_id is not None:
-                window = self._window(key.product_id)
-                if window.is_duplicate(event_id, digest):
-                    self.stats.duplicate_events += 1
-                    return False
+            duplicate, window = self._dedupe(key.product_id, event_id, digest)
+            if duplicate:
+                return False
             session = self._session_for_write(key, at)
             if lines:
                 session.batches.append(batch)
@@ -454,7 +467,7 @@ class InMemoryBackend:
             self.stats.actions_stored += len(lines)
             if user_id:
                 self._index_user(user_id, key, at)
-            if window is not None and event_id is not None:
+            if window is not None and event_id is not None:  # event_id: for the type checker
                 # Marked seen last, once the write is in place.
                 window.remember(event_id, at if sent_at is None else sent_at, digest)
             self._shed()
@@ -508,12 +521,9 @@ class InMemoryBackend:
         size = _getsizeof(summary)
         digest = _digest((summary, replaces)) if event_id is not None else 0
         with self._lock:
-            window = None
-            if event_id is not None:
-                window = self._window(key.product_id)
-                if window.is_duplicate(event_id, digest):
-                    self.stats.duplicate_events += 1
-                    return False
+            duplicate, window = self._dedupe(key.product_id, event_id, digest)
+            if duplicate:
+                return False
             session = self._session_for_write(key, at)
             before = session.nbytes
             session.drop_oldest(replaces)
@@ -525,7 +535,7 @@ class InMemoryBackend:
             session.summary_at = at
             session.last_activity_at = at
             self.stats.summaries_stored += 1
-            if window is not None and event_id is not None:
+            if window is not None and event_id is not None:  # event_id: for the type checker
                 # Marked seen last, once the write is in place.
                 window.remember(event_id, at if sent_at is None else sent_at, digest)
             self._shed()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autoplay_base.backends.base import SessionKey
+from autoplay_base.formatting import escape_id_part
 
 __all__ = ["escape_id", "parse_member", "session_member", "unescape_id", "user_member"]
 
@@ -26,9 +27,9 @@ _F_SUMMARY = "s"
 _F_SUMMARY_AT = "st"
 
 
-def escape_id(value: str) -> str:
-    """An id as it appears inside a key: ``%`` and ``:`` are percent-encoded."""
-    return value.replace("%", "%25").replace(":", "%3A")
+escape_id = escape_id_part
+"""An id as it appears inside a key: ``%`` and ``:`` percent-encoded (the one rule
+the adapters' document ids follow too, :func:`autoplay_base.formatting.escape_id_part`)."""
 
 
 def unescape_id(value: str) -> str:
