@@ -40,20 +40,18 @@ from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from autoplay_base.backends.base import (
+    DEFAULT_IDLE_TTL_SECONDS,
+    DEFAULT_MAX_ACTIONS_PER_SESSION,
+    DEFAULT_MAX_SESSIONS,
     ActionsWrite,
+    Activity,
+    ActivityListener,
     Backend,
     ReadOptions,
     SessionKey,
     SessionView,
 )
-from autoplay_base.backends.memory import (
-    DEFAULT_IDLE_TTL_SECONDS,
-    DEFAULT_MAX_ACTIONS_PER_SESSION,
-    DEFAULT_MAX_BYTES,
-    DEFAULT_MAX_SESSIONS,
-    InMemoryBackend,
-)
-from autoplay_base.backends.redis import Activity
+from autoplay_base.backends.memory import DEFAULT_MAX_BYTES, InMemoryBackend
 from autoplay_base.errors import (
     AmbiguousSessionError,
     ConfigError,
@@ -426,14 +424,17 @@ class _ContextStoreBase(Generic[SummarizerT]):
         if self.summarizer is not None:
             self.summarizer.reset(key.session_id, product_id=key.product_id)
 
-    def _listen_key(self, key: SessionKey | None, session_id: str) -> SessionKey:
-        if not callable(getattr(self.backend, "listen", None)):
+    def _listener(
+        self, key: SessionKey | None, session_id: str
+    ) -> tuple[ActivityListener, SessionKey]:
+        backend = self.backend
+        if not isinstance(backend, ActivityListener):
             raise ConfigError(
-                f"{type(self.backend).__name__} cannot follow live activity; use RedisBackend"
+                f"{type(backend).__name__} cannot follow live activity; use RedisBackend"
             )
         if key is None:
             raise ConfigError(f"session {session_id!r} is not known yet: pass product_id=")
-        return key
+        return backend, key
 
     def listen(
         self, session_id: str, product_id: str | None = None, **options: Any
@@ -444,17 +445,15 @@ class _ContextStoreBase(Generic[SummarizerT]):
         ``options`` go to its ``listen`` (``last_id`` to resume, ``block_ms``, ``stop``).
         Action lines come as people read them (``<description> — <url>``).
         """
-        key = self._listen_key(self._read_key(session_id, product_id), session_id)
-        followed: Iterator[Activity] = self.backend.listen(key, **options)  # type: ignore[attr-defined]
-        return map(_shown, followed)
+        backend, key = self._listener(self._read_key(session_id, product_id), session_id)
+        return map(_shown, backend.listen(key, **options))
 
     async def alisten(
         self, session_id: str, product_id: str | None = None, **options: Any
     ) -> AsyncIterator[Activity]:
         """Async twin of :meth:`listen`: ``async for activity in await store.alisten(...)``."""
-        key = self._listen_key(await self._aread_key(session_id, product_id), session_id)
-        followed: AsyncIterator[Activity] = self.backend.alisten(key, **options)  # type: ignore[attr-defined]
-        return _ashown(followed)
+        backend, key = self._listener(await self._aread_key(session_id, product_id), session_id)
+        return _ashown(backend.alisten(key, **options))
 
     @property
     def active_sessions(self) -> list[str]:

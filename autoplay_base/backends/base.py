@@ -28,28 +28,58 @@ checks it against each one, sync and async):
 * **Users.** The user index is scoped by product like everything else:
   ``(product_id, user_id)`` names one user; :meth:`Backend.user_products` lists
   the products a user id has sessions under.
+* **Reads.** :func:`read_cutoff` and :func:`visible_summary` are the read rules
+  (lookback, the exclusive ``since``, summary visibility); every backend applies
+  these two functions, so they cannot disagree.
+
+The values every backend shares live here too: the default bounds (one name
+each), :class:`Bounds` (validated once), and :class:`Activity` with the
+:class:`ActivityListener` protocol of backends that can follow a session live.
 """
 
 from __future__ import annotations
 
+import math
 import zlib
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol, runtime_checkable
+from threading import Event
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 
 from autoplay_base.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_DEDUPE_WINDOW",
+    "DEFAULT_HISTORY_TTL_SECONDS",
+    "DEFAULT_IDLE_TTL_SECONDS",
+    "DEFAULT_MAX_ACTIONS_PER_SESSION",
+    "DEFAULT_MAX_MESSAGES",
+    "DEFAULT_MAX_SESSIONS",
+    "DEFAULT_MAX_SESSIONS_PER_USER",
     "ActionsWrite",
+    "Activity",
+    "ActivityListener",
     "Backend",
     "BackendStats",
+    "Bounds",
     "ReadOptions",
     "SessionKey",
     "SessionView",
     "UserSessionRef",
     "check_bounds",
     "content_digest",
+    "read_cutoff",
+    "visible_summary",
 ]
+
+# -- default bounds (every backend's; one name each) ----------------------------------
+DEFAULT_MAX_SESSIONS = 100_000
+DEFAULT_MAX_ACTIONS_PER_SESSION = 200
+DEFAULT_IDLE_TTL_SECONDS = 4 * 3600.0
+DEFAULT_MAX_SESSIONS_PER_USER = 20
+DEFAULT_MAX_MESSAGES = 200
+DEFAULT_HISTORY_TTL_SECONDS = 24 * 3600.0
+DEFAULT_DEDUPE_WINDOW = 10_000
 
 
 class SessionKey(NamedTuple):
@@ -141,6 +171,118 @@ def check_bounds(**bounds: float | None) -> None:
     for name, value in bounds.items():
         if value is not None and value <= 0:
             raise ConfigError(f"{name} must be > 0, got {value!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Bounds:
+    """The bounds every backend enforces, validated once (a :class:`ConfigError` names the bad one).
+
+    Attributes:
+        max_sessions: live sessions; the least recently used is evicted past it.
+        max_actions_per_session: pending action lines per session (oldest trimmed).
+        idle_ttl_seconds: a session untouched this long expires (sliding; ``None``: never).
+        max_sessions_per_user: recent sessions each user index keeps.
+        max_users: users (``(product_id, user_id)`` pairs) indexed; ``None`` means
+            ``max_sessions``, resolved here so a backend reads one number.
+        max_messages: chat messages per session history.
+        history_ttl_seconds: an untouched chat history expires (``None``: never).
+        dedupe_window: event ids remembered per product for dedupe.
+    """
+
+    max_sessions: int = DEFAULT_MAX_SESSIONS
+    max_actions_per_session: int = DEFAULT_MAX_ACTIONS_PER_SESSION
+    idle_ttl_seconds: float | None = DEFAULT_IDLE_TTL_SECONDS
+    max_sessions_per_user: int = DEFAULT_MAX_SESSIONS_PER_USER
+    max_users: int | None = None
+    max_messages: int = DEFAULT_MAX_MESSAGES
+    history_ttl_seconds: float | None = DEFAULT_HISTORY_TTL_SECONDS
+    dedupe_window: int = DEFAULT_DEDUPE_WINDOW
+
+    def __post_init__(self) -> None:
+        check_bounds(
+            max_sessions=self.max_sessions,
+            max_actions_per_session=self.max_actions_per_session,
+            idle_ttl_seconds=self.idle_ttl_seconds,
+            max_sessions_per_user=self.max_sessions_per_user,
+            max_users=self.max_users,
+            max_messages=self.max_messages,
+            history_ttl_seconds=self.history_ttl_seconds,
+            dedupe_window=self.dedupe_window,
+        )
+        if self.max_users is None:
+            object.__setattr__(self, "max_users", self.max_sessions)
+
+    @property
+    def users(self) -> int:
+        """``max_users`` as resolved (never ``None`` once built)."""
+        assert self.max_users is not None
+        return self.max_users
+
+
+# -- the read rules (every backend applies these, so they cannot disagree) --------------
+def read_cutoff(options: ReadOptions, now: float) -> float | None:
+    """The oldest ``at`` a read keeps (``None``: everything).
+
+    ``lookback_seconds`` counts back from ``now``; ``since`` is exclusive, so it is
+    nudged to the next float and every backend compares ``at >= cutoff``.
+    """
+    cutoff = None
+    if options.lookback_seconds is not None:
+        cutoff = now - options.lookback_seconds
+    if options.since is not None and (cutoff is None or options.since >= cutoff):
+        cutoff = math.nextafter(options.since, math.inf)
+    return cutoff
+
+
+def visible_summary(
+    summary: str | None, summary_at: float | None, options: ReadOptions
+) -> str | None:
+    """The summary a read shows: none when not asked for, or not newer than ``since``."""
+    if summary is None or not options.include_summary:
+        return None
+    if options.since is not None and summary_at is not None and summary_at <= options.since:
+        return None
+    return summary
+
+
+# -- following a session live -------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class Activity:
+    """One entry of a session's activity stream, as yielded by ``listen``/``alisten``.
+
+    Pass ``id`` as ``last_id`` to resume right after this entry.
+    """
+
+    id: str
+    kind: Literal["actions", "summary"]
+    at: float
+    lines: tuple[str, ...] = ()
+    summary: str | None = None
+    replaces: int = 0
+    event_id: str | None = None
+
+
+@runtime_checkable
+class ActivityListener(Protocol):
+    """A backend that can follow one session's activity as it is written (``RedisBackend``)."""
+
+    def listen(
+        self,
+        key: SessionKey,
+        *,
+        last_id: str = "$",
+        block_ms: int = ...,
+        count: int = ...,
+        stop: Event | None = None,
+    ) -> Iterator[Activity]:
+        """Yield the session's new activity; ``last_id`` resumes after an :attr:`Activity.id`."""
+        ...
+
+    def alisten(
+        self, key: SessionKey, *, last_id: str = "$", block_ms: int = ..., count: int = ...
+    ) -> AsyncIterator[Activity]:
+        """Async twin of :meth:`listen` (an async generator)."""
+        ...
 
 
 @runtime_checkable

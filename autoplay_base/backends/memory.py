@@ -33,7 +33,6 @@ loop, and the async twins simply call the sync methods.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from array import array
 from collections import OrderedDict, deque
@@ -43,13 +42,23 @@ from threading import Lock
 
 from autoplay_base._recent import DedupeWindow
 from autoplay_base.backends.base import (
+    DEFAULT_DEDUPE_WINDOW,
+    DEFAULT_HISTORY_TTL_SECONDS,
+    DEFAULT_IDLE_TTL_SECONDS,
+    DEFAULT_MAX_ACTIONS_PER_SESSION,
+    DEFAULT_MAX_MESSAGES,
+    DEFAULT_MAX_SESSIONS,
+    DEFAULT_MAX_SESSIONS_PER_USER,
     ActionsWrite,
     BackendStats,
+    Bounds,
     ReadOptions,
     SessionKey,
     SessionView,
     UserSessionRef,
     check_bounds,
+    read_cutoff,
+    visible_summary,
 )
 from autoplay_base.formatting import BATCH_SEPARATOR
 
@@ -68,13 +77,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_SESSIONS = 100_000
-DEFAULT_MAX_ACTIONS_PER_SESSION = 200
-DEFAULT_IDLE_TTL_SECONDS = 4 * 3600.0
-DEFAULT_MAX_SESSIONS_PER_USER = 20
-DEFAULT_MAX_MESSAGES = 200
-DEFAULT_HISTORY_TTL_SECONDS = 24 * 3600.0
-DEFAULT_DEDUPE_WINDOW = 10_000
+# The shared bounds' defaults live in ``backends.base``; they stay importable from here.
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024
 """512 MiB of stored strings: a few thousand full sessions of 4-byte characters,
 far more of ordinary ASCII activity (``None``: bounded by the counts alone)."""
@@ -237,7 +240,7 @@ class InMemoryBackend:
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        check_bounds(
+        self.bounds = Bounds(
             max_sessions=max_sessions,
             max_actions_per_session=max_actions_per_session,
             idle_ttl_seconds=idle_ttl_seconds,
@@ -246,16 +249,9 @@ class InMemoryBackend:
             max_messages=max_messages,
             history_ttl_seconds=history_ttl_seconds,
             dedupe_window=dedupe_window,
-            max_bytes=max_bytes,
         )
-        self.max_sessions = max_sessions
-        self.max_actions_per_session = max_actions_per_session
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.max_sessions_per_user = max_sessions_per_user
-        self.max_users = max_users if max_users is not None else max_sessions
-        self.max_messages = max_messages
-        self.history_ttl_seconds = history_ttl_seconds
-        self.dedupe_window = dedupe_window
+        """The count and time bounds (validated); ``max_bytes`` is this backend's own."""
+        check_bounds(max_bytes=max_bytes)
         self.max_bytes = max_bytes
         self._clock = clock
         self.stats = BackendStats(extra=dict.fromkeys(_EXTRA, 0))
@@ -276,7 +272,8 @@ class InMemoryBackend:
         self._next_sweep_at = 0.0
 
     def __repr__(self) -> str:
-        return f"InMemoryBackend(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
+        sessions, limit = len(self._sessions), self.bounds.max_sessions
+        return f"InMemoryBackend(sessions={sessions}, max_sessions={limit})"
 
     # -- helpers (call with the lock held) ------------------------------------------
     def _window(self, product_id: str) -> DedupeWindow[str]:
@@ -284,7 +281,7 @@ class InMemoryBackend:
         window = seen.get(product_id)
         if window is None:
             window = seen[product_id] = DedupeWindow(
-                self.dedupe_window, on_reused=self._reused_id, on_reset=self._dedupe_reset
+                self.bounds.dedupe_window, on_reused=self._reused_id, on_reset=self._dedupe_reset
             )
             if len(seen) > MAX_DEDUPE_PRODUCTS:
                 seen.popitem(last=False)
@@ -355,7 +352,7 @@ class InMemoryBackend:
         self.stats.extra["bytes"] = self._bytes
 
     def _expired(self, touched: float, now: float) -> bool:
-        ttl = self.idle_ttl_seconds
+        ttl = self.bounds.idle_ttl_seconds
         return ttl is not None and now - touched > ttl
 
     def _sweep(self, now: float) -> None:
@@ -401,7 +398,7 @@ class InMemoryBackend:
             self.stats.sessions_expired += 1
         session = self._sessions[key] = _Session(now)
         _multi_add(self._products, key.session_id, key.product_id)
-        if len(self._sessions) > self.max_sessions:
+        if len(self._sessions) > self.bounds.max_sessions:
             self._drop(next(iter(self._sessions)))
             self.stats.sessions_evicted += 1
         return session
@@ -413,14 +410,14 @@ class InMemoryBackend:
         if refs is None:
             users[scope] = {key: at}
             _multi_add(self._user_products, user_id, key.product_id)
-            if len(users) > self.max_users:
+            if len(users) > self.bounds.users:
                 self._forget_scope(next(iter(users)))
             return
         users.move_to_end(scope)
         if next(reversed(refs)) != key:  # refs is never empty; its last key is the newest
             refs.pop(key, None)
         refs[key] = at
-        if len(refs) > self.max_sessions_per_user:
+        if len(refs) > self.bounds.max_sessions_per_user:
             del refs[next(iter(refs))]
 
     def _forget_scope(self, scope: tuple[str, str]) -> None:
@@ -458,7 +455,7 @@ class InMemoryBackend:
                 session.nbytes += size
                 self._bytes += size
                 session.count += len(lines)
-                overflow = session.count - self.max_actions_per_session
+                overflow = session.count - self.bounds.max_actions_per_session
                 if overflow > 0:
                     before = session.nbytes
                     self.stats.actions_trimmed += session.drop_oldest(overflow)
@@ -562,11 +559,7 @@ class InMemoryBackend:
             session = self._live(key, now)
             if session is None:
                 return None
-            summary = session.summary if options.include_summary else None
-            if summary is not None and options.since is not None:
-                assert session.summary_at is not None
-                if session.summary_at <= options.since:
-                    summary = None
+            summary = visible_summary(session.summary, session.summary_at, options)
             lines = _select(session, options, now) if options.include_actions else []
             return SessionView(summary, lines, session.summary_at, session.last_activity_at)
 
@@ -655,7 +648,7 @@ class InMemoryBackend:
 
     # -- chat message histories --------------------------------------------------------
     def _history(self, key: SessionKey, now: float, *, create: bool) -> _History | None:
-        ttl = self.history_ttl_seconds
+        ttl = self.bounds.history_ttl_seconds
         while self._histories and ttl is not None:
             oldest_key, oldest = next(iter(self._histories.items()))
             if now - oldest.touched <= ttl:
@@ -663,8 +656,8 @@ class InMemoryBackend:
             self._drop_history(oldest_key)
         history = self._histories.get(key)
         if history is None and create:
-            history = self._histories[key] = _History(self.max_messages, now)
-            if len(self._histories) > self.max_sessions:
+            history = self._histories[key] = _History(self.bounds.max_messages, now)
+            if len(self._histories) > self.bounds.max_sessions:
                 self._drop_history(next(iter(self._histories)))
         if history is not None:
             history.touched = now
@@ -677,7 +670,7 @@ class InMemoryBackend:
         with self._lock:
             history = self._history(key, self._clock(), create=True)
             assert history is not None
-            stored, cap = history.messages, self.max_messages
+            stored, cap = history.messages, self.bounds.max_messages
             before = history.nbytes
             for message, size in zip(messages, sizes, strict=True):
                 if len(stored) == cap:  # the append pushes the oldest out
@@ -723,12 +716,7 @@ class InMemoryBackend:
 
 def _select(session: _Session, options: ReadOptions, now: float) -> list[str]:
     """The lines a read wants: whole batches at or after the cutoff, then the newest cap."""
-    cutoff = None
-    if options.lookback_seconds is not None:
-        cutoff = now - options.lookback_seconds
-    if options.since is not None and (cutoff is None or options.since >= cutoff):
-        # ``since`` is exclusive: nudge it so the comparison below stays ``>=``.
-        cutoff = math.nextafter(options.since, math.inf)
+    cutoff = read_cutoff(options, now)
     first = 0
     if cutoff is not None:
         times = session.times

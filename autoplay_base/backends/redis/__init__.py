@@ -121,6 +121,7 @@ buffered, counted in ``redis_invalid_text`` (each write is packed once, when it
 is built, so nothing unencodable can reach the outage buffer).
 """
 
+from autoplay_base.backends.base import ActionsWrite, Activity
 from autoplay_base.backends.redis._layout import (
     escape_id,
     parse_member,
@@ -136,8 +137,6 @@ from autoplay_base.backends.redis.backend import (
     DEFAULT_STREAM_MAXLEN,
     NOT_APPLIED,
     UNKNOWN,
-    ActionsWrite,
-    Activity,
     DroppedWrite,
     RedisBackend,
 )

@@ -12,19 +12,9 @@ from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequen
 from dataclasses import dataclass
 from itertools import islice
 from threading import Event, Lock
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 from autoplay_base.backends.base import (
-    ActionsWrite,
-    BackendStats,
-    ReadOptions,
-    SessionKey,
-    SessionView,
-    UserSessionRef,
-    check_bounds,
-    content_digest,
-)
-from autoplay_base.backends.memory import (
     DEFAULT_DEDUPE_WINDOW,
     DEFAULT_HISTORY_TTL_SECONDS,
     DEFAULT_IDLE_TTL_SECONDS,
@@ -32,6 +22,18 @@ from autoplay_base.backends.memory import (
     DEFAULT_MAX_MESSAGES,
     DEFAULT_MAX_SESSIONS,
     DEFAULT_MAX_SESSIONS_PER_USER,
+    ActionsWrite,
+    Activity,
+    BackendStats,
+    Bounds,
+    ReadOptions,
+    SessionKey,
+    SessionView,
+    UserSessionRef,
+    check_bounds,
+    content_digest,
+    read_cutoff,
+    visible_summary,
 )
 from autoplay_base.backends.redis._layout import (
     _ACTIONS,
@@ -110,22 +112,6 @@ _BATCH = 256  # commands per pipeline when writing many events or replaying the 
 
 
 # -- public values ------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class Activity:
-    """One entry of a session's activity stream, as yielded by ``listen``/``alisten``.
-
-    Pass ``id`` as ``last_id`` to resume right after this entry.
-    """
-
-    id: str
-    kind: Literal["actions", "summary"]
-    at: float
-    lines: tuple[str, ...] = ()
-    summary: str | None = None
-    replaces: int = 0
-    event_id: str | None = None
-
-
 NOT_APPLIED = "not_applied"
 """:attr:`DroppedWrite.outcome`: Redis never received the write (it was only buffered)."""
 UNKNOWN = "unknown"
@@ -175,17 +161,6 @@ def _f(value: float) -> str:
     return repr(float(value))
 
 
-def _cutoff(options: ReadOptions, now: float) -> float | None:
-    """The oldest ``at`` a read keeps, exactly as the in-memory backend computes it."""
-    cutoff = None
-    if options.lookback_seconds is not None:
-        cutoff = now - options.lookback_seconds
-    if options.since is not None and (cutoff is None or options.since >= cutoff):
-        # ``since`` is exclusive: nudge it so the comparison stays ``>=``.
-        cutoff = math.nextafter(options.since, math.inf)
-    return cutoff
-
-
 def _view(reply: list[Any], options: ReadOptions) -> SessionView | None:
     """A read script's decoded reply as a view (the ``since`` summary rule applied here)."""
     if not reply[0]:
@@ -193,14 +168,9 @@ def _view(reply: list[Any], options: ReadOptions) -> SessionView | None:
     summary = reply[2] if isinstance(reply[2], str) else None
     summary_at = float(reply[3]) if isinstance(reply[3], str) else None
     last = float(reply[4]) if isinstance(reply[4], str) else None
-    if not options.include_summary or (
-        summary is not None
-        and options.since is not None
-        and summary_at is not None
-        and summary_at <= options.since
-    ):
-        summary = None
-    return SessionView(summary, list(reply[5:]), summary_at, last)
+    return SessionView(
+        visible_summary(summary, summary_at, options), list(reply[5:]), summary_at, last
+    )
 
 
 def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
@@ -343,7 +313,7 @@ class RedisBackend:
     ) -> None:
         self._redis = _import_redis()
         _refuse_cluster_clients(self._redis, client, aclient)
-        check_bounds(
+        self.bounds = Bounds(
             max_sessions=max_sessions,
             max_actions_per_session=max_actions_per_session,
             idle_ttl_seconds=idle_ttl_seconds,
@@ -352,8 +322,9 @@ class RedisBackend:
             max_messages=max_messages,
             history_ttl_seconds=history_ttl_seconds,
             dedupe_window=dedupe_window,
-            max_buffered_writes=max_buffered_writes,
         )
+        """The count and time bounds, the in-memory backend's (validated once)."""
+        check_bounds(max_buffered_writes=max_buffered_writes)
         if stream_maxlen < 0 or retry_interval_seconds < 0:
             raise ConfigError("stream_maxlen and retry_interval_seconds must be >= 0")
         if not prefix or prefix.endswith(":"):
@@ -364,14 +335,6 @@ class RedisBackend:
         self._client: Any = client
         self._aclient: Any = aclient
         self.prefix = prefix
-        self.max_sessions = max_sessions
-        self.max_actions_per_session = max_actions_per_session
-        self.idle_ttl_seconds = idle_ttl_seconds
-        self.max_sessions_per_user = max_sessions_per_user
-        self.max_users = max_users if max_users is not None else max_sessions
-        self.max_messages = max_messages
-        self.history_ttl_seconds = history_ttl_seconds
-        self.dedupe_window = dedupe_window
         self.stream_maxlen = stream_maxlen
         self.max_buffered_writes = max_buffered_writes
         self.retry_interval_seconds = retry_interval_seconds
@@ -636,14 +599,14 @@ class RedisBackend:
             "a",
             has_event,
             event,
-            self.max_sessions,
-            self.max_actions_per_session,
-            self.dedupe_window,
+            self.bounds.max_sessions,
+            self.bounds.max_actions_per_session,
+            self.bounds.dedupe_window,
             self.stream_maxlen,
             json.dumps(list(lines)) if self.stream_maxlen else "",
             escape_id(user_id) if user_id else "",
-            self.max_sessions_per_user,
-            self.max_users,
+            self.bounds.max_sessions_per_user,
+            self.bounds.users,
             digest,
             order,
         ]
@@ -669,21 +632,21 @@ class RedisBackend:
             at,
             sent_at,
         )
-        clamped = min(max(replaces, 0), self.max_actions_per_session)
+        clamped = min(max(replaces, 0), self.bounds.max_actions_per_session)
         argv = self._base_args(key, at)
         data = {"summary": summary, "replaces": replaces}
         argv += [
             "s",
             has_event,
             event,
-            self.max_sessions,
-            self.max_actions_per_session,
-            self.dedupe_window,
+            self.bounds.max_sessions,
+            self.bounds.max_actions_per_session,
+            self.bounds.dedupe_window,
             self.stream_maxlen,
             json.dumps(data) if self.stream_maxlen else "",
             "",
-            self.max_sessions_per_user,
-            self.max_users,
+            self.bounds.max_sessions_per_user,
+            self.bounds.users,
             digest,
             order,
             clamped,
@@ -692,7 +655,7 @@ class RedisBackend:
         return self._op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
 
     def _read_command(self, key: SessionKey, options: ReadOptions, now: float) -> Command:
-        cutoff = _cutoff(options, now)
+        cutoff = read_cutoff(options, now)
         argv = self._base_args(key, now)
         argv += [
             "1" if options.include_actions else "0",
@@ -723,7 +686,7 @@ class RedisBackend:
         name = self._keys.history(key)
         commands: list[Command] = [
             ("RPUSH", name, *messages),
-            ("LTRIM", name, -self.max_messages, -1),
+            ("LTRIM", name, -self.bounds.max_messages, -1),
         ]
         if self._history_ttl_ms is not None:
             commands.append(("PEXPIRE", name, self._history_ttl_ms))
