@@ -122,3 +122,15 @@ def test_the_old_demo_app_path_is_a_lazy_deprecated_alias() -> None:
         ]
     )
     assert missing == "module 'autoplay_base.demo.app' has no attribute 'no_such_name'"
+
+
+def test_cli_demo_defaults_are_the_demos() -> None:
+    from autoplay_base.cli import build_parser
+    from autoplay_base.demo import DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED
+
+    args = build_parser().parse_args(["demo"])
+    assert (
+        (args.product, args.speed) == (DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED) == ("demo", 20.0)
+    )
+    options = DemoOptions()
+    assert (options.product, options.speed) == ("demo", 20.0)
