@@ -12,6 +12,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
+from autoplay_base._counters import Counters
 from autoplay_base._reconnect import Backoff
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError
@@ -35,7 +36,7 @@ __all__ = [
 _NO_PREVIOUS_SUMMARY = "(none yet)"
 
 
-class SummarizerCounters:
+class SummarizerCounters(Counters):
     """What the summarizer did; all counters only grow.
 
     ``failures`` counts every failed try (``timeouts`` and ``rejected`` are
@@ -55,21 +56,15 @@ class SummarizerCounters:
         "summaries",
         "timeouts",
     )
-
-    def __init__(self) -> None:
-        self.summaries = 0
-        self.failures = 0
-        self.timeouts = 0
-        self.retries = 0
-        self.pending_trimmed = 0
-        self.sessions_evicted = 0
-        self.rejected = 0
-        self.late_results = 0
-        self.abandoned = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters as a plain dict."""
-        return {name: getattr(self, name) for name in self.__slots__}
+    abandoned: int
+    failures: int
+    late_results: int
+    pending_trimmed: int
+    rejected: int
+    retries: int
+    sessions_evicted: int
+    summaries: int
+    timeouts: int
 
 
 class SessionState:

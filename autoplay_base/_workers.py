@@ -21,7 +21,15 @@ from typing import Protocol
 
 from autoplay_base.errors import SummarizerError, SummarizerTimeoutError
 
-__all__ = ["Call", "Done", "LateResults", "RefusedError", "WorkerPool", "run_call"]
+__all__ = [
+    "Call",
+    "Done",
+    "LateResults",
+    "RefusedError",
+    "WorkerPool",
+    "run_call",
+    "timeout_error",
+]
 
 # The summarizer's logger: these lines are the summarizer's story to its users.
 logger = logging.getLogger("autoplay_base.summarizer")
@@ -264,7 +272,7 @@ class WorkerPool:
                         wake = first if wake is None else min(wake, first)
                     self._watch.wait(None if wake is None else wake - now)
                     continue
-            timeout = SummarizerTimeoutError(f"the LLM call timed out after {self.timeout}s")
+            timeout = timeout_error(self.timeout)
             for call in expired:
                 self._deliver(call, None, timeout)
             for call, refusal in refused:
@@ -296,3 +304,11 @@ def run_call(fn: Callable[[], object]) -> tuple[object, BaseException | None]:
         error = SummarizerError(f"the LLM call raised {type(exc).__name__}")
         error.__cause__ = exc
         return None, error
+
+
+def timeout_error(seconds: float) -> SummarizerTimeoutError:
+    """The error of an LLM call past its ``timeout``, for a pool call and an awaited one alike.
+
+    Callers tell a timeout by this type (``isinstance``), never by its text.
+    """
+    return SummarizerTimeoutError(f"the LLM call timed out after {seconds}s")

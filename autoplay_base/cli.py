@@ -20,11 +20,28 @@ import os
 import sys
 from collections.abc import Sequence
 
-from autoplay_base.emulator import EmulatorServer, Faults, list_scripts
+from autoplay_base.demo import DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED, DEMO_QUESTIONS
+from autoplay_base.emulator import (
+    DEFAULT_COMMAND_PORT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_LOAD_RATE,
+    DEFAULT_LOAD_SESSIONS,
+    DEFAULT_PRODUCTS,
+    DEFAULT_REPEAT,
+    DEFAULT_REPLAY_SIZE,
+    DEFAULT_SPEED,
+    EMULATOR_TOKEN_ENV_VAR,
+    EmulatorServer,
+    Faults,
+    list_scripts,
+)
+from autoplay_base.emulator._types import CLOSE_MODES
 
 __all__ = ["build_parser", "main"]
 
-TOKEN_ENV_VAR = "AUTOPLAY_EMULATOR_TOKEN"
+# Every default below is the one of the class or function the option configures,
+# imported rather than repeated, so ``--help`` and the API cannot disagree.
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,32 +50,52 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     emulator = commands.add_parser("emulator", help="serve the SSE connector emulator")
-    emulator.add_argument("--host", default="127.0.0.1", help="interface (default: loopback)")
-    emulator.add_argument("--port", type=int, default=8765, help="port (0: pick a free one)")
+    emulator.add_argument("--host", default=DEFAULT_HOST, help="interface (default: loopback)")
     emulator.add_argument(
-        "--product", action="append", help="product id to serve (repeatable; default: demo)"
+        "--port", type=int, default=DEFAULT_COMMAND_PORT, help="port (0: pick a free one)"
+    )
+    emulator.add_argument(
+        "--product",
+        action="append",
+        help=f"product id to serve (repeatable; default: {', '.join(DEFAULT_PRODUCTS)})",
     )
     emulator.add_argument(
         "--script",
         action="append",
         help=f"scripted session to play: {', '.join(list_scripts())}, a .jsonl path, or 'all'",
     )
-    emulator.add_argument("--speed", type=float, default=1.0, help="script pace multiplier")
-    emulator.add_argument("--repeat", type=int, default=1, help="script passes (0: forever)")
+    emulator.add_argument(
+        "--speed", type=float, default=DEFAULT_SPEED, help="script pace multiplier"
+    )
+    emulator.add_argument(
+        "--repeat", type=int, default=DEFAULT_REPEAT, help="script passes (0: forever)"
+    )
     emulator.add_argument("--load", action="store_true", help="publish synthetic load")
-    emulator.add_argument("--sessions", type=int, default=10, help="load: sessions")
-    emulator.add_argument("--rate", type=float, default=100.0, help="load: events/s (0: max)")
+    emulator.add_argument(
+        "--sessions", type=int, default=DEFAULT_LOAD_SESSIONS, help="load: sessions"
+    )
+    emulator.add_argument(
+        "--rate", type=float, default=DEFAULT_LOAD_RATE, help="load: events/s (0: max)"
+    )
     emulator.add_argument("--total", type=int, help="load: stop after this many events")
     emulator.add_argument("--duration", type=float, help="load: stop after this many seconds")
     emulator.add_argument(
         "--wait-for-client", action="store_true", help="load: start once a client is connected"
     )
     emulator.add_argument(
-        "--token", help=f"require this bearer token (default: ${TOKEN_ENV_VAR}, else none)"
+        "--token",
+        help=f"require this bearer token (default: ${EMULATOR_TOKEN_ENV_VAR}, else none)",
     )
-    emulator.add_argument("--heartbeat", type=float, default=15.0, help="heartbeat seconds")
+    emulator.add_argument(
+        "--heartbeat",
+        type=float,
+        default=DEFAULT_HEARTBEAT_INTERVAL,
+        help="heartbeat seconds (0: none)",
+    )
     emulator.add_argument("--retry-ms", type=int, help="send this retry: hint")
-    emulator.add_argument("--replay-size", type=int, default=10_000, help="replay ring size")
+    emulator.add_argument(
+        "--replay-size", type=int, default=DEFAULT_REPLAY_SIZE, help="replay ring size"
+    )
     emulator.add_argument(
         "--replay-from-start",
         action="store_true",
@@ -66,9 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument("--close-every", type=int, help="fault: end streams every K frames")
     emulator.add_argument(
-        "--close-mode", choices=["clean", "abort"], default="clean", help="fault: how to end"
+        "--close-mode", choices=CLOSE_MODES, default=Faults.close_mode, help="fault: how to end"
     )
-    emulator.add_argument("--fail-first", type=int, default=0, help="fault: 503 the first N")
+    emulator.add_argument(
+        "--fail-first",
+        type=int,
+        default=Faults.fail_next,
+        help=f"fault: {Faults.fail_status} the first N",
+    )
     emulator.add_argument(
         "--malformed-every", type=int, help="fault: a bad frame after every K load events"
     )
@@ -81,9 +123,16 @@ def build_parser() -> argparse.ArgumentParser:
         "asks the same ambiguous questions of a plain BM25 retriever and of AutoplayRetriever. "
         "Set OPENAI_API_KEY (with langchain-openai installed) to generate answers too.",
     )
-    demo.add_argument("--product", default="demo", help="product id (default: demo)")
     demo.add_argument(
-        "--speed", type=float, default=20.0, help="script pace multiplier (0: as fast as possible)"
+        "--product",
+        default=DEFAULT_DEMO_PRODUCT,
+        help=f"product id (default: {DEFAULT_DEMO_PRODUCT})",
+    )
+    demo.add_argument(
+        "--speed",
+        type=float,
+        default=DEFAULT_DEMO_SPEED,
+        help="script pace multiplier (0: as fast as possible)",
     )
     demo.add_argument(
         "--question",
@@ -102,7 +151,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from autoplay_base.demo.app import DEMO_QUESTIONS, DemoOptions, run_demo  # noqa: PLC0415
+    # Imported here, not at the top: the demo app is a LangChain application (the
+    # ``demo`` extra), and ``autoplay_base`` never imports a framework on its own.
+    # The one arrow from autoplay_base up to an adapter package, taken only when
+    # the user asks for the demo.
+    from langchain_autoplay.demo import DemoOptions, run_demo  # noqa: PLC0415
 
     options = DemoOptions(
         product=args.product,
@@ -116,8 +169,8 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    products = args.product or ["demo"]
-    token = args.token if args.token is not None else os.environ.get(TOKEN_ENV_VAR) or None
+    products = args.product or list(DEFAULT_PRODUCTS)
+    token = args.token if args.token is not None else os.environ.get(EMULATOR_TOKEN_ENV_VAR) or None
     faults = Faults(
         close_every=args.close_every, close_mode=args.close_mode, fail_next=args.fail_first
     )

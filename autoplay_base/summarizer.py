@@ -49,7 +49,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, TypedDict
+from typing import Any, Generic, TypedDict, TypeVar
 
 from typing_extensions import Unpack
 
@@ -65,7 +65,7 @@ from autoplay_base._summary_book import (
     prompt_for,
     summary_payload,
 )
-from autoplay_base._workers import RefusedError, WorkerPool
+from autoplay_base._workers import RefusedError, WorkerPool, timeout_error
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError, SummarizerTimeoutError
 from autoplay_base.events import ActionsPayload, SummaryPayload
@@ -96,13 +96,23 @@ New actions:
 Updated summary:"""
 """Default prompt; a custom one must contain ``{actions}`` and may use ``{previous_summary}``."""
 
+# The summarizer's own retry policy: named apart from the connector client's
+# (``_reconnect.DEFAULT_INITIAL_BACKOFF`` / ``DEFAULT_MAX_BACKOFF``, 1 s / 30 s), which
+# is another policy with another cap.
 DEFAULT_TIMEOUT_SECONDS = 30.0
+"""Seconds one LLM call may run."""
 DEFAULT_MAX_RETRIES = 3
-DEFAULT_INITIAL_BACKOFF = 1.0
-DEFAULT_MAX_BACKOFF = 60.0
-DEFAULT_MAX_SESSIONS = 100_000
+"""Retries of a failed summary before the session waits ``max_backoff``."""
+DEFAULT_SUMMARY_INITIAL_BACKOFF = 1.0
+"""Seconds before the first retry of a failed summary (doubling after each failure)."""
+DEFAULT_SUMMARY_MAX_BACKOFF = 60.0
+"""Cap on a retry's delay, and how long a session waits once its retries are spent."""
+DEFAULT_SUMMARY_MAX_SESSIONS = 100_000
+"""Sessions the summarizer tracks (least recently active evicted first)."""
 DEFAULT_MAX_PENDING = 200
+"""Pending action lines kept per session (the oldest past it are dropped, counted)."""
 DEFAULT_MAX_CONCURRENCY = 4
+"""Worker threads running sync LLM calls."""
 DEFAULT_CLOSE_TIMEOUT = 5.0
 """Seconds ``close()``/``aclose()`` wait for calls in flight before abandoning them."""
 
@@ -123,7 +133,15 @@ class SummarizerOptions(TypedDict, total=False):
     clock: Callable[[], float]
 
 
-class _SummarizerBase:
+Sink = TypeVar(
+    "Sink", Callable[[SummaryPayload], None], Callable[[SummaryPayload], Awaitable[None]]
+)
+"""Where a summarizer sends its summaries: a store's sync or async writer."""
+
+
+class _SummarizerBase(Generic[Sink]):
+    """What both summarizers share: options, the book, the pool, the reads and the wiring."""
+
     def __init__(
         self,
         llm: Any,
@@ -133,8 +151,8 @@ class _SummarizerBase:
         max_sessions: int | None,
         timeout: float = DEFAULT_TIMEOUT_SECONDS,
         max_retries: int = DEFAULT_MAX_RETRIES,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
+        initial_backoff: float = DEFAULT_SUMMARY_INITIAL_BACKOFF,
+        max_backoff: float = DEFAULT_SUMMARY_MAX_BACKOFF,
         max_pending: int = DEFAULT_MAX_PENDING,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         clock: Callable[[], float] = time.time,
@@ -155,10 +173,13 @@ class _SummarizerBase:
         self.timeout = timeout
         self.counters = SummarizerCounters()
         self._clock = clock
+        self._sink: Sink | None = None
+        # An Event, not a bool: the sync close() sets it while worker threads read it.
+        self._closing = threading.Event()
         # Guards the book. Held only for dict/list updates, never across I/O or an
         # await, so the async summarizer can take it from the loop at no risk.
         self._lock = threading.Lock()
-        sessions = max_sessions or DEFAULT_MAX_SESSIONS
+        sessions = max_sessions or DEFAULT_SUMMARY_MAX_SESSIONS
         self._book = Book(
             threshold=threshold,
             max_retries=max_retries,
@@ -173,6 +194,28 @@ class _SummarizerBase:
         self._pool = WorkerPool(
             size=max_concurrency, timeout=timeout, max_queued=sessions, counters=self.counters
         )
+
+    def bind(self, sink: Sink) -> None:
+        """Send summaries to ``sink``; the store's constructor (``summarizer=...``) does this."""
+        if self._sink is not None:
+            raise ConfigError("this summarizer is already bound to a store")
+        self._sink = sink
+
+    def observe_summary(self, payload: SummaryPayload) -> None:
+        """Adopt a summary that arrived from elsewhere (the connector) as the rolling one."""
+        key = payload_key(payload)
+        if key is not None:
+            with self._lock:
+                self._book.observe(key, payload.summary, payload.replaces)
+
+    def _record(self, payload: ActionsPayload) -> Job | None:
+        """Book a batch of actions; the job to start now, if the batch completes one."""
+        key = payload_key(payload)
+        if key is None or self._closing.is_set():
+            return None
+        lines = action_lines(payload.actions)
+        with self._lock:
+            return self._book.record(key, lines, self._clock())
 
     @property
     def hung_threads(self) -> int:
@@ -241,7 +284,7 @@ class _SummarizerBase:
             return sorted({k.session_id for k, s in self._book.states.items() if s.pending})
 
 
-class SessionSummarizer(_SummarizerBase):
+class SessionSummarizer(_SummarizerBase[Callable[[SummaryPayload], None]]):
     """Rolling summaries on a bounded pool of threads (for :class:`~autoplay_base.ContextStore`).
 
     Args:
@@ -277,35 +320,15 @@ class SessionSummarizer(_SummarizerBase):
             llm, threshold=threshold, prompt=prompt, max_sessions=max_sessions, **options
         )
         self.on_summary = on_summary
-        self._sink: Callable[[SummaryPayload], None] | None = None
-        self._closing = threading.Event()
         self._closed = False  # past close()'s deadline: late answers are dropped
         self._idle = threading.Condition(self._lock)  # notified when no job is active
         self._delivering = 0  # summaries handed to the sink/on_summary right now
 
-    def bind(self, sink: Callable[[SummaryPayload], None]) -> None:
-        """Send summaries to ``sink``; ``ContextStore(summarizer=...)`` does this."""
-        if self._sink is not None:
-            raise ConfigError("this summarizer is already bound to a store")
-        self._sink = sink
-
     def add(self, payload: ActionsPayload) -> None:
         """Record a batch of actions; start a summary in the background once enough are pending."""
-        key = payload_key(payload)
-        if key is None or self._closing.is_set():
-            return
-        lines = action_lines(payload.actions)
-        with self._lock:
-            job = self._book.record(key, lines, self._clock())
+        job = self._record(payload)
         if job is not None:
             self._submit(job)
-
-    def observe_summary(self, payload: SummaryPayload) -> None:
-        """Adopt a summary that arrived from elsewhere (the connector) as the rolling one."""
-        key = payload_key(payload)
-        if key is not None:
-            with self._lock:
-                self._book.observe(key, payload.summary, payload.replaces)
 
     def reset(self, session_id: str, product_id: str | None = None) -> None:
         """Forget a session's pending actions and summary (a running call's result is dropped)."""
@@ -426,7 +449,7 @@ def _resolve(future: asyncio.Future[object], value: object, error: BaseException
         future.set_exception(error)
 
 
-class AsyncSessionSummarizer(_SummarizerBase):
+class AsyncSessionSummarizer(_SummarizerBase[Callable[[SummaryPayload], Awaitable[None]]]):
     """Rolling summaries as asyncio tasks (for :class:`~autoplay_base.AsyncContextStore`).
 
     Same options as :class:`SessionSummarizer`. ``llm`` may be an async callable,
@@ -451,33 +474,13 @@ class AsyncSessionSummarizer(_SummarizerBase):
             llm, threshold=threshold, prompt=prompt, max_sessions=max_sessions, **options
         )
         self.on_summary = on_summary
-        self._sink: Callable[[SummaryPayload], Awaitable[None]] | None = None
         self._tasks: dict[SessionKey, asyncio.Task[None]] = {}
-        self._closing = False
-
-    def bind(self, sink: Callable[[SummaryPayload], Awaitable[None]]) -> None:
-        """Send summaries to ``sink``; ``AsyncContextStore(summarizer=...)`` does this."""
-        if self._sink is not None:
-            raise ConfigError("this summarizer is already bound to a store")
-        self._sink = sink
 
     async def add(self, payload: ActionsPayload) -> None:
         """Record a batch of actions; start a summary task once enough are pending."""
-        key = payload_key(payload)
-        if key is None or self._closing:
-            return
-        lines = action_lines(payload.actions)
-        with self._lock:
-            job = self._book.record(key, lines, self._clock())
+        job = self._record(payload)
         if job is not None:
-            self._tasks[key] = asyncio.get_running_loop().create_task(self._run(job))
-
-    def observe_summary(self, payload: SummaryPayload) -> None:
-        """Adopt a summary that arrived from elsewhere (the connector) as the rolling one."""
-        key = payload_key(payload)
-        if key is not None:
-            with self._lock:
-                self._book.observe(key, payload.summary, payload.replaces)
+            self._tasks[job.key] = asyncio.get_running_loop().create_task(self._run(job))
 
     def reset(self, session_id: str, product_id: str | None = None) -> None:
         """Forget a session's pending actions and summary, cancelling its running summary."""
@@ -511,7 +514,7 @@ class AsyncSessionSummarizer(_SummarizerBase):
         Each cancelled summary is counted in ``counters.abandoned`` and logged; a
         sync LLM call already running finishes on its (daemon) thread, unawaited.
         """
-        self._closing = True
+        self._closing.set()
         self._pool.close()
         tasks = list(self._tasks.values())
         self._tasks.clear()
@@ -535,7 +538,7 @@ class AsyncSessionSummarizer(_SummarizerBase):
         try:
             return as_text(await asyncio.wait_for(result, self.timeout))
         except asyncio.TimeoutError:
-            raise SummarizerTimeoutError(f"the LLM call timed out after {self.timeout}s") from None
+            raise timeout_error(self.timeout) from None
 
     def _on_worker(self, job: Job, prompt: str) -> asyncio.Future[object]:
         """Run a sync LLM call on the pool; its outcome comes back on the loop."""

@@ -35,7 +35,11 @@ from autoplay_base.formatting import format_user_activity
 __all__ = ["DEFAULT_USER_LOOKBACK_SECONDS", "SessionRef", "UserSessionIndex"]
 
 DEFAULT_USER_LOOKBACK_SECONDS = 300.0
+"""Sessions last seen longer ago than this do not count as the user's recent ones."""
+DEFAULT_RECENT_SESSIONS_PER_USER = 20
+"""Sessions read per user (newest first) before the lookback filter."""
 DEFAULT_MAX_EMAILS = 100_000
+"""Users whose latest email is remembered (least recently written forgotten first)."""
 
 SessionRef = UserSessionRef
 """The ``autoplay-sdk`` name for one indexed session of a user."""
@@ -58,7 +62,7 @@ class UserSessionIndex:
         context_store: ContextStore | AsyncContextStore,
         *,
         lookback_seconds: float = DEFAULT_USER_LOOKBACK_SECONDS,
-        max_sessions_per_user: int = 20,
+        max_sessions_per_user: int = DEFAULT_RECENT_SESSIONS_PER_USER,
         max_users: int = DEFAULT_MAX_EMAILS,
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -103,8 +107,13 @@ class UserSessionIndex:
         self.add(payload)
 
     async def add_async(self, payload: ActionsPayload) -> None:
-        """The older name of :meth:`aadd`, kept for existing wiring."""
-        self.add(payload)
+        """Deprecated: use :meth:`aadd` (the ``a`` prefix names async twins).
+
+        Kept as an alias so existing ``on_actions(index.add_async)`` wiring goes on
+        working; it will be removed in a future release. It raises no warning
+        because it runs once per event.
+        """
+        await self.aadd(payload)
 
     def get_email(self, user_id: str, *, product_id: str | None = None) -> str | None:
         """The last email seen for the user (of ``product_id``; see the module docstring)."""

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 
@@ -62,3 +64,73 @@ def test_with_a_chat_model_the_demo_shows_its_answers() -> None:
     assert "    Free a seat first: revoke the expired invite." in text
     assert "the prompt a chat model would get" not in text
     assert "To generate answers too" not in text
+
+
+def _run_python(code: str) -> str:
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_autoplay_base_never_imports_a_framework() -> None:
+    # Every module of autoplay_base, the deprecated demo.app alias included, in a fresh
+    # interpreter: no LangChain or LlamaIndex module may be loaded by any of them.
+    code = (
+        "import importlib, pkgutil, sys\n"
+        "import autoplay_base, autoplay_base.demo, autoplay_base.cli\n"
+        "modules = pkgutil.walk_packages(autoplay_base.__path__, 'autoplay_base.')\n"
+        "names = [m.name for m in modules]\n"
+        "for name in names:\n"
+        "    importlib.import_module(name)\n"
+        "from autoplay_base.demo.app import DEMO_QUESTIONS\n"
+        "print(len(names), 'autoplay_base.demo.app' in names, sep='\\n')\n"
+        "print(DEMO_QUESTIONS[0])\n"
+        "print(sorted(m for m in sys.modules if m.startswith(('langchain', 'llama_index'))))\n"
+    )
+    count, has_shim, question, frameworks = _run_python(code).splitlines()
+    assert int(count) > 20
+    assert has_shim == "True"
+    assert question == "How do I do this?"
+    assert frameworks == "[]"
+
+
+def test_the_old_demo_app_path_is_a_lazy_deprecated_alias() -> None:
+    code = (
+        "import sys, warnings\n"
+        "import autoplay_base.demo.app as app\n"
+        "print(any(m.startswith('langchain') for m in sys.modules))\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    first, again = app.run_demo, app.run_demo\n"
+        "import langchain_autoplay.demo as new\n"
+        "print(first is new.run_demo is again, app.DemoOptions is new.DemoOptions)\n"
+        "print([(w.category.__name__, str(w.message)) for w in caught])\n"
+        "try:\n"
+        "    app.no_such_name\n"
+        "except AttributeError as exc:\n"
+        "    print(exc)\n"
+    )
+    loaded_before, same, warned, missing = _run_python(code).splitlines()
+    assert loaded_before == "False"
+    assert same == "True True"
+    assert warned == repr(
+        [
+            (
+                "DeprecationWarning",
+                "autoplay_base.demo.app.run_demo moved to langchain_autoplay.demo.run_demo; "
+                "autoplay_base.demo.app is a deprecated alias",
+            )
+        ]
+    )
+    assert missing == "module 'autoplay_base.demo.app' has no attribute 'no_such_name'"
+
+
+def test_cli_demo_defaults_are_the_demos() -> None:
+    from autoplay_base.cli import build_parser
+    from autoplay_base.demo import DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED
+
+    args = build_parser().parse_args(["demo"])
+    assert (
+        (args.product, args.speed) == (DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED) == ("demo", 20.0)
+    )
+    options = DemoOptions()
+    assert (options.product, options.speed) == ("demo", 20.0)

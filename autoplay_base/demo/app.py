@@ -1,345 +1,50 @@
-"""``autoplay-live demo``: why live context changes the answer, offline, in seconds.
+"""Deprecated alias of :mod:`langchain_autoplay.demo`, where the demo app now lives.
 
-What it runs, all in this process and on loopback:
-
-1. the connector emulator on a free port, playing three scripted Flowdesk users
-   (inviting a teammate, upgrading a plan, exporting a report);
-2. a ``ConnectorClient`` feeding a ``ContextStore`` (in memory, or Redis with
-   ``--redis URL``);
-3. a LangChain retriever over the bundled help centre: BM25 (the ``bm25s``
-   package), real and offline, no embeddings to fetch;
-4. for every user, the same ambiguous questions asked of the plain retriever
-   and of ``AutoplayRetriever`` wrapping it, side by side, plus the prompt a
-   chat model would get. With ``OPENAI_API_KEY`` set and ``langchain-openai``
-   installed it also asks the model.
-
-The demo is an application of both layers, so unlike ``autoplay_base`` proper
-it imports LangChain (the ``demo`` extra).
+The demo runner is a LangChain application, and ``autoplay_base`` imports no
+framework: importing this module imports nothing beyond ``autoplay_base``.
+Every other public name of the old module (``run_demo``, ``DemoOptions``,
+``HelpCenterRetriever``, ``PROMPT``, ...) is resolved from
+:mod:`langchain_autoplay.demo` on first use (PEP 562), with a
+``DeprecationWarning`` naming the new import path.
 """
 
 from __future__ import annotations
 
-import os
-import sys
-import textwrap
-import threading
-import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, TextIO
+import importlib
+import warnings
+from typing import TYPE_CHECKING
 
-from autoplay_base.context_store import ContextStore
-from autoplay_base.demo import DEMO_QUESTIONS, HelpArticle, load_help_center
-from autoplay_base.emulator import EmulatorServer, list_scripts, load_script
-from autoplay_base.errors import missing_extra
-from autoplay_base.stream import ConnectorClient
+from autoplay_base.demo import DEMO_QUESTIONS
 
-try:
-    import bm25s
-    from langchain_core.callbacks import CallbackManagerForRetrieverRun
-    from langchain_core.documents import Document
-    from langchain_core.language_models import BaseChatModel
-    from langchain_core.output_parsers import StrOutputParser
-    from langchain_core.prompts import ChatPromptTemplate
-    from langchain_core.retrievers import BaseRetriever
-    from pydantic import ConfigDict, PrivateAttr
-
-    from langchain_autoplay.retrievers import AutoplayRetriever
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core and bm25s", "demo") from exc
+if TYPE_CHECKING:  # for type checkers only: at run time the names resolve lazily, below
+    from langchain_autoplay.demo import DemoOptions, HelpCenterRetriever, run_demo
 
 __all__ = ["DEMO_QUESTIONS", "DemoOptions", "HelpCenterRetriever", "run_demo"]
 
-DEFAULT_SPEED = 20.0
-STREAM_TIMEOUT_SECONDS = 60.0
-TOP_K = 3
-_WIDTH = 100
-
-PROMPT = ChatPromptTemplate.from_messages(
-    [
-        (
-            "system",
-            "You are Flowdesk's support assistant. Answer in two or three sentences, "
-            "using the help articles and what the user is doing right now.",
-        ),
-        ("human", "Help articles:\n{articles}\n\n{question}"),
-    ]
+_TARGET = "langchain_autoplay.demo"
+# The old module's public names; anything else is an AttributeError that imports nothing.
+_MOVED = frozenset(
+    {
+        "DEFAULT_SPEED",
+        "PROMPT",
+        "STREAM_TIMEOUT_SECONDS",
+        "TOP_K",
+        "DemoOptions",
+        "HelpCenterRetriever",
+        "run_demo",
+    }
 )
 
 
-@dataclass
-class DemoOptions:
-    """What ``autoplay-live demo`` can change (see ``--help``)."""
-
-    product: str = "demo"
-    speed: float = DEFAULT_SPEED
-    questions: Sequence[str] = DEMO_QUESTIONS
-    scripts: Sequence[str] = field(default_factory=list_scripts)
-    redis_url: str | None = None
-    show_prompts: bool = True
-    model: BaseChatModel | None = None
-    """A chat model to answer with; by default one is built from ``OPENAI_API_KEY``."""
-
-
-class HelpCenterRetriever(BaseRetriever):
-    """BM25 over the help-centre articles (the ``bm25s`` package), top ``k``."""
-
-    model_config = ConfigDict(arbitrary_types_allowed=True)
-
-    articles: list[HelpArticle]
-    k: int = TOP_K
-    _index: Any = PrivateAttr()
-
-    def __init__(self, **data: Any) -> None:
-        super().__init__(**data)
-        corpus = [f"{a.title}. {a.body}" for a in self.articles]
-        self._index = bm25s.BM25()
-        self._index.index(
-            bm25s.tokenize(corpus, stopwords="en", show_progress=False), show_progress=False
-        )
-
-    def _get_relevant_documents(
-        self, query: str, *, run_manager: CallbackManagerForRetrieverRun, k: int | None = None
-    ) -> list[Document]:
-        tokens = bm25s.tokenize([query], stopwords="en", return_ids=False, show_progress=False)
-        if not tokens[0]:
-            return []
-        hits, scores = self._index.retrieve(tokens, k=k or self.k, show_progress=False)
-        documents = []
-        for position, score in zip(hits[0], scores[0], strict=True):
-            article = self.articles[int(position)]
-            documents.append(
-                Document(
-                    page_content=article.body,
-                    metadata={
-                        "id": article.id,
-                        "title": article.title,
-                        "url": article.url,
-                        "score": round(float(score), 2),
-                    },
-                )
-            )
-        return documents
-
-
-def _chat_model() -> BaseChatModel | None:
-    """A real chat model when the user configured one; ``None`` otherwise."""
-    if not os.environ.get("OPENAI_API_KEY"):
-        return None
-    try:
-        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]  # noqa: PLC0415
-    except ImportError:
-        return None
-    model: BaseChatModel = ChatOpenAI(model=os.environ.get("AUTOPLAY_DEMO_MODEL", "gpt-4o-mini"))
-    return model
-
-
-class _Screen:
-    """Plain terminal output: a progress line on a TTY, periodic lines elsewhere."""
-
-    def __init__(self, out: TextIO) -> None:
-        self.out = out
-        self.tty = out.isatty()
-        self._last_quarter = -1
-
-    def line(self, text: str = "") -> None:
-        print(text, file=self.out, flush=True)
-
-    def rule(self, title: str) -> None:
-        self.line()
-        self.line(f"== {title} " + "=" * max(0, _WIDTH - len(title) - 4))
-
-    def progress(self, done: int, total: int) -> None:
-        filled = int(30 * done / total) if total else 30
-        bar = "#" * filled + "." * (30 - filled)
-        text = f"  streaming live activity [{bar}] {done}/{total} events"
-        if self.tty:
-            print("\r" + text, end="", file=self.out, flush=True)
-            return
-        quarter = 4 * done // total if total else 4
-        if quarter != self._last_quarter:
-            self._last_quarter = quarter
-            self.line(text)
-
-    def end_progress(self) -> None:
-        if self.tty:
-            self.line()
-
-    def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        self.line("  " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
-        self.line("  " + "-+-".join("-" * w for w in widths))
-        for row in rows:
-            self.line("  " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
-
-
-def _titles(documents: Sequence[Document]) -> str:
-    titles = [d.metadata["title"] for d in documents if "title" in d.metadata]
-    return titles[0] if titles else "(nothing)"
-
-
-def _articles_block(documents: Sequence[Document]) -> str:
-    return "\n".join(
-        f"- {d.metadata['title']}: {d.page_content}" for d in documents if "title" in d.metadata
+def __getattr__(name: str) -> object:
+    """Resolve a moved name from :mod:`langchain_autoplay.demo`, warning once per name."""
+    if name not in _MOVED:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_TARGET), name)
+    warnings.warn(
+        f"{__name__}.{name} moved to {_TARGET}.{name}; {__name__} is a deprecated alias",
+        DeprecationWarning,
+        stacklevel=2,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class _Step:
-    at: float  # seconds from the start, script time
-    event: str
-    payload: dict[str, Any]
-
-
-def _timeline(scripts: Sequence[str]) -> tuple[list[_Step], list[tuple[str, str]]]:
-    """Every script's frames on one clock, and each script's (session id, user) pair."""
-    steps: list[_Step] = []
-    users: list[tuple[str, str]] = []
-    for script in scripts:
-        elapsed = 0.0
-        frames = load_script(script)
-        first = frames[0].data
-        users.append((str(first["session_id"]), str(first.get("email") or first["session_id"])))
-        for frame in frames:
-            elapsed += frame.delay
-            steps.append(_Step(elapsed, frame.event, frame.data))
-    steps.sort(key=lambda step: step.at)
-    return steps, users
-
-
-class _Player:
-    """Publishes the timeline at ``speed`` and waits until the client has stored it."""
-
-    def __init__(self, screen: _Screen, server: EmulatorServer, client: ConnectorClient) -> None:
-        self.screen, self.server, self.client = screen, server, client
-        self.published = 0
-
-    def play(self, steps: Sequence[_Step], product: str, speed: float, total: int) -> None:
-        started = time.monotonic()
-        for step in steps:
-            # Demo pacing (script time / speed), not synchronisation.
-            pause = step.at / speed - (time.monotonic() - started) if speed > 0 else 0.0
-            if pause > 0:
-                time.sleep(pause)
-            self.server.publish(product, step.payload, event=step.event)
-            self.published += 1
-            self.screen.progress(self.client.counters.delivered, total)
-        self.wait_stored(total)
-
-    def wait_stored(self, total: int) -> None:
-        deadline = time.monotonic() + STREAM_TIMEOUT_SECONDS
-        while self.client.counters.delivered < self.published and time.monotonic() < deadline:
-            self.screen.progress(self.client.counters.delivered, total)
-            time.sleep(0.05)  # a UI refresh: the loop condition decides
-        self.screen.progress(self.client.counters.delivered, total)
-        self.screen.end_progress()
-
-
-def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> int:
-    """Run the demo, writing to ``out`` (stdout); returns the process exit code."""
-    options = options or DemoOptions()
-    screen = _Screen(out or sys.stdout)
-    screen.line("autoplay-live demo: the same questions, with and without the user's live context")
-    screen.line("(offline: connector emulator on loopback, BM25 over a 30-article help centre)")
-
-    backend = None
-    if options.redis_url:
-        from autoplay_base.backends.redis import RedisBackend  # noqa: PLC0415 - optional extra
-
-        backend = RedisBackend.from_url(options.redis_url)
-    store = ContextStore(backend=backend)
-    knowledge_base = HelpCenterRetriever(articles=load_help_center())
-    live = AutoplayRetriever(store=store, retriever=knowledge_base, include_context_document=True)
-
-    steps, users = _timeline(options.scripts)
-    server = EmulatorServer(products=[options.product]).start()
-    client = ConnectorClient(server.url_for(options.product))
-    client.on_actions(store.add).on_summary(store.add)
-    connected = threading.Event()
-    client.on_connect(connected.set)
-    client.run_in_background()
-    try:
-        if not connected.wait(STREAM_TIMEOUT_SECONDS):
-            screen.line("  could not connect to the emulator")
-            return 1
-        model = options.model or _chat_model()
-        player = _Player(screen, server, client)
-        halfway = len(steps) // 2
-        for number, (part, title) in enumerate(
-            ((steps[:halfway], "halfway through their sessions"), (steps[halfway:], "at the end")),
-            start=1,
-        ):
-            screen.rule(f"{number}. Three Flowdesk users are using the app: {title}")
-            player.play(part, options.product, options.speed, len(steps))
-            for session_id, who in users:
-                _ask(
-                    screen,
-                    options=options,
-                    store=store,
-                    knowledge_base=knowledge_base,
-                    live=live,
-                    session_id=session_id,
-                    who=who,
-                    model=model,
-                    show_prompt=options.show_prompts and number == 1,
-                )
-        stats = client.counters
-        screen.rule("Done")
-        screen.line(
-            f"  received {stats.received} events, delivered {stats.delivered}, "
-            f"dropped {stats.dropped}; {len(store.active_sessions)} sessions in the store"
-        )
-        if model is None:
-            screen.line(
-                "  To generate answers too: pip install langchain-openai and set OPENAI_API_KEY."
-            )
-        screen.line("  Next: notebooks/01_quickstart.ipynb, or point a ConnectorClient at")
-        screen.line("  `autoplay-live emulator` from your own chatbot.")
-        return 0
-    finally:
-        client.stop()
-        server.close()
-        store.close()
-
-
-def _ask(
-    screen: _Screen,
-    *,
-    options: DemoOptions,
-    store: ContextStore,
-    knowledge_base: HelpCenterRetriever,
-    live: AutoplayRetriever,
-    session_id: str,
-    who: str,
-    model: BaseChatModel | None,
-    show_prompt: bool,
-) -> None:
-    """One user's checkpoint: their context, the side-by-side table, the prompt or answer."""
-    config: Any = {"configurable": {"session_id": session_id, "product_id": options.product}}
-    screen.line()
-    screen.line(f"  {who} ({session_id}) — live context:")
-    context = store.get(session_id, options.product) or "(no live context yet)"
-    screen.line(textwrap.indent(context, "    | ", lambda _: True))
-    rows = []
-    for question in options.questions:
-        plain = knowledge_base.invoke(question)
-        with_context = live.invoke(question, config=config)
-        rows.append((question, _titles(plain), _titles(with_context)))
-    screen.line()
-    screen.table(("question", "plain retriever: top hit", "with live context: top hit"), rows)
-    question = options.questions[0]
-    documents = live.invoke(question, config=config)
-    inputs = {
-        "articles": _articles_block(documents),
-        "question": store.enrich(session_id, question, options.product),
-    }
-    if model is not None:
-        answer = (PROMPT | model | StrOutputParser()).invoke(inputs)
-        screen.line(f"  answer to {question!r}:")
-        screen.line(textwrap.indent(textwrap.fill(answer, _WIDTH - 4), "    "))
-    elif show_prompt:
-        screen.line()
-        screen.line(f"  the prompt a chat model would get for {question!r}:")
-        for message in PROMPT.format_messages(**inputs):
-            text = f"[{message.type}]\n{message.content}"
-            screen.line(textwrap.indent(text, "    ", lambda _: True))
+    globals()[name] = value  # resolved once: later reads are plain module attributes
+    return value

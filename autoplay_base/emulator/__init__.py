@@ -6,7 +6,12 @@ fault injection. Run it from the shell with ``autoplay-live emulator``.
 """
 
 from autoplay_base.emulator.generators import (
+    DEFAULT_LOAD_RATE,
+    DEFAULT_LOAD_SESSIONS,
+    DEFAULT_REPEAT,
+    DEFAULT_SPEED,
     SCRIPTS_DIR,
+    Publisher,
     bad_frames,
     list_scripts,
     load_script,
@@ -16,8 +21,12 @@ from autoplay_base.emulator.generators import (
     synthetic_payload,
 )
 from autoplay_base.emulator.server import (
+    DEFAULT_COMMAND_PORT,
     DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_PRODUCTS,
     DEFAULT_REPLAY_SIZE,
+    EMULATOR_TOKEN_ENV_VAR,
     EmulatorServer,
     EmulatorStats,
     Faults,
@@ -25,12 +34,21 @@ from autoplay_base.emulator.server import (
 )
 
 __all__ = [
+    "DEFAULT_COMMAND_PORT",
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HOST",
+    "DEFAULT_LOAD_RATE",
+    "DEFAULT_LOAD_SESSIONS",
+    "DEFAULT_PRODUCTS",
+    "DEFAULT_REPEAT",
     "DEFAULT_REPLAY_SIZE",
+    "DEFAULT_SPEED",
+    "EMULATOR_TOKEN_ENV_VAR",
     "SCRIPTS_DIR",
     "EmulatorServer",
     "EmulatorStats",
     "Faults",
+    "Publisher",
     "RequestRecord",
     "bad_frames",
     "list_scripts",

@@ -16,18 +16,21 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from autoplay_base.emulator._types import EmulatorStats
 from autoplay_base.errors import ConfigError
 from autoplay_base.recording import RecordedFrame, iter_frames
 
-if TYPE_CHECKING:
-    from autoplay_base.emulator.server import EmulatorServer
-
 __all__ = [
+    "DEFAULT_LOAD_RATE",
+    "DEFAULT_LOAD_SESSIONS",
+    "DEFAULT_REPEAT",
+    "DEFAULT_SPEED",
     "SCRIPTS_DIR",
+    "Publisher",
     "bad_frames",
     "list_scripts",
     "load_script",
@@ -39,6 +42,14 @@ __all__ = [
 
 SCRIPTS_DIR = Path(__file__).parent / "scripts"
 """Where the shipped session scripts live."""
+DEFAULT_SPEED = 1.0
+"""Script pace multiplier: the recorded pace."""
+DEFAULT_REPEAT = 1
+"""Passes over a script (``0``: forever)."""
+DEFAULT_LOAD_SESSIONS = 10
+"""Sessions synthetic load spreads its events over."""
+DEFAULT_LOAD_RATE = 100.0
+"""Synthetic load's events per second (``<= 0``: as fast as possible)."""
 
 _LOAD_ACTIONS = (
     ("Dashboard", "Viewed the Dashboard page", "/dashboard"),
@@ -48,6 +59,36 @@ _LOAD_ACTIONS = (
     ("Invite member button", "Clicked Invite member", "/settings/team"),
     ("Search", "Searched for 'invoice'", "/search"),
 )
+
+
+class Publisher(Protocol):
+    """What the generators need from a server (:class:`~autoplay_base.emulator.EmulatorServer`).
+
+    A protocol rather than the class, so this module does not import the server
+    that schedules it: the server imports the generators, never the reverse.
+    """
+
+    @property
+    def stats(self) -> EmulatorStats:
+        """The server's counters (``streams_active`` for ``wait_for_client``)."""
+
+    def publish(
+        self,
+        product_id: str,
+        payload: Mapping[str, Any],
+        *,
+        event: str | None = None,
+        stamp: bool = False,
+    ) -> str:
+        """Queue a JSON payload to every stream of ``product_id``; returns its id."""
+
+    def publish_raw(self, product_id: str, data: str | bytes, *, event: str = "actions") -> str:
+        """Queue a frame whose data is sent verbatim; returns its id."""
+
+    async def await_for(
+        self, predicate: Callable[[EmulatorStats], bool], timeout: float = 5.0
+    ) -> bool:
+        """Wait until ``predicate(stats)`` holds (``False`` on timeout)."""
 
 
 def list_scripts() -> list[str]:
@@ -85,12 +126,12 @@ def bad_frames() -> Iterator[tuple[str, bytes]]:
 
 
 async def play_script(
-    server: EmulatorServer,
+    server: Publisher,
     product_id: str,
     script: str | Path,
     *,
-    speed: float = 1.0,
-    repeat: int = 1,
+    speed: float = DEFAULT_SPEED,
+    repeat: int = DEFAULT_REPEAT,
     session_suffix: str | None = None,
 ) -> int:
     """Publish a script's frames to ``product_id`` at its pace; returns frames published.
@@ -141,11 +182,11 @@ def synthetic_payload(product_id: str, session_index: int, seq: int) -> dict[str
 
 
 async def run_load(
-    server: EmulatorServer,
+    server: Publisher,
     product_id: str,
     *,
-    sessions: int = 10,
-    rate: float = 100.0,
+    sessions: int = DEFAULT_LOAD_SESSIONS,
+    rate: float = DEFAULT_LOAD_RATE,
     total: int | None = None,
     duration: float | None = None,
     malformed_every: int | None = None,

@@ -17,6 +17,13 @@ speaks and a little more, for tests and demos:
 * responses use chunked encoding, so a client can tell a clean end of stream
   (terminating chunk) from a cut connection.
 
+This module is the server: lifecycle, routes, auth and fault decisions, the
+stream loop. What it stands on lives below it, and nothing there imports it:
+``_channels`` (per-product replay rings, frame encoding), ``_http`` (request
+heads, answers, chunks), ``_types`` (:class:`Faults`, :class:`RequestRecord`,
+:class:`EmulatorStats`) and :mod:`~autoplay_base.emulator.generators` (what to
+publish, written against the small ``Publisher`` protocol).
+
 Use it from sync code (a background thread)::
 
     with EmulatorServer(products=["acme"]) as server:
@@ -34,23 +41,35 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import itertools
 import json
 import logging
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, TypeVar
 
+from autoplay_base.emulator._channels import Channel
+from autoplay_base.emulator._http import (
+    MAX_REQUEST_HEAD,
+    STREAM_HEAD,
+    chunk,
+    end_chunks,
+    parse_head,
+    respond,
+)
+from autoplay_base.emulator._types import Authorization, EmulatorStats, Faults, RequestRecord
 from autoplay_base.emulator.generators import play_script, run_load
 from autoplay_base.errors import ConfigError
 
 __all__ = [
+    "DEFAULT_COMMAND_PORT",
     "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HOST",
+    "DEFAULT_PRODUCTS",
     "DEFAULT_REPLAY_SIZE",
+    "EMULATOR_TOKEN_ENV_VAR",
     "EmulatorServer",
     "EmulatorStats",
     "Faults",
@@ -64,125 +83,19 @@ DEFAULT_HEARTBEAT_INTERVAL = 15.0
 """Seconds of silence after which a ``heartbeat`` frame is sent."""
 DEFAULT_REPLAY_SIZE = 10_000
 """Frames kept per product for ``Last-Event-ID`` resumption."""
-_MAX_REQUEST_HEAD = 64 * 1024
+DEFAULT_HOST = "127.0.0.1"
+"""The interface served by default: loopback, it is a test tool."""
+DEFAULT_PRODUCTS = ("demo",)
+"""Product ids served when none are named."""
+DEFAULT_COMMAND_PORT = 8765
+"""The port ``autoplay-live emulator`` listens on by default (the class picks a free one)."""
+EMULATOR_TOKEN_ENV_VAR = "AUTOPLAY_EMULATOR_TOKEN"
+"""Where ``autoplay-live emulator`` reads its bearer token when ``--token`` is not given.
+
+Not the client's ``AUTOPLAY_APP_UNKEY_TOKEN``: a token the emulator requires is
+a test value and must never be the real connector's."""
 _WRITE_BATCH = 512
 _MAX_REQUEST_LOG = 1000
-
-
-@dataclass
-class Faults:
-    """Fault injection, changeable while the server runs (plain attribute writes).
-
-    Attributes:
-        close_every: end each stream after this many data frames (``None``: never).
-        close_mode: ``"clean"`` sends the terminating chunk; ``"abort"`` cuts the
-            TCP connection mid-stream.
-        fail_next: answer the next N stream requests with ``fail_status``.
-        fail_until: answer stream requests with ``fail_status`` until this
-            ``time.monotonic()`` moment.
-        fail_status: the status used by ``fail_next`` / ``fail_until``.
-        replay_overlap: on ``Last-Event-ID`` resumption, also resend this many
-            frames the client already has (to exercise client-side dedupe).
-    """
-
-    close_every: int | None = None
-    close_mode: Literal["clean", "abort"] = "clean"
-    fail_next: int = 0
-    fail_until: float = 0.0
-    fail_status: int = 503
-    replay_overlap: int = 0
-
-
-@dataclass(frozen=True)
-class RequestRecord:
-    """One HTTP request the server answered (the token itself is never kept)."""
-
-    path: str
-    status: int
-    last_event_id: str | None
-    authorization: Literal["none", "valid", "invalid"]
-
-
-@dataclass
-class EmulatorStats:
-    """Counters the server keeps; read them through :attr:`EmulatorServer.stats`."""
-
-    streams_opened: int = 0
-    streams_active: int = 0
-    frames_sent: int = 0
-    heartbeats_sent: int = 0
-    replayed: int = 0
-    replay_gaps: int = 0
-    fault_closes: int = 0
-    fault_statuses: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters as a plain dict."""
-        return dict(self.__dict__)
-
-
-class _Frame:
-    """One published frame. ``stamp`` frames get ``forwarded_at`` set when sent."""
-
-    __slots__ = ("data", "event", "id", "payload", "wire")
-
-    def __init__(self, frame_id: int, event: str, data: bytes, payload: dict[str, Any] | None):
-        self.id = frame_id
-        self.event = event
-        self.data = data
-        self.payload = payload
-        self.wire: bytes | None = None if payload is not None else _wire(event, frame_id, data)
-        if payload is not None and "forwarded_at" in payload:
-            # The whole frame with a placeholder where the send-time stamp goes.
-            template = json.dumps({**payload, "forwarded_at": 0}, separators=(",", ":"))
-            marker = '"forwarded_at":0'
-            if template.count(marker) == 1:
-                data = template.replace(marker, '"forwarded_at":' + _STAMP.decode()).encode()
-                self.data = _wire(event, frame_id, data)
-
-    def encode(self) -> bytes:
-        if self.wire is not None:
-            return self.wire
-        assert self.payload is not None
-        if self.data:  # pre-encoded around the stamp: only the clock is formatted per send
-            head, _, tail = self.data.partition(_STAMP)
-            return head + repr(time.time()).encode() + tail
-        stamped = dict(self.payload)
-        stamped["forwarded_at"] = time.time()
-        return _wire(self.event, self.id, json.dumps(stamped, separators=(",", ":")).encode())
-
-
-_STAMP = b"\x00STAMP\x00"
-
-
-def _wire(event: str, frame_id: int, data: bytes) -> bytes:
-    lines = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
-    return b"event: " + event.encode() + b"\nid: " + str(frame_id).encode() + b"\n" + lines + b"\n"
-
-
-class _Channel:
-    """The frames of one product: contiguous ids in a bounded ring."""
-
-    def __init__(self, replay_size: int) -> None:
-        self.lock = threading.Lock()
-        self.ring: deque[_Frame] = deque(maxlen=replay_size)
-        self.last_id = 0
-        self.wakers: set[asyncio.Event] = set()
-        self.wake_pending = False
-
-    def append(self, event: str, data: bytes, payload: dict[str, Any] | None) -> int:
-        self.last_id += 1
-        self.ring.append(_Frame(self.last_id, event, data, payload))
-        return self.last_id
-
-    def since(self, after: int, limit: int) -> tuple[list[_Frame], int]:
-        """Frames with id > ``after`` (at most ``limit``) and how many were lost to the ring."""
-        if not self.ring or after >= self.last_id:
-            return [], 0
-        first = self.ring[0].id
-        gap = max(0, first - after - 1)
-        start = max(after + 1, first) - first
-        return list(itertools.islice(self.ring, start, start + limit)), gap
 
 
 class EmulatorServer:
@@ -205,9 +118,9 @@ class EmulatorServer:
     def __init__(
         self,
         *,
-        host: str = "127.0.0.1",
+        host: str = DEFAULT_HOST,
         port: int = 0,
-        products: Iterable[str] = ("demo",),
+        products: Iterable[str] = DEFAULT_PRODUCTS,
         token: str | None = None,
         heartbeat_interval: float | None = DEFAULT_HEARTBEAT_INTERVAL,
         retry_ms: int | None = None,
@@ -227,7 +140,7 @@ class EmulatorServer:
         self._replay_size = replay_size
         self.faults = faults if faults is not None else Faults()
         self.replay_from_start = replay_from_start
-        self._channels: dict[str, _Channel] = {}
+        self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
         for product in products:
             self.add_product(product)
@@ -275,9 +188,9 @@ class EmulatorServer:
         """Make ``product_id`` known (idempotent)."""
         with self._channels_lock:
             if product_id not in self._channels:
-                self._channels[product_id] = _Channel(self._replay_size)
+                self._channels[product_id] = Channel(self._replay_size)
 
-    def _channel(self, product_id: str) -> _Channel:
+    def _channel(self, product_id: str) -> Channel:
         channel = self._channels.get(product_id)
         if channel is None:
             self.add_product(product_id)
@@ -330,7 +243,7 @@ class EmulatorServer:
         return str(frame_id)
 
     @staticmethod
-    def _wake(channel: _Channel) -> None:
+    def _wake(channel: Channel) -> None:
         with channel.lock:
             channel.wake_pending = False
             wakers = list(channel.wakers)
@@ -408,7 +321,7 @@ class EmulatorServer:
             raise RuntimeError("the emulator is already started")
         self._loop = asyncio.get_running_loop()
         self._server = await asyncio.start_server(
-            self._handle, self.host, self._requested_port, limit=_MAX_REQUEST_HEAD
+            self._handle, self.host, self._requested_port, limit=MAX_REQUEST_HEAD
         )
         self._port = self._server.sockets[0].getsockname()[1]
         logger.info("emulator: serving on %s", self.url)
@@ -523,59 +436,51 @@ class EmulatorServer:
             writer.close()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        lines = head.decode("latin-1").split("\r\n")
-        parts = lines[0].split(" ")
-        if len(parts) != 3:
-            await self._respond(writer, 400, "bad request line")
+        request = parse_head(await reader.readuntil(b"\r\n\r\n"))
+        if request is None:
+            await respond(writer, 400, "bad request line")
             return
-        method, target, _version = parts
-        headers: dict[str, str] = {}
-        for line in lines[1:]:
-            name, sep, value = line.partition(":")
-            if sep:
-                headers[name.strip().lower()] = value.strip()
-        path = target.split("?", 1)[0]
-        last_event_id = headers.get("last-event-id")
-        auth = self._check_auth(headers.get("authorization"))
+        path = request.path
+        last_event_id = request.headers.get("last-event-id")
+        auth = self._check_auth(request.headers.get("authorization"))
 
         def record(status: int) -> None:
             self.requests.append(RequestRecord(path, status, last_event_id, auth))
 
         if path == "/healthz":
             record(200)
-            await self._respond(writer, 200, "ok")
+            await respond(writer, 200, "ok")
             return
-        if method != "GET":
+        if request.method != "GET":
             record(405)
-            await self._respond(writer, 405, "method not allowed")
+            await respond(writer, 405, "method not allowed")
             return
         if not path.startswith("/stream/"):
             record(404)
-            await self._respond(writer, 404, "not found")
+            await respond(writer, 404, "not found")
             return
         if auth != "valid" and self._token is not None:
             status = 401 if auth == "none" else 403
             record(status)
-            await self._respond(writer, status, "unauthorized" if status == 401 else "forbidden")
+            await respond(writer, status, "unauthorized" if status == 401 else "forbidden")
             return
         product = path[len("/stream/") :]
         channel = self._channels.get(product)
         if channel is None:
             record(404)
-            await self._respond(writer, 404, f"unknown product {product!r}")
+            await respond(writer, 404, f"unknown product {product!r}")
             return
         fault_status = self._take_fault_status()
         if fault_status is not None:
             record(fault_status)
             self.stats.fault_statuses += 1
             self._changed_stats()
-            await self._respond(writer, fault_status, "injected failure")
+            await respond(writer, fault_status, "injected failure")
             return
         record(200)
         await self._stream(channel, writer, last_event_id)
 
-    def _check_auth(self, header: str | None) -> Literal["none", "valid", "invalid"]:
+    def _check_auth(self, header: str | None) -> Authorization:
         if not header:
             return "none"
         scheme, _, value = header.partition(" ")
@@ -592,19 +497,8 @@ class EmulatorServer:
             return faults.fail_status
         return None
 
-    @staticmethod
-    async def _respond(writer: asyncio.StreamWriter, status: int, body: str) -> None:
-        payload = body.encode()
-        reason = _REASONS.get(status, "Error")
-        writer.write(
-            f"HTTP/1.1 {status} {reason}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode()
-            + payload
-        )
-        await writer.drain()
-
     async def _stream(
-        self, channel: _Channel, writer: asyncio.StreamWriter, last_event_id: str | None
+        self, channel: Channel, writer: asyncio.StreamWriter, last_event_id: str | None
     ) -> None:
         # Snapshot the live point and subscribe before the client can see the headers,
         # so anything published once the client knows it is connected reaches it.
@@ -623,13 +517,9 @@ class EmulatorServer:
                 sent_upto = live_from
         self.stats.streams_opened += 1
         self.stats.streams_active += 1
-        writer.write(
-            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\n"
-            b"Cache-Control: no-store\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n"
-            b"X-Accel-Buffering: no\r\n\r\n"
-        )
+        writer.write(STREAM_HEAD)
         if self.retry_ms is not None:
-            _chunk(writer, f"retry: {self.retry_ms}\n\n".encode())
+            chunk(writer, f"retry: {self.retry_ms}\n\n".encode())
         self._changed_stats()
         sent_here = 0
         try:
@@ -651,7 +541,7 @@ class EmulatorServer:
                 if close_every is not None and sent_here + len(frames) >= close_every:
                     frames = frames[: close_every - sent_here]
                 body = b"".join(frame.encode() for frame in frames)
-                _chunk(writer, body)
+                chunk(writer, body)
                 sent_upto = frames[-1].id
                 sent_here += len(frames)
                 self.stats.frames_sent += len(frames)
@@ -660,7 +550,7 @@ class EmulatorServer:
                 if close_every is not None and sent_here >= close_every:
                     self.stats.fault_closes += 1
                     if self.faults.close_mode == "clean":
-                        writer.write(b"0\r\n\r\n")
+                        end_chunks(writer)
                         await writer.drain()
                         writer.close()
                     else:
@@ -680,26 +570,7 @@ class EmulatorServer:
         try:
             await asyncio.wait_for(waker.wait(), self.heartbeat_interval)
         except asyncio.TimeoutError:
-            _chunk(writer, b"event: heartbeat\ndata: {}\n\n")
+            chunk(writer, b"event: heartbeat\ndata: {}\n\n")
             await writer.drain()
             self.stats.heartbeats_sent += 1
             self._changed_stats()
-
-
-def _chunk(writer: asyncio.StreamWriter, body: bytes) -> None:
-    writer.write(b"%x\r\n%s\r\n" % (len(body), body))
-
-
-_REASONS = {
-    200: "OK",
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    429: "Too Many Requests",
-    500: "Internal Server Error",
-    502: "Bad Gateway",
-    503: "Service Unavailable",
-    504: "Gateway Timeout",
-}

@@ -2,17 +2,33 @@
 
 from __future__ import annotations
 
+import ast
 import json
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import httpx
 import pytest
 from httpx_sse import EventSource, ServerSentEvent, aconnect_sse, connect_sse
 
+from autoplay_base import emulator as emulator_package
+from autoplay_base.cli import build_parser
 from autoplay_base.emulator import (
+    DEFAULT_COMMAND_PORT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_LOAD_RATE,
+    DEFAULT_LOAD_SESSIONS,
+    DEFAULT_REPEAT,
+    DEFAULT_REPLAY_SIZE,
+    DEFAULT_SPEED,
+    EMULATOR_TOKEN_ENV_VAR,
     EmulatorServer,
+    EmulatorStats,
+    Faults,
     bad_frames,
     list_scripts,
     load_script,
@@ -288,3 +304,64 @@ def test_replay_from_start_serves_the_backlog_to_new_streams(
     for n in range(3):
         server.publish("acme", {**PAYLOAD, "n": n})
     assert [f.id for f in _read(server.url_for("acme"), 3)] == ["1", "2", "3"]
+
+
+def _emulator_imports() -> dict[str, set[str]]:
+    """Each emulator module and the emulator modules it imports (``TYPE_CHECKING`` too)."""
+    package = Path(emulator_package.__file__).parent
+    prefix = "autoplay_base.emulator."
+    graph: dict[str, set[str]] = {}
+    for path in sorted(package.glob("*.py")):
+        if path.stem == "__init__":
+            continue
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith(prefix):
+                imported.add(str(node.module)[len(prefix) :])
+        graph[path.stem] = imported
+    return graph
+
+
+def test_emulator_modules_import_one_way() -> None:
+    graph = _emulator_imports()
+    assert graph["generators"] == {"_types"}  # never the server that schedules it
+    assert graph["server"] == {"_channels", "_http", "_types", "generators"}
+    assert graph["_channels"] == graph["_http"] == graph["_types"] == set()
+
+
+def test_emulator_stats_are_counters_in_their_documented_order() -> None:
+    stats = EmulatorStats()
+    stats.frames_sent += 3
+    assert stats.as_dict() == {
+        "streams_opened": 0,
+        "streams_active": 0,
+        "frames_sent": 3,
+        "heartbeats_sent": 0,
+        "replayed": 0,
+        "replay_gaps": 0,
+        "fault_closes": 0,
+        "fault_statuses": 0,
+    }
+    assert list(stats.as_dict()) == list(EmulatorStats.__slots__)
+
+
+def test_cli_defaults_are_the_emulators() -> None:
+    args = build_parser().parse_args(["emulator"])
+    assert (args.host, args.port) == (DEFAULT_HOST, DEFAULT_COMMAND_PORT) == ("127.0.0.1", 8765)
+    assert (args.heartbeat, args.replay_size) == (DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_REPLAY_SIZE)
+    assert (args.heartbeat, args.replay_size) == (15.0, 10_000)
+    assert (args.speed, args.repeat) == (DEFAULT_SPEED, DEFAULT_REPEAT) == (1.0, 1)
+    assert (args.sessions, args.rate) == (DEFAULT_LOAD_SESSIONS, DEFAULT_LOAD_RATE) == (10, 100.0)
+    assert (args.close_mode, args.fail_first) == (Faults().close_mode, Faults().fail_next)
+    assert (args.close_mode, args.fail_first) == ("clean", 0)
+    assert args.product is None  # then the server's DEFAULT_PRODUCTS: ("demo",)
+    assert EMULATOR_TOKEN_ENV_VAR == "AUTOPLAY_EMULATOR_TOKEN"
+
+
+def test_cli_emulator_reads_its_token_from_its_own_variable() -> None:
+    command = [sys.executable, "-m", "autoplay_base.cli", "emulator", "--port", "0"]
+    command += ["--product", "acme", "--script", "upgrade_billing_plan", "--speed", "0"]
+    # The client's variable is set too, to another value: the emulator must not read it.
+    env = {**os.environ, EMULATOR_TOKEN_ENV_VAR: "cli-token", "AUTOPLAY_APP_UNKEY_TOKEN": "other"}
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
+        _check_cli_emulator(process)

@@ -220,6 +220,53 @@ def test_a_summarizer_binds_to_one_store() -> None:
     summarizer.close()
 
 
+def test_the_summarizer_retry_defaults_are_its_own_not_the_clients() -> None:
+    from autoplay_base import _reconnect, summarizer
+
+    assert summarizer.DEFAULT_SUMMARY_INITIAL_BACKOFF == 1.0
+    assert summarizer.DEFAULT_SUMMARY_MAX_BACKOFF == 60.0
+    assert _reconnect.DEFAULT_MAX_BACKOFF == 30.0  # the connector client's, another policy
+    assert not hasattr(summarizer, "DEFAULT_MAX_BACKOFF")  # one name, one value
+    # By default a session whose retries are spent waits the summarizer's 60 s, not 30 s.
+    clock = FakeClock()
+    llm = RecordingLLM([RuntimeError("down"), "Back."])
+    store = ContextStore(SessionSummarizer(llm, threshold=1, max_retries=0, clock=clock))
+    store.add(actions("s", "a1"))
+    store.flush(WAIT)
+    clock.advance(59.5)
+    store.add(actions("s", "a2"))
+    store.flush(WAIT)
+    assert len(llm.prompts) == 1
+    clock.advance(0.5)
+    store.add(actions("s", "a3"))
+    store.flush(WAIT)
+    assert len(llm.prompts) == 2
+    assert store.get("s") == "Summary: Back."
+    store.close()
+
+
+async def test_async_summarizer_binds_to_one_store_and_adopts_connector_summaries() -> None:
+    prompts: list[str] = []
+
+    async def llm(prompt: str) -> str:
+        prompts.append(prompt)
+        return "Mine."
+
+    summarizer = AsyncSessionSummarizer(llm, threshold=2)
+    store = AsyncContextStore(summarizer)
+    with pytest.raises(ConfigError, match="already bound"):
+        AsyncContextStore(summarizer)
+    await store.add(actions("s", "a1"))
+    await store.add(summary("s", "From the connector.", replaces=1))
+    await store.add(actions("s", "a2", "a3"))
+    assert await summarizer.flush(WAIT)
+    assert [prompt_parts(p) for p in prompts] == [
+        ("From the connector.", "1. a2 — /page\n2. a3 — /page")
+    ]
+    assert await store.aget("s") == "Summary: Mine."
+    await store.aclose()
+
+
 async def test_async_summarizer_rolls_and_replaces() -> None:
     prompts: list[str] = []
 

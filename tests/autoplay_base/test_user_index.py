@@ -68,6 +68,18 @@ async def test_async_twins() -> None:
     assert await index.aget_user_activity("u1") == ""
 
 
+async def test_add_async_is_the_deprecated_alias_of_aadd() -> None:
+    store = AsyncContextStore()
+    index = UserSessionIndex(store)
+    await index.aadd(actions("s1", "x", user_id="u1", email="new@x.io"))
+    await index.add_async(actions("s2", "x", user_id="u2", email="old@x.io"))
+    await store.add(actions("s1", "x", user_id="u1"))
+    await store.add(actions("s2", "x", user_id="u2"))
+    assert [index.get_email("u1"), index.get_email("u2")] == ["new@x.io", "old@x.io"]
+    doc = UserSessionIndex.add_async.__doc__ or ""
+    assert doc.startswith("Deprecated: use :meth:`aadd`")
+
+
 def test_bad_options() -> None:
     with pytest.raises(ConfigError):
         UserSessionIndex(ContextStore(), lookback_seconds=0)

@@ -1,0 +1,85 @@
+"""What the emulator has published: per-product replay rings of encoded SSE frames.
+
+:class:`Channel` holds one product's frames with contiguous ids in a bounded
+ring and tells a stream what it missed; :class:`Frame` encodes itself once,
+leaving only a send-time ``forwarded_at`` stamp to format per connection.
+No I/O here: the server wakes its writers and writes the bytes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from typing import Any
+
+__all__ = ["Channel", "Frame", "wire"]
+
+_STAMP = b"\x00STAMP\x00"
+
+
+class Frame:
+    """One published frame. ``stamp`` frames get ``forwarded_at`` set when sent."""
+
+    __slots__ = ("data", "event", "id", "payload", "wire")
+
+    def __init__(self, frame_id: int, event: str, data: bytes, payload: dict[str, Any] | None):
+        self.id = frame_id
+        self.event = event
+        self.data = data
+        self.payload = payload
+        self.wire: bytes | None = None if payload is not None else wire(event, frame_id, data)
+        if payload is not None and "forwarded_at" in payload:
+            # The whole frame with a placeholder where the send-time stamp goes.
+            template = json.dumps({**payload, "forwarded_at": 0}, separators=(",", ":"))
+            marker = '"forwarded_at":0'
+            if template.count(marker) == 1:
+                data = template.replace(marker, '"forwarded_at":' + _STAMP.decode()).encode()
+                self.data = wire(event, frame_id, data)
+
+    def encode(self) -> bytes:
+        """The frame's bytes on the wire (stamped with the wall clock now, if it is stamped)."""
+        if self.wire is not None:
+            return self.wire
+        assert self.payload is not None
+        if self.data:  # pre-encoded around the stamp: only the clock is formatted per send
+            head, _, tail = self.data.partition(_STAMP)
+            return head + repr(time.time()).encode() + tail
+        stamped = dict(self.payload)
+        stamped["forwarded_at"] = time.time()
+        return wire(self.event, self.id, json.dumps(stamped, separators=(",", ":")).encode())
+
+
+def wire(event: str, frame_id: int, data: bytes) -> bytes:
+    """One SSE frame: ``event:``, ``id:``, a ``data:`` line per line of ``data``, a blank line."""
+    lines = b"".join(b"data: " + line + b"\n" for line in data.split(b"\n"))
+    return b"event: " + event.encode() + b"\nid: " + str(frame_id).encode() + b"\n" + lines + b"\n"
+
+
+class Channel:
+    """The frames of one product: contiguous ids in a bounded ring."""
+
+    def __init__(self, replay_size: int) -> None:
+        self.lock = threading.Lock()
+        self.ring: deque[Frame] = deque(maxlen=replay_size)
+        self.last_id = 0
+        self.wakers: set[asyncio.Event] = set()
+        self.wake_pending = False
+
+    def append(self, event: str, data: bytes, payload: dict[str, Any] | None) -> int:
+        """Add a frame with the next id; returns that id (caller holds :attr:`lock`)."""
+        self.last_id += 1
+        self.ring.append(Frame(self.last_id, event, data, payload))
+        return self.last_id
+
+    def since(self, after: int, limit: int) -> tuple[list[Frame], int]:
+        """Frames with id > ``after`` (at most ``limit``) and how many were lost to the ring."""
+        if not self.ring or after >= self.last_id:
+            return [], 0
+        first = self.ring[0].id
+        gap = max(0, first - after - 1)
+        start = max(after + 1, first) - first
+        return list(itertools.islice(self.ring, start, start + limit)), gap
