@@ -10,7 +10,7 @@ import pytest
 
 from autoplay_base.cli import main
 from autoplay_base.demo import load_help_center
-from autoplay_base.demo.app import DemoOptions, run_demo
+from langchain_autoplay.demo import DemoOptions, run_demo
 
 
 def test_help_center_has_thirty_articles() -> None:
