@@ -15,21 +15,19 @@ values with the same :class:`~autoplay_base.errors.ConfigError` messages.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 from autoplay_base.backends.base import SessionKey, SessionView
+from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
 from autoplay_base.events import ActionsPayload, Event, SummaryPayload
 from autoplay_base.formatting import view_text
 from autoplay_base.recording import iter_recording
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
-
-if TYPE_CHECKING:
-    from autoplay_base.context_store import AsyncContextStore, ContextStore
 
 __all__ = [
     "LIVE_CONTEXT_SOURCE",
@@ -303,3 +301,25 @@ class SourceOptions:
     async def asnapshots(self, store: ContextStore | AsyncContextStore) -> list[SessionSnapshot]:
         """Async twin of :meth:`snapshots`."""
         return await asnapshot_sessions(store, product_id=self.product_id, **self.context_options)
+
+    def gathered(self, events: Iterable[Event]) -> list[SessionSnapshot]:
+        """Per-session snapshots of ``events``, gathered first in a private in-memory store.
+
+        So a summary replaces the actions it covers exactly as it does live. Unmodelled
+        events carry no context: the private store ignores them (callers that want
+        them counted or logged filter them out first).
+        """
+        with ContextStore() as store:
+            for event in events:
+                store.add(event)
+            return self.snapshots(store)
+
+    async def agathered(self, events: AsyncIterable[Event]) -> list[SessionSnapshot]:
+        """Async twin of :meth:`gathered`."""
+        store = AsyncContextStore()
+        try:
+            async for event in events:
+                await store.add(event)
+            return await self.asnapshots(store)
+        finally:
+            await store.aclose()

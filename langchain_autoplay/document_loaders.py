@@ -44,7 +44,7 @@ from typing_extensions import override
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError, MissingDependencyError
 from autoplay_base.events import Event, UnknownEvent
-from autoplay_base.sources import SourceOptions
+from autoplay_base.sources import SessionSnapshot, SourceOptions
 from langchain_autoplay._documents import event_document, snapshot_document
 
 __all__ = ["AutoplayLoader", "LoadUnit"]
@@ -196,49 +196,39 @@ class AutoplayLoader(BaseLoader):
         total = self.max_events if self.per == "event" else None
         return _Bar(self.show_progress, total)
 
-    # -- sync -------------------------------------------------------------------------
+    def _snapshots(self, source: SourceOptions) -> list[SessionSnapshot]:
+        if source.store is not None:
+            return source.snapshots(source.store)
+        return source.gathered(e for e in source.events() if self._keep(e))
+
+    async def _asnapshots(self, source: SourceOptions) -> list[SessionSnapshot]:
+        if source.store is not None:
+            return await source.asnapshots(source.store)
+        return await source.agathered(e async for e in source.aevents() if self._keep(e))
+
+    # -- the hooks ----------------------------------------------------------------------
     @override
     def lazy_load(self) -> Iterator[Document]:
         """Documents one by one (per session: once the source is exhausted)."""
         source = self._source()
         with self._bar() as bar:
-            if source.store is not None:
-                for snapshot in source.snapshots(source.store):
-                    yield bar.tick(snapshot_document(snapshot))
-                return
-            events = (e for e in source.events() if self._keep(e))
             if self.per == "event":
-                yield from (bar.tick(event_document(e)) for e in events)
+                for event in source.events():
+                    if self._keep(event):
+                        yield bar.tick(event_document(event))
                 return
-            with ContextStore() as gathered:
-                for event in events:
-                    assert not isinstance(event, UnknownEvent)  # _keep drops them per session
-                    gathered.add(event)
-                for snapshot in source.snapshots(gathered):
-                    yield bar.tick(snapshot_document(snapshot))
+            for snapshot in self._snapshots(source):
+                yield bar.tick(snapshot_document(snapshot))
 
-    # -- async --------------------------------------------------------------------------
     @override
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Async twin of :meth:`lazy_load` (streams are read with httpx's async client)."""
         source = self._source()
         with self._bar() as bar:
-            if source.store is not None:
-                for snapshot in await source.asnapshots(source.store):
-                    yield bar.tick(snapshot_document(snapshot))
-                return
             if self.per == "event":
                 async for event in source.aevents():
                     if self._keep(event):
                         yield bar.tick(event_document(event))
                 return
-            gathered = AsyncContextStore()
-            try:
-                async for event in source.aevents():
-                    if self._keep(event):
-                        assert not isinstance(event, UnknownEvent)  # see _keep
-                        await gathered.add(event)
-                for snapshot in await source.asnapshots(gathered):
-                    yield bar.tick(snapshot_document(snapshot))
-            finally:
-                await gathered.aclose()
+            for snapshot in await self._asnapshots(source):
+                yield bar.tick(snapshot_document(snapshot))

@@ -4,12 +4,19 @@ covered with the emulator in test_recording.py and the adapters' tests)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
 
-from autoplay_base import AsyncContextStore, ConfigError, ContextStore, SessionKey, UnknownEvent
+from autoplay_base import (
+    AsyncContextStore,
+    ConfigError,
+    ContextStore,
+    Event,
+    SessionKey,
+    UnknownEvent,
+)
 from autoplay_base.sources import (
     SourceOptions,
     asnapshot_sessions,
@@ -156,3 +163,25 @@ def test_source_options_read_what_they_name() -> None:
     assert [(s.key, s.text) for s in options.snapshots(store)] == [
         (SessionKey("p1", "s1"), "Recent activity:\n1. Two — /2")
     ]
+
+
+async def test_gathered_events_become_session_snapshots() -> None:
+    events = [
+        actions("s1", "One", url="/1"),
+        UnknownEvent(type="usertour_trigger", data={"session_id": "s1"}),
+        actions("s1", "Two", url="/2"),
+        summary("s1", "Did one.", replaces=1),
+        actions("s2", "Other", product_id="p2"),
+    ]
+    options = SourceOptions(path="unused.jsonl")
+    expected = [
+        (SessionKey("p1", "s1"), "Summary: Did one.\n\nRecent activity:\n1. Two — /2"),
+        (SessionKey("p2", "s2"), "Recent activity:\n1. Other — /page"),
+    ]
+    assert [(s.key, s.text) for s in options.gathered(events)] == expected
+
+    async def aevents() -> AsyncIterator[Event]:
+        for event in events:
+            yield event
+
+    assert [(s.key, s.text) for s in await options.agathered(aevents())] == expected
