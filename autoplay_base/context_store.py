@@ -29,6 +29,10 @@ Differences from ``autoplay-sdk`` (same call shapes):
   replay costs only its part outside the window and a reused id is stored;
 * payloads without a ``session_id`` are counted and skipped rather than pooled
   under a shared ``"unknown"`` session that would leak between users.
+
+Longer than the ~600-line guide, on purpose: it holds the two public twin classes
+and the base they share, whose bodies differ by ``await`` only and are reviewed
+side by side; everything else (storage, text, summaries) already lives elsewhere.
 """
 
 from __future__ import annotations

@@ -88,6 +88,8 @@ __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_ID_CHARS",
     "MAX_SUMMARY_CHARS",
+    "NO_ACTIVITY",
+    "NO_SESSION",
     "QUERY_HEADER",
     "ActionFields",
     "BatchFields",
@@ -103,6 +105,7 @@ __all__ = [
     "display_line",
     "escape_id_part",
     "format_actions_payload",
+    "format_activity_answer",
     "format_context",
     "format_context_block",
     "format_enriched",
@@ -116,6 +119,10 @@ __all__ = [
 
 CONTEXT_HEADER = "[Session context]"
 QUERY_HEADER = "[Query]"
+NO_ACTIVITY = "No recent activity is recorded for this user's session."
+"""What the activity tool answers for a session with no context."""
+NO_SESSION = "No user session is attached to this conversation, so no activity can be read."
+"""What the activity tool answers for a call that names no session."""
 MAX_FIELD_CHARS = 300
 """Cap on one action's description or URL once cleaned."""
 MAX_SUMMARY_CHARS = 4000
@@ -393,6 +400,11 @@ def format_context_block(context: str) -> str:
 def view_block(view: ContextParts | None) -> str:
     """:func:`view_text` under the ``[Session context]`` header; ``""`` when there is nothing."""
     return format_context_block(view_text(view))
+
+
+def format_activity_answer(context: str) -> str:
+    """The activity tool's answer: the context under its header, or :data:`NO_ACTIVITY`."""
+    return format_context_block(context) if context else NO_ACTIVITY
 
 
 def append_block(text: str, block: str) -> str:

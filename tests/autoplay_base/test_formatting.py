@@ -204,3 +204,11 @@ def test_clean_summary_is_what_the_store_keeps_and_the_event_shows() -> None:
     store = ContextStore()
     store.add(payload)
     assert store.get("s", "p") == f"Summary: {cleaned}"
+
+
+def test_format_activity_answer() -> None:
+    from autoplay_base.formatting import NO_ACTIVITY, format_activity_answer
+
+    assert format_activity_answer("Summary: S.") == "[Session context]\nSummary: S."
+    assert format_activity_answer("") == NO_ACTIVITY
+    assert NO_ACTIVITY == "No recent activity is recorded for this user's session."
