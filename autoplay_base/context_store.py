@@ -29,6 +29,10 @@ Differences from ``autoplay-sdk`` (same call shapes):
   replay costs only its part outside the window and a reused id is stored;
 * payloads without a ``session_id`` are counted and skipped rather than pooled
   under a shared ``"unknown"`` session that would leak between users.
+
+Longer than the ~600-line guide, on purpose: it holds the two public twin classes
+and the base they share, whose bodies differ by ``await`` only and are reviewed
+side by side; everything else (storage, text, summaries) already lives elsewhere.
 """
 
 from __future__ import annotations
@@ -39,6 +43,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
+from autoplay_base._counters import Counters
 from autoplay_base.backends.base import (
     DEFAULT_IDLE_TTL_SECONDS,
     DEFAULT_MAX_ACTIONS_PER_SESSION,
@@ -66,12 +71,11 @@ from autoplay_base.events import (
     decode_object,
 )
 from autoplay_base.formatting import (
-    MAX_SUMMARY_CHARS,
     action_lines,
-    clean_text,
+    clean_summary,
     display_line,
-    format_context,
     format_enriched,
+    view_text,
 )
 from autoplay_base.summarizer import (
     DEFAULT_CLOSE_TIMEOUT,
@@ -106,18 +110,25 @@ _BACKEND_COUNTERS = (
     "actions_trimmed",
     "errors",
 )
+_UNDECODABLE = "chat_history_entries_undecodable"
+"""The store counter that is mirrored into ``backend.stats.extra`` (its former home)."""
 _CONTRACT_EXTRA = ("reused_ids", "dedupe_resets")
 """Extra counters every backend's dedupe may keep; ``stats()`` always shows them."""
 
-OVERRIDES = frozenset(
+CONTEXT_OPTIONS = frozenset(
     {"include_summary", "include_actions", "lookback_seconds", "max_actions", "since"}
 )
+"""The per-call read options ``get``/``view``/``enrich`` (and their async twins) take as
+keywords. Every adapter passes them on under one name, ``context_options``."""
+OVERRIDES = CONTEXT_OPTIONS
+"""Former name of :data:`CONTEXT_OPTIONS`, kept as an alias."""
 
 
-class StoreCounters:
+class StoreCounters(Counters):
     """Counters the store keeps itself (the backend's are in ``store.backend.stats``)."""
 
     __slots__ = (
+        "chat_history_entries_undecodable",
         "duplicates_skipped",
         "payloads_rejected",
         "payloads_without_session",
@@ -126,27 +137,24 @@ class StoreCounters:
         "unknown_events_ignored",
         "writes",
     )
-
-    def __init__(self) -> None:
-        self.writes = 0
-        self.reads = 0
-        self.duplicates_skipped = 0
-        self.payloads_without_session = 0
-        self.payloads_rejected = 0
-        self.unknown_events_ignored = 0
-        self.replaces_clamped = 0
-        """Summaries whose ``replaces`` exceeded :data:`MAX_REPLACES` (stored, clamped)."""
-
-    def as_dict(self) -> dict[str, int]:
-        """The counters as a plain dict (for metrics exporters and logs)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+    chat_history_entries_undecodable: int
+    """Stored chat-history entries a reader could not decode (skipped, logged)."""
+    duplicates_skipped: int
+    payloads_rejected: int
+    payloads_without_session: int
+    reads: int
+    replaces_clamped: int
+    """Summaries whose ``replaces`` exceeded :data:`MAX_REPLACES` (stored, clamped)."""
+    unknown_events_ignored: int
+    writes: int
 
 
 def _check_options(options: Mapping[str, Any]) -> None:
-    unknown = set(options) - OVERRIDES
+    unknown = set(options) - CONTEXT_OPTIONS
     if unknown:
         raise ConfigError(
-            f"unknown option(s) {', '.join(sorted(unknown))}; valid: {', '.join(sorted(OVERRIDES))}"
+            f"unknown option(s) {', '.join(sorted(unknown))}; "
+            f"valid: {', '.join(sorted(CONTEXT_OPTIONS))}"
         )
     lookback = options.get("lookback_seconds")
     if lookback is not None and lookback <= 0:
@@ -239,11 +247,11 @@ class _ContextStoreBase(Generic[SummarizerT]):
         raise NotImplementedError
 
     # -- option and key resolution (pure, no I/O) -------------------------------------
-    def _options(self, overrides: Mapping[str, Any]) -> ReadOptions:
-        if not overrides:
+    def _options(self, context_options: Mapping[str, Any]) -> ReadOptions:
+        if not context_options:
             return self._defaults
-        _check_options(overrides)
-        return replace(self._defaults, **overrides)
+        _check_options(context_options)
+        return replace(self._defaults, **context_options)
 
     @staticmethod
     def _pick_product(session_id: str, products: list[str]) -> SessionKey | None:
@@ -331,7 +339,7 @@ class _ContextStoreBase(Generic[SummarizerT]):
                 MAX_REPLACES,
             )
             replaces = MAX_REPLACES
-        return clean_text(payload.summary, MAX_SUMMARY_CHARS), replaces
+        return clean_summary(payload.summary), replaces
 
     def _wrote(self, stored: bool) -> None:
         if stored:
@@ -341,10 +349,10 @@ class _ContextStoreBase(Generic[SummarizerT]):
 
     # -- reads ------------------------------------------------------------------------
     def _read(
-        self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
+        self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
         """The resolved key and the backend's view (lines still in stored form)."""
-        options = self._options(overrides)
+        options = self._options(context_options)
         key = self._read_key(session_id, product_id)
         if key is None:
             return None, None
@@ -352,9 +360,9 @@ class _ContextStoreBase(Generic[SummarizerT]):
         return key, self.backend.read(key, options, now=self._clock())
 
     async def _aread(
-        self, session_id: str, product_id: str | None, overrides: Mapping[str, Any]
+        self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
-        options = self._options(overrides)
+        options = self._options(context_options)
         key = await self._aread_key(session_id, product_id)
         if key is None:
             return None, None
@@ -362,49 +370,56 @@ class _ContextStoreBase(Generic[SummarizerT]):
         return key, await self.backend.aread(key, options, now=self._clock())
 
     def view(
-        self, session_id: str, product_id: str | None = None, **overrides: Any
+        self, session_id: str, product_id: str | None = None, **context_options: Any
     ) -> SessionView | None:
         """The session's summary and ``<description> — <url>`` lines, or ``None`` if unknown.
 
         For adapters that need the parts rather than the formatted text; takes
-        the same overrides as :meth:`get`.
+        the same context options as :meth:`get`.
         """
-        key, view = self._read(session_id, product_id, overrides)
+        key, view = self._read(session_id, product_id, context_options)
         return _displayed(view, key)
 
     async def aview(
-        self, session_id: str, product_id: str | None = None, **overrides: Any
+        self, session_id: str, product_id: str | None = None, **context_options: Any
     ) -> SessionView | None:
         """Async twin of :meth:`view`."""
-        key, view = await self._aread(session_id, product_id, overrides)
+        key, view = await self._aread(session_id, product_id, context_options)
         return _displayed(view, key)
 
-    def get(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
+    def get(self, session_id: str, product_id: str | None = None, **context_options: Any) -> str:
         """The formatted context (``Summary: …`` / ``Recent activity:``), or ``""``.
 
-        Overrides: ``include_summary``, ``include_actions``, ``lookback_seconds``,
+        Context options (:data:`CONTEXT_OPTIONS`, per call, over the constructor's
+        defaults): ``include_summary``, ``include_actions``, ``lookback_seconds``,
         ``max_actions`` (applied after lookback) and ``since`` (a local
         ``time.time()`` moment; only activity after it).
         """
-        _, view = self._read(session_id, product_id, overrides)
-        return format_context(view.summary, view.actions) if view is not None else ""
+        _, view = self._read(session_id, product_id, context_options)
+        return view_text(view)
 
-    async def aget(self, session_id: str, product_id: str | None = None, **overrides: Any) -> str:
+    async def aget(
+        self, session_id: str, product_id: str | None = None, **context_options: Any
+    ) -> str:
         """Async twin of :meth:`get`."""
-        _, view = await self._aread(session_id, product_id, overrides)
-        return format_context(view.summary, view.actions) if view is not None else ""
+        _, view = await self._aread(session_id, product_id, context_options)
+        return view_text(view)
 
     def enrich(
-        self, session_id: str, query: str, product_id: str | None = None, **overrides: Any
+        self, session_id: str, query: str, product_id: str | None = None, **context_options: Any
     ) -> str:
         """``[Session context]``, context, ``[Query]``, query; the bare query without context."""
-        return format_enriched(self.get(session_id, product_id, **overrides), query)
+        # Straight to ``_read`` rather than through ``get``: the per-query hot path,
+        # and a second call would repack the keywords.
+        _, view = self._read(session_id, product_id, context_options)
+        return format_enriched(view_text(view), query)
 
     async def aenrich(
-        self, session_id: str, query: str, product_id: str | None = None, **overrides: Any
+        self, session_id: str, query: str, product_id: str | None = None, **context_options: Any
     ) -> str:
         """Async twin of :meth:`enrich`."""
-        return format_enriched(await self.aget(session_id, product_id, **overrides), query)
+        _, view = await self._aread(session_id, product_id, context_options)
+        return format_enriched(view_text(view), query)
 
     def reset(self, session_id: str, product_id: str | None = None) -> None:
         """Forget a session's context (and its summarizer state)."""
@@ -465,6 +480,18 @@ class _ContextStoreBase(Generic[SummarizerT]):
         """``(product_id, session_id)`` of every live session, least recently used first."""
         return self.backend.sessions()
 
+    def count_undecodable_history_entry(self) -> None:
+        """Count one stored chat-history entry that could not be decoded (it was skipped).
+
+        Called by the chat-history adapters, which log the entry's position; shown
+        by :meth:`stats` as ``chat_history_entries_undecodable``. The figure is also
+        kept under the same key in ``backend.stats.extra``, where it was documented
+        before the store counted it.
+        """
+        self.counters.chat_history_entries_undecodable += 1
+        extra = self.backend.stats.extra
+        extra[_UNDECODABLE] = extra.get(_UNDECODABLE, 0) + 1
+
     def stats(self) -> dict[str, int]:
         """Store and backend counters in one flat dict.
 
@@ -483,6 +510,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
             merged[name] = getattr(backend, name)
         merged.update(dict.fromkeys(_CONTRACT_EXTRA, 0))
         merged.update(backend.extra)
+        # The backend's mirror of this store counter may also count other stores'.
+        merged[_UNDECODABLE] = self.counters.chat_history_entries_undecodable
         return merged
 
 

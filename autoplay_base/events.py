@@ -20,7 +20,9 @@ log or a UTF-8 prompt. JSON bytes cannot carry one: pydantic-core rejects a lone
 only on the Python path (:func:`decode_object`, a webhook body from
 ``json.loads``, and models built by hand), and decoding a frame costs nothing
 more. Text fields may hold anything: :mod:`autoplay_base.formatting` cleans them
-wherever they are shown, and every ``to_text()`` is laid out there.
+wherever they are shown, and every ``to_text()`` is laid out there. The import goes
+one way: this module calls formatting, which names no event type (it reads the
+fields it lays out through read-only protocols).
 """
 
 from __future__ import annotations
@@ -181,8 +183,8 @@ class SummaryPayload(_Frozen):
     event_id: str | None = Field(default=None, exclude=True)
 
     def to_text(self) -> str:
-        """The summary, cleaned to one line (as the store keeps it)."""
-        return formatting.clean_text(self.summary, formatting.MAX_SUMMARY_CHARS)
+        """The summary cleaned to one line, as the store keeps it (``formatting.clean_summary``)."""
+        return formatting.clean_summary(self.summary)
 
 
 class UnknownEvent(_Frozen):

@@ -1,11 +1,18 @@
 """The text that reaches a prompt, in one place.
 
 Two jobs: make untrusted text safe to embed (:func:`clean_text`, :func:`clean_id`,
-:func:`action_line`) and lay out every text built from connector data (the context
-blocks, :func:`format_context` and :func:`format_enriched`; the events' own
-``to_text()``, :func:`format_actions_payload`; the user index's headers,
-:func:`format_user_activity`). :mod:`autoplay_base.events` lays out no text itself:
-its ``to_text()`` methods call these functions.
+:func:`clean_summary`, :func:`action_line`) and lay out every text built from
+connector data (the context blocks, :func:`view_text`, :func:`format_context` and
+:func:`format_enriched`; the events' own ``to_text()``,
+:func:`format_actions_payload`; the user index's headers,
+:func:`format_user_activity`). It is also the only module that reads a stored line
+back (:func:`parse_action_line`). :mod:`autoplay_base.events`, the store and the
+adapters lay out no text themselves: they call these functions.
+
+This module is the lowest floor: it imports nothing of this package. The values it
+lays out (an action, a batch, a read view) are named by the small read-only
+protocols :class:`ActionFields`, :class:`BatchFields` and :class:`ContextParts`,
+which ``SlimAction``, ``ActionsPayload`` and ``SessionView`` satisfy as they are.
 
 Cleaning rules (:func:`clean_text`, the one cleaning function; everything an adapter
 shows to a prompt or an embedding goes through it):
@@ -72,12 +79,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    # Only for annotations: ``events`` imports this module to lay out its text, so
-    # importing it here at run time would make an import circle.
-    from autoplay_base.events import ActionsPayload, SlimAction
+from typing import Any, Protocol
 
 __all__ = [
     "BATCH_SEPARATOR",
@@ -86,26 +88,41 @@ __all__ = [
     "MAX_FIELD_CHARS",
     "MAX_ID_CHARS",
     "MAX_SUMMARY_CHARS",
+    "NO_ACTIVITY",
+    "NO_SESSION",
     "QUERY_HEADER",
+    "ActionFields",
+    "BatchFields",
+    "ContextParts",
     "action_line",
     "action_lines",
+    "append_block",
     "clean_id",
     "clean_metadata",
+    "clean_summary",
     "clean_text",
     "compose_id",
     "display_line",
     "escape_id_part",
     "format_actions_payload",
+    "format_activity_answer",
     "format_context",
     "format_context_block",
     "format_enriched",
     "format_raw_event",
     "format_user_activity",
     "number_lines",
+    "parse_action_line",
+    "view_block",
+    "view_text",
 ]
 
 CONTEXT_HEADER = "[Session context]"
 QUERY_HEADER = "[Query]"
+NO_ACTIVITY = "No recent activity is recorded for this user's session."
+"""What the activity tool answers for a session with no context."""
+NO_SESSION = "No user session is attached to this conversation, so no activity can be read."
+"""What the activity tool answers for a call that names no session."""
 MAX_FIELD_CHARS = 300
 """Cap on one action's description or URL once cleaned."""
 MAX_SUMMARY_CHARS = 4000
@@ -124,6 +141,51 @@ _NUMBERS = ["1. ", *(f"\n{n}. " for n in range(2, 257))]
 
 MAX_ID_CHARS = 256
 """Cap on an id (session, product, user, event type) once cleaned for display."""
+
+
+# The values laid out here, by the fields read: read-only protocols rather than the
+# event and backend types, so this module imports nothing of the package (events,
+# the store and the backends all import it) and there is no import circle, not even
+# one for type checkers.
+class ActionFields(Protocol):
+    """What :func:`action_line` reads of an action (``SlimAction`` has it)."""
+
+    @property
+    def title(self) -> str:
+        """Shown when there is no description."""
+
+    @property
+    def description(self) -> str:
+        """What the user did."""
+
+    @property
+    def canonical_url(self) -> str:
+        """Where they did it."""
+
+
+class BatchFields(Protocol):
+    """What :func:`format_actions_payload` reads of a batch (``ActionsPayload`` has it)."""
+
+    @property
+    def session_id(self) -> str | None:
+        """The session, shown cleaned in the header."""
+
+    @property
+    def actions(self) -> Sequence[ActionFields]:
+        """The batch's actions, one numbered line each."""
+
+
+class ContextParts(Protocol):
+    """What :func:`view_text` reads of a read view (``SessionView`` has it)."""
+
+    @property
+    def summary(self) -> str | None:
+        """The stored (cleaned) summary, if any."""
+
+    @property
+    def actions(self) -> Sequence[str]:
+        """Stored or display lines, oldest first."""
+
 
 # What ``str.translate`` does to untrusted text before whitespace is folded:
 # * C0 and C1 controls other than whitespace become nothing; whitespace (newlines,
@@ -219,6 +281,15 @@ def clean_metadata(
     }
 
 
+def clean_summary(summary: str) -> str:
+    """A summary as stored and shown: :func:`clean_text` with the :data:`MAX_SUMMARY_CHARS` cap.
+
+    ``SummaryPayload.to_text()`` and the store's writes both use it, so the summary
+    an event shows is the one a prompt sees.
+    """
+    return clean_text(summary, MAX_SUMMARY_CHARS)
+
+
 def escape_id_part(value: str) -> str:
     """One part of a composed id: ``%`` and ``:`` percent-encoded (the Redis layout's rule)."""
     return value.replace("%", "%25").replace(":", "%3A")
@@ -245,14 +316,14 @@ def compose_id(prefix: str, *parts: str | None) -> str:
     return ":".join((prefix, *escaped))
 
 
-def action_line(action: SlimAction) -> str:
+def action_line(action: ActionFields) -> str:
     """The cleaned, stored line for one action (see :func:`display_line`)."""
     what = clean_text(action.description or action.title, MAX_FIELD_CHARS)
     where = clean_text(action.canonical_url, MAX_FIELD_CHARS)
     return f"{what}{FIELD_SEPARATOR}{where}" if where else what
 
 
-def action_lines(actions: Sequence[SlimAction]) -> list[str]:
+def action_lines(actions: Sequence[ActionFields]) -> list[str]:
     """:func:`action_line` for each action of a batch."""
     return list(map(action_line, actions))
 
@@ -263,6 +334,25 @@ def display_line(line: str) -> str:
     ``SlimAction.to_text()`` is ``display_line(action_line(action))``.
     """
     return line.replace(FIELD_SEPARATOR, _DASH)
+
+
+def parse_action_line(line: str) -> tuple[str, str | None]:
+    """``(description, url)`` of a line; ``url`` is ``None`` when the line has none.
+
+    The inverse of :func:`action_line`: a stored line is ``description`` +
+    :data:`FIELD_SEPARATOR` + ``url``, or the description alone, and neither part
+    can contain the separator, so ``parse_action_line(action_line(a))`` gives back
+    exactly the cleaned description (or title) and URL of ``a``.
+
+    A display line (:func:`display_line`, what ``store.view`` returns) is read
+    too, split at its last `` — ``. There the split can be wrong, because a
+    description may itself contain `` — ``: callers that want a URL check that the
+    part after it looks like one.
+    """
+    what, sep, where = line.rpartition(FIELD_SEPARATOR)
+    if not sep:
+        what, sep, where = line.rpartition(_DASH)
+    return (what, where) if sep else (line, None)
 
 
 def _numbers(count: int) -> list[str]:
@@ -293,6 +383,11 @@ def format_context(summary: str | None, lines: Sequence[str]) -> str:
     return f"Summary: {summary}" if summary else ""
 
 
+def view_text(view: ContextParts | None) -> str:
+    """The context body of a read (what ``store.get`` returns); ``""`` for no session."""
+    return format_context(view.summary, view.actions) if view is not None else ""
+
+
 def format_context_block(context: str) -> str:
     """A context body under the ``[Session context]`` header, ``""`` when there is none.
 
@@ -300,6 +395,24 @@ def format_context_block(context: str) -> str:
     without the ``[Query]`` part.
     """
     return f"{CONTEXT_HEADER}\n{context}" if context else ""
+
+
+def view_block(view: ContextParts | None) -> str:
+    """:func:`view_text` under the ``[Session context]`` header; ``""`` when there is nothing."""
+    return format_context_block(view_text(view))
+
+
+def format_activity_answer(context: str) -> str:
+    """The activity tool's answer: the context under its header, or :data:`NO_ACTIVITY`."""
+    return format_context_block(context) if context else NO_ACTIVITY
+
+
+def append_block(text: str, block: str) -> str:
+    """``block`` after ``text`` and a blank line; ``block`` alone when ``text`` is empty.
+
+    How a context block joins a system prompt (the LangChain middleware).
+    """
+    return f"{text}\n\n{block}" if text else block
 
 
 def format_enriched(context: str, query: str) -> str:
@@ -321,7 +434,7 @@ def format_user_activity(blocks: Sequence[tuple[str, str, str]]) -> str:
     )
 
 
-def format_actions_payload(payload: ActionsPayload) -> str:
+def format_actions_payload(payload: BatchFields) -> str:
     """``ActionsPayload.to_text()``: a header line, then one numbered line per action.
 
     Every part is cleaned, so the text has exactly ``1 + len(payload.actions)`` lines::

@@ -20,7 +20,7 @@ from langchain_core.documents import Document
 
 from autoplay_base.backends.base import SessionView
 from autoplay_base.events import Event
-from autoplay_base.formatting import clean_metadata, format_context
+from autoplay_base.formatting import clean_metadata
 from autoplay_base.sources import (
     LIVE_CONTEXT_SOURCE,
     SessionSnapshot,
@@ -34,13 +34,7 @@ __all__ = [
     "event_document",
     "session_documents",
     "snapshot_document",
-    "view_text",
 ]
-
-
-def view_text(view: SessionView | None) -> str:
-    """The context body of a view (what ``store.get`` returns), ``""`` for no session."""
-    return format_context(view.summary, view.actions) if view is not None else ""
 
 
 def _metadata(session_id: str, product_id: str | None, **extra: Any) -> dict[str, Any]:

@@ -62,7 +62,9 @@ LiveContextMode = Literal["system_message"]
 """How live context enters the conversation (``None`` turns it off)."""
 
 DECODE_ERRORS_COUNTER = "chat_history_entries_undecodable"
-"""Key in ``store.backend.stats.extra`` counting stored entries that could not be read."""
+"""The counter of stored entries that could not be read: ``store.stats()[DECODE_ERRORS_COUNTER]``
+(counted by the store, ``StoreCounters.chat_history_entries_undecodable``; the same figure
+is still kept under this key in ``store.backend.stats.extra``, its former home)."""
 
 _LIVE_CONTEXT_MODES = ("system_message",)
 
@@ -146,8 +148,7 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
                 at = float(data["at"])
                 (message,) = messages_from_dict([data["message"]])
             except (ValueError, TypeError, KeyError) as exc:
-                extra = self.store.backend.stats.extra
-                extra[DECODE_ERRORS_COUNTER] = extra.get(DECODE_ERRORS_COUNTER, 0) + 1
+                self.store.count_undecodable_history_entry()
                 logger.warning(
                     "chat history: skipped undecodable entry %d of product_id=%r "
                     "session_id=%r (%s)",

@@ -44,7 +44,7 @@ from typing_extensions import override
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError, MissingDependencyError
 from autoplay_base.events import Event, UnknownEvent
-from autoplay_base.sources import aiter_events, asnapshot_sessions, iter_events, snapshot_sessions
+from autoplay_base.sources import SessionSnapshot, SourceOptions
 from langchain_autoplay._documents import event_document, snapshot_document
 
 __all__ = ["AutoplayLoader", "LoadUnit"]
@@ -99,32 +99,13 @@ class _Bar:
         return doc
 
 
-def _check_options(
-    *,
-    has_path: bool,
-    has_url: bool,
-    has_store: bool,
-    per: LoadUnit | None,
-    max_events: int | None,
-    timeout: float | None,
-    product_id: str | None,
-) -> LoadUnit:
-    """Reject option combinations that cannot work; return the document unit."""
-    if has_path + has_url + has_store != 1:
-        raise ConfigError("pass exactly one source: path=, url= or store=")
+def _unit(per: LoadUnit | None, *, has_store: bool) -> LoadUnit:
+    """The document unit; the source options themselves are :class:`SourceOptions`' to check."""
     unit: LoadUnit = per if per is not None else ("session" if has_store else "event")
     if unit not in ("event", "session"):
         raise ConfigError(f"per must be 'event' or 'session', got {per!r}")
     if has_store and unit == "event":
         raise ConfigError("a store snapshot holds sessions, not events: use per='session'")
-    if has_url and max_events is None and timeout is None:
-        raise ConfigError(
-            "a live stream is read for a bounded window: pass max_events= or timeout="
-        )
-    if max_events is not None and max_events < 1:
-        raise ConfigError(f"max_events must be >= 1, got {max_events!r}")
-    if product_id is not None and not has_store:
-        raise ConfigError("product_id= filters store snapshots; a stream URL names its product")
     return unit
 
 
@@ -144,11 +125,14 @@ class AutoplayLoader(BaseLoader):
     Options:
         per: ``"event"`` or ``"session"`` (default: ``"session"`` for a store,
             ``"event"`` otherwise).
-        max_events: stop after this many events (recordings and streams).
-        timeout: stop a live window after this many seconds.
+        max_events: stop after this many events, an int >= 1 (recordings and streams).
+        timeout: stop a live window after this many seconds (> 0).
         product_id: only this product's sessions (store snapshots).
-        context_options: store read overrides for per-session documents
+        context_options: the store's read options for per-session documents
             (``lookback_seconds``, ``max_actions``, …).
+
+    The source options are checked by :class:`~autoplay_base.sources.SourceOptions`,
+    the same rules as ``llamaindex_autoplay.AutoplayReader``'s (``ConfigError``).
         include_unknown: also yield events of unmodelled types (their raw JSON).
         show_progress: show a tqdm progress bar (needs ``tqdm``).
     """
@@ -168,24 +152,16 @@ class AutoplayLoader(BaseLoader):
         include_unknown: bool = False,
         show_progress: bool = False,
     ) -> None:
-        unit = _check_options(
-            has_path=path is not None,
-            has_url=url is not None,
-            has_store=store is not None,
-            per=per,
-            max_events=max_events,
-            timeout=timeout,
-            product_id=product_id,
-        )
         self.path = path
         self.url = url
         self._token = token
         self.store = store
-        self.per: LoadUnit = unit
         self.max_events = max_events
         self.timeout = timeout
         self.product_id = product_id
         self.context_options = dict(context_options or {})
+        self._source()  # the same checks as the LlamaIndex reader's (ConfigError)
+        self.per: LoadUnit = _unit(per, has_store=store is not None)
         self.include_unknown = include_unknown
         self.show_progress = show_progress
         self.skipped = 0
@@ -200,14 +176,9 @@ class AutoplayLoader(BaseLoader):
         return f"AutoplayLoader({source}, per={self.per!r})"
 
     # -- pure steps ---------------------------------------------------------------------
-    def _source(self) -> dict[str, Any]:
-        return {
-            "path": self.path,
-            "url": self.url,
-            "token": self._token,
-            "max_events": self.max_events,
-            "timeout": self.timeout,
-        }
+    def _source(self) -> SourceOptions:
+        # Built from the attributes on every load (they may have been reassigned since).
+        return SourceOptions.from_attributes(self, token=self._token)
 
     def _keep(self, event: Event) -> bool:
         """Whether ``event`` becomes (part of) a document; counts and logs the ones that don't.
@@ -225,59 +196,39 @@ class AutoplayLoader(BaseLoader):
         total = self.max_events if self.per == "event" else None
         return _Bar(self.show_progress, total)
 
-    # -- sync -------------------------------------------------------------------------
-    def _snapshot_docs(self, store: ContextStore | AsyncContextStore) -> Iterator[Document]:
-        for snapshot in snapshot_sessions(
-            store, product_id=self.product_id, **self.context_options
-        ):
-            yield snapshot_document(snapshot)
+    def _snapshots(self, source: SourceOptions) -> list[SessionSnapshot]:
+        if source.store is not None:
+            return source.snapshots(source.store)
+        return source.gathered(e for e in source.events() if self._keep(e))
 
+    async def _asnapshots(self, source: SourceOptions) -> list[SessionSnapshot]:
+        if source.store is not None:
+            return await source.asnapshots(source.store)
+        return await source.agathered(e async for e in source.aevents() if self._keep(e))
+
+    # -- the hooks ----------------------------------------------------------------------
     @override
     def lazy_load(self) -> Iterator[Document]:
         """Documents one by one (per session: once the source is exhausted)."""
+        source = self._source()
         with self._bar() as bar:
-            if self.store is not None:
-                yield from map(bar.tick, self._snapshot_docs(self.store))
-                return
-            events = (e for e in iter_events(**self._source()) if self._keep(e))
             if self.per == "event":
-                yield from (bar.tick(event_document(e)) for e in events)
+                for event in source.events():
+                    if self._keep(event):
+                        yield bar.tick(event_document(event))
                 return
-            with ContextStore() as gathered:
-                for event in events:
-                    assert not isinstance(event, UnknownEvent)  # _keep drops them per session
-                    gathered.add(event)
-                yield from map(bar.tick, self._snapshot_docs(gathered))
-
-    # -- async --------------------------------------------------------------------------
-    async def _asnapshot_docs(
-        self, store: ContextStore | AsyncContextStore
-    ) -> AsyncIterator[Document]:
-        for snapshot in await asnapshot_sessions(
-            store, product_id=self.product_id, **self.context_options
-        ):
-            yield snapshot_document(snapshot)
+            for snapshot in self._snapshots(source):
+                yield bar.tick(snapshot_document(snapshot))
 
     @override
     async def alazy_load(self) -> AsyncIterator[Document]:
         """Async twin of :meth:`lazy_load` (streams are read with httpx's async client)."""
+        source = self._source()
         with self._bar() as bar:
-            if self.store is not None:
-                async for doc in self._asnapshot_docs(self.store):
-                    yield bar.tick(doc)
-                return
             if self.per == "event":
-                async for event in aiter_events(**self._source()):
+                async for event in source.aevents():
                     if self._keep(event):
                         yield bar.tick(event_document(event))
                 return
-            gathered = AsyncContextStore()
-            try:
-                async for event in aiter_events(**self._source()):
-                    if self._keep(event):
-                        assert not isinstance(event, UnknownEvent)  # see _keep
-                        await gathered.add(event)
-                async for doc in self._asnapshot_docs(gathered):
-                    yield bar.tick(doc)
-            finally:
-                await gathered.aclose()
+            for snapshot in await self._asnapshots(source):
+                yield bar.tick(snapshot_document(snapshot))

@@ -35,7 +35,7 @@ from langchain_core.runnables import ensure_config
 from typing_extensions import override
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
-from autoplay_base.formatting import format_context_block
+from autoplay_base.formatting import append_block, format_context_block
 from langchain_autoplay._scope import CallScope, call_scope
 
 __all__ = ["AutoplayContextMiddleware", "append_to_system_message"]
@@ -54,9 +54,7 @@ def append_to_system_message(message: SystemMessage | None, block: str) -> Syste
     if message is None:
         return SystemMessage(content=block)
     if isinstance(message.content, str):
-        content: str | list[str | dict[Any, Any]] = (
-            f"{message.content}\n\n{block}" if message.content else block
-        )
+        content: str | list[str | dict[Any, Any]] = append_block(message.content, block)
     else:
         content = [*message.content, {"type": "text", "text": block}]
     return message.model_copy(update={"content": content})

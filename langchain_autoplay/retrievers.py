@@ -43,12 +43,8 @@ from typing_extensions import override
 from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
-from autoplay_base.formatting import format_enriched
-from langchain_autoplay._documents import (
-    context_document,
-    session_documents,
-    view_text,
-)
+from autoplay_base.formatting import format_enriched, view_text
+from langchain_autoplay._documents import context_document, session_documents
 
 __all__ = ["AutoplayRetriever"]
 

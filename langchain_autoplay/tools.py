@@ -24,7 +24,7 @@ from pydantic import BaseModel, Field
 from typing_extensions import override
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
-from autoplay_base.formatting import format_context_block
+from autoplay_base.formatting import NO_ACTIVITY, NO_SESSION, format_activity_answer
 from langchain_autoplay._scope import CallScope, call_scope, runtime_context
 
 __all__ = [
@@ -38,8 +38,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TOOL_NAME = "get_session_activity"
-NO_ACTIVITY = "No recent activity is recorded for this user's session."
-NO_SESSION = "No user session is attached to this conversation, so no activity can be read."
 MAX_TOOL_ACTIONS = 100
 """Upper bound a model may ask for in one call."""
 
@@ -92,10 +90,6 @@ class SessionActivityTool(BaseTool):
             )
         return scope
 
-    @staticmethod
-    def _answer(context: str) -> str:
-        return format_context_block(context) if context else NO_ACTIVITY
-
     @override
     def _run(
         self,
@@ -109,7 +103,7 @@ class SessionActivityTool(BaseTool):
         if scope.session_id is None:
             return NO_SESSION
         options = self._options(max_actions, lookback_seconds)
-        return self._answer(self.store.get(scope.session_id, scope.product_id, **options))
+        return format_activity_answer(self.store.get(scope.session_id, scope.product_id, **options))
 
     @override
     async def _arun(
@@ -124,7 +118,9 @@ class SessionActivityTool(BaseTool):
         if scope.session_id is None:
             return NO_SESSION
         options = self._options(max_actions, lookback_seconds)
-        return self._answer(await self.store.aget(scope.session_id, scope.product_id, **options))
+        return format_activity_answer(
+            await self.store.aget(scope.session_id, scope.product_id, **options)
+        )
 
 
 def create_session_activity_tool(

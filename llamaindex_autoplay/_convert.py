@@ -5,11 +5,12 @@ result to one of these functions, so the sync and async hooks differ only by
 ``await``.
 
 Boosting (:func:`boost_nodes`): the store keeps each action as a description and
-its ``canonical_url`` (joined by ``FIELD_SEPARATOR``; shown as
-``<description> — <canonical_url>``); :func:`visited_pages` reads the URLs back,
-newest first, and gives each distinct page a rank ``r`` (0 = the page of the
-latest action). A retrieved node whose metadata URL (any of the configured
-keys) names one of those pages gets::
+its ``canonical_url`` (shown as ``<description> — <canonical_url>``);
+:func:`visited_pages` reads the URLs back with
+:func:`~autoplay_base.formatting.parse_action_line` (the line format is known only
+to :mod:`autoplay_base.formatting`), newest first, and gives each distinct page a
+rank ``r`` (0 = the page of the latest action). A retrieved node whose metadata URL
+(any of the configured keys) names one of those pages gets::
 
     score = (score or 0.0) + weight * 1 / (1 + r)
 
@@ -40,11 +41,11 @@ from llama_index.core.schema import Document, NodeWithScore, TextNode
 
 from autoplay_base.events import Event
 from autoplay_base.formatting import (
-    FIELD_SEPARATOR,
     clean_metadata,
     compose_id,
     format_context,
     format_context_block,
+    parse_action_line,
 )
 from autoplay_base.sources import (
     LIVE_CONTEXT_SOURCE,
@@ -54,11 +55,29 @@ from autoplay_base.sources import (
 )
 from llamaindex_autoplay.session import SessionScope
 
-__all__: list[str] = []
+# What the adapters of this package import (plain names: this module is private).
+__all__ = [
+    "CONTEXT_NODE_ID_PREFIX",
+    "EVENT_ID_PREFIX",
+    "SESSION_ID_PREFIX",
+    "Position",
+    "action_url",
+    "boost_nodes",
+    "context_node",
+    "context_node_id",
+    "context_text",
+    "event_document",
+    "event_document_id",
+    "insert_context",
+    "recency",
+    "session_document_id",
+    "snapshot_document",
+    "url_key",
+    "visited_pages",
+]
 
 Position = Literal["first", "last"]
 
-_DISPLAY_SEPARATOR = " — "  # how a display line (``display_line``) shows FIELD_SEPARATOR
 CONTEXT_NODE_ID_PREFIX = "autoplay-live-context"
 EVENT_ID_PREFIX = "autoplay-event"
 SESSION_ID_PREFIX = "autoplay-session"
@@ -111,22 +130,15 @@ def context_node(text: str, scope: SessionScope, *, score: float | None) -> Node
     return NodeWithScore(node=node, score=score)
 
 
-def _url_part(line: str) -> str | None:
-    _, sep, tail = line.rpartition(FIELD_SEPARATOR)
-    if not sep:
-        _, sep, tail = line.rpartition(_DISPLAY_SEPARATOR)
-    return tail if sep else None
-
-
 def action_url(line: str) -> str | None:
-    """The URL of an action line, or ``None`` when it has none.
+    """The URL of an action line (stored or display), or ``None`` when it has none.
 
-    A stored line is ``<description>FIELD_SEPARATOR<url>`` or just
-    ``<description>``. A display line (``<description> — <url>``) is read too;
-    there the description may itself contain `` — ``, so the text after the last
-    one only counts when it looks like a URL (absolute, or a path from ``/``).
+    Read with :func:`~autoplay_base.formatting.parse_action_line`. In a display
+    line (``<description> — <url>``) the description may itself contain `` — ``,
+    so the text after the last one only counts when it looks like a URL
+    (absolute, or a path from ``/``).
     """
-    tail = _url_part(line)
+    _, tail = parse_action_line(line)
     return tail if tail is not None and url_key(tail) is not None else None
 
 
@@ -147,7 +159,7 @@ def visited_pages(actions: Sequence[str]) -> dict[str, int]:
     """Distinct visited pages (by :func:`url_key`) mapped to their recency rank, 0 = latest."""
     ranks: dict[str, int] = {}
     for line in reversed(actions):
-        tail = _url_part(line)
+        _, tail = parse_action_line(line)
         key = url_key(tail) if tail is not None else None
         if key is not None and key not in ranks:
             ranks[key] = len(ranks)

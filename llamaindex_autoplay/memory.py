@@ -39,6 +39,7 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
+from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
 from llamaindex_autoplay.session import current_session, resolve_session
 
 __all__ = ["DEFAULT_BLOCK_NAME", "AutoplayMemoryBlock"]
@@ -49,7 +50,7 @@ DEFAULT_BLOCK_NAME = "live_context"
 """The block's default name (``Memory`` renders it as the ``<live_context>`` tag)."""
 
 
-class AutoplayMemoryBlock(BaseMemoryBlock[str]):
+class AutoplayMemoryBlock(ReadOverridesAlias, BaseMemoryBlock[str]):
     """Supplies the session's live activity (``store.aget``) as memory content."""
 
     name: str = Field(default=DEFAULT_BLOCK_NAME, description="The name of the memory block.")
@@ -72,9 +73,9 @@ class AutoplayMemoryBlock(BaseMemoryBlock[str]):
     use_memory_session_id: bool = Field(
         default=True, description="Read the session that Memory passes (its session_id)."
     )
-    read_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Store read overrides (lookback_seconds, max_actions, include_summary, ...).",
+    context_options: dict[str, Any] = context_options_field(
+        "Store read options (lookback_seconds, max_actions, include_summary, ...); "
+        "also accepted as read_overrides."
     )
 
     async def _aget(self, messages: list[ChatMessage] | None = None, **block_kwargs: Any) -> str:
@@ -89,7 +90,7 @@ class AutoplayMemoryBlock(BaseMemoryBlock[str]):
         if scope is None:
             logger.debug("autoplay memory block %r: no session; no content", self.name)
             return ""
-        return await self.store.aget(scope.session_id, scope.product_id, **self.read_overrides)
+        return await self.store.aget(scope.session_id, scope.product_id, **self.context_options)
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
         """Nothing to store: the block's content comes from the live stream, not the chat."""

@@ -66,6 +66,7 @@ from llamaindex_autoplay._convert import (
     insert_context,
     visited_pages,
 )
+from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
 from llamaindex_autoplay.session import SessionScope, current_session, resolve_session
 
 __all__ = ["DEFAULT_URL_METADATA_KEYS", "AutoplayNodePostprocessor", "AutoplayQueryBundle"]
@@ -89,7 +90,7 @@ class AutoplayQueryBundle(QueryBundle):
     product_id: str | None = None
 
 
-class AutoplayNodePostprocessor(BaseNodePostprocessor):
+class AutoplayNodePostprocessor(ReadOverridesAlias, BaseNodePostprocessor):
     """Injects the user's live session context into retrieved nodes (see the module docs)."""
 
     store: ContextStore | AsyncContextStore = Field(
@@ -117,9 +118,9 @@ class AutoplayNodePostprocessor(BaseNodePostprocessor):
         default_factory=lambda: list(DEFAULT_URL_METADATA_KEYS),
         description="Node metadata keys holding the node's page URL or path.",
     )
-    read_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Store read overrides (lookback_seconds, max_actions, include_summary, ...).",
+    context_options: dict[str, Any] = context_options_field(
+        "Store read options (lookback_seconds, max_actions, include_summary, ...); "
+        "also accepted as read_overrides."
     )
 
     @classmethod
@@ -165,7 +166,7 @@ class AutoplayNodePostprocessor(BaseNodePostprocessor):
         scope = self._scope(query_bundle)
         if scope is None:
             return nodes
-        view = self.store.view(scope.session_id, scope.product_id, **self.read_overrides)
+        view = self.store.view(scope.session_id, scope.product_id, **self.context_options)
         return self._apply(nodes, view, scope)
 
     async def _apostprocess_nodes(
@@ -176,5 +177,5 @@ class AutoplayNodePostprocessor(BaseNodePostprocessor):
         scope = self._scope(query_bundle)
         if scope is None:
             return nodes
-        view = await self.store.aview(scope.session_id, scope.product_id, **self.read_overrides)
+        view = await self.store.aview(scope.session_id, scope.product_id, **self.context_options)
         return self._apply(nodes, view, scope)

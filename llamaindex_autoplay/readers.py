@@ -24,9 +24,10 @@ characters (:mod:`autoplay_base.formatting`). The output feeds
     index = VectorStoreIndex.from_documents(reader.load_data())
 
 ``max_events``, ``timeout`` and ``product_id`` can be overridden per call
-(``reader.load_data(max_events=10)``). The async methods read the stream with
-httpx's async client and the store with its async reads; nothing is run in a
-thread.
+(``reader.load_data(max_events=10)``); ``context_options`` (formerly
+``read_overrides``, still accepted) are the store's read options for snapshots.
+The async methods read the stream with httpx's async client and the store with
+its async reads; nothing is run in a thread.
 """
 
 from __future__ import annotations
@@ -40,16 +41,22 @@ from llama_index.core.schema import Document
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
-from autoplay_base.sources import aiter_events, asnapshot_sessions, iter_events, snapshot_sessions
+from autoplay_base.sources import SourceOptions
 from llamaindex_autoplay._convert import event_document, snapshot_document
+from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
 
 __all__ = ["AutoplayReader"]
 
-_PER_CALL = frozenset({"max_events", "timeout", "product_id"})
+_SOURCE_FIELDS = ("path", "url", "token", "store", "max_events", "timeout", "product_id")
 
 
-class AutoplayReader(BasePydanticReader):
-    """Loads connector events (a recording or a live window) or a store snapshot as documents."""
+class AutoplayReader(ReadOverridesAlias, BasePydanticReader):
+    """Loads connector events (a recording or a live window) or a store snapshot as documents.
+
+    The source options are checked by :class:`~autoplay_base.sources.SourceOptions`,
+    the same rules as ``langchain_autoplay.AutoplayLoader``'s (``ConfigError`` naming
+    the option).
+    """
 
     path: str | None = Field(default=None, description="A recorded JSONL stream to read.")
     url: str | None = Field(default=None, description="The connector stream URL to read live.")
@@ -63,80 +70,49 @@ class AutoplayReader(BasePydanticReader):
         default=None, exclude=True, description="A context store to snapshot, one doc per session."
     )
     max_events: int | None = Field(
-        default=None, ge=0, description="Stop after this many events (recording or stream)."
+        default=None, description="Stop after this many events, >= 1 (recording or stream)."
     )
     timeout: float | None = Field(
-        default=None, gt=0, description="Stop reading the live stream after this many seconds."
+        default=None, description="Stop reading the live stream after this many seconds (> 0)."
     )
     product_id: str | None = Field(
         default=None, description="Snapshot only this product's sessions."
     )
-    read_overrides: dict[str, Any] = Field(
-        default_factory=dict,
-        description="Store read overrides for snapshots (lookback_seconds, max_actions, ...).",
+    context_options: dict[str, Any] = context_options_field(
+        "Store read options for snapshots (lookback_seconds, max_actions, ...); "
+        "also accepted as read_overrides."
     )
 
     def __init__(self, **data: Any) -> None:
-        """Validate the fields, then check the source (outside pydantic, so as ``ConfigError``)."""
+        """Check the source options, then validate the fields."""
+        # Checked on the values as given, before pydantic coerces them (it would turn
+        # ``max_events=True`` into 1), so the reader and the loader refuse the same values.
+        SourceOptions(**{name: data[name] for name in _SOURCE_FIELDS if name in data})
         super().__init__(**data)
-        sources = [name for name in ("path", "url", "store") if getattr(self, name) is not None]
-        if len(sources) != 1:
-            raise ConfigError(
-                "pass exactly one source: path= (a recording), url= (a live stream) "
-                f"or store= (a snapshot); got {', '.join(sources) or 'none'}"
-            )
         if self.url is not None:
             self.is_remote = True
-        self._options((), {})  # the constructor's options must work for a call without overrides
 
     @classmethod
     def class_name(cls) -> str:
         """The name LlamaIndex serializes this component under."""
         return "AutoplayReader"
 
-    def _options(self, args: tuple[Any, ...], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    def _source(self, args: tuple[Any, ...], overrides: Mapping[str, Any]) -> SourceOptions:
         if args:
             raise ConfigError("load options are keyword-only: max_events=, timeout=, product_id=")
-        unknown = set(overrides) - _PER_CALL
-        if unknown:
-            raise ConfigError(
-                f"unknown load option(s) {', '.join(sorted(unknown))}; "
-                f"valid: {', '.join(sorted(_PER_CALL))}"
-            )
-        options = {name: overrides.get(name, getattr(self, name)) for name in _PER_CALL}
-        max_events, timeout = options["max_events"], options["timeout"]
-        if max_events is not None and (not isinstance(max_events, int) or max_events < 0):
-            raise ConfigError(f"max_events must be an int >= 0 or None, got {max_events!r}")
-        if timeout is not None and (not isinstance(timeout, (int, float)) or timeout <= 0):
-            raise ConfigError(f"timeout must be > 0 or None, got {timeout!r}")
-        if options["product_id"] is not None and self.store is None:
-            # A stream URL is already one product's; a recording is read as recorded.
-            raise ConfigError("product_id= selects snapshot sessions; it needs store=")
-        if self.url is not None and max_events is None and timeout is None:
-            # An unbounded read of a live stream would never return from load_data.
-            raise ConfigError("a live stream needs a bound: pass max_events= and/or timeout=")
-        return options
+        # Built from the fields on every call (they may have been reassigned since).
+        return SourceOptions.from_attributes(self).with_call_options(**overrides)
 
     def lazy_load_data(self, *args: Any, **overrides: Any) -> Iterator[Document]:
         """Yield documents as the source produces them.
 
         Keyword overrides for this call: ``max_events``, ``timeout``, ``product_id``.
         """
-        options = self._options(args, overrides)
-        if self.store is not None:
-            for snapshot in snapshot_sessions(
-                self.store, product_id=options["product_id"], **self.read_overrides
-            ):
-                yield snapshot_document(snapshot)
+        source = self._source(args, overrides)
+        if source.store is not None:
+            yield from map(snapshot_document, source.snapshots(source.store))
             return
-        for event in iter_events(
-            path=self.path,
-            url=self.url,
-            token=self.token,
-            max_events=options["max_events"],
-            timeout=options["timeout"],
-        ):
-            yield event_document(event)
+        yield from map(event_document, source.events())
 
     # The base class declares ``alazy_load_data`` as a coroutine returning an iterable,
     # which would have to read the whole window before returning anything; an async
@@ -145,20 +121,12 @@ class AutoplayReader(BasePydanticReader):
         self, *args: Any, **overrides: Any
     ) -> AsyncIterator[Document]:
         """Async twin of :meth:`lazy_load_data`: ``async for doc in reader.alazy_load_data()``."""
-        options = self._options(args, overrides)
-        if self.store is not None:
-            for snapshot in await asnapshot_sessions(
-                self.store, product_id=options["product_id"], **self.read_overrides
-            ):
+        source = self._source(args, overrides)
+        if source.store is not None:
+            for snapshot in await source.asnapshots(source.store):
                 yield snapshot_document(snapshot)
             return
-        async for event in aiter_events(
-            path=self.path,
-            url=self.url,
-            token=self.token,
-            max_events=options["max_events"],
-            timeout=options["timeout"],
-        ):
+        async for event in source.aevents():
             yield event_document(event)
 
     def load_data(self, *args: Any, **overrides: Any) -> list[Document]:

@@ -380,3 +380,56 @@ async def test_async_add_accepts_a_json_object_too() -> None:
     assert await store.aget("s") == "Summary: S."
     with pytest.raises(InvalidPayloadError):
         await store.add(42)  # type: ignore[arg-type]
+
+
+def test_store_counters_share_the_counters_base() -> None:
+    from autoplay_base._counters import Counters
+    from autoplay_base.context_store import StoreCounters
+
+    counters = StoreCounters()
+    assert isinstance(counters, Counters)
+    assert counters.as_dict() == {
+        "chat_history_entries_undecodable": 0,
+        "duplicates_skipped": 0,
+        "payloads_rejected": 0,
+        "payloads_without_session": 0,
+        "reads": 0,
+        "replaces_clamped": 0,
+        "unknown_events_ignored": 0,
+        "writes": 0,
+    }
+    counters.writes += 2
+    assert counters.as_dict()["writes"] == 2
+
+
+def test_undecodable_history_entries_are_counted_by_the_store() -> None:
+    backend = InMemoryBackend()
+    first, second = ContextStore(backend=backend), ContextStore(backend=backend)
+    first.count_undecodable_history_entry()
+    first.count_undecodable_history_entry()
+    second.count_undecodable_history_entry()
+    assert first.counters.chat_history_entries_undecodable == 2
+    # stats() shows the store's own figure; the backend keeps the shared one where it was.
+    assert first.stats()["chat_history_entries_undecodable"] == 2
+    assert second.stats()["chat_history_entries_undecodable"] == 1
+    assert backend.stats.extra["chat_history_entries_undecodable"] == 3
+
+
+def test_context_options_have_one_name() -> None:
+    from autoplay_base import context_store
+
+    assert context_store.OVERRIDES is context_store.CONTEXT_OPTIONS
+    assert {
+        "include_summary",
+        "include_actions",
+        "lookback_seconds",
+        "max_actions",
+        "since",
+    } == context_store.CONTEXT_OPTIONS
+    store = ContextStore()
+    with pytest.raises(ConfigError) as info:
+        store.get("s", "p", max_action=1)
+    assert str(info.value) == (
+        "unknown option(s) max_action; "
+        "valid: include_actions, include_summary, lookback_seconds, max_actions, since"
+    )

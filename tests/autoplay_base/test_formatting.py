@@ -120,3 +120,95 @@ def test_slim_action_text_is_the_display_of_its_stored_line() -> None:
     ):
         assert action.to_text() == display_line(action_line(action))
     assert SlimAction(title="T", description="a\nb", canonical_url="/x").to_text() == "a b — /x"
+
+
+def test_formatting_names_no_module_of_the_package() -> None:
+    # The lowest floor: not even a TYPE_CHECKING import of events or the backends,
+    # so there is no import circle for type checkers either.
+    import ast
+
+    from autoplay_base import formatting
+
+    with open(formatting.__file__, encoding="utf-8") as source:
+        tree = ast.parse(source.read())
+    imported = [
+        node.module if isinstance(node, ast.ImportFrom) else alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        for alias in node.names
+    ]
+    assert [name for name in imported if name and name.startswith("autoplay_base")] == []
+
+
+def test_parse_action_line_inverts_action_line() -> None:
+    from autoplay_base import SlimAction
+    from autoplay_base.formatting import FIELD_SEPARATOR, action_line, parse_action_line
+
+    cases = [
+        (
+            SlimAction("T", "Opened billing", "/settings/billing"),
+            ("Opened billing", "/settings/billing"),
+        ),
+        (SlimAction("T", "a — b\x1f c\nd", "https://x/y — z"), ("a — b c d", "https://x/y — z")),
+        (SlimAction("Only title", "", ""), ("Only title", None)),
+        (SlimAction("T", "No url", "  "), ("No url", None)),
+    ]
+    for action, parts in cases:
+        line = action_line(action)
+        assert parse_action_line(line) == parts
+        what, where = parts
+        assert line == (what if where is None else f"{what}{FIELD_SEPARATOR}{where}")
+
+
+def test_parse_action_line_reads_display_lines_at_the_last_dash() -> None:
+    from autoplay_base.formatting import parse_action_line
+
+    assert parse_action_line("Opened billing — /settings/billing") == (
+        "Opened billing",
+        "/settings/billing",
+    )
+    assert parse_action_line("a — b — /c") == ("a — b", "/c")
+    assert parse_action_line("No url here") == ("No url here", None)
+    assert parse_action_line("") == ("", None)
+
+
+def test_view_text_and_view_block() -> None:
+    from autoplay_base import SessionView
+    from autoplay_base.formatting import view_block, view_text
+
+    view = SessionView("S.", ["A\x1f/a", "B — /b", "C"])
+    body = "Summary: S.\n\nRecent activity:\n1. A — /a\n2. B — /b\n3. C"
+    assert view_text(view) == body
+    assert view_block(view) == f"[Session context]\n{body}"
+    assert view_text(None) == view_block(None) == ""
+    assert view_text(SessionView(None, [])) == view_block(SessionView(None, [])) == ""
+
+
+def test_append_block() -> None:
+    from autoplay_base.formatting import append_block
+
+    assert append_block("You help.", "[Session context]\nX") == "You help.\n\n[Session context]\nX"
+    assert append_block("", "[Session context]\nX") == "[Session context]\nX"
+
+
+def test_clean_summary_is_what_the_store_keeps_and_the_event_shows() -> None:
+    from autoplay_base import ContextStore, SummaryPayload
+    from autoplay_base.formatting import MAX_SUMMARY_CHARS, clean_summary
+
+    raw = "Upgrading\n\u202eplan " + "x" * MAX_SUMMARY_CHARS
+    cleaned = clean_summary(raw)
+    assert len(cleaned) == MAX_SUMMARY_CHARS
+    assert cleaned == "Upgrading plan " + "x" * (MAX_SUMMARY_CHARS - 16) + "…"
+    payload = SummaryPayload(product_id="p", session_id="s", summary=raw, forwarded_at=1.0)
+    assert payload.to_text() == cleaned
+    store = ContextStore()
+    store.add(payload)
+    assert store.get("s", "p") == f"Summary: {cleaned}"
+
+
+def test_format_activity_answer() -> None:
+    from autoplay_base.formatting import NO_ACTIVITY, format_activity_answer
+
+    assert format_activity_answer("Summary: S.") == "[Session context]\nSummary: S."
+    assert format_activity_answer("") == NO_ACTIVITY
+    assert NO_ACTIVITY == "No recent activity is recorded for this user's session."

@@ -388,3 +388,16 @@ async def test_redis_backend_shares_histories_between_workers(
     await _clear(history_b, mode)
     # no human message left, so the next turn sees the whole context again
     assert await _read(history_a, mode) == [_block("Opened billing — /s1")]
+
+
+@MODES
+async def test_undecodable_entries_are_a_store_counter(
+    any_store: AnyStore, clock: ManualClock, mode: str
+) -> None:
+    # Counted through the store (StoreCounters), not written into the backend's stats.
+    assert any_store.stats()[DECODE_ERRORS_COUNTER] == 0
+    history = _history(any_store, clock)
+    any_store.backend.append_messages(history.key, ["{not json", "[]", '{"at": "x"}'])
+    assert await _read(history, mode) == []
+    assert any_store.counters.chat_history_entries_undecodable == 3
+    assert any_store.stats()[DECODE_ERRORS_COUNTER] == 3

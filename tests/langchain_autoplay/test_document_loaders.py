@@ -18,6 +18,7 @@ from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.emulator import EmulatorServer
 from autoplay_base.errors import ConfigError, EventDecodeError
 from langchain_autoplay.document_loaders import AutoplayLoader
+from tests.autoplay_base.test_sources import BAD_SOURCE_OPTIONS, refusals
 from tests.langchain_autoplay._support import PRODUCT, actions, fill, summary
 
 AnyStore = ContextStore | AsyncContextStore
@@ -481,3 +482,23 @@ async def test_store_snapshot_with_lone_surrogates_and_bidi_is_clean(
         "type": "session",
         "source": "autoplay_live_context",
     }
+
+
+def test_bad_source_options_match_the_reader() -> None:
+    # One SourceOptions behind both adapters: the same values fail with the same message
+    # (the LlamaIndex reader's tests check the same table).
+    assert refusals(AutoplayLoader) == BAD_SOURCE_OPTIONS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [case for case in BAD_SOURCE_OPTIONS if case[0] and "path" in case[0]]
+)
+def test_reassigned_options_are_checked_again_on_load(
+    tmp_path: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    loader = AutoplayLoader(path=tmp_path / "empty.jsonl")
+    for name, value in kwargs.items():
+        setattr(loader, name, value)
+    with pytest.raises(ConfigError) as info:
+        loader.load()
+    assert str(info.value) == message

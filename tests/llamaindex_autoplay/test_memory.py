@@ -335,3 +335,14 @@ async def test_redis_backed_store(make_redis_backend: Any) -> None:
     fill(ContextStore(backend=backend))
     memory = memory_for(AsyncContextStore(backend=backend), "ps_alice")
     assert roles_and_text(await memory.aget()) == [("system", rendered(ALICE_MEMORY))]
+
+
+@pytest.mark.parametrize("name", ["context_options", "read_overrides"])
+async def test_context_options_under_either_name(store: ContextStore, name: str) -> None:
+    # ``context_options`` is the name every adapter uses; ``read_overrides`` still works.
+    memory = memory_for(store, "ps_alice", **{name: {"include_actions": False}})
+    assert roles_and_text(await memory.aget()) == [
+        ("system", rendered("Summary: User exported a CSV from the Dashboard."))
+    ]
+    block = AutoplayMemoryBlock(store=store, **{name: {"max_actions": 1}})
+    assert block.context_options == block.read_overrides == {"max_actions": 1}

@@ -578,3 +578,23 @@ class TestRedisBackend:
         assert first_text(response.source_nodes) == BOB_CONTEXT
         with autoplay_session("ps_carol"), pytest.raises(AmbiguousSessionError):
             await query_engine.aquery(QUESTION)
+
+
+@pytest.mark.parametrize("name", ["context_options", "read_overrides"])
+def test_context_options_under_either_name(
+    index: VectorStoreIndex, store: ContextStore, name: str
+) -> None:
+    # ``context_options`` is the name every adapter uses; ``read_overrides`` still works.
+    postprocessor = live(
+        store, session_id="ps_alice", **{name: {"max_actions": 1, "include_summary": False}}
+    )
+    assert postprocessor.context_options == postprocessor.read_overrides
+    response = engine(index, postprocessor).query(QUESTION)
+    assert first_text(response.source_nodes) == (
+        "[Session context]\nRecent activity:\n1. Clicked Upgrade plan — /settings/billing"
+    )
+    assert "read_overrides" not in postprocessor.to_dict()
+    assert postprocessor.to_dict()["context_options"] == {
+        "max_actions": 1,
+        "include_summary": False,
+    }

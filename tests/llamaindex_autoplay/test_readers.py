@@ -20,6 +20,7 @@ from autoplay_base.errors import ConfigError, EventDecodeError
 from autoplay_base.events import SummaryPayload, UnknownEvent
 from autoplay_base.recording import RecordingWriter
 from llamaindex_autoplay.readers import AutoplayReader
+from tests.autoplay_base.test_sources import BAD_SOURCE_OPTIONS, refusals
 from tests.llamaindex_autoplay._corpus import (
     ACME,
     ALICE_STEPS,
@@ -296,3 +297,47 @@ class TestConfiguration:
         assert "uk_secret" not in repr(reader)
         assert AutoplayReader.from_dict(data).url == "http://x/stream/acme"
         assert AutoplayReader(path="x.jsonl").is_remote is False
+
+
+def test_bad_source_options_match_the_loader() -> None:
+    # One SourceOptions behind both adapters: the same values fail with the same message
+    # (the LangChain loader's tests check the same table), before pydantic coerces them.
+    assert refusals(AutoplayReader) == BAD_SOURCE_OPTIONS
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (kwargs, message)
+        for kwargs, message in BAD_SOURCE_OPTIONS
+        if set(kwargs) & {"max_events", "timeout", "product_id"}
+    ],
+)
+def test_bad_per_call_options_match_the_loader(
+    recording: Path, kwargs: dict[str, Any], message: str
+) -> None:
+    reader = AutoplayReader(path=str(recording))
+    call = {name: value for name, value in kwargs.items() if name != "path"}
+    with pytest.raises(ConfigError) as info:
+        reader.load_data(**call)
+    assert str(info.value) == message
+
+
+def test_context_options_and_their_former_name() -> None:
+    store = ContextStore()
+    store.add(actions("ps_alice", *ALICE_STEPS))
+    expected = [f"Recent activity:\n1. {ALICE_STEPS[-1][0]} — {ALICE_STEPS[-1][1]}"]
+    for reader in (
+        AutoplayReader(store=store, context_options={"max_actions": 1}),
+        AutoplayReader(store=store, read_overrides={"max_actions": 1}),
+    ):
+        assert reader.context_options == reader.read_overrides == {"max_actions": 1}
+        assert [d.text for d in reader.load_data()] == expected
+    reader = AutoplayReader(store=store)
+    reader.read_overrides = {"max_actions": 1}
+    assert [d.text for d in reader.load_data()] == expected
+    data = AutoplayReader(path="x.jsonl", context_options={"max_actions": 2}).to_dict()
+    assert data["context_options"] == {"max_actions": 2}
+    assert "read_overrides" not in data
+    legacy = {**data, "read_overrides": data.pop("context_options")}
+    assert AutoplayReader.from_dict(legacy).context_options == {"max_actions": 2}
