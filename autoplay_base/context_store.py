@@ -110,7 +110,6 @@ _BACKEND_COUNTERS = (
     "actions_trimmed",
     "errors",
 )
-_UNDECODABLE = "chat_history_entries_undecodable"
 """The store counter that is mirrored into ``backend.stats.extra`` (its former home)."""
 _CONTRACT_EXTRA = ("reused_ids", "dedupe_resets")
 """Extra counters every backend's dedupe may keep; ``stats()`` always shows them."""
@@ -484,13 +483,11 @@ class _ContextStoreBase(Generic[SummarizerT]):
         """Count one stored chat-history entry that could not be decoded (it was skipped).
 
         Called by the chat-history adapters, which log the entry's position; shown
-        by :meth:`stats` as ``chat_history_entries_undecodable``. The figure is also
-        kept under the same key in ``backend.stats.extra``, where it was documented
-        before the store counted it.
+        by :meth:`stats` as ``chat_history_entries_undecodable``. The store counts
+        it, not the backend: a backend shared by several stores keeps only its own
+        figures.
         """
         self.counters.chat_history_entries_undecodable += 1
-        extra = self.backend.stats.extra
-        extra[_UNDECODABLE] = extra.get(_UNDECODABLE, 0) + 1
 
     def stats(self) -> dict[str, int]:
         """Store and backend counters in one flat dict.
@@ -510,8 +507,6 @@ class _ContextStoreBase(Generic[SummarizerT]):
             merged[name] = getattr(backend, name)
         merged.update(dict.fromkeys(_CONTRACT_EXTRA, 0))
         merged.update(backend.extra)
-        # The backend's mirror of this store counter may also count other stores'.
-        merged[_UNDECODABLE] = self.counters.chat_history_entries_undecodable
         return merged
 
 

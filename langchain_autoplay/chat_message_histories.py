@@ -63,8 +63,8 @@ LiveContextMode = Literal["system_message"]
 
 DECODE_ERRORS_COUNTER = "chat_history_entries_undecodable"
 """The counter of stored entries that could not be read: ``store.stats()[DECODE_ERRORS_COUNTER]``
-(counted by the store, ``StoreCounters.chat_history_entries_undecodable``; the same figure
-is still kept under this key in ``store.backend.stats.extra``, its former home)."""
+(counted by the store, ``StoreCounters.chat_history_entries_undecodable``; until 0.x it
+was kept in ``store.backend.stats.extra``)."""
 
 _LIVE_CONTEXT_MODES = ("system_message",)
 

@@ -530,6 +530,7 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         "payloads_rejected": 0,
         "unknown_events_ignored": 0,
         "replaces_clamped": 0,
+        "chat_history_entries_undecodable": 0,
         "actions_stored": 4,
         "summaries_stored": 1,
         "duplicate_events": 1,

@@ -128,7 +128,7 @@ async def test_undecodable_entries_are_counted_logged_and_skipped(
     await _add(history, mode, AIMessage(content="after"))
     with caplog.at_level(logging.WARNING, logger="langchain_autoplay.chat_message_histories"):
         assert [m.content for m in await _read(history, mode)] == ["before", "after"]
-    assert any_store.backend.stats.extra[DECODE_ERRORS_COUNTER] == 2
+    assert any_store.stats()[DECODE_ERRORS_COUNTER] == 2
     assert [r.getMessage() for r in caplog.records] == [
         "chat history: skipped undecodable entry 1 of product_id='acme' session_id='s1' "
         "(JSONDecodeError)",
