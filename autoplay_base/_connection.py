@@ -31,12 +31,15 @@ from urllib.parse import urljoin
 
 import httpx
 
+from autoplay_base._counters import Counters
 from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after, safe_url
 from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, MAX_EVENT_ID_CHARS, SSEDecoder, SSEFrame
 from autoplay_base.errors import AutoplayError, ConfigError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event, UnknownEvent, decode_event
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "MAX_WAIT_SECONDS",
     "TOKEN_ENV_VAR",
     "ClientCounters",
@@ -45,6 +48,7 @@ __all__ = [
     "StreamCore",
     "aiter_events",
     "aiter_frame_chunks",
+    "bounded_wait",
     "http_timeout",
     "iter_event_batches",
     "iter_events",
@@ -59,6 +63,10 @@ logger = logging.getLogger("autoplay_base.stream")
 TOKEN_ENV_VAR = "AUTOPLAY_APP_UNKEY_TOKEN"
 """Environment variable read when no token is passed."""
 HEARTBEAT_EVENT = "heartbeat"
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+"""Seconds without a byte (or without a frame) after which the connection is presumed dead."""
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to establish a connection."""
 
 
 MAX_WAIT_SECONDS = 3600.0
@@ -176,7 +184,7 @@ def log_exception(
     log.log(level, "%s\n%s", secret.scrub(message), secret.scrub(trace.rstrip()))
 
 
-class ClientCounters:
+class ClientCounters(Counters):
     """What a client has seen; ``received == delivered + dropped`` once ``stop`` returned.
 
     Attributes:
@@ -204,10 +212,12 @@ class ClientCounters:
             clock (``forwarded_at``) went back (a restarted server).
             ``ids_reused`` and ``id_resets`` are brought up to date once per
             chunk read and when a connection ends.
-        last_event_id: id of the last frame received (sent as ``Last-Event-ID``).
+        last_event_id: id of the last frame received (sent as ``Last-Event-ID``);
+            read from the client's resume state, the one place that keeps it.
     """
 
     __slots__ = (
+        "_resume",
         "callback_errors",
         "connections",
         "decode_errors",
@@ -217,34 +227,46 @@ class ClientCounters:
         "heartbeats",
         "id_resets",
         "ids_reused",
-        "last_event_id",
         "received",
         "reconnects",
         "rejected_ids",
         "rejected_retries",
         "stalls",
     )
+    not_counted = ("_resume",)
 
-    def __init__(self) -> None:
-        self.received = 0
-        self.delivered = 0
-        self.dropped = 0
-        self.decode_errors = 0
-        self.duplicates = 0
-        self.callback_errors = 0
-        self.heartbeats = 0
-        self.connections = 0
-        self.reconnects = 0
-        self.stalls = 0
-        self.rejected_ids = 0
-        self.rejected_retries = 0
-        self.ids_reused = 0
-        self.id_resets = 0
-        self.last_event_id: str | None = None
+    received: int
+    delivered: int
+    dropped: int
+    decode_errors: int
+    duplicates: int
+    callback_errors: int
+    heartbeats: int
+    connections: int
+    reconnects: int
+    stalls: int
+    rejected_ids: int
+    rejected_retries: int
+    ids_reused: int
+    id_resets: int
 
-    def as_dict(self) -> dict[str, int | str | None]:
-        """The counters as a plain dict (for metrics exporters and logs)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+    def __init__(self, resume: ResumeState | None = None) -> None:
+        super().__init__()
+        self._resume = resume
+
+    @property
+    def last_event_id(self) -> str | None:
+        """Id of the last frame received (``None`` before the first, or without a resume state)."""
+        return None if self._resume is None else self._resume.last_event_id
+
+    # The base's as_dict holds only the integer counters; this one keeps the
+    # last event id in it (in its alphabetical place), as it always had, so the
+    # value type is wider than the base's: hence the ignore.
+    def as_dict(self) -> dict[str, int | str | None]:  # type: ignore[override]
+        """The counters and ``last_event_id`` as a plain dict (for metrics exporters and logs)."""
+        values: dict[str, int | str | None] = dict(super().as_dict())
+        values["last_event_id"] = self.last_event_id
+        return dict(sorted(values.items()))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
@@ -304,7 +326,7 @@ class StreamCore:
         self.safe_url = safe_url(url)
         self.token = token
         self.resume = resume
-        self.counters = ClientCounters()
+        self.counters = ClientCounters(resume)
         self.max_event_bytes = max_event_bytes
         self.heartbeat_timeout = heartbeat_timeout
         self.on_bad_frame = on_bad_frame
@@ -454,7 +476,6 @@ class StreamCore:
                 # The resume point moves past a bad frame (a replay of it would fail
                 # again), but its id is not remembered as delivered.
                 resume.advance(event_id)
-                self.counters.last_event_id = resume.last_event_id
                 self._reject(exc, event_id)
                 return None
             # Dedupe after decoding: the window tells a replay (same id, same event)
@@ -474,7 +495,6 @@ class StreamCore:
             if not resume.accept(event_id, order, hash(data) if order is None else order):
                 counters.duplicates += 1
                 return None
-            counters.last_event_id = resume.last_event_id
             counters.received += 1
             return event
         except Exception as exc:  # a value nobody foresaw: it must not reach the I/O loop
@@ -512,7 +532,7 @@ class StreamCore:
 
     def clean_close_delay(self) -> float:
         """Seconds to wait after the server closed the stream (the flapping rule applies)."""
-        delay = _bounded(self.resume.closed_cleanly())
+        delay = bounded_wait(self.resume.closed_cleanly())
         logger.info("stream: %s closed the stream; reconnecting in %.2fs", self.safe_url, delay)
         return delay
 
@@ -524,7 +544,7 @@ class StreamCore:
         ``__context__``.
         """
         retry_after = exc.retry_after if isinstance(exc, _RetryableResponseError) else None
-        delay = _bounded(self.resume.failed(exc, retry_after=retry_after))
+        delay = bounded_wait(self.resume.failed(exc, retry_after=retry_after))
         logger.warning(
             "stream: %s failed (%s: %s); retry %d in %.2fs",
             self.safe_url,
@@ -543,7 +563,7 @@ def _scrubbed_decode_error(exc: EventDecodeError, secret: Secret) -> EventDecode
     return safe
 
 
-def _bounded(delay: float) -> float:
+def bounded_wait(delay: float) -> float:
     """``delay`` within ``[0, MAX_WAIT_SECONDS]`` (NaN and negatives are 0)."""
     if not delay >= 0.0:
         return 0.0
