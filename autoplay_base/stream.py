@@ -42,7 +42,8 @@ What differs from the reference client:
 Threads (sync client): the calling thread (or the ``run_in_background``
 thread) only reads the socket; a worker thread runs ``on_actions``/
 ``on_summary``/``on_event`` callbacks from a bounded queue; a notifier thread
-runs ``on_drop``/``on_error``/``on_connect``/``on_disconnect``.
+runs ``on_drop``/``on_error``/``on_connect``/``on_disconnect``
+(:class:`~autoplay_base._threads.CallbackThreads`).
 
 Tasks (async client): the reader task never awaits a callback. Each session
 has its own lane: its events are delivered strictly in arrival order, one
@@ -54,7 +55,10 @@ awaited; plain functions are called directly on the loop and must be fast.
 A lane's task lingers for ``lane_linger`` seconds once its session is idle,
 so a busy session reuses one task instead of starting one per burst of
 events; callbacks always run inside their lane's task (``asyncio.timeout``
-and ``TaskGroup`` bind to it).
+and ``TaskGroup`` bind to it) (:class:`~autoplay_base._lanes.Lanes`).
+
+This module holds the two clients' lifecycle and wiring; what they share
+(registration, counters, options) is :class:`~autoplay_base._client.ClientBase`.
 """
 
 from __future__ import annotations
