@@ -23,9 +23,6 @@ from autoplay_base._connection import (
     ClientCounters,
     StreamCore,
     http_timeout,
-    log_exception,
-    resolve_token,
-    scrub_error,
 )
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
@@ -35,6 +32,7 @@ from autoplay_base._reconnect import (
     Backoff,
     ResumeState,
 )
+from autoplay_base._secret import log_exception, resolve_token, scrub_error
 from autoplay_base.errors import ConfigError
 from autoplay_base.events import (
     DEFAULT_MAX_EVENT_BYTES,

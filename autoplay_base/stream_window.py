@@ -26,7 +26,6 @@ from autoplay_base._connection import (
     aiter_events,
     http_timeout,
     iter_events,
-    resolve_token,
 )
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
@@ -34,6 +33,7 @@ from autoplay_base._reconnect import (
     Backoff,
     ResumeState,
 )
+from autoplay_base._secret import resolve_token
 from autoplay_base.errors import ConfigError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event
 

@@ -18,15 +18,9 @@ from typing import Any
 
 import pytest
 
-from autoplay_base._connection import (
-    MAX_WAIT_SECONDS,
-    ClientCounters,
-    Secret,
-    StreamCore,
-    bounded_wait,
-    scrub_error,
-)
+from autoplay_base._connection import MAX_WAIT_SECONDS, ClientCounters, StreamCore, bounded_wait
 from autoplay_base._reconnect import ResumeState
+from autoplay_base._secret import Secret, scrub_error
 from autoplay_base._sse import SSEFrame
 from autoplay_base.errors import (
     AutoplayError,
