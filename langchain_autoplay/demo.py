@@ -138,7 +138,7 @@ def _chat_model() -> BaseChatModel | None:
     if not os.environ.get("OPENAI_API_KEY"):
         return None
     try:
-        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]  # noqa: PLC0415
+        from langchain_openai import ChatOpenAI  # noqa: PLC0415
     except ImportError:
         return None
     model: BaseChatModel = ChatOpenAI(model=os.environ.get("AUTOPLAY_DEMO_MODEL", "gpt-4o-mini"))
