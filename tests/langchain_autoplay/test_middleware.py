@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -85,11 +84,8 @@ async def test_without_system_prompt_the_block_is_the_system_message(
 
 @MODES
 async def test_session_from_config_configurable(any_store: AnyStore, mode: str) -> None:
-    if mode == "async" and sys.version_info < (3, 11):
-        # Documented limitation: before 3.11, asyncio tasks do not carry the config's
-        # context variable into middleware, so async agents pass the session in their
-        # runtime context (tested above) instead.
-        pytest.skip("LangGraph cannot hand the config to async middleware on Python 3.10")
+    # Python 3.10 too: the middleware's before_model hook is handed the config (before
+    # 3.11 LangGraph cannot set the config's context variable for async nodes).
     await fill(any_store, actions("s1", "Opened billing settings"))
     agent = _agent(any_store)
     config: RunnableConfig = {"configurable": {"session_id": "s1", "product_id": PRODUCT}}
