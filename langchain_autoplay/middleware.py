@@ -58,7 +58,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
 from langchain.agents.middleware.types import AgentState, ExtendedModelResponse, PrivateStateAttr
-from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableConfig, ensure_config
 from langgraph.channels.untracked_value import UntrackedValue
 from typing_extensions import NotRequired, override
@@ -66,7 +66,8 @@ from typing_extensions import NotRequired, override
 from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
-from autoplay_base.formatting import append_block, format_context_block, view_text
+from autoplay_base.formatting import format_context_block, view_text
+from langchain_autoplay._messages import append_to_system_message, prepend_to_human_message
 from langchain_autoplay._scope import (
     CallScope,
     ScopeKeys,
@@ -106,43 +107,6 @@ class AutoplayScopeState(AgentState[Any]):
     autoplay_scope: NotRequired[
         Annotated[tuple[str | None, str | None], UntrackedValue, PrivateStateAttr]
     ]
-
-
-def append_to_system_message(message: SystemMessage | None, block: str) -> SystemMessage | None:
-    """``message`` with ``block`` appended after a blank line (a new message if ``None``).
-
-    Content-block lists get one more text block, so provider-specific blocks (cache
-    control, images) stay as they were.
-    """
-    if not block:
-        return message
-    if message is None:
-        return SystemMessage(content=block)
-    if isinstance(message.content, str):
-        content: str | list[str | dict[Any, Any]] = append_block(message.content, block)
-    else:
-        content = [*message.content, {"type": "text", "text": block}]
-    return message.model_copy(update={"content": content})
-
-
-def prepend_to_human_message(messages: list[AnyMessage], block: str) -> list[AnyMessage]:
-    """``messages`` with ``block`` put first in the latest human message (a copy of it).
-
-    A string content becomes ``block``, a blank line, the text; a content-block list
-    gets a text block first. Without a human message the list comes back unchanged.
-    """
-    if not block:
-        return messages
-    for index in range(len(messages) - 1, -1, -1):
-        message = messages[index]
-        if isinstance(message, HumanMessage):
-            if isinstance(message.content, str):
-                content: str | list[str | dict[Any, Any]] = append_block(block, message.content)
-            else:
-                content = [{"type": "text", "text": block}, *message.content]
-            copy = message.model_copy(update={"content": content})
-            return [*messages[:index], copy, *messages[index + 1 :]]
-    return messages
 
 
 class AutoplayContextMiddleware(SharesStore, AgentMiddleware[AutoplayScopeState, Any, Any]):

@@ -192,6 +192,7 @@ class AutoplayRetriever(SharesStore, BaseRetriever):
         strict: bool = False,
         tags: list[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        name: str | None = None,
     ) -> None:
         fields: dict[str, Any] = {
             "store": store,
@@ -205,6 +206,7 @@ class AutoplayRetriever(SharesStore, BaseRetriever):
             "strict": strict,
             "tags": tags,
             "metadata": metadata,
+            "name": name,
         }
         super().__init__(**fields)
         # Checked after validation rather than in a validator so callers get a

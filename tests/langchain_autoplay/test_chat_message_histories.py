@@ -139,7 +139,10 @@ async def test_undecodable_entries_are_counted_logged_and_skipped(
 def test_bad_arguments_are_config_errors(store: ContextStore) -> None:
     with pytest.raises(ConfigError, match="session_id must be a non-empty string"):
         AutoplayChatMessageHistory(store, "", product_id=PRODUCT)
-    with pytest.raises(ConfigError, match="live_context must be one of system_message or None"):
+    with pytest.raises(
+        ConfigError,
+        match="live_context must be one of human_message, system_prompt, system_message or None",
+    ):
         AutoplayChatMessageHistory(store, "s1", product_id=PRODUCT, live_context="prompt")  # type: ignore[arg-type]
 
 
