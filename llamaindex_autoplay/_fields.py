@@ -16,7 +16,13 @@ from pydantic import AliasChoices, Field
 from autoplay_base.backends.base import SessionView
 from autoplay_base.errors import ConfigError, SessionLookupError
 
-__all__ = ["LiveStoreComponent", "ReadOverridesAlias", "context_options_field", "strict_errors"]
+__all__ = [
+    "LiveStoreComponent",
+    "ReadOverridesAlias",
+    "StoreOnLoad",
+    "context_options_field",
+    "strict_errors",
+]
 
 
 def context_options_field(description: str) -> Any:
@@ -51,25 +57,13 @@ class ReadOverridesAlias:
 class LiveStoreComponent:
     """Mix-in (first in the bases) for a component whose ``store`` is a live context store.
 
-    What round-trips: the configuration. ``to_dict()``/``to_json()`` leave the store
-    out (a live resource: a lock, a backend's connections), so ``from_dict(data,
-    store=store)`` / ``from_json(text, store=store)`` need it again and raise
-    :class:`~autoplay_base.errors.ConfigError` saying so without it.
-    ``copy.deepcopy`` copies the options and shares the store. ``pickle`` raises
-    ``TypeError`` (LlamaIndex's own pickling would silently drop the store and leave
-    a component that fails on first use).
+    ``copy.deepcopy`` copies the options and shares the store (a live resource: a
+    lock, a backend's connections). ``pickle`` raises ``TypeError`` (LlamaIndex's own
+    pickling would silently drop the store and leave a component that fails on first
+    use).
     """
 
     store: Any
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Any:
-        """Rebuild from :meth:`to_dict` output; pass the live store as ``store=``."""
-        if "store" not in kwargs and "store" not in data:
-            raise ConfigError(
-                f"{cls.__name__}.from_dict() needs the live store: from_dict(data, store=store)"
-            )
-        return super().from_dict(data, **kwargs)  # type: ignore[misc]
 
     def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
         memo = {} if memo is None else memo
@@ -79,9 +73,27 @@ class LiveStoreComponent:
     def __reduce_ex__(self, protocol: Any) -> Any:
         raise TypeError(
             f"{type(self).__name__} holds a live context store, which cannot be pickled; "
-            f"pickle to_dict() instead and rebuild with {type(self).__name__}.from_dict(data, "
-            "store=store) in the other process (copy.deepcopy shares the store)"
+            f"build a new {type(self).__name__} with a store in the other process "
+            "(copy.deepcopy shares the store)"
         )
+
+
+class StoreOnLoad(LiveStoreComponent):
+    """:class:`LiveStoreComponent` for a serializable ``BaseComponent``.
+
+    What round-trips is the configuration: ``to_dict()``/``to_json()`` leave the store
+    out, so ``from_dict(data, store=store)`` needs it again and raises
+    :class:`~autoplay_base.errors.ConfigError` saying so without it.
+    """
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Any:
+        """Rebuild from :meth:`to_dict` output; pass the live store as ``store=``."""
+        if "store" not in kwargs and "store" not in data:
+            raise ConfigError(
+                f"{cls.__name__}.from_dict() needs the live store: from_dict(data, store=store)"
+            )
+        return super().from_dict(data, **kwargs)  # type: ignore[misc]
 
 
 def strict_errors(

@@ -26,8 +26,8 @@ exists under several products.
 
 ``strict=True`` raises :class:`~autoplay_base.errors.ConfigError` when no session is
 named and :class:`~autoplay_base.errors.SessionLookupError` when the store does not
-know it. ``to_dict()`` leaves the store out: ``AutoplayMemoryBlock.from_dict(data,
-store=store)``; ``copy.deepcopy`` shares the store; ``pickle`` raises ``TypeError``.
+know it. ``copy.deepcopy`` shares the store; ``pickle`` raises ``TypeError`` (build a
+new block with a store in the other process; ``model_dump()`` leaves the store out).
 
 Chat messages are not activity: messages that ``Memory`` flushes from its
 short-term queue are not accepted (``accept_short_term_memory=False``) and

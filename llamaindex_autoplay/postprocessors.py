@@ -76,8 +76,8 @@ from llamaindex_autoplay._convert import (
     visited_pages,
 )
 from llamaindex_autoplay._fields import (
-    LiveStoreComponent,
     ReadOverridesAlias,
+    StoreOnLoad,
     context_options_field,
     strict_errors,
 )
@@ -104,7 +104,7 @@ class AutoplayQueryBundle(QueryBundle):
     product_id: str | None = None
 
 
-class AutoplayNodePostprocessor(LiveStoreComponent, ReadOverridesAlias, BaseNodePostprocessor):
+class AutoplayNodePostprocessor(StoreOnLoad, ReadOverridesAlias, BaseNodePostprocessor):
     """Injects the user's live session context into retrieved nodes (see the module docs)."""
 
     store: ContextStore | AsyncContextStore = Field(

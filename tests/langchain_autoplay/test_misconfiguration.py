@@ -157,8 +157,8 @@ async def test_create_agent_with_checkpointer_live_context_per_thread(
     b1 = await turn("t2", "s2", "hello")
     assert a1 == f"system: Be brief.\n\n{BLOCK}\nhuman: hi"
     assert (
-        b1
-        == "system: Be brief.\n\n[Session context]\nRecent activity:\n1. Opened team — /s2\nhuman: hello"
+        b1 == "system: Be brief.\n\n[Session context]\nRecent activity:\n"
+        "1. Opened team — /s2\nhuman: hello"
     )
     store.add(actions("s1", "Clicked Upgrade"))
     a2 = await turn("t1", "s1", "again")
