@@ -98,7 +98,8 @@ SCOPE_STATE_KEY = "autoplay_scope"
 
 
 class AutoplayScopeState(AgentState[Any]):
-    """The middleware's private state: the ids its ``before_model`` hook read from the config.
+    """The middleware's private state: the ``(session_id, product_id)`` its ``before_model``
+    hook resolved from the runtime context and the config.
 
     ``UntrackedValue``: never checkpointed; ``PrivateStateAttr``: not in the agent's
     input or output schema.
@@ -147,10 +148,12 @@ class AutoplayContextMiddleware(SharesStore, AgentMiddleware[AutoplayScopeState,
         self.strict = strict
 
     # -- the config's ids, read where LangGraph hands the config over -------------------
-    def _config_ids(self, config: RunnableConfig | None) -> dict[str, Any]:
-        configurable = (config or {}).get("configurable") or {}
-        ids = (configurable.get(self.keys.session), configurable.get(self.keys.product))
-        return {SCOPE_STATE_KEY: ids}
+    def _call_scope(self, runtime: Runtime[Any], config: RunnableConfig | None) -> dict[str, Any]:
+        """The call's scope, resolved where LangGraph hands over the real config."""
+        scope = call_scope(
+            runtime.context if runtime is not None else None, config or {}, self.keys
+        )
+        return {SCOPE_STATE_KEY: tuple(scope)}
 
     @override
     def before_model(
@@ -161,8 +164,8 @@ class AutoplayContextMiddleware(SharesStore, AgentMiddleware[AutoplayScopeState,
         # it lists, and ``"RunnableConfig | None"`` (a string here) is not one of them.
         config: Optional[RunnableConfig] = None,  # noqa: UP045
     ) -> dict[str, Any] | None:
-        """Keep the config's session ids for the model call (LangGraph passes ``config``)."""
-        return self._config_ids(config)
+        """Resolve the call's session for the model call (LangGraph passes ``config``)."""
+        return self._call_scope(runtime, config)
 
     @override
     async def abefore_model(
@@ -174,23 +177,18 @@ class AutoplayContextMiddleware(SharesStore, AgentMiddleware[AutoplayScopeState,
         config: Optional[RunnableConfig] = None,  # noqa: UP045
     ) -> dict[str, Any] | None:
         """Async twin of :meth:`before_model`."""
-        return self._config_ids(config)
+        return self._call_scope(runtime, config)
 
     # -- pure steps around the store read ----------------------------------------------
     def _scope(self, request: ModelRequest[Any]) -> CallScope:
-        context = request.runtime.context if request.runtime is not None else None
         state: Mapping[str, Any] = request.state or {}
-        ids: tuple[str | None, str | None] | None = state.get(SCOPE_STATE_KEY)
-        config: RunnableConfig
-        if ids is None:
-            # Not run by create_agent's graph (no before_model): the config's variable.
-            config = ensure_config()
+        resolved: tuple[str | None, str | None] | None = state.get(SCOPE_STATE_KEY)
+        if resolved is not None:
+            scope = CallScope(*resolved)
         else:
-            session_id, product_id = ids
-            config = {
-                "configurable": {self.keys.session: session_id, self.keys.product: product_id}
-            }
-        scope = call_scope(context, config, self.keys)
+            # Not run by create_agent's graph (no before_model ran): the config's variable.
+            context = request.runtime.context if request.runtime is not None else None
+            scope = call_scope(context, ensure_config(), self.keys)
         if self.strict:
             require_session(scope, self.keys, type(self).__name__)
         return scope

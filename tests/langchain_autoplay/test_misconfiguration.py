@@ -16,8 +16,10 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 from langchain_core.runnables.history import RunnableWithMessageHistory
 from langgraph.checkpoint.memory import InMemorySaver
 
+from autoplay_base._recent import RecentKeys
 from autoplay_base.context_store import ContextStore
 from autoplay_base.errors import ConfigError, SessionLookupError
+from langchain_autoplay import _scope
 from langchain_autoplay._scope import lookalike_keys
 from langchain_autoplay.chat_message_histories import AutoplayChatMessageHistory
 from langchain_autoplay.middleware import AutoplayContextMiddleware
@@ -26,6 +28,14 @@ from langchain_autoplay.tools import create_session_activity_tool
 from tests.langchain_autoplay._support import PRODUCT, EchoChatModel, actions, kb_retriever
 
 pytestmark = pytest.mark.filterwarnings("ignore:RunnableWithMessageHistory is deprecated")
+
+
+@pytest.fixture(autouse=True)
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts with no key warned about yet (the registry is per process)."""
+    monkeypatch.setattr(_scope, "_warned", RecentKeys(_scope.WARNED_KEYS))
+
+
 QUESTION = "How do I upgrade?"
 BLOCK = "[Session context]\nRecent activity:\n1. Opened billing — /s1"
 
@@ -199,3 +209,44 @@ def test_copies_share_the_store_and_pickle_says_what_to_do(store: ContextStore) 
     assert copy.deepcopy(components[0]).k == 2
     assert copy.deepcopy(components[2]).placement == "human_message"
     assert dumpd(components[0])["type"] == "not_implemented"
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_agent_with_a_misspelled_key_warns_once(
+    store: ContextStore, caplog: pytest.LogCaptureFixture, mode: str
+) -> None:
+    store.add(actions("s1", "Opened billing"))
+    agent = create_agent(EchoChatModel(), middleware=[AutoplayContextMiddleware(store)])
+    key = "sessionID"
+    config: RunnableConfig = {"configurable": {key: "s1"}}
+    state = {"messages": [HumanMessage("hi")]}
+    with caplog.at_level(logging.WARNING, logger="langchain_autoplay"):
+        for _ in range(2):
+            out = (
+                agent.invoke(state, config)
+                if mode == "sync"
+                else await agent.ainvoke(state, config)
+            )
+            assert out["messages"][-1].content == "human: hi"
+    assert [r.getMessage() for r in caplog.records] == [
+        f"autoplay: the call names no session under 'session_id' but has the key {key!r}; "
+        f"no live context was added. Rename the key, or pass session_key={key!r} "
+        "to the adapter if that is the session id"
+    ]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_tool_reads_named_keys(store: ContextStore, mode: str) -> None:
+    store.add(actions("s1", "Opened billing"))
+    tool = create_session_activity_tool(
+        store, session_key="autoplay_session_id", product_key="autoplay_product_id"
+    )
+    config: RunnableConfig = {
+        "configurable": {
+            "session_id": "conv-42",
+            "autoplay_session_id": "s1",
+            "autoplay_product_id": PRODUCT,
+        }
+    }
+    answer = tool.invoke({}, config) if mode == "sync" else await tool.ainvoke({}, config)
+    assert answer == BLOCK
