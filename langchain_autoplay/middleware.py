@@ -172,8 +172,6 @@ class AutoplayContextMiddleware(SharesStore, AgentMiddleware[AutoplayScopeState,
         self,
         state: AutoplayScopeState,
         runtime: Runtime[Any],
-        # Spelled ``Optional[...]``: LangGraph injects ``config`` only for the annotations
-        # it lists, and ``"RunnableConfig | None"`` (a string here) is not one of them.
         config: Optional[RunnableConfig] = None,  # noqa: UP045
     ) -> dict[str, Any] | None:
         """Async twin of :meth:`before_model`."""
