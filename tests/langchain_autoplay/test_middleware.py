@@ -9,12 +9,16 @@ from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import AmbiguousSessionError
-from langchain_autoplay.middleware import AutoplayContextMiddleware, append_to_system_message
+from langchain_autoplay.middleware import (
+    AutoplayContextMiddleware,
+    append_to_system_message,
+    prepend_to_human_message,
+)
 from tests.langchain_autoplay._support import PRODUCT, EchoChatModel, actions, fill
 
 AnyStore = ContextStore | AsyncContextStore
@@ -168,3 +172,38 @@ def test_append_to_system_message_shapes() -> None:
         ]
     )
     assert base.content == "A"  # the original is never modified
+
+
+def test_prepend_to_human_message_shapes() -> None:
+    first, reply = HumanMessage(content="hi", id="h1"), AIMessage(content="hello")
+    last = HumanMessage(content=[{"type": "text", "text": "look"}, {"type": "image", "url": "u"}])
+    messages: list[Any] = [first, reply, last]
+    assert prepend_to_human_message(messages, "") is messages
+    assert prepend_to_human_message(messages, "B") == [
+        first,
+        reply,
+        HumanMessage(
+            content=[
+                {"type": "text", "text": "B"},
+                {"type": "text", "text": "look"},
+                {"type": "image", "url": "u"},
+            ]
+        ),
+    ]
+    assert prepend_to_human_message([first, reply], "B") == [
+        HumanMessage(content="B\n\nhi", id="h1"),
+        reply,
+    ]
+    assert prepend_to_human_message([reply], "B") == [reply]
+    assert first.content == "hi"  # the original is never modified
+
+
+@MODES
+async def test_human_message_placement_leaves_the_system_prompt_alone(
+    any_store: AnyStore, mode: str
+) -> None:
+    await fill(any_store, actions("s1", "Opened billing settings"))
+    agent = _agent(any_store, placement="human_message")
+    echo, types = await _run(agent, mode, context=SupportContext("s1", PRODUCT))
+    assert echo == _echo(PROMPT, f"{BILLING_BLOCK}\n\n{QUESTION}")
+    assert types == ["human", "ai"]

@@ -94,6 +94,8 @@ RETRIEVERS: dict[str, Any] = {
     "lambda": lambda: RunnableLambda(_echo),
     "lambda_k": lambda: RunnableLambda(_k_lambda),
     "lambda_async": lambda: RunnableLambda(_echo, afunc=_alambda),
+    # any other runnable: a sequence ending in a retriever (k is applied here only)
+    "sequence": lambda: RunnableLambda(lambda q: q) | SyncPlain(),
 }
 ASYNC_ONLY = {"async_kwargs", "async_plain"}
 
