@@ -125,9 +125,13 @@ def _hook(retriever: RetrieverLike, *, is_async: bool) -> Callable[..., Any] | N
             return type(retriever)._aget_relevant_documents
         return type(retriever)._get_relevant_documents
     if isinstance(retriever, RunnableLambda):
-        afunc = getattr(retriever, "afunc", None)
-        func: Callable[..., Any] | None = afunc if is_async and afunc is not None else None
-        return func or getattr(retriever, "func", None) or afunc
+        # A lambda built from a coroutine function has ``afunc`` only; without ``afunc``
+        # its async call runs ``func`` in an executor, with the same keywords.
+        afunc: Callable[..., Any] | None = getattr(retriever, "afunc", None)
+        if is_async and afunc is not None:
+            return afunc
+        func: Callable[..., Any] | None = getattr(retriever, "func", afunc)
+        return func
     return None
 
 
@@ -333,20 +337,27 @@ class AutoplayRetriever(SharesStore, BaseRetriever):
         found = await self._ainvoke_wrapped(
             self.retriever,
             self._wrapped_query(query, view),
-            {"callbacks": run_manager.get_child()},
+            run_manager,
             self._wrapped_kwargs(limit, kwargs, is_async=True),
         )
         return self._combine(view, found, session_id or "", product_id, limit)
 
     @staticmethod
     async def _ainvoke_wrapped(
-        retriever: RetrieverLike, query: str, config: RunnableConfig, kwargs: dict[str, Any]
+        retriever: RetrieverLike,
+        query: str,
+        run_manager: AsyncCallbackManagerForRetrieverRun,
+        kwargs: dict[str, Any],
     ) -> list[Document]:
         if _runs_sync_hook(retriever):
             # BaseRetriever's default async hook calls the sync one without the call's
-            # keyword arguments; run the sync call itself in the executor instead.
+            # keyword arguments; run the sync call itself in the executor instead, under
+            # the sync twin of this run (as that default does).
+            config: RunnableConfig = {"callbacks": run_manager.get_sync().get_child()}
             found: list[Document] = await run_in_executor(
                 config, retriever.invoke, query, config, **kwargs
             )
             return found
-        return await retriever.ainvoke(query, config=config, **kwargs)
+        return await retriever.ainvoke(
+            query, config={"callbacks": run_manager.get_child()}, **kwargs
+        )

@@ -16,7 +16,13 @@ from rank_bm25 import BM25Okapi
 
 from autoplay_base.context_store import ContextStore
 from langchain_autoplay.retrievers import AutoplayRetriever
-from tests.langchain_autoplay._support import KB_TEXTS, PRODUCT, actions, kb_retriever
+from tests.langchain_autoplay._support import (
+    KB_TEXTS,
+    PRODUCT,
+    RetrieverRunRecorder,
+    actions,
+    kb_retriever,
+)
 
 QUESTION = "How do I upgrade?"
 ENRICHED = "[Session context]\nRecent activity:\n1. Opened billing — /s1\n\n[Query]\n" + QUESTION
@@ -141,3 +147,19 @@ async def test_sync_only_retriever_keeps_the_k_it_is_given_async(store: ContextS
     wrapped = AutoplayRetriever(store=store, retriever=SyncKwargs(), k=4)
     docs = await wrapped.ainvoke(QUESTION, config={"configurable": {"session_id": "s1"}})
     assert [d.page_content for d in docs] == [ENRICHED, *KB_TEXTS[:3]]
+
+
+@pytest.mark.parametrize("mode", ["sync", "async"])
+async def test_sync_only_retriever_is_a_child_run(store: ContextStore, mode: str) -> None:
+    store.add(actions("s1", "Opened billing"))
+    recorder = RetrieverRunRecorder()
+    wrapped = AutoplayRetriever(store=store, retriever=SyncKwargs(), k=2)
+    config = {"callbacks": [recorder], "configurable": {"session_id": "s1"}}
+    if mode == "sync":
+        wrapped.invoke(QUESTION, config=config)
+    else:
+        await wrapped.ainvoke(QUESTION, config=config)
+    (outer, outer_parent, outer_query), (inner, inner_parent, inner_query) = recorder.starts
+    assert (outer_parent, outer_query) == (None, QUESTION)
+    assert (inner_parent, inner_query) == (outer, ENRICHED)
+    assert inner != outer
