@@ -24,7 +24,7 @@ from langchain_core.runnables import RunnableConfig
 
 from autoplay_base._recent import RecentKeys
 from autoplay_base.backends.base import SessionView
-from autoplay_base.errors import ConfigError, SessionLookupError
+from autoplay_base.errors import ConfigError, SessionNotFoundError
 
 __all__ = [
     "DEFAULT_KEYS",
@@ -157,10 +157,6 @@ def require_session(scope: CallScope, keys: ScopeKeys, adapter: str) -> str:
 def require_found(
     view: SessionView | None, session_id: str, product_id: str | None, adapter: str
 ) -> None:
-    """Raise :class:`SessionLookupError` when the store knew nothing of the session (strict)."""
+    """Raise :class:`SessionNotFoundError` when the store knew nothing of the session (strict)."""
     if view is None:
-        raise SessionLookupError(
-            f"{adapter} (strict=True): no live context for session {session_id!r} "
-            f"(product_id={product_id!r}): the session is unknown, expired, or under "
-            "another product"
-        )
+        raise SessionNotFoundError(adapter, session_id, product_id)

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 from pydantic import AliasChoices, Field
 
 from autoplay_base.backends.base import SessionView
-from autoplay_base.errors import ConfigError, SessionLookupError
+from autoplay_base.errors import ConfigError, SessionNotFoundError
 
 __all__ = [
     "LiveStoreComponent",
@@ -106,8 +106,4 @@ def strict_errors(
             "autoplay_session(...), an AutoplayQueryBundle or the session_id field"
         )
     if view is None:
-        raise SessionLookupError(
-            f"{adapter} (strict=True): no live context for session {session_id!r} "
-            f"(product_id={product_id!r}): the session is unknown, expired, or under "
-            "another product"
-        )
+        raise SessionNotFoundError(adapter, session_id, product_id)

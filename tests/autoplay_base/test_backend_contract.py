@@ -531,6 +531,7 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         "unknown_events_ignored": 0,
         "replaces_clamped": 0,
         "chat_history_entries_undecodable": 0,
+        "sessions_not_found": 1,
         "actions_stored": 4,
         "summaries_stored": 1,
         "duplicate_events": 1,

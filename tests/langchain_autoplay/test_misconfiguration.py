@@ -18,7 +18,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from autoplay_base._recent import RecentKeys
 from autoplay_base.context_store import ContextStore
-from autoplay_base.errors import ConfigError, SessionLookupError
+from autoplay_base.errors import ConfigError, SessionNotFoundError
 from langchain_autoplay import _scope
 from langchain_autoplay._scope import lookalike_keys
 from langchain_autoplay.chat_message_histories import AutoplayChatMessageHistory
@@ -102,7 +102,7 @@ async def test_strict_adapters_raise(store: ContextStore, mode: str) -> None:
         lambda c: agent.invoke(state, c) if mode == "sync" else agent.ainvoke(state, c),
     ]
     for call in calls:
-        for config, error in ((unknown, SessionLookupError), (none, ConfigError)):
+        for config, error in ((unknown, SessionNotFoundError), (none, ConfigError)):
             with pytest.raises(error, match=r"\(strict=True\)"):
                 result = call(config)
                 if mode == "async":

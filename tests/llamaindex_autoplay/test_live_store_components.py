@@ -9,7 +9,7 @@ import pytest
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
 from autoplay_base.context_store import ContextStore
-from autoplay_base.errors import ConfigError, SessionLookupError
+from autoplay_base.errors import ConfigError, SessionNotFoundError
 from autoplay_base.events import ActionsPayload, SlimAction
 from llamaindex_autoplay.memory import AutoplayMemoryBlock
 from llamaindex_autoplay.postprocessors import AutoplayNodePostprocessor
@@ -39,9 +39,9 @@ async def test_strict_postprocessor_and_memory_block(live: ContextStore) -> None
     with pytest.raises(ConfigError, match=r"\(strict=True\)"):
         await block.aget()
     with autoplay_session("nope", product_id="acme"):
-        with pytest.raises(SessionLookupError, match="no live context for session 'nope'"):
+        with pytest.raises(SessionNotFoundError, match="no live context for session 'nope'"):
             post.postprocess_nodes(nodes, QueryBundle("q"))
-        with pytest.raises(SessionLookupError, match="no live context for session 'nope'"):
+        with pytest.raises(SessionNotFoundError, match="no live context for session 'nope'"):
             await block.aget()
     with autoplay_session("s1", product_id="acme"):
         assert len(post.postprocess_nodes(nodes, QueryBundle("q"))) == 2
