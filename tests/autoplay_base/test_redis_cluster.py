@@ -118,7 +118,7 @@ async def test_listen_follows_a_session_on_its_node(cluster_backends: MakeBacken
 def _lines(backend: RedisBackend, key: SessionKey) -> list[str]:
     view = backend.read(key, ALL, now=T0 + 10_000)
     assert view is not None
-    return view.lines
+    return list(view.actions)
 
 
 def test_a_node_restarted_mid_stream_loses_nothing(private_cluster: Cluster) -> None:

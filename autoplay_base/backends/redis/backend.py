@@ -2015,10 +2015,11 @@ class RedisBackend:
         """
         module = self._redis
         stream = self._keys.session(key, _STREAM)
-        pool = self._client.connection_pool
         if self._cluster:  # XREAD on the node that owns the stream's slot now
             slot = self._slot(("XREAD", stream))
             pool = node_pool(self._client.nodes_manager.get_node_from_slot(slot), is_async=False)
+        else:
+            pool = self._client.connection_pool
         client = module.Redis.from_pool(
             module.ConnectionPool(
                 connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
