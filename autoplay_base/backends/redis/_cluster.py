@@ -68,9 +68,10 @@ def slot_groups(slots: Sequence[int]) -> list[tuple[int, list[int]]]:
     return list(groups.items())
 
 
-def describe_cluster(nodes: Sequence[tuple[str, Any]]) -> str:
-    """``redis+cluster://h1:p1,h2:p2``: the startup nodes, never credentials."""
-    return "redis+cluster://" + ",".join(f"{host}:{port}" for host, port in nodes)
+def describe_cluster(client: Any) -> str:
+    """``redis+cluster://h1:p1,h2:p2``: a cluster client's startup nodes, never credentials."""
+    nodes = client.nodes_manager.startup_nodes.values()
+    return "redis+cluster://" + ",".join(f"{node.host}:{node.port}" for node in nodes)
 
 
 @dataclass(frozen=True, slots=True)

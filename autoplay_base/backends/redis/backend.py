@@ -89,6 +89,8 @@ from autoplay_base.errors import (
 if TYPE_CHECKING:
     import redis as redis_sync
     import redis.asyncio as redis_async
+    import redis.asyncio.cluster
+    import redis.cluster
 
 __all__ = [
     "DEFAULT_LISTEN_BLOCK_MS",
@@ -317,8 +319,8 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: redis_sync.Redis,
-        aclient: redis_async.Redis,
+        client: redis_sync.Redis | redis_sync.cluster.RedisCluster,
+        aclient: redis_async.Redis | redis_async.cluster.RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -426,13 +428,7 @@ class RedisBackend:
         self._down_until = 0.0
         self._down = False
         self._last_failure: BaseException | None = None
-        self._where = (
-            describe_cluster(
-                [(n.host, n.port) for n in client.nodes_manager.startup_nodes.values()]
-            )
-            if self._cluster
-            else _describe_pool(client)
-        )
+        self._where = describe_cluster(client) if self._cluster else _describe_pool(client)
         # The Sentinel managers ``from_sentinel`` made: their connections to the
         # sentinels are the backend's to close (clients passed in stay the caller's).
         self._sentinels: tuple[Any, Any] | None = None
