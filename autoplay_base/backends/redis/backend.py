@@ -276,7 +276,7 @@ class RedisBackend:
     """Session context, user indexes and chat histories in Redis, shared across processes.
 
     Build it with :meth:`from_url` (or :meth:`from_sentinel` behind Redis
-    Sentinel); the constructor takes ready clients (a sync ``redis.Redis`` and a
+    Sentinel, :meth:`from_cluster` on a Redis Cluster); the constructor takes ready clients (a sync ``redis.Redis`` and a
     ``redis.asyncio.Redis`` on the same server, created with
     ``decode_responses=True``, ``Sentinel.master_for`` ones included) for callers
     that manage their own pools. One instance serves threads and one event loop
@@ -294,8 +294,12 @@ class RedisBackend:
     answer lost), ``redis_rejected``, ``redis_auth_errors``,
     ``redis_cluster_refused`` and ``redis_invalid_text``.
 
-    Raises :class:`ConfigError` for a Redis Cluster client (and ``from_url``
-    for a server in cluster mode); every call raises
+    Cluster clients (``redis.cluster.RedisCluster`` and its asyncio twin, as
+    :meth:`from_cluster` builds them) run every operation as single-slot steps
+    (see *Cluster* in :mod:`autoplay_base.backends.redis`).
+
+    Raises :class:`ConfigError` for a cluster client beside a standalone one (and
+    for standalone clients that meet a cluster node); every call raises
     :class:`~autoplay_base.errors.BackendAuthError` while Redis refuses the
     credentials, and :class:`ConfigError` for text that is not valid Unicode.
 
@@ -304,7 +308,7 @@ class RedisBackend:
         max_sessions, max_actions_per_session, idle_ttl_seconds,
         max_sessions_per_user, max_users, max_messages, history_ttl_seconds,
         dedupe_window: the same bounds as :class:`InMemoryBackend` (``dedupe_window``
-            counts event ids per product here).
+            counts event ids per product here, per session on a cluster).
         stream_maxlen: approximate entries kept per session activity stream for
             ``listen`` (0 turns the stream off).
         max_buffered_writes: writes kept locally while Redis is unreachable.
