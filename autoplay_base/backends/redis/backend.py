@@ -276,9 +276,10 @@ class RedisBackend:
     """Session context, user indexes and chat histories in Redis, shared across processes.
 
     Build it with :meth:`from_url` (or :meth:`from_sentinel` behind Redis
-    Sentinel, :meth:`from_cluster` on a Redis Cluster); the constructor takes ready clients (a sync ``redis.Redis`` and a
-    ``redis.asyncio.Redis`` on the same server, created with
-    ``decode_responses=True``, ``Sentinel.master_for`` ones included) for callers
+    Sentinel, :meth:`from_cluster` on a Redis Cluster); the constructor takes
+    ready clients (a sync ``redis.Redis`` and a ``redis.asyncio.Redis`` on the
+    same server, created with ``decode_responses=True``, ``Sentinel.master_for``
+    ones included, or the two cluster clients) for callers
     that manage their own pools. One instance serves threads and one event loop
     at a time (redis-py's async connections belong to the loop that opened them).
 
