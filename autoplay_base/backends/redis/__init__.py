@@ -129,9 +129,12 @@ owns each slot (redis-py's slot map); ``MOVED`` refreshes the map and ``ASK``
 redirects, then the command is retried; ``NOSCRIPT`` loads the scripts on that
 node. ``CLUSTERDOWN``, ``TRYAGAIN`` (a slot mid-migration) and a node that does
 not answer are an outage like any other: reads are empty, writes are buffered
-and replayed in order, each replay a flow of its own. A flow cut after the
-session's script ran buffers only its remaining index steps. ``listen`` reads
-the stream on the node that owns it when it starts.
+and replayed in order, each replay a flow of its own (the breaker is the
+backend's: one unreachable node pauses every call for
+``retry_interval_seconds``). A flow cut after the session's script ran buffers
+only its remaining index steps. ``listen`` reads the stream on the node that
+owns it when it starts (a slot that moves away ends it with
+:class:`~autoplay_base.errors.BackendUnavailableError`: resume from the last id).
 
 Cluster rules that differ from standalone: the dedupe window is per session
 (``dedupe_window`` ids of each session, not of each product: an event id's

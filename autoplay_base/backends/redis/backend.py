@@ -220,9 +220,10 @@ class _Progress:
     """How far a cluster flow got: the first step's replies once answered, the index
     steps' counts, and the commands of the step in flight (what a failure leaves to do)."""
 
-    __slots__ = ("errors", "evicted", "expired", "first", "pending")
+    __slots__ = ("errors", "evicted", "expired", "first", "pending", "sent")
 
     def __init__(self) -> None:
+        self.sent = False  # some request went out: a lost answer leaves its fate unknown
         self.first: list[Any] | None = None
         self.pending: tuple[Command, ...] = ()
         self.expired = 0
@@ -418,6 +419,8 @@ class RedisBackend:
                 exceptions.TryAgainError,
                 exceptions.RedisClusterException,
             )
+        # A listener on a cluster whose slot moved away (MOVED) resumes like after an outage.
+        self._listen_errors = self._transient + ((exceptions.AskError,) if self._cluster else ())
         self._plan = ClusterPlan(
             self._keys,
             ttl=self._ttl,
@@ -1184,7 +1187,7 @@ class RedisBackend:
     def _cluster_broken(self, op: _Op, progress: _Progress, exc: BaseException) -> bool:
         """A flow cut by an outage: buffer what is left (the whole write, or its index steps)."""
         if progress.first is None:
-            return self._buffered(op, exc, sent=True)
+            return self._buffered(op, exc, sent=progress.sent)
         stored = self._after_cluster(op, progress)
         self._buffered(self._op("index", progress.pending), exc)
         return stored
@@ -1198,7 +1201,7 @@ class RedisBackend:
             rest = pending.op
         with self._lock:
             pending.op = rest
-            pending.sent = True
+            pending.sent = pending.sent or progress.sent
             self._in_flight = 0
 
     def _replayed_one(self) -> None:
@@ -1220,16 +1223,18 @@ class RedisBackend:
         return manager.get_node_from_slot(slot), False
 
     # -- sync I/O ----------------------------------------------------------------------------------
-    def _route(self, commands: Sequence[Command]) -> list[Any]:
+    def _route(self, commands: Sequence[Command], progress: _Progress | None = None) -> list[Any]:
         """Send each command to its slot's node (one MULTI per slot); replies in order."""
         replies: list[Any] = [None] * len(commands)
         for slot, indexes in slot_groups([self._slot(c) for c in commands]):
-            answers = self._route_slot(slot, [commands[i] for i in indexes])
+            answers = self._route_slot(slot, [commands[i] for i in indexes], progress)
             for index, answer in zip(indexes, answers, strict=True):
                 replies[index] = answer
         return replies
 
-    def _route_slot(self, slot: int, commands: list[Command]) -> list[Any]:
+    def _route_slot(
+        self, slot: int, commands: list[Command], progress: _Progress | None = None
+    ) -> list[Any]:
         """One slot's commands on its node; MOVED/ASK refresh or redirect, NOSCRIPT loads."""
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
         packed = _pack(wire)
@@ -1239,7 +1244,11 @@ class RedisBackend:
             pool = node_pool(node, is_async=False)
             exchange = _Exchange()
             request = _pack([("ASKING",)]) + packed if asking else packed
-            self._send(request, len(wire) + asking, exchange, pool)
+            try:
+                self._send(request, len(wire) + asking, exchange, pool)
+            finally:
+                if progress is not None:
+                    progress.sent = progress.sent or exchange.sent
             seen, results = group_replies(exchange.replies, len(commands), asking=asking)
             what, exc = verdict(seen, self._redis.exceptions)
             if what == "ok":
@@ -1262,7 +1271,7 @@ class RedisBackend:
             commands = next(flow)
             while True:
                 progress.pending = commands
-                commands = flow.send(self._route(commands))
+                commands = flow.send(self._route(commands, progress))
         except StopIteration:
             progress.pending = ()
 
@@ -1436,16 +1445,20 @@ class RedisBackend:
         """The async cluster client, its slot map loaded (redis-py loads it on first use)."""
         return await self._aclient.initialize()
 
-    async def _aroute(self, commands: Sequence[Command]) -> list[Any]:
+    async def _aroute(
+        self, commands: Sequence[Command], progress: _Progress | None = None
+    ) -> list[Any]:
         """Async twin of :meth:`_route`."""
         replies: list[Any] = [None] * len(commands)
         for slot, indexes in slot_groups([self._slot(c) for c in commands]):
-            answers = await self._aroute_slot(slot, [commands[i] for i in indexes])
+            answers = await self._aroute_slot(slot, [commands[i] for i in indexes], progress)
             for index, answer in zip(indexes, answers, strict=True):
                 replies[index] = answer
         return replies
 
-    async def _aroute_slot(self, slot: int, commands: list[Command]) -> list[Any]:
+    async def _aroute_slot(
+        self, slot: int, commands: list[Command], progress: _Progress | None = None
+    ) -> list[Any]:
         """Async twin of :meth:`_route_slot`."""
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
         packed = _pack(wire)
@@ -1455,7 +1468,11 @@ class RedisBackend:
             pool = node_pool(node, is_async=True)
             exchange = _Exchange()
             request = _pack([("ASKING",)]) + packed if asking else packed
-            await self._asend(request, len(wire) + asking, exchange, pool)
+            try:
+                await self._asend(request, len(wire) + asking, exchange, pool)
+            finally:
+                if progress is not None:
+                    progress.sent = progress.sent or exchange.sent
             seen, results = group_replies(exchange.replies, len(commands), asking=asking)
             what, exc = verdict(seen, self._redis.exceptions)
             if what == "ok":
@@ -1478,7 +1495,7 @@ class RedisBackend:
             commands = next(flow)
             while True:
                 progress.pending = commands
-                commands = flow.send(await self._aroute(commands))
+                commands = flow.send(await self._aroute(commands, progress))
         except StopIteration:
             progress.pending = ()
 
@@ -2035,7 +2052,7 @@ class RedisBackend:
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
                         yield _activity(entry_id, fields)
-            except self._transient as exc:
+            except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
             client.close()
@@ -2074,7 +2091,7 @@ class RedisBackend:
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
                         yield _activity(entry_id, fields)
-            except self._transient as exc:
+            except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
             # Shielded so a cancelled listener still releases its connection.
