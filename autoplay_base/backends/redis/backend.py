@@ -7,10 +7,8 @@ import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
-from itertools import islice
 from threading import Event, Lock
 from typing import TYPE_CHECKING, Any
 
@@ -53,6 +51,7 @@ from autoplay_base.backends.redis._layout import (
     session_member,
     unescape_id,
 )
+from autoplay_base.backends.redis._outage import OutageBuffer, Pending
 from autoplay_base.backends.redis._scripts import (
     _FORGET_USER,
     _LOAD_SCRIPTS,
@@ -203,17 +202,6 @@ def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
         )
     lines = tuple(str(line) for line in data) if isinstance(data, list) else ()
     return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
-
-
-class _Pending:
-    """A buffered write; ``sent`` once it went out and its answer was lost (fate unknown)."""
-
-    __slots__ = ("op", "sent", "seq")
-
-    def __init__(self, seq: int, op: _Op, *, sent: bool) -> None:
-        self.seq = seq
-        self.op = op
-        self.sent = sent
 
 
 class _Progress:
@@ -429,10 +417,9 @@ class RedisBackend:
             per_user=max_sessions_per_user,
         )
         self._lock = Lock()
-        self._buffer: deque[_Pending] = deque()
-        self._buffer_seq = 0
-        self._draining = False
-        self._in_flight = 0  # buffered writes at the head of the buffer a replay has sent
+        self._buffer: OutageBuffer[_Op] = OutageBuffer(
+            max_buffered_writes, lock=self._lock, count=self._count, report_drop=self._dropped
+        )
         self._down_until = 0.0
         self._down = False
         self._last_failure: BaseException | None = None
@@ -863,6 +850,11 @@ class RedisBackend:
         return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
 
     # -- bookkeeping (pure, under the lock) --------------------------------------------------------
+    @property
+    def _in_flight(self) -> int:
+        """Buffered writes at the head that the replay under way has sent."""
+        return self._buffer.in_flight
+
     def _count(self, name: str, n: int = 1) -> None:
         extra = self.stats.extra
         extra[name] = extra.get(name, 0) + n
@@ -1030,32 +1022,11 @@ class RedisBackend:
                 logger.info("redis backend: %s reachable again", self._where)
 
     def _enqueue(self, op: _Op, *, sent: bool = False) -> bool:
-        """Buffer a write; past the bound the oldest write no replay has in flight goes.
-
-        A replay in flight holds the head of the buffer: those writes may be
-        applied right now, so they are never the ones given up. When every
-        buffered write is in flight, the new write is the one given up.
-        """
-        dropped: list[_Pending] = []
-        with self._lock:
-            self._buffer_seq += 1
-            self._buffer.append(_Pending(self._buffer_seq, op, sent=sent))
-            self._count("redis_writes_buffered")
-            while len(self._buffer) > self.max_buffered_writes:
-                # Context is about recency: the oldest buffered write goes first.
-                position = min(self._in_flight, len(self._buffer) - 1)
-                lost = self._buffer[position]
-                del self._buffer[position]
-                dropped.append(lost)
-                self._count_drop(lost)
-        for pending in dropped:
-            self._dropped(pending, "buffer_full")
+        """Buffer a write (see :class:`~._outage.OutageBuffer` for what overflows)."""
+        self._buffer.enqueue(op, sent=sent)
         return True
 
-    def _count_drop(self, pending: _Pending) -> None:
-        self._count("redis_writes_dropped_unknown" if pending.sent else "redis_writes_dropped")
-
-    def _dropped(self, pending: _Pending, reason: str) -> None:
+    def _dropped(self, pending: Pending[_Op], reason: str) -> None:
         op = pending.op
         outcome = UNKNOWN if pending.sent else NOT_APPLIED
         logger.warning(
@@ -1071,26 +1042,7 @@ class RedisBackend:
             except Exception:
                 logger.exception("redis backend: on_drop callback raised")
 
-    def _take_batch(self) -> list[_Pending]:
-        """The next buffered writes to replay, now in flight (empty when the buffer is)."""
-        with self._lock:
-            batch = list(islice(self._buffer, _BATCH))
-            self._in_flight = len(batch)
-            return batch
-
-    def _begin_drain(self) -> bool:
-        with self._lock:
-            if self._draining or not self._buffer:
-                return False
-            self._draining = True
-            return True
-
-    def _end_drain(self) -> None:
-        with self._lock:
-            self._draining = False
-            self._in_flight = 0
-
-    def _replayed(self, batch: list[_Pending], exchange: _Exchange) -> None:
+    def _replayed(self, batch: list[Pending[_Op]], exchange: _Exchange) -> None:
         """Account the writes of ``batch`` that were answered and take them off the buffer.
 
         Replies start with one per SCRIPT LOAD, then each write's replies in order.
@@ -1111,19 +1063,9 @@ class RedisBackend:
                 chunk = exec_reply if isinstance(exec_reply, list) else [exec_reply]
             self._after_write(op, chunk)
             done += 1
-        with self._lock:
-            if exchange.sent:
-                for pending in batch[done:]:
-                    pending.sent = True
-            # The batch is still the head of the buffer: an overflow never drops writes
-            # in flight, so only this replay takes them off.
-            for _ in range(done):
-                self._buffer.popleft()
-            self._in_flight = 0
-            if done:
-                self._count("redis_writes_replayed", done)
+        self._buffer.replayed(batch, done, sent=exchange.sent)
 
-    def _replay_packed(self, batch: list[_Pending]) -> tuple[bytes, int]:
+    def _replay_packed(self, batch: list[Pending[_Op]]) -> tuple[bytes, int]:
         # Scripts are loaded first: a restarted server has an empty script cache.
         packed = _pack(_LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
         return packed, len(_LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
@@ -1192,23 +1134,14 @@ class RedisBackend:
         self._buffered(self._op("index", progress.pending), exc)
         return stored
 
-    def _replay_broken(self, pending: _Pending, progress: _Progress) -> None:
+    def _replay_broken(self, pending: Pending[_Op], progress: _Progress) -> None:
         """A replayed flow cut by an outage: it stays at the head, as what is left of it."""
         if progress.first is not None:
             self._after_cluster(pending.op, progress)
             rest = self._op("index", progress.pending)
         else:
             rest = pending.op
-        with self._lock:
-            pending.op = rest
-            pending.sent = pending.sent or progress.sent
-            self._in_flight = 0
-
-    def _replayed_one(self) -> None:
-        with self._lock:
-            self._buffer.popleft()
-            self._in_flight = max(0, self._in_flight - 1)
-            self._count("redis_writes_replayed")
+        self._buffer.replace_head(pending, rest, sent=progress.sent)
 
     def _slot(self, command: Command) -> int:
         key = command_key(command)
@@ -1286,7 +1219,7 @@ class RedisBackend:
 
     def _cluster_drain(self) -> bool:
         """Replay buffered writes one flow at a time, in order (each goes to its nodes)."""
-        while batch := self._take_batch():
+        while batch := self._buffer.take_batch(1):  # one flow in flight at a time
             for pending in batch:
                 progress = _Progress()
                 try:
@@ -1296,7 +1229,7 @@ class RedisBackend:
                     self._trip(exc)
                     return False
                 self._after_cluster(pending.op, progress)
-                self._replayed_one()
+                self._buffer.replayed([pending], 1, sent=False)
         self._recovered()
         return True
 
@@ -1354,12 +1287,12 @@ class RedisBackend:
 
     def _drain(self) -> bool | None:
         """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
-        if not self._begin_drain():
+        if not self._buffer.begin_drain():
             return None if self._buffer else True
         try:
             if self._cluster:
                 return self._cluster_drain()
-            while batch := self._take_batch():
+            while batch := self._buffer.take_batch(_BATCH):
                 packed, count = self._replay_packed(batch)
                 exchange = _Exchange()
                 try:
@@ -1373,7 +1306,7 @@ class RedisBackend:
             self._recovered()
             return True
         finally:
-            self._end_drain()
+            self._buffer.end_drain()
 
     def _ready(self) -> bool | None:
         """Replay the buffer first so writes land in order.
@@ -1510,7 +1443,7 @@ class RedisBackend:
 
     async def _acluster_drain(self) -> bool:
         """Async twin of :meth:`_cluster_drain`."""
-        while batch := self._take_batch():
+        while batch := self._buffer.take_batch(1):  # one flow in flight at a time
             for pending in batch:
                 progress = _Progress()
                 try:
@@ -1520,7 +1453,7 @@ class RedisBackend:
                     self._trip(exc)
                     return False
                 self._after_cluster(pending.op, progress)
-                self._replayed_one()
+                self._buffer.replayed([pending], 1, sent=False)
         self._recovered()
         return True
 
@@ -1567,12 +1500,12 @@ class RedisBackend:
 
     async def _adrain(self) -> bool | None:
         """Async twin of :meth:`_drain`."""
-        if not self._begin_drain():
+        if not self._buffer.begin_drain():
             return None if self._buffer else True
         try:
             if self._cluster:
                 return await self._acluster_drain()
-            while batch := self._take_batch():
+            while batch := self._buffer.take_batch(_BATCH):
                 packed, count = self._replay_packed(batch)
                 exchange = _Exchange()
                 try:
@@ -1585,7 +1518,7 @@ class RedisBackend:
             self._recovered()
             return True
         finally:
-            self._end_drain()
+            self._buffer.end_drain()
 
     async def _aready(self) -> bool | None:
         """Async twin of :meth:`_ready`."""
@@ -2098,15 +2031,6 @@ class RedisBackend:
             await asyncio.shield(client.aclose())
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def _drop_buffer(self) -> None:
-        with self._lock:
-            lost = list(self._buffer)
-            self._buffer.clear()
-            for pending in lost:
-                self._count_drop(pending)
-        for pending in lost:
-            self._dropped(pending, "closed")
-
     def close(self) -> None:
         """Replay what is buffered if Redis answers, report the rest as dropped, disconnect.
 
@@ -2114,7 +2038,7 @@ class RedisBackend:
         calls :meth:`aclose`, which closes both.
         """
         self.flush()
-        self._drop_buffer()
+        self._buffer.drop_all("closed")
         self._client.close()
         if self._sentinels is not None:
             self._sentinels[0].close()
@@ -2122,7 +2046,7 @@ class RedisBackend:
     async def aclose(self) -> None:
         """Async twin of :meth:`close`; closes the async and the sync client."""
         await self.aflush()
-        self._drop_buffer()
+        self._buffer.drop_all("closed")
         await self._aclient.aclose()
         self._client.close()
         if self._sentinels is not None:
