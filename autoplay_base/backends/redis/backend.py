@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
@@ -29,9 +28,6 @@ from autoplay_base.backends.base import (
     SessionView,
     UserSessionRef,
     check_bounds,
-    content_digest,
-    read_cutoff,
-    visible_summary,
 )
 from autoplay_base.backends.redis._cluster import (
     ClusterPlan,
@@ -41,23 +37,32 @@ from autoplay_base.backends.redis._cluster import (
     slot_groups,
     verdict,
 )
+from autoplay_base.backends.redis._commands import (
+    Settings,
+    activity,
+    append_command,
+    f,
+    forget_user_commands,
+    get_messages_commands,
+    ids,
+    messages_commands,
+    read_commands,
+    read_view,
+    reset_commands,
+    sessions_command,
+    summary_command,
+    user_refs,
+    user_sessions_commands,
+    write_counts,
+)
 from autoplay_base.backends.redis._layout import (
-    _ACTIONS,
-    _META,
     _STREAM,
     Layout,
-    escape_id,
     parse_member,
-    session_member,
-    unescape_id,
 )
 from autoplay_base.backends.redis._outage import OutageBuffer, Pending
 from autoplay_base.backends.redis._scripts import (
-    _FORGET_USER,
     _LOAD_SCRIPTS,
-    _READ,
-    _SESSIONS_SCRIPT,
-    _WRITE,
     CLUSTER_LOAD_SCRIPTS,
 )
 from autoplay_base.backends.redis._wire import (
@@ -72,7 +77,6 @@ from autoplay_base.backends.redis._wire import (
     _import_redis,
     _no_retry,
     _pack,
-    _pairs,
     _raise_errors,
     _read_reply,
     _tail,
@@ -168,40 +172,6 @@ class _Op:
     lines: int = 0
     user_id: str | None = None
     now: str = ""
-
-
-def _f(value: float) -> str:
-    return repr(float(value))
-
-
-def _view(reply: list[Any], options: ReadOptions) -> SessionView | None:
-    """A read script's decoded reply as a view (the ``since`` summary rule applied here)."""
-    if not reply[0]:
-        return None
-    summary = reply[2] if isinstance(reply[2], str) else None
-    summary_at = float(reply[3]) if isinstance(reply[3], str) else None
-    last = float(reply[4]) if isinstance(reply[4], str) else None
-    return SessionView(
-        visible_summary(summary, summary_at, options), list(reply[5:]), summary_at, last
-    )
-
-
-def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
-    kind = fields.get("k")
-    data = json.loads(fields.get("d", "null"))
-    at = float(fields.get("t", "nan"))
-    event_id = fields.get("e")
-    if kind == "s" and isinstance(data, dict):
-        return Activity(
-            entry_id,
-            "summary",
-            at,
-            summary=str(data.get("summary", "")),
-            replaces=int(data.get("replaces", 0)),
-            event_id=event_id,
-        )
-    lines = tuple(str(line) for line in data) if isinstance(data, list) else ()
-    return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
 
 
 class _Progress:
@@ -371,7 +341,7 @@ class RedisBackend:
         self.stats = BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0))
         self._clock = clock
         self._keys = Layout(prefix, cluster=self._cluster)
-        self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
+        self._ttl = "" if idle_ttl_seconds is None else f(idle_ttl_seconds)
         self._ttl_ms = "" if idle_ttl_seconds is None else str(math.ceil(idle_ttl_seconds * 1000))
         self._history_ttl_ms = (
             None if history_ttl_seconds is None else math.ceil(history_ttl_seconds * 1000)
@@ -415,6 +385,15 @@ class RedisBackend:
             max_sessions=max_sessions,
             max_users=self.bounds.users,
             per_user=max_sessions_per_user,
+        )
+        self._cfg = Settings(
+            self._keys,
+            self._plan,
+            self.bounds,
+            self._ttl,
+            self._ttl_ms,
+            self._history_ttl_ms,
+            stream_maxlen,
         )
         self._lock = Lock()
         self._buffer: OutageBuffer[_Op] = OutageBuffer(
@@ -645,9 +624,6 @@ class RedisBackend:
         return f"RedisBackend({self._where}, prefix={self.prefix!r})"
 
     # -- command builders (pure but for counting what cannot be encoded) ------------------------
-    def _base_args(self, key: SessionKey, now: float) -> list[Any]:
-        return [self.prefix, self._ttl, self._ttl_ms, session_member(key), _f(now)]
-
     def _packed(self, commands: Sequence[Command], what: str) -> bytes:
         """``commands`` in RESP; text that is not valid Unicode is a :class:`ConfigError`.
 
@@ -684,19 +660,6 @@ class RedisBackend:
         packed = self._packed(wire, f"{kind} write")
         return _Op(kind, commands, packed, len(wire), key, event_id, lines, user_id, now)
 
-    def _script_write(self, key: SessionKey, argv: list[Any]) -> Command:
-        """The write script of the topology: one slot's in a cluster, the whole flow else."""
-        if self._cluster:
-            return self._plan.session_write(key, argv)
-        return ("EVALSHA", _WRITE.sha, 0, *argv)
-
-    def _dedupe_args(
-        self, event_id: str | None, digest: str, at: float, sent_at: float | None
-    ) -> tuple[str, str, str, str]:
-        if event_id is None:
-            return ("0", "", "", "")
-        return ("1", event_id, digest, _f(at if sent_at is None else sent_at))
-
     def _append_op(
         self,
         key: SessionKey,
@@ -707,36 +670,10 @@ class RedisBackend:
         user_id: str | None,
         sent_at: float | None,
     ) -> _Op:
-        has_event, event, digest, order = self._dedupe_args(
-            event_id, content_digest(lines) if event_id is not None else "", at, sent_at
+        command = append_command(
+            self._cfg, key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at
         )
-        argv = self._base_args(key, at)
-        argv += [
-            "a",
-            has_event,
-            event,
-            self.bounds.max_sessions,
-            self.bounds.max_actions_per_session,
-            self.bounds.dedupe_window,
-            self.stream_maxlen,
-            json.dumps(list(lines)) if self.stream_maxlen else "",
-            escape_id(user_id) if user_id else "",
-            self.bounds.max_sessions_per_user,
-            self.bounds.users,
-            digest,
-            order,
-        ]
-        stamp = _f(at)
-        argv += [f"{stamp} {line}" for line in lines]
-        return self._op(
-            "append",
-            (self._script_write(key, argv),),
-            key,
-            event_id,
-            len(lines),
-            user_id=user_id,
-            now=stamp,
-        )
+        return self._op("append", (command,), key, event_id, len(lines), user_id=user_id, now=f(at))
 
     def _summary_op(
         self,
@@ -748,106 +685,10 @@ class RedisBackend:
         event_id: str | None,
         sent_at: float | None,
     ) -> _Op:
-        # The digest covers what the caller sent; the script gets ``replaces`` clamped:
-        # no more than the cap can be pending, and Redis takes no integer >= 2**63.
-        has_event, event, digest, order = self._dedupe_args(
-            event_id,
-            content_digest([summary, str(replaces)]) if event_id is not None else "",
-            at,
-            sent_at,
+        command = summary_command(
+            self._cfg, key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
         )
-        clamped = min(max(replaces, 0), self.bounds.max_actions_per_session)
-        argv = self._base_args(key, at)
-        data = {"summary": summary, "replaces": replaces}
-        argv += [
-            "s",
-            has_event,
-            event,
-            self.bounds.max_sessions,
-            self.bounds.max_actions_per_session,
-            self.bounds.dedupe_window,
-            self.stream_maxlen,
-            json.dumps(data) if self.stream_maxlen else "",
-            "",
-            self.bounds.max_sessions_per_user,
-            self.bounds.users,
-            digest,
-            order,
-            clamped,
-            summary,
-        ]
-        return self._op("summary", (self._script_write(key, argv),), key, event_id, now=_f(at))
-
-    def _read_commands(
-        self, key: SessionKey, options: ReadOptions, now: float
-    ) -> tuple[Command, ...]:
-        cutoff = read_cutoff(options, now)
-        argv = self._base_args(key, now)
-        argv += [
-            "1" if options.include_actions else "0",
-            "" if cutoff is None else _f(cutoff),
-            "" if options.max_actions is None else options.max_actions,
-        ]
-        if self._cluster:
-            return self._plan.session_read(key, argv, _f(now))
-        return (("EVALSHA", _READ.sha, 0, *argv),)
-
-    def _reset_op(self, key: SessionKey) -> _Op:
-        keys = self._keys
-        member = session_member(key)
-        return self._op(
-            "reset",
-            (
-                (
-                    "DEL",
-                    keys.session(key, _META),
-                    keys.session(key, _ACTIONS),
-                    keys.session(key, _STREAM),
-                ),
-                ("ZREM", keys.sessions(), member),
-                ("SREM", keys.products(key.session_id), escape_id(key.product_id)),
-            ),
-            key,
-        )
-
-    def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> _Op:
-        name = self._keys.history(key)
-        commands: list[Command] = [
-            ("RPUSH", name, *messages),
-            ("LTRIM", name, -self.bounds.max_messages, -1),
-        ]
-        if self._history_ttl_ms is not None:
-            commands.append(("PEXPIRE", name, self._history_ttl_ms))
-        return self._op("messages", tuple(commands), key)
-
-    def _get_messages_commands(self, key: SessionKey) -> tuple[Command, ...]:
-        name = self._keys.history(key)
-        if self._history_ttl_ms is None:
-            return (("LRANGE", name, 0, -1),)
-        return (("LRANGE", name, 0, -1), ("PEXPIRE", name, self._history_ttl_ms))
-
-    def _forget_user_op(self, user_id: str, product_id: str | None) -> _Op:
-        if self._cluster:
-            # Every product: the flow lists them first (SMEMBERS), then drops each index.
-            if product_id is None:
-                listing = (("SMEMBERS", self._keys.user_products(user_id)),)
-                return self._op("forget_user", listing, user_id=user_id)
-            commands = self._plan.forget_user(user_id, [escape_id(product_id)])
-            return self._op("forget_user_index", commands, user_id=user_id)
-        every = "1" if product_id is None else "0"
-        product = "" if product_id is None else escape_id(product_id)
-        command = ("EVALSHA", _FORGET_USER.sha, 0, self.prefix, escape_id(user_id), every, product)
-        return self._op("forget_user", (command,))
-
-    def _user_commands(self, user_id: str, product_id: str, limit: int) -> tuple[Command, ...]:
-        name = self._keys.user(product_id, user_id)
-        return (("ZREVRANGE", name, 0, limit - 1, "WITHSCORES"),)
-
-    def _sessions_command(self) -> Command:
-        if self._cluster:
-            return self._plan.sweep(_f(self._clock()))
-        argv = [self.prefix, self._ttl, self._ttl_ms, "", _f(self._clock())]
-        return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
+        return self._op("summary", (command,), key, event_id, now=f(at))
 
     # -- bookkeeping (pure, under the lock) --------------------------------------------------------
     @property
@@ -867,11 +708,7 @@ class RedisBackend:
             return False
         if op.kind not in ("append", "summary"):
             return True
-        reply = replies[0]
-        if isinstance(reply, int):
-            stored, trimmed, expired, evicted, reused, resets = reply, 0, 0, 0, 0, 0
-        else:
-            stored, trimmed, expired, evicted, reused, resets = reply
+        stored, trimmed, expired, evicted, reused, resets = write_counts(replies[0])
         with self._lock:
             self.stats.sessions_expired += expired
             self.stats.sessions_evicted += evicted
@@ -1783,41 +1620,41 @@ class RedisBackend:
     def _account_read(self, replies: list[Any] | None, options: ReadOptions) -> SessionView | None:
         if replies is None:
             return None
-        reply = json.loads(replies[0])
-        if reply[1]:
+        expired, view = read_view(replies[0], options)
+        if expired:
             with self._lock:
-                self.stats.sessions_expired += reply[1]
-        return _view(reply, options)
+                self.stats.sessions_expired += expired
+        return view
 
     def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
         """The session filtered server-side in one round trip; ``None`` if unknown or down."""
-        replies = self._query(self._read_commands(key, options, now))
+        replies = self._query(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
     ) -> SessionView | None:
         """Async twin of :meth:`read`."""
-        replies = await self._aquery(self._read_commands(key, options, now))
+        replies = await self._aquery(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     def products_for(self, session_id: str) -> list[str]:
         """Product ids (sorted) with state for ``session_id``: one ``SMEMBERS``."""
         replies = self._query((("SMEMBERS", self._keys.products(session_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        return ids(replies[0]) if replies else []
 
     async def aproducts_for(self, session_id: str) -> list[str]:
         """Async twin of :meth:`products_for`."""
         replies = await self._aquery((("SMEMBERS", self._keys.products(session_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        return ids(replies[0]) if replies else []
 
     def reset(self, key: SessionKey) -> None:
         """Forget a session's context (MULTI/EXEC; its chat history stays)."""
-        self._write(self._reset_op(key))
+        self._write(self._op("reset", reset_commands(self._cfg, key), key))
 
     async def areset(self, key: SessionKey) -> None:
         """Async twin of :meth:`reset`."""
-        await self._awrite(self._reset_op(key))
+        await self._awrite(self._op("reset", reset_commands(self._cfg, key), key))
 
     def _account_sessions(
         self, command: Command, replies: list[Any] | None
@@ -1838,7 +1675,7 @@ class RedisBackend:
 
     def sessions(self) -> list[SessionKey]:
         """Every live session, least recently touched first (expired ones swept first)."""
-        command = self._sessions_command()
+        command = sessions_command(self._cfg, self._clock())
         live, drops = self._account_sessions(command, self._query((command,)))
         if drops is not None:
             self._write(drops)
@@ -1846,28 +1683,19 @@ class RedisBackend:
 
     async def asessions(self) -> list[SessionKey]:
         """Async twin of :meth:`sessions`."""
-        command = self._sessions_command()
+        command = sessions_command(self._cfg, self._clock())
         live, drops = self._account_sessions(command, await self._aquery((command,)))
         if drops is not None:
             await self._awrite(drops)
         return live
 
     # -- users -------------------------------------------------------------------------------------
-    @staticmethod
-    def _user_refs(replies: list[Any] | None, product_id: str) -> list[UserSessionRef]:
-        if replies is None:
-            return []
-        return [
-            UserSessionRef(unescape_id(session), product_id, float(seen_at))
-            for session, seen_at in _pairs(replies[0])
-        ]
-
     def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
         """One product's user's most recent sessions, newest first (one ``ZREVRANGE``)."""
         if limit <= 0:
             return []
-        replies = self._query(self._user_commands(user_id, product_id, limit))
-        return self._user_refs(replies, product_id)
+        replies = self._query(user_sessions_commands(self._cfg, user_id, product_id, limit))
+        return user_refs(replies[0], product_id) if replies else []
 
     async def auser_sessions(
         self, user_id: str, *, product_id: str, limit: int
@@ -1875,18 +1703,18 @@ class RedisBackend:
         """Async twin of :meth:`user_sessions`."""
         if limit <= 0:
             return []
-        replies = await self._aquery(self._user_commands(user_id, product_id, limit))
-        return self._user_refs(replies, product_id)
+        replies = await self._aquery(user_sessions_commands(self._cfg, user_id, product_id, limit))
+        return user_refs(replies[0], product_id) if replies else []
 
     def user_products(self, user_id: str) -> list[str]:
         """Product ids (sorted) under which ``user_id`` has indexed sessions: one ``SMEMBERS``."""
         replies = self._query((("SMEMBERS", self._keys.user_products(user_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        return ids(replies[0]) if replies else []
 
     async def auser_products(self, user_id: str) -> list[str]:
         """Async twin of :meth:`user_products`."""
         replies = await self._aquery((("SMEMBERS", self._keys.user_products(user_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        return ids(replies[0]) if replies else []
 
     def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Drop a user's session index (under every product when ``product_id`` is None)."""
@@ -1905,20 +1733,29 @@ class RedisBackend:
     async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Async twin of :meth:`append_messages`."""
         if messages:
-            await self._awrite(self._messages_op(key, messages))
+            await self._awrite(
+                self._messages_op(key, messages)
+            )
 
     def get_messages(self, key: SessionKey) -> list[str]:
         """A session's serialized chat messages, oldest first (refreshes the TTL)."""
-        replies = self._query(self._get_messages_commands(key))
+        replies = self._query(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
 
     async def aget_messages(self, key: SessionKey) -> list[str]:
         """Async twin of :meth:`get_messages`."""
-        replies = await self._aquery(self._get_messages_commands(key))
+        replies = await self._aquery(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
+
+    def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> _Op:
+        return self._op("messages", messages_commands(self._cfg, key, messages), key)
 
     def _clear_messages_op(self, key: SessionKey) -> _Op:
         return self._op("clear_messages", (("DEL", self._keys.history(key)),), key)
+
+    def _forget_user_op(self, user_id: str, product_id: str | None) -> _Op:
+        kind, commands = forget_user_commands(self._cfg, user_id, product_id)
+        return self._op(kind, commands, user_id=user_id)
 
     def clear_messages(self, key: SessionKey) -> None:
         """Delete a session's chat history."""
@@ -1984,7 +1821,7 @@ class RedisBackend:
                     reply = client.xread({stream: cursor}, count=count, block=block_ms)
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
-                        yield _activity(entry_id, fields)
+                        yield activity(entry_id, fields)
             except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
@@ -2023,7 +1860,7 @@ class RedisBackend:
                     )
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
-                        yield _activity(entry_id, fields)
+                        yield activity(entry_id, fields)
             except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
