@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
 from dataclasses import dataclass
 from threading import Event, Lock
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from autoplay_base.backends.base import (
     DEFAULT_DEDUPE_WINDOW,
@@ -187,6 +187,38 @@ class _Progress:
         self.expired = 0
         self.evicted = 0
         self.errors: list[Exception] = []
+
+
+_T = TypeVar("_T")
+Flow = Generator[Any, Any, _T]
+"""A flow: yields I/O requests, receives their results, returns its value."""
+
+
+class _Send(NamedTuple):
+    """Request: write ``packed`` and read ``expect`` replies into ``exchange`` (on ``node``'s
+    connection in a cluster, else the client's pool)."""
+
+    packed: bytes
+    expect: int
+    exchange: _Exchange
+    node: Any = None
+
+
+class _Stream(NamedTuple):
+    """Request: pipeline ``ops`` in chunks on one connection (``append_actions_many``)."""
+
+    ops: list[_Op]
+    exchange: _Exchange
+
+
+class _Nodes(NamedTuple):
+    """Request: the cluster client's nodes manager (its slot map loaded)."""
+
+
+class _Refresh(NamedTuple):
+    """Request: reload the slot map after a ``MOVED``."""
+
+    manager: Any
 
 
 class _Exchange:
@@ -992,30 +1024,169 @@ class RedisBackend:
                 return node, True
         return manager.get_node_from_slot(slot), False
 
-    # -- sync I/O ----------------------------------------------------------------------------------
-    def _route(self, commands: Sequence[Command], progress: _Progress | None = None) -> list[Any]:
+    # -- flows: each multi-step operation written once ------------------------------------------
+    # A flow is a generator that yields I/O requests (``_Send``, ``_Stream``, ``_Nodes``,
+    # ``_Refresh``) and receives their results, or has their exception thrown in at the
+    # ``yield``; :meth:`_run` and :meth:`_arun` perform the requests, so the breaker,
+    # buffer, replay and routing decisions exist once for both clients (httpx's auth flows).
+    def _execute(self, packed: bytes, count: int, exchange: _Exchange) -> Flow[list[Any]]:
+        """One command, or several in MULTI/EXEC (``count`` > 1); raises the first error reply."""
+        yield _Send(packed, count, exchange)
+        if count > 1:
+            return _raise_errors(exchange.replies[-1])
+        if isinstance(exchange.replies[0], self._no_script):
+            yield _Send(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
+            exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
+            yield _Send(packed, count, exchange)
+        return _raise_errors(exchange.replies)
+
+    def _drain(self) -> Flow[bool | None]:
+        """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
+        if not self._buffer.begin_drain():
+            return None if self._buffer else True
+        try:
+            if self._cluster:
+                return (yield from self._cluster_drain())
+            while batch := self._buffer.take_batch(_BATCH):
+                packed, count = self._replay_packed(batch)
+                exchange = _Exchange()
+                try:
+                    yield _Send(packed, count, exchange)
+                except self._transient as exc:
+                    # Not an operation of its own: the call that triggered it counts.
+                    self._replayed(batch, exchange)
+                    self._trip(exc)
+                    return False
+                self._replayed(batch, exchange)
+            self._recovered()
+            return True
+        finally:
+            self._buffer.end_drain()
+
+    def _ready(self) -> Flow[bool | None]:
+        """Replay the buffer first so writes land in order.
+
+        ``False`` while Redis is down; ``None`` while another caller replays the
+        buffer (a write then queues behind it, a read goes ahead).
+        """
+        if self._tripped():
+            with self._lock:
+                self._count("redis_calls_skipped")
+            return False
+        if not self._buffer:
+            return True
+        return (yield from self._drain())
+
+    def _write(self, op: _Op) -> Flow[bool]:
+        """One write: replay first, then send it, or buffer it (or raise in strict mode)."""
+        ready = yield from self._ready()
+        if ready is None:
+            return self._enqueue(op)
+        if not ready:
+            return self._buffered(op, None)
+        if self._cluster:
+            return (yield from self._cluster_write(op))
+        exchange = _Exchange()
+        try:
+            replies = yield from self._execute(op.packed, op.replies, exchange)
+        except self._transient as exc:
+            # Once sent, its answer never came: if it is dropped later, say so.
+            return self._buffered(op, exc, sent=exchange.sent)
+        except self._response_error as exc:
+            self._rejected(op.kind, exc)
+            return False
+        self._recovered()
+        return self._after_write(op, replies)
+
+    def _write_many(self, ops: list[_Op]) -> Flow[list[bool]]:
+        """Many writes, pipelined in chunks (in a cluster each one its own flow)."""
+        if self._cluster:
+            results = []
+            for op in ops:
+                results.append((yield from self._write(op)))
+            return results
+        ready = yield from self._ready()
+        if ready is None:
+            return [self._enqueue(op) for op in ops]
+        if not ready:
+            return [self._buffered(op, None) for op in ops]
+        exchange = _Exchange()
+        try:
+            yield _Stream(ops, exchange)
+        except self._transient as exc:
+            self._trip(exc)
+            return self._settle(ops, exchange, exc)
+        self._recovered()
+        return self._settle(ops, exchange, None)
+
+    def _query(self, commands: Sequence[Command]) -> Flow[list[Any] | None]:
+        """A read: its replies, or ``None`` while Redis is down (or raise in strict mode)."""
+        packed, count = self._query_packed(commands)
+        if (yield from self._ready()) is False:
+            self._read_failed(None)
+            return None
+        try:
+            if self._cluster:
+                replies = _raise_errors((yield from self._route(commands)))
+            else:
+                replies = yield from self._execute(packed, count, _Exchange())
+        except self._transient as exc:
+            self._read_failed(exc)
+            return None
+        except self._response_error as exc:
+            raise self._rejected("read", exc) from exc
+        self._recovered()
+        return replies
+
+    def _flush(self) -> Flow[int]:
+        with self._lock:
+            self._down_until = 0.0
+        yield from self._drain()
+        return len(self._buffer)
+
+    def _ping(self) -> Flow[None]:
+        try:
+            if self._cluster:
+                yield from self._route([("PING",)])
+            else:
+                yield _Send(_pack([("PING",)]), 1, _Exchange())
+        except self._transient as exc:
+            raise self._failed("ping", exc) from exc
+        self._recovered()
+
+    def _sessions(self) -> Flow[list[SessionKey]]:
+        command = sessions_command(self._cfg, self._clock())
+        live, drops = self._account_sessions(command, (yield from self._query((command,))))
+        if drops is not None:
+            yield from self._write(drops)
+        return live
+
+    # -- cluster: routing and the write flow's runner ----------------------------------------
+    def _route(
+        self, commands: Sequence[Command], progress: _Progress | None = None
+    ) -> Flow[list[Any]]:
         """Send each command to its slot's node (one MULTI per slot); replies in order."""
         replies: list[Any] = [None] * len(commands)
         for slot, indexes in slot_groups([self._slot(c) for c in commands]):
-            answers = self._route_slot(slot, [commands[i] for i in indexes], progress)
+            group = [commands[i] for i in indexes]
+            answers = yield from self._route_slot(slot, group, progress)
             for index, answer in zip(indexes, answers, strict=True):
                 replies[index] = answer
         return replies
 
     def _route_slot(
-        self, slot: int, commands: list[Command], progress: _Progress | None = None
-    ) -> list[Any]:
+        self, slot: int, commands: list[Command], progress: _Progress | None
+    ) -> Flow[list[Any]]:
         """One slot's commands on its node; MOVED/ASK refresh or redirect, NOSCRIPT loads."""
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
         packed = _pack(wire)
-        manager = self._client.nodes_manager
+        manager = yield _Nodes()
         node, asking = manager.get_node_from_slot(slot), False
         for _ in range(3):
-            pool = node_pool(node, is_async=False)
             exchange = _Exchange()
             request = _pack([("ASKING",)]) + packed if asking else packed
             try:
-                self._send(request, len(wire) + asking, exchange, pool)
+                yield _Send(request, len(wire) + asking, exchange, node)
             finally:
                 if progress is not None:
                     progress.sent = progress.sent or exchange.sent
@@ -1026,41 +1197,43 @@ class RedisBackend:
             if what == "down":
                 raise exc
             if what == "noscript":
-                self._send(
-                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), _Exchange(), pool
+                yield _Send(
+                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), _Exchange(), node
                 )
                 continue
             if what == "moved":
-                manager.initialize()
+                yield _Refresh(manager)
             node, asking = self._redirect(what, exc, slot, manager)
         raise self._redis.exceptions.TryAgainError(f"slot {slot} kept moving")
 
-    def _run_flow(self, op: _Op, progress: _Progress) -> None:
+    def _run_cluster(self, op: _Op, progress: _Progress) -> Flow[None]:
+        """Drive :meth:`_cluster_flow`: each step's commands routed, its replies sent back."""
         flow = self._cluster_flow(op, progress)
         try:
             commands = next(flow)
             while True:
                 progress.pending = commands
-                commands = flow.send(self._route(commands, progress))
+                replies = yield from self._route(commands, progress)
+                commands = flow.send(replies)
         except StopIteration:
             progress.pending = ()
 
-    def _cluster_write(self, op: _Op) -> bool:
+    def _cluster_write(self, op: _Op) -> Flow[bool]:
         progress = _Progress()
         try:
-            self._run_flow(op, progress)
+            yield from self._run_cluster(op, progress)
         except self._transient as exc:
             return self._cluster_broken(op, progress, exc)
         self._recovered()
         return self._after_cluster(op, progress)
 
-    def _cluster_drain(self) -> bool:
+    def _cluster_drain(self) -> Flow[bool]:
         """Replay buffered writes one flow at a time, in order (each goes to its nodes)."""
         while batch := self._buffer.take_batch(1):  # one flow in flight at a time
             for pending in batch:
                 progress = _Progress()
                 try:
-                    self._run_flow(pending.op, progress)
+                    yield from self._run_cluster(pending.op, progress)
                 except self._transient as exc:
                     self._replay_broken(pending, progress)
                     self._trip(exc)
@@ -1070,6 +1243,70 @@ class RedisBackend:
         self._recovered()
         return True
 
+    # -- the runners: perform a flow's requests (sync, then the same with ``await``) --------
+    def _run(self, flow: Flow[_T]) -> _T:
+        try:
+            request = next(flow)
+            while True:
+                try:
+                    result = self._perform(request)
+                except BaseException as exc:
+                    request = flow.throw(exc)
+                else:
+                    request = flow.send(result)
+        except StopIteration as done:
+            value: _T = done.value
+            return value
+
+    async def _arun(self, flow: Flow[_T]) -> _T:
+        try:
+            request = next(flow)
+            while True:
+                try:
+                    result = await self._aperform(request)
+                except BaseException as exc:
+                    request = flow.throw(exc)
+                else:
+                    request = flow.send(result)
+        except StopIteration as done:
+            value: _T = done.value
+            return value
+
+    def _perform(self, request: Any) -> Any:
+        if isinstance(request, _Send):
+            node = request.node
+            pool = self._client.connection_pool if node is None else node_pool(node, is_async=False)
+            return self._send(request.packed, request.expect, request.exchange, pool)
+        if isinstance(request, _Stream):
+            return self._stream_writes(request.ops, request.exchange)
+        if isinstance(request, _Nodes):
+            return self._client.nodes_manager
+        return request.manager.initialize()  # _Refresh
+
+    async def _aperform(self, request: Any) -> Any:
+        if isinstance(request, _Send):
+            node = request.node
+            pool = self._aclient.connection_pool if node is None else node_pool(node, is_async=True)
+            return await self._asend(request.packed, request.expect, request.exchange, pool)
+        if isinstance(request, _Stream):
+            return await self._astream_writes(request.ops, request.exchange)
+        if isinstance(request, _Nodes):
+            return (await self._aclient.initialize()).nodes_manager
+        return await request.manager.initialize()  # _Refresh
+
+    def _do_write(self, op: _Op) -> bool:
+        return self._run(self._write(op))
+
+    async def _ado_write(self, op: _Op) -> bool:
+        return await self._arun(self._write(op))
+
+    def _do_query(self, commands: Sequence[Command]) -> list[Any] | None:
+        return self._run(self._query(commands))
+
+    async def _ado_query(self, commands: Sequence[Command]) -> list[Any] | None:
+        return await self._arun(self._query(commands))
+
+    # -- the I/O below the flows: one round trip on one pooled connection -------------------
     def _send(self, packed: bytes, count: int, exchange: _Exchange, pool: Any = None) -> None:
         """Write ``packed`` at once and read ``count`` replies into ``exchange``: one round trip.
 
@@ -1111,189 +1348,6 @@ class RedisBackend:
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
         return self._packed(wire, "read"), len(wire)
 
-    def _execute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
-        """One command, or several in MULTI/EXEC (``count`` > 1); raises the first error reply."""
-        self._send(packed, count, exchange)
-        if count > 1:
-            return _raise_errors(exchange.replies[-1])
-        if isinstance(exchange.replies[0], self._no_script):
-            self._send(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
-            exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
-            self._send(packed, count, exchange)
-        return _raise_errors(exchange.replies)
-
-    def _drain(self) -> bool | None:
-        """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
-        if not self._buffer.begin_drain():
-            return None if self._buffer else True
-        try:
-            if self._cluster:
-                return self._cluster_drain()
-            while batch := self._buffer.take_batch(_BATCH):
-                packed, count = self._replay_packed(batch)
-                exchange = _Exchange()
-                try:
-                    self._send(packed, count, exchange)
-                except self._transient as exc:
-                    # Not an operation of its own: the call that triggered it counts.
-                    self._replayed(batch, exchange)
-                    self._trip(exc)
-                    return False
-                self._replayed(batch, exchange)
-            self._recovered()
-            return True
-        finally:
-            self._buffer.end_drain()
-
-    def _ready(self) -> bool | None:
-        """Replay the buffer first so writes land in order.
-
-        ``False`` while Redis is down; ``None`` while another caller replays the
-        buffer (a write then queues behind it, a read goes ahead).
-        """
-        if self._tripped():
-            with self._lock:
-                self._count("redis_calls_skipped")
-            return False
-        return not self._buffer or self._drain()
-
-    def _write(self, op: _Op) -> bool:
-        ready = self._ready()
-        if ready is None:
-            return self._enqueue(op)
-        if not ready:
-            return self._buffered(op, None)
-        if self._cluster:
-            return self._cluster_write(op)
-        exchange = _Exchange()
-        try:
-            replies = self._execute(op.packed, op.replies, exchange)
-        except self._transient as exc:
-            # Once sent, its answer never came: if it is dropped later, say so.
-            return self._buffered(op, exc, sent=exchange.sent)
-        except self._response_error as exc:
-            self._rejected(op.kind, exc)
-            return False
-        self._recovered()
-        return self._after_write(op, replies)
-
-    def _query(self, commands: Sequence[Command]) -> list[Any] | None:
-        packed, count = self._query_packed(commands)
-        if self._ready() is False:
-            self._read_failed(None)
-            return None
-        try:
-            if self._cluster:
-                replies = _raise_errors(self._route(commands))
-            else:
-                replies = self._execute(packed, count, _Exchange())
-        except self._transient as exc:
-            self._read_failed(exc)
-            return None
-        except self._response_error as exc:
-            raise self._rejected("read", exc) from exc
-        self._recovered()
-        return replies
-
-    def flush(self) -> int:
-        """Replay buffered writes now (ignoring the retry interval); returns how many remain."""
-        with self._lock:
-            self._down_until = 0.0
-        self._drain()
-        return len(self._buffer)
-
-    def ping(self) -> None:
-        """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
-        try:
-            self._send(_pack([("PING",)]), 1, _Exchange())
-        except self._transient as exc:
-            raise self._failed("ping", exc) from exc
-        self._recovered()
-
-    # -- async I/O (the sync bodies with ``await``) ------------------------------------------------
-    async def _acluster(self) -> Any:
-        """The async cluster client, its slot map loaded (redis-py loads it on first use)."""
-        return await self._aclient.initialize()
-
-    async def _aroute(
-        self, commands: Sequence[Command], progress: _Progress | None = None
-    ) -> list[Any]:
-        """Async twin of :meth:`_route`."""
-        replies: list[Any] = [None] * len(commands)
-        for slot, indexes in slot_groups([self._slot(c) for c in commands]):
-            answers = await self._aroute_slot(slot, [commands[i] for i in indexes], progress)
-            for index, answer in zip(indexes, answers, strict=True):
-                replies[index] = answer
-        return replies
-
-    async def _aroute_slot(
-        self, slot: int, commands: list[Command], progress: _Progress | None = None
-    ) -> list[Any]:
-        """Async twin of :meth:`_route_slot`."""
-        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
-        packed = _pack(wire)
-        manager = (await self._acluster()).nodes_manager
-        node, asking = manager.get_node_from_slot(slot), False
-        for _ in range(3):
-            pool = node_pool(node, is_async=True)
-            exchange = _Exchange()
-            request = _pack([("ASKING",)]) + packed if asking else packed
-            try:
-                await self._asend(request, len(wire) + asking, exchange, pool)
-            finally:
-                if progress is not None:
-                    progress.sent = progress.sent or exchange.sent
-            seen, results = group_replies(exchange.replies, len(commands), asking=asking)
-            what, exc = verdict(seen, self._redis.exceptions)
-            if what == "ok":
-                return results
-            if what == "down":
-                raise exc
-            if what == "noscript":
-                await self._asend(
-                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), _Exchange(), pool
-                )
-                continue
-            if what == "moved":
-                await manager.initialize()
-            node, asking = self._redirect(what, exc, slot, manager)
-        raise self._redis.exceptions.TryAgainError(f"slot {slot} kept moving")
-
-    async def _arun_flow(self, op: _Op, progress: _Progress) -> None:
-        flow = self._cluster_flow(op, progress)
-        try:
-            commands = next(flow)
-            while True:
-                progress.pending = commands
-                commands = flow.send(await self._aroute(commands, progress))
-        except StopIteration:
-            progress.pending = ()
-
-    async def _acluster_write(self, op: _Op) -> bool:
-        progress = _Progress()
-        try:
-            await self._arun_flow(op, progress)
-        except self._transient as exc:
-            return self._cluster_broken(op, progress, exc)
-        self._recovered()
-        return self._after_cluster(op, progress)
-
-    async def _acluster_drain(self) -> bool:
-        """Async twin of :meth:`_cluster_drain`."""
-        while batch := self._buffer.take_batch(1):  # one flow in flight at a time
-            for pending in batch:
-                progress = _Progress()
-                try:
-                    await self._arun_flow(pending.op, progress)
-                except self._transient as exc:
-                    self._replay_broken(pending, progress)
-                    self._trip(exc)
-                    return False
-                self._after_cluster(pending.op, progress)
-                self._buffer.replayed([pending], 1, sent=False)
-        self._recovered()
-        return True
-
     async def _asend(
         self, packed: bytes, count: int, exchange: _Exchange, pool: Any = None
     ) -> None:
@@ -1324,98 +1378,22 @@ class RedisBackend:
         finally:
             await pool.release(conn)
 
-    async def _aexecute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
-        """Async twin of :meth:`_execute`."""
-        await self._asend(packed, count, exchange)
-        if count > 1:
-            return _raise_errors(exchange.replies[-1])
-        if isinstance(exchange.replies[0], self._no_script):
-            await self._asend(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
-            exchange.replies.clear()
-            await self._asend(packed, count, exchange)
-        return _raise_errors(exchange.replies)
-
-    async def _adrain(self) -> bool | None:
-        """Async twin of :meth:`_drain`."""
-        if not self._buffer.begin_drain():
-            return None if self._buffer else True
-        try:
-            if self._cluster:
-                return await self._acluster_drain()
-            while batch := self._buffer.take_batch(_BATCH):
-                packed, count = self._replay_packed(batch)
-                exchange = _Exchange()
-                try:
-                    await self._asend(packed, count, exchange)
-                except self._transient as exc:
-                    self._replayed(batch, exchange)
-                    self._trip(exc)
-                    return False
-                self._replayed(batch, exchange)
-            self._recovered()
-            return True
-        finally:
-            self._buffer.end_drain()
-
-    async def _aready(self) -> bool | None:
-        """Async twin of :meth:`_ready`."""
-        if self._tripped():
-            with self._lock:
-                self._count("redis_calls_skipped")
-            return False
-        return not self._buffer or await self._adrain()
-
-    async def _awrite(self, op: _Op) -> bool:
-        ready = await self._aready()
-        if ready is None:
-            return self._enqueue(op)
-        if not ready:
-            return self._buffered(op, None)
-        if self._cluster:
-            return await self._acluster_write(op)
-        exchange = _Exchange()
-        try:
-            replies = await self._aexecute(op.packed, op.replies, exchange)
-        except self._transient as exc:
-            return self._buffered(op, exc, sent=exchange.sent)
-        except self._response_error as exc:
-            self._rejected(op.kind, exc)
-            return False
-        self._recovered()
-        return self._after_write(op, replies)
-
-    async def _aquery(self, commands: Sequence[Command]) -> list[Any] | None:
-        packed, count = self._query_packed(commands)
-        if await self._aready() is False:
-            self._read_failed(None)
-            return None
-        try:
-            if self._cluster:
-                replies = _raise_errors(await self._aroute(commands))
-            else:
-                replies = await self._aexecute(packed, count, _Exchange())
-        except self._transient as exc:
-            self._read_failed(exc)
-            return None
-        except self._response_error as exc:
-            raise self._rejected("read", exc) from exc
-        self._recovered()
-        return replies
+    # -- outage control ----------------------------------------------------------------------------
+    def flush(self) -> int:
+        """Replay buffered writes now (ignoring the retry interval); returns how many remain."""
+        return self._run(self._flush())
 
     async def aflush(self) -> int:
         """Async twin of :meth:`flush`."""
-        with self._lock:
-            self._down_until = 0.0
-        await self._adrain()
-        return len(self._buffer)
+        return await self._arun(self._flush())
+
+    def ping(self) -> None:
+        """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
+        self._run(self._ping())
 
     async def aping(self) -> None:
         """Async twin of :meth:`ping`."""
-        try:
-            await self._asend(_pack([("PING",)]), 1, _Exchange())
-        except self._transient as exc:
-            raise self._failed("ping", exc) from exc
-        self._recovered()
+        await self._arun(self._ping())
 
     # -- context -----------------------------------------------------------------------------------
     def append_actions(
@@ -1429,7 +1407,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Append action lines in one round trip (``True`` also when buffered during an outage)."""
-        return self._write(
+        return self._do_write(
             self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
         )
 
@@ -1444,7 +1422,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions`."""
-        return await self._awrite(
+        return await self._ado_write(
             self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
         )
 
@@ -1460,22 +1438,8 @@ class RedisBackend:
         """
         if not writes:
             return []
-        all_ops = [self._many_op(w) for w in writes]  # every write is encodable, or none is sent
-        if self._cluster:  # each write is a flow over its own nodes
-            return [self._write(op) for op in all_ops]
-        ready = self._ready()
-        if ready is None:
-            return [self._enqueue(op) for op in all_ops]
-        if not ready:
-            return [self._buffered(op, None) for op in all_ops]
-        exchange = _Exchange()
-        try:
-            self._stream_writes(all_ops, exchange)
-        except self._transient as exc:
-            self._trip(exc)
-            return self._settle(all_ops, exchange, exc)
-        self._recovered()
-        return self._settle(all_ops, exchange, None)
+        # Every write is encodable, or none is sent.
+        return self._run(self._write_many([self._many_op(w) for w in writes]))
 
     def _stream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
         """Send ``ops`` in pipelined chunks, reading each chunk's answers while the next runs."""
@@ -1513,22 +1477,7 @@ class RedisBackend:
         """Async twin of :meth:`append_actions_many`."""
         if not writes:
             return []
-        all_ops = [self._many_op(w) for w in writes]
-        if self._cluster:
-            return [await self._awrite(op) for op in all_ops]
-        ready = await self._aready()
-        if ready is None:
-            return [self._enqueue(op) for op in all_ops]
-        if not ready:
-            return [self._buffered(op, None) for op in all_ops]
-        exchange = _Exchange()
-        try:
-            await self._astream_writes(all_ops, exchange)
-        except self._transient as exc:
-            self._trip(exc)
-            return self._settle(all_ops, exchange, exc)
-        self._recovered()
-        return self._settle(all_ops, exchange, None)
+        return await self._arun(self._write_many([self._many_op(w) for w in writes]))
 
     async def _astream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
         """Async twin of :meth:`_stream_writes`."""
@@ -1594,7 +1543,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Set the summary and drop the ``min(replaces, pending)`` oldest actions atomically."""
-        return self._write(
+        return self._do_write(
             self._summary_op(
                 key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
             )
@@ -1611,7 +1560,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`apply_summary`."""
-        return await self._awrite(
+        return await self._ado_write(
             self._summary_op(
                 key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
             )
@@ -1628,33 +1577,33 @@ class RedisBackend:
 
     def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
         """The session filtered server-side in one round trip; ``None`` if unknown or down."""
-        replies = self._query(read_commands(self._cfg, key, options, now))
+        replies = self._do_query(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
     ) -> SessionView | None:
         """Async twin of :meth:`read`."""
-        replies = await self._aquery(read_commands(self._cfg, key, options, now))
+        replies = await self._ado_query(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     def products_for(self, session_id: str) -> list[str]:
         """Product ids (sorted) with state for ``session_id``: one ``SMEMBERS``."""
-        replies = self._query((("SMEMBERS", self._keys.products(session_id)),))
+        replies = self._do_query((("SMEMBERS", self._keys.products(session_id)),))
         return ids(replies[0]) if replies else []
 
     async def aproducts_for(self, session_id: str) -> list[str]:
         """Async twin of :meth:`products_for`."""
-        replies = await self._aquery((("SMEMBERS", self._keys.products(session_id)),))
+        replies = await self._ado_query((("SMEMBERS", self._keys.products(session_id)),))
         return ids(replies[0]) if replies else []
 
     def reset(self, key: SessionKey) -> None:
         """Forget a session's context (MULTI/EXEC; its chat history stays)."""
-        self._write(self._op("reset", reset_commands(self._cfg, key), key))
+        self._do_write(self._op("reset", reset_commands(self._cfg, key), key))
 
     async def areset(self, key: SessionKey) -> None:
         """Async twin of :meth:`reset`."""
-        await self._awrite(self._op("reset", reset_commands(self._cfg, key), key))
+        await self._ado_write(self._op("reset", reset_commands(self._cfg, key), key))
 
     def _account_sessions(
         self, command: Command, replies: list[Any] | None
@@ -1675,26 +1624,18 @@ class RedisBackend:
 
     def sessions(self) -> list[SessionKey]:
         """Every live session, least recently touched first (expired ones swept first)."""
-        command = sessions_command(self._cfg, self._clock())
-        live, drops = self._account_sessions(command, self._query((command,)))
-        if drops is not None:
-            self._write(drops)
-        return live
+        return self._run(self._sessions())
 
     async def asessions(self) -> list[SessionKey]:
         """Async twin of :meth:`sessions`."""
-        command = sessions_command(self._cfg, self._clock())
-        live, drops = self._account_sessions(command, await self._aquery((command,)))
-        if drops is not None:
-            await self._awrite(drops)
-        return live
+        return await self._arun(self._sessions())
 
     # -- users -------------------------------------------------------------------------------------
     def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
         """One product's user's most recent sessions, newest first (one ``ZREVRANGE``)."""
         if limit <= 0:
             return []
-        replies = self._query(user_sessions_commands(self._cfg, user_id, product_id, limit))
+        replies = self._do_query(user_sessions_commands(self._cfg, user_id, product_id, limit))
         return user_refs(replies[0], product_id) if replies else []
 
     async def auser_sessions(
@@ -1703,48 +1644,48 @@ class RedisBackend:
         """Async twin of :meth:`user_sessions`."""
         if limit <= 0:
             return []
-        replies = await self._aquery(user_sessions_commands(self._cfg, user_id, product_id, limit))
+        replies = await self._ado_query(
+            user_sessions_commands(self._cfg, user_id, product_id, limit)
+        )
         return user_refs(replies[0], product_id) if replies else []
 
     def user_products(self, user_id: str) -> list[str]:
         """Product ids (sorted) under which ``user_id`` has indexed sessions: one ``SMEMBERS``."""
-        replies = self._query((("SMEMBERS", self._keys.user_products(user_id)),))
+        replies = self._do_query((("SMEMBERS", self._keys.user_products(user_id)),))
         return ids(replies[0]) if replies else []
 
     async def auser_products(self, user_id: str) -> list[str]:
         """Async twin of :meth:`user_products`."""
-        replies = await self._aquery((("SMEMBERS", self._keys.user_products(user_id)),))
+        replies = await self._ado_query((("SMEMBERS", self._keys.user_products(user_id)),))
         return ids(replies[0]) if replies else []
 
     def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Drop a user's session index (under every product when ``product_id`` is None)."""
-        self._write(self._forget_user_op(user_id, product_id))
+        self._do_write(self._forget_user_op(user_id, product_id))
 
     async def aforget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Async twin of :meth:`forget_user`."""
-        await self._awrite(self._forget_user_op(user_id, product_id))
+        await self._ado_write(self._forget_user_op(user_id, product_id))
 
     # -- chat message histories --------------------------------------------------------------------
     def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Append serialized chat messages (trimmed to ``max_messages``, TTL refreshed)."""
         if messages:
-            self._write(self._messages_op(key, messages))
+            self._do_write(self._messages_op(key, messages))
 
     async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Async twin of :meth:`append_messages`."""
         if messages:
-            await self._awrite(
-                self._messages_op(key, messages)
-            )
+            await self._ado_write(self._messages_op(key, messages))
 
     def get_messages(self, key: SessionKey) -> list[str]:
         """A session's serialized chat messages, oldest first (refreshes the TTL)."""
-        replies = self._query(get_messages_commands(self._cfg, key))
+        replies = self._do_query(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
 
     async def aget_messages(self, key: SessionKey) -> list[str]:
         """Async twin of :meth:`get_messages`."""
-        replies = await self._aquery(get_messages_commands(self._cfg, key))
+        replies = await self._ado_query(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
 
     def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> _Op:
@@ -1759,11 +1700,11 @@ class RedisBackend:
 
     def clear_messages(self, key: SessionKey) -> None:
         """Delete a session's chat history."""
-        self._write(self._clear_messages_op(key))
+        self._do_write(self._clear_messages_op(key))
 
     async def aclear_messages(self, key: SessionKey) -> None:
         """Async twin of :meth:`clear_messages`."""
-        await self._awrite(self._clear_messages_op(key))
+        await self._ado_write(self._clear_messages_op(key))
 
     # -- listen ------------------------------------------------------------------------------------
     def _listen_kwargs(self, pool: Any, block_ms: int) -> dict[str, Any]:
@@ -1840,7 +1781,7 @@ class RedisBackend:
         stream = self._keys.session(key, _STREAM)
         pool = self._aclient.connection_pool if not self._cluster else None
         if pool is None:  # XREAD on the node that owns the stream's slot now
-            manager = (await self._acluster()).nodes_manager
+            manager = (await self._aclient.initialize()).nodes_manager
             pool = manager.get_node_from_slot(self._slot(("XREAD", stream)))
         client = module.asyncio.Redis.from_pool(
             module.asyncio.ConnectionPool(
