@@ -20,11 +20,38 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from itertools import islice
 from threading import Lock
 from typing import Generic, TypeVar
 
-__all__ = ["OutageBuffer", "Pending"]
+from autoplay_base.backends.base import SessionKey
+
+__all__ = ["NOT_APPLIED", "UNKNOWN", "DroppedWrite", "OutageBuffer", "Pending"]
+
+# -- public values ------------------------------------------------------------------------
+NOT_APPLIED = "not_applied"
+""":attr:`DroppedWrite.outcome`: Redis never received the write (it was only buffered)."""
+UNKNOWN = "unknown"
+""":attr:`DroppedWrite.outcome`: the write was sent but its answer was lost (a timeout, a
+connection that died mid-reply), so Redis may have applied it."""
+
+
+@dataclass(frozen=True, slots=True)
+class DroppedWrite:
+    """A buffered write that was given up (buffer overflow or close during an outage).
+
+    ``reason`` says why it was given up (``"buffer_full"``, ``"closed"``); ``outcome``
+    whether it is certainly lost (:data:`NOT_APPLIED`) or may have been applied
+    (:data:`UNKNOWN`: it had been sent once and its reply never came).
+    """
+
+    kind: str
+    key: SessionKey | None
+    event_id: str | None
+    reason: str
+    outcome: str = NOT_APPLIED
+
 
 OpT = TypeVar("OpT")
 
