@@ -28,6 +28,12 @@ from autoplay_base.backends.base import (
     UserSessionRef,
     check_bounds,
 )
+from autoplay_base.backends.redis._clients import (
+    cluster_clients,
+    sentinel_clients,
+    timeouts,
+    url_clients,
+)
 from autoplay_base.backends.redis._cluster import (
     ClusterPlan,
     describe_cluster,
@@ -57,14 +63,12 @@ from autoplay_base.backends.redis._wire import (
     _describe_pool,
     _entries,
     _import_redis,
-    _no_retry,
     _pack,
     _tail,
     node_pool,
 )
 from autoplay_base.errors import (
     BackendError,
-    BackendUnavailableError,
     ConfigError,
 )
 
@@ -288,15 +292,8 @@ class RedisBackend(Engine):
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
-        common: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout or socket_timeout,
-            "max_connections": max_connections,
-        }
-        client = module.Redis.from_url(url, retry=_no_retry(module, is_async=False), **common)
-        aclient = module.asyncio.Redis.from_url(
-            url, retry=_no_retry(module, is_async=True), **common
+        client, aclient = url_clients(
+            module, url, timeouts(socket_timeout, connect_timeout), max_connections
         )
         backend = cls._checked(client, aclient, None, prefix=prefix, **options)
         if not backend._found_cluster:
@@ -334,33 +331,9 @@ class RedisBackend(Engine):
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
-        common: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout or socket_timeout,
-        }
-        if max_connections is not None:
-            common["max_connections"] = max_connections
-        sync_cls, async_cls = module.cluster.RedisCluster, module.asyncio.cluster.RedisCluster
-        try:
-            if isinstance(startup_nodes, str):
-                client = sync_cls.from_url(startup_nodes, **common)
-                aclient = async_cls.from_url(startup_nodes, **common)
-            else:
-                nodes = [(host, int(port)) for host, port in startup_nodes]
-                if not nodes:
-                    raise ConfigError("from_cluster needs a URL or at least one (host, port)")
-                client = sync_cls(
-                    startup_nodes=[module.cluster.ClusterNode(h, p) for h, p in nodes], **common
-                )
-                aclient = async_cls(
-                    startup_nodes=[module.asyncio.cluster.ClusterNode(h, p) for h, p in nodes],
-                    **common,
-                )
-        except module.exceptions.RedisClusterException as exc:
-            raise BackendUnavailableError(
-                f"no Redis Cluster node answered ({type(exc).__name__})"
-            ) from None
+        client, aclient = cluster_clients(
+            module, startup_nodes, timeouts(socket_timeout, connect_timeout), max_connections
+        )
         return cls(client, aclient, prefix=prefix, **options)
 
     @classmethod
@@ -402,40 +375,15 @@ class RedisBackend(Engine):
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
-        if not sentinels:
-            raise ConfigError("from_sentinel needs at least one (host, port) sentinel")
-        timeouts: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout or socket_timeout,
-        }
-        primary: dict[str, Any] = {
-            **timeouts,
-            "decode_responses": True,
-            "max_connections": max_connections,
-            "db": db,
-            "username": username,
-            "password": password,
-        }
-        nodes = [(host, int(port)) for host, port in sentinels]
-
-        def own(is_async: bool) -> dict[str, Any]:
-            # Without ``retry`` an unreachable sentinel is tried 3 more times (redis-py's
-            # default) before the next one, on every new connection to the primary.
-            return {
-                **timeouts,
-                "retry": _no_retry(module, is_async=is_async),
-                **(sentinel_kwargs or {}),
-            }
-
-        managers = (
-            module.sentinel.Sentinel(nodes, sentinel_kwargs=own(False)),
-            module.asyncio.sentinel.Sentinel(nodes, sentinel_kwargs=own(True)),
-        )
-        client = managers[0].master_for(
-            service_name, retry=_no_retry(module, is_async=False), **primary
-        )
-        aclient = managers[1].master_for(
-            service_name, retry=_no_retry(module, is_async=True), **primary
+        primary: dict[str, Any] = {"max_connections": max_connections, "db": db}
+        primary.update(username=username, password=password)
+        client, aclient, managers = sentinel_clients(
+            module,
+            sentinels,
+            service_name,
+            timeouts(socket_timeout, connect_timeout),
+            primary=primary,
+            sentinel_kwargs=sentinel_kwargs,
         )
         return cls._checked(client, aclient, managers, prefix=prefix, **options)
 
