@@ -80,12 +80,44 @@ def _base_args(cfg: Settings, key: SessionKey, now: float) -> list[Any]:
     return [cfg.keys.prefix, cfg.ttl, cfg.ttl_ms, session_member(key), f(now)]
 
 
-def _dedupe_args(
-    event_id: str | None, digest: str, at: float, sent_at: float | None
-) -> tuple[str, str, str, str]:
+def _write_argv(
+    cfg: Settings,
+    key: SessionKey,
+    at: float,
+    mode: str,
+    *,
+    event_id: str | None,
+    content: Sequence[str],
+    sent_at: float | None,
+    data: Any,
+    user_id: str | None,
+) -> list[Any]:
+    """ARGV 1-18 of the write script (see ``_scripts.py``), the same for both modes.
+
+    The content digest (the dedupe key's companion) covers what the caller sent.
+    """
     if event_id is None:
-        return ("0", "", "", "")
-    return ("1", event_id, digest, f(at if sent_at is None else sent_at))
+        dedupe = ["0", "", "", ""]
+    else:
+        order = f(at if sent_at is None else sent_at)
+        dedupe = ["1", event_id, content_digest(content), order]
+    bounds = cfg.bounds
+    return [
+        *_base_args(cfg, key, at),
+        mode,
+        dedupe[0],
+        dedupe[1],
+        bounds.max_sessions,
+        bounds.max_actions_per_session,
+        bounds.dedupe_window,
+        cfg.stream_maxlen,
+        json.dumps(data) if cfg.stream_maxlen else "",
+        escape_id(user_id) if user_id else "",
+        bounds.max_sessions_per_user,
+        bounds.users,
+        dedupe[2],
+        dedupe[3],
+    ]
 
 
 def _script_write(cfg: Settings, key: SessionKey, argv: list[Any]) -> Command:
@@ -105,27 +137,18 @@ def append_command(
     user_id: str | None,
     sent_at: float | None,
 ) -> Command:
-    """The write script call that appends ``lines`` (see ``_scripts.py`` for its ARGV)."""
-    has_event, event, digest, order = _dedupe_args(
-        event_id, content_digest(lines) if event_id is not None else "", at, sent_at
-    )
-    bounds = cfg.bounds
-    argv = _base_args(cfg, key, at)
-    argv += [
+    """The write script call that appends ``lines``."""
+    argv = _write_argv(
+        cfg,
+        key,
+        at,
         "a",
-        has_event,
-        event,
-        bounds.max_sessions,
-        bounds.max_actions_per_session,
-        bounds.dedupe_window,
-        cfg.stream_maxlen,
-        json.dumps(list(lines)) if cfg.stream_maxlen else "",
-        escape_id(user_id) if user_id else "",
-        bounds.max_sessions_per_user,
-        bounds.users,
-        digest,
-        order,
-    ]
+        event_id=event_id,
+        content=lines,
+        sent_at=sent_at,
+        data=list(lines),
+        user_id=user_id,
+    )
     stamp = f(at)
     argv += [f"{stamp} {line}" for line in lines]
     return _script_write(cfg, key, argv)
@@ -142,35 +165,20 @@ def summary_command(
     sent_at: float | None,
 ) -> Command:
     """The write script call that sets a summary replacing ``replaces`` actions."""
-    # The digest covers what the caller sent; the script gets ``replaces`` clamped:
-    # no more than the cap can be pending, and Redis takes no integer >= 2**63.
-    has_event, event, digest, order = _dedupe_args(
-        event_id,
-        content_digest([summary, str(replaces)]) if event_id is not None else "",
+    argv = _write_argv(
+        cfg,
+        key,
         at,
-        sent_at,
-    )
-    bounds = cfg.bounds
-    clamped = min(max(replaces, 0), bounds.max_actions_per_session)
-    argv = _base_args(cfg, key, at)
-    data = {"summary": summary, "replaces": replaces}
-    argv += [
         "s",
-        has_event,
-        event,
-        bounds.max_sessions,
-        bounds.max_actions_per_session,
-        bounds.dedupe_window,
-        cfg.stream_maxlen,
-        json.dumps(data) if cfg.stream_maxlen else "",
-        "",
-        bounds.max_sessions_per_user,
-        bounds.users,
-        digest,
-        order,
-        clamped,
-        summary,
-    ]
+        event_id=event_id,
+        content=[summary, str(replaces)],
+        sent_at=sent_at,
+        data={"summary": summary, "replaces": replaces},
+        user_id=None,
+    )
+    # ``replaces`` clamped: no more than the cap can be pending, and Redis takes no
+    # integer >= 2**63 (the digest above covers what the caller sent).
+    argv += [min(max(replaces, 0), cfg.bounds.max_actions_per_session), summary]
     return _script_write(cfg, key, argv)
 
 

@@ -33,15 +33,33 @@ _SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring id
 # -- scripts -----------------------------------------------------------------------------
 # Every float travels as Python's repr and is stored as received: Lua's tostring would
 # round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
-_LUA_PRELUDE = """
-local prefix = ARGV[1]
+# Both preludes: ARGV 1 prefix, 2 idle TTL (s), 3 the same in ms, 4 the session "P:S",
+# 5 now; a session's keys get the sliding TTL from ``refresh``.
+_LUA_ARGS = """
 local ttl = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 local member = ARGV[4]
 local now_s = ARGV[5]
 local now = tonumber(now_s)
-local idx = prefix .. ":@SESSIONS@"
 local expired = 0
+"""
+
+_LUA_REFRESH = """
+local function refresh()
+  if ttl_ms ~= nil then
+    redis.call("PEXPIRE", meta, ttl_ms)
+    redis.call("PEXPIRE", acts, ttl_ms)
+    redis.call("PEXPIRE", stream, ttl_ms)
+    redis.call("PEXPIRE", pkey, ttl_ms)
+  end
+end
+"""
+
+_LUA_PRELUDE = (
+    _LUA_ARGS
+    + """
+local prefix = ARGV[1]
+local idx = prefix .. ":@SESSIONS@"
 
 local function base(m) return prefix .. ":@S@:" .. m end
 local function split(m)
@@ -84,15 +102,9 @@ local function live()
   redis.call("ZADD", idx, now_s, member)
   return true
 end
-local function refresh()
-  if ttl_ms ~= nil then
-    redis.call("PEXPIRE", meta, ttl_ms)
-    redis.call("PEXPIRE", acts, ttl_ms)
-    redis.call("PEXPIRE", stream, ttl_ms)
-    redis.call("PEXPIRE", pkey, ttl_ms)
-  end
-end
 """
+    + _LUA_REFRESH
+)
 
 # ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
 # 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
@@ -293,13 +305,9 @@ return cjson.encode(out)
 # id, then for writes 5 seen ids, 6 digests, 7 stale run (the session's own window).
 # Liveness is the session's own ``@T@`` field (when it was last touched, the score the
 # sessions index gets in the next step): no other slot is read.
-_LUA_CLUSTER_PRELUDE = """
-local ttl = tonumber(ARGV[2])
-local ttl_ms = tonumber(ARGV[3])
-local member = ARGV[4]
-local now_s = ARGV[5]
-local now = tonumber(now_s)
-local expired = 0
+_LUA_CLUSTER_PRELUDE = (
+    _LUA_ARGS
+    + """
 local meta, acts, stream, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local seen, digests, stale = KEYS[5], KEYS[6], KEYS[7]
 local p = string.sub(member, 1, string.find(member, ":", 1, true) - 1)
@@ -315,15 +323,9 @@ local function live()
   redis.call("HSET", meta, "@T@", now_s)
   return true
 end
-local function refresh()
-  if ttl_ms ~= nil then
-    redis.call("PEXPIRE", meta, ttl_ms)
-    redis.call("PEXPIRE", acts, ttl_ms)
-    redis.call("PEXPIRE", stream, ttl_ms)
-    redis.call("PEXPIRE", pkey, ttl_ms)
-  end
-end
 """
+    + _LUA_REFRESH
+)
 
 # Returns 0 for a duplicate, else {1, trimmed, expired, created, reused, resets}: the
 # caller then touches the sessions index (and the user index) in their own slots.
