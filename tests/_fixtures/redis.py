@@ -270,27 +270,26 @@ class Cluster:
         for node in self.nodes:
             node.close()
 
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[Cluster]:
     """A running 3-node cluster shared by the session (keys under per-test prefixes)."""
-    cluster = Cluster()
-    cluster.start()
-    try:
+    with Cluster() as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture
 def private_cluster() -> Iterator[Cluster]:
     """A durable 3-node cluster of this test's own, to kill nodes in or migrate slots of."""
-    cluster = Cluster(durable=True)
-    cluster.start()
-    try:
+    with Cluster(durable=True) as cluster:
         yield cluster
-    finally:
-        cluster.close()
 
 
 @pytest.fixture(scope="module")
@@ -350,13 +349,17 @@ async def make_redis_backend(
 async def make_cluster_backend(
     redis_cluster: Cluster, redis_prefix: str
 ) -> AsyncIterator[Callable[..., RedisBackend]]:
-    """Factory of ``RedisBackend.from_cluster`` on the shared 3-node cluster."""
+    """Factory of ``RedisBackend.from_cluster`` on the shared 3-node cluster
+    (``from_url=True``: ``RedisBackend.from_url`` on its first node instead)."""
     made: list[RedisBackend] = []
 
-    def make(**options: Any) -> RedisBackend:
+    def make(*, from_url: bool = False, **options: Any) -> RedisBackend:
         options.setdefault("prefix", redis_prefix)
         options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
-        backend = RedisBackend.from_cluster(redis_cluster.startup_nodes, **options)
+        if from_url:
+            backend = RedisBackend.from_url(redis_cluster.url, **options)
+        else:
+            backend = RedisBackend.from_cluster(redis_cluster.startup_nodes, **options)
         made.append(backend)
         return backend
 
