@@ -12,6 +12,7 @@ import sys
 import threading
 from collections.abc import Callable
 
+import pytest
 import redis
 
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
