@@ -106,7 +106,6 @@ DEFAULT_LISTEN_BLOCK_MS = 1000
 CONTRACT_COUNTERS = ("reused_ids", "dedupe_resets")
 """``stats.extra`` counters every backend keeps: ids seen again with other content
 (stored), and dedupe windows started over after their source's clock went back."""
-_BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
 
 
 def _is_cluster(module: Any, client: Any, aclient: Any) -> bool:
