@@ -7,12 +7,15 @@ Use it with one constructor argument::
 
 It answers the :class:`~autoplay_base.backends.base.Backend` protocol with the
 same semantics as :class:`~autoplay_base.backends.memory.InMemoryBackend` (a
-contract test suite runs against both): idempotent writes keyed by
+contract test suite runs against both, on a standalone server and on a 3-node
+cluster): idempotent writes keyed by
 ``(product_id, event_id)``, a per-session action cap, LRU and idle expiry of
 sessions measured against the caller's ``at``/``now`` values, a bounded user
 index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
-``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
-with the same pure helpers, so the bodies differ by ``await`` only. Works with
+``a``-prefixed twins a ``redis.asyncio.Redis`` client (or the two cluster
+clients); both build their commands with the same pure helpers and run the same
+flows (each multi-step operation is a generator of I/O requests, performed by
+one sync and one async runner), so the bodies differ by ``await`` only. Works with
 Redis >= 6.2 and Valkey: standalone, a primary managed by Redis Sentinel (see
 *Sentinel* below) or a Redis / Valkey Cluster (see *Cluster* below).
 
@@ -159,6 +162,12 @@ surrogate, which ``json.loads`` accepts) cannot be sent: the call raises
 :class:`~autoplay_base.errors.ConfigError` before anything is written or
 buffered, counted in ``redis_invalid_text`` (each write is packed once, when it
 is built, so nothing unencodable can reach the outage buffer).
+
+Modules: ``_layout`` (key names), ``_scripts`` (Lua), ``_commands`` (command
+builders and reply decoders), ``_cluster`` (slot routing and the cluster write
+flow's steps), ``_outage`` (the outage buffer), ``_accounting`` (counters,
+breaker, errors), ``_engine`` (flows, runners, I/O), ``_clients`` (clients per
+topology), ``_wire`` (RESP packing, connections); ``backend`` is the public class.
 """
 
 from autoplay_base.backends.base import ActionsWrite, Activity

@@ -1,4 +1,11 @@
-"""``RedisBackend``: the :class:`~autoplay_base.backends.base.Backend` protocol over Redis."""
+"""``RedisBackend``: the :class:`~autoplay_base.backends.base.Backend` protocol over Redis.
+
+The public class only: its options and their validation, the factories (one
+per topology), every protocol method with its async twin, ``listen`` and the
+lifecycle. Over ~600 lines because each of the ~20 sync/async method pairs
+carries the docstring users read; the machinery is extracted (``_engine``,
+``_accounting``, ``_commands``, ``_cluster``, ``_outage``, ``_clients``).
+"""
 
 from __future__ import annotations
 
