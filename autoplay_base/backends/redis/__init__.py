@@ -126,12 +126,14 @@ only when it stored something, the index updates in their own slots (sessions
 index: touch, sweep of idle sessions, LRU eviction past ``max_sessions``; users
 index; the user's index), then each victim's keys dropped in its own slot (a
 victim touched again in between stays). A read is the session's read script and
-the sessions index touch. So a write costs two or three round trips and a read
-one per node involved, where standalone pays one. Commands go to the node that
-owns each slot (redis-py's slot map); ``MOVED`` refreshes the map and ``ASK``
+the sessions index touch. So a stored write costs two round trips (three when
+it evicts or expires a session) and a read two (the session's slot, then the
+index's), where standalone pays one each. Commands go to the node that owns
+each slot (redis-py's slot map); ``MOVED`` refreshes the map and ``ASK``
 redirects, then the command is retried; ``NOSCRIPT`` loads the scripts on that
-node. ``CLUSTERDOWN``, ``TRYAGAIN`` (a slot mid-migration) and a node that does
-not answer are an outage like any other: reads are empty, writes are buffered
+node (three attempts in all, then the slot counts as an outage). ``CLUSTERDOWN``,
+``TRYAGAIN`` (a slot mid-migration) and a node that does not answer are an
+outage like any other: reads are empty, writes are buffered
 and replayed in order, each replay a flow of its own (the breaker is the
 backend's: one unreachable node pauses every call for
 ``retry_interval_seconds``). A flow cut after the session's script ran buffers
@@ -145,8 +147,11 @@ replays always carry the same session) and it expires with the session's TTL
 (kept by ``reset``); the indexes are updated after the session's write, not in
 the same atomic step, so another process may see a write before its index entry
 for that short while; ``append_actions_many`` runs each write's flow in turn
-(no pipelining across nodes); the prefix may not hold ``{`` or ``}``. A dropped
-write whose answer was lost is reported as ``"unknown"``.
+(no pipelining across nodes); the prefix may not hold ``{`` or ``}``; a cluster
+backend needs a node answering when it is built (``from_cluster`` raises
+:class:`~autoplay_base.errors.BackendUnavailableError` otherwise); in
+``strict`` mode a write whose session step ran but whose index step failed
+raises, and its index steps are not buffered.
 
 Misconfiguration is not an outage. Refused credentials (``WRONGPASS``, ``NOAUTH``,
 ``NOPERM``; redis-py's ``AuthenticationError`` is a ``ConnectionError``) raise

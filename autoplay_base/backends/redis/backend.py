@@ -330,9 +330,11 @@ class RedisBackend(Engine):
         Builds ``redis.cluster.RedisCluster`` and ``redis.asyncio.cluster.RedisCluster``
         clients (the slot map comes from any node that answers; ``socket_timeout``,
         ``connect_timeout`` and ``max_connections``, per node, are :meth:`from_url`'s).
-        Commands go to the node that owns each key's slot; ``MOVED``/``ASK`` refresh
-        the slot map and retry once; ``CLUSTERDOWN``/``TRYAGAIN`` are an outage (reads
-        empty, writes buffered and replayed). The sync client connects at once: no
+        Commands go to the node that owns each key's slot; ``MOVED`` refreshes the
+        slot map and ``ASK`` redirects, then the command is retried (a ``NOSCRIPT``
+        there loads the scripts first; a slot still moving after three attempts is
+        an outage); ``CLUSTERDOWN``/``TRYAGAIN`` are an outage (reads empty, writes
+        buffered and replayed). The sync client connects at once: no
         node answering raises :class:`BackendUnavailableError`.
         """
         module = _import_redis()
