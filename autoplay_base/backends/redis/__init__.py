@@ -126,9 +126,11 @@ only when it stored something, the index updates in their own slots (sessions
 index: touch, sweep of idle sessions, LRU eviction past ``max_sessions``; users
 index; the user's index), then each victim's keys dropped in its own slot (a
 victim touched again in between stays). A read is the session's read script and
-the sessions index touch. So a stored write costs two round trips (three when
-it evicts or expires a session) and a read two (the session's slot, then the
-index's), where standalone pays one each. Commands go to the node that owns
+the sessions index touch. Each step sends one round trip per slot it touches,
+one slot after the other: a stored write costs one for the session, one for the
+sessions index (plus two with a user: the users index and the user's own), and
+one per victim's slot; a read two (the session's slot, then the index's), where
+standalone pays one each. Commands go to the node that owns
 each slot (redis-py's slot map); ``MOVED`` refreshes the map and ``ASK``
 redirects, then the command is retried; ``NOSCRIPT`` loads the scripts on that
 node (three attempts in all, then the slot counts as an outage). ``CLUSTERDOWN``,
