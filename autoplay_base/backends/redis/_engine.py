@@ -103,14 +103,8 @@ class _Refresh(NamedTuple):
 class Engine(Accounting):
     """Flows, their runners and their I/O over one pair of clients (see the module docstring).
 
-    Args:
-        client, aclient: the sync and async clients (both cluster clients, or neither).
-        module: the ``redis`` package.
-        cluster: whether they are cluster clients.
-        cfg: what the command builders need (layout, bounds, TTLs).
-        stats: the backend's counters (updated under the lock).
-        max_buffered_writes, retry_interval_seconds, strict, on_error, on_drop, clock:
-            the backend's options of the same names.
+    Built with :class:`~._accounting.Accounting`'s constructor (the clients, the
+    builders' settings, the counters and the outage options).
     """
 
     # -- cluster flows (pure: yield a step's commands, receive one reply per command) ----------
@@ -463,6 +457,7 @@ class Engine(Accounting):
             return (await self._aclient.initialize()).nodes_manager
         return await request.manager.initialize()  # _Refresh
 
+    # The public methods' one-liners: a write or a read flow, run.
     def _do_write(self, op: Op) -> bool:
         return self._run(self._write(op))
 

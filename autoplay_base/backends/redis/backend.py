@@ -225,7 +225,6 @@ class RedisBackend(Engine):
         self.aclient = aclient
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
-        self.max_buffered_writes = max_buffered_writes
         self._keys = Layout(prefix, cluster=self._cluster)
         self._ttl = "" if idle_ttl_seconds is None else f(idle_ttl_seconds)
         self._ttl_ms = "" if idle_ttl_seconds is None else str(math.ceil(idle_ttl_seconds * 1000))
@@ -429,6 +428,16 @@ class RedisBackend(Engine):
         info = exchange.replies[0]
         self._found_cluster = isinstance(info, str) and "cluster_enabled:1" in info
         self._recovered()
+
+    @property
+    def max_buffered_writes(self) -> int:
+        """Writes kept locally while Redis is unreachable (the outage buffer's bound)."""
+        return self._buffer.limit
+
+    @max_buffered_writes.setter
+    def max_buffered_writes(self, value: int) -> None:
+        check_bounds(max_buffered_writes=value)
+        self._buffer.limit = value
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._where}, prefix={self.prefix!r})"
