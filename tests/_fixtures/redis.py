@@ -343,9 +343,7 @@ async def make_redis_backend(
         return backend
 
     yield make
-    for backend in made:
-        await backend.aclient.aclose()
-        backend.client.close()
+    await close_all(made)
     remove_keys(redis_url, redis_prefix)
 
 
@@ -368,11 +366,16 @@ async def make_cluster_backend(
         return backend
 
     yield make
-    for backend in made:
-        await backend.aclient.aclose()
-        backend.client.close()
+    await close_all(made)
     for node in redis_cluster.nodes:
         remove_keys(node.url, redis_prefix, per_key=True)
+
+
+async def close_all(backends: list[RedisBackend]) -> None:
+    """Close both clients of every backend a factory made."""
+    for backend in backends:
+        await backend.aclient.aclose()
+        backend.client.close()
 
 
 def remove_keys(url: str, prefix: str, *, per_key: bool = False) -> None:
