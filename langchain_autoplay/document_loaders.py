@@ -26,6 +26,14 @@ Documents carry no ``id``; the ids in the metadata are separate keys.
 Event types this package does not model (``usertour_trigger``, …) are skipped
 unless ``include_unknown=True``; skips are counted in :attr:`AutoplayLoader.skipped`
 and logged. A live window needs ``max_events`` or ``timeout``.
+
+A connector that is down is an error, not an empty load: when a window ends by
+its ``timeout`` and the connector never answered 200 with an event stream
+(connection refused, no answer, 5xx throughout), loading raises
+:class:`~autoplay_base.errors.ConnectorError`, so an ingestion job cannot
+"succeed" with zero documents; 401/403/404 raise at once. A connector that
+answered but sent nothing within the window is a quiet stream: the load is
+``[]``.
 """
 
 from __future__ import annotations

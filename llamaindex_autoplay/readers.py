@@ -28,6 +28,13 @@ characters (:mod:`autoplay_base.formatting`). The output feeds
 ``read_overrides``, still accepted) are the store's read options for snapshots.
 The async methods read the stream with httpx's async client and the store with
 its async reads; nothing is run in a thread.
+
+A connector that is down is an error, not zero documents: when a window ends by
+its ``timeout`` and the connector never answered 200 with an event stream
+(connection refused, no answer, 5xx throughout), ``load_data`` raises
+:class:`~autoplay_base.errors.ConnectorError`; 401/403/404 raise at once. A
+connector that answered but sent nothing within the window is a quiet stream:
+``load_data`` returns ``[]``.
 """
 
 from __future__ import annotations

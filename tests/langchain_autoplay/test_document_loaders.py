@@ -16,9 +16,10 @@ from langchain_core.vectorstores import InMemoryVectorStore
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.emulator import EmulatorServer
-from autoplay_base.errors import ConfigError, EventDecodeError
+from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
 from langchain_autoplay.document_loaders import AutoplayLoader
 from tests.autoplay_base.test_sources import BAD_SOURCE_OPTIONS, refusals
+from tests.autoplay_base.test_stream_window import dead_url
 from tests.langchain_autoplay._support import PRODUCT, actions, fill, summary
 
 AnyStore = ContextStore | AsyncContextStore
@@ -340,6 +341,14 @@ async def test_idle_live_window_ends_at_its_timeout(emulator: EmulatorServer, mo
         assert await asyncio.to_thread(loader.load) == []
     else:
         assert await asyncio.wait_for(_load(loader, mode), timeout=30) == []
+
+
+@MODES
+@pytest.mark.parametrize("per", ["event", "session"])
+async def test_a_connector_that_is_down_is_an_error_not_zero_documents(mode: str, per: str) -> None:
+    loader = AutoplayLoader(url=dead_url(), per=per, max_events=5, timeout=0.3)
+    with pytest.raises(ConnectorError, match=r"did not answer with an event stream within 0\.3s"):
+        await _load(loader, mode)
 
 
 # -- hostile text: every document shows only clean, one-line fields ---------------------------

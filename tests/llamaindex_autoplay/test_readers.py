@@ -16,11 +16,12 @@ from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.emulator import EmulatorServer
-from autoplay_base.errors import ConfigError, EventDecodeError
+from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
 from autoplay_base.events import SummaryPayload, UnknownEvent
 from autoplay_base.recording import RecordingWriter
 from llamaindex_autoplay.readers import AutoplayReader
 from tests.autoplay_base.test_sources import BAD_SOURCE_OPTIONS, refusals
+from tests.autoplay_base.test_stream_window import dead_url
 from tests.llamaindex_autoplay._corpus import (
     ACME,
     ALICE_STEPS,
@@ -253,6 +254,21 @@ class TestLiveStream:
         docs = reader.load_data()
         publisher.join(WAIT)
         assert [d.metadata["session_id"] for d in docs] == ["ps_0"]
+
+    def test_a_connector_that_is_down_is_an_error_not_zero_documents(self) -> None:
+        reader = AutoplayReader(url=dead_url(), max_events=5, timeout=0.3)
+        with pytest.raises(ConnectorError, match="did not answer with an event stream"):
+            reader.load_data()
+
+    async def test_async_a_connector_that_is_down_is_an_error(self) -> None:
+        reader = AutoplayReader(url=dead_url(), max_events=5, timeout=0.3)
+        with pytest.raises(ConnectorError, match="did not answer with an event stream"):
+            await reader.aload_data()
+
+    async def test_a_quiet_connector_is_zero_documents(self, emulator: EmulatorServer) -> None:
+        reader = AutoplayReader(url=emulator.url_for(ACME), max_events=5, timeout=0.3)
+        assert reader.load_data() == []
+        assert await reader.aload_data() == []
 
 
 class TestConfiguration:
