@@ -39,7 +39,7 @@ from autoplay_base.demo import (
     load_help_center,
 )
 from autoplay_base.emulator import EmulatorServer, list_scripts, load_script
-from autoplay_base.errors import missing_extra
+from autoplay_base.errors import MissingDependencyError
 from autoplay_base.stream import ConnectorClient
 
 try:
@@ -53,8 +53,12 @@ try:
     from pydantic import ConfigDict, PrivateAttr
 
     from langchain_autoplay.retrievers import AutoplayRetriever
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core and bm25s", "demo") from exc
+except ImportError as exc:  # exercised in a subprocess with the import blocked
+    missing = f" ({exc.name} is missing)" if exc.name else ""
+    raise MissingDependencyError(
+        f"the demo needs langchain-core and bm25s{missing}; "
+        "install them with pip install 'autoplay-live-context[demo]'"
+    ) from exc
 
 __all__ = ["DEMO_QUESTIONS", "DemoOptions", "HelpCenterRetriever", "run_demo"]
 
@@ -138,7 +142,7 @@ def _chat_model() -> BaseChatModel | None:
     if not os.environ.get("OPENAI_API_KEY"):
         return None
     try:
-        from langchain_openai import ChatOpenAI  # type: ignore[import-not-found]  # noqa: PLC0415
+        from langchain_openai import ChatOpenAI  # noqa: PLC0415
     except ImportError:
         return None
     model: BaseChatModel = ChatOpenAI(model=os.environ.get("AUTOPLAY_DEMO_MODEL", "gpt-4o-mini"))

@@ -134,3 +134,32 @@ def test_cli_demo_defaults_are_the_demos() -> None:
     )
     options = DemoOptions()
     assert (options.product, options.speed) == ("demo", 20.0)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "named"), [("bm25s", "bm25s"), ("langchain_core", "langchain_core")]
+)
+def test_demo_without_its_extra_is_one_clear_line_and_status_2(blocked: str, named: str) -> None:
+    # The import is blocked in a fresh interpreter (None in sys.modules fails the import).
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from autoplay_base.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"autoplay-live demo needs the 'demo' extra ({named} is not installed); "
+        "install it with: pip install 'autoplay-live-context[demo]'\n"
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["emulator"], ["demo"]])
+def test_cli_help_is_plain_text(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: autoplay-live")
+    assert "`" not in text  # no reStructuredText markup
+    assert ":mod:" not in text and ":class:" not in text
