@@ -166,7 +166,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="scripted user to play (repeatable; default: all)",
     )
     demo.add_argument("--redis", metavar="URL", help="keep context in Redis at URL")
-    demo.add_argument("--no-prompts", action="store_true", help="do not print the prompts")
+    demo.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print each user's full live context and the prompt a chat model would get",
+    )
+    demo.add_argument(
+        "--no-prompts", action="store_true", help="with --verbose: do not print the prompts"
+    )
     return parser
 
 
@@ -202,6 +209,7 @@ def _demo(args: argparse.Namespace) -> int:
         scripts=args.script or list_scripts(),
         redis_url=args.redis,
         show_prompts=not args.no_prompts,
+        verbose=args.verbose,
     )
     return run_demo(options)
 
