@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import copy
 import json
 import logging
+import pickle
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -511,3 +513,36 @@ def test_reassigned_options_are_checked_again_on_load(
     with pytest.raises(ConfigError) as info:
         loader.load()
     assert str(info.value) == message
+
+
+def test_pickle_and_deepcopy_carry_the_configuration_and_the_token() -> None:
+    loader = AutoplayLoader(
+        url="http://127.0.0.1:9/stream/acme",
+        token="uk_secret",
+        per="session",
+        max_events=7,
+        context_options={"max_actions": 3},
+    )
+    for clone in (pickle.loads(pickle.dumps(loader)), copy.deepcopy(loader), copy.copy(loader)):
+        assert clone is not loader
+        assert (clone.url, clone.per, clone.max_events, clone.timeout) == (
+            "http://127.0.0.1:9/stream/acme",
+            "session",
+            7,
+            None,
+        )
+        assert clone.context_options == {"max_actions": 3}
+        assert clone._source().token == "uk_secret"
+        assert "uk_secret" not in repr(clone)
+
+
+def test_a_snapshot_loader_shares_its_store_in_copies_and_refuses_pickling(
+    store: ContextStore,
+) -> None:
+    store.add(actions("s1", "Opened billing"))
+    loader = AutoplayLoader(store=store, product_id=PRODUCT)
+    deep = copy.deepcopy(loader)
+    assert deep.store is store and copy.copy(loader).store is store
+    assert [d.metadata["session_id"] for d in deep.load()] == ["s1"]
+    with pytest.raises(TypeError, match="AutoplayLoader with store= cannot be pickled"):
+        pickle.dumps(loader)
