@@ -23,7 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no GUI, no inline backend: the PNG is what gets committed
 
-import pandas as pd  # noqa: E402
+import pandas as pd  # type: ignore[import-untyped]  # noqa: E402
 from IPython.display import Image, display  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
@@ -71,11 +71,16 @@ def _page(event: Event) -> str:
     return ""
 
 
+def _event_number(event_id: str | None) -> int | str | None:
+    """The emulator's ids are numbers: sort and show them as numbers."""
+    return int(event_id) if event_id is not None and event_id.isdigit() else event_id
+
+
 def timeline(events: Iterable[Event], session_id: str | None = None) -> pd.DataFrame:
     """One row per event (of ``session_id``, if given): id, session, type, page, what happened."""
     rows = [
         {
-            "event": int(event.event_id) if (event.event_id or "").isdigit() else event.event_id,
+            "event": _event_number(event.event_id),
             "session": event.session_id,
             "type": event.type,
             "page": _page(event),
@@ -92,5 +97,5 @@ def show_png(figure: Figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
     data = buffer.getvalue()
-    display(Image(data=data, format="png"))
+    display(Image(data=data, format="png"))  # type: ignore[no-untyped-call]
     return data

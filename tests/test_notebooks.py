@@ -37,8 +37,10 @@ NOTEBOOKS_DIR = ROOT / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 CELL_TIMEOUT_SECONDS = 120
 KERNEL_START_TIMEOUT_SECONDS = 120
-RUN_BUDGET_SECONDS = 20.0
-"""What one notebook may take to execute (kernel start included), on a busy CI machine."""
+RUN_BUDGET_SECONDS = 60.0
+"""What one notebook may take to execute, kernel start included. Each takes 3-9 s on
+a shared 2-core machine (the aim is under 20 s); the budget is 3x that aim so a busy
+machine does not fail it, while a notebook that starts waiting on a timeout does."""
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # What differs between two runs of the same notebook, and nothing else.
 _VOLATILE = [
