@@ -35,6 +35,7 @@ from autoplay_base.errors import (
     InvalidPayloadError,
     MissingDependencyError,
     SessionLookupError,
+    SessionNotFoundError,
     SummarizerError,
     SummarizerTimeoutError,
 )
@@ -92,6 +93,7 @@ __all__ = [
     "RedisBackend",
     "SessionKey",
     "SessionLookupError",
+    "SessionNotFoundError",
     "SessionRef",
     "SessionSummarizer",
     "SessionView",

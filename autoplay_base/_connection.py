@@ -4,9 +4,8 @@
 secret token) and turns frames into events without doing any I/O; whatever
 goes wrong with one frame costs that frame (:meth:`StreamCore.on_frame` never
 raises), the watchdog measures frames, not bytes, and every wait is bounded.
-The token is validated once (:func:`resolve_token`) and scrubbed from every
-error text that reaches a log line, ``on_error`` or a raised exception
-(:func:`scrub_error`, :func:`log_exception`);
+The token is a :class:`~autoplay_base._secret.Secret`, scrubbed from every
+error text that reaches a log line or ``on_error``;
 :func:`iter_events` and :func:`aiter_events` are the sync and async loops that
 connect, read, reconnect and yield typed events. Their bodies differ only by
 ``await``; everything they decide is delegated to
@@ -19,164 +18,50 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import re
 import socket
 import threading
 import time
-import traceback
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator, Iterator
 from typing import Any
 from urllib.parse import urljoin
 
 import httpx
 
+from autoplay_base._counters import Counters
 from autoplay_base._reconnect import ResumeState, fatal_status_error, parse_retry_after, safe_url
+from autoplay_base._secret import Secret, log_exception, scrub_error
 from autoplay_base._sse import DEFAULT_MAX_FRAME_BYTES, MAX_EVENT_ID_CHARS, SSEDecoder, SSEFrame
-from autoplay_base.errors import AutoplayError, ConfigError, EventDecodeError
+from autoplay_base.errors import ConfigError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event, UnknownEvent, decode_event
 
 __all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "DEFAULT_HEARTBEAT_TIMEOUT",
     "MAX_WAIT_SECONDS",
-    "TOKEN_ENV_VAR",
     "ClientCounters",
     "ResponseSlot",
-    "Secret",
     "StreamCore",
     "aiter_events",
     "aiter_frame_chunks",
+    "bounded_wait",
     "http_timeout",
     "iter_event_batches",
     "iter_events",
-    "log_exception",
-    "resolve_token",
-    "safe_url",
-    "scrub_error",
 ]
 
 logger = logging.getLogger("autoplay_base.stream")
 
-TOKEN_ENV_VAR = "AUTOPLAY_APP_UNKEY_TOKEN"
-"""Environment variable read when no token is passed."""
 HEARTBEAT_EVENT = "heartbeat"
-
-
+DEFAULT_HEARTBEAT_TIMEOUT = 60.0
+"""Seconds without a byte (or without a frame) after which the connection is presumed dead."""
+DEFAULT_CONNECT_TIMEOUT = 10.0
+"""Seconds to establish a connection."""
 MAX_WAIT_SECONDS = 3600.0
 """Cap on any wait between two connection attempts, whatever the server hinted
 (``Event.wait``/``asyncio.sleep`` raise ``OverflowError`` on huge values)."""
 
-# What an HTTP header value can carry and a token can be: printable ASCII, inner
-# spaces allowed. Anything else (non-ASCII, control characters, an inner CR/LF)
-# makes httpx refuse the header with an error that quotes it.
-_HEADER_SAFE = re.compile(r"[\x21-\x7e](?:[\x20-\x7e]*[\x21-\x7e])?")
-_SCRUBBED = "***"
 
-
-class Secret:
-    """A string that never shows itself in ``repr``/``str`` (tokens)."""
-
-    __slots__ = ("_forms", "_value")
-
-    def __init__(self, value: str) -> None:
-        self._value = value
-        # The token as it may be quoted in error text: as is, and escaped by a
-        # str or bytes repr (a backslash or quote changes those forms).
-        forms = {value, repr(value)[1:-1], repr(value.encode("utf-8", "replace"))[2:-1]}
-        self._forms = tuple(sorted((f for f in forms if f), key=len, reverse=True))
-
-    def reveal(self) -> str:
-        """The secret itself (only to build the Authorization header)."""
-        return self._value
-
-    def scrub(self, text: str) -> str:
-        """``text`` with every occurrence of the secret replaced by ``***``."""
-        for form in self._forms:
-            if form in text:
-                text = text.replace(form, _SCRUBBED)
-        return text
-
-    def __bool__(self) -> bool:
-        return bool(self._value)
-
-    def __repr__(self) -> str:
-        return "Secret('***')" if self._value else "Secret('')"
-
-    __str__ = __repr__
-
-
-def resolve_token(token: str) -> Secret:
-    """``token``, or ``$AUTOPLAY_APP_UNKEY_TOKEN`` when it is empty, validated.
-
-    Surrounding whitespace is stripped (a token read from a secret file ends in
-    a newline). A value that cannot be an HTTP header (non-ASCII, control
-    characters, an inner CR/LF) raises :class:`ConfigError` without echoing it:
-    sent as is, httpx would refuse the header with an error that quotes it.
-    """
-    value = token.strip()
-    source = "token"
-    if not value:
-        value = os.environ.get(TOKEN_ENV_VAR, "").strip()
-        source = f"${TOKEN_ENV_VAR}"
-    if value and _HEADER_SAFE.fullmatch(value) is None:
-        raise ConfigError(
-            f"{source} cannot be sent as an HTTP header: it holds non-ASCII or control "
-            f"characters ({len(value)} characters; the value is not shown)"
-        )
-    return Secret(value)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    """``exc`` and every exception in its ``__cause__``/``__context__`` chain (once each)."""
-    seen: set[int] = set()
-    todo = [exc]
-    while todo:
-        current = todo.pop()
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        todo.extend(e for e in (current.__cause__, current.__context__) if e is not None)
-
-
-def scrub_error(exc: Exception, secret: Secret) -> Exception:
-    """``exc`` if no text in it or its chain holds ``secret``; else a scrubbed stand-in.
-
-    The stand-in is an :class:`~autoplay_base.errors.AutoplayError` naming the
-    original type, with the scrubbed message and no chain (the chain is what
-    leaked). Every error we raise or hand to ``on_error`` goes through here.
-    """
-    if not secret:
-        return exc
-    for link in _chain(exc):
-        try:
-            text = f"{link!s}\n{link!r}\n{link.args!r}"
-        except Exception:  # a broken __str__: nothing of it can be shown, so replace it
-            text = secret.reveal()
-        if secret.scrub(text) != text:
-            try:
-                message = secret.scrub(f"{type(exc).__name__}: {exc}")
-            except Exception:
-                message = f"{type(exc).__name__} (its message could not be shown)"
-            safe = AutoplayError(message)
-            safe.__suppress_context__ = True
-            return safe
-    return exc
-
-
-def log_exception(
-    log: logging.Logger, level: int, message: str, exc: BaseException, secret: Secret
-) -> None:
-    """Log ``message`` with ``exc``'s traceback, every line scrubbed of ``secret``.
-
-    The traceback is formatted here rather than passed as ``exc_info``: a
-    handler would format it (chained causes included) after we lost the chance
-    to scrub it.
-    """
-    trace = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    log.log(level, "%s\n%s", secret.scrub(message), secret.scrub(trace.rstrip()))
-
-
-class ClientCounters:
+class ClientCounters(Counters):
     """What a client has seen; ``received == delivered + dropped`` once ``stop`` returned.
 
     Attributes:
@@ -204,10 +89,12 @@ class ClientCounters:
             clock (``forwarded_at``) went back (a restarted server).
             ``ids_reused`` and ``id_resets`` are brought up to date once per
             chunk read and when a connection ends.
-        last_event_id: id of the last frame received (sent as ``Last-Event-ID``).
+        last_event_id: id of the last frame received (sent as ``Last-Event-ID``);
+            read from the client's resume state, the one place that keeps it.
     """
 
     __slots__ = (
+        "_resume",
         "callback_errors",
         "connections",
         "decode_errors",
@@ -217,34 +104,46 @@ class ClientCounters:
         "heartbeats",
         "id_resets",
         "ids_reused",
-        "last_event_id",
         "received",
         "reconnects",
         "rejected_ids",
         "rejected_retries",
         "stalls",
     )
+    not_counted = ("_resume",)
 
-    def __init__(self) -> None:
-        self.received = 0
-        self.delivered = 0
-        self.dropped = 0
-        self.decode_errors = 0
-        self.duplicates = 0
-        self.callback_errors = 0
-        self.heartbeats = 0
-        self.connections = 0
-        self.reconnects = 0
-        self.stalls = 0
-        self.rejected_ids = 0
-        self.rejected_retries = 0
-        self.ids_reused = 0
-        self.id_resets = 0
-        self.last_event_id: str | None = None
+    received: int
+    delivered: int
+    dropped: int
+    decode_errors: int
+    duplicates: int
+    callback_errors: int
+    heartbeats: int
+    connections: int
+    reconnects: int
+    stalls: int
+    rejected_ids: int
+    rejected_retries: int
+    ids_reused: int
+    id_resets: int
 
-    def as_dict(self) -> dict[str, int | str | None]:
-        """The counters as a plain dict (for metrics exporters and logs)."""
-        return {name: getattr(self, name) for name in self.__slots__}
+    def __init__(self, resume: ResumeState | None = None) -> None:
+        super().__init__()
+        self._resume = resume
+
+    @property
+    def last_event_id(self) -> str | None:
+        """Id of the last frame received (``None`` before the first, or without a resume state)."""
+        return None if self._resume is None else self._resume.last_event_id
+
+    # The base's as_dict holds only the integer counters; this one keeps the
+    # last event id in it (in its alphabetical place), as it always had, so the
+    # value type is wider than the base's: hence the ignore.
+    def as_dict(self) -> dict[str, int | str | None]:  # type: ignore[override]
+        """The counters and ``last_event_id`` as a plain dict (for metrics exporters and logs)."""
+        values: dict[str, int | str | None] = dict(super().as_dict())
+        values["last_event_id"] = self.last_event_id
+        return dict(sorted(values.items()))
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}={v!r}" for k, v in self.as_dict().items())
@@ -304,7 +203,7 @@ class StreamCore:
         self.safe_url = safe_url(url)
         self.token = token
         self.resume = resume
-        self.counters = ClientCounters()
+        self.counters = ClientCounters(resume)
         self.max_event_bytes = max_event_bytes
         self.heartbeat_timeout = heartbeat_timeout
         self.on_bad_frame = on_bad_frame
@@ -454,7 +353,6 @@ class StreamCore:
                 # The resume point moves past a bad frame (a replay of it would fail
                 # again), but its id is not remembered as delivered.
                 resume.advance(event_id)
-                self.counters.last_event_id = resume.last_event_id
                 self._reject(exc, event_id)
                 return None
             # Dedupe after decoding: the window tells a replay (same id, same event)
@@ -474,7 +372,6 @@ class StreamCore:
             if not resume.accept(event_id, order, hash(data) if order is None else order):
                 counters.duplicates += 1
                 return None
-            counters.last_event_id = resume.last_event_id
             counters.received += 1
             return event
         except Exception as exc:  # a value nobody foresaw: it must not reach the I/O loop
@@ -512,7 +409,7 @@ class StreamCore:
 
     def clean_close_delay(self) -> float:
         """Seconds to wait after the server closed the stream (the flapping rule applies)."""
-        delay = _bounded(self.resume.closed_cleanly())
+        delay = bounded_wait(self.resume.closed_cleanly())
         logger.info("stream: %s closed the stream; reconnecting in %.2fs", self.safe_url, delay)
         return delay
 
@@ -524,7 +421,7 @@ class StreamCore:
         ``__context__``.
         """
         retry_after = exc.retry_after if isinstance(exc, _RetryableResponseError) else None
-        delay = _bounded(self.resume.failed(exc, retry_after=retry_after))
+        delay = bounded_wait(self.resume.failed(exc, retry_after=retry_after))
         logger.warning(
             "stream: %s failed (%s: %s); retry %d in %.2fs",
             self.safe_url,
@@ -543,7 +440,7 @@ def _scrubbed_decode_error(exc: EventDecodeError, secret: Secret) -> EventDecode
     return safe
 
 
-def _bounded(delay: float) -> float:
+def bounded_wait(delay: float) -> float:
     """``delay`` within ``[0, MAX_WAIT_SECONDS]`` (NaN and negatives are 0)."""
     if not delay >= 0.0:
         return 0.0

@@ -44,6 +44,7 @@ from dataclasses import replace
 from typing import Any, Generic, TypeVar
 
 from autoplay_base._counters import Counters
+from autoplay_base._recent import RecentKeys
 from autoplay_base.backends.base import (
     DEFAULT_IDLE_TTL_SECONDS,
     DEFAULT_MAX_ACTIONS_PER_SESSION,
@@ -122,6 +123,10 @@ keywords. Every adapter passes them on under one name, ``context_options``."""
 OVERRIDES = CONTEXT_OPTIONS
 """Former name of :data:`CONTEXT_OPTIONS`, kept as an alias."""
 
+NOT_FOUND_LOG_KEYS = 1024
+"""How many distinct unknown sessions a store logs (once each, at debug level) before it
+forgets the oldest: the log stays bounded however many wrong ids callers send."""
+
 
 class StoreCounters(Counters):
     """Counters the store keeps itself (the backend's are in ``store.backend.stats``)."""
@@ -133,6 +138,7 @@ class StoreCounters(Counters):
         "payloads_without_session",
         "reads",
         "replaces_clamped",
+        "sessions_not_found",
         "unknown_events_ignored",
         "writes",
     )
@@ -144,6 +150,9 @@ class StoreCounters(Counters):
     reads: int
     replaces_clamped: int
     """Summaries whose ``replaces`` exceeded :data:`MAX_REPLACES` (stored, clamped)."""
+    sessions_not_found: int
+    """Reads of a session the store does not know (unknown id, wrong product, expired):
+    the read answered "no context". A steady rise usually means a misconfigured caller."""
     unknown_events_ignored: int
     writes: int
 
@@ -237,6 +246,7 @@ class _ContextStoreBase(Generic[SummarizerT]):
             )
         self.backend: Backend = backend
         self.counters = StoreCounters()
+        self._not_found_logged: RecentKeys[tuple[str | None, str]] = RecentKeys(NOT_FOUND_LOG_KEYS)
         self._clock = clock
         self.summarizer: SummarizerT | None = summarizer
         if summarizer is not None:
@@ -347,6 +357,23 @@ class _ContextStoreBase(Generic[SummarizerT]):
             self.counters.duplicates_skipped += 1
 
     # -- reads ------------------------------------------------------------------------
+    def _not_found(self, session_id: str, product_id: str | None) -> tuple[None, None]:
+        """Count a read of an unknown session; log it once per ``(product_id, session_id)``.
+
+        The read itself answers "no context" as before: an unknown session is normal
+        for a user who has not done anything yet, so this is visible (counter, debug
+        log) without being an error; the adapters' ``strict=True`` makes it one.
+        """
+        self.counters.sessions_not_found += 1
+        if self._not_found_logged.add((product_id, session_id)):
+            logger.debug(
+                "context_store: no live context for session_id=%r product_id=%r "
+                "(unknown session, wrong product_id, or expired); counted in sessions_not_found",
+                session_id,
+                product_id,
+            )
+        return None, None
+
     def _read(
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
@@ -354,9 +381,10 @@ class _ContextStoreBase(Generic[SummarizerT]):
         options = self._options(context_options)
         key = self._read_key(session_id, product_id)
         if key is None:
-            return None, None
+            return self._not_found(session_id, product_id)
         self.counters.reads += 1
-        return key, self.backend.read(key, options, now=self._clock())
+        view = self.backend.read(key, options, now=self._clock())
+        return (key, view) if view is not None else self._not_found(session_id, product_id)
 
     async def _aread(
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
@@ -364,9 +392,10 @@ class _ContextStoreBase(Generic[SummarizerT]):
         options = self._options(context_options)
         key = await self._aread_key(session_id, product_id)
         if key is None:
-            return None, None
+            return self._not_found(session_id, product_id)
         self.counters.reads += 1
-        return key, await self.backend.aread(key, options, now=self._clock())
+        view = await self.backend.aread(key, options, now=self._clock())
+        return (key, view) if view is not None else self._not_found(session_id, product_id)
 
     def view(
         self, session_id: str, product_id: str | None = None, **context_options: Any

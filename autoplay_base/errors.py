@@ -9,7 +9,8 @@ so ``except AutoplayError`` catches all of them::
     ├── InvalidPayloadError         store.add() given something that is no payload  (also TypeError)
     ├── SessionLookupError          a read the store cannot answer unambiguously
     │   ├── AmbiguousSessionError   session id known under several products     (also LookupError)
-    │   └── AmbiguousUserError      user id known under several products        (also LookupError)
+    │   ├── AmbiguousUserError      user id known under several products        (also LookupError)
+    │   └── SessionNotFoundError    a strict adapter found no such session      (also LookupError)
     ├── ConnectorError              talking to the event connector
     │   ├── ConnectorAuthError      401 / 403: wrong or missing token, never retried
     │   ├── ConnectorNotFoundError  404: wrong URL or product, never retried
@@ -50,6 +51,7 @@ __all__ = [
     "InvalidPayloadError",
     "MissingDependencyError",
     "SessionLookupError",
+    "SessionNotFoundError",
     "SummarizerError",
     "SummarizerTimeoutError",
 ]
@@ -113,6 +115,24 @@ class AmbiguousUserError(SessionLookupError, LookupError):
         )
         self.user_id = user_id
         self.product_ids = sorted(product_ids)
+
+
+class SessionNotFoundError(SessionLookupError, LookupError):
+    """A strict adapter asked for a session the store does not know.
+
+    Unknown id, wrong product, or expired. Raised only with ``strict=True``;
+    otherwise the read is empty, counted in ``stats()["sessions_not_found"]`` and
+    logged once at debug level.
+    """
+
+    def __init__(self, adapter: str, session_id: str, product_id: str | None) -> None:
+        super().__init__(
+            f"{adapter} (strict=True): no live context for session {session_id!r} "
+            f"(product_id={product_id!r}): the session is unknown, expired, or under "
+            "another product"
+        )
+        self.session_id = session_id
+        self.product_id = product_id
 
 
 class ConnectorError(AutoplayError):

@@ -26,6 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from autoplay_base._connection import HEARTBEAT_EVENT
 from autoplay_base.errors import EventDecodeError
 from autoplay_base.events import Event, UnknownEvent, decode_event
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
@@ -107,7 +108,7 @@ def iter_recording(path: StrPath, *, skip_invalid: bool = False) -> Iterator[Eve
     """
     skipped = 0
     for frame in iter_frames(path):
-        if frame.event == "heartbeat":
+        if frame.event == HEARTBEAT_EVENT:
             continue
         try:
             yield decode_event(json.dumps(frame.data), event_id=frame.id)

@@ -42,7 +42,8 @@ What differs from the reference client:
 Threads (sync client): the calling thread (or the ``run_in_background``
 thread) only reads the socket; a worker thread runs ``on_actions``/
 ``on_summary``/``on_event`` callbacks from a bounded queue; a notifier thread
-runs ``on_drop``/``on_error``/``on_connect``/``on_disconnect``.
+runs ``on_drop``/``on_error``/``on_connect``/``on_disconnect``
+(:class:`~autoplay_base._threads.CallbackThreads`).
 
 Tasks (async client): the reader task never awaits a callback. Each session
 has its own lane: its events are delivered strictly in arrival order, one
@@ -54,7 +55,10 @@ awaited; plain functions are called directly on the loop and must be fast.
 A lane's task lingers for ``lane_linger`` seconds once its session is idle,
 so a busy session reuses one task instead of starting one per burst of
 events; callbacks always run inside their lane's task (``asyncio.timeout``
-and ``TaskGroup`` bind to it).
+and ``TaskGroup`` bind to it) (:class:`~autoplay_base._lanes.Lanes`).
+
+This module holds the two clients' lifecycle and wiring; what they share
+(registration, counters, options) is :class:`~autoplay_base._client.ClientBase`.
 """
 
 from __future__ import annotations
@@ -64,43 +68,32 @@ import contextlib
 import inspect
 import logging
 import threading
-import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable
 from types import CoroutineType, TracebackType
-from typing import Any, Generic, TypedDict, TypeVar
+from typing import Any
 
 import httpx
 from typing_extensions import Unpack
 
+from autoplay_base._client import (
+    DEFAULT_DRAIN_TIMEOUT,
+    DEFAULT_MAX_QUEUE_SIZE,
+    Callback,
+    ClientBase,
+    ClientOptions,
+)
 from autoplay_base._connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEARTBEAT_TIMEOUT,
     ClientCounters,
     ResponseSlot,
-    StreamCore,
     aiter_frame_chunks,
-    http_timeout,
     iter_event_batches,
-    log_exception,
-    resolve_token,
-    scrub_error,
 )
-from autoplay_base._reconnect import (
-    DEFAULT_INITIAL_BACKOFF,
-    DEFAULT_JITTER,
-    DEFAULT_MAX_BACKOFF,
-    DEFAULT_SEEN_IDS,
-    Backoff,
-    ResumeState,
-)
+from autoplay_base._lanes import DEFAULT_LANE_LINGER, MAX_LINGERING_LANES, Lanes
+from autoplay_base._threads import CallbackThreads
 from autoplay_base.errors import ConfigError
-from autoplay_base.events import (
-    DEFAULT_MAX_EVENT_BYTES,
-    ActionsPayload,
-    Event,
-    SummaryPayload,
-    UnknownEvent,
-)
-from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
+from autoplay_base.events import Event
 
 __all__ = [
     "DEFAULT_CONNECT_TIMEOUT",
@@ -113,47 +106,14 @@ __all__ = [
     "ClientCounters",
     "ClientOptions",
     "ConnectorClient",
-    "aiter_stream_events",
-    "iter_stream_events",
 ]
 
 logger = logging.getLogger("autoplay_base.stream")
 
-DEFAULT_MAX_QUEUE_SIZE = 500
-"""Events buffered between the reader and the callbacks before drops start."""
 DEFAULT_SESSION_CONCURRENCY = 4
 """In-flight callbacks per session (async client)."""
-DEFAULT_LANE_LINGER = 1.0
-"""Seconds an idle session lane waits for its next event (async client)."""
-_MAX_LINGERING_LANES = 1024  # a bound on idle tasks, whatever the number of sessions
-DEFAULT_HEARTBEAT_TIMEOUT = 60.0
-"""Seconds without a byte (or without a frame) after which the connection is presumed dead."""
-DEFAULT_CONNECT_TIMEOUT = 10.0
-"""Seconds to establish a connection."""
-DEFAULT_DRAIN_TIMEOUT = 5.0
-"""On ``stop()``, seconds spent delivering already-buffered events before dropping them."""
-_MAX_NOTICES = 10_000
 _STUCK_CALLBACK_GRACE = 1.0  # seconds a callback gets past drain_timeout before it is given up
-_NOTICE_GRACE = 1.0  # seconds the notifier gets, once reading ended, to deliver what is pending
-
-_C = TypeVar("_C", bound="_ClientBase[Any]")
-_F = TypeVar("_F", bound=Callable[..., Any])
-
-
-class _Handlers(Generic[_F]):
-    """The callbacks registered for one kind of notification, in order."""
-
-    __slots__ = ("fns",)
-
-    def __init__(self) -> None:
-        self.fns: list[_F] = []
-
-
-def _raw_payload(event: Event) -> dict[str, Any]:
-    """The JSON object an event came from (for ``on_drop``)."""
-    if isinstance(event, UnknownEvent):
-        return dict(event.data)
-    return event.model_dump(mode="json")
+_NOTICE_GRACE = 1.0  # seconds notifications get, once the drain ended, to be delivered
 
 
 def _is_awaitable(result: object) -> bool:
@@ -161,197 +121,7 @@ def _is_awaitable(result: object) -> bool:
     return type(result) is CoroutineType or inspect.isawaitable(result)
 
 
-def _session_key(event: Event) -> Hashable:
-    return (event.product_id, event.session_id)
-
-
-class ClientOptions(TypedDict, total=False):
-    """Keyword options both clients take (described on :class:`ConnectorClient`)."""
-
-    heartbeat_timeout: float | None
-    connect_timeout: float
-    initial_backoff: float
-    max_backoff: float
-    backoff_jitter: float
-    max_retries: int | None
-    drain_timeout: float
-    max_event_bytes: int
-    seen_ids: int
-    rng: Callable[[], float] | None
-
-
-class _ClientBase(Generic[_F]):
-    """Registration, counters and configuration shared by both clients."""
-
-    def __init__(
-        self,
-        url: str,
-        token: str,
-        *,
-        max_queue_size: int = DEFAULT_MAX_QUEUE_SIZE,
-        heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
-        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
-        initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
-        max_backoff: float = DEFAULT_MAX_BACKOFF,
-        backoff_jitter: float = DEFAULT_JITTER,
-        max_retries: int | None = None,
-        drain_timeout: float = DEFAULT_DRAIN_TIMEOUT,
-        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
-        seen_ids: int = DEFAULT_SEEN_IDS,
-        rng: Callable[[], float] | None = None,
-    ) -> None:
-        if max_queue_size < 1:
-            raise ConfigError(f"max_queue_size must be >= 1, got {max_queue_size!r}")
-        if heartbeat_timeout is not None and heartbeat_timeout <= 0:
-            raise ConfigError(f"heartbeat_timeout must be > 0, got {heartbeat_timeout!r}")
-        if connect_timeout <= 0:
-            raise ConfigError(f"connect_timeout must be > 0, got {connect_timeout!r}")
-        if drain_timeout < 0:
-            raise ConfigError(f"drain_timeout must be >= 0, got {drain_timeout!r}")
-        backoff = (
-            Backoff(initial_backoff, max_backoff, jitter=backoff_jitter)
-            if rng is None
-            else Backoff(initial_backoff, max_backoff, jitter=backoff_jitter, rng=rng)
-        )
-        self._core = StreamCore(
-            url,
-            resolve_token(token),
-            ResumeState(backoff, max_retries=max_retries, seen_ids=seen_ids),
-            max_event_bytes=max_event_bytes,
-            heartbeat_timeout=heartbeat_timeout,
-            on_bad_frame=self._bad_frame,
-            on_connect=self._connected,
-            on_disconnect=self._disconnected,
-        )
-        self._max_queue_size = max_queue_size
-        self._timeout = http_timeout(connect_timeout, heartbeat_timeout)
-        self._drain_timeout = drain_timeout
-        self._actions: list[_F] = []
-        self._summary: list[_F] = []
-        self._unknown: list[_F] = []
-        self._drop: list[_F] = []
-        self._error: list[_F] = []
-        self._connect: list[_F] = []
-        self._disconnect: list[_F] = []
-        self._running = False
-
-    # -- registration (chainable) -------------------------------------------------------
-    def on_actions(self: _C, fn: Callable[[ActionsPayload], Any]) -> _C:
-        """Call ``fn(payload)`` for every ``actions`` event; returns ``self``."""
-        self._actions.append(fn)
-        return self
-
-    def on_summary(self: _C, fn: Callable[[SummaryPayload], Any]) -> _C:
-        """Call ``fn(payload)`` for every ``summary`` event; returns ``self``."""
-        self._summary.append(fn)
-        return self
-
-    def on_event(self: _C, fn: Callable[[UnknownEvent], Any]) -> _C:
-        """Call ``fn(event)`` for events of other types (``usertour_trigger``, …)."""
-        self._unknown.append(fn)
-        return self
-
-    def on_drop(self: _C, fn: Callable[[dict[str, Any], int], Any]) -> _C:
-        """Call ``fn(raw_payload, total_dropped)`` for every event that is not delivered."""
-        self._drop.append(fn)
-        return self
-
-    def on_error(self: _C, fn: Callable[[Exception], Any]) -> _C:
-        """Call ``fn(error)`` for bad frames, callback exceptions and the fatal error."""
-        self._error.append(fn)
-        return self
-
-    def on_connect(self: _C, fn: Callable[[], Any]) -> _C:
-        """Call ``fn()`` every time a stream opens (including reconnects)."""
-        self._connect.append(fn)
-        return self
-
-    def on_disconnect(self: _C, fn: Callable[[], Any]) -> _C:
-        """Call ``fn()`` every time an open stream ends."""
-        self._disconnect.append(fn)
-        return self
-
-    # -- observability ------------------------------------------------------------------
-    @property
-    def counters(self) -> ClientCounters:
-        """Live counters (received, delivered, dropped, decode_errors, reconnects, …)."""
-        return self._core.counters
-
-    @property
-    def dropped_count(self) -> int:
-        """Events dropped so far (buffer full, or not delivered before stop)."""
-        return self._core.counters.dropped
-
-    @property
-    def last_event_id(self) -> str | None:
-        """Id of the last frame received; the next connection resumes after it."""
-        return self._core.resume.last_event_id
-
-    @property
-    def url(self) -> str:
-        """The stream URL (without query string or user info)."""
-        return self._core.safe_url
-
-    def __repr__(self) -> str:
-        token = "set" if self._core.token else "none"
-        return (
-            f"{type(self).__name__}(url={self._core.safe_url!r}, token={token}, "
-            f"running={self._running}, received={self.counters.received}, "
-            f"dropped={self.counters.dropped})"
-        )
-
-    def _callbacks_for(self, event: Event) -> list[_F]:
-        if isinstance(event, ActionsPayload):
-            return self._actions
-        if isinstance(event, SummaryPayload):
-            return self._summary
-        return self._unknown
-
-    def _log_callback_error(self, what: str, exc: BaseException) -> None:
-        self._core.counters.callback_errors += 1
-        log_exception(
-            logger,
-            logging.ERROR,
-            f"stream: {what} callback raised {type(exc).__name__}: {str(exc)[:200]}",
-            exc,
-            self._core.token,
-        )
-
-    def _safe(self, exc: Exception) -> Exception:
-        """``exc``, or a stand-in without the token, for ``on_error`` and ``raise``."""
-        return scrub_error(exc, self._core.token)
-
-    # Hooks from the reader and the buffer; each client's ``_notice`` delivers them.
-    def _notice(self, fns: list[_F], *args: Any) -> None:
-        raise NotImplementedError
-
-    def _dropped(self, event: Event, why: str) -> None:
-        counters = self._core.counters
-        counters.dropped += 1
-        logger.warning(
-            "stream: dropped a %s event (%s; session=%r, total dropped=%d)",
-            event.type,
-            why,
-            event.session_id,
-            counters.dropped,
-        )
-        if self._drop:
-            self._notice(self._drop, _raw_payload(event), counters.dropped)
-
-    def _bad_frame(self, exc: Exception) -> None:
-        self._notice(self._error, exc)
-
-    def _connected(self) -> None:
-        self._notice(self._connect)
-
-    def _disconnected(self) -> None:
-        self._notice(self._disconnect)
-
-
-SyncCallback = Callable[..., Any]
-
-
-class ConnectorClient(_ClientBase[SyncCallback]):
+class ConnectorClient(ClientBase):
     """Synchronous connector client: the reader never runs callbacks.
 
     Args:
@@ -382,26 +152,30 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         **options: Unpack[ClientOptions],
     ) -> None:
         super().__init__(url, token, max_queue_size=max_queue_size, **options)
-        self._queue: deque[Event] = deque()
-        self._queue_cond = threading.Condition(threading.Lock())
-        self._worker_waiting = False
-        self._reading_done = False
-        self._notices: deque[tuple[list[SyncCallback], tuple[Any, ...]]] = deque()
-        self._notice_cond = threading.Condition(threading.Lock())
-        self._notices_done = False
         self._slot = ResponseSlot()
+        self._threads = self._new_threads()
         self._thread: threading.Thread | None = None
         self._error_raised: BaseException | None = None
         self._run_lock = threading.Lock()
-        self._helper_threads: set[threading.Thread] = set()
-        self._drain_deadline = 0.0
-        self._notice_deadline = 0.0
-        self._flight: list[Event] = []
+
+    def _new_threads(self) -> CallbackThreads:
+        # One per run: a worker given up on by a previous run keeps its own queue.
+        return CallbackThreads(
+            self._callbacks_for,
+            self._callback_failed,
+            self._notice_failed,
+            self._dropped,
+            self._core.counters,
+            max_queue_size=self._max_queue_size,
+            drain_timeout=self._drain_timeout,
+            stuck_grace=_STUCK_CALLBACK_GRACE,
+            notice_grace=_NOTICE_GRACE,
+        )
 
     @property
     def queue_size(self) -> int:
         """Events waiting for the worker right now."""
-        return len(self._queue)
+        return self._threads.queue_size
 
     # -- lifecycle ----------------------------------------------------------------------
     def run(self) -> None:
@@ -421,82 +195,30 @@ class ConnectorClient(_ClientBase[SyncCallback]):
                 raise RuntimeError("this client is already running")
             self._running = True
         self._slot = ResponseSlot()
-        self._flight = []  # per run: a worker given up on by a previous run keeps its own
+        self._threads = self._new_threads()
         self._error_raised = None
-        self._reading_done = False
-        self._notices_done = False
 
     def _run(self) -> None:
-        worker = threading.Thread(target=self._work, name="autoplay-stream-worker", daemon=True)
-        notifier = threading.Thread(
-            target=self._notify_loop, name="autoplay-stream-notifier", daemon=True
-        )
-        self._helper_threads = {worker, notifier}
-        worker.start()
-        notifier.start()
+        threads = self._threads
+        threads.start()
         failure: BaseException | None = None
         try:
             with httpx.Client(timeout=self._timeout) as http:
                 for events in iter_event_batches(self._core, http, self._slot):
-                    self._enqueue_many(events)
+                    threads.put_many(events)
         except BaseException as exc:
             failure = exc
             if isinstance(exc, Exception):
                 failure = self._safe(exc)
                 self._notice(self._error, failure)
         finally:
-            self._finish(worker, notifier)
+            threads.finish()
             self._error_raised = failure
             self._running = False
         if failure is not None:
             # Raised here, outside the except block, so a scrubbed stand-in does
             # not carry the original (with its text) as __context__.
             raise failure
-
-    def _finish(self, worker: threading.Thread, notifier: threading.Thread) -> None:
-        deadline = time.monotonic() + self._drain_timeout
-        leftovers: list[Event] = []
-        with self._queue_cond:
-            self._reading_done = True
-            self._drain_deadline = deadline
-            if self._drain_timeout == 0:
-                while True:
-                    try:
-                        leftovers.append(self._queue.popleft())
-                    except IndexError:
-                        break
-            self._queue_cond.notify_all()
-        for event in leftovers:
-            self._dropped(event, "stopped with drain_timeout=0")
-        if threading.current_thread() is not worker:
-            worker.join(self._drain_timeout + _STUCK_CALLBACK_GRACE)
-            if worker.is_alive():
-                # A callback is stuck past the drain deadline: account for what it
-                # will never reach instead of hanging stop() (the pops are atomic).
-                logger.error("stream: a callback is still running after stop's drain_timeout")
-                try:
-                    stuck: Event | None = self._flight.pop()
-                except IndexError:
-                    stuck = None  # it returned meanwhile and was counted delivered
-                if stuck is not None:
-                    self._dropped(stuck, "its callback was stuck when the client stopped")
-                while True:
-                    try:
-                        event = self._queue.popleft()
-                    except IndexError:
-                        break
-                    self._dropped(event, "a callback was stuck when the client stopped")
-        with self._notice_cond:
-            self._notices_done = True
-            # From now, not from the drain deadline: waiting out a stuck callback
-            # must not cost the on_drop notices it just produced.
-            self._notice_deadline = max(deadline, time.monotonic()) + _NOTICE_GRACE
-            self._notice_cond.notify_all()
-        if threading.current_thread() is not notifier:
-            # Bounded: a stuck on_drop/on_error callback must not hang stop() either.
-            notifier.join(_NOTICE_GRACE + _STUCK_CALLBACK_GRACE)
-            if notifier.is_alive():
-                logger.error("stream: a notification callback is still running after stop")
 
     def run_in_background(self) -> threading.Thread:
         """Run on a daemon thread and return it; :meth:`stop` or :meth:`join` re-raise its error."""
@@ -538,7 +260,7 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         """
         self._slot.abort()
         current = threading.current_thread()
-        if current is self._thread or current in self._helper_threads:
+        if current is self._thread or self._threads.owns(current):
             return
         if self._thread is not None:
             self.join(timeout)
@@ -560,118 +282,11 @@ class ConnectorClient(_ClientBase[SyncCallback]):
         except Exception:
             logger.exception("stream: the client failed while another error was propagating")
 
-    # -- reader side --------------------------------------------------------------------
-    def _enqueue_many(self, events: list[Event]) -> None:
-        # One lock round per chunk read, not per event: the reader is the bottleneck.
-        with self._queue_cond:
-            room = self._max_queue_size - len(self._queue)
-            if room >= len(events):
-                self._queue.extend(events)
-                overflow: list[Event] = []
-            else:
-                room = max(room, 0)
-                self._queue.extend(events[:room])
-                overflow = events[room:]
-            if self._worker_waiting and room:
-                self._queue_cond.notify()
-        for event in overflow:
-            self._dropped(event, "buffer full")
-
-    def _notice(self, fns: list[SyncCallback], *args: Any) -> None:
-        if not fns:
-            return
-        with self._notice_cond:
-            if len(self._notices) >= _MAX_NOTICES:
-                logger.error("stream: notification backlog full; a notification was lost")
-                return
-            self._notices.append((fns, args))
-            self._notice_cond.notify()
-
-    # -- worker side --------------------------------------------------------------------
-    def _work(self) -> None:
-        queue = self._queue
-        cond = self._queue_cond
-        counters = self._core.counters
-        # The event the callbacks are running on, in a one-slot list: list.pop is
-        # atomic, so this thread and stop() agree on who accounts for it, lock-free.
-        flight = self._flight
-        while True:
-            try:
-                # deque.popleft is atomic: no lock per event; the lock is only taken to
-                # sleep, and _finish may pop the same deque (each event goes to one side).
-                event = queue.popleft()
-            except IndexError:
-                with cond:
-                    while not queue and not self._reading_done:
-                        self._worker_waiting = True
-                        cond.wait()
-                        self._worker_waiting = False
-                    if not queue:
-                        return
-                continue
-            if self._reading_done and time.monotonic() > self._drain_deadline:
-                self._dropped(event, "not delivered before stop's drain_timeout")
-                continue
-            flight.append(event)
-            for fn in self._callbacks_for(event):
-                try:
-                    fn(event)
-                except Exception as exc:
-                    self._log_callback_error(event.type, exc)
-                    self._notice(self._error, self._safe(exc))
-                if not flight:
-                    break  # stop() gave up on this event and counted it as dropped
-            try:
-                flight.pop()
-            except IndexError:
-                # Counted as dropped while a callback was stuck: stop() gave up on
-                # this worker, which must end now (a later run has its own).
-                return
-            counters.delivered += 1
-
-    def _notify_loop(self) -> None:
-        notices = self._notices
-        cond = self._notice_cond
-        while True:
-            with cond:
-                while not notices and not self._notices_done:
-                    cond.wait()
-                if not notices:
-                    return
-                fns, args = notices.popleft()
-                if self._notices_done and time.monotonic() > self._notice_deadline:
-                    logger.error("stream: a notification was not delivered before stop")
-                    continue
-            for fn in fns:
-                try:
-                    fn(*args)
-                except Exception as exc:
-                    self._log_callback_error("notification", exc)
+    def _notice(self, fns: list[Callback], *args: Any) -> None:
+        self._threads.notice(fns, *args)
 
 
-AsyncCallback = Callable[..., Any]
-
-
-class _Lane:
-    """One session's pending events and the task delivering them.
-
-    ``waiter`` is set while the task lingers, idle, for the session's next event;
-    ``idle_since`` is the sweep tick at which it started waiting; ``abandoned``
-    is set by ``stop`` when a callback outlived the drain and its cancellation.
-    """
-
-    __slots__ = ("abandoned", "events", "idle_since", "semaphore", "task", "waiter")
-
-    def __init__(self, concurrency: int) -> None:
-        self.events: deque[Event] = deque()
-        self.task: asyncio.Task[None] | None = None
-        self.semaphore = asyncio.Semaphore(concurrency)
-        self.waiter: asyncio.Future[bool] | None = None
-        self.idle_since = 0
-        self.abandoned = False
-
-
-class AsyncConnectorClient(_ClientBase[AsyncCallback]):
+class AsyncConnectorClient(ClientBase):
     """Asyncio connector client with per-session lanes (see the module docstring).
 
     Callbacks may be ``async def`` coroutines (awaited) or plain functions
@@ -706,13 +321,16 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
             raise ConfigError(f"lane_linger must be >= 0, got {lane_linger!r}")
         super().__init__(url, token, max_queue_size=max_queue_size, **options)
         self._session_concurrency = session_concurrency
-        self._lane_linger = lane_linger
-        self._lanes: dict[Hashable, _Lane] = {}
-        self._buffered = 0
-        self._lingering = 0
-        self._sweep_tick = 0
-        self._sweeper: asyncio.TimerHandle | None = None
-        self._closing = False
+        self._lanes = Lanes(
+            self._deliver,
+            self._dropped,
+            self._core.counters,
+            max_buffered=max_queue_size,
+            drain_timeout=self._drain_timeout,
+            stuck_grace=_STUCK_CALLBACK_GRACE,
+            linger=lane_linger,
+            max_lingering=MAX_LINGERING_LANES,
+        )
         self._stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task[None] | None = None
@@ -721,7 +339,7 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
     @property
     def queue_size(self) -> int:
         """Events buffered (not yet delivered) across all sessions right now."""
-        return self._buffered
+        return self._lanes.buffered
 
     # -- lifecycle ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -733,7 +351,6 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         if self._running:
             raise RuntimeError("this client is already running")
         self._running = True
-        self._closing = False
         self._loop = asyncio.get_running_loop()
         self._stop_event = asyncio.Event()
 
@@ -741,17 +358,17 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         assert self._stop_event is not None
         reader = asyncio.ensure_future(self._read())
         stopper = asyncio.ensure_future(self._stop_event.wait())
-        self._schedule_sweep()
+        self._lanes.start()
         try:
             await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            if self._sweeper is not None:
-                self._sweeper.cancel()
             stopper.cancel()
             if not reader.done():
                 reader.cancel()
             await asyncio.gather(reader, stopper, return_exceptions=True)
-            await self._drain()
+            await self._lanes.drain()
+            if self._side_tasks:
+                await asyncio.wait(list(self._side_tasks), timeout=_NOTICE_GRACE)
             self._running = False
         if not reader.cancelled() and reader.exception() is not None:
             error = reader.exception()
@@ -764,38 +381,13 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
     async def _read(self) -> None:
         async with httpx.AsyncClient(timeout=self._timeout) as http:
             on_frame = self._core.on_frame
+            put = self._lanes.put
             async with contextlib.aclosing(aiter_frame_chunks(self._core, http)) as chunks:
                 async for frames in chunks:
                     for frame in frames:
                         event = on_frame(frame)
                         if event is not None:
-                            self._enqueue(event)
-
-    async def _drain(self) -> None:
-        self._closing = True
-        for lane in self._lanes.values():
-            self._wake(lane, more=False)  # lingering lanes end; busy ones deliver, then end
-        tasks = {lane.task: lane for lane in self._lanes.values() if lane.task is not None}
-        if tasks:
-            _, pending = await asyncio.wait(list(tasks), timeout=self._drain_timeout)
-            for task in pending:
-                task.cancel()
-            if pending:
-                # A callback that swallows the cancellation must not hang stop():
-                # its lane is abandoned and its events (the one in flight too,
-                # still first in the lane) are dropped below.
-                _, stuck = await asyncio.wait(pending, timeout=_STUCK_CALLBACK_GRACE)
-                if stuck:
-                    logger.error("stream: a callback is still running after stop's drain_timeout")
-                for task in stuck:
-                    tasks[task].abandoned = True
-        for lane in list(self._lanes.values()):
-            while lane.events:
-                self._dropped(lane.events.popleft(), "not delivered before stop's drain_timeout")
-        self._lanes.clear()
-        self._buffered = 0
-        if self._side_tasks:
-            await asyncio.wait(list(self._side_tasks), timeout=1.0)
+                            put(event)
 
     def run_in_background(self) -> asyncio.Task[None]:
         """Schedule :meth:`run` as a task and return it; awaiting it re-raises the fatal error."""
@@ -847,105 +439,40 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         except Exception:
             logger.exception("stream: the client failed while another error was propagating")
 
-    # -- dispatch -----------------------------------------------------------------------
-    def _enqueue(self, event: Event) -> None:
-        if self._buffered >= self._max_queue_size:
-            self._dropped(event, "buffer full")
-            return
-        key = _session_key(event)
-        lane = self._lanes.get(key)
-        if lane is None:
-            lane = self._lanes[key] = _Lane(self._session_concurrency)
-            lane.task = asyncio.ensure_future(self._run_lane(key, lane))
-        lane.events.append(event)
-        self._buffered += 1
-        self._wake(lane, more=True)
+    # -- dispatch (inside the lanes' tasks) ----------------------------------------------
+    def _deliver(self, event: Event) -> Awaitable[None] | None:
+        """What the lane awaits for ``event``: its callbacks (``None`` when it has none)."""
+        fns = self._callbacks_for(event)
+        if len(fns) == 1:
+            return self._call(fns[0], event)  # no gather, no semaphore: the common case
+        return self._call_all(fns, event) if fns else None
 
-    async def _run_lane(self, key: Hashable, lane: _Lane) -> None:
-        # Callbacks run inside this task, so what binds to the current task
-        # (asyncio.timeout, TaskGroup) binds to the lane that runs them.
-        events = lane.events
-        counters = self._core.counters
-        try:
-            while True:
-                while events:
-                    event = events[0]
-                    fns = self._callbacks_for(event)
-                    if len(fns) == 1:
-                        await self._call(fns[0], event)
-                    elif fns:
-                        await asyncio.gather(*(self._call_bounded(lane, fn, event) for fn in fns))
-                    if lane.abandoned:
-                        return  # stop() gave up on this lane and counted its events as dropped
-                    events.popleft()
-                    self._buffered -= 1
-                    counters.delivered += 1
-                # Idle: linger for the session's next event rather than end the task
-                # and start another for it (a task per burst was the largest cost
-                # per event after decoding). An event that came as the lane was told
-                # to end is still delivered.
-                if not await self._linger(lane) and not events:
-                    return
-        finally:
-            lane.task = None
-            if not events and self._lanes.get(key) is lane:
-                del self._lanes[key]
+    async def _call_all(self, fns: list[Callback], event: Event) -> None:
+        # A lane delivers one event at a time, so bounding this event's callbacks
+        # bounds its session's: at most session_concurrency in flight.
+        semaphore = asyncio.Semaphore(self._session_concurrency)
 
-    async def _linger(self, lane: _Lane) -> bool:
-        """Wait for the lane's next event; ``False`` when it should end instead."""
-        if self._closing or self._lingering >= _MAX_LINGERING_LANES or not self._lane_linger:
-            return False
-        assert self._loop is not None
-        waiter: asyncio.Future[bool] = self._loop.create_future()
-        lane.waiter = waiter
-        lane.idle_since = self._sweep_tick
-        self._lingering += 1
-        try:
-            return await waiter
-        finally:
-            if lane.waiter is waiter:  # cancelled while waiting
-                lane.waiter = None
-                self._lingering -= 1
+        async def bounded(fn: Callback) -> None:
+            async with semaphore:
+                await self._call(fn, event)
 
-    def _wake(self, lane: _Lane, *, more: bool) -> None:
-        waiter = lane.waiter
-        if waiter is not None:
-            lane.waiter = None
-            self._lingering -= 1
-            waiter.set_result(more)
+        await asyncio.gather(*(bounded(fn) for fn in fns))
 
-    def _schedule_sweep(self) -> None:
-        if self._lane_linger and self._loop is not None:
-            self._sweeper = self._loop.call_later(self._lane_linger, self._sweep)
-
-    def _sweep(self) -> None:
-        """End the lanes that were already idle at the previous sweep."""
-        self._sweep_tick += 1
-        for lane in list(self._lanes.values()):
-            if lane.waiter is not None and lane.idle_since < self._sweep_tick - 1:
-                self._wake(lane, more=False)
-        self._schedule_sweep()
-
-    async def _call_bounded(self, lane: _Lane, fn: AsyncCallback, event: Event) -> None:
-        async with lane.semaphore:
-            await self._call(fn, event)
-
-    async def _call(self, fn: AsyncCallback, event: Event) -> None:
+    async def _call(self, fn: Callback, event: Event) -> None:
         try:
             result = fn(event)
             if result is not None and _is_awaitable(result):
                 await result
         except Exception as exc:
-            self._log_callback_error(event.type, exc)
-            self._notice(self._error, self._safe(exc))
+            self._callback_failed(event, exc)
 
     # -- notifications ------------------------------------------------------------------
-    def _notice(self, fns: list[AsyncCallback], *args: Any) -> None:
+    def _notice(self, fns: list[Callback], *args: Any) -> None:
         for fn in fns:
             try:
                 result = fn(*args)
             except Exception as exc:
-                self._log_callback_error("notification", exc)
+                self._notice_failed(exc)
                 continue
             if inspect.isawaitable(result):
                 task = asyncio.ensure_future(self._await_notice(result))
@@ -956,13 +483,13 @@ class AsyncConnectorClient(_ClientBase[AsyncCallback]):
         try:
             await result
         except Exception as exc:
-            self._log_callback_error("notification", exc)
+            self._notice_failed(exc)
 
-    async def _notice_now(self, fns: list[AsyncCallback], *args: Any) -> None:
+    async def _notice_now(self, fns: list[Callback], *args: Any) -> None:
         for fn in fns:
             try:
                 result = fn(*args)
                 if inspect.isawaitable(result):
                     await result
             except Exception as exc:
-                self._log_callback_error("notification", exc)
+                self._notice_failed(exc)

@@ -28,12 +28,13 @@ from typing import Any
 import httpx
 
 from autoplay_base._connection import (
+    DEFAULT_CONNECT_TIMEOUT,
+    DEFAULT_HEARTBEAT_TIMEOUT,
     ResponseSlot,
     StreamCore,
     aiter_events,
     http_timeout,
     iter_events,
-    resolve_token,
 )
 from autoplay_base._reconnect import (
     DEFAULT_INITIAL_BACKOFF,
@@ -41,13 +42,11 @@ from autoplay_base._reconnect import (
     Backoff,
     ResumeState,
 )
+from autoplay_base._secret import resolve_token
 from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event
 
 __all__ = ["aiter_stream_events", "iter_stream_events"]
-
-_DEFAULT_HEARTBEAT_TIMEOUT = 60.0
-_DEFAULT_CONNECT_TIMEOUT = 10.0
 
 
 def _core(
@@ -87,8 +86,8 @@ def iter_stream_events(
     max_events: int | None = None,
     timeout: float | None = None,
     last_event_id: str | None = None,
-    heartbeat_timeout: float | None = _DEFAULT_HEARTBEAT_TIMEOUT,
-    connect_timeout: float = _DEFAULT_CONNECT_TIMEOUT,
+    heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
     max_backoff: float = DEFAULT_MAX_BACKOFF,
     max_retries: int | None = None,
@@ -190,8 +189,8 @@ def aiter_stream_events(
     max_events: int | None = None,
     timeout: float | None = None,
     last_event_id: str | None = None,
-    heartbeat_timeout: float | None = _DEFAULT_HEARTBEAT_TIMEOUT,
-    connect_timeout: float = _DEFAULT_CONNECT_TIMEOUT,
+    heartbeat_timeout: float | None = DEFAULT_HEARTBEAT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
     initial_backoff: float = DEFAULT_INITIAL_BACKOFF,
     max_backoff: float = DEFAULT_MAX_BACKOFF,
     max_retries: int | None = None,

@@ -8,20 +8,36 @@ backend's bounds (``max_messages`` and the sliding ``history_ttl_seconds`` of
 :class:`~autoplay_base.backends.memory.InMemoryBackend`; the oldest messages
 fall off first).
 
-Live context (the "inbound watermark" of ``autoplay-sdk``): with
-``live_context="system_message"``, reading the messages appends one
-:class:`~langchain_core.messages.SystemMessage` holding what the user did since
-their previous human message::
+Live context (the "inbound watermark" of ``autoplay-sdk``): with ``live_context``
+set, reading the messages adds one block holding what the user did since their
+previous human message::
 
     [Session context]
     Recent activity:
     1. Opened billing settings — /settings/billing
 
 It is computed on every read and never stored, so it is always fresh and the
-stored history stays the plain conversation. It comes last, right before the new
-human message ``RunnableWithMessageHistory`` (or your graph node) appends. With
-no activity since the previous human message no system message is added; on the
-first turn the whole current context is shown.
+stored history stays the plain conversation. With no activity since the previous
+human message nothing is added; on the first turn the whole current context is
+shown. Where the block goes (``live_context=``):
+
+* ``"human_message"`` (also ``live_context=True``, the recommended placement): one
+  :class:`~langchain_core.messages.HumanMessage` after the history, right before the
+  new human message ``RunnableWithMessageHistory`` (or your graph node) appends, so
+  it joins the user's new turn (Anthropic merges consecutive human messages into
+  one user turn; OpenAI and Mistral accept them as they are). Chosen as the default
+  placement for prompt caching: the system prompt and every earlier turn stay
+  byte-identical from one turn to the next, so a provider's cached prefix (OpenAI's
+  automatic caching, Anthropic's ``cache_control`` breakpoints) keeps hitting.
+* ``"system_prompt"``: merged into the one leading system message of the history
+  (a new system message first when the history has none, which comes right after a
+  prompt template's own system message: consecutive system messages, accepted by
+  every provider). The system prompt changes on every turn, so nothing after the
+  prompt template's own system text is served from a provider's cache.
+* ``"system_message"``: the 0.x behaviour, kept unchanged: a
+  :class:`~langchain_core.messages.SystemMessage` *after* the history. OpenAI and
+  Mistral accept it, but ``langchain-anthropic`` rejects it from the second turn on
+  ("multiple non-consecutive system messages"); use ``"human_message"`` instead.
 
 Each stored entry is JSON ``{"at": <time.time()>, "message": message_to_dict(m)}``:
 the time rides next to the message rather than in ``additional_kwargs``, so the
@@ -53,20 +69,31 @@ from autoplay_base.backends.base import SessionKey
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
 from autoplay_base.formatting import format_context_block
+from langchain_autoplay._messages import merge_into_leading_system
+from langchain_autoplay._store_ref import SharesStore
 
 __all__ = ["AutoplayChatMessageHistory", "LiveContextMode"]
 
 logger = logging.getLogger(__name__)
 
-LiveContextMode = Literal["system_message"]
-"""How live context enters the conversation (``None`` turns it off)."""
+LiveContextMode = Literal["human_message", "system_prompt", "system_message"]
+"""Where live context enters the conversation (see the module docstring; ``None`` turns
+it off)."""
+
+DEFAULT_LIVE_CONTEXT: LiveContextMode = "human_message"
+"""The placement ``live_context=True`` selects: the one that keeps provider prompt caches
+hitting and that every provider's message formatting accepts."""
 
 DECODE_ERRORS_COUNTER = "chat_history_entries_undecodable"
 """The counter of stored entries that could not be read: ``store.stats()[DECODE_ERRORS_COUNTER]``
 (counted by the store, ``StoreCounters.chat_history_entries_undecodable``; until 0.x it
 was kept in ``store.backend.stats.extra``)."""
 
-_LIVE_CONTEXT_MODES = ("system_message",)
+_LIVE_CONTEXT_MODES: tuple[LiveContextMode, ...] = (
+    "human_message",
+    "system_prompt",
+    "system_message",
+)
 
 
 def _encode(messages: Sequence[BaseMessage], now: float, human_at: float | None) -> list[str]:
@@ -82,7 +109,7 @@ def _encode(messages: Sequence[BaseMessage], now: float, human_at: float | None)
     ]
 
 
-class AutoplayChatMessageHistory(BaseChatMessageHistory):
+class AutoplayChatMessageHistory(SharesStore, BaseChatMessageHistory):
     """The chat history of one ``(product_id, session_id)``, in the context store's backend.
 
     Args:
@@ -91,9 +118,10 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
             holds the history and whose context feeds ``live_context``.
         session_id: the user's session.
         product_id: the product the session belongs to (part of the key).
-        live_context: ``"system_message"`` to append the user's activity since
-            their previous human message on every read; ``None`` (default) for a
-            plain history.
+        live_context: where to add the user's activity since their previous human
+            message on every read: ``"human_message"`` (or ``True``, recommended),
+            ``"system_prompt"`` or ``"system_message"`` (0.x behaviour, not for
+            Anthropic); ``None`` (default) or ``False`` for a plain history.
         context_options: store read overrides for the live context
             (``lookback_seconds``, ``max_actions``, ``include_summary``, …).
         clock: the local clock; must be the store's clock (``time.time``) since
@@ -101,6 +129,13 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
 
     Use one instance per conversation turn or per session (as
     ``RunnableWithMessageHistory``'s factory does); never share one between users.
+    ``copy.deepcopy`` copies it and shares the store; ``pickle`` raises ``TypeError``
+    (build a new history with a store in the other process; the messages themselves
+    are in the backend).
+
+    ``BaseChatMessageHistory`` and ``RunnableWithMessageHistory`` are deprecated in
+    langchain-core 1.x; for new LangGraph agents use ``create_agent`` with a
+    checkpointer and :class:`~langchain_autoplay.middleware.AutoplayContextMiddleware`.
     """
 
     def __init__(
@@ -109,12 +144,16 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
         session_id: str,
         *,
         product_id: str,
-        live_context: LiveContextMode | None = None,
+        live_context: LiveContextMode | bool | None = None,
         context_options: Mapping[str, Any] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         if not session_id:
             raise ConfigError("session_id must be a non-empty string")
+        if live_context is True:
+            live_context = DEFAULT_LIVE_CONTEXT
+        elif live_context is False:
+            live_context = None
         if live_context is not None and live_context not in _LIVE_CONTEXT_MODES:
             raise ConfigError(
                 f"live_context must be one of {', '.join(_LIVE_CONTEXT_MODES)} or None, "
@@ -124,7 +163,7 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
         self.session_id = session_id
         self.product_id = product_id
         self.key = SessionKey(product_id, session_id)
-        self.live_context = live_context
+        self.live_context: LiveContextMode | None = live_context
         self.context_options = dict(context_options or {})
         self._clock = clock
         # When this object last computed the live context: the watermark of the
@@ -168,11 +207,15 @@ class AutoplayChatMessageHistory(BaseChatMessageHistory):
             return self.context_options
         return {**self.context_options, "since": last_human_at}
 
-    @staticmethod
-    def _with_context(messages: list[BaseMessage], context: str) -> list[BaseMessage]:
-        if not context:
+    def _with_context(self, messages: list[BaseMessage], context: str) -> list[BaseMessage]:
+        block = format_context_block(context)
+        if not block:
             return messages
-        return [*messages, SystemMessage(content=format_context_block(context))]
+        if self.live_context == "system_prompt":
+            return merge_into_leading_system(messages, block)
+        if self.live_context == "human_message":
+            return [*messages, HumanMessage(content=block)]
+        return [*messages, SystemMessage(content=block)]
 
     def _entries(self, messages: Sequence[BaseMessage]) -> list[str]:
         entries = _encode(messages, self._clock(), self._read_at)

@@ -11,6 +11,14 @@ the session always comes from the run (the agent's runtime context
 model, so a prompt cannot make the tool read another user's activity. The result
 is the context inside its ``[Session context]`` block, or a sentence saying there
 is none.
+
+``session_key``/``product_key`` rename where the ids are read (runtime context and
+``config["configurable"]``); a call naming no session but carrying a lookalike key
+(``sessionId``) is logged once per key name. ``strict=True`` raises
+:class:`~autoplay_base.errors.ConfigError` (no session named) or
+:class:`~autoplay_base.errors.SessionLookupError` (session unknown to the store)
+instead of answering with a sentence. ``copy.deepcopy`` shares the store; ``pickle``
+raises ``TypeError`` (rebuild the tool with a store in the other process).
 """
 
 from __future__ import annotations
@@ -23,9 +31,18 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field
 from typing_extensions import override
 
+from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
-from autoplay_base.formatting import NO_ACTIVITY, NO_SESSION, format_activity_answer
-from langchain_autoplay._scope import CallScope, call_scope, runtime_context
+from autoplay_base.formatting import NO_ACTIVITY, NO_SESSION, format_activity_answer, view_text
+from langchain_autoplay._scope import (
+    CallScope,
+    ScopeKeys,
+    call_scope,
+    require_found,
+    require_session,
+    runtime_context,
+)
+from langchain_autoplay._store_ref import SharesStore
 
 __all__ = [
     "NO_ACTIVITY",
@@ -58,7 +75,7 @@ class SessionActivityInput(BaseModel):
     )
 
 
-class SessionActivityTool(BaseTool):
+class SessionActivityTool(SharesStore, BaseTool):
     """Reads the current user's live session context from a store (see the module docstring)."""
 
     name: str = TOOL_NAME
@@ -71,6 +88,12 @@ class SessionActivityTool(BaseTool):
     store: ContextStore | AsyncContextStore
     context_options: dict[str, Any] = Field(default_factory=dict)
     """Store read overrides applied before the model's own choices."""
+    session_key: str = "session_id"
+    """Where the session id is read (runtime context, then ``config["configurable"]``)."""
+    product_key: str = "product_id"
+    """Where the product id is read, from the same source as the session."""
+    strict: bool = False
+    """Raise instead of answering when the call names no session or the store lacks it."""
 
     def _options(self, max_actions: int | None, lookback_seconds: float | None) -> dict[str, Any]:
         options = dict(self.context_options)
@@ -80,15 +103,22 @@ class SessionActivityTool(BaseTool):
             options["lookback_seconds"] = lookback_seconds
         return options
 
-    @staticmethod
-    def _scope(config: RunnableConfig) -> CallScope:
-        scope = call_scope(runtime_context(config), config)
+    def _scope(self, config: RunnableConfig) -> CallScope:
+        keys = ScopeKeys(self.session_key, self.product_key)
+        scope = call_scope(runtime_context(config), config, keys)
         if scope.session_id is None:
+            if self.strict:
+                require_session(scope, keys, TOOL_NAME)
             logger.warning(
                 "%s called without a session id in the runtime context or config['configurable']",
                 TOOL_NAME,
             )
         return scope
+
+    def _answer(self, view: SessionView | None, scope: CallScope) -> str:
+        if self.strict:
+            require_found(view, scope.session_id or "", scope.product_id, TOOL_NAME)
+        return format_activity_answer(view_text(view))
 
     @override
     def _run(
@@ -103,7 +133,7 @@ class SessionActivityTool(BaseTool):
         if scope.session_id is None:
             return NO_SESSION
         options = self._options(max_actions, lookback_seconds)
-        return format_activity_answer(self.store.get(scope.session_id, scope.product_id, **options))
+        return self._answer(self.store.view(scope.session_id, scope.product_id, **options), scope)
 
     @override
     async def _arun(
@@ -118,15 +148,23 @@ class SessionActivityTool(BaseTool):
         if scope.session_id is None:
             return NO_SESSION
         options = self._options(max_actions, lookback_seconds)
-        return format_activity_answer(
-            await self.store.aget(scope.session_id, scope.product_id, **options)
-        )
+        view = await self.store.aview(scope.session_id, scope.product_id, **options)
+        return self._answer(view, scope)
 
 
 def create_session_activity_tool(
     store: ContextStore | AsyncContextStore,
     *,
     context_options: dict[str, Any] | None = None,
+    session_key: str = "session_id",
+    product_key: str = "product_id",
+    strict: bool = False,
 ) -> SessionActivityTool:
-    """The ``get_session_activity`` tool reading ``store`` (``store.get`` / ``store.aget``)."""
-    return SessionActivityTool(store=store, context_options=dict(context_options or {}))
+    """The ``get_session_activity`` tool reading ``store`` (``store.view`` / ``store.aview``)."""
+    return SessionActivityTool(
+        store=store,
+        context_options=dict(context_options or {}),
+        session_key=session_key,
+        product_key=product_key,
+        strict=strict,
+    )

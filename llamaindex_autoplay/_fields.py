@@ -13,7 +13,16 @@ from typing import Any, Protocol
 
 from pydantic import AliasChoices, Field
 
-__all__ = ["ReadOverridesAlias", "context_options_field"]
+from autoplay_base.backends.base import SessionView
+from autoplay_base.errors import ConfigError, SessionNotFoundError
+
+__all__ = [
+    "LiveStoreComponent",
+    "ReadOverridesAlias",
+    "StoreOnLoad",
+    "context_options_field",
+    "strict_errors",
+]
 
 
 def context_options_field(description: str) -> Any:
@@ -43,3 +52,58 @@ class ReadOverridesAlias:
     @read_overrides.setter
     def read_overrides(self: _HasContextOptions, value: dict[str, Any]) -> None:
         self.context_options = value
+
+
+class LiveStoreComponent:
+    """Mix-in (first in the bases) for a component whose ``store`` is a live context store.
+
+    ``copy.deepcopy`` copies the options and shares the store (a live resource: a
+    lock, a backend's connections). ``pickle`` raises ``TypeError`` (LlamaIndex's own
+    pickling would silently drop the store and leave a component that fails on first
+    use).
+    """
+
+    store: Any
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
+        memo = {} if memo is None else memo
+        memo[id(self.store)] = self.store  # deepcopy returns what memo holds: the same store
+        return super().__deepcopy__(memo)  # type: ignore[misc]
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError(
+            f"{type(self).__name__} holds a live context store, which cannot be pickled; "
+            f"build a new {type(self).__name__} with a store in the other process "
+            "(copy.deepcopy shares the store)"
+        )
+
+
+class StoreOnLoad(LiveStoreComponent):
+    """:class:`LiveStoreComponent` for a serializable ``BaseComponent``.
+
+    What round-trips is the configuration: ``to_dict()``/``to_json()`` leave the store
+    out, so ``from_dict(data, store=store)`` needs it again and raises
+    :class:`~autoplay_base.errors.ConfigError` saying so without it.
+    """
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **kwargs: Any) -> Any:
+        """Rebuild from :meth:`to_dict` output; pass the live store as ``store=``."""
+        if "store" not in kwargs and "store" not in data:
+            raise ConfigError(
+                f"{cls.__name__}.from_dict() needs the live store: from_dict(data, store=store)"
+            )
+        return super().from_dict(data, **kwargs)  # type: ignore[misc]
+
+
+def strict_errors(
+    adapter: str, session_id: str | None, product_id: str | None, view: SessionView | None
+) -> None:
+    """The strict mode's errors: no session named (``ConfigError``), or none found."""
+    if session_id is None:
+        raise ConfigError(
+            f"{adapter} (strict=True): no session for this call; use "
+            "autoplay_session(...), an AutoplayQueryBundle or the session_id field"
+        )
+    if view is None:
+        raise SessionNotFoundError(adapter, session_id, product_id)

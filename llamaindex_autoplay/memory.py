@@ -24,6 +24,11 @@ chat store key is not the autoplay session id), then the ``session_id`` field.
 raises :class:`~autoplay_base.errors.AmbiguousSessionError` when the session
 exists under several products.
 
+``strict=True`` raises :class:`~autoplay_base.errors.ConfigError` when no session is
+named and :class:`~autoplay_base.errors.SessionLookupError` when the store does not
+know it. ``copy.deepcopy`` shares the store; ``pickle`` raises ``TypeError`` (build a
+new block with a store in the other process; ``model_dump()`` leaves the store out).
+
 Chat messages are not activity: messages that ``Memory`` flushes from its
 short-term queue are not accepted (``accept_short_term_memory=False``) and
 ``aput`` stores nothing.
@@ -39,7 +44,13 @@ from llama_index.core.bridge.pydantic import Field
 from llama_index.core.memory.memory import BaseMemoryBlock
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
-from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
+from autoplay_base.formatting import view_text
+from llamaindex_autoplay._fields import (
+    LiveStoreComponent,
+    ReadOverridesAlias,
+    context_options_field,
+    strict_errors,
+)
 from llamaindex_autoplay.session import current_session, resolve_session
 
 __all__ = ["DEFAULT_BLOCK_NAME", "AutoplayMemoryBlock"]
@@ -50,7 +61,7 @@ DEFAULT_BLOCK_NAME = "live_context"
 """The block's default name (``Memory`` renders it as the ``<live_context>`` tag)."""
 
 
-class AutoplayMemoryBlock(ReadOverridesAlias, BaseMemoryBlock[str]):
+class AutoplayMemoryBlock(LiveStoreComponent, ReadOverridesAlias, BaseMemoryBlock[str]):
     """Supplies the session's live activity (``store.aget``) as memory content."""
 
     name: str = Field(default=DEFAULT_BLOCK_NAME, description="The name of the memory block.")
@@ -77,6 +88,9 @@ class AutoplayMemoryBlock(ReadOverridesAlias, BaseMemoryBlock[str]):
         "Store read options (lookback_seconds, max_actions, include_summary, ...); "
         "also accepted as read_overrides."
     )
+    strict: bool = Field(
+        default=False, description="Raise when no session is named or the store lacks it."
+    )
 
     async def _aget(self, messages: list[ChatMessage] | None = None, **block_kwargs: Any) -> str:
         scoped = current_session()
@@ -88,9 +102,14 @@ class AutoplayMemoryBlock(ReadOverridesAlias, BaseMemoryBlock[str]):
             default_product_id=self.product_id,
         )
         if scope is None:
+            if self.strict:
+                strict_errors(type(self).__name__, None, None, None)
             logger.debug("autoplay memory block %r: no session; no content", self.name)
             return ""
-        return await self.store.aget(scope.session_id, scope.product_id, **self.context_options)
+        view = await self.store.aview(scope.session_id, scope.product_id, **self.context_options)
+        if self.strict:
+            strict_errors(type(self).__name__, scope.session_id, scope.product_id, view)
+        return view_text(view)
 
     async def _aput(self, messages: list[ChatMessage]) -> None:
         """Nothing to store: the block's content comes from the live stream, not the chat."""

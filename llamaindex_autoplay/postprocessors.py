@@ -42,6 +42,15 @@ exists under several products (it propagates: guessing would leak context
 across products). With no session at all, or a session the store does not
 know, the nodes pass through unchanged.
 
+``strict=True`` raises instead of passing the nodes through:
+:class:`~autoplay_base.errors.ConfigError` when no session is named,
+:class:`~autoplay_base.errors.SessionLookupError` when the store does not know it
+(the store counts those in ``stats()["sessions_not_found"]`` either way).
+
+Serialization: ``to_dict()`` leaves the store out, so
+``AutoplayNodePostprocessor.from_dict(data, store=store)`` rebuilds it;
+``copy.deepcopy`` shares the store and ``pickle`` raises ``TypeError``.
+
 Put it after filtering postprocessors (similarity cutoffs, rerankers) in the
 list, so they cannot drop the context node.
 """
@@ -66,7 +75,12 @@ from llamaindex_autoplay._convert import (
     insert_context,
     visited_pages,
 )
-from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
+from llamaindex_autoplay._fields import (
+    ReadOverridesAlias,
+    StoreOnLoad,
+    context_options_field,
+    strict_errors,
+)
 from llamaindex_autoplay.session import SessionScope, current_session, resolve_session
 
 __all__ = ["DEFAULT_URL_METADATA_KEYS", "AutoplayNodePostprocessor", "AutoplayQueryBundle"]
@@ -90,7 +104,7 @@ class AutoplayQueryBundle(QueryBundle):
     product_id: str | None = None
 
 
-class AutoplayNodePostprocessor(ReadOverridesAlias, BaseNodePostprocessor):
+class AutoplayNodePostprocessor(StoreOnLoad, ReadOverridesAlias, BaseNodePostprocessor):
     """Injects the user's live session context into retrieved nodes (see the module docs)."""
 
     store: ContextStore | AsyncContextStore = Field(
@@ -122,6 +136,9 @@ class AutoplayNodePostprocessor(ReadOverridesAlias, BaseNodePostprocessor):
         "Store read options (lookback_seconds, max_actions, include_summary, ...); "
         "also accepted as read_overrides."
     )
+    strict: bool = Field(
+        default=False, description="Raise when no session is named or the store lacks it."
+    )
 
     @classmethod
     def class_name(cls) -> str:
@@ -139,12 +156,16 @@ class AutoplayNodePostprocessor(ReadOverridesAlias, BaseNodePostprocessor):
             default_product_id=self.product_id,
         )
         if scope is None:
+            if self.strict:
+                strict_errors(type(self).__name__, None, None, None)
             logger.debug("autoplay postprocessor: no session for this query; nodes unchanged")
         return scope
 
     def _apply(
         self, nodes: list[NodeWithScore], view: SessionView | None, scope: SessionScope
     ) -> list[NodeWithScore]:
+        if self.strict:
+            strict_errors(type(self).__name__, scope.session_id, scope.product_id, view)
         if view is None:
             return nodes
         if self.boost_weight > 0:

@@ -44,6 +44,7 @@ EXPECTED_BASE = {
     "RedisBackend",
     "SessionKey",
     "SessionLookupError",
+    "SessionNotFoundError",
     "SessionRef",
     "SessionSummarizer",
     "SessionView",

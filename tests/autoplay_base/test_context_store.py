@@ -395,6 +395,7 @@ def test_store_counters_share_the_counters_base() -> None:
         "payloads_without_session": 0,
         "reads": 0,
         "replaces_clamped": 0,
+        "sessions_not_found": 0,
         "unknown_events_ignored": 0,
         "writes": 0,
     }

@@ -4,8 +4,9 @@
   bare ``UnicodeEncodeError``, and never reaches the outage buffer;
 * refused credentials raise ``BackendAuthError`` at once: never buffered, counted,
   reported, without the password anywhere;
-* a Redis Cluster is refused with a ``ConfigError`` (clients, ``from_url``, or the
-  first reply that names a slot);
+* standalone clients that meet a Redis Cluster node raise a ``ConfigError`` on the
+  first reply that names a slot (cluster clients are accepted:
+  ``test_redis_cluster.py``), and one of each kind is refused;
 * ``on_drop`` reports as dropped only writes Redis never received, and tells a
   write whose answer was lost apart (``outcome="unknown"``).
 
@@ -196,22 +197,19 @@ def test_a_user_without_permission_is_refused_like_a_wrong_password(
 
 
 # -- Redis Cluster ---------------------------------------------------------------------------------
-def test_a_cluster_client_is_refused(redis_cluster_node: ClusterNode) -> None:
+def test_a_cluster_client_beside_a_standalone_one_is_refused(
+    redis_cluster_node: ClusterNode,
+) -> None:
     cluster = redis.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster_node.port)
     acluster = redis.asyncio.cluster.RedisCluster(host="127.0.0.1", port=redis_cluster_node.port)
     plain, aplain = clients_for(redis_cluster_node.url)
     try:
-        for pair in ((cluster, aplain), (plain, acluster), (cluster, acluster)):
-            with pytest.raises(ConfigError, match="not Redis Cluster"):
+        for pair in ((cluster, aplain), (plain, acluster)):
+            with pytest.raises(ConfigError, match="not one of each"):
                 RedisBackend(*pair)  # type: ignore[arg-type]
     finally:
         cluster.close()
         plain.close()
-
-
-def test_from_url_refuses_a_server_in_cluster_mode(redis_cluster_node: ClusterNode) -> None:
-    with pytest.raises(ConfigError, match="is a Redis Cluster node"):
-        RedisBackend.from_url(redis_cluster_node.url)
 
 
 async def test_a_cluster_node_found_later_raises_on_its_first_reply(tmp_path: Any) -> None:

@@ -18,14 +18,9 @@ from typing import Any
 
 import pytest
 
-from autoplay_base._connection import (
-    MAX_WAIT_SECONDS,
-    Secret,
-    StreamCore,
-    _bounded,
-    scrub_error,
-)
+from autoplay_base._connection import MAX_WAIT_SECONDS, ClientCounters, StreamCore, bounded_wait
 from autoplay_base._reconnect import ResumeState
+from autoplay_base._secret import Secret, scrub_error
 from autoplay_base._sse import SSEFrame
 from autoplay_base.errors import (
     AutoplayError,
@@ -369,12 +364,27 @@ def test_whatever_fails_while_handling_a_frame_costs_that_frame_only() -> None:
     assert core.resume.last_event_id == "8"
 
 
+def test_the_counters_read_the_one_last_event_id_the_client_resumes_from() -> None:
+    core = StreamCore(
+        "http://127.0.0.1:1/stream/acme", Secret(TOKEN), ResumeState(), max_event_bytes=1024
+    )
+    broken = SSEFrame("actions", None, "7", None)  # type: ignore[arg-type]
+    assert core.on_frame(broken) is None
+    # The resume point moved past the frame that failed: the counters say so too.
+    assert (core.resume.last_event_id, core.counters.last_event_id) == ("7", "7")
+    core.resume.last_event_id = "bad\nid"  # set by hand: dropped when the next request is built
+    assert "Last-Event-ID" not in core.resume.request_headers("")
+    assert (core.resume.last_event_id, core.counters.last_event_id) == (None, None)
+    assert core.counters.as_dict()["last_event_id"] is None
+    assert ClientCounters().last_event_id is None
+
+
 def test_every_wait_is_bounded() -> None:
-    assert _bounded(float("inf")) == MAX_WAIT_SECONDS
-    assert _bounded(1e300) == MAX_WAIT_SECONDS
-    assert _bounded(float("nan")) == 0.0
-    assert _bounded(-1.0) == 0.0
-    assert _bounded(2.5) == 2.5
+    assert bounded_wait(float("inf")) == MAX_WAIT_SECONDS
+    assert bounded_wait(1e300) == MAX_WAIT_SECONDS
+    assert bounded_wait(float("nan")) == 0.0
+    assert bounded_wait(-1.0) == 0.0
+    assert bounded_wait(2.5) == 2.5
 
 
 def test_secret_scrubs_every_quoted_form_and_error_chain() -> None:

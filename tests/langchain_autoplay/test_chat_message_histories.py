@@ -139,7 +139,10 @@ async def test_undecodable_entries_are_counted_logged_and_skipped(
 def test_bad_arguments_are_config_errors(store: ContextStore) -> None:
     with pytest.raises(ConfigError, match="session_id must be a non-empty string"):
         AutoplayChatMessageHistory(store, "", product_id=PRODUCT)
-    with pytest.raises(ConfigError, match="live_context must be one of system_message or None"):
+    with pytest.raises(
+        ConfigError,
+        match="live_context must be one of human_message, system_prompt, system_message or None",
+    ):
         AutoplayChatMessageHistory(store, "s1", product_id=PRODUCT, live_context="prompt")  # type: ignore[arg-type]
 
 
@@ -401,3 +404,26 @@ async def test_undecodable_entries_are_a_store_counter(
     assert await _read(history, mode) == []
     assert any_store.counters.chat_history_entries_undecodable == 3
     assert any_store.stats()[DECODE_ERRORS_COUNTER] == 3
+
+
+# -- placements every provider accepts ------------------------------------------------------
+@MODES
+async def test_placements(any_store: AnyStore, clock: ManualClock, mode: str) -> None:
+    stored = [SystemMessage(content="Stored prompt."), HumanMessage(content="hi")]
+    await _add(_history(any_store, clock), mode, *stored)
+    clock.advance()
+    await fill(any_store, actions("s1", "Clicked Upgrade"))
+    clock.advance()
+    block = _block("Clicked Upgrade — /s1").content
+    human = await _read(_history(any_store, clock, live_context="human_message"), mode)
+    assert human == [*stored, HumanMessage(content=block)]
+    assert await _read(_history(any_store, clock, live_context=True), mode) == human
+    merged = await _read(_history(any_store, clock, live_context="system_prompt"), mode)
+    assert merged == [SystemMessage(content=f"Stored prompt.\n\n{block}"), stored[1]]
+    old = await _read(_history(any_store, clock, live_context="system_message"), mode)
+    assert old == [*stored, SystemMessage(content=block)]
+    assert await _read(_history(any_store, clock, live_context=False), mode) == stored
+    # without a stored system message, "system_prompt" puts one first
+    plain = _history(any_store, clock, session="s2", live_context="system_prompt")
+    await fill(any_store, actions("s2", "Opened team"))
+    assert await _read(plain, mode) == [_block("Opened team — /s2")]

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from langchain.agents import create_agent
-from langchain_core.messages import HumanMessage, SystemMessage
+from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableConfig
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import AmbiguousSessionError
-from langchain_autoplay.middleware import AutoplayContextMiddleware, append_to_system_message
+from langchain_autoplay.middleware import (
+    AutoplayContextMiddleware,
+    append_to_system_message,
+    prepend_to_human_message,
+)
 from tests.langchain_autoplay._support import PRODUCT, EchoChatModel, actions, fill
 
 AnyStore = ContextStore | AsyncContextStore
@@ -85,11 +88,8 @@ async def test_without_system_prompt_the_block_is_the_system_message(
 
 @MODES
 async def test_session_from_config_configurable(any_store: AnyStore, mode: str) -> None:
-    if mode == "async" and sys.version_info < (3, 11):
-        # Documented limitation: before 3.11, asyncio tasks do not carry the config's
-        # context variable into middleware, so async agents pass the session in their
-        # runtime context (tested above) instead.
-        pytest.skip("LangGraph cannot hand the config to async middleware on Python 3.10")
+    # Python 3.10 too: the middleware's before_model hook is handed the config (before
+    # 3.11 LangGraph cannot set the config's context variable for async nodes).
     await fill(any_store, actions("s1", "Opened billing settings"))
     agent = _agent(any_store)
     config: RunnableConfig = {"configurable": {"session_id": "s1", "product_id": PRODUCT}}
@@ -172,3 +172,38 @@ def test_append_to_system_message_shapes() -> None:
         ]
     )
     assert base.content == "A"  # the original is never modified
+
+
+def test_prepend_to_human_message_shapes() -> None:
+    first, reply = HumanMessage(content="hi", id="h1"), AIMessage(content="hello")
+    last = HumanMessage(content=[{"type": "text", "text": "look"}, {"type": "image", "url": "u"}])
+    messages: list[Any] = [first, reply, last]
+    assert prepend_to_human_message(messages, "") is messages
+    assert prepend_to_human_message(messages, "B") == [
+        first,
+        reply,
+        HumanMessage(
+            content=[
+                {"type": "text", "text": "B"},
+                {"type": "text", "text": "look"},
+                {"type": "image", "url": "u"},
+            ]
+        ),
+    ]
+    assert prepend_to_human_message([first, reply], "B") == [
+        HumanMessage(content="B\n\nhi", id="h1"),
+        reply,
+    ]
+    assert prepend_to_human_message([reply], "B") == [reply]
+    assert first.content == "hi"  # the original is never modified
+
+
+@MODES
+async def test_human_message_placement_leaves_the_system_prompt_alone(
+    any_store: AnyStore, mode: str
+) -> None:
+    await fill(any_store, actions("s1", "Opened billing settings"))
+    agent = _agent(any_store, placement="human_message")
+    echo, types = await _run(agent, mode, context=SupportContext("s1", PRODUCT))
+    assert echo == _echo(PROMPT, f"{BILLING_BLOCK}\n\n{QUESTION}")
+    assert types == ["human", "ai"]

@@ -7,19 +7,17 @@ Use it with one constructor argument::
 
 It answers the :class:`~autoplay_base.backends.base.Backend` protocol with the
 same semantics as :class:`~autoplay_base.backends.memory.InMemoryBackend` (a
-contract test suite runs against both): idempotent writes keyed by
+contract test suite runs against both, on a standalone server and on a 3-node
+cluster): idempotent writes keyed by
 ``(product_id, event_id)``, a per-session action cap, LRU and idle expiry of
 sessions measured against the caller's ``at``/``now`` values, a bounded user
 index and bounded chat histories. Sync methods drive a ``redis.Redis`` client,
-``a``-prefixed twins a ``redis.asyncio.Redis`` client; both build their commands
-with the same pure helpers, so the bodies differ by ``await`` only. Works with
-Redis >= 6.2 and Valkey, standalone or a primary managed by Redis Sentinel (see
-*Sentinel* below), not Cluster: scripts build key names, which a Cluster
-cannot route, so a Cluster is refused with a :class:`~autoplay_base.errors.ConfigError`
-(a ``RedisCluster`` client passed to the constructor; ``from_url`` against a server
-whose ``INFO cluster`` says ``cluster_enabled:1``; otherwise the first
-``MOVED``/``ASK``/``CROSSSLOT``/``CLUSTERDOWN`` reply raises it, counted in
-``redis_cluster_refused``).
+``a``-prefixed twins a ``redis.asyncio.Redis`` client (or the two cluster
+clients); both build their commands with the same pure helpers and run the same
+flows (each multi-step operation is a generator of I/O requests, performed by
+one sync and one async runner), so the bodies differ by ``await`` only. Works with
+Redis >= 6.2 and Valkey: standalone, a primary managed by Redis Sentinel (see
+*Sentinel* below) or a Redis / Valkey Cluster (see *Cluster* below).
 
 Data model (described here; ``_layout.py`` spells it, and nothing else does)
 ---------------------------------------------------------------------------
@@ -42,6 +40,12 @@ user ids; ``M`` = ``P:S`` names one session, ``PU`` = ``P:U`` one product's user
     {prefix}:up:U       set     P of every product under which user U is indexed
     {prefix}:users      zset    PU scored by its latest activity (max_users LRU)
     {prefix}:h:M        list    serialized chat messages, oldest first, LTRIM'd to max_messages
+
+In a cluster the same names carry hash tags (ids also have ``{``/``}`` encoded as
+``%7B``/``%7D`` inside key names, so no id can move a tag): ``s:P:{S}:*``, ``p:{S}``,
+``h:P:{S}``, ``u:P:{U}``, ``up:{U}``, the meta hash has one more field ``t`` (when
+the session was last touched), and the dedupe window is the session's own:
+``e:P:{S}``, ``ed:P:{S}``, ``er:P:{S}`` (see *Cluster*).
 
 Dedupe follows the contract of :mod:`autoplay_base.backends.base`: a write is a
 duplicate only when ``ed:P`` holds its id with the same digest (computed in
@@ -109,16 +113,68 @@ primary acknowledged but had not yet replicated is lost: Redis replication is
 asynchronous. ``repr`` and logs name the sentinels and the service
 (``redis+sentinel://host:port/mymaster/0``), never credentials.
 
+Cluster: :meth:`RedisBackend.from_cluster` (a node's URL or ``(host, port)``
+startup nodes), :meth:`RedisBackend.from_url` on any cluster node (one ``INFO
+cluster`` says ``cluster_enabled:1``), or the constructor with a
+``redis.cluster.RedisCluster`` and a ``redis.asyncio.cluster.RedisCluster``.
+Every key one script touches is in one hash slot and arrives in ``KEYS``: a
+session's keys, its product index and its dedupe window are tagged with the
+session id, a user's index keys with the user id; the sessions and users
+indexes are one key each. A write is a short flow: the session's script (dedupe
+check, append or summary, trim, stream, sliding TTL, id marked seen last), then,
+only when it stored something, the index updates in their own slots (sessions
+index: touch, sweep of idle sessions, LRU eviction past ``max_sessions``; users
+index; the user's index), then each victim's keys dropped in its own slot (a
+victim touched again in between stays). A read is the session's read script and
+the sessions index touch. Each step sends one round trip per slot it touches,
+one slot after the other: a stored write costs one for the session, one for the
+sessions index (plus two with a user: the users index and the user's own), and
+one per victim's slot; a read two (the session's slot, then the index's), where
+standalone pays one each. Commands go to the node that owns
+each slot (redis-py's slot map); ``MOVED`` refreshes the map and ``ASK``
+redirects, then the command is retried; ``NOSCRIPT`` loads the scripts on that
+node (three attempts in all, then the slot counts as an outage). ``CLUSTERDOWN``,
+``TRYAGAIN`` (a slot mid-migration) and a node that does not answer are an
+outage like any other: reads are empty, writes are buffered
+and replayed in order, each replay a flow of its own (the breaker is the
+backend's: one unreachable node pauses every call for
+``retry_interval_seconds``). A flow cut after the session's script ran buffers
+only its remaining index steps. ``listen`` reads the stream on the node that
+owns it when it starts (a slot that moves away ends it with
+:class:`~autoplay_base.errors.BackendUnavailableError`: resume from the last id).
+
+Cluster rules that differ from standalone: the dedupe window is per session
+(``dedupe_window`` ids of each session, not of each product: an event id's
+replays always carry the same session) and it expires with the session's TTL
+(kept by ``reset``); the indexes are updated after the session's write, not in
+the same atomic step, so another process may see a write before its index entry
+for that short while; ``append_actions_many`` runs each write's flow in turn
+(no pipelining across nodes); the prefix may not hold ``{`` or ``}``; a cluster
+backend needs a node answering when it is built (``from_cluster`` raises
+:class:`~autoplay_base.errors.BackendUnavailableError` otherwise); in
+``strict`` mode a write whose session step ran but whose index step failed
+raises, and its index steps are not buffered.
+
 Misconfiguration is not an outage. Refused credentials (``WRONGPASS``, ``NOAUTH``,
 ``NOPERM``; redis-py's ``AuthenticationError`` is a ``ConnectionError``) raise
 :class:`~autoplay_base.errors.BackendAuthError` from every call, ``from_url``
 included when the server answers: never buffered, counted in
 ``redis_auth_errors``, handed to ``on_error``, logged, and never carrying the
-password or the URL's credentials. Text that is not valid Unicode (a lone
+password or the URL's credentials. Standalone clients pointed at a cluster node
+raise :class:`~autoplay_base.errors.ConfigError` on the first reply that names a
+slot (``MOVED``, ``ASK``, ``CROSSSLOT``, ``CLUSTERDOWN``), counted in
+``redis_cluster_refused``; a cluster client beside a standalone one is refused
+by the constructor. Text that is not valid Unicode (a lone
 surrogate, which ``json.loads`` accepts) cannot be sent: the call raises
 :class:`~autoplay_base.errors.ConfigError` before anything is written or
 buffered, counted in ``redis_invalid_text`` (each write is packed once, when it
 is built, so nothing unencodable can reach the outage buffer).
+
+Modules: ``_layout`` (key names), ``_scripts`` (Lua), ``_commands`` (command
+builders and reply decoders), ``_cluster`` (slot routing and the cluster write
+flow's steps), ``_outage`` (the outage buffer), ``_accounting`` (counters,
+breaker, errors), ``_engine`` (flows, runners, I/O), ``_clients`` (clients per
+topology), ``_wire`` (RESP packing, connections); ``backend`` is the public class.
 """
 
 from autoplay_base.backends.base import ActionsWrite, Activity

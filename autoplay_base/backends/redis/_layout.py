@@ -5,7 +5,15 @@ from __future__ import annotations
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.formatting import escape_id_part
 
-__all__ = ["escape_id", "parse_member", "session_member", "unescape_id", "user_member"]
+__all__ = [
+    "Layout",
+    "escape_id",
+    "key_id",
+    "parse_member",
+    "session_member",
+    "unescape_id",
+    "user_member",
+]
 
 # -- key layout ------------------------------------------------------------------------
 _SESSION = "s"
@@ -25,6 +33,7 @@ _HISTORY = "h"
 _F_LAST = "l"
 _F_SUMMARY = "s"
 _F_SUMMARY_AT = "st"
+_F_TOUCHED = "t"  # cluster only: when the session was last touched (its index score)
 
 
 escape_id = escape_id_part
@@ -53,37 +62,92 @@ def parse_member(member: str) -> SessionKey:
     return SessionKey(unescape_id(product), unescape_id(session))
 
 
-class _Layout:
-    """Key names under one prefix (pure)."""
+def key_id(value: str) -> str:
+    """An id inside a cluster key name: :func:`escape_id`, then ``{``/``}`` percent-encoded.
 
-    __slots__ = ("prefix",)
+    A brace in an id would move the hash tag (``{...}``) and split one session's keys
+    over several slots. Still injective: escaped text holds ``%`` only as ``%25``/``%3A``.
+    """
+    return escape_id(value).replace("{", "%7B").replace("}", "%7D")
 
-    def __init__(self, prefix: str) -> None:
+
+class Layout:
+    """Key names under one prefix (pure), for a standalone server or a cluster.
+
+    Standalone names are the ones documented in :mod:`autoplay_base.backends.redis`.
+    In a cluster the same names carry a hash tag so that every key one script
+    touches is in one slot: a session's keys, its product index and its
+    per-session dedupe window are tagged with its session id (``{S}``), a user's
+    index keys with the user id (``{U}``); the sessions and users indexes are one
+    key each. ``session_keys`` is the one list of "the keys of one session" that
+    the scripts receive as ``KEYS`` (and the standalone script builds the same way).
+    """
+
+    __slots__ = ("cluster", "prefix")
+
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
         self.prefix = prefix
+        self.cluster = cluster
+
+    def _id(self, value: str) -> str:
+        return f"{{{key_id(value)}}}" if self.cluster else escape_id(value)
+
+    def _member(self, key: SessionKey) -> str:
+        if self.cluster:
+            return f"{key_id(key.product_id)}:{self._id(key.session_id)}"
+        return session_member(key)
 
     def session(self, key: SessionKey, part: str) -> str:
-        return f"{self.prefix}:{_SESSION}:{session_member(key)}{part}"
+        return f"{self.prefix}:{_SESSION}:{self._member(key)}{part}"
 
     def products(self, session_id: str) -> str:
-        return f"{self.prefix}:{_PRODUCTS}:{escape_id(session_id)}"
+        return f"{self.prefix}:{_PRODUCTS}:{self._id(session_id)}"
 
     def sessions(self) -> str:
         return f"{self.prefix}:{_SESSIONS}"
 
     def user(self, product_id: str, user_id: str) -> str:
+        if self.cluster:
+            return f"{self.prefix}:{_USER}:{key_id(product_id)}:{self._id(user_id)}"
         return f"{self.prefix}:{_USER}:{user_member(product_id, user_id)}"
 
     def user_products(self, user_id: str) -> str:
-        return f"{self.prefix}:{_USER_PRODUCTS}:{escape_id(user_id)}"
+        return f"{self.prefix}:{_USER_PRODUCTS}:{self._id(user_id)}"
 
     def users(self) -> str:
         return f"{self.prefix}:{_USERS}"
 
-    def seen(self, product_id: str) -> str:
-        return f"{self.prefix}:{_SEEN}:{escape_id(product_id)}"
+    def _window(self, kind: str, key: SessionKey) -> str:
+        # Standalone: one window per product. Cluster: one per session, in its slot,
+        # so the dedupe check and the write it guards stay one atomic script.
+        if self.cluster:
+            return f"{self.prefix}:{kind}:{self._member(key)}"
+        return f"{self.prefix}:{kind}:{escape_id(key.product_id)}"
 
-    def seen_digests(self, product_id: str) -> str:
-        return f"{self.prefix}:{_SEEN_DIGESTS}:{escape_id(product_id)}"
+    def seen(self, key: SessionKey) -> str:
+        return self._window(_SEEN, key)
+
+    def seen_digests(self, key: SessionKey) -> str:
+        return self._window(_SEEN_DIGESTS, key)
+
+    def seen_stale(self, key: SessionKey) -> str:
+        return self._window(_SEEN_STALE, key)
 
     def history(self, key: SessionKey) -> str:
-        return f"{self.prefix}:{_HISTORY}:{session_member(key)}"
+        return f"{self.prefix}:{_HISTORY}:{self._member(key)}"
+
+    def session_keys(self, key: SessionKey) -> tuple[str, str, str, str]:
+        """Meta, actions, stream and product index: what expiry and eviction drop."""
+        return (
+            self.session(key, _META),
+            self.session(key, _ACTIONS),
+            self.session(key, _STREAM),
+            self.products(key.session_id),
+        )
+
+    def window_keys(self, key: SessionKey) -> tuple[str, str, str]:
+        """The dedupe window a write of ``key`` consults: ids, digests, stale run."""
+        return (self.seen(key), self.seen_digests(key), self.seen_stale(key))
+
+
+_Layout = Layout  # the old private name

@@ -14,6 +14,7 @@ from autoplay_base.backends.redis._layout import (
     _F_LAST,
     _F_SUMMARY,
     _F_SUMMARY_AT,
+    _F_TOUCHED,
     _META,
     _PRODUCTS,
     _SEEN,
@@ -32,15 +33,33 @@ _SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring id
 # -- scripts -----------------------------------------------------------------------------
 # Every float travels as Python's repr and is stored as received: Lua's tostring would
 # round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
-_LUA_PRELUDE = """
-local prefix = ARGV[1]
+# Both preludes: ARGV 1 prefix, 2 idle TTL (s), 3 the same in ms, 4 the session "P:S",
+# 5 now; a session's keys get the sliding TTL from ``refresh``.
+_LUA_ARGS = """
 local ttl = tonumber(ARGV[2])
 local ttl_ms = tonumber(ARGV[3])
 local member = ARGV[4]
 local now_s = ARGV[5]
 local now = tonumber(now_s)
-local idx = prefix .. ":@SESSIONS@"
 local expired = 0
+"""
+
+_LUA_REFRESH = """
+local function refresh()
+  if ttl_ms ~= nil then
+    redis.call("PEXPIRE", meta, ttl_ms)
+    redis.call("PEXPIRE", acts, ttl_ms)
+    redis.call("PEXPIRE", stream, ttl_ms)
+    redis.call("PEXPIRE", pkey, ttl_ms)
+  end
+end
+"""
+
+_LUA_PRELUDE = (
+    _LUA_ARGS
+    + """
+local prefix = ARGV[1]
+local idx = prefix .. ":@SESSIONS@"
 
 local function base(m) return prefix .. ":@S@:" .. m end
 local function split(m)
@@ -83,12 +102,93 @@ local function live()
   redis.call("ZADD", idx, now_s, member)
   return true
 end
-local function refresh()
-  if ttl_ms ~= nil then
-    redis.call("PEXPIRE", meta, ttl_ms)
-    redis.call("PEXPIRE", acts, ttl_ms)
-    redis.call("PEXPIRE", stream, ttl_ms)
-    redis.call("PEXPIRE", pkey, ttl_ms)
+"""
+    + _LUA_REFRESH
+)
+
+# ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
+# 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
+# 17 content digest, 18 dedupe order (sent_at, else at),
+# then a: 19.. lines | s: 19 replaces (already clamped to [0, cap] in Python), 20 summary.
+# Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
+# integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
+#
+# Scripts are not rolled back when a command fails, so the order matters: the dedupe check
+# only reads, everything that can fail (a foreign key of the wrong type) runs next, and the
+# id is marked seen last, by commands on keys this script alone writes.
+# Fragments shared by the standalone and the cluster write scripts (each script's
+# prelude defines the key variables they use: meta, acts, stream, seen, digests, stale).
+_LUA_DEDUPE_CHECK = """
+local has_event = ARGV[7] == "1"
+local reused, resets = 0, 0
+if has_event then
+  local known = redis.call("HGET", digests, ARGV[8])
+  if known == ARGV[17] then return 0 end
+  if known then reused = 1 end
+end
+"""
+
+_LUA_APPEND = """
+  if #ARGV > 18 then
+    local cap = tonumber(ARGV[10])
+    local length = 0
+    for i = 19, #ARGV, 1000 do
+      length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+    end
+    if length > cap then
+      trimmed = length - cap
+      redis.call("LTRIM", acts, -cap, -1)
+    end
+  end
+  redis.call("HSET", meta, "@L@", now_s)
+"""
+
+_LUA_SUMMARY = """
+  local replaces = tonumber(ARGV[19])
+  if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
+  redis.call("HSET", meta, "@SUM@", ARGV[20], "@SUMAT@", now_s, "@L@", now_s)
+"""
+
+_LUA_STREAM = """
+local maxlen = tonumber(ARGV[12])
+if maxlen > 0 then
+  if has_event then
+    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
+      "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
+  else
+    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*", "k", ARGV[6], "t", now_s, "d", ARGV[13])
+  end
+end
+refresh()
+"""
+
+_LUA_MARK_SEEN = """
+if has_event then
+  -- Mark the id seen, last. The window keeps the newest ids by dedupe order: an id older
+  -- than all of them is added and trimmed at once (stored, not remembered), so a long
+  -- replay never pushes out the ids it repeats next. More than 4 x window such ids in a
+  -- row mean the source's clock went back: the window starts over (a new epoch).
+  local window = tonumber(ARGV[11])
+  redis.call("ZADD", seen, ARGV[18], ARGV[8])
+  redis.call("HSET", digests, ARGV[8], ARGV[17])
+  local older = false
+  if redis.call("ZCARD", seen) > window then
+    local gone = redis.call("ZRANGE", seen, 0, -(window + 1))
+    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
+    for _, id in ipairs(gone) do
+      if id == ARGV[8] then older = true end
+    end
+    redis.call("HDEL", digests, unpack(gone))
+  end
+  if older then
+    if redis.call("INCR", stale) > 4 * window then
+      redis.call("DEL", seen, digests, stale)
+      redis.call("ZADD", seen, ARGV[18], ARGV[8])
+      redis.call("HSET", digests, ARGV[8], ARGV[17])
+      resets = 1
+    end
+  else
+    redis.call("DEL", stale)
   end
 end
 """
@@ -103,16 +203,17 @@ end
 # Scripts are not rolled back when a command fails, so the order matters: the dedupe check
 # only reads, everything that can fail (a foreign key of the wrong type) runs next, and the
 # id is marked seen last, by commands on keys this script alone writes.
-_LUA_WRITE = """
-local has_event = ARGV[7] == "1"
-local seen, digests, reused, resets = nil, nil, 0, 0
-if has_event then
+_LUA_WRITE = (
+    """
+local seen, digests, stale = nil, nil, nil
+if ARGV[7] == "1" then
   seen = prefix .. ":@E@:" .. p
   digests = prefix .. ":@ED@:" .. p
-  local known = redis.call("HGET", digests, ARGV[8])
-  if known == ARGV[17] then return 0 end
-  if known then reused = 1 end
+  stale = prefix .. ":@ER@:" .. p
 end
+"""
+    + _LUA_DEDUPE_CHECK
+    + """
 sweep()
 local evicted = 0
 if not live() then
@@ -125,18 +226,9 @@ if not live() then
 end
 local trimmed = 0
 if ARGV[6] == "a" then
-  if #ARGV > 18 then
-    local cap = tonumber(ARGV[10])
-    local length = 0
-    for i = 19, #ARGV, 1000 do
-      length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
-    end
-    if length > cap then
-      trimmed = length - cap
-      redis.call("LTRIM", acts, -cap, -1)
-    end
-  end
-  redis.call("HSET", meta, "@L@", now_s)
+"""
+    + _LUA_APPEND
+    + """
   local user = ARGV[14]
   if user ~= "" then
     -- One product's user is "P:U": the index, its bounds and its keys never mix tenants.
@@ -160,54 +252,18 @@ if ARGV[6] == "a" then
     if extra > 0 then redis.call("ZREMRANGEBYRANK", ukey, 0, extra - 1) end
   end
 else
-  local replaces = tonumber(ARGV[19])
-  if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
-  redis.call("HSET", meta, "@SUM@", ARGV[20], "@SUMAT@", now_s, "@L@", now_s)
-end
-local maxlen = tonumber(ARGV[12])
-if maxlen > 0 then
-  if has_event then
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
-      "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
-  else
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*", "k", ARGV[6], "t", now_s, "d", ARGV[13])
-  end
-end
-refresh()
-if has_event then
-  -- Mark the id seen, last. The window keeps the newest ids by dedupe order: an id older
-  -- than all of them is added and trimmed at once (stored, not remembered), so a long
-  -- replay never pushes out the ids it repeats next. More than 4 x window such ids in a
-  -- row mean the source's clock went back: the window starts over (a new epoch).
-  local window = tonumber(ARGV[11])
-  local stale = prefix .. ":@ER@:" .. p
-  redis.call("ZADD", seen, ARGV[18], ARGV[8])
-  redis.call("HSET", digests, ARGV[8], ARGV[17])
-  local older = false
-  if redis.call("ZCARD", seen) > window then
-    local gone = redis.call("ZRANGE", seen, 0, -(window + 1))
-    redis.call("ZREMRANGEBYRANK", seen, 0, -(window + 1))
-    for _, id in ipairs(gone) do
-      if id == ARGV[8] then older = true end
-    end
-    redis.call("HDEL", digests, unpack(gone))
-  end
-  if older then
-    if redis.call("INCR", stale) > 4 * window then
-      redis.call("DEL", seen, digests, stale)
-      redis.call("ZADD", seen, ARGV[18], ARGV[8])
-      redis.call("HSET", digests, ARGV[8], ARGV[17])
-      resets = 1
-    end
-  else
-    redis.call("DEL", stale)
-  end
-end
+"""
+    + _LUA_SUMMARY
+    + "end\n"
+    + _LUA_STREAM
+    + _LUA_MARK_SEEN
+    + """
 if trimmed == 0 and expired == 0 and evicted == 0 and reused == 0 and resets == 0 then
   return 1
 end
 return {1, trimmed, expired, evicted, reused, resets}
 """
+)
 
 # ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
 # Returns one JSON array [found, expired, summary, summary_at, last_activity_at, lines...]
@@ -243,6 +299,141 @@ end
 return cjson.encode(out)
 """
 
+# -- cluster scripts: every key arrives in KEYS and all of them share one slot -------------
+# The session's own scripts take the standalone scripts' ARGV (the prefix and the user
+# arguments unused) and KEYS 1 meta, 2 actions, 3 stream, 4 product index of the session
+# id, then for writes 5 seen ids, 6 digests, 7 stale run (the session's own window).
+# Liveness is the session's own ``@T@`` field (when it was last touched, the score the
+# sessions index gets in the next step): no other slot is read.
+_LUA_CLUSTER_PRELUDE = (
+    _LUA_ARGS
+    + """
+local meta, acts, stream, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local seen, digests, stale = KEYS[5], KEYS[6], KEYS[7]
+local p = string.sub(member, 1, string.find(member, ":", 1, true) - 1)
+local function live()
+  local touched = tonumber(redis.call("HGET", meta, "@T@"))
+  if touched == nil then return false end
+  if ttl ~= nil and now - touched > ttl then
+    redis.call("DEL", meta, acts, stream)
+    redis.call("SREM", pkey, p)
+    expired = expired + 1
+    return false
+  end
+  redis.call("HSET", meta, "@T@", now_s)
+  return true
+end
+"""
+    + _LUA_REFRESH
+)
+
+# Returns 0 for a duplicate, else {1, trimmed, expired, created, reused, resets}: the
+# caller then touches the sessions index (and the user index) in their own slots.
+_LUA_CLUSTER_WRITE = (
+    _LUA_DEDUPE_CHECK
+    + """
+local created = 0
+if not live() then
+  redis.call("HSET", meta, "@T@", now_s)
+  redis.call("SADD", pkey, p)
+  created = 1
+end
+local trimmed = 0
+if ARGV[6] == "a" then
+"""
+    + _LUA_APPEND
+    + "else\n"
+    + _LUA_SUMMARY
+    + "end\n"
+    + _LUA_STREAM
+    + _LUA_MARK_SEEN
+    + """
+if has_event and ttl_ms ~= nil then
+  -- The window is the session's: it expires with it (a reset keeps it).
+  redis.call("PEXPIRE", seen, ttl_ms)
+  redis.call("PEXPIRE", digests, ttl_ms)
+  redis.call("PEXPIRE", stale, ttl_ms)
+end
+return {1, trimmed, expired, created, reused, resets}
+"""
+)
+
+# The sessions index, alone in its slot. KEYS 1 the index; ARGV 1 ttl, 2 member, 3 now,
+# 4 max_sessions, 5 mode: "w" a stored write (touch, sweep, evict past max_sessions),
+# "r" a read (touch a live member, forget an expired one: its session script dropped it
+# and counted it), "s" sessions() (sweep, then every member). Returns the victims as a
+# flat list {member, score, "x" expired | "v" evicted, ...} (and "s" the members too):
+# the caller drops each victim's keys in its own slot, unless it was touched since.
+_LUA_INDEX = """
+local idx = KEYS[1]
+local ttl = tonumber(ARGV[1])
+local member = ARGV[2]
+local now_s = ARGV[3]
+local now = tonumber(now_s)
+local out = {}
+local function sweep()
+  if ttl == nil then return end
+  for _ = 1, @SWEEP@ do
+    local head = redis.call("ZRANGE", idx, 0, 0, "WITHSCORES")
+    if #head == 0 or not (now - tonumber(head[2]) > ttl) then return end
+    redis.call("ZREM", idx, head[1])
+    out[#out + 1] = head[1]
+    out[#out + 1] = head[2]
+    out[#out + 1] = "x"
+  end
+end
+local mode = ARGV[5]
+if mode == "w" then
+  local added = redis.call("ZADD", idx, now_s, member)
+  sweep()
+  if added == 1 and redis.call("ZCARD", idx) > tonumber(ARGV[4]) then
+    local head = redis.call("ZRANGE", idx, 0, 0, "WITHSCORES")
+    redis.call("ZREM", idx, head[1])
+    out[#out + 1] = head[1]
+    out[#out + 1] = head[2]
+    out[#out + 1] = "v"
+  end
+elseif mode == "r" then
+  local touched = tonumber(redis.call("ZSCORE", idx, member))
+  if touched ~= nil then
+    if ttl ~= nil and now - touched > ttl then
+      redis.call("ZREM", idx, member)
+    else
+      redis.call("ZADD", idx, now_s, member)
+    end
+  end
+else
+  sweep()
+  return {out, redis.call("ZRANGE", idx, 0, -1)}
+end
+return out
+"""
+
+# A victim of the sessions index, in its own slot. KEYS 1 meta, 2 actions, 3 stream,
+# 4 product index; ARGV 1 the escaped product, 2 its index score when it was chosen.
+# A session touched since (a write raced the eviction) is live again: it stays.
+_LUA_DROP = """
+local touched = tonumber(redis.call("HGET", KEYS[1], "@T@"))
+if touched ~= nil and touched > tonumber(ARGV[2]) then return 0 end
+redis.call("DEL", KEYS[1], KEYS[2], KEYS[3])
+redis.call("SREM", KEYS[4], ARGV[1])
+return 1
+"""
+
+# The users index, alone in its slot. KEYS 1 the index; ARGV 1 "P:U", 2 now,
+# 3 max_users. Returns the user pushed out ("P:U", never the one just added) or false.
+_LUA_USERS = """
+if redis.call("ZADD", KEYS[1], ARGV[2], ARGV[1]) == 1
+    and redis.call("ZCARD", KEYS[1]) > tonumber(ARGV[3]) then
+  local head = redis.call("ZRANGE", KEYS[1], 0, 1)
+  local old = head[1]
+  if old == ARGV[1] then old = head[2] end
+  redis.call("ZREM", KEYS[1], old)
+  return old
+end
+return false
+"""
+
 # ARGV 1 prefix, 2 user (escaped), 3 every product ("1") or one ("0"), 4 product (escaped).
 # Returns how many product users were forgotten.
 _LUA_FORGET_USER = """
@@ -264,8 +455,8 @@ return {expired, redis.call("ZRANGE", idx, 0, -1)}
 """
 
 
-def _render(body: str, *, prelude: bool = True) -> str:
-    source = _LUA_PRELUDE + body if prelude else body
+def _render(body: str, *, prelude: str = "") -> str:
+    source = prelude + body
     for placeholder, value in (
         ("@SESSIONS@", _SESSIONS),
         ("@S@", _SESSION),
@@ -282,6 +473,7 @@ def _render(body: str, *, prelude: bool = True) -> str:
         ("@L@", _F_LAST),
         ("@SUMAT@", _F_SUMMARY_AT),
         ("@SUM@", _F_SUMMARY),
+        ("@T@", _F_TOUCHED),
         ("@SWEEP@", str(_SWEEP_PER_CALL)),
     ):
         source = source.replace(placeholder, value)
@@ -293,14 +485,24 @@ class _Script(NamedTuple):
     sha: str
 
 
-def _script(body: str, *, prelude: bool = True) -> _Script:
+def _script(body: str, *, prelude: str = "") -> _Script:
     source = _render(body, prelude=prelude)
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-_WRITE = _script(_LUA_WRITE)
-_READ = _script(_LUA_READ)
-_SESSIONS_SCRIPT = _script(_LUA_SESSIONS)
-_FORGET_USER = _script(_LUA_FORGET_USER, prelude=False)
+_WRITE = _script(_LUA_WRITE, prelude=_LUA_PRELUDE)
+_READ = _script(_LUA_READ, prelude=_LUA_PRELUDE)
+_SESSIONS_SCRIPT = _script(_LUA_SESSIONS, prelude=_LUA_PRELUDE)
+_FORGET_USER = _script(_LUA_FORGET_USER)
+CLUSTER_WRITE = _script(_LUA_CLUSTER_WRITE, prelude=_LUA_CLUSTER_PRELUDE)
+CLUSTER_READ = _script(_LUA_READ, prelude=_LUA_CLUSTER_PRELUDE)
+CLUSTER_INDEX = _script(_LUA_INDEX)
+CLUSTER_DROP = _script(_LUA_DROP)
+CLUSTER_USERS = _script(_LUA_USERS)
 _SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT, _FORGET_USER)
+_CLUSTER_SCRIPTS = (CLUSTER_WRITE, CLUSTER_READ, CLUSTER_INDEX, CLUSTER_DROP, CLUSTER_USERS)
 _LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
+CLUSTER_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(
+    ("SCRIPT", "LOAD", s.source) for s in _CLUSTER_SCRIPTS
+)
+"""Loaded on a cluster node that answered ``NOSCRIPT`` (each node has its own cache)."""

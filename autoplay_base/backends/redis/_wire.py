@@ -163,3 +163,28 @@ def _describe_pool(client: Any) -> str:
     if "path" in kwargs:
         return f"unix://{kwargs['path']}"
     return f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}/{db}"
+
+
+class _AsyncNodePool:
+    """An asyncio cluster node seen as a connection pool (``get_connection``/``release``)."""
+
+    __slots__ = ("node",)
+
+    def __init__(self, node: Any) -> None:
+        self.node = node
+
+    async def get_connection(self) -> Any:
+        return self.node.acquire_connection()
+
+    async def release(self, conn: Any) -> None:
+        self.node.release(conn)
+
+    async def disconnect(self, inuse_connections: bool = False) -> None:
+        await self.node.disconnect()
+
+
+def node_pool(node: Any, *, is_async: bool) -> Any:
+    """The connection pool of a redis-py cluster node (sync: its client's pool)."""
+    if is_async:
+        return _AsyncNodePool(node)
+    return node.redis_connection.connection_pool

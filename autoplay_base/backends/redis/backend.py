@@ -1,17 +1,20 @@
-"""``RedisBackend``: the :class:`~autoplay_base.backends.base.Backend` protocol over Redis."""
+"""``RedisBackend``: the :class:`~autoplay_base.backends.base.Backend` protocol over Redis.
+
+The public class only: its options and their validation, the factories (one
+per topology), every protocol method with its async twin, ``listen`` and the
+lifecycle. Over ~600 lines because each of the ~20 sync/async method pairs
+carries the docstring users read; the machinery is extracted (``_engine``,
+``_accounting``, ``_commands``, ``_cluster``, ``_outage``, ``_clients``).
+"""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Callable, Generator, Mapping, Sequence
-from dataclasses import dataclass
-from itertools import islice
-from threading import Event, Lock
+from threading import Event
 from typing import TYPE_CHECKING, Any
 
 from autoplay_base.backends.base import (
@@ -31,54 +34,56 @@ from autoplay_base.backends.base import (
     SessionView,
     UserSessionRef,
     check_bounds,
-    content_digest,
-    read_cutoff,
-    visible_summary,
 )
+from autoplay_base.backends.redis._clients import (
+    cluster_clients,
+    sentinel_clients,
+    timeouts,
+    url_clients,
+)
+from autoplay_base.backends.redis._cluster import (
+    ClusterPlan,
+    describe_cluster,
+)
+from autoplay_base.backends.redis._commands import (
+    Settings,
+    activity,
+    f,
+    forget_user_commands,
+    get_messages_commands,
+    ids,
+    messages_commands,
+    read_commands,
+    reset_commands,
+    user_refs,
+    user_sessions_commands,
+)
+from autoplay_base.backends.redis._engine import Engine, Exchange, Op
 from autoplay_base.backends.redis._layout import (
-    _ACTIONS,
-    _META,
     _STREAM,
-    _Layout,
-    escape_id,
-    parse_member,
-    session_member,
-    unescape_id,
+    Layout,
 )
-from autoplay_base.backends.redis._scripts import (
-    _FORGET_USER,
-    _LOAD_SCRIPTS,
-    _READ,
-    _SESSIONS_SCRIPT,
-    _WRITE,
-)
+from autoplay_base.backends.redis._outage import NOT_APPLIED, UNKNOWN, DroppedWrite
 from autoplay_base.backends.redis._wire import (
     _LISTEN_GRACE_SECONDS,
-    Command,
-    _acheckout,
-    _aread_reply,
     _cancellable,
-    _checkout,
     _describe_pool,
     _entries,
     _import_redis,
-    _no_retry,
     _pack,
-    _pairs,
-    _raise_errors,
-    _read_reply,
     _tail,
+    node_pool,
 )
 from autoplay_base.errors import (
-    BackendAuthError,
     BackendError,
-    BackendUnavailableError,
     ConfigError,
 )
 
 if TYPE_CHECKING:
     import redis as redis_sync
     import redis.asyncio as redis_async
+    import redis.asyncio.cluster
+    import redis.cluster
 
 __all__ = [
     "DEFAULT_LISTEN_BLOCK_MS",
@@ -108,149 +113,28 @@ DEFAULT_LISTEN_BLOCK_MS = 1000
 CONTRACT_COUNTERS = ("reused_ids", "dedupe_resets")
 """``stats.extra`` counters every backend keeps: ids seen again with other content
 (stored), and dedupe windows started over after their source's clock went back."""
-_BATCH = 256  # commands per pipeline when writing many events or replaying the buffer
 
 
-# -- public values ------------------------------------------------------------------------
-NOT_APPLIED = "not_applied"
-""":attr:`DroppedWrite.outcome`: Redis never received the write (it was only buffered)."""
-UNKNOWN = "unknown"
-""":attr:`DroppedWrite.outcome`: the write was sent but its answer was lost (a timeout, a
-connection that died mid-reply), so Redis may have applied it."""
-
-
-@dataclass(frozen=True, slots=True)
-class DroppedWrite:
-    """A buffered write that was given up (buffer overflow or close during an outage).
-
-    ``reason`` says why it was given up (``"buffer_full"``, ``"closed"``); ``outcome``
-    whether it is certainly lost (:data:`NOT_APPLIED`) or may have been applied
-    (:data:`UNKNOWN`: it had been sent once and its reply never came).
-    """
-
-    kind: str
-    key: SessionKey | None
-    event_id: str | None
-    reason: str
-    outcome: str = NOT_APPLIED
-
-
-# -- pure core ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """A write as commands, packed once when it is built; what to count once it ran.
-
-    ``packed`` is the RESP of the commands (wrapped in MULTI/EXEC when there are
-    several) and ``replies`` how many replies it yields. Packing at build time
-    means a write that cannot be encoded fails in the caller, never later in the
-    buffer, where it would block every write queued behind it.
-    """
-
-    kind: str
-    commands: tuple[Command, ...]
-    packed: bytes
-    replies: int
-    key: SessionKey | None = None
-    event_id: str | None = None
-    lines: int = 0
-
-
-def _f(value: float) -> str:
-    return repr(float(value))
-
-
-def _view(reply: list[Any], options: ReadOptions) -> SessionView | None:
-    """A read script's decoded reply as a view (the ``since`` summary rule applied here)."""
-    if not reply[0]:
-        return None
-    summary = reply[2] if isinstance(reply[2], str) else None
-    summary_at = float(reply[3]) if isinstance(reply[3], str) else None
-    last = float(reply[4]) if isinstance(reply[4], str) else None
-    return SessionView(
-        visible_summary(summary, summary_at, options), list(reply[5:]), summary_at, last
-    )
-
-
-def _activity(entry_id: str, fields: dict[str, str]) -> Activity:
-    kind = fields.get("k")
-    data = json.loads(fields.get("d", "null"))
-    at = float(fields.get("t", "nan"))
-    event_id = fields.get("e")
-    if kind == "s" and isinstance(data, dict):
-        return Activity(
-            entry_id,
-            "summary",
-            at,
-            summary=str(data.get("summary", "")),
-            replaces=int(data.get("replaces", 0)),
-            event_id=event_id,
-        )
-    lines = tuple(str(line) for line in data) if isinstance(data, list) else ()
-    return Activity(entry_id, "actions", at, lines=lines, event_id=event_id)
-
-
-class _Pending:
-    """A buffered write; ``sent`` once it went out and its answer was lost (fate unknown)."""
-
-    __slots__ = ("op", "sent", "seq")
-
-    def __init__(self, seq: int, op: _Op, *, sent: bool) -> None:
-        self.seq = seq
-        self.op = op
-        self.sent = sent
-
-
-class _Exchange:
-    """One round trip's progress: the replies read so far, and what went out.
-
-    ``sent`` turns true just before the request is written (a failure after it
-    leaves the request's fate unknown); ``sent_ops`` counts the writes of a
-    pipelined ``append_actions_many`` handed to the socket so far.
-    """
-
-    __slots__ = ("replies", "sent", "sent_ops")
-
-    def __init__(self) -> None:
-        self.replies: list[Any] = []
-        self.sent = False
-        self.sent_ops = 0
-
-
-_AUTH_CODES = ("WRONGPASS", "NOAUTH", "NOPERM")
-_CLUSTER_CODES = ("MOVED", "ASK", "CROSSSLOT", "CLUSTERDOWN", "TRYAGAIN")
-_CLUSTER_SCRIPT_ERROR = "non local key in a cluster node"
-
-
-def _error_code(exc: BaseException) -> str:
-    """The error code of a redis-py error (``status_code`` when it parsed one, else the text)."""
-    code = getattr(exc, "status_code", None)
-    if isinstance(code, str) and code:
-        return code
-    text = str(exc)
-    return text.split(" ", 1)[0] if text else ""
-
-
-def _refuse_cluster_clients(module: Any, client: Any, aclient: Any) -> None:
-    """A Redis Cluster client is refused until cluster support lands (keys are not slotted)."""
-    cluster_types = (module.cluster.RedisCluster, module.asyncio.cluster.RedisCluster)
-    if isinstance(client, cluster_types) or isinstance(aclient, cluster_types):
+def _is_cluster(module: Any, client: Any, aclient: Any) -> bool:
+    """Whether the two clients are redis-py cluster clients (both or neither)."""
+    sync = isinstance(client, module.cluster.RedisCluster)
+    if sync != isinstance(aclient, module.asyncio.cluster.RedisCluster):
         raise ConfigError(
-            "RedisBackend supports standalone Redis and Valkey only, not Redis Cluster "
-            "(its scripts build key names, which a cluster cannot route): pass "
-            "redis.Redis / redis.asyncio.Redis clients of a standalone server"
+            "pass two cluster clients (redis.cluster.RedisCluster and "
+            "redis.asyncio.cluster.RedisCluster) or two standalone ones, not one of each"
         )
+    return sync
 
 
 # -- the backend --------------------------------------------------------------------------------
-class RedisBackend:
+class RedisBackend(Engine):
     """Session context, user indexes and chat histories in Redis, shared across processes.
 
     Build it with :meth:`from_url` (or :meth:`from_sentinel` behind Redis
-    Sentinel); the constructor takes ready clients (a sync ``redis.Redis`` and a
-    ``redis.asyncio.Redis`` on the same server, created with
-    ``decode_responses=True``, ``Sentinel.master_for`` ones included) for callers
+    Sentinel, :meth:`from_cluster` on a Redis Cluster); the constructor takes
+    ready clients (a sync ``redis.Redis`` and a ``redis.asyncio.Redis`` on the
+    same server, created with ``decode_responses=True``, ``Sentinel.master_for``
+    ones included, or the two cluster clients) for callers
     that manage their own pools. One instance serves threads and one event loop
     at a time (redis-py's async connections belong to the loop that opened them).
 
@@ -266,8 +150,12 @@ class RedisBackend:
     answer lost), ``redis_rejected``, ``redis_auth_errors``,
     ``redis_cluster_refused`` and ``redis_invalid_text``.
 
-    Raises :class:`ConfigError` for a Redis Cluster client (and ``from_url``
-    for a server in cluster mode); every call raises
+    Cluster clients (``redis.cluster.RedisCluster`` and its asyncio twin, as
+    :meth:`from_cluster` builds them) run every operation as single-slot steps
+    (see *Cluster* in :mod:`autoplay_base.backends.redis`).
+
+    Raises :class:`ConfigError` for a cluster client beside a standalone one (and
+    for standalone clients that meet a cluster node); every call raises
     :class:`~autoplay_base.errors.BackendAuthError` while Redis refuses the
     credentials, and :class:`ConfigError` for text that is not valid Unicode.
 
@@ -276,7 +164,7 @@ class RedisBackend:
         max_sessions, max_actions_per_session, idle_ttl_seconds,
         max_sessions_per_user, max_users, max_messages, history_ttl_seconds,
         dedupe_window: the same bounds as :class:`InMemoryBackend` (``dedupe_window``
-            counts event ids per product here).
+            counts event ids per product here, per session on a cluster).
         stream_maxlen: approximate entries kept per session activity stream for
             ``listen`` (0 turns the stream off).
         max_buffered_writes: writes kept locally while Redis is unreachable.
@@ -291,8 +179,8 @@ class RedisBackend:
 
     def __init__(
         self,
-        client: redis_sync.Redis,
-        aclient: redis_async.Redis,
+        client: redis_sync.Redis | redis_sync.cluster.RedisCluster,
+        aclient: redis_async.Redis | redis_async.cluster.RedisCluster,
         *,
         prefix: str = DEFAULT_PREFIX,
         max_sessions: int = DEFAULT_MAX_SESSIONS,
@@ -312,7 +200,7 @@ class RedisBackend:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = _import_redis()
-        _refuse_cluster_clients(self._redis, client, aclient)
+        self._cluster = _is_cluster(self._redis, client, aclient)
         self.bounds = Bounds(
             max_sessions=max_sessions,
             max_actions_per_session=max_actions_per_session,
@@ -329,63 +217,59 @@ class RedisBackend:
             raise ConfigError("stream_maxlen and retry_interval_seconds must be >= 0")
         if not prefix or prefix.endswith(":"):
             raise ConfigError(f"prefix must be non-empty and not end with ':', got {prefix!r}")
+        if self._cluster and ("{" in prefix or "}" in prefix):
+            raise ConfigError(
+                f"a cluster prefix cannot hold '{{' or '}}' (hash tags), got {prefix!r}"
+            )
         self.client = client
         self.aclient = aclient
-        # Internal calls go through untyped aliases: redis-py's execute_command is untyped.
-        self._client: Any = client
-        self._aclient: Any = aclient
         self.prefix = prefix
         self.stream_maxlen = stream_maxlen
-        self.max_buffered_writes = max_buffered_writes
-        self.retry_interval_seconds = retry_interval_seconds
-        self.strict = strict
-        self.on_error = on_error
-        self.on_drop = on_drop
-        # The contract's dedupe counters exist from the start, as in the in-memory backend.
-        self.stats = BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0))
-        self._clock = clock
-        self._keys = _Layout(prefix)
-        self._ttl = "" if idle_ttl_seconds is None else _f(idle_ttl_seconds)
+        self._keys = Layout(prefix, cluster=self._cluster)
+        self._ttl = "" if idle_ttl_seconds is None else f(idle_ttl_seconds)
         self._ttl_ms = "" if idle_ttl_seconds is None else str(math.ceil(idle_ttl_seconds * 1000))
         self._history_ttl_ms = (
             None if history_ttl_seconds is None else math.ceil(history_ttl_seconds * 1000)
         )
-        exceptions = self._redis.exceptions
-        self._transient: tuple[type[BaseException], ...] = (
-            exceptions.ConnectionError,
-            exceptions.TimeoutError,
-            TimeoutError,
-            OSError,
+        self._plan = ClusterPlan(
+            self._keys,
+            ttl=self._ttl,
+            max_sessions=max_sessions,
+            max_users=self.bounds.users,
+            per_user=max_sessions_per_user,
         )
-        self._connection_error: type[Exception] = exceptions.ConnectionError
-        self._response_error: type[Exception] = exceptions.ResponseError
-        self._no_script: type[Exception] = exceptions.NoScriptError
-        # Credentials refused: AuthenticationError and AuthorizationError subclass
-        # ConnectionError, so they are told apart before anything counts as an outage.
-        self._auth_errors: tuple[type[Exception], ...] = (
-            exceptions.AuthenticationError,
-            exceptions.AuthorizationError,
-            exceptions.NoPermissionError,
-            exceptions.AuthenticationWrongNumberOfArgsError,
+        self._cfg = Settings(
+            self._keys,
+            self._plan,
+            self.bounds,
+            self._ttl,
+            self._ttl_ms,
+            self._history_ttl_ms,
+            stream_maxlen,
         )
-        self._cluster_errors: tuple[type[Exception], ...] = (
-            exceptions.AskError,  # MovedError too
-            exceptions.ClusterDownError,
-            exceptions.ClusterCrossSlotError,
-            exceptions.TryAgainError,
+        super().__init__(
+            client,
+            aclient,
+            module=self._redis,
+            cluster=self._cluster,
+            cfg=self._cfg,
+            # The contract's dedupe counters exist from the start, as in the in-memory backend.
+            stats=BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0)),
+            where=describe_cluster(client) if self._cluster else _describe_pool(client),
+            max_buffered_writes=max_buffered_writes,
+            retry_interval_seconds=retry_interval_seconds,
+            strict=strict,
+            on_error=on_error,
+            on_drop=on_drop,
+            clock=clock,
         )
-        self._lock = Lock()
-        self._buffer: deque[_Pending] = deque()
-        self._buffer_seq = 0
-        self._draining = False
-        self._in_flight = 0  # buffered writes at the head of the buffer a replay has sent
-        self._down_until = 0.0
-        self._down = False
-        self._last_failure: BaseException | None = None
-        self._where = _describe_pool(client)
+        # A listener on a cluster whose slot moved away (MOVED) resumes like after an outage.
+        moved = (self._redis.exceptions.AskError,) if self._cluster else ()
+        self._listen_errors = self._transient + moved
         # The Sentinel managers ``from_sentinel`` made: their connections to the
         # sentinels are the backend's to close (clients passed in stay the caller's).
         self._sentinels: tuple[Any, Any] | None = None
+        self._found_cluster = False
 
     @classmethod
     def from_url(
@@ -405,24 +289,59 @@ class RedisBackend:
         redis-py's own retries are off because the backend buffers writes itself.
         ``options`` are the constructor's keyword options.
 
-        When the server answers, one ``INFO cluster`` checks it at once: a server
-        in cluster mode raises :class:`ConfigError`, refused credentials
+        When the server answers, one ``INFO cluster`` checks it at once: a node
+        in cluster mode (``cluster_enabled:1``) gets cluster clients instead (as
+        :meth:`from_cluster` builds them), refused credentials raise
         :class:`~autoplay_base.errors.BackendAuthError`. An unreachable server is
         no error here (the backend starts and buffers writes).
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
-        common: dict[str, Any] = {
-            "decode_responses": True,
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout or socket_timeout,
-            "max_connections": max_connections,
-        }
-        client = module.Redis.from_url(url, retry=_no_retry(module, is_async=False), **common)
-        aclient = module.asyncio.Redis.from_url(
-            url, retry=_no_retry(module, is_async=True), **common
+        client, aclient = url_clients(
+            module, url, timeouts(socket_timeout, connect_timeout), max_connections
         )
-        return cls._checked(client, aclient, None, prefix=prefix, **options)
+        backend = cls._checked(client, aclient, None, prefix=prefix, **options)
+        if not backend._found_cluster:
+            return backend
+        client.close()
+        return cls.from_cluster(
+            url,
+            prefix=prefix,
+            socket_timeout=socket_timeout,
+            connect_timeout=connect_timeout,
+            max_connections=max_connections,
+            **options,
+        )
+
+    @classmethod
+    def from_cluster(
+        cls,
+        startup_nodes: str | Sequence[tuple[str, int]],
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        socket_timeout: float = DEFAULT_SOCKET_TIMEOUT,
+        connect_timeout: float | None = None,
+        max_connections: int | None = None,
+        **options: Any,
+    ) -> RedisBackend:
+        """A backend on a Redis (or Valkey) Cluster: a node's URL or ``(host, port)`` nodes.
+
+        Builds ``redis.cluster.RedisCluster`` and ``redis.asyncio.cluster.RedisCluster``
+        clients (the slot map comes from any node that answers; ``socket_timeout``,
+        ``connect_timeout`` and ``max_connections``, per node, are :meth:`from_url`'s).
+        Commands go to the node that owns each key's slot; ``MOVED`` refreshes the
+        slot map and ``ASK`` redirects, then the command is retried (a ``NOSCRIPT``
+        there loads the scripts first; a slot still moving after three attempts is
+        an outage); ``CLUSTERDOWN``/``TRYAGAIN`` are an outage (reads empty, writes
+        buffered and replayed). The sync client connects at once: no
+        node answering raises :class:`BackendUnavailableError`.
+        """
+        module = _import_redis()
+        check_bounds(socket_timeout=socket_timeout)
+        client, aclient = cluster_clients(
+            module, startup_nodes, timeouts(socket_timeout, connect_timeout), max_connections
+        )
+        return cls(client, aclient, prefix=prefix, **options)
 
     @classmethod
     def from_sentinel(
@@ -463,40 +382,15 @@ class RedisBackend:
         """
         module = _import_redis()
         check_bounds(socket_timeout=socket_timeout)
-        if not sentinels:
-            raise ConfigError("from_sentinel needs at least one (host, port) sentinel")
-        timeouts: dict[str, Any] = {
-            "socket_timeout": socket_timeout,
-            "socket_connect_timeout": connect_timeout or socket_timeout,
-        }
-        primary: dict[str, Any] = {
-            **timeouts,
-            "decode_responses": True,
-            "max_connections": max_connections,
-            "db": db,
-            "username": username,
-            "password": password,
-        }
-        nodes = [(host, int(port)) for host, port in sentinels]
-
-        def own(is_async: bool) -> dict[str, Any]:
-            # Without ``retry`` an unreachable sentinel is tried 3 more times (redis-py's
-            # default) before the next one, on every new connection to the primary.
-            return {
-                **timeouts,
-                "retry": _no_retry(module, is_async=is_async),
-                **(sentinel_kwargs or {}),
-            }
-
-        managers = (
-            module.sentinel.Sentinel(nodes, sentinel_kwargs=own(False)),
-            module.asyncio.sentinel.Sentinel(nodes, sentinel_kwargs=own(True)),
-        )
-        client = managers[0].master_for(
-            service_name, retry=_no_retry(module, is_async=False), **primary
-        )
-        aclient = managers[1].master_for(
-            service_name, retry=_no_retry(module, is_async=True), **primary
+        primary: dict[str, Any] = {"max_connections": max_connections, "db": db}
+        primary.update(username=username, password=password)
+        client, aclient, managers = sentinel_clients(
+            module,
+            sentinels,
+            service_name,
+            timeouts(socket_timeout, connect_timeout),
+            primary=primary,
+            sentinel_kwargs=sentinel_kwargs,
         )
         return cls._checked(client, aclient, managers, prefix=prefix, **options)
 
@@ -507,6 +401,7 @@ class RedisBackend:
         """The backend on clients a factory built, after the server check (closed if it fails)."""
         backend = cls(client, aclient, **options)
         backend._sentinels = sentinels
+        backend._found_cluster = False
         try:
             backend._check_server()
         except BaseException:
@@ -517,719 +412,52 @@ class RedisBackend:
         return backend
 
     def _check_server(self) -> None:
-        """Refuse a Cluster node and bad credentials at once, if the server answers now.
+        """Find a Cluster node and refuse bad credentials at once, if the server answers now.
 
-        One ``INFO cluster``. An unreachable server is not an error here (writes
-        buffer until it comes up); a cluster node that answers later is refused by
-        the first reply that names a slot (see :meth:`_check_reply`).
+        One ``INFO cluster`` (a cluster node sets ``_found_cluster``: ``from_url``
+        then builds cluster clients). An unreachable server is not an error here
+        (writes buffer until it comes up); a cluster node found later by standalone
+        clients is refused by the first reply that names a slot (see :meth:`_check_reply`).
         """
-        exchange = _Exchange()
+        exchange = Exchange()
         try:
             self._send(_pack([("INFO", "cluster")]), 1, exchange)
         except self._transient:
             logger.debug("redis backend: %s not reachable at start", self._where)
             return
         info = exchange.replies[0]
-        if isinstance(info, str) and "cluster_enabled:1" in info:
-            raise self._cluster_refused("INFO cluster says cluster_enabled:1")
+        self._found_cluster = isinstance(info, str) and "cluster_enabled:1" in info
         self._recovered()
+
+    @property
+    def max_buffered_writes(self) -> int:
+        """Writes kept locally while Redis is unreachable (the outage buffer's bound)."""
+        return self._buffer.limit
+
+    @max_buffered_writes.setter
+    def max_buffered_writes(self, value: int) -> None:
+        check_bounds(max_buffered_writes=value)
+        self._buffer.limit = value
 
     def __repr__(self) -> str:
         return f"RedisBackend({self._where}, prefix={self.prefix!r})"
 
-    # -- command builders (pure but for counting what cannot be encoded) ------------------------
-    def _base_args(self, key: SessionKey, now: float) -> list[Any]:
-        return [self.prefix, self._ttl, self._ttl_ms, session_member(key), _f(now)]
-
-    def _packed(self, commands: Sequence[Command], what: str) -> bytes:
-        """``commands`` in RESP; text that is not valid Unicode is a :class:`ConfigError`.
-
-        A lone surrogate (``"\\ud800"`` is valid for ``json.loads``) cannot be sent
-        to Redis: it is refused here, counted in ``redis_invalid_text`` and logged
-        without the offending value, before any state changes or anything is buffered.
-        """
-        try:
-            return _pack(commands)
-        except UnicodeEncodeError as exc:
-            with self._lock:
-                self.stats.errors += 1
-                self._count("redis_invalid_text")
-            logger.warning(
-                "redis backend: refused a %s holding text that is not valid Unicode", what
-            )
-            raise ConfigError(
-                f"cannot send the {what} to Redis: an id or text holds a lone surrogate "
-                f"(not valid Unicode) at position {exc.start}"
-            ) from None
-
-    def _op(
-        self,
-        kind: str,
-        commands: tuple[Command, ...],
-        key: SessionKey | None = None,
-        event_id: str | None = None,
-        lines: int = 0,
-    ) -> _Op:
-        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
-        packed = self._packed(wire, f"{kind} write")
-        return _Op(kind, commands, packed, len(wire), key, event_id, lines)
-
-    def _dedupe_args(
-        self, event_id: str | None, digest: str, at: float, sent_at: float | None
-    ) -> tuple[str, str, str, str]:
-        if event_id is None:
-            return ("0", "", "", "")
-        return ("1", event_id, digest, _f(at if sent_at is None else sent_at))
-
-    def _append_op(
-        self,
-        key: SessionKey,
-        lines: Sequence[str],
-        at: float,
-        *,
-        event_id: str | None,
-        user_id: str | None,
-        sent_at: float | None,
-    ) -> _Op:
-        has_event, event, digest, order = self._dedupe_args(
-            event_id, content_digest(lines) if event_id is not None else "", at, sent_at
-        )
-        argv = self._base_args(key, at)
-        argv += [
-            "a",
-            has_event,
-            event,
-            self.bounds.max_sessions,
-            self.bounds.max_actions_per_session,
-            self.bounds.dedupe_window,
-            self.stream_maxlen,
-            json.dumps(list(lines)) if self.stream_maxlen else "",
-            escape_id(user_id) if user_id else "",
-            self.bounds.max_sessions_per_user,
-            self.bounds.users,
-            digest,
-            order,
-        ]
-        stamp = _f(at)
-        argv += [f"{stamp} {line}" for line in lines]
-        return self._op("append", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id, len(lines))
-
-    def _summary_op(
-        self,
-        key: SessionKey,
-        summary: str,
-        *,
-        replaces: int,
-        at: float,
-        event_id: str | None,
-        sent_at: float | None,
-    ) -> _Op:
-        # The digest covers what the caller sent; the script gets ``replaces`` clamped:
-        # no more than the cap can be pending, and Redis takes no integer >= 2**63.
-        has_event, event, digest, order = self._dedupe_args(
-            event_id,
-            content_digest([summary, str(replaces)]) if event_id is not None else "",
-            at,
-            sent_at,
-        )
-        clamped = min(max(replaces, 0), self.bounds.max_actions_per_session)
-        argv = self._base_args(key, at)
-        data = {"summary": summary, "replaces": replaces}
-        argv += [
-            "s",
-            has_event,
-            event,
-            self.bounds.max_sessions,
-            self.bounds.max_actions_per_session,
-            self.bounds.dedupe_window,
-            self.stream_maxlen,
-            json.dumps(data) if self.stream_maxlen else "",
-            "",
-            self.bounds.max_sessions_per_user,
-            self.bounds.users,
-            digest,
-            order,
-            clamped,
-            summary,
-        ]
-        return self._op("summary", (("EVALSHA", _WRITE.sha, 0, *argv),), key, event_id)
-
-    def _read_command(self, key: SessionKey, options: ReadOptions, now: float) -> Command:
-        cutoff = read_cutoff(options, now)
-        argv = self._base_args(key, now)
-        argv += [
-            "1" if options.include_actions else "0",
-            "" if cutoff is None else _f(cutoff),
-            "" if options.max_actions is None else options.max_actions,
-        ]
-        return ("EVALSHA", _READ.sha, 0, *argv)
-
-    def _reset_op(self, key: SessionKey) -> _Op:
-        keys = self._keys
-        member = session_member(key)
-        return self._op(
-            "reset",
-            (
-                (
-                    "DEL",
-                    keys.session(key, _META),
-                    keys.session(key, _ACTIONS),
-                    keys.session(key, _STREAM),
-                ),
-                ("ZREM", keys.sessions(), member),
-                ("SREM", keys.products(key.session_id), escape_id(key.product_id)),
-            ),
-            key,
-        )
-
-    def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> _Op:
-        name = self._keys.history(key)
-        commands: list[Command] = [
-            ("RPUSH", name, *messages),
-            ("LTRIM", name, -self.bounds.max_messages, -1),
-        ]
-        if self._history_ttl_ms is not None:
-            commands.append(("PEXPIRE", name, self._history_ttl_ms))
-        return self._op("messages", tuple(commands), key)
-
-    def _get_messages_commands(self, key: SessionKey) -> tuple[Command, ...]:
-        name = self._keys.history(key)
-        if self._history_ttl_ms is None:
-            return (("LRANGE", name, 0, -1),)
-        return (("LRANGE", name, 0, -1), ("PEXPIRE", name, self._history_ttl_ms))
-
-    def _forget_user_op(self, user_id: str, product_id: str | None) -> _Op:
-        every = "1" if product_id is None else "0"
-        product = "" if product_id is None else escape_id(product_id)
-        command = ("EVALSHA", _FORGET_USER.sha, 0, self.prefix, escape_id(user_id), every, product)
-        return self._op("forget_user", (command,))
-
-    def _user_commands(self, user_id: str, product_id: str, limit: int) -> tuple[Command, ...]:
-        name = self._keys.user(product_id, user_id)
-        return (("ZREVRANGE", name, 0, limit - 1, "WITHSCORES"),)
-
-    def _sessions_command(self) -> Command:
-        argv = [self.prefix, self._ttl, self._ttl_ms, "", _f(self._clock())]
-        return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
-
-    # -- bookkeeping (pure, under the lock) --------------------------------------------------------
-    def _count(self, name: str, n: int = 1) -> None:
-        extra = self.stats.extra
-        extra[name] = extra.get(name, 0) + n
-
-    def _after_write(self, op: _Op, replies: Sequence[Any]) -> bool:
-        """Account one executed write from its replies; ``False`` for a duplicate or an error."""
-        failure = next((reply for reply in replies if isinstance(reply, Exception)), None)
-        if failure is not None:
-            self._rejected(op.kind, failure)
-            return False
-        if op.kind not in ("append", "summary"):
-            return True
-        reply = replies[0]
-        if isinstance(reply, int):
-            stored, trimmed, expired, evicted, reused, resets = reply, 0, 0, 0, 0, 0
-        else:
-            stored, trimmed, expired, evicted, reused, resets = reply
-        with self._lock:
-            self.stats.sessions_expired += expired
-            self.stats.sessions_evicted += evicted
-            if not stored:
-                self.stats.duplicate_events += 1
-                return False
-            self.stats.actions_trimmed += trimmed
-            if reused:
-                self._count("reused_ids")
-            if resets:
-                self._count("dedupe_resets")
-            if op.kind == "append":
-                self.stats.actions_stored += op.lines
-            else:
-                self.stats.summaries_stored += 1
-        return True
-
-    def _report(self, error: BackendError) -> None:
-        if self.on_error is not None:
-            try:
-                self.on_error(error)
-            except Exception:
-                logger.exception("redis backend: on_error callback raised")
-
-    def _tripped(self) -> bool:
-        return time.monotonic() < self._down_until
-
-    def _trip(self, exc: BaseException) -> None:
-        """Open the breaker: calls skip Redis for ``retry_interval_seconds``."""
-        with self._lock:
-            self._down_until = time.monotonic() + self.retry_interval_seconds
-            self._last_failure = exc
-            first = not self._down
-            self._down = True
-        if first:
-            logger.warning(
-                "redis backend: %s unreachable (%s); reads return empty, writes are buffered",
-                self._where,
-                type(exc).__name__,
-            )
-
-    def _failed(
-        self, what: str, exc: BaseException | None, *, trip: bool = True
-    ) -> BackendUnavailableError:
-        """Count one operation that could not reach Redis and build the error to surface."""
-        if exc is None:
-            exc = self._last_failure
-        elif trip:
-            self._trip(exc)
-        detail = type(exc).__name__ if exc is not None else "unknown"
-        error = BackendUnavailableError(
-            f"redis at {self._where} unavailable during {what}: {detail}"
-        )
-        error.__cause__ = exc
-        kind = "write" if what == "write" else "read"
-        with self._lock:
-            self.stats.errors += 1
-            self._count(f"redis_{kind}_errors")
-        logger.debug("redis backend: %s", error)
-        self._report(error)
-        return error
-
-    def _rejected(self, what: str, exc: Exception) -> BackendError:
-        """Redis refused a command (a script error, a foreign key of the wrong type)."""
-        error = BackendError(f"redis at {self._where} rejected the {what}: {exc}")
-        error.__cause__ = exc
-        with self._lock:
-            self.stats.errors += 1
-            self._count("redis_rejected")
-        logger.error("redis backend: %s", error)
-        self._report(error)
-        return error
-
-    def _is_auth_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._auth_errors) or (
-            isinstance(exc, self._response_error) and _error_code(exc) in _AUTH_CODES
-        )
-
-    def _is_cluster_error(self, exc: BaseException) -> bool:
-        return isinstance(exc, self._cluster_errors) or (
-            isinstance(exc, self._response_error)
-            and (_error_code(exc) in _CLUSTER_CODES or _CLUSTER_SCRIPT_ERROR in str(exc))
-        )
-
-    def _auth_failed(self, exc: BaseException) -> BackendAuthError:
-        """Redis refused the credentials: a configuration error, never an outage.
-
-        The message names the server (no credentials: ``_describe_pool`` drops
-        them) and the error class, never redis-py's text or the URL.
-        """
-        error = BackendAuthError(
-            f"redis at {self._where} refused the credentials ({type(exc).__name__}): "
-            "check the user, password and ACL permissions of the URL"
-        )
-        error.__cause__ = exc
-        with self._lock:
-            self.stats.errors += 1
-            self._count("redis_auth_errors")
-        logger.error("redis backend: %s", error)
-        self._report(error)
-        return error
-
-    def _cluster_refused(self, detail: str) -> ConfigError:
-        error = ConfigError(
-            f"redis at {self._where} is a Redis Cluster node ({detail}); RedisBackend "
-            "supports standalone Redis and Valkey only until cluster support lands"
-        )
-        with self._lock:
-            self.stats.errors += 1
-            self._count("redis_cluster_refused")
-        logger.error("redis backend: %s", error)
-        return error
-
-    def _check_reply(self, reply: Any) -> Any:
-        """An error reply that means misconfiguration raises; any other reply is returned.
-
-        Refused credentials and a Cluster node are not outages: buffering or
-        logging them would lose every write in silence.
-        """
-        if isinstance(reply, Exception):
-            if self._is_auth_error(reply):
-                raise self._auth_failed(reply) from reply
-            if self._is_cluster_error(reply):
-                raise self._cluster_refused(_error_code(reply) or "cluster error") from reply
-        return reply
-
-    def _buffered(
-        self, op: _Op, exc: BaseException | None, *, trip: bool = True, sent: bool = False
-    ) -> bool:
-        """A write Redis did not take: buffer it (or raise in strict mode)."""
-        error = self._failed("write", exc, trip=trip)
-        if self.strict:
-            raise error
-        return self._enqueue(op, sent=sent)
-
-    def _read_failed(self, exc: BaseException | None) -> None:
-        """A read Redis did not answer: empty result (or raise in strict mode)."""
-        error = self._failed("read", exc)
-        if self.strict:
-            raise error
-
-    def _recovered(self) -> None:
-        if self._down:
-            with self._lock:
-                was_down, self._down = self._down, False
-            if was_down:
-                logger.info("redis backend: %s reachable again", self._where)
-
-    def _enqueue(self, op: _Op, *, sent: bool = False) -> bool:
-        """Buffer a write; past the bound the oldest write no replay has in flight goes.
-
-        A replay in flight holds the head of the buffer: those writes may be
-        applied right now, so they are never the ones given up. When every
-        buffered write is in flight, the new write is the one given up.
-        """
-        dropped: list[_Pending] = []
-        with self._lock:
-            self._buffer_seq += 1
-            self._buffer.append(_Pending(self._buffer_seq, op, sent=sent))
-            self._count("redis_writes_buffered")
-            while len(self._buffer) > self.max_buffered_writes:
-                # Context is about recency: the oldest buffered write goes first.
-                position = min(self._in_flight, len(self._buffer) - 1)
-                lost = self._buffer[position]
-                del self._buffer[position]
-                dropped.append(lost)
-                self._count_drop(lost)
-        for pending in dropped:
-            self._dropped(pending, "buffer_full")
-        return True
-
-    def _count_drop(self, pending: _Pending) -> None:
-        self._count("redis_writes_dropped_unknown" if pending.sent else "redis_writes_dropped")
-
-    def _dropped(self, pending: _Pending, reason: str) -> None:
-        op = pending.op
-        outcome = UNKNOWN if pending.sent else NOT_APPLIED
-        logger.warning(
-            "redis backend: dropped a buffered %s write (%s, %s, product=%r)",
-            op.kind,
-            reason,
-            outcome,
-            op.key.product_id if op.key else None,
-        )
-        if self.on_drop is not None:
-            try:
-                self.on_drop(DroppedWrite(op.kind, op.key, op.event_id, reason, outcome))
-            except Exception:
-                logger.exception("redis backend: on_drop callback raised")
-
-    def _take_batch(self) -> list[_Pending]:
-        """The next buffered writes to replay, now in flight (empty when the buffer is)."""
-        with self._lock:
-            batch = list(islice(self._buffer, _BATCH))
-            self._in_flight = len(batch)
-            return batch
-
-    def _begin_drain(self) -> bool:
-        with self._lock:
-            if self._draining or not self._buffer:
-                return False
-            self._draining = True
-            return True
-
-    def _end_drain(self) -> None:
-        with self._lock:
-            self._draining = False
-            self._in_flight = 0
-
-    def _replayed(self, batch: list[_Pending], exchange: _Exchange) -> None:
-        """Account the writes of ``batch`` that were answered and take them off the buffer.
-
-        Replies start with one per SCRIPT LOAD, then each write's replies in order.
-        When the replay broke off after it was sent, the writes without their
-        full answer stay buffered, marked as sent: Redis may have applied them.
-        """
-        replies = exchange.replies
-        position = len(_LOAD_SCRIPTS)
-        done = 0
-        for pending in batch:
-            op = pending.op
-            chunk = replies[position : position + op.replies]
-            if len(chunk) < op.replies:
-                break
-            position += op.replies
-            if op.replies > 1:
-                exec_reply = chunk[-1]
-                chunk = exec_reply if isinstance(exec_reply, list) else [exec_reply]
-            self._after_write(op, chunk)
-            done += 1
-        with self._lock:
-            if exchange.sent:
-                for pending in batch[done:]:
-                    pending.sent = True
-            # The batch is still the head of the buffer: an overflow never drops writes
-            # in flight, so only this replay takes them off.
-            for _ in range(done):
-                self._buffer.popleft()
-            self._in_flight = 0
-            if done:
-                self._count("redis_writes_replayed", done)
-
-    def _replay_packed(self, batch: list[_Pending]) -> tuple[bytes, int]:
-        # Scripts are loaded first: a restarted server has an empty script cache.
-        packed = _pack(_LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
-        return packed, len(_LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
-
-    @property
-    def buffered_writes(self) -> int:
-        """Writes waiting for Redis to come back."""
-        return len(self._buffer)
-
-    # -- sync I/O ----------------------------------------------------------------------------------
-    def _send(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        """Write ``packed`` at once and read ``count`` replies into ``exchange``: one round trip.
-
-        Error replies come back in place as exception objects, except refused
-        credentials (:class:`BackendAuthError`) and a Cluster node
-        (:class:`ConfigError`), which raise. On any other failure the connection
-        is dropped rather than returned half-read, and ``exchange`` holds what was
-        answered before it. A connection error before any answer is tried once
-        more on a fresh connection: after a server restart every pooled connection
-        is dead, though Redis is back.
-        """
-        try:
-            try:
-                self._send_once(packed, count, exchange)
-            except self._connection_error as exc:
-                if exchange.replies or self._is_auth_error(exc):
-                    raise
-                self._client.connection_pool.disconnect(inuse_connections=False)
-                self._send_once(packed, count, exchange)
-        except self._auth_errors as exc:
-            raise self._auth_failed(exc) from exc
-
-    def _send_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        pool = self._client.connection_pool
-        conn = _checkout(pool)  # a refused connection fails here: nothing was sent
-        replies = exchange.replies
-        try:
-            exchange.sent = True
-            conn.send_packed_command([packed])
-            for _ in range(count):
-                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
-
-    def _query_packed(self, commands: Sequence[Command]) -> tuple[bytes, int]:
-        wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else list(commands)
-        return self._packed(wire, "read"), len(wire)
-
-    def _execute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
-        """One command, or several in MULTI/EXEC (``count`` > 1); raises the first error reply."""
-        self._send(packed, count, exchange)
-        if count > 1:
-            return _raise_errors(exchange.replies[-1])
-        if isinstance(exchange.replies[0], self._no_script):
-            self._send(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
-            exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
-            self._send(packed, count, exchange)
-        return _raise_errors(exchange.replies)
-
-    def _drain(self) -> bool | None:
-        """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
-        if not self._begin_drain():
-            return None if self._buffer else True
-        try:
-            while batch := self._take_batch():
-                packed, count = self._replay_packed(batch)
-                exchange = _Exchange()
-                try:
-                    self._send(packed, count, exchange)
-                except self._transient as exc:
-                    # Not an operation of its own: the call that triggered it counts.
-                    self._replayed(batch, exchange)
-                    self._trip(exc)
-                    return False
-                self._replayed(batch, exchange)
-            self._recovered()
-            return True
-        finally:
-            self._end_drain()
-
-    def _ready(self) -> bool | None:
-        """Replay the buffer first so writes land in order.
-
-        ``False`` while Redis is down; ``None`` while another caller replays the
-        buffer (a write then queues behind it, a read goes ahead).
-        """
-        if self._tripped():
-            with self._lock:
-                self._count("redis_calls_skipped")
-            return False
-        return not self._buffer or self._drain()
-
-    def _write(self, op: _Op) -> bool:
-        ready = self._ready()
-        if ready is None:
-            return self._enqueue(op)
-        if not ready:
-            return self._buffered(op, None)
-        exchange = _Exchange()
-        try:
-            replies = self._execute(op.packed, op.replies, exchange)
-        except self._transient as exc:
-            # Once sent, its answer never came: if it is dropped later, say so.
-            return self._buffered(op, exc, sent=exchange.sent)
-        except self._response_error as exc:
-            self._rejected(op.kind, exc)
-            return False
-        self._recovered()
-        return self._after_write(op, replies)
-
-    def _query(self, commands: Sequence[Command]) -> list[Any] | None:
-        packed, count = self._query_packed(commands)
-        if self._ready() is False:
-            self._read_failed(None)
-            return None
-        try:
-            replies = self._execute(packed, count, _Exchange())
-        except self._transient as exc:
-            self._read_failed(exc)
-            return None
-        except self._response_error as exc:
-            raise self._rejected("read", exc) from exc
-        self._recovered()
-        return replies
-
+    # -- outage control ----------------------------------------------------------------------------
     def flush(self) -> int:
         """Replay buffered writes now (ignoring the retry interval); returns how many remain."""
-        with self._lock:
-            self._down_until = 0.0
-        self._drain()
-        return len(self._buffer)
-
-    def ping(self) -> None:
-        """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
-        try:
-            self._send(_pack([("PING",)]), 1, _Exchange())
-        except self._transient as exc:
-            raise self._failed("ping", exc) from exc
-        self._recovered()
-
-    # -- async I/O (the sync bodies with ``await``) ------------------------------------------------
-    async def _asend(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        """Async twin of :meth:`_send`."""
-        try:
-            try:
-                await self._asend_once(packed, count, exchange)
-            except self._connection_error as exc:
-                if exchange.replies or self._is_auth_error(exc):
-                    raise
-                await self._aclient.connection_pool.disconnect(inuse_connections=False)
-                await self._asend_once(packed, count, exchange)
-        except self._auth_errors as exc:
-            raise self._auth_failed(exc) from exc
-
-    async def _asend_once(self, packed: bytes, count: int, exchange: _Exchange) -> None:
-        pool = self._aclient.connection_pool
-        conn = await _acheckout(pool)
-        replies = exchange.replies
-        try:
-            exchange.sent = True
-            await conn.send_packed_command([packed])
-            for _ in range(count):
-                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-
-    async def _aexecute(self, packed: bytes, count: int, exchange: _Exchange) -> list[Any]:
-        """Async twin of :meth:`_execute`."""
-        await self._asend(packed, count, exchange)
-        if count > 1:
-            return _raise_errors(exchange.replies[-1])
-        if isinstance(exchange.replies[0], self._no_script):
-            await self._asend(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), _Exchange())
-            exchange.replies.clear()
-            await self._asend(packed, count, exchange)
-        return _raise_errors(exchange.replies)
-
-    async def _adrain(self) -> bool | None:
-        """Async twin of :meth:`_drain`."""
-        if not self._begin_drain():
-            return None if self._buffer else True
-        try:
-            while batch := self._take_batch():
-                packed, count = self._replay_packed(batch)
-                exchange = _Exchange()
-                try:
-                    await self._asend(packed, count, exchange)
-                except self._transient as exc:
-                    self._replayed(batch, exchange)
-                    self._trip(exc)
-                    return False
-                self._replayed(batch, exchange)
-            self._recovered()
-            return True
-        finally:
-            self._end_drain()
-
-    async def _aready(self) -> bool | None:
-        """Async twin of :meth:`_ready`."""
-        if self._tripped():
-            with self._lock:
-                self._count("redis_calls_skipped")
-            return False
-        return not self._buffer or await self._adrain()
-
-    async def _awrite(self, op: _Op) -> bool:
-        ready = await self._aready()
-        if ready is None:
-            return self._enqueue(op)
-        if not ready:
-            return self._buffered(op, None)
-        exchange = _Exchange()
-        try:
-            replies = await self._aexecute(op.packed, op.replies, exchange)
-        except self._transient as exc:
-            return self._buffered(op, exc, sent=exchange.sent)
-        except self._response_error as exc:
-            self._rejected(op.kind, exc)
-            return False
-        self._recovered()
-        return self._after_write(op, replies)
-
-    async def _aquery(self, commands: Sequence[Command]) -> list[Any] | None:
-        packed, count = self._query_packed(commands)
-        if await self._aready() is False:
-            self._read_failed(None)
-            return None
-        try:
-            replies = await self._aexecute(packed, count, _Exchange())
-        except self._transient as exc:
-            self._read_failed(exc)
-            return None
-        except self._response_error as exc:
-            raise self._rejected("read", exc) from exc
-        self._recovered()
-        return replies
+        return self._run(self._flush())
 
     async def aflush(self) -> int:
         """Async twin of :meth:`flush`."""
-        with self._lock:
-            self._down_until = 0.0
-        await self._adrain()
-        return len(self._buffer)
+        return await self._arun(self._flush())
+
+    def ping(self) -> None:
+        """Round-trip to Redis, raising :class:`BackendUnavailableError` when it cannot."""
+        self._run(self._ping())
 
     async def aping(self) -> None:
         """Async twin of :meth:`ping`."""
-        try:
-            await self._asend(_pack([("PING",)]), 1, _Exchange())
-        except self._transient as exc:
-            raise self._failed("ping", exc) from exc
-        self._recovered()
+        await self._arun(self._ping())
 
     # -- context -----------------------------------------------------------------------------------
     def append_actions(
@@ -1243,7 +471,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Append action lines in one round trip (``True`` also when buffered during an outage)."""
-        return self._write(
+        return self._do_write(
             self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
         )
 
@@ -1258,7 +486,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`append_actions`."""
-        return await self._awrite(
+        return await self._ado_write(
             self._append_op(key, lines, at, event_id=event_id, user_id=user_id, sent_at=sent_at)
         )
 
@@ -1274,124 +502,14 @@ class RedisBackend:
         """
         if not writes:
             return []
-        all_ops = [self._many_op(w) for w in writes]  # every write is encodable, or none is sent
-        ready = self._ready()
-        if ready is None:
-            return [self._enqueue(op) for op in all_ops]
-        if not ready:
-            return [self._buffered(op, None) for op in all_ops]
-        exchange = _Exchange()
-        try:
-            self._stream_writes(all_ops, exchange)
-        except self._transient as exc:
-            self._trip(exc)
-            return self._settle(all_ops, exchange, exc)
-        self._recovered()
-        return self._settle(all_ops, exchange, None)
-
-    def _stream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
-        """Send ``ops`` in pipelined chunks, reading each chunk's answers while the next runs."""
-        pool = self._client.connection_pool
-        try:
-            conn = _checkout(pool)
-        except self._auth_errors as exc:
-            raise self._auth_failed(exc) from exc
-        replies = exchange.replies
-        try:
-            # The scripts are loaded first so no EVALSHA can miss a restarted server's cache.
-            discard, in_flight = len(_LOAD_SCRIPTS), 0
-            for start in range(0, len(ops), _BATCH):
-                chunk = ops[start : start + _BATCH]
-                packed = b"".join(op.packed for op in chunk)
-                if start == 0:
-                    packed = _pack(_LOAD_SCRIPTS) + packed
-                exchange.sent_ops = start + len(chunk)
-                conn.send_packed_command([packed])
-                for _ in range(in_flight):  # the previous chunk's answers
-                    replies.append(self._check_reply(_read_reply(conn, self._response_error)))
-                in_flight = len(chunk)
-                if start == 0:
-                    for _ in range(discard):
-                        self._check_reply(_read_reply(conn, self._response_error))
-            for _ in range(in_flight):
-                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
-        except BaseException:
-            conn.disconnect()
-            raise
-        finally:
-            pool.release(conn)
+        # Every write is encodable, or none is sent.
+        return self._run(self._write_many([self._many_op(w) for w in writes]))
 
     async def aappend_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
         """Async twin of :meth:`append_actions_many`."""
         if not writes:
             return []
-        all_ops = [self._many_op(w) for w in writes]
-        ready = await self._aready()
-        if ready is None:
-            return [self._enqueue(op) for op in all_ops]
-        if not ready:
-            return [self._buffered(op, None) for op in all_ops]
-        exchange = _Exchange()
-        try:
-            await self._astream_writes(all_ops, exchange)
-        except self._transient as exc:
-            self._trip(exc)
-            return self._settle(all_ops, exchange, exc)
-        self._recovered()
-        return self._settle(all_ops, exchange, None)
-
-    async def _astream_writes(self, ops: list[_Op], exchange: _Exchange) -> None:
-        """Async twin of :meth:`_stream_writes`."""
-        pool = self._aclient.connection_pool
-        try:
-            conn = await _acheckout(pool)
-        except self._auth_errors as exc:
-            raise self._auth_failed(exc) from exc
-        replies = exchange.replies
-        try:
-            discard, in_flight = len(_LOAD_SCRIPTS), 0
-            for start in range(0, len(ops), _BATCH):
-                chunk = ops[start : start + _BATCH]
-                packed = b"".join(op.packed for op in chunk)
-                if start == 0:
-                    packed = _pack(_LOAD_SCRIPTS) + packed
-                exchange.sent_ops = start + len(chunk)
-                await conn.send_packed_command([packed])
-                for _ in range(in_flight):
-                    replies.append(
-                        self._check_reply(await _aread_reply(conn, self._response_error))
-                    )
-                in_flight = len(chunk)
-                if start == 0:
-                    for _ in range(discard):
-                        self._check_reply(await _aread_reply(conn, self._response_error))
-            for _ in range(in_flight):
-                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
-        except BaseException:
-            await conn.disconnect()
-            raise
-        finally:
-            await pool.release(conn)
-
-    def _many_op(self, write: ActionsWrite) -> _Op:
-        return self._append_op(
-            write.key,
-            write.lines,
-            write.at,
-            event_id=write.event_id,
-            user_id=write.user_id,
-            sent_at=write.sent_at,
-        )
-
-    def _settle(self, ops: list[_Op], exchange: _Exchange, exc: BaseException | None) -> list[bool]:
-        """Account what Redis answered; buffer the rest (those sent as of unknown fate)."""
-        replies = exchange.replies
-        answered = zip(ops[: len(replies)], replies, strict=False)
-        results = [self._after_write(op, [reply]) for op, reply in answered]
-        return results + [
-            self._buffered(op, exc, trip=False, sent=index < exchange.sent_ops)
-            for index, op in enumerate(ops[len(replies) :], start=len(replies))
-        ]
+        return await self._arun(self._write_many([self._many_op(w) for w in writes]))
 
     def apply_summary(
         self,
@@ -1404,7 +522,7 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Set the summary and drop the ``min(replaces, pending)`` oldest actions atomically."""
-        return self._write(
+        return self._do_write(
             self._summary_op(
                 key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
             )
@@ -1421,84 +539,57 @@ class RedisBackend:
         sent_at: float | None = None,
     ) -> bool:
         """Async twin of :meth:`apply_summary`."""
-        return await self._awrite(
+        return await self._ado_write(
             self._summary_op(
                 key, summary, replaces=replaces, at=at, event_id=event_id, sent_at=sent_at
             )
         )
 
-    def _account_read(self, replies: list[Any] | None, options: ReadOptions) -> SessionView | None:
-        if replies is None:
-            return None
-        reply = json.loads(replies[0])
-        if reply[1]:
-            with self._lock:
-                self.stats.sessions_expired += reply[1]
-        return _view(reply, options)
-
     def read(self, key: SessionKey, options: ReadOptions, *, now: float) -> SessionView | None:
         """The session filtered server-side in one round trip; ``None`` if unknown or down."""
-        replies = self._query((self._read_command(key, options, now),))
+        replies = self._do_query(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
     ) -> SessionView | None:
         """Async twin of :meth:`read`."""
-        replies = await self._aquery((self._read_command(key, options, now),))
+        replies = await self._ado_query(read_commands(self._cfg, key, options, now))
         return self._account_read(replies, options)
 
     def products_for(self, session_id: str) -> list[str]:
         """Product ids (sorted) with state for ``session_id``: one ``SMEMBERS``."""
-        replies = self._query((("SMEMBERS", self._keys.products(session_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        replies = self._do_query((("SMEMBERS", self._keys.products(session_id)),))
+        return ids(replies[0]) if replies else []
 
     async def aproducts_for(self, session_id: str) -> list[str]:
         """Async twin of :meth:`products_for`."""
-        replies = await self._aquery((("SMEMBERS", self._keys.products(session_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        replies = await self._ado_query((("SMEMBERS", self._keys.products(session_id)),))
+        return ids(replies[0]) if replies else []
 
     def reset(self, key: SessionKey) -> None:
         """Forget a session's context (MULTI/EXEC; its chat history stays)."""
-        self._write(self._reset_op(key))
+        self._do_write(self._op("reset", reset_commands(self._cfg, key), key))
 
     async def areset(self, key: SessionKey) -> None:
         """Async twin of :meth:`reset`."""
-        await self._awrite(self._reset_op(key))
-
-    def _account_sessions(self, replies: list[Any] | None) -> list[SessionKey]:
-        if replies is None:
-            return []
-        expired, members = replies[0]
-        if expired:
-            with self._lock:
-                self.stats.sessions_expired += expired
-        return [parse_member(m) for m in members]
+        await self._ado_write(self._op("reset", reset_commands(self._cfg, key), key))
 
     def sessions(self) -> list[SessionKey]:
         """Every live session, least recently touched first (expired ones swept first)."""
-        return self._account_sessions(self._query((self._sessions_command(),)))
+        return self._run(self._sessions())
 
     async def asessions(self) -> list[SessionKey]:
         """Async twin of :meth:`sessions`."""
-        return self._account_sessions(await self._aquery((self._sessions_command(),)))
+        return await self._arun(self._sessions())
 
     # -- users -------------------------------------------------------------------------------------
-    @staticmethod
-    def _user_refs(replies: list[Any] | None, product_id: str) -> list[UserSessionRef]:
-        if replies is None:
-            return []
-        return [
-            UserSessionRef(unescape_id(session), product_id, float(seen_at))
-            for session, seen_at in _pairs(replies[0])
-        ]
-
     def user_sessions(self, user_id: str, *, product_id: str, limit: int) -> list[UserSessionRef]:
         """One product's user's most recent sessions, newest first (one ``ZREVRANGE``)."""
         if limit <= 0:
             return []
-        replies = self._query(self._user_commands(user_id, product_id, limit))
-        return self._user_refs(replies, product_id)
+        replies = self._do_query(user_sessions_commands(self._cfg, user_id, product_id, limit))
+        return user_refs(replies[0], product_id) if replies else []
 
     async def auser_sessions(
         self, user_id: str, *, product_id: str, limit: int
@@ -1506,58 +597,67 @@ class RedisBackend:
         """Async twin of :meth:`user_sessions`."""
         if limit <= 0:
             return []
-        replies = await self._aquery(self._user_commands(user_id, product_id, limit))
-        return self._user_refs(replies, product_id)
+        replies = await self._ado_query(
+            user_sessions_commands(self._cfg, user_id, product_id, limit)
+        )
+        return user_refs(replies[0], product_id) if replies else []
 
     def user_products(self, user_id: str) -> list[str]:
         """Product ids (sorted) under which ``user_id`` has indexed sessions: one ``SMEMBERS``."""
-        replies = self._query((("SMEMBERS", self._keys.user_products(user_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        replies = self._do_query((("SMEMBERS", self._keys.user_products(user_id)),))
+        return ids(replies[0]) if replies else []
 
     async def auser_products(self, user_id: str) -> list[str]:
         """Async twin of :meth:`user_products`."""
-        replies = await self._aquery((("SMEMBERS", self._keys.user_products(user_id)),))
-        return sorted(unescape_id(p) for p in replies[0]) if replies else []
+        replies = await self._ado_query((("SMEMBERS", self._keys.user_products(user_id)),))
+        return ids(replies[0]) if replies else []
 
     def forget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Drop a user's session index (under every product when ``product_id`` is None)."""
-        self._write(self._forget_user_op(user_id, product_id))
+        self._do_write(self._forget_user_op(user_id, product_id))
 
     async def aforget_user(self, user_id: str, *, product_id: str | None = None) -> None:
         """Async twin of :meth:`forget_user`."""
-        await self._awrite(self._forget_user_op(user_id, product_id))
+        await self._ado_write(self._forget_user_op(user_id, product_id))
 
     # -- chat message histories --------------------------------------------------------------------
     def append_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Append serialized chat messages (trimmed to ``max_messages``, TTL refreshed)."""
         if messages:
-            self._write(self._messages_op(key, messages))
+            self._do_write(self._messages_op(key, messages))
 
     async def aappend_messages(self, key: SessionKey, messages: Sequence[str]) -> None:
         """Async twin of :meth:`append_messages`."""
         if messages:
-            await self._awrite(self._messages_op(key, messages))
+            await self._ado_write(self._messages_op(key, messages))
 
     def get_messages(self, key: SessionKey) -> list[str]:
         """A session's serialized chat messages, oldest first (refreshes the TTL)."""
-        replies = self._query(self._get_messages_commands(key))
+        replies = self._do_query(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
 
     async def aget_messages(self, key: SessionKey) -> list[str]:
         """Async twin of :meth:`get_messages`."""
-        replies = await self._aquery(self._get_messages_commands(key))
+        replies = await self._ado_query(get_messages_commands(self._cfg, key))
         return list(replies[0]) if replies else []
 
-    def _clear_messages_op(self, key: SessionKey) -> _Op:
+    def _messages_op(self, key: SessionKey, messages: Sequence[str]) -> Op:
+        return self._op("messages", messages_commands(self._cfg, key, messages), key)
+
+    def _clear_messages_op(self, key: SessionKey) -> Op:
         return self._op("clear_messages", (("DEL", self._keys.history(key)),), key)
+
+    def _forget_user_op(self, user_id: str, product_id: str | None) -> Op:
+        kind, commands = forget_user_commands(self._cfg, user_id, product_id)
+        return self._op(kind, commands, user_id=user_id)
 
     def clear_messages(self, key: SessionKey) -> None:
         """Delete a session's chat history."""
-        self._write(self._clear_messages_op(key))
+        self._do_write(self._clear_messages_op(key))
 
     async def aclear_messages(self, key: SessionKey) -> None:
         """Async twin of :meth:`clear_messages`."""
-        await self._awrite(self._clear_messages_op(key))
+        await self._ado_write(self._clear_messages_op(key))
 
     # -- listen ------------------------------------------------------------------------------------
     def _listen_kwargs(self, pool: Any, block_ms: int) -> dict[str, Any]:
@@ -1596,13 +696,17 @@ class RedisBackend:
         :class:`BackendUnavailableError` when Redis cannot be reached.
         """
         module = self._redis
-        pool = self._client.connection_pool
+        stream = self._keys.session(key, _STREAM)
+        if self._cluster:  # XREAD on the node that owns the stream's slot now
+            slot = self._slot(("XREAD", stream))
+            pool = node_pool(self._client.nodes_manager.get_node_from_slot(slot), is_async=False)
+        else:
+            pool = self._client.connection_pool
         client = module.Redis.from_pool(
             module.ConnectionPool(
                 connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
             )
         )
-        stream = self._keys.session(key, _STREAM)
         self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
@@ -1611,8 +715,8 @@ class RedisBackend:
                     reply = client.xread({stream: cursor}, count=count, block=block_ms)
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
-                        yield _activity(entry_id, fields)
-            except self._transient as exc:
+                        yield activity(entry_id, fields)
+            except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
             client.close()
@@ -1627,13 +731,16 @@ class RedisBackend:
     ) -> AsyncGenerator[Activity, None]:
         """Async twin of :meth:`listen`; stop it with ``break`` or by cancelling the task."""
         module = self._redis
-        pool = self._aclient.connection_pool
+        stream = self._keys.session(key, _STREAM)
+        pool = self._aclient.connection_pool if not self._cluster else None
+        if pool is None:  # XREAD on the node that owns the stream's slot now
+            manager = (await self._aclient.initialize()).nodes_manager
+            pool = manager.get_node_from_slot(self._slot(("XREAD", stream)))
         client = module.asyncio.Redis.from_pool(
             module.asyncio.ConnectionPool(
                 connection_class=pool.connection_class, **self._listen_kwargs(pool, block_ms)
             )
         )
-        stream = self._keys.session(key, _STREAM)
         self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
@@ -1647,23 +754,14 @@ class RedisBackend:
                     )
                     for entry_id, fields in _entries(reply):
                         cursor = entry_id
-                        yield _activity(entry_id, fields)
-            except self._transient as exc:
+                        yield activity(entry_id, fields)
+            except self._listen_errors as exc:
                 raise self._listen_failed(exc) from exc
         finally:
             # Shielded so a cancelled listener still releases its connection.
             await asyncio.shield(client.aclose())
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def _drop_buffer(self) -> None:
-        with self._lock:
-            lost = list(self._buffer)
-            self._buffer.clear()
-            for pending in lost:
-                self._count_drop(pending)
-        for pending in lost:
-            self._dropped(pending, "closed")
-
     def close(self) -> None:
         """Replay what is buffered if Redis answers, report the rest as dropped, disconnect.
 
@@ -1671,7 +769,7 @@ class RedisBackend:
         calls :meth:`aclose`, which closes both.
         """
         self.flush()
-        self._drop_buffer()
+        self._buffer.drop_all("closed")
         self._client.close()
         if self._sentinels is not None:
             self._sentinels[0].close()
@@ -1679,7 +777,7 @@ class RedisBackend:
     async def aclose(self) -> None:
         """Async twin of :meth:`close`; closes the async and the sync client."""
         await self.aflush()
-        self._drop_buffer()
+        self._buffer.drop_all("closed")
         await self._aclient.aclose()
         self._client.close()
         if self._sentinels is not None:
