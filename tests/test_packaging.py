@@ -29,7 +29,18 @@ import llamaindex_autoplay
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT_URL = "https://github.com/autoplay-live-context/autoplay-live-context"
 
-EXTRAS = {"all", "demo", "dev", "emulator", "langchain", "llamaindex", "otel", "redis"}
+EXTRAS = {
+    "all",
+    "demo",
+    "dev",
+    "emulator",
+    "langchain",
+    "llamaindex",
+    "otel",
+    "redis",
+    "serve",
+    "sse",
+}
 CLASSIFIERS = [
     "Development Status :: 3 - Alpha",
     "Framework :: AsyncIO",
