@@ -207,10 +207,12 @@ def check_picklable(owner: object, store: object | None) -> None:
     a warning, leaving an adapter without a source.
     """
     if store is not None:
+        # The wording of the other adapters' refusal (their store is never optional).
+        name = type(owner).__name__
         raise TypeError(
-            f"{type(owner).__name__} with store= cannot be pickled: a store is a live "
-            "resource (locks, threads, connections). Pickle a path= or url= source, or "
-            "build the adapter in the process that uses the store."
+            f"{name} holds a live context store, which cannot be pickled; pickle a "
+            f"{name} with path= or url=, or build a new {name} with a store in the other "
+            "process (copy.deepcopy shares the store)"
         )
 
 

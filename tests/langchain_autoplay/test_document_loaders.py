@@ -544,5 +544,7 @@ def test_a_snapshot_loader_shares_its_store_in_copies_and_refuses_pickling(
     deep = copy.deepcopy(loader)
     assert deep.store is store and copy.copy(loader).store is store
     assert [d.metadata["session_id"] for d in deep.load()] == ["s1"]
-    with pytest.raises(TypeError, match="AutoplayLoader with store= cannot be pickled"):
+    with pytest.raises(
+        TypeError, match="AutoplayLoader holds a live context store, which cannot be pickled"
+    ):
         pickle.dumps(loader)

@@ -410,7 +410,9 @@ def test_a_snapshot_reader_shares_its_store_in_copies_and_refuses_pickling(
     reader = AutoplayReader(store=store, product_id=ACME)
     assert copy.deepcopy(reader).store is store
     assert copy.copy(reader).store is store
-    with pytest.raises(TypeError, match="AutoplayReader with store= cannot be pickled"):
+    with pytest.raises(
+        TypeError, match="AutoplayReader holds a live context store, which cannot be pickled"
+    ):
         pickle.dumps(reader)
     assert reader.store is store  # LlamaIndex's pickling used to drop it from the original
     # The dict holds no store: it is given back when loading.
