@@ -8,6 +8,19 @@
 
 The first line printed is ``emulator: serving <url>`` (with the real port when
 ``--port 0``), so scripts can read where to connect.
+
+Scripts play once, at start-up, at their recorded pace; a client that connects
+later (your chatbot, started after the emulator) still gets every scripted
+event: while scripts are played, a new stream without ``Last-Event-ID`` starts
+at the oldest buffered frame and then goes on live (``--no-replay-from-start``
+turns that off). We chose the replay over playing at the first subscriber or
+looping: every client, first or fifth, early or late, sees the same sessions
+under the same ids, the first line's contract (``published N events``) keeps
+its meaning, and a reconnecting client still resumes exactly by its
+``Last-Event-ID``.
+
+``autoplay-live demo`` needs the ``demo`` extra; without it the command prints
+one line on stderr saying what to install and exits with status 2.
 """
 
 from __future__ import annotations
@@ -40,13 +53,18 @@ from autoplay_base.emulator._types import CLOSE_MODES
 
 __all__ = ["build_parser", "main"]
 
+DESCRIPTION = "autoplay-live: the connector emulator and the offline demo."
+"""``--help``'s description: plain text (the module docstring is reStructuredText)."""
+MISSING_EXTRA_STATUS = 2
+"""Exit status of ``autoplay-live demo`` when the ``demo`` extra is not installed."""
+
 # Every default below is the one of the class or function the option configures,
 # imported rather than repeated, so ``--help`` and the API cannot disagree.
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``autoplay-live``."""
-    parser = argparse.ArgumentParser(prog="autoplay-live", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="autoplay-live", description=DESCRIPTION)
     commands = parser.add_subparsers(dest="command", required=True)
 
     emulator = commands.add_parser("emulator", help="serve the SSE connector emulator")
@@ -98,8 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument(
         "--replay-from-start",
-        action="store_true",
-        help="new streams without Last-Event-ID start at the oldest buffered frame",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="new streams without Last-Event-ID start at the oldest buffered frame "
+        "(default: on while scripts are played, so a client that connects late gets them)",
     )
     emulator.add_argument("--close-every", type=int, help="fault: end streams every K frames")
     emulator.add_argument(
@@ -146,8 +166,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="scripted user to play (repeatable; default: all)",
     )
     demo.add_argument("--redis", metavar="URL", help="keep context in Redis at URL")
-    demo.add_argument("--no-prompts", action="store_true", help="do not print the prompts")
+    demo.add_argument(
+        "--verbose",
+        action="store_true",
+        help="also print each user's full live context and the prompt a chat model would get",
+    )
+    demo.add_argument(
+        "--no-prompts", action="store_true", help="with --verbose: do not print the prompts"
+    )
     return parser
+
+
+def _missing_demo_extra(exc: ImportError) -> str:
+    """The one line ``autoplay-live demo`` prints when an import of the extra failed."""
+    # The module that is missing: named by the error itself, or by the one it wraps
+    # (``langchain_autoplay.demo`` re-raises as MissingDependencyError from it).
+    cause = exc.__cause__
+    name = exc.name or (cause.name if isinstance(cause, ImportError) else None)
+    missing = f" ({name.split('.')[0]} is not installed)" if name else ""
+    return (
+        f"autoplay-live demo needs the 'demo' extra{missing}; "
+        "install it with: pip install 'autoplay-live-context[demo]'"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -155,7 +195,12 @@ def _demo(args: argparse.Namespace) -> int:
     # ``demo`` extra), and ``autoplay_base`` never imports a framework on its own.
     # The one arrow from autoplay_base up to an adapter package, taken only when
     # the user asks for the demo.
-    from langchain_autoplay.demo import DemoOptions, run_demo  # noqa: PLC0415
+    try:
+        from langchain_autoplay.demo import DemoOptions, run_demo  # noqa: PLC0415
+    except ImportError as exc:
+        # One line a person can act on, not a traceback.
+        print(_missing_demo_extra(exc), file=sys.stderr)
+        return MISSING_EXTRA_STATUS
 
     options = DemoOptions(
         product=args.product,
@@ -164,12 +209,17 @@ def _demo(args: argparse.Namespace) -> int:
         scripts=args.script or list_scripts(),
         redis_url=args.redis,
         show_prompts=not args.no_prompts,
+        verbose=args.verbose,
     )
     return run_demo(options)
 
 
 async def _serve(args: argparse.Namespace) -> int:
     products = args.product or list(DEFAULT_PRODUCTS)
+    scripts = args.script or []
+    if "all" in scripts:
+        scripts = list_scripts()
+    replay_from_start = bool(scripts) if args.replay_from_start is None else args.replay_from_start
     token = args.token if args.token is not None else os.environ.get(EMULATOR_TOKEN_ENV_VAR) or None
     faults = Faults(
         close_every=args.close_every, close_mode=args.close_mode, fail_next=args.fail_first
@@ -183,15 +233,12 @@ async def _serve(args: argparse.Namespace) -> int:
         retry_ms=args.retry_ms,
         replay_size=args.replay_size,
         faults=faults,
-        replay_from_start=args.replay_from_start,
+        replay_from_start=replay_from_start,
     )
     async with server:
         for product in products:
             print(f"emulator: serving {server.url_for(product)}", flush=True)
         jobs = []
-        scripts = args.script or []
-        if "all" in scripts:
-            scripts = list_scripts()
         for product in products:
             for script in scripts:
                 jobs.append(server.play(product, script, speed=args.speed, repeat=args.repeat))
@@ -210,6 +257,11 @@ async def _serve(args: argparse.Namespace) -> int:
         for job in jobs:
             published = await asyncio.wrap_future(job)
             print(f"emulator: published {published} events", flush=True)
+        if scripts and replay_from_start:
+            print(
+                "emulator: clients that connect later get the scripted events from the start",
+                flush=True,
+            )
         await asyncio.Event().wait()  # serve until interrupted
     return 0
 

@@ -11,6 +11,13 @@ conversion into its framework's document type. Three sources:
 Both adapters describe what to read with one :class:`SourceOptions`, validated
 when it is built, so the loader and the reader accept and reject exactly the same
 values with the same :class:`~autoplay_base.errors.ConfigError` messages.
+
+Copies and pickles of a loader or a reader follow one rule, here
+(:func:`check_picklable`, :func:`share_store`): the configuration (source,
+bounds, product, read options, token) travels; a store does not. A store is a
+live resource (locks, worker threads, maybe a Redis connection): a copy
+(``copy.copy``/``copy.deepcopy``) shares the original's store, and pickling an
+adapter that holds one raises ``TypeError`` (build it where it runs instead).
 """
 
 from __future__ import annotations
@@ -35,9 +42,11 @@ __all__ = [
     "SourceOptions",
     "aiter_events",
     "asnapshot_sessions",
+    "check_picklable",
     "event_metadata",
     "iter_events",
     "session_metadata",
+    "share_store",
     "snapshot_sessions",
 ]
 
@@ -187,6 +196,30 @@ async def asnapshot_sessions(
         if view is not None and (view.summary or view.actions):
             snapshots.append(SessionSnapshot(key, view))
     return snapshots
+
+
+def check_picklable(owner: object, store: object | None) -> None:
+    """Refuse to pickle ``owner`` (a loader or a reader) while it holds a store.
+
+    Raises ``TypeError`` (what :mod:`pickle` raises for what it cannot carry) with
+    a message saying what to do, instead of the store's own ``cannot pickle
+    '_thread.lock'``; LlamaIndex's components would otherwise drop the field with
+    a warning, leaving an adapter without a source.
+    """
+    if store is not None:
+        # The wording of the other adapters' refusal (their store is never optional).
+        name = type(owner).__name__
+        raise TypeError(
+            f"{name} holds a live context store, which cannot be pickled; pickle a "
+            f"{name} with path= or url=, or build a new {name} with a store in the other "
+            "process (copy.deepcopy shares the store)"
+        )
+
+
+def share_store(memo: dict[int, Any], store: object | None) -> None:
+    """Make ``copy.deepcopy`` keep ``store`` as it is: the copy shares the original's store."""
+    if store is not None:
+        memo[id(store)] = store
 
 
 def _is_int(value: object) -> bool:

@@ -7,6 +7,15 @@ reconnects exactly like the clients (same code), raise the same errors for
 401/403/404, and skip bad frames (counted, logged, passed to ``on_error``).
 No callbacks, threads or buffers: the socket is read only as fast as the
 caller consumes.
+
+A window that ends by its ``timeout`` without the connector ever having
+answered 200 with an event stream (connection refused, no answer, 5xx for the
+whole window) raises :class:`~autoplay_base.errors.ConnectorError`: that is an
+outage, and an ingestion job must not "succeed" with zero documents. A
+connector that answered but sent nothing within the window is a quiet stream:
+the window is simply empty. The HTTP connect and read timeouts are capped at
+the window's ``timeout``, so a connector that accepts the connection but never
+answers cannot hold the window past its deadline.
 """
 
 from __future__ import annotations
@@ -34,7 +43,7 @@ from autoplay_base._reconnect import (
     ResumeState,
 )
 from autoplay_base._secret import resolve_token
-from autoplay_base.errors import ConfigError, EventDecodeError
+from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event
 
 __all__ = ["aiter_stream_events", "iter_stream_events"]
@@ -101,6 +110,9 @@ def iter_stream_events(
         on_error: called with each rejected frame's ``EventDecodeError``.
 
     Raises:
+        ConnectorError: the window ended by ``timeout`` and the connector never
+            answered 200 with an event stream (refused, silent, 5xx): it is down.
+            A connector that answered but sent nothing yields an empty window.
         ConnectorAuthError: 401/403. ConnectorNotFoundError: 404.
         ConnectorRetriesExhaustedError: ``max_retries`` consecutive failures.
         ConfigError: invalid options (raised here, before connecting).
@@ -118,7 +130,31 @@ def iter_stream_events(
         heartbeat_timeout=heartbeat_timeout,
         on_error=on_error,
     )
-    return _iter_window(core, max_events, timeout, http_timeout(connect_timeout, heartbeat_timeout))
+    return _iter_window(
+        core, max_events, timeout, _limits(connect_timeout, heartbeat_timeout, timeout)
+    )
+
+
+def _limits(
+    connect_timeout: float, heartbeat_timeout: float | None, timeout: float | None
+) -> httpx.Timeout:
+    """The HTTP timeouts, none longer than the window: a blocked connect or a
+    server that never sends its headers cannot outlast ``timeout`` (the sync
+    window's timer can only cut a response it already holds)."""
+    if timeout is None:
+        return http_timeout(connect_timeout, heartbeat_timeout)
+    heartbeat = timeout if heartbeat_timeout is None else min(heartbeat_timeout, timeout)
+    return http_timeout(min(connect_timeout, timeout), heartbeat)
+
+
+def _check_answered(core: StreamCore, timeout: float | None) -> None:
+    """Raise when a window ended by its timeout without one answered connection."""
+    if core.counters.connections == 0:
+        raise ConnectorError(
+            f"the connector at {core.safe_url} did not answer with an event stream within "
+            f"{timeout}s ({core.resume.failures} failed attempt(s)): is it running and "
+            "reachable? (A connector that answers but sends nothing gives an empty window.)"
+        )
 
 
 def _iter_window(
@@ -142,6 +178,8 @@ def _iter_window(
         finally:
             if timer is not None:
                 timer.cancel()
+    # Only a stop can end iter_events without an error: the window's timer fired.
+    _check_answered(core, timeout)
 
 
 def aiter_stream_events(
@@ -174,7 +212,7 @@ def aiter_stream_events(
         on_error=on_error,
     )
     return _aiter_window(
-        core, max_events, timeout, http_timeout(connect_timeout, heartbeat_timeout)
+        core, max_events, timeout, _limits(connect_timeout, heartbeat_timeout, timeout)
     )
 
 
@@ -206,15 +244,19 @@ async def _aiter_window(
         while max_events is None or yielded < max_events:
             remaining = None if deadline is None else deadline - loop.time()
             if remaining is not None and remaining <= 0:
-                return
+                break
             try:
                 item = await asyncio.wait_for(handoff.get(), remaining)
             except asyncio.TimeoutError:
-                return
+                break
             if isinstance(item, Exception):
                 raise item
             yield item
             yielded += 1
+        else:
+            return  # max_events reached
     finally:
         producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)
+    # The deadline passed (the producer is stopped, so its counters are final).
+    _check_answered(core, timeout)

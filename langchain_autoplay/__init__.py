@@ -16,6 +16,7 @@ keyword arguments or an agent's runtime context), never from the instance.
 
 from typing import TYPE_CHECKING, Any
 
+from autoplay_base._version import __version__
 from autoplay_base.errors import missing_extra
 
 try:
@@ -45,6 +46,7 @@ __all__ = [
     "LoadUnit",
     "SessionActivityInput",
     "SessionActivityTool",
+    "__version__",
     "create_session_activity_tool",
 ]
 

@@ -39,7 +39,7 @@ from autoplay_base.demo import (
     load_help_center,
 )
 from autoplay_base.emulator import EmulatorServer, list_scripts, load_script
-from autoplay_base.errors import missing_extra
+from autoplay_base.errors import MissingDependencyError
 from autoplay_base.stream import ConnectorClient
 
 try:
@@ -53,8 +53,12 @@ try:
     from pydantic import ConfigDict, PrivateAttr
 
     from langchain_autoplay.retrievers import AutoplayRetriever
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise missing_extra("langchain-core and bm25s", "demo") from exc
+except ImportError as exc:  # exercised in a subprocess with the import blocked
+    missing = f" ({exc.name} is missing)" if exc.name else ""
+    raise MissingDependencyError(
+        f"the demo needs langchain-core and bm25s{missing}; "
+        "install them with pip install 'autoplay-live-context[demo]'"
+    ) from exc
 
 __all__ = ["DEMO_QUESTIONS", "DemoOptions", "HelpCenterRetriever", "run_demo"]
 
@@ -88,6 +92,9 @@ class DemoOptions:
     scripts: Sequence[str] = field(default_factory=list_scripts)
     redis_url: str | None = None
     show_prompts: bool = True
+    """With ``verbose``: also the prompt a chat model would get (``--no-prompts``: not)."""
+    verbose: bool = False
+    """Each user's full live context and the prompts, not only the table (``--verbose``)."""
     model: BaseChatModel | None = None
     """A chat model to answer with; by default one is built from ``OPENAI_API_KEY``."""
 
@@ -146,12 +153,11 @@ def _chat_model() -> BaseChatModel | None:
 
 
 class _Screen:
-    """Plain terminal output: a progress line on a TTY, periodic lines elsewhere."""
+    """Plain terminal output: a progress line redrawn on a TTY, one final line elsewhere."""
 
     def __init__(self, out: TextIO) -> None:
         self.out = out
         self.tty = out.isatty()
-        self._last_quarter = -1
 
     def line(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
@@ -160,28 +166,33 @@ class _Screen:
         self.line()
         self.line(f"== {title} " + "=" * max(0, _WIDTH - len(title) - 4))
 
-    def progress(self, done: int, total: int) -> None:
+    @staticmethod
+    def _bar(done: int, total: int) -> str:
         filled = int(30 * done / total) if total else 30
         bar = "#" * filled + "." * (30 - filled)
-        text = f"  streaming live activity [{bar}] {done}/{total} events"
-        if self.tty:
-            print("\r" + text, end="", file=self.out, flush=True)
-            return
-        quarter = 4 * done // total if total else 4
-        if quarter != self._last_quarter:
-            self._last_quarter = quarter
-            self.line(text)
+        return f"  streaming live activity [{bar}] {done}/{total} events"
 
-    def end_progress(self) -> None:
+    def progress(self, done: int, total: int) -> None:
+        """Redraw the progress line (a TTY only: a log or a pipe gets the final line)."""
         if self.tty:
+            print("\r" + self._bar(done, total), end="", file=self.out, flush=True)
+
+    def end_progress(self, done: int, total: int) -> None:
+        if self.tty:
+            self.progress(done, total)
             self.line()
+        else:
+            self.line(self._bar(done, total))
 
     def table(self, headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
         widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-        self.line("  " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)))
+        self.line(
+            ("  " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))).rstrip()
+        )
         self.line("  " + "-+-".join("-" * w for w in widths))
         for row in rows:
-            self.line("  " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+            cells = " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True))
+            self.line(("  " + cells).rstrip())
 
 
 def _titles(documents: Sequence[Document]) -> str:
@@ -242,12 +253,17 @@ class _Player:
         while self.client.counters.delivered < self.published and time.monotonic() < deadline:
             self.screen.progress(self.client.counters.delivered, total)
             time.sleep(0.05)  # a UI refresh: the loop condition decides
-        self.screen.progress(self.client.counters.delivered, total)
-        self.screen.end_progress()
+        self.screen.end_progress(self.client.counters.delivered, total)
 
 
 def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> int:
-    """Run the demo, writing to ``out`` (stdout); returns the process exit code."""
+    """Run the demo, writing to ``out`` (stdout); returns the process exit code.
+
+    By default it prints one screen per checkpoint: what each user is doing, in
+    one line, and the side-by-side table of top hits (about 40 lines in all);
+    ``DemoOptions(verbose=True)`` (``--verbose``) adds each user's full live
+    context and, at the first checkpoint, the prompt a chat model would get.
+    """
     options = options or DemoOptions()
     screen = _Screen(out or sys.stdout)
     screen.line("autoplay-live demo: the same questions, with and without the user's live context")
@@ -273,7 +289,9 @@ def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> i
         if not connected.wait(STREAM_TIMEOUT_SECONDS):
             screen.line("  could not connect to the emulator")
             return 1
-        model = options.model or _chat_model()
+        demo = _Checkpoint(
+            screen, options, store, knowledge_base, live, options.model or _chat_model()
+        )
         player = _Player(screen, server, client)
         halfway = len(steps) // 2
         for number, (part, title) in enumerate(
@@ -282,30 +300,22 @@ def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> i
         ):
             screen.rule(f"{number}. Three Flowdesk users are using the app: {title}")
             player.play(part, options.product, options.speed, len(steps))
-            for session_id, who in users:
-                _ask(
-                    screen,
-                    options=options,
-                    store=store,
-                    knowledge_base=knowledge_base,
-                    live=live,
-                    session_id=session_id,
-                    who=who,
-                    model=model,
-                    show_prompt=options.show_prompts and number == 1,
-                )
+            demo.show(users, first=number == 1)
         stats = client.counters
         screen.rule("Done")
         screen.line(
             f"  received {stats.received} events, delivered {stats.delivered}, "
             f"dropped {stats.dropped}; {len(store.active_sessions)} sessions in the store"
         )
-        if model is None:
+        if demo.model is None:
             screen.line(
                 "  To generate answers too: pip install langchain-openai and set OPENAI_API_KEY."
             )
-        screen.line("  Next: notebooks/01_quickstart.ipynb, or point a ConnectorClient at")
-        screen.line("  `autoplay-live emulator` from your own chatbot.")
+        if not options.verbose:
+            screen.line("  --verbose shows each user's full live context and the prompt it builds.")
+        screen.line(
+            "  Next: notebooks/01_quickstart.ipynb, or `autoplay-live emulator` for your bot."
+        )
         return 0
     finally:
         client.stop()
@@ -313,44 +323,84 @@ def run_demo(options: DemoOptions | None = None, out: TextIO | None = None) -> i
         store.close()
 
 
-def _ask(
-    screen: _Screen,
-    *,
-    options: DemoOptions,
-    store: ContextStore,
-    knowledge_base: HelpCenterRetriever,
-    live: AutoplayRetriever,
-    session_id: str,
-    who: str,
-    model: BaseChatModel | None,
-    show_prompt: bool,
-) -> None:
-    """One user's checkpoint: their context, the side-by-side table, the prompt or answer."""
-    config: Any = {"configurable": {"session_id": session_id, "product_id": options.product}}
-    screen.line()
-    screen.line(f"  {who} ({session_id}) — live context:")
-    context = store.get(session_id, options.product) or "(no live context yet)"
-    screen.line(textwrap.indent(context, "    | ", lambda _: True))
-    rows = []
-    for question in options.questions:
-        plain = knowledge_base.invoke(question)
-        with_context = live.invoke(question, config=config)
-        rows.append((question, _titles(plain), _titles(with_context)))
-    screen.line()
-    screen.table(("question", "plain retriever: top hit", "with live context: top hit"), rows)
-    question = options.questions[0]
-    documents = live.invoke(question, config=config)
-    inputs = {
-        "articles": _articles_block(documents),
-        "question": store.enrich(session_id, question, options.product),
-    }
-    if model is not None:
-        answer = (PROMPT | model | StrOutputParser()).invoke(inputs)
-        screen.line(f"  answer to {question!r}:")
-        screen.line(textwrap.indent(textwrap.fill(answer, _WIDTH - 4), "    "))
-    elif show_prompt:
+def _user_name(who: str) -> str:
+    """The short name a table shows: an email's local part."""
+    return who.split("@", 1)[0]
+
+
+def _doing_now(store: ContextStore, session_id: str, product: str) -> str:
+    """What a user is doing, in one line: their latest action, else their summary."""
+    view = store.view(session_id, product)
+    if view is None:
+        return "(no live context yet)"
+    if view.actions:
+        return view.actions[-1].split(" — ", 1)[0]  # the description, without the page URL
+    return view.summary or "(no live context yet)"
+
+
+@dataclass
+class _Checkpoint:
+    """What the demo shows at one moment of the users' sessions."""
+
+    screen: _Screen
+    options: DemoOptions
+    store: ContextStore
+    knowledge_base: HelpCenterRetriever
+    live: AutoplayRetriever
+    model: BaseChatModel | None
+
+    def show(self, users: Sequence[tuple[str, str]], *, first: bool) -> None:
+        """Each user's current activity, the table of top hits, then answers or prompts."""
+        screen, options = self.screen, self.options
         screen.line()
-        screen.line(f"  the prompt a chat model would get for {question!r}:")
+        width = max(len(_user_name(who)) for _, who in users)
+        for session_id, who in users:
+            if options.verbose:
+                context = self.store.get(session_id, options.product) or "(no live context yet)"
+                screen.line(f"  {who} ({session_id}) — live context:")
+                screen.line(textwrap.indent(context, "    | ", lambda _: True))
+            else:
+                now = _doing_now(self.store, session_id, options.product)
+                room = _WIDTH - width - 4
+                screen.line(f"  {_user_name(who).ljust(width)}  {textwrap.shorten(now, room)}")
+        rows = []
+        for session_id, who in users:
+            for n, question in enumerate(options.questions):
+                plain = self.knowledge_base.invoke(question)
+                with_context = self.live.invoke(question, config=self._config(session_id))
+                name = _user_name(who) if n == 0 else ""
+                rows.append((name, question, _titles(plain), _titles(with_context)))
+        screen.line()
+        screen.table(
+            ("user", "question", "plain retriever: top hit", "with live context: top hit"), rows
+        )
+        for session_id, who in users:
+            self._answer(
+                session_id, who, show_prompt=options.verbose and options.show_prompts and first
+            )
+
+    def _config(self, session_id: str) -> Any:
+        return {"configurable": {"session_id": session_id, "product_id": self.options.product}}
+
+    def _answer(self, session_id: str, who: str, *, show_prompt: bool) -> None:
+        """The model's answer to the first question, or (``show_prompt``) its prompt."""
+        if self.model is None and not show_prompt:
+            return
+        question = self.options.questions[0]
+        documents = self.live.invoke(question, config=self._config(session_id))
+        inputs = {
+            "articles": _articles_block(documents),
+            "question": self.store.enrich(session_id, question, self.options.product),
+        }
+        screen = self.screen
+        screen.line()
+        if self.model is not None:
+            answer = (PROMPT | self.model | StrOutputParser()).invoke(inputs)
+            screen.line(f"  {who} ({session_id}):")
+            screen.line(f"  answer to {question!r}:")
+            screen.line(textwrap.indent(textwrap.fill(answer, _WIDTH - 4), "    "))
+            return
+        screen.line(f"  {who} ({session_id}): the prompt a chat model would get for {question!r}:")
         for message in PROMPT.format_messages(**inputs):
             text = f"[{message.type}]\n{message.content}"
             screen.line(textwrap.indent(text, "    ", lambda _: True))

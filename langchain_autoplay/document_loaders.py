@@ -26,10 +26,23 @@ Documents carry no ``id``; the ids in the metadata are separate keys.
 Event types this package does not model (``usertour_trigger``, …) are skipped
 unless ``include_unknown=True``; skips are counted in :attr:`AutoplayLoader.skipped`
 and logged. A live window needs ``max_events`` or ``timeout``.
+
+A connector that is down is an error, not an empty load: when a window ends by
+its ``timeout`` and the connector never answered 200 with an event stream
+(connection refused, no answer, 5xx throughout), loading raises
+:class:`~autoplay_base.errors.ConnectorError`, so an ingestion job cannot
+"succeed" with zero documents; 401/403/404 raise at once. A connector that
+answered but sent nothing within the window is a quiet stream: the load is
+``[]``.
+
+``pickle`` and ``copy.deepcopy`` carry a loader's configuration and token; a copy
+shares the original's store, and pickling a loader that holds a store raises
+``TypeError`` (a store is a live resource; the rule is :mod:`autoplay_base.sources`').
 """
 
 from __future__ import annotations
 
+import copy
 import importlib
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -44,7 +57,7 @@ from typing_extensions import override
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError, MissingDependencyError
 from autoplay_base.events import Event, UnknownEvent
-from autoplay_base.sources import SessionSnapshot, SourceOptions
+from autoplay_base.sources import SessionSnapshot, SourceOptions, check_picklable, share_store
 from langchain_autoplay._documents import event_document, snapshot_document
 
 __all__ = ["AutoplayLoader", "LoadUnit"]
@@ -174,6 +187,26 @@ class AutoplayLoader(BaseLoader):
             else (f"url={self.url!r}" if self.url is not None else f"store={self.store!r}")
         )
         return f"AutoplayLoader({source}, per={self.per!r})"
+
+    # -- copies and pickles (the rule: autoplay_base.sources) ---------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle the configuration; a loader holding a store refuses (``TypeError``)."""
+        check_picklable(self, self.store)
+        return self.__dict__.copy()
+
+    def __copy__(self) -> AutoplayLoader:
+        """A shallow copy (the store is shared); not through pickling's ``__getstate__``."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        return clone
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> AutoplayLoader:
+        """A deep copy of the configuration that shares the original's store."""
+        share_store(memo, self.store)
+        clone = object.__new__(type(self))
+        memo[id(self)] = clone
+        clone.__dict__.update(copy.deepcopy(self.__dict__, memo))
+        return clone
 
     # -- pure steps ---------------------------------------------------------------------
     def _source(self) -> SourceOptions:

@@ -11,6 +11,7 @@
 * :class:`AutoplayMemoryBlock`: live activity as a block of LlamaIndex ``Memory``.
 """
 
+from autoplay_base._version import __version__
 from autoplay_base.errors import missing_extra
 
 try:
@@ -27,6 +28,7 @@ __all__ = [
     "AutoplayQueryBundle",
     "AutoplayReader",
     "SessionScope",
+    "__version__",
     "autoplay_session",
     "current_session",
 ]

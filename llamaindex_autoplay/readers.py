@@ -28,6 +28,20 @@ characters (:mod:`autoplay_base.formatting`). The output feeds
 ``read_overrides``, still accepted) are the store's read options for snapshots.
 The async methods read the stream with httpx's async client and the store with
 its async reads; nothing is run in a thread.
+
+A connector that is down is an error, not zero documents: when a window ends by
+its ``timeout`` and the connector never answered 200 with an event stream
+(connection refused, no answer, 5xx throughout), ``load_data`` raises
+:class:`~autoplay_base.errors.ConnectorError`; 401/403/404 raise at once. A
+connector that answered but sent nothing within the window is a quiet stream:
+``load_data`` returns ``[]``.
+
+Copies and serialization: ``to_dict``/``to_json`` (and ``from_dict``/``from_json``)
+round-trip the configuration, never the token nor the store (pass it back:
+``AutoplayReader.from_dict(data, store=store)``); ``pickle`` and ``copy.deepcopy``
+carry the configuration and the token, and a copy shares the original's store,
+while pickling a reader that holds a store raises ``TypeError`` (a store is a
+live resource; the rule is :mod:`autoplay_base.sources`').
 """
 
 from __future__ import annotations
@@ -38,16 +52,15 @@ from typing import Any
 from llama_index.core.bridge.pydantic import Field
 from llama_index.core.readers.base import BasePydanticReader
 from llama_index.core.schema import Document
+from typing_extensions import Self
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
-from autoplay_base.sources import SourceOptions
+from autoplay_base.sources import SourceOptions, check_picklable, share_store
 from llamaindex_autoplay._convert import event_document, snapshot_document
 from llamaindex_autoplay._fields import ReadOverridesAlias, context_options_field
 
 __all__ = ["AutoplayReader"]
-
-_SOURCE_FIELDS = ("path", "url", "token", "store", "max_events", "timeout", "product_id")
 
 
 class AutoplayReader(ReadOverridesAlias, BasePydanticReader):
@@ -83,14 +96,55 @@ class AutoplayReader(ReadOverridesAlias, BasePydanticReader):
         "also accepted as read_overrides."
     )
 
-    def __init__(self, **data: Any) -> None:
-        """Check the source options, then validate the fields."""
+    # An explicit signature, not ``**data: Any``: type checkers and IDEs see every
+    # option and its type (pydantic's own would be hidden by an override).
+    def __init__(
+        self,
+        *,
+        path: str | None = None,
+        url: str | None = None,
+        token: str = "",
+        store: ContextStore | AsyncContextStore | None = None,
+        max_events: int | None = None,
+        timeout: float | None = None,
+        product_id: str | None = None,
+        context_options: Mapping[str, Any] | None = None,
+        read_overrides: Mapping[str, Any] | None = None,
+        is_remote: bool = False,
+    ) -> None:
+        """Check the source options, then validate the fields.
+
+        ``read_overrides`` is the former name of ``context_options``; ``is_remote``
+        is LlamaIndex's flag, set from ``url`` (accepted so ``from_dict`` round-trips).
+        """
+        source: dict[str, Any] = {
+            "path": path,
+            "url": url,
+            "token": token,
+            "store": store,
+            "max_events": max_events,
+            "timeout": timeout,
+            "product_id": product_id,
+        }
         # Checked on the values as given, before pydantic coerces them (it would turn
         # ``max_events=True`` into 1), so the reader and the loader refuse the same values.
-        SourceOptions(**{name: data[name] for name in _SOURCE_FIELDS if name in data})
-        super().__init__(**data)
-        if self.url is not None:
-            self.is_remote = True
+        SourceOptions(**source)
+        options = {"context_options": context_options, "read_overrides": read_overrides}
+        given = {name: dict(value) for name, value in options.items() if value is not None}
+        super().__init__(**source, **given, is_remote=is_remote or url is not None)
+
+    # -- copies and serialization (the rule: autoplay_base.sources) ----------------------
+    def __getstate__(self) -> dict[Any, Any]:
+        """Pickle the configuration; a reader holding a store refuses (``TypeError``)."""
+        check_picklable(self, self.store)
+        state: dict[Any, Any] = super().__getstate__()
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Self:
+        """A deep copy of the configuration that shares the original's store."""
+        memo = {} if memo is None else memo
+        share_store(memo, self.store)
+        return super().__deepcopy__(memo)
 
     @classmethod
     def class_name(cls) -> str:

@@ -20,23 +20,64 @@ def test_help_center_has_thirty_articles() -> None:
     assert articles[0].title == "Managing seats and roles"
 
 
+def _rows(text: str) -> list[str]:
+    """The table rows (user, question, plain top hit, live top hit), without the header."""
+    rows = []
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.split(" | ")]
+        if len(cells) == 4 and cells[0] != "user" and line.startswith("  "):
+            rows.append(" | ".join(cells))
+    return rows
+
+
+# Every user → top article pairing of the default demo, halfway and at the end: each one
+# a person reading the user's activity would agree with (the plain retriever never changes).
+DEMO_ROWS = [
+    "lena.kowalski | How do I do this? | How prorated charges work "
+    "| Export a report to CSV or Excel",
+    " | Why isn't it working? | Delete a workspace | Export a report to CSV or Excel",
+    "maya.chen | How do I do this? | How prorated charges work | Managing seats and roles",
+    " | Why isn't it working? | Delete a workspace | Managing seats and roles",
+    "omar.haddad | How do I do this? | How prorated charges work | Compare Flowdesk plans",
+    " | Why isn't it working? | Delete a workspace | Compare Flowdesk plans",
+    "lena.kowalski | How do I do this? | How prorated charges work "
+    "| Schedule recurring report exports",
+    " | Why isn't it working? | Delete a workspace | Schedule recurring report exports",
+    "maya.chen | How do I do this? | How prorated charges work | Managing seats and roles",
+    " | Why isn't it working? | Delete a workspace | Managing seats and roles",
+    "omar.haddad | How do I do this? | How prorated charges work | Download invoices and receipts",
+    " | Why isn't it working? | Delete a workspace | Download invoices and receipts",
+]
+
+
 def test_demo_shows_what_live_context_changes() -> None:
     out = io.StringIO()
     assert run_demo(DemoOptions(speed=0), out) == 0
     text = out.getvalue()
-    tables = [line.rstrip() for line in text.splitlines() if line.startswith("  How do I do this?")]
-    assert tables == [
-        "  How do I do this?     | How prorated charges work | Export a report to CSV or Excel",
-        "  How do I do this?     | How prorated charges work | Managing seats and roles",
-        "  How do I do this?     | How prorated charges work | Compare Flowdesk plans",
-        "  How do I do this?     | How prorated charges work | Schedule recurring report exports",
-        "  How do I do this?     | How prorated charges work | Managing seats and roles",
-        "  How do I do this?     | How prorated charges work | Update your payment method",
-    ]
+    assert _rows(text) == DEMO_ROWS
+    assert len(text.splitlines()) <= 40  # one short screen by default
     assert "received 38 events, delivered 38, dropped 0; 3 sessions in the store" in text
-    assert text.count("the prompt a chat model would get for 'How do I do this?':") == 3
-    assert "[Query]\n    How do I do this?" in text
+    # What each user is doing, one line each, next to the table.
+    assert "  maya.chen      Saw the error 'Seat limit reached for your plan' again\n" in text
+    assert (
+        "  omar.haddad    The user upgraded to Growth; "
+        "the invoice they downloaded lacks their VAT number.\n"
+    ) in text
+    assert "the prompt a chat model would get" not in text
+    assert "[Query]" not in text
     assert "To generate answers too: pip install langchain-openai and set OPENAI_API_KEY." in text
+    assert "--verbose shows each user's full live context and the prompt it builds." in text
+
+
+def test_verbose_demo_shows_contexts_and_prompts() -> None:
+    out = io.StringIO()
+    assert run_demo(DemoOptions(speed=0, verbose=True), out) == 0
+    text = out.getvalue()
+    assert _rows(text) == DEMO_ROWS
+    assert text.count("the prompt a chat model would get for 'How do I do this?':") == 3
+    assert text.count(" — live context:\n") == 6
+    assert "[Query]\n    How do I do this?" in text
+    assert "--verbose shows" not in text
 
 
 def test_cli_demo_runs_and_documents_its_options(capsys: pytest.CaptureFixture[str]) -> None:
@@ -44,11 +85,21 @@ def test_cli_demo_runs_and_documents_its_options(capsys: pytest.CaptureFixture[s
         main(["demo", "--help"])
     assert info.value.code == 0
     usage = capsys.readouterr().out
-    for option in ("--product", "--speed", "--question", "--redis", "--script"):
+    for option in ("--product", "--speed", "--question", "--redis", "--script", "--verbose"):
         assert option in usage
-    assert main(["demo", "--speed", "0", "--no-prompts", "--question", "Why can't I find it?"]) == 0
+    args = [
+        "demo",
+        "--speed",
+        "0",
+        "--verbose",
+        "--no-prompts",
+        "--question",
+        "Why can't I find it?",
+    ]
+    assert main(args) == 0
     out = capsys.readouterr().out
-    assert out.count("  Why can't I find it? |") == 6
+    assert [row.split(" | ")[1] for row in _rows(out)] == ["Why can't I find it?"] * 6
+    assert out.count(" — live context:\n") == 6
     assert "the prompt a chat model would get" not in out
 
 
@@ -134,3 +185,32 @@ def test_cli_demo_defaults_are_the_demos() -> None:
     )
     options = DemoOptions()
     assert (options.product, options.speed) == ("demo", 20.0)
+
+
+@pytest.mark.parametrize(
+    ("blocked", "named"), [("bm25s", "bm25s"), ("langchain_core", "langchain_core")]
+)
+def test_demo_without_its_extra_is_one_clear_line_and_status_2(blocked: str, named: str) -> None:
+    # The import is blocked in a fresh interpreter (None in sys.modules fails the import).
+    code = (
+        f"import sys; sys.modules[{blocked!r}] = None\n"
+        "from autoplay_base.cli import main\n"
+        "sys.exit(main(['demo']))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True)
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        f"autoplay-live demo needs the 'demo' extra ({named} is not installed); "
+        "install it with: pip install 'autoplay-live-context[demo]'\n"
+    )
+
+
+@pytest.mark.parametrize("command", [[], ["emulator"], ["demo"]])
+def test_cli_help_is_plain_text(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([*command, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith("usage: autoplay-live")
+    assert "`" not in text  # no reStructuredText markup
+    assert ":mod:" not in text and ":class:" not in text

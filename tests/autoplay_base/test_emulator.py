@@ -38,6 +38,7 @@ from autoplay_base.emulator import (
 from autoplay_base.errors import ConfigError, EventDecodeError
 from autoplay_base.events import ActionsPayload, SummaryPayload, decode_event
 from autoplay_base.recording import iter_recording
+from autoplay_base.stream_window import iter_stream_events
 from tests._fixtures.emulator import EmulatorFactory
 
 RESUME_ALL = {"Last-Event-ID": "0"}
@@ -365,3 +366,31 @@ def test_cli_emulator_reads_its_token_from_its_own_variable() -> None:
     env = {**os.environ, EMULATOR_TOKEN_ENV_VAR: "cli-token", "AUTOPLAY_APP_UNKEY_TOKEN": "other"}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:
         _check_cli_emulator(process)
+
+
+def test_cli_emulator_plays_to_a_client_that_connects_late() -> None:
+    # The documented command, then a chatbot started after the script has played.
+    command = [sys.executable, "-m", "autoplay_base.cli", "emulator", "--port", "0"]
+    command += ["--product", "acme", "--script", "invite_team_member", "--speed", "0"]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as process:
+        try:
+            assert process.stdout is not None
+            url = process.stdout.readline().strip().rsplit(" ", 1)[1]
+            assert process.stdout.readline().strip() == "emulator: published 14 events"
+            assert process.stdout.readline().strip() == (
+                "emulator: clients that connect later get the scripted events from the start"
+            )
+            # No Last-Event-ID: a plain client, connecting after everything was published.
+            events = list(iter_stream_events(url, max_events=14, timeout=10))
+            assert [e.event_id for e in events] == [str(n) for n in range(1, 15)]
+            assert {e.session_id for e in events} == {"ps_invite_7f3a"}
+        finally:
+            process.terminate()
+            process.wait(5)
+
+
+def test_cli_emulator_without_scripts_stays_live() -> None:
+    args = build_parser().parse_args(["emulator"])
+    assert args.replay_from_start is None  # decided by whether scripts are played
+    args = build_parser().parse_args(["emulator", "--script", "all", "--no-replay-from-start"])
+    assert args.replay_from_start is False

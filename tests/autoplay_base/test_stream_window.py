@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from autoplay_base.emulator import EmulatorServer, bad_frames
-from autoplay_base.errors import ConfigError, ConnectorAuthError, ConnectorNotFoundError
+from autoplay_base.errors import (
+    ConfigError,
+    ConnectorAuthError,
+    ConnectorError,
+    ConnectorNotFoundError,
+)
 from autoplay_base.events import ActionsPayload, Event, UnknownEvent
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 from tests._fixtures.emulator import Collector, EmulatorFactory
@@ -172,3 +180,75 @@ async def test_async_window_survives_a_hostile_server_and_a_raising_on_error() -
         "T4",
     ]
     assert [getattr(e, "reason", None) for e in errors] == ["not_json"]
+
+
+def dead_url() -> str:
+    """A loopback URL where nothing listens: connecting is refused at once."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/stream/acme"
+
+
+@pytest.fixture
+def silent_url() -> Iterator[str]:
+    """A loopback URL that accepts connections (the kernel's backlog) but never answers."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(16)
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/stream/acme"
+
+
+def test_a_window_on_a_connector_that_is_down_raises() -> None:
+    started = time.monotonic()
+    with pytest.raises(ConnectorError, match=r"did not answer with an event stream within 0\.3s"):
+        list(iter_stream_events(dead_url(), max_events=5, timeout=0.3, initial_backoff=0.01))
+    assert time.monotonic() - started < 3
+
+
+async def test_async_window_on_a_connector_that_is_down_raises() -> None:
+    with pytest.raises(ConnectorError, match=r"did not answer with an event stream within 0\.3s"):
+        async for _ in aiter_stream_events(
+            dead_url(), max_events=5, timeout=0.3, initial_backoff=0.01
+        ):
+            pass
+
+
+def test_a_connector_that_never_answers_cannot_hold_the_window(silent_url: str) -> None:
+    # It accepts the TCP connection and never sends a status line: the read would wait
+    # for the heartbeat timeout (60 s) unless it is capped at the window's timeout.
+    outcome: list[BaseException] = []
+    finished = threading.Event()
+
+    def consume() -> None:
+        try:
+            list(iter_stream_events(silent_url, max_events=5, timeout=0.3))
+        except BaseException as exc:
+            outcome.append(exc)
+        finished.set()
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert finished.wait(5), "the window outlived its timeout on a silent connector"
+    assert [type(e) for e in outcome] == [ConnectorError]
+
+
+async def test_async_window_on_a_silent_connector_raises(silent_url: str) -> None:
+    async def consume() -> list[Event]:
+        return [e async for e in aiter_stream_events(silent_url, max_events=5, timeout=0.3)]
+
+    with pytest.raises(ConnectorError):
+        await asyncio.wait_for(consume(), 5)
+
+
+def test_a_window_failing_with_5xx_throughout_raises(emulator_factory: EmulatorFactory) -> None:
+    server = emulator_factory()
+    server.fail_for(30)
+    with pytest.raises(ConnectorError, match=r"\([1-9]\d* failed attempt\(s\)\)"):
+        list(iter_stream_events(server.url_for("acme"), timeout=0.3, initial_backoff=0.01))
+
+
+def test_a_quiet_stream_is_an_empty_window_not_an_error(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    server = emulator_factory(heartbeat_interval=None)
+    assert list(iter_stream_events(server.url_for("acme"), max_events=5, timeout=0.3)) == []

@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+import os
+import pickle
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -16,11 +21,12 @@ from llama_index.core.storage.docstore import SimpleDocumentStore
 
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.emulator import EmulatorServer
-from autoplay_base.errors import ConfigError, EventDecodeError
+from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
 from autoplay_base.events import SummaryPayload, UnknownEvent
 from autoplay_base.recording import RecordingWriter
 from llamaindex_autoplay.readers import AutoplayReader
 from tests.autoplay_base.test_sources import BAD_SOURCE_OPTIONS, refusals
+from tests.autoplay_base.test_stream_window import dead_url
 from tests.llamaindex_autoplay._corpus import (
     ACME,
     ALICE_STEPS,
@@ -254,6 +260,21 @@ class TestLiveStream:
         publisher.join(WAIT)
         assert [d.metadata["session_id"] for d in docs] == ["ps_0"]
 
+    def test_a_connector_that_is_down_is_an_error_not_zero_documents(self) -> None:
+        reader = AutoplayReader(url=dead_url(), max_events=5, timeout=0.3)
+        with pytest.raises(ConnectorError, match="did not answer with an event stream"):
+            reader.load_data()
+
+    async def test_async_a_connector_that_is_down_is_an_error(self) -> None:
+        reader = AutoplayReader(url=dead_url(), max_events=5, timeout=0.3)
+        with pytest.raises(ConnectorError, match="did not answer with an event stream"):
+            await reader.aload_data()
+
+    async def test_a_quiet_connector_is_zero_documents(self, emulator: EmulatorServer) -> None:
+        reader = AutoplayReader(url=emulator.url_for(ACME), max_events=5, timeout=0.3)
+        assert reader.load_data() == []
+        assert await reader.aload_data() == []
+
 
 class TestConfiguration:
     def test_exactly_one_source(self, recording: Path, store: ContextStore) -> None:
@@ -341,3 +362,91 @@ def test_context_options_and_their_former_name() -> None:
     assert "read_overrides" not in data
     legacy = {**data, "read_overrides": data.pop("context_options")}
     assert AutoplayReader.from_dict(legacy).context_options == {"max_actions": 2}
+
+
+# -- copies and serialization: the configuration travels, a store does not --------------------
+LIVE = {
+    "url": "http://127.0.0.1:9/stream/acme",
+    "max_events": 7,
+    "timeout": 2.5,
+    "context_options": {"max_actions": 3},
+}
+
+
+def _config(reader: AutoplayReader) -> tuple[Any, ...]:
+    return (
+        reader.path,
+        reader.url,
+        reader.max_events,
+        reader.timeout,
+        reader.product_id,
+        reader.context_options,
+        reader.is_remote,
+    )
+
+
+def test_pickle_and_deepcopy_carry_the_configuration_and_the_token() -> None:
+    reader = AutoplayReader(**LIVE, token="uk_secret")
+    expected = ("http://127.0.0.1:9/stream/acme", 7, 2.5, {"max_actions": 3}, True)
+    for clone in (pickle.loads(pickle.dumps(reader)), copy.deepcopy(reader)):
+        assert clone is not reader
+        assert _config(clone) == (None, *expected[:3], None, *expected[3:])
+        assert clone.token == "uk_secret"  # a copy must be able to read the stream
+        assert clone.context_options is not reader.context_options
+
+
+def test_to_dict_round_trips_the_configuration_never_the_token() -> None:
+    reader = AutoplayReader(**LIVE, token="uk_secret")
+    data = reader.to_dict()
+    assert "uk_secret" not in reader.to_json()
+    assert _config(AutoplayReader.from_dict(data)) == _config(reader)
+    assert _config(AutoplayReader.from_json(reader.to_json())) == _config(reader)
+    assert AutoplayReader.from_dict(data).token == ""  # then $AUTOPLAY_APP_UNKEY_TOKEN
+
+
+def test_a_snapshot_reader_shares_its_store_in_copies_and_refuses_pickling(
+    store: ContextStore,
+) -> None:
+    reader = AutoplayReader(store=store, product_id=ACME)
+    assert copy.deepcopy(reader).store is store
+    assert copy.copy(reader).store is store
+    with pytest.raises(
+        TypeError, match="AutoplayReader holds a live context store, which cannot be pickled"
+    ):
+        pickle.dumps(reader)
+    assert reader.store is store  # LlamaIndex's pickling used to drop it from the original
+    # The dict holds no store: it is given back when loading.
+    data = reader.to_dict()
+    assert "store" not in data
+    assert AutoplayReader.from_dict(data, store=store).store is store
+    assert AutoplayReader.from_dict(data, store=store).product_id == ACME
+
+
+def test_the_constructor_signature_is_typed(tmp_path: Path) -> None:
+    # Run mypy --strict on a user's module: wrong types and unknown options are errors.
+    snippet = (
+        "from llamaindex_autoplay import AutoplayReader\n"
+        "ok = AutoplayReader(url='http://127.0.0.1:1/stream/acme', max_events=5, timeout=3.0)\n"
+        "also_ok = AutoplayReader(path='x.jsonl', read_overrides={'max_actions': 2})\n"
+        "bad_events = AutoplayReader(url='http://127.0.0.1:1/stream/acme', max_events='5')\n"
+        "bad_url = AutoplayReader(url=8765, timeout=3)\n"
+        "typo = AutoplayReader(path='x.jsonl', max_event=5)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "MYPYPATH": str(root)}
+    command = [sys.executable, "-m", "mypy", "--strict", "--config-file", "pyproject.toml"]
+    user_module = tmp_path / "user_module.py"
+    user_module.write_text(snippet, encoding="utf-8")
+    command += ["--no-error-summary", "--hide-error-context", str(user_module)]
+    done = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True, check=False)
+    errors = [
+        line.split(": error: ", 1)[1] for line in done.stdout.splitlines() if ": error: " in line
+    ]
+    assert errors == [
+        'Argument "max_events" to "AutoplayReader" has incompatible type "str"; '
+        'expected "int | None"  [arg-type]',
+        'Argument "url" to "AutoplayReader" has incompatible type "int"; '
+        'expected "str | None"  [arg-type]',
+        'Unexpected keyword argument "max_event" for "AutoplayReader"; '
+        'did you mean "max_events"?  [call-arg]',
+    ]

@@ -1,0 +1,101 @@
+"""What the notebooks share, in one place (each notebook imports it; it is not part of the package).
+
+* :class:`EventCounter`: a client callback that keeps what arrived and lets a
+  notebook *wait* for the n-th event instead of sleeping and hoping;
+* :func:`timeline`: a session's events as a pandas ``DataFrame``, one row each;
+* :func:`show_png`: a matplotlib figure as a PNG output, drawn with the Agg
+  backend and without timestamps, so a re-run gives the same bytes.
+
+The notebooks run with ``notebooks/`` as their working directory (Jupyter's
+default, and what ``tests/test_notebooks.py`` does), so ``import notebook_helpers``
+finds this file.
+"""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+import matplotlib
+
+matplotlib.use("Agg")  # no GUI, no inline backend: the PNG is what gets committed
+
+import pandas as pd  # type: ignore[import-untyped]  # noqa: E402
+from IPython.display import Image, display  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from autoplay_base.events import ActionsPayload, Event, SummaryPayload  # noqa: E402
+
+__all__ = ["EventCounter", "show_png", "timeline"]
+
+
+class EventCounter:
+    """A client callback that keeps every item it is given; ``wait_for(n)`` blocks until n."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+        self._changed = threading.Condition()
+
+    @property
+    def count(self) -> int:
+        """How many items arrived so far."""
+        with self._changed:
+            return len(self.items)
+
+    def __call__(self, item: Any) -> None:
+        with self._changed:
+            self.items.append(item)
+            self._changed.notify_all()
+
+    def wait_for(self, n: int, timeout: float = 10.0) -> None:
+        """Block until ``n`` items arrived; ``TimeoutError`` saying how many did otherwise."""
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.items) >= n, timeout):
+                raise TimeoutError(f"{len(self.items)} of {n} arrived within {timeout} s")
+
+
+def _what(event: Event) -> str:
+    if isinstance(event, SummaryPayload):
+        return f"summary (replaces {event.replaces}): {event.summary}"
+    if isinstance(event, ActionsPayload):
+        return "; ".join(action.description for action in event.actions)
+    return event.type
+
+
+def _page(event: Event) -> str:
+    if isinstance(event, ActionsPayload) and event.actions:
+        return urlsplit(event.actions[-1].canonical_url).path or "/"
+    return ""
+
+
+def _event_number(event_id: str | None) -> int | str | None:
+    """The emulator's ids are numbers: sort and show them as numbers."""
+    return int(event_id) if event_id is not None and event_id.isdigit() else event_id
+
+
+def timeline(events: Iterable[Event], session_id: str | None = None) -> pd.DataFrame:
+    """One row per event (of ``session_id``, if given): id, session, type, page, what happened."""
+    rows = [
+        {
+            "event": _event_number(event.event_id),
+            "session": event.session_id,
+            "type": event.type,
+            "page": _page(event),
+            "what happened": _what(event),
+        }
+        for event in events
+        if session_id is None or event.session_id == session_id
+    ]
+    return pd.DataFrame(rows).set_index("event")
+
+
+def show_png(figure: Figure) -> bytes:
+    """Display ``figure`` as a PNG output and return its bytes (no timestamp in the file)."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, metadata={"Software": None})
+    data = buffer.getvalue()
+    display(Image(data=data, format="png"))  # type: ignore[no-untyped-call]
+    return data
