@@ -15,7 +15,8 @@ so ``except AutoplayError`` catches all of them::
     │   ├── ConnectorAuthError      401 / 403: wrong or missing token, never retried
     │   ├── ConnectorNotFoundError  404: wrong URL or product, never retried
     │   ├── ConnectorRedirectError  3xx: the URL moved, never followed nor retried
-    │   └── ConnectorRetriesExhaustedError  ``max_retries`` consecutive failures
+    │   ├── ConnectorRetriesExhaustedError  ``max_retries`` consecutive failures
+    │   └── ConnectorUnavailableError  a bounded read's connector never answered in time
     ├── BackendError                a storage backend failed
     │   ├── BackendUnavailableError the backend cannot be reached (Redis down, timeout)
     │   └── BackendAuthError        the backend refused the credentials: fails fast, never buffered
@@ -47,6 +48,7 @@ __all__ = [
     "ConnectorNotFoundError",
     "ConnectorRedirectError",
     "ConnectorRetriesExhaustedError",
+    "ConnectorUnavailableError",
     "EventDecodeError",
     "InvalidPayloadError",
     "MissingDependencyError",
@@ -168,6 +170,14 @@ class ConnectorRedirectError(ConnectorError):
 
 class ConnectorRetriesExhaustedError(ConnectorError):
     """``max_retries`` consecutive connection attempts failed."""
+
+
+class ConnectorUnavailableError(ConnectorError):
+    """A bounded read (a loader's or reader's live window) ended by its ``timeout``
+    without the connector ever answering with an event stream (refused, silent, 5xx).
+
+    A connector that answered and then sent nothing is a quiet stream, not this.
+    """
 
 
 class BackendError(AutoplayError):

@@ -43,7 +43,11 @@ from autoplay_base._reconnect import (
     ResumeState,
 )
 from autoplay_base._secret import resolve_token
-from autoplay_base.errors import ConfigError, ConnectorError, EventDecodeError
+from autoplay_base.errors import (
+    ConfigError,
+    ConnectorUnavailableError,
+    EventDecodeError,
+)
 from autoplay_base.events import DEFAULT_MAX_EVENT_BYTES, Event
 
 __all__ = ["aiter_stream_events", "iter_stream_events"]
@@ -150,7 +154,7 @@ def _limits(
 def _check_answered(core: StreamCore, timeout: float | None) -> None:
     """Raise when a window ended by its timeout without one answered connection."""
     if core.counters.connections == 0:
-        raise ConnectorError(
+        raise ConnectorUnavailableError(
             f"the connector at {core.safe_url} did not answer with an event stream within "
             f"{timeout}s ({core.resume.failures} failed attempt(s)): is it running and "
             "reachable? (A connector that answers but sends nothing gives an empty window.)"

@@ -33,6 +33,7 @@ EXPECTED_BASE = {
     "ConnectorNotFoundError",
     "ConnectorRedirectError",
     "ConnectorRetriesExhaustedError",
+    "ConnectorUnavailableError",
     "ContextStore",
     "Event",
     "EventDecodeError",
@@ -136,6 +137,7 @@ def test_missing_extra_names_the_extra() -> None:
 
 
 EXPECTED_LANGCHAIN = {
+    "__version__",
     "AutoplayChatMessageHistory",
     "AutoplayContextMiddleware",
     "AutoplayLoader",
@@ -179,6 +181,7 @@ def test_a_missing_extra_names_what_to_install(blocked: str, package: str, extra
 
 
 EXPECTED_LLAMAINDEX = {
+    "__version__",
     "AutoplayMemoryBlock",
     "AutoplayNodePostprocessor",
     "AutoplayQueryBundle",

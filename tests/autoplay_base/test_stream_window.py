@@ -18,6 +18,7 @@ from autoplay_base.errors import (
     ConnectorAuthError,
     ConnectorError,
     ConnectorNotFoundError,
+    ConnectorUnavailableError,
 )
 from autoplay_base.events import ActionsPayload, Event, UnknownEvent
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
@@ -229,7 +230,7 @@ def test_a_connector_that_never_answers_cannot_hold_the_window(silent_url: str) 
 
     threading.Thread(target=consume, daemon=True).start()
     assert finished.wait(5), "the window outlived its timeout on a silent connector"
-    assert [type(e) for e in outcome] == [ConnectorError]
+    assert [type(e) for e in outcome] == [ConnectorUnavailableError]
 
 
 async def test_async_window_on_a_silent_connector_raises(silent_url: str) -> None:
