@@ -15,6 +15,7 @@ The two workers are twins: their bodies differ only by ``await``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -117,7 +118,11 @@ class Outbox:
         return len(self.items) + self.in_flight
 
     def take(self, now: float) -> tuple[list[Captured] | None, float | None, bool]:
-        """``(batch, wait, stop)``: a batch to send now, else how long to wait (``None``: until woken)."""
+        """``(batch, wait, stop)``: a batch to send now, else seconds to wait.
+
+        ``wait`` is ``None`` when the worker should sleep until woken; ``stop``
+        tells it to end (closing, and nothing left).
+        """
         with self.lock:
             if self.stopping and not self.items:
                 return None, None, True
@@ -264,7 +269,7 @@ async def _awaited(result: Awaitable[Any]) -> Any:
 class _LaneBase:
     """What both workers share: the decisions around the I/O."""
 
-    def __init__(
+    def __init__(  # noqa: PLR0917 - built by the trackers only
         self,
         outbox: Outbox,
         sink: Sink,
@@ -384,7 +389,9 @@ class Lane(_LaneBase):
         # Given up by close(): what this batch still holds is dropped, and said so.
         count = self.outbox.abandon(self.unsettled(encoded, settled))
         if count:
-            self.callbacks.call(self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed"))
+            self.callbacks.call(
+                self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed")
+            )
 
 
 class AsyncLane(_LaneBase):
@@ -419,10 +426,8 @@ class AsyncLane(_LaneBase):
     async def pause(self, seconds: float | None) -> None:
         event = self.event
         assert event is not None
-        try:
+        with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(event.wait(), seconds)
-        except asyncio.TimeoutError:
-            pass
         event.clear()
 
     async def backoff(self, seconds: float) -> None:
@@ -471,7 +476,9 @@ class AsyncLane(_LaneBase):
         except asyncio.CancelledError:
             self.abandoned = True
             count = self.outbox.abandon(self.unsettled(encoded, settled))
-            await self.callbacks.acall(self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed"))
+            await self.callbacks.acall(
+                self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed")
+            )
             raise
         count = self.outbox.abandon(self.unsettled(encoded, settled))
         if count:

@@ -274,7 +274,9 @@ class Privacy:
                 text = _encodable(str(self.redact(text)))
             except Exception as exc:
                 self.counters.redactions_failed += 1
-                logger.warning("tracking: redact raised %s; the text was replaced", type(exc).__name__)
+                logger.warning(
+                    "tracking: redact raised %s; the text was replaced", type(exc).__name__
+                )
                 text = REDACTION_FAILED
         return self._cap(text, budget if budget is not None else _Budget())
 

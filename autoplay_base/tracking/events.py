@@ -24,10 +24,10 @@ from datetime import datetime, timezone
 from typing import Any, Final, TypeAlias, TypedDict
 
 __all__ = [
-    "EVENT_TYPES",
     "ALIAS",
     "CONVERSATION_END",
     "CUSTOM",
+    "EVENT_TYPES",
     "IDENTIFY",
     "SESSION_END",
     "TOOL_CALL",
@@ -44,7 +44,7 @@ __all__ = [
     "iso_timestamp",
 ]
 
-JSONValue: TypeAlias = "None | bool | int | float | str | list[JSONValue] | dict[str, JSONValue]"
+JSONValue: TypeAlias = "bool | int | float | str | list[JSONValue] | dict[str, JSONValue] | None"
 """A value :func:`json.dumps` always accepts."""
 
 TURN: Final = "turn"

@@ -94,8 +94,10 @@ class Outcome:
     @property
     def ok(self) -> bool:
         """The chunk was accepted."""
-        return self.error is None and not self.network_error and (
-            self.status is None or 200 <= self.status < 300
+        return (
+            self.error is None
+            and not self.network_error
+            and (self.status is None or 200 <= self.status < 300)
         )
 
 
@@ -130,12 +132,16 @@ class RetryPolicy:
 
     __slots__ = ("backoff", "max_retries")
 
-    def __init__(self, max_retries: int = DEFAULT_MAX_RETRIES, backoff: Backoff | None = None) -> None:
+    def __init__(
+        self, max_retries: int = DEFAULT_MAX_RETRIES, backoff: Backoff | None = None
+    ) -> None:
         if not max_retries >= 0:
             raise ConfigError(f"max_retries must be >= 0, got {max_retries!r}")
         self.max_retries = max_retries
         self.backoff = (
-            backoff if backoff is not None else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF)
+            backoff
+            if backoff is not None
+            else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF)
         )
 
     @staticmethod
@@ -147,7 +153,7 @@ class RetryPolicy:
         return status is not None and (status in RETRYABLE_STATUSES or 500 <= status <= 599)
 
     def decide(self, outcome: Outcome, failures: int, size: int) -> Decision:
-        """The next step after the ``failures``-th consecutive failed attempt of a chunk of ``size``.
+        """The next step for a chunk of ``size`` events after an attempt gave ``outcome``.
 
         ``failures`` counts this attempt if it failed (1 after the first failure).
         """
@@ -257,12 +263,10 @@ class Settled:
 
 Command = Send | Wait | Settled
 DeliveryFlow = Generator[Command, Outcome | None, None]
-"""What :func:`delivery_flow` returns: send ``Outcome`` after each :class:`Send`, ``None`` otherwise."""
+"""What :func:`delivery_flow` returns: reply an ``Outcome`` to a :class:`Send`, else ``None``."""
 
 
-def delivery_flow(
-    ranges: Sequence[tuple[int, int]], policy: RetryPolicy
-) -> DeliveryFlow:
+def delivery_flow(ranges: Sequence[tuple[int, int]], policy: RetryPolicy) -> DeliveryFlow:
     """Deliver each range in order by the rules of :class:`RetryPolicy`.
 
     Yields :class:`Send` (reply with its :class:`Outcome`), :class:`Wait` and

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -158,7 +159,12 @@ class TrackedSession:
         self._capture(
             ev.TURN,
             self._scope,
-            {"user": user, "assistant": assistant, "usage": usage, "conversation_id": conversation_id},
+            {
+                "user": user,
+                "assistant": assistant,
+                "usage": usage,
+                "conversation_id": conversation_id,
+            },
         )
 
     def track_tool_call(
@@ -298,7 +304,8 @@ class _TrackerBase:
     def _start_lanes(self) -> None:
         self.callbacks = Callbacks(self._on_error, self._on_drop, self._max_errors)
         self.outboxes = [
-            Outbox(name, self.max_queue, sink.batching) for name, sink in zip(self.names, self.sinks)
+            Outbox(name, self.max_queue, sink.batching)
+            for name, sink in zip(self.names, self.sinks, strict=True)
         ]
 
     def __repr__(self) -> str:
@@ -317,7 +324,9 @@ class _TrackerBase:
     def _refuse(self, kind: str) -> None:
         self.rejected_after_close += 1
         if self.rejected_after_close == 1:
-            logger.warning("tracking: a %s event was tracked after close(); refused (counted)", kind)
+            logger.warning(
+                "tracking: a %s event was tracked after close(); refused (counted)", kind
+            )
 
     # -- handles -----------------------------------------------------------------------
     def session(
@@ -451,7 +460,7 @@ class Tracker(_TrackerBase):
         super()._start_lanes()
         self.lanes = [
             Lane(outbox, sink, self.privacy, sink.retry, self.callbacks)
-            for outbox, sink in zip(self.outboxes, self.sinks)
+            for outbox, sink in zip(self.outboxes, self.sinks, strict=True)
         ]
 
     def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> FlushResult:
@@ -529,7 +538,7 @@ class AsyncTracker(_TrackerBase):
         super()._start_lanes()
         self.lanes_async = [
             AsyncLane(outbox, sink, self.privacy, sink.retry, self.callbacks)
-            for outbox, sink in zip(self.outboxes, self.sinks)
+            for outbox, sink in zip(self.outboxes, self.sinks, strict=True)
         ]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._progress: asyncio.Event | None = None
@@ -571,10 +580,8 @@ class AsyncTracker(_TrackerBase):
             left = deadline - time.monotonic()
             if left <= 0:
                 return self._result(True)
-            try:
+            with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(progress.wait(), left)
-            except asyncio.TimeoutError:
-                pass
 
     async def aclose(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> FlushResult:
         """Flush, then stop the tasks and close the sinks; returns by ``timeout`` seconds.

@@ -143,7 +143,9 @@ class ContextStoreSink(Sink):
         try:
             store.add_many(self.payloads(events))
         except BackendUnavailableError as exc:
-            return Outcome(network_error=True, error=f"context store unavailable ({type(exc).__name__})")
+            return Outcome(
+                network_error=True, error=f"context store unavailable ({type(exc).__name__})"
+            )
         return OK
 
     async def asend(self, events: Sequence[Encoded]) -> Outcome:
@@ -154,5 +156,7 @@ class ContextStoreSink(Sink):
         try:
             await store.add_many(self.payloads(events))
         except BackendUnavailableError as exc:
-            return Outcome(network_error=True, error=f"context store unavailable ({type(exc).__name__})")
+            return Outcome(
+                network_error=True, error=f"context store unavailable ({type(exc).__name__})"
+            )
         return OK

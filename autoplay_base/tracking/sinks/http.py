@@ -97,7 +97,9 @@ class HttpBatchSink(Sink):
         self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
         self.retry = RetryPolicy(
             max_retries,
-            backoff if backoff is not None else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
+            backoff
+            if backoff is not None
+            else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
         )
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if self._token is not None:

@@ -119,7 +119,7 @@ class OTelSink(Sink):
 
     def __init__(self, tracer_provider: Any = None, *, name: str = "otel") -> None:
         try:
-            from opentelemetry import trace
+            from opentelemetry import trace  # noqa: PLC0415 - optional extra
         except ImportError:
             raise missing_extra("opentelemetry-api", "otel") from None
         self._trace = trace

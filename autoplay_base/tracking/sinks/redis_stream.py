@@ -73,8 +73,8 @@ class RedisStreamSink(Sink):
         name: str = "redis",
     ) -> None:
         try:
-            import redis
-            import redis.asyncio as aioredis
+            import redis  # noqa: PLC0415 - optional extra, imported when used
+            import redis.asyncio as aioredis  # noqa: PLC0415
         except ImportError:
             raise missing_extra("redis", "redis") from None
         self._redis = redis
@@ -88,7 +88,9 @@ class RedisStreamSink(Sink):
         self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
         self.retry = RetryPolicy(
             max_retries,
-            backoff if backoff is not None else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
+            backoff
+            if backoff is not None
+            else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
         )
         self._url: str | None = None
         self._client: redis.Redis | None = None
