@@ -130,7 +130,8 @@ class IngestReceiver:
         self._requested_port = port
         self._port = 0
         self._faults = _Faults()
-        self._lock = threading.Lock()
+        # Reentrant: wait_for's predicate reads the records under the same lock.
+        self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.requests: list[IngestRequest] = []
         self.batches: list[IngestBatch] = []
