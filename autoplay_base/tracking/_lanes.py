@@ -215,8 +215,8 @@ class Callbacks:
         self.callback_errors = 0
         self.lock = threading.Lock()
 
-    def failed(self, error: DeliveryError) -> Callable[[DeliveryError], Any] | None:
-        """Record ``error``; returns the callback to call with it."""
+    def failed(self, error: DeliveryError) -> None:
+        """Record ``error`` (bounded) and log it."""
         with self.lock:
             self.errors.append(error)
             self.errors_seen += 1
@@ -227,7 +227,6 @@ class Callbacks:
             error.attempts,
             error.message,
         )
-        return self.on_error
 
     def raised(self, callback: object, exc: BaseException) -> None:
         """A callback raised: count it and log its type only (its text may hold data)."""
@@ -292,18 +291,24 @@ class _LaneBase:
         ranges = chunk_by_bytes(sizes, self.outbox.batching.max_batch_bytes)
         return encoded, delivery_flow(ranges, self.retry)
 
-    def settled(self, step: Settled) -> DeliveryError | None:
-        count = step.stop - step.start
-        self.outbox.settle(count, step.delivered, step.attempts)
+    def failure(self, step: Settled) -> DeliveryError | None:
+        """The error to report for a failed chunk (recorded in the error list)."""
         if step.delivered:
             return None
+        count = step.stop - step.start
         outcome = step.outcome
         message = outcome.error or (
             f"answered {outcome.status}" if outcome.status is not None else "failed"
         )
-        return DeliveryError(
+        error = DeliveryError(
             self.outbox.name, count, outcome.status, message, step.attempts, self.clock()
         )
+        self.callbacks.failed(error)
+        return error
+
+    def settle(self, step: Settled) -> None:
+        # After on_error: a flush that sees these events settled has seen its callback run.
+        self.outbox.settle(step.stop - step.start, step.delivered, step.attempts)
 
     def drops(self) -> DropNotice | None:
         count = self.outbox.take_drops()
@@ -379,9 +384,10 @@ class Lane(_LaneBase):
                         reply = self.crashed(exc)
                 elif isinstance(step, Settled):
                     settled += step.stop - step.start
-                    error = self.settled(step)
+                    error = self.failure(step)
                     if error is not None:
-                        self.callbacks.call(self.callbacks.failed(error), error)
+                        self.callbacks.call(self.callbacks.on_error, error)
+                    self.settle(step)
                 else:
                     self.backoff(step.seconds)
         except StopIteration:
@@ -466,9 +472,10 @@ class AsyncLane(_LaneBase):
                         reply = self.crashed(exc)
                 elif isinstance(step, Settled):
                     settled += step.stop - step.start
-                    error = self.settled(step)
+                    error = self.failure(step)
                     if error is not None:
-                        await self.callbacks.acall(self.callbacks.failed(error), error)
+                        await self.callbacks.acall(self.callbacks.on_error, error)
+                    self.settle(step)
                 else:
                     await self.backoff(step.seconds)
         except StopIteration:
