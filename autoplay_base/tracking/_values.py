@@ -84,19 +84,25 @@ class Captured:
     """What a ``track_*`` call captured: the cheapest record that can become an event.
 
     Shared by every lane; the first lane that needs the event builds it (under
-    :attr:`Privacy.lock`) and the others reuse :attr:`event`.
+    :attr:`Privacy.lock`), event id included (drawn then, off the hot path, and
+    so the same in every sink), and the others reuse :attr:`event`.
     """
 
     __slots__ = ("at", "data", "event", "event_id", "kind", "scope")
 
     def __init__(
-        self, kind: str, at: float, event_id: str, scope: Scope, data: dict[str, Any]
+        self,
+        kind: str,
+        at: float,
+        scope: Scope,
+        data: dict[str, Any],
+        event_id: str | None = None,
     ) -> None:
         self.kind = kind
         self.at = at
-        self.event_id = event_id
         self.scope = scope
         self.data = data
+        self.event_id = event_id
         self.event: tuple[TrackingEvent, bytes] | None = None
 
 
@@ -174,7 +180,7 @@ class Privacy:
             )
             data = {"unserialisable": True}
         return TrackingEvent(
-            event_id=record.event_id,
+            event_id=record.event_id or new_event_id(),
             type=record.kind,
             at=record.at,
             session_id=session_id,

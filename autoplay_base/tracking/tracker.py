@@ -3,9 +3,10 @@
 Every ``track_*`` call (on a :class:`TrackedSession` from :meth:`session`, or
 the tracker-level :meth:`identify`/:meth:`alias`) is a plain, non-blocking,
 O(1) call on both twins, safe from any thread: it captures a record (a clock
-reading, a uuid4 hex id, references to the values) and puts it in each sink's
-outbox; converting the values (JSON fallbacks, redaction, caps), batching,
-sending and retrying happen in the sink's lane (:mod:`autoplay_base.tracking._lanes`).
+reading and references to the values) and puts it in each sink's outbox;
+drawing the event id, converting the values (JSON fallbacks, redaction, caps),
+batching, sending and retrying happen in the sink's lane
+(:mod:`autoplay_base.tracking._lanes`), once per event whatever the number of sinks.
 Pass values you do not mutate afterwards: they are read in the background.
 
 Lifecycle:
@@ -25,8 +26,9 @@ Lifecycle:
   connections; the parent keeps everything it had.
 
 ``AsyncTracker`` is natively async: its lanes are tasks of the loop it is used
-in (bound by the first call made inside a running loop, ``aflush`` or
-``async with``), sending with ``httpx.AsyncClient`` / ``redis.asyncio``;
+in (bound at construction inside a running loop, or by the first
+``session()``, ``aflush()`` or ``async with`` made inside one; events tracked
+before that wait in the outboxes), sending with ``httpx.AsyncClient`` / ``redis.asyncio``;
 ``track_*`` from another thread wakes the loop with ``call_soon_threadsafe``.
 """
 
@@ -51,7 +53,6 @@ from autoplay_base.tracking._values import (
     Captured,
     Privacy,
     Scope,
-    new_event_id,
 )
 from autoplay_base.tracking.results import DeliveryError, DropNotice, FlushResult
 from autoplay_base.tracking.sinks.base import Sink
@@ -317,7 +318,7 @@ class _TrackerBase:
         if self._closed:
             self._refuse(kind)
             return
-        record = Captured(kind, _now(), new_event_id(), scope, data)
+        record = Captured(kind, _now(), scope, data)
         for outbox in self.outboxes:
             outbox.put(record)
 
@@ -545,10 +546,25 @@ class AsyncTracker(_TrackerBase):
         self._bind_lock = threading.Lock()
         self._bind()
 
-    def _capture(self, kind: str, scope: Scope, data: dict[str, Any]) -> None:
+    def session(
+        self,
+        session_id: str,
+        *,
+        product_id: str,
+        user_id: str | None = None,
+        device_id: str | None = None,
+        conversation_id: str | None = None,
+    ) -> TrackedSession:
+        """:meth:`Tracker.session`; inside a running loop it also binds the tracker to it."""
         if self._loop is None:
             self._bind()
-        super()._capture(kind, scope, data)
+        return super().session(
+            session_id,
+            product_id=product_id,
+            user_id=user_id,
+            device_id=device_id,
+            conversation_id=conversation_id,
+        )
 
     def _bind(self) -> asyncio.AbstractEventLoop | None:
         """Start the lanes in the running loop, the first time there is one."""

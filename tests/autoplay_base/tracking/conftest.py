@@ -1,4 +1,4 @@
-"""Fixtures of the tracking tests: the ingest receiver, fast retry timings, trackers closed at teardown."""
+"""Tracking test fixtures: the ingest receiver, fast retries, trackers closed at teardown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""HttpBatchSink against the real ingest receiver: batches, retries, Retry-After, 413, hangs, secrets."""
+"""HttpBatchSink against the real ingest receiver: batches, retries, 413, hangs, secrets."""
 
 from __future__ import annotations
 
@@ -192,7 +192,10 @@ def test_close_returns_by_its_deadline_against_a_hung_receiver(
     # One event is in the hung request; the two waiting behind it were dropped at the deadline.
     assert (result.timed_out, result.pending, result.dropped) == (True, 1, 2)
     counts = tracker.stats()["http"]
-    assert counts["enqueued"] == counts["delivered"] + counts["dropped"] + counts["failed"] + counts["pending"]
+    assert (
+        counts["enqueued"]
+        == counts["delivered"] + counts["dropped"] + counts["failed"] + counts["pending"]
+    )
 
 
 def test_the_token_never_reaches_logs_reprs_or_errors(
@@ -228,7 +231,9 @@ def test_a_bad_url_is_refused() -> None:
 # -- the async twin ---------------------------------------------------------------------
 async def test_async_503_burst_and_retry_after(receiver: IngestReceiver) -> None:
     receiver.fail_next(2, 503, retry_after="1")
-    tracker = AsyncTracker([http(receiver, batch_size=5, backoff=fast_backoff(0.01, 5.0))], flush_at_exit=False)
+    tracker = AsyncTracker(
+        [http(receiver, batch_size=5, backoff=fast_backoff(0.01, 5.0))], flush_at_exit=False
+    )
     try:
         track_turns(tracker, 10)
         result = await tracker.aflush(timeout=5)

@@ -40,7 +40,12 @@ def test_batch_waits_for_size_or_interval() -> None:
 
 @pytest.mark.parametrize(
     "options",
-    [{"batch_size": 0}, {"max_batch_bytes": 0}, {"flush_interval": 0}, {"flush_interval": float("nan")}],
+    [
+        {"batch_size": 0},
+        {"max_batch_bytes": 0},
+        {"flush_interval": 0},
+        {"flush_interval": float("nan")},
+    ],
 )
 def test_batch_policy_rejects_bad_options(options: dict[str, float]) -> None:
     with pytest.raises(ConfigError):
@@ -139,7 +144,9 @@ def test_idempotency_key_names_the_events() -> None:
     key = idempotency_key(["a", "b"])
     assert key == idempotency_key(["a", "b"])
     assert len(key) == 32
-    assert len({key, idempotency_key(["a"]), idempotency_key(["b"]), idempotency_key(["b", "a"])}) == 4
+    assert (
+        len({key, idempotency_key(["a"]), idempotency_key(["b"]), idempotency_key(["b", "a"])}) == 4
+    )
 
 
 def test_retry_policy_rejects_negative_retries() -> None:

@@ -30,7 +30,7 @@ SCOPE = ("s1", "acme", "u1", None, "c1")
 
 def build(kind: str, privacy: Privacy | None = None, **data: Any) -> TrackingEvent:
     privacy = privacy if privacy is not None else Privacy()
-    event, encoded = privacy.finish(Captured(kind, 1_764_597_880.5, "e" * 32, SCOPE, data))
+    event, encoded = privacy.finish(Captured(kind, 1_764_597_880.5, SCOPE, data, event_id="e" * 32))
     assert json.loads(encoded) == json.loads(json.dumps(event.to_dict()))
     return event
 
@@ -225,7 +225,10 @@ def test_every_type_and_the_conversation_override() -> None:
     }
     ended = build("conversation_end", conversation_id="c9", properties=None)
     assert (ended.conversation_id, ended.data) == ("c9", {"properties": {}})
-    assert build("event", name="n", properties=[1]).data == {"name": "n", "properties": {"value": [1]}}
+    assert build("event", name="n", properties=[1]).data == {
+        "name": "n",
+        "properties": {"value": [1]},
+    }
 
 
 def test_an_event_is_built_once_for_every_lane() -> None:
@@ -236,7 +239,7 @@ def test_an_event_is_built_once_for_every_lane() -> None:
         return text
 
     privacy = Privacy(redact=redact)
-    record = Captured("turn", 1.0, "e" * 32, SCOPE, {"user": "u", "assistant": "a"})
+    record = Captured("turn", 1.0, SCOPE, {"user": "u", "assistant": "a"}, event_id="e" * 32)
     assert privacy.finish(record) is privacy.finish(record)
     assert calls == ["u", "a"]
 
