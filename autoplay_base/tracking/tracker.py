@@ -42,7 +42,7 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar
 
 from autoplay_base.errors import ConfigError
@@ -412,7 +412,21 @@ class _TrackerBase:
             by_sink=by_sink,
         )
 
-    def _abandon_waiting(self) -> list[DropNotice]:
+    # -- closing (the steps both twins share) -----------------------------------------
+    def _begin_close(self) -> bool:
+        """Refuse new events and ask the lanes to send what waits; ``False`` if already closed."""
+        if self._closed:
+            return False
+        self._closed = True
+        _LIVE.discard(self)
+        for outbox in self.outboxes:
+            outbox.stop()
+        return True
+
+    def _give_up(self) -> list[DropNotice]:
+        """The deadline passed (or all is sent): stop the lanes, drop what still waits."""
+        for lane in self._lanes():
+            lane.abandoned = True
         notices = []
         for outbox in self.outboxes:
             count = outbox.abandon()
@@ -424,6 +438,22 @@ class _TrackerBase:
                     count,
                 )
         return notices
+
+    @staticmethod
+    def _sink_close_failed(sink: Sink, exc: Exception) -> None:
+        logger.warning("tracking: closing sink %r raised %s", sink, type(exc).__name__)
+
+    def _closed_result(self, flushed: FlushResult, timeout: float) -> FlushResult:
+        if flushed.timed_out:
+            logger.warning(
+                "tracking: close reached its %.1f s deadline with %d events pending",
+                timeout,
+                flushed.pending,
+            )
+        return self._result(flushed.timed_out)
+
+    def _lanes(self) -> Sequence[Lane | AsyncLane]:
+        raise NotImplementedError
 
     # -- fork and exit -----------------------------------------------------------------
     def _after_fork_in_child(self) -> None:
@@ -464,6 +494,9 @@ class Tracker(_TrackerBase):
             for outbox, sink in zip(self.outboxes, self.sinks, strict=True)
         ]
 
+    def _lanes(self) -> Sequence[Lane]:
+        return self.lanes
+
     def flush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> FlushResult:
         """Send everything tracked so far at once; returns by ``timeout`` seconds, always."""
         return self._wait(time.monotonic() + _timeout(timeout))
@@ -486,34 +519,21 @@ class Tracker(_TrackerBase):
         Idempotent: a second call returns the counts as they are.
         """
         deadline = time.monotonic() + _timeout(timeout)
-        if self._closed:
+        if not self._begin_close():
             return self._result(False)
-        self._closed = True
-        _LIVE.discard(self)
-        for outbox in self.outboxes:
-            outbox.stop()
-        result = self._wait(deadline)
-        for lane in self.lanes:
-            lane.abandoned = True
-        for notice in self._abandon_waiting():
+        flushed = self._wait(deadline)
+        for notice in self._give_up():
             self.callbacks.call(self.callbacks.on_drop, notice)
         for lane in self.lanes:
             lane.signal.set()
-            thread = lane.thread
-            if thread is not None:
-                thread.join(max(0.0, deadline - time.monotonic()))
+            if lane.thread is not None:
+                lane.thread.join(max(0.0, deadline - time.monotonic()))
         for sink in self.sinks:
             try:
                 sink.close()
             except Exception as exc:
-                logger.warning("tracking: closing sink %r raised %s", sink, type(exc).__name__)
-        if result.timed_out:
-            logger.warning(
-                "tracking: close() reached its %.1f s deadline with %d events pending",
-                timeout,
-                result.pending,
-            )
-        return self._result(result.timed_out)
+                self._sink_close_failed(sink, exc)
+        return self._closed_result(flushed, timeout)
 
     def _at_exit(self) -> None:
         if self.flush_at_exit and not self._closed:
@@ -580,6 +600,9 @@ class AsyncTracker(_TrackerBase):
                 self._loop = loop
         return self._loop
 
+    def _lanes(self) -> Sequence[AsyncLane]:
+        return self.lanes_async
+
     async def aflush(self, timeout: float = DEFAULT_FLUSH_TIMEOUT) -> FlushResult:
         """Send everything tracked so far at once; returns by ``timeout`` seconds, always."""
         return await self._await(time.monotonic() + _timeout(timeout))
@@ -602,37 +625,26 @@ class AsyncTracker(_TrackerBase):
     async def aclose(self, timeout: float = DEFAULT_CLOSE_TIMEOUT) -> FlushResult:
         """Flush, then stop the tasks and close the sinks; returns by ``timeout`` seconds.
 
-        Idempotent: a second call returns the counts as they are.
+        Idempotent: a second call returns the counts as they are. A task still
+        sending at the deadline is cancelled: its batch is dropped, and counted.
         """
         deadline = time.monotonic() + _timeout(timeout)
-        if self._closed:
+        if not self._begin_close():
             return self._result(False)
-        self._closed = True
-        _LIVE.discard(self)
-        for outbox in self.outboxes:
-            outbox.stop()
-        result = await self._await(deadline)
-        for lane in self.lanes_async:
-            lane.abandoned = True
-        for notice in self._abandon_waiting():
+        flushed = await self._await(deadline)
+        for notice in self._give_up():
             await self.callbacks.acall(self.callbacks.on_drop, notice)
         tasks = [lane.task for lane in self.lanes_async if lane.task is not None]
         for task in tasks:
-            task.cancel()  # a task still sending gives its batch up (dropped, counted)
+            task.cancel()
         if tasks:
             await asyncio.wait(tasks, timeout=max(0.0, deadline - time.monotonic()))
         for sink in self.sinks:
             try:
                 await sink.aclose()
             except Exception as exc:
-                logger.warning("tracking: closing sink %r raised %s", sink, type(exc).__name__)
-        if result.timed_out:
-            logger.warning(
-                "tracking: aclose() reached its %.1f s deadline with %d events pending",
-                timeout,
-                result.pending,
-            )
-        return self._result(result.timed_out)
+                self._sink_close_failed(sink, exc)
+        return self._closed_result(flushed, timeout)
 
     def _at_exit(self) -> None:
         if self.flush_at_exit and not self._closed:

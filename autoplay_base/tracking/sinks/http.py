@@ -22,8 +22,6 @@ from autoplay_base.errors import ConfigError
 from autoplay_base.tracking.policy import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_INITIAL_BACKOFF,
-    DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RETRIES,
     OK,
@@ -95,12 +93,7 @@ class HttpBatchSink(Sink):
         self.name = name
         self.timeout = timeout
         self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
-        self.retry = RetryPolicy(
-            max_retries,
-            backoff
-            if backoff is not None
-            else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
-        )
+        self.retry = RetryPolicy(max_retries, backoff)
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if self._token is not None:
             self._headers["Authorization"] = f"Bearer {self._token}"

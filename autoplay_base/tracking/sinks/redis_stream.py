@@ -22,8 +22,6 @@ from autoplay_base.errors import ConfigError, missing_extra
 from autoplay_base.tracking.policy import (
     DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
-    DEFAULT_INITIAL_BACKOFF,
-    DEFAULT_MAX_BACKOFF,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RETRIES,
     OK,
@@ -86,12 +84,7 @@ class RedisStreamSink(Sink):
         self.maxlen = maxlen
         self.name = name
         self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
-        self.retry = RetryPolicy(
-            max_retries,
-            backoff
-            if backoff is not None
-            else Backoff(DEFAULT_INITIAL_BACKOFF, DEFAULT_MAX_BACKOFF),
-        )
+        self.retry = RetryPolicy(max_retries, backoff)
         self._url: str | None = None
         self._client: redis.Redis | None = None
         self._aclient: aioredis.Redis | None = None
