@@ -73,6 +73,8 @@ class Outbox:
         self.batches = self.retries = 0
         self.flush_target = 0
         self.stopping = False
+        self.closed = False
+        self.woken = False
         self.unreported_drops = 0
         self.warned_at = float("-inf")
         self.wake: Callable[[], None] = _nothing
@@ -84,7 +86,7 @@ class Outbox:
         with self.lock:
             self.enqueued += 1
             waiting = len(self.items)
-            if waiting >= self.max_queue:
+            if waiting >= self.max_queue or self.closed:
                 self.dropped += 1
                 self.unreported_drops += 1
                 if record.at - self.warned_at < DROP_WARNING_INTERVAL:
@@ -93,8 +95,11 @@ class Outbox:
                 dropped = self.dropped
             else:
                 self.items.append(record)
-                if waiting and waiting + 1 < self.batching.batch_size:
+                # Wake the worker once per reason, not once per event: the first
+                # event of a batch starts its timer, a full batch is sent.
+                if self.woken or (waiting and waiting + 1 < self.batching.batch_size):
                     return
+                self.woken = True
                 dropped = 0
         if dropped:
             logger.warning(
@@ -124,6 +129,7 @@ class Outbox:
         tells it to end (closing, and nothing left).
         """
         with self.lock:
+            self.woken = False
             if self.stopping and not self.items:
                 return None, None, True
             urgent = self.stopping or self.resolved + self.in_flight < self.flush_target
@@ -150,9 +156,14 @@ class Outbox:
             self.changed.notify_all()
         self.progress()
 
-    def abandon(self, in_flight: int = 0) -> int:
-        """Drop what waits (and ``in_flight`` events being sent); returns how many."""
+    def abandon(self, in_flight: int = 0, *, close: bool = False) -> int:
+        """Drop what waits (and ``in_flight`` events being sent); returns how many.
+
+        With ``close``, an event a racing ``track_*`` call puts later is dropped
+        too (counted), so nothing stays pending in a closed outbox.
+        """
         with self.lock:
+            self.closed = self.closed or close
             count = len(self.items) + in_flight
             self.items.clear()
             self.in_flight -= in_flight
@@ -425,8 +436,9 @@ class AsyncLane(_LaneBase):
             return  # not started yet: the task finds the events when it starts
         if threading.get_ident() == self.loop_thread:
             event.set()
-        elif not loop.is_closed():
-            # asyncio.Event is not thread-safe: set it from the loop's own thread.
+            return
+        # asyncio.Event is not thread-safe: set it from the loop's own thread.
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile: nothing to wake
             loop.call_soon_threadsafe(event.set)
 
     async def pause(self, seconds: float | None) -> None:

@@ -173,7 +173,10 @@ class TrackingEvent:
         }
 
     def to_json(self) -> bytes:
-        """:meth:`to_dict` as compact UTF-8 JSON (never raises: ``data`` holds JSON values)."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False).encode(
-            "utf-8", "surrogatepass"
-        )
+        """:meth:`to_dict` as compact UTF-8 JSON.
+
+        Never raises: ``data`` holds JSON values, and a lone surrogate (in an id
+        given by hand) is encoded as ``?`` rather than as invalid UTF-8.
+        """
+        text = json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return text.encode("utf-8", "replace")

@@ -429,7 +429,7 @@ class _TrackerBase:
             lane.abandoned = True
         notices = []
         for outbox in self.outboxes:
-            count = outbox.abandon()
+            count = outbox.abandon(close=True)
             if count:
                 notices.append(DropNotice(outbox.name, count, "closed"))
                 logger.warning(

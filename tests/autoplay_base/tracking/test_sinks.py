@@ -4,6 +4,8 @@ the OTel SDK's in-memory exporter), sync and async."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -278,3 +280,27 @@ async def test_otel_async(spans: tuple[TracerProvider, InMemorySpanExporter]) ->
     turn = attributes(exporter.get_finished_spans()[0])
     assert "gen_ai.input.messages" not in turn
     assert turn["gen_ai.usage.output_tokens"] == 9
+
+
+@pytest.mark.parametrize(
+    ("blocked", "build", "extra"),
+    [
+        ("opentelemetry", "OTelSink()", "otel"),
+        ("redis", "RedisStreamSink('redis://127.0.0.1:1')", "redis"),
+    ],
+)
+def test_a_missing_extra_names_what_to_install(blocked: str, build: str, extra: str) -> None:
+    # A fresh interpreter where the library cannot be imported, as if it were not installed;
+    # importing the tracking package works, building the sink names the extra.
+    code = (
+        "import sys\n"
+        f"sys.modules[{blocked!r}] = None\n"
+        "from autoplay_base.tracking import OTelSink, RedisStreamSink\n"
+        "try:\n"
+        f"    {build}\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.startswith("MissingDependencyError ")
+    assert f"pip install 'autoplay-live-context[{extra}]'" in done.stdout

@@ -391,3 +391,28 @@ def test_track_calls_log_nothing(
     tracker = make_tracker([GateSink()])
     tracker.session("s1", product_id="acme").track_turn(user="secret", assistant="secret")
     assert caplog.records == []
+
+
+def test_an_event_racing_close_is_dropped_not_left_pending() -> None:
+    from autoplay_base.tracking._lanes import Outbox
+    from autoplay_base.tracking._values import Captured
+    from autoplay_base.tracking.policy import BatchPolicy
+
+    outbox = Outbox("http", 10, BatchPolicy())
+    woken: list[bool] = []
+    outbox.wake = lambda: woken.append(True)
+    record = Captured("event", 1.0, ("s", "p", None, None, None), {})
+    outbox.put(record)
+    outbox.put(record)
+    assert woken == [True]  # once for the first event of the batch, not once per event
+    assert outbox.abandon(close=True) == 2
+    outbox.put(record)  # a track_* call that passed the tracker's closed check just before
+    assert outbox.counts() == {
+        "enqueued": 3,
+        "delivered": 0,
+        "dropped": 3,
+        "failed": 0,
+        "batches": 0,
+        "retries": 0,
+        "pending": 0,
+    }
