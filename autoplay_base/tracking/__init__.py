@@ -73,6 +73,7 @@ relies on the exit flush).
 from autoplay_base.tracking.events import EVENT_TYPES, TrackingEvent
 from autoplay_base.tracking.policy import BatchPolicy, Outcome, RetryPolicy
 from autoplay_base.tracking.results import DeliveryError, DropNotice, FlushResult
+from autoplay_base.tracking.session import TrackedSession
 from autoplay_base.tracking.sinks import (
     ContextStoreSink,
     HttpBatchSink,
@@ -87,7 +88,6 @@ from autoplay_base.tracking.tracker import (
     DEFAULT_MAX_ERRORS,
     DEFAULT_MAX_QUEUE,
     AsyncTracker,
-    TrackedSession,
     Tracker,
 )
 
