@@ -81,6 +81,8 @@ DEFAULT_EXIT_TIMEOUT = 2.0
 DEFAULT_MAX_ERRORS = 100
 """Delivery errors kept for ``get_errors()`` (the oldest go first)."""
 
+CANCEL_MARGIN = 0.05
+"""Seconds of ``aclose``'s timeout kept for cancelling tasks still sending."""
 _now = time.time
 _T = TypeVar("_T", bound="_TrackerBase")
 _LIVE: weakref.WeakSet[_TrackerBase] = weakref.WeakSet()
@@ -478,7 +480,9 @@ class AsyncTracker(_TrackerBase):
         deadline = time.monotonic() + _timeout(timeout)
         if not self._begin_close():
             return self._result(False)
-        flushed = await self._await(deadline)
+        # Stop flushing a little early: cancelled tasks need a loop turn or two to
+        # give their batches up before the deadline.
+        flushed = await self._await(deadline - min(CANCEL_MARGIN, timeout / 10))
         for notice in self._give_up():
             await self.callbacks.acall(self.callbacks.on_drop, notice)
         tasks = [lane.task for lane in self.lanes_async if lane.task is not None]

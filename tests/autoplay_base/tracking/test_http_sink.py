@@ -100,7 +100,7 @@ def test_retry_after_is_honoured(receiver: IngestReceiver, make_tracker: MakeTra
     first, second = receiver.requests
     assert (first.status, second.status) == (429, 200)
     # The client waited out the hint (read after the 429's body; answered after that).
-    assert 0.99 <= second.at - first.at < 1.6
+    assert 0.99 <= second.at - first.at < 2.5
 
 
 def test_retry_after_is_capped_by_the_backoff_maximum(
@@ -243,8 +243,8 @@ async def test_async_503_burst_and_retry_after(receiver: IngestReceiver) -> None
         ]
         first, second, third = receiver.requests[:3]
         assert [r.status for r in receiver.requests] == [503, 503, 200, 200]
-        assert 0.99 <= second.at - first.at < 1.6
-        assert 0.99 <= third.at - second.at < 1.6
+        assert 0.99 <= second.at - first.at < 2.5
+        assert 0.99 <= third.at - second.at < 2.5
     finally:
         await tracker.aclose(timeout=1)
 
