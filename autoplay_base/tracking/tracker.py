@@ -171,6 +171,9 @@ class _TrackerBase:
         for outbox in self.outboxes:
             outbox.put(record)
 
+    def _on_session(self) -> None:
+        """Hook run by :meth:`session` (the async twin binds its loop there)."""
+
     def _refuse(self, kind: str) -> None:
         self.rejected_after_close += 1
         if self.rejected_after_close == 1:
@@ -194,6 +197,7 @@ class _TrackerBase:
             ConfigError: ``session_id`` or ``product_id`` is not a non-empty string,
                 or an optional id is given but is not one.
         """
+        self._on_session()
         scope: Scope = (
             _text_id("session_id", session_id, optional=False),
             _text_id("product_id", product_id, optional=False) or "",
@@ -415,25 +419,10 @@ class AsyncTracker(_TrackerBase):
         self._bind_lock = threading.Lock()
         self._bind()
 
-    def session(
-        self,
-        session_id: str,
-        *,
-        product_id: str,
-        user_id: str | None = None,
-        device_id: str | None = None,
-        conversation_id: str | None = None,
-    ) -> TrackedSession:
-        """:meth:`Tracker.session`; inside a running loop it also binds the tracker to it."""
+    def _on_session(self) -> None:
+        # A handle made inside a running loop binds the tracker to it.
         if self._loop is None:
             self._bind()
-        return super().session(
-            session_id,
-            product_id=product_id,
-            user_id=user_id,
-            device_id=device_id,
-            conversation_id=conversation_id,
-        )
 
     def _bind(self) -> asyncio.AbstractEventLoop | None:
         """Start the lanes in the running loop, the first time there is one."""

@@ -415,3 +415,17 @@ def test_an_event_racing_close_is_dropped_not_left_pending() -> None:
         "retries": 0,
         "pending": 0,
     }
+
+
+async def test_async_tracker_built_outside_a_loop_binds_on_session(
+    receiver: IngestReceiver,
+) -> None:
+    # Built where no loop runs (a module-level tracker): the first handle made in the loop binds it.
+    tracker = await asyncio.to_thread(
+        AsyncTracker, [HttpBatchSink(receiver.url, flush_interval=0.01)], flush_at_exit=False
+    )
+    assert tracker._loop is None
+    tracker.session("s1", product_id="acme").track_event("bound")
+    assert tracker._loop is asyncio.get_running_loop()
+    assert await receiver.await_for(lambda r: len(r.events) == 1)
+    assert (await tracker.aclose(timeout=5)).delivered == 1
