@@ -495,9 +495,10 @@ class AsyncLane(_LaneBase):
         except asyncio.CancelledError:
             self.abandoned = True
             count = self.outbox.abandon(self.unsettled(encoded, settled))
-            await self.callbacks.acall(
-                self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed")
-            )
+            if count:
+                await self.callbacks.acall(
+                    self.callbacks.on_drop, DropNotice(self.outbox.name, count, "closed")
+                )
             raise
         count = self.outbox.abandon(self.unsettled(encoded, settled))
         if count:
