@@ -3,6 +3,8 @@
 ``EmulatorServer`` serves ``GET /stream/{product_id}`` like the Autoplay event
 connector, with replay, heartbeats, auth, scripted sessions, synthetic load and
 fault injection. Run it from the shell with ``autoplay-live emulator``.
+``IngestReceiver`` is its counterpart for outbound tracking: ``POST /v1/batch``
+with recording, dedupe and fault injection.
 """
 
 from autoplay_base.emulator.generators import (
@@ -19,6 +21,13 @@ from autoplay_base.emulator.generators import (
     run_load,
     script_path,
     synthetic_payload,
+)
+from autoplay_base.emulator.receiver import (
+    DEFAULT_INGEST_PATH,
+    MAX_INGEST_BODY,
+    IngestBatch,
+    IngestReceiver,
+    IngestRequest,
 )
 from autoplay_base.emulator.server import (
     DEFAULT_COMMAND_PORT,
@@ -37,6 +46,7 @@ __all__ = [
     "DEFAULT_COMMAND_PORT",
     "DEFAULT_HEARTBEAT_INTERVAL",
     "DEFAULT_HOST",
+    "DEFAULT_INGEST_PATH",
     "DEFAULT_LOAD_RATE",
     "DEFAULT_LOAD_SESSIONS",
     "DEFAULT_PRODUCTS",
@@ -44,10 +54,14 @@ __all__ = [
     "DEFAULT_REPLAY_SIZE",
     "DEFAULT_SPEED",
     "EMULATOR_TOKEN_ENV_VAR",
+    "MAX_INGEST_BODY",
     "SCRIPTS_DIR",
     "EmulatorServer",
     "EmulatorStats",
     "Faults",
+    "IngestBatch",
+    "IngestReceiver",
+    "IngestRequest",
     "Publisher",
     "RequestRecord",
     "bad_frames",
