@@ -59,6 +59,16 @@ from autoplay_base.recording import (
 from autoplay_base.stream import AsyncConnectorClient, ClientCounters, ConnectorClient
 from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 from autoplay_base.summarizer import AsyncSessionSummarizer, SessionSummarizer
+from autoplay_base.tracking import (
+    AsyncTracker,
+    ContextStoreSink,
+    FlushResult,
+    HttpBatchSink,
+    OTelSink,
+    RedisStreamSink,
+    TrackedSession,
+    Tracker,
+)
 from autoplay_base.user_index import SessionRef, UserSessionIndex
 
 __all__ = [
@@ -69,6 +79,7 @@ __all__ = [
     "AsyncConnectorClient",
     "AsyncContextStore",
     "AsyncSessionSummarizer",
+    "AsyncTracker",
     "AutoplayError",
     "Backend",
     "BackendAuthError",
@@ -85,14 +96,19 @@ __all__ = [
     "ConnectorRetriesExhaustedError",
     "ConnectorUnavailableError",
     "ContextStore",
+    "ContextStoreSink",
     "Event",
     "EventDecodeError",
+    "FlushResult",
+    "HttpBatchSink",
     "InMemoryBackend",
     "InvalidPayloadError",
     "MissingDependencyError",
+    "OTelSink",
     "ReadOptions",
     "RecordingWriter",
     "RedisBackend",
+    "RedisStreamSink",
     "SessionKey",
     "SessionLookupError",
     "SessionNotFoundError",
@@ -103,6 +119,8 @@ __all__ = [
     "SummarizerError",
     "SummarizerTimeoutError",
     "SummaryPayload",
+    "TrackedSession",
+    "Tracker",
     "UnknownEvent",
     "UserSessionIndex",
     "UserSessionRef",

@@ -82,6 +82,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 __all__ = [
+    "ASSISTANT_ANSWERED",
+    "ASSISTANT_USED_TOOL",
     "BATCH_SEPARATOR",
     "CONTEXT_HEADER",
     "FIELD_SEPARATOR",
@@ -97,6 +99,7 @@ __all__ = [
     "action_line",
     "action_lines",
     "append_block",
+    "assistant_turn_line",
     "clean_id",
     "clean_metadata",
     "clean_summary",
@@ -113,6 +116,7 @@ __all__ = [
     "format_user_activity",
     "number_lines",
     "parse_action_line",
+    "tool_call_line",
     "view_block",
     "view_text",
 ]
@@ -458,3 +462,30 @@ def format_raw_event(data: Mapping[str, Any]) -> str:
     invalid JSON.
     """
     return json.dumps(data, separators=(",", ":"), sort_keys=True, ensure_ascii=True)
+
+
+# -- the assistant's own activity (conversation tracking writes it into the context) -------
+ASSISTANT_ANSWERED = "Assistant answered"
+ASSISTANT_USED_TOOL = "Assistant used tool"
+
+
+def assistant_turn_line(
+    answer: str | None, *, max_chars: int, chars: int | None = None
+) -> str | None:
+    """``Assistant answered: <answer, cut to max_chars with …>``; ``None`` for a blank answer.
+
+    With content not recorded (``answer`` is ``None``), ``chars`` gives the length:
+    ``Assistant answered (<chars> characters)``. The store cleans the line like any
+    other action text.
+    """
+    if answer is None:
+        return f"{ASSISTANT_ANSWERED} ({chars} characters)" if chars is not None else None
+    if not answer.strip():
+        return None
+    shown = answer if len(answer) <= max_chars else answer[: max_chars - 1] + "…"
+    return f"{ASSISTANT_ANSWERED}: {shown}"
+
+
+def tool_call_line(name: object, *, failed: bool) -> str:
+    """``Assistant used tool <name>``, with `` (failed)`` when the call raised."""
+    return f"{ASSISTANT_USED_TOOL} {name}{' (failed)' if failed else ''}"

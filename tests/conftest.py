@@ -2,6 +2,7 @@
 
 pytest_plugins = [
     "tests._fixtures.emulator",
+    "tests._fixtures.receiver",
     "tests._fixtures.redis",
     "tests._fixtures.sentinel",
 ]

@@ -41,7 +41,7 @@ def examples() -> dict[str, str]:
 
 def test_the_readme_has_the_examples_we_run() -> None:
     found = examples()
-    assert sorted(found) == ["base-connect", "base-enrich", "langchain", "llamaindex"]
+    assert sorted(found) == ["base-connect", "base-enrich", "langchain", "llamaindex", "tracking"]
     for name in ("langchain", "llamaindex"):
         code_lines = [line for line in found[name].splitlines() if line.strip()]
         assert len(code_lines) <= 10, name
@@ -140,3 +140,14 @@ def test_llamaindex_example_puts_the_context_first(
     assert first.node.metadata["session_id"] == "ps_invite_7f3a"
     assert "Seat limit reached for your plan" in first.node.get_content()
     assert len(nodes) == 3  # the context node and the engine's two retrieved articles
+
+
+def test_tracking_example_delivers_and_feeds_the_context(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    exec(examples()["tracking"], {})
+    assert capsys.readouterr().out == (
+        "6 0 3\n[Session context]\nRecent activity:\n"
+        "1. Assistant answered: Open Settings, Team, then Invite.\n"
+        "2. Assistant used tool search_help\n\n[Query]\nIt still fails\n"
+    )

@@ -27,6 +27,12 @@ from collections.abc import Sequence
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import BackendUnavailableError, ConfigError
 from autoplay_base.events import ActionsPayload, SlimAction
+from autoplay_base.formatting import (
+    ASSISTANT_ANSWERED,
+    ASSISTANT_USED_TOOL,
+    assistant_turn_line,
+    tool_call_line,
+)
 from autoplay_base.tracking import events as ev
 from autoplay_base.tracking.events import TrackingEvent
 from autoplay_base.tracking.policy import OK, BatchPolicy, Outcome, RetryPolicy
@@ -44,10 +50,10 @@ __all__ = [
 
 DEFAULT_CONTEXT_MAX_CHARS = 200
 """Characters of an answer kept in its context line."""
+ANSWERED = ASSISTANT_ANSWERED
+USED_TOOL = ASSISTANT_USED_TOOL
 DEFAULT_CONTEXT_FLUSH_INTERVAL = 0.05
 """The store is local: lines reach it within this many seconds."""
-ANSWERED = "Assistant answered"
-USED_TOOL = "Assistant used tool"
 
 
 def context_line(event: TrackingEvent, *, max_chars: int, include_tools: bool = True) -> str | None:
@@ -55,16 +61,14 @@ def context_line(event: TrackingEvent, *, max_chars: int, include_tools: bool = 
     data = event.data
     if event.type == ev.TURN:
         answer = data.get("assistant")
-        if isinstance(answer, str):
-            if not answer.strip():
-                return None
-            shown = answer if len(answer) <= max_chars else answer[: max_chars - 1] + "…"
-            return f"{ANSWERED}: {shown}"
         chars = data.get("assistant_chars")
-        return f"{ANSWERED} ({chars} characters)" if isinstance(chars, int) else None
+        return assistant_turn_line(
+            answer if isinstance(answer, str) else None,
+            max_chars=max_chars,
+            chars=chars if isinstance(chars, int) else None,
+        )
     if event.type == ev.TOOL_CALL and include_tools:
-        failed = " (failed)" if data.get("error") else ""
-        return f"{USED_TOOL} {data.get('name')}{failed}"
+        return tool_call_line(data.get("name"), failed=bool(data.get("error")))
     return None
 
 

@@ -1,4 +1,4 @@
-"""Tracking test fixtures: the ingest receiver, fast retries, trackers closed at teardown."""
+"""Tracking test fixtures: fast retries, trackers closed at teardown (the receiver is global)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 
 from autoplay_base._reconnect import Backoff
 from autoplay_base.tracking import Tracker
-from tests._fixtures.receiver import receiver, receiver_factory
 
-__all__ = ["fast_backoff", "make_tracker", "receiver", "receiver_factory"]
+__all__ = ["fast_backoff", "make_tracker"]
 
 
 def fast_backoff(initial: float = 0.01, maximum: float = 0.05) -> Backoff:
