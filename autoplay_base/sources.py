@@ -28,6 +28,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, ClassVar
 
+from autoplay_base._store_ref import pickle_refused, share_store
 from autoplay_base.backends.base import SessionKey, SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
@@ -201,25 +202,12 @@ async def asnapshot_sessions(
 def check_picklable(owner: object, store: object | None) -> None:
     """Refuse to pickle ``owner`` (a loader or a reader) while it holds a store.
 
-    Raises ``TypeError`` (what :mod:`pickle` raises for what it cannot carry) with
-    a message saying what to do, instead of the store's own ``cannot pickle
-    '_thread.lock'``; LlamaIndex's components would otherwise drop the field with
-    a warning, leaving an adapter without a source.
+    The one refusal every adapter gives (:func:`autoplay_base._store_ref.pickle_refused`);
+    LlamaIndex's components would otherwise drop the field with a warning, leaving an
+    adapter without a source.
     """
     if store is not None:
-        # The wording of the other adapters' refusal (their store is never optional).
-        name = type(owner).__name__
-        raise TypeError(
-            f"{name} holds a live context store, which cannot be pickled; pickle a "
-            f"{name} with path= or url=, or build a new {name} with a store in the other "
-            "process (copy.deepcopy shares the store)"
-        )
-
-
-def share_store(memo: dict[int, Any], store: object | None) -> None:
-    """Make ``copy.deepcopy`` keep ``store`` as it is: the copy shares the original's store."""
-    if store is not None:
-        memo[id(store)] = store
+        raise pickle_refused(owner, instead="path= or url=")
 
 
 def _is_int(value: object) -> bool:

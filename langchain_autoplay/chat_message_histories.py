@@ -65,12 +65,12 @@ from langchain_core.messages import (
     messages_from_dict,
 )
 
+from autoplay_base._store_ref import SharesStore
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
 from autoplay_base.formatting import format_context_block
 from langchain_autoplay._messages import merge_into_leading_system
-from langchain_autoplay._store_ref import SharesStore
 
 __all__ = ["AutoplayChatMessageHistory", "LiveContextMode"]
 

@@ -63,6 +63,7 @@ from langchain_core.runnables import RunnableConfig, ensure_config
 from langgraph.channels.untracked_value import UntrackedValue
 from typing_extensions import NotRequired, override
 
+from autoplay_base._store_ref import SharesStore
 from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
@@ -75,7 +76,6 @@ from langchain_autoplay._scope import (
     require_found,
     require_session,
 )
-from langchain_autoplay._store_ref import SharesStore
 
 if TYPE_CHECKING:
     from langgraph.runtime import Runtime

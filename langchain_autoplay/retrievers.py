@@ -65,6 +65,7 @@ from langchain_core.runnables.config import run_in_executor
 from pydantic import Field
 from typing_extensions import override
 
+from autoplay_base._store_ref import SharesStore
 from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
@@ -78,7 +79,6 @@ from langchain_autoplay._scope import (
     require_session,
     warn_lookalikes,
 )
-from langchain_autoplay._store_ref import SharesStore
 
 __all__ = ["AutoplayRetriever"]
 

@@ -31,6 +31,7 @@ from langchain_core.tools import BaseTool
 from pydantic import BaseModel, Field
 from typing_extensions import override
 
+from autoplay_base._store_ref import SharesStore
 from autoplay_base.backends.base import SessionView
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.formatting import NO_ACTIVITY, NO_SESSION, format_activity_answer, view_text
@@ -42,7 +43,6 @@ from langchain_autoplay._scope import (
     require_session,
     runtime_context,
 )
-from langchain_autoplay._store_ref import SharesStore
 
 __all__ = [
     "NO_ACTIVITY",

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 
 from pydantic import AliasChoices, Field
 
+from autoplay_base._store_ref import SharesStore
 from autoplay_base.backends.base import SessionView
 from autoplay_base.errors import ConfigError, SessionNotFoundError
 
@@ -54,28 +55,13 @@ class ReadOverridesAlias:
         self.context_options = value
 
 
-class LiveStoreComponent:
-    """Mix-in (first in the bases) for a component whose ``store`` is a live context store.
+class LiveStoreComponent(SharesStore):
+    """:class:`~autoplay_base._store_ref.SharesStore` for LlamaIndex components.
 
-    ``copy.deepcopy`` copies the options and shares the store (a live resource: a
-    lock, a backend's connections). ``pickle`` raises ``TypeError`` (LlamaIndex's own
-    pickling would silently drop the store and leave a component that fails on first
-    use).
+    ``copy.deepcopy`` copies the options and shares the store; ``pickle`` raises
+    ``TypeError`` (LlamaIndex's own pickling would silently drop the store and
+    leave a component that fails on first use).
     """
-
-    store: Any
-
-    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> Any:
-        memo = {} if memo is None else memo
-        memo[id(self.store)] = self.store  # deepcopy returns what memo holds: the same store
-        return super().__deepcopy__(memo)  # type: ignore[misc]
-
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError(
-            f"{type(self).__name__} holds a live context store, which cannot be pickled; "
-            f"build a new {type(self).__name__} with a store in the other process "
-            "(copy.deepcopy shares the store)"
-        )
 
 
 class StoreOnLoad(LiveStoreComponent):
