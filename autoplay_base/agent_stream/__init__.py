@@ -1,4 +1,4 @@
-"""Agent run streams: the chatbot's own answer, streamed live to the browser, resumable and cancellable.
+"""Agent run streams: the chatbot's own answer, live in the browser, resumable and cancellable.
 
 A producer (the agent, through a LangChain/LlamaIndex driver or by hand) opens a
 run and emits structured events; any number of listeners, in this process or
