@@ -311,7 +311,7 @@ class Streams:
         return ListenState(run_id, after_seq)
 
     def cursor_seq(self, run_id: str, after: str | None) -> int:
-        """The ``seq`` a cursor of ``run_id`` points at (0: none, or not one of this run's; counted)."""
+        """The ``seq`` a cursor of ``run_id`` points at (0: none, or a foreign one: counted)."""
         return self._listen_state(run_id, after).next_seq - 1
 
     def _follow_start(self, after: str | None) -> tuple[str | None, int]:

@@ -42,7 +42,7 @@ PRODUCER_LOST_TEXT: Final = "The answer stopped unexpectedly."
 UNKNOWN_RUN_TEXT: Final = "This answer is not available."
 
 
-def frame(data: str, *, id: str | None = None, event: str | None = None) -> bytes:  # noqa: A002
+def frame(data: str, *, id: str | None = None, event: str | None = None) -> bytes:
     """One SSE frame; ``data`` must not hold a newline (JSON from :func:`dumps` never does)."""
     head = (f"id: {id}\n" if id is not None else "") + (f"event: {event}\n" if event else "")
     return f"{head}data: {data}\n\n".encode()
@@ -104,7 +104,7 @@ class VercelEncoder:
             )
         return chunks
 
-    def chunks(self, event: RunEvent) -> list[dict[str, Any]]:  # noqa: PLR0911
+    def chunks(self, event: RunEvent) -> list[dict[str, Any]]:
         """The chunks for one event (possibly none: ``tool_started`` has no counterpart)."""
         t, data = event.type, event.data
         if t == ev.START:
