@@ -46,6 +46,7 @@ class Run:
         self._waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = []
         self._lock = threading.Lock()
         self._on_lost: Callable[[int, str], None] = lambda count, reason: None
+        self._on_late: Callable[[], None] = lambda: None
 
     def __repr__(self) -> str:
         return (
@@ -56,6 +57,8 @@ class Run:
     # -- emit ---------------------------------------------------------------------------------
     def _emit(self, type_: str, data: dict[str, Any]) -> bool:
         if not self._buffer.push(type_, self._clock(), data):
+            if self._buffer.ended:
+                self._on_late()
             return False
         if self._sink is not None:
             self._sink.notify()

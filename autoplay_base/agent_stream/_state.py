@@ -69,7 +69,6 @@ class BufferCounters:
     coalesced: int = 0
     dropped: int = 0
     truncated: int = 0
-    after_end: int = 0
 
 
 @dataclass
@@ -81,7 +80,7 @@ class RunBuffer:
     into the previous buffered delta of the same type when that one is the last
     (coalescing keeps every character), otherwise dropped and counted; tool,
     start and terminal events are always accepted. Events pushed after the
-    terminal one are refused and counted (``after_end``). The assistant's text
+    terminal one are refused. The assistant's text
     is kept (up to ``max_text_chars``) for the chat history.
     """
 
@@ -99,8 +98,7 @@ class RunBuffer:
     def push(self, type_: str, ts: float, data: dict[str, Any]) -> bool:
         """Buffer one event; False when it was dropped (counted)."""
         with self._lock:
-            if self._ended:
-                self.counters.after_end += 1
+            if self._ended:  # the run counts it (a late emit comes after its counters are summed)
                 return False
             if type_ == TEXT_DELTA:
                 self._keep_text(str(data.get("text", "")))

@@ -240,20 +240,21 @@ class Streams:
         )
         return Started(True, [])
 
-    def _started(self, ref: RunRef, started: Started, args: RunArgs) -> list[RunRef]:
-        """Raise when refused; the runs to cancel first (``cancel_previous``)."""
+    def _started(self, ref: RunRef, started: Started, args: RunArgs) -> list[str]:
+        """Raise when refused; the live runs to cancel first (``cancel_previous``)."""
         if not started.started:
             self._count("runs_rejected")
             raise RunLiveError(started.live)
         self._count("runs_started")
         if args.if_live != "cancel_previous":
             return []
-        return [RunRef(ref.product_id, ref.session_id, r) for r in started.live if r != ref.run_id]
+        return [r for r in started.live if r != ref.run_id]
 
     def _begin(self, ref: RunRef, args: RunArgs) -> Run:
         buffer = RunBuffer(self.max_buffered_events, self.max_event_bytes, self.max_text_chars)
         run = Run(ref, args.user_id, buffer, self._clock)
         run._on_lost = lambda count, reason: self._lost(ref.run_id, count, reason)
+        run._on_late = lambda: self._count("events_after_end")
         with self._local_lock:
             self._local[ref] = run
         run._sink = self.transport.sink(ref, run)
@@ -281,7 +282,6 @@ class Streams:
         counters = run._buffer.counters
         self._count("events_coalesced", counters.coalesced)
         self._count("events_truncated", counters.truncated)
-        self._count("events_after_end", counters.after_end)
         self._count("events_dropped", counters.dropped)
         if counters.dropped:
             self._lost(run.run_id, counters.dropped, "buffer_full")

@@ -128,7 +128,9 @@ class RunStream(Streams):
             started = self._start_failed(exc)
         previous = self._started(ref, started, args)
         if previous:
-            self._cancel_refs(previous)
+            _, remote = self._cancel_targets(previous, None, ref.product_id, ref.session_id)
+            if remote:
+                self._cancel_refs(remote)
         if args.user_message is not None and self.history is not None:
             entry = human_entry(args.user_message, at=self._clock())
             self.history.append_messages(SessionKey(ref.product_id, ref.session_id), [entry])
@@ -251,7 +253,9 @@ class AsyncRunStream(Streams):
             started = self._start_failed(exc)
         previous = self._started(ref, started, args)
         if previous:
-            await self._cancel_refs(previous)
+            _, remote = self._cancel_targets(previous, None, ref.product_id, ref.session_id)
+            if remote:
+                await self._cancel_refs(remote)
         if args.user_message is not None and self.history is not None:
             entry = human_entry(args.user_message, at=self._clock())
             await self.history.aappend_messages(SessionKey(ref.product_id, ref.session_id), [entry])
