@@ -11,8 +11,9 @@
   ``error`` (``errorText``), then ``data: [DONE]``. The encoder keeps which text,
   reasoning and tool parts are open, so a resumed connection must feed it the
   events before the cursor first (``skip_through``: their frames are not sent).
-  Several frames made from one event carry its ``id:`` on the last one only, so a
-  connection cut inside them resumes before the event, never in its middle.
+  Several frames made from one event carry ids ``<cursor>.<k>`` before the last
+  one's ``<cursor>`` (:func:`split_vercel_cursor`), so a connection cut between
+  them resumes at the next frame: nothing repeated, nothing lost.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ __all__ = [
     "frame",
     "native_frame",
     "native_frames",
+    "split_vercel_cursor",
     "vercel_frames",
 ]
 
@@ -144,32 +146,72 @@ class VercelEncoder:
             return [*self._close(), {"type": "error", "errorText": text}]
         return []
 
-    def encode(self, event: RunEvent) -> bytes:
-        """The SSE bytes for one event (``[DONE]`` after the last one); ``b""`` when none."""
+    def frames(self, event: RunEvent) -> list[bytes]:
+        """The SSE frames for one event (``[DONE]`` after the last event of the run).
+
+        Every frame carries an ``id:``: the last one the event's cursor, the ones
+        before it ``<cursor>.<k>`` (k frames of this event delivered), so a
+        connection cut between two frames of one event resumes at the next frame.
+        """
         chunks = self.chunks(event)
-        out = b"".join(
-            frame(dumps(c), id=event.id if i == len(chunks) - 1 else None)
+        last = len(chunks) - 1
+        out = [
+            frame(dumps(c), id=_part_id(event.id, i + 1) if i < last else event.id)
             for i, c in enumerate(chunks)
-        )
-        return out + DONE if event.terminal else out
+        ]
+        return [*out, DONE] if event.terminal else out
 
 
-def vercel_frames(events: Iterable[RunEvent], *, skip_through: int = 0) -> Iterator[bytes]:
-    """The UI message stream of a run's events; events up to ``seq == skip_through`` only
-    update the encoder (a resumed connection)."""
+def _part_id(cursor: str | None, delivered: int) -> str | None:
+    return None if cursor is None else f"{cursor}.{delivered}"
+
+
+def split_vercel_cursor(last_event_id: str | None) -> tuple[str | None, int]:
+    """``(event cursor, frames of the next event already delivered)`` of a Vercel ``id:``.
+
+    ``<cursor>`` means its event was delivered whole; ``<cursor>.<k>`` that ``k``
+    frames of that event were (the cursor then names the event before it for
+    :meth:`RunStream.listen`'s purposes, which the caller resolves with ``seq - 1``).
+    """
+    if last_event_id is None:
+        return None, 0
+    base, dot, part = last_event_id.partition(".")
+    if dot and part.isdigit() and len(part) <= 3:
+        return base, int(part)
+    return last_event_id, 0
+
+
+def _resumed(frames: list[bytes], event: RunEvent, skip_through: int, partial: int) -> bytes:
+    if (
+        event.id is None
+        or event.seq > skip_through + 1
+        or (event.seq == skip_through + 1 and not partial)
+    ):
+        return b"".join(frames)
+    if event.seq == skip_through + 1:
+        return b"".join(frames[partial:])
+    return b""
+
+
+def vercel_frames(
+    events: Iterable[RunEvent], *, skip_through: int = 0, partial: int = 0
+) -> Iterator[bytes]:
+    """The UI message stream of a run's events, resumed: events up to ``seq ==
+    skip_through`` only update the encoder, and the first ``partial`` frames of the
+    event after them are not sent again."""
     encoder = VercelEncoder()
     for event in events:
-        data = encoder.encode(event)
-        if data and (event.seq > skip_through or event.id is None):
+        data = _resumed(encoder.frames(event), event, skip_through, partial)
+        if data:
             yield data
 
 
 async def avercel_frames(
-    events: AsyncIterable[RunEvent], *, skip_through: int = 0
+    events: AsyncIterable[RunEvent], *, skip_through: int = 0, partial: int = 0
 ) -> AsyncIterator[bytes]:
     """Async twin of :func:`vercel_frames`."""
     encoder = VercelEncoder()
     async for event in events:
-        data = encoder.encode(event)
-        if data and (event.seq > skip_through or event.id is None):
+        data = _resumed(encoder.frames(event), event, skip_through, partial)
+        if data:
             yield data

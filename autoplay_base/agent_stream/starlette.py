@@ -25,7 +25,12 @@ from starlette.concurrency import iterate_in_threadpool
 from starlette.requests import Request
 
 from autoplay_base.agent_stream._events import RunEvent
-from autoplay_base.agent_stream.sse import VERCEL_HEADERS, anative_frames, avercel_frames
+from autoplay_base.agent_stream.sse import (
+    VERCEL_HEADERS,
+    anative_frames,
+    avercel_frames,
+    split_vercel_cursor,
+)
 from autoplay_base.agent_stream.stream import AsyncRunStream, RunStream
 from autoplay_base.errors import ConfigError, missing_extra
 
@@ -75,9 +80,11 @@ def event_source_response(
         headers: dict[str, str] = {}
     else:
         # The encoder needs the events before the cursor to know which parts are open.
-        skip = stream.cursor_seq(run_id, last)
+        cursor, partial = split_vercel_cursor(last)
+        seq = stream.cursor_seq(run_id, cursor)
+        skip, partial = (seq - 1, partial) if partial and seq else (seq, 0)
         events = _events(stream, run_id, session_id, product_id, None)
-        body = avercel_frames(events, skip_through=skip)
+        body = avercel_frames(events, skip_through=skip, partial=partial)
         headers = dict(VERCEL_HEADERS)
     headers["cache-control"] = "no-cache"
     headers["x-accel-buffering"] = "no"  # nginx: do not buffer the stream
