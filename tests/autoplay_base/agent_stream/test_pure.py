@@ -175,7 +175,8 @@ def test_native_frame() -> None:
         native_frame(ev(2, "text_delta", text="hi"))
         == (
             f"id: {R}-2\nevent: text_delta\n"
-            f'data: {{"run_id":"{R}","seq":2,"type":"text_delta","ts":1.0,"data":{{"text":"hi"}}}}\n\n'
+            f'data: {{"run_id":"{R}","seq":2,"type":"text_delta","ts":1.0,'
+            f'"data":{{"text":"hi"}}}}\n\n'
         ).encode()
     )
     synthesized = RunEvent(None, 0, "gap", 1.0, {}, R)

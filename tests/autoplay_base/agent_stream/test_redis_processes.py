@@ -31,7 +31,7 @@ from autoplay_base.backends.redis import RedisBackend
 
 url, prefix = sys.argv[1], sys.argv[2]
 backend = RedisBackend.from_url(url, prefix=prefix, socket_timeout=5.0)
-stream = RunStream(backend, lease_seconds=%(lease)r, heartbeat_seconds=0.01)
+stream = RunStream(backend, lease_seconds=LEASE, heartbeat_seconds=0.01)
 with stream.run(session_id="s1", product_id="p1", user_id="u1") as run:
     print(run.run_id, flush=True)
     n = 0
@@ -40,7 +40,7 @@ with stream.run(session_id="s1", product_id="p1", user_id="u1") as run:
         n += 1
         time.sleep(0.001)  # a model producing ~1000 tokens a second
     print("cancelled", time.monotonic(), flush=True)
-""" % {"lease": LEASE}
+""".replace("LEASE", repr(LEASE))
 
 
 @pytest.fixture
@@ -98,13 +98,16 @@ async def test_a_killed_producer_leaves_live_sessions_and_its_listener_ends_prod
     live = await stream.live_sessions("u1", product_id="p1")
     assert [(r.session_id, r.run_id) for r in live] == [("s1", run_id)]
     events: list[Any] = []
+    streaming = asyncio.Event()
 
     async def listen() -> None:
         async for event in stream.listen(run_id, **S):
             events.append(event)
+            if len(events) == 3:
+                streaming.set()
 
     task = asyncio.ensure_future(listen())
-    await asyncio.wait_for(_until(lambda: len(events) >= 3), 10)
+    await asyncio.wait_for(streaming.wait(), 10)
     proc.send_signal(signal.SIGKILL)
     proc.wait(10)
     killed = time.monotonic()
@@ -115,11 +118,6 @@ async def test_a_killed_producer_leaves_live_sessions_and_its_listener_ends_prod
     assert ended < LEASE + 0.5, f"producer_lost after {ended:.2f} s"
     assert await stream.live_sessions("u1", product_id="p1") == []
     assert await stream.cancel(run_id, **S) is False
-
-
-async def _until(condition: Callable[[], bool]) -> None:
-    while not condition():
-        await asyncio.sleep(0.005)  # polling a condition under the caller's timeout
 
 
 async def test_cluster_smoke_run_listen_cancel(
