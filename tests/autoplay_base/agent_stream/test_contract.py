@@ -19,7 +19,7 @@ from autoplay_base.agent_stream import RunCancelledError, RunEvent, RunLiveError
 from autoplay_base.agent_stream._state import SAFE_ERROR_MESSAGE
 from tests.autoplay_base.agent_stream.conftest import Streams
 
-S = {"session_id": "s1", "product_id": "p1"}
+S: dict[str, Any] = {"session_id": "s1", "product_id": "p1"}
 
 
 def shape(events: list[RunEvent]) -> list[tuple[int, str, dict[str, Any]]]:

@@ -22,7 +22,7 @@ from autoplay_base.agent_stream import AsyncRunStream, RunStream
 from autoplay_base.backends.redis import RedisBackend
 
 ROOT = Path(__file__).resolve().parents[3]
-S = {"session_id": "s1", "product_id": "p1"}
+S: dict[str, Any] = {"session_id": "s1", "product_id": "p1"}
 LEASE = 0.5
 PRODUCER = """
 import sys, time

@@ -29,7 +29,7 @@ from autoplay_base.agent_stream.starlette import event_source_response
 from tests._fixtures.redis import free_port
 from tests.autoplay_base.agent_stream.conftest import Streams
 
-S = {"session_id": "s1", "product_id": "p1"}
+S: dict[str, Any] = {"session_id": "s1", "product_id": "p1"}
 N_DELTAS = 30
 CUT_EVERY = 4
 
@@ -125,7 +125,7 @@ async def produce(streams: Streams, started: asyncio.Event, box: dict[str, str])
 
 @pytest.mark.parametrize("mode", ["async"])
 async def test_native_resume_receives_seq_1_to_n_exactly(streams: Streams, served: Served) -> None:
-    started, box = asyncio.Event(), {}
+    started, box = asyncio.Event(), dict[str, str]()
     producer = asyncio.ensure_future(produce(streams, started, box))
     await asyncio.wait_for(started.wait(), 5)
     url = f"http://127.0.0.1:{served.port}/runs/{box['run_id']}"
@@ -142,7 +142,7 @@ async def test_native_resume_receives_seq_1_to_n_exactly(streams: Streams, serve
 async def test_vercel_resume_receives_exactly_one_uncut_stream(
     streams: Streams, served: Served
 ) -> None:
-    started, box = asyncio.Event(), {}
+    started, box = asyncio.Event(), dict[str, str]()
     producer = asyncio.ensure_future(produce(streams, started, box))
     await asyncio.wait_for(started.wait(), 5)
     url = f"http://127.0.0.1:{served.port}/runs/{box['run_id']}"
