@@ -1,4 +1,4 @@
-"""A Redis that does not answer never fails the agent: counted, handed to ``on_drop``; ``strict`` raises."""
+"""A Redis that does not answer never fails the agent: counted, ``on_drop``; ``strict`` raises."""
 
 from __future__ import annotations
 
