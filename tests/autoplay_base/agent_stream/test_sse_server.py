@@ -46,7 +46,7 @@ class Served:
                 product_id=request.query_params["product_id"],
                 request=request,
                 encoder=request.query_params.get("encoder", "native"),  # type: ignore[arg-type]
-                heartbeat=5.0,
+                heartbeat=float(request.query_params.get("heartbeat", "5")),
             )
             return response
 
@@ -168,3 +168,34 @@ async def test_vercel_resume_receives_exactly_one_uncut_stream(
     assert types[-4:] == ["text-delta", "text-end", "finish-step", "finish"]
     text = "".join(c["delta"] for c in expected if c["type"] == "text-delta")
     assert text == "".join(f"w{n} " for n in range(N_DELTAS))
+
+
+@pytest.mark.parametrize("mode", ["async"])
+async def test_an_idle_live_run_gets_heartbeats_and_the_response_ends_with_the_run(
+    streams: Streams, served: Served
+) -> None:
+    release = asyncio.Event()
+    started, box = asyncio.Event(), dict[str, str]()
+
+    async def idle_run() -> None:
+        async with streams.run(**S) as run:
+            box["run_id"] = run.run_id
+            started.set()
+            await release.wait()  # the model thinks for a while
+
+    producer = asyncio.ensure_future(idle_run())
+    await asyncio.wait_for(started.wait(), 5)
+    url = f"http://127.0.0.1:{served.port}/runs/{box['run_id']}"
+    lines: list[str] = []
+    async with httpx.AsyncClient(timeout=10) as client:
+        params = {**S, "heartbeat": "0.05"}
+        async with client.stream("GET", url, params=params) as response:
+            assert response.headers["content-type"].startswith("text/event-stream")
+            async for line in response.aiter_lines():
+                lines.append(line)
+                if line.startswith(":") and not release.is_set():
+                    release.set()  # a heartbeat came while idle: let the run end
+    await producer
+    assert any(line.startswith(":") for line in lines)
+    data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
+    assert [(d["seq"], d["type"]) for d in data] == [(1, "start"), (2, "finished")]
