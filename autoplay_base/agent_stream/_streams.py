@@ -119,7 +119,7 @@ class Streams:
         self,
         backend: Any = None,
         *,
-        history: Backend | None = None,
+        history: Backend | Literal[False] | None = None,
         max_events: int = DEFAULT_MAX_EVENTS,
         retention_seconds: float = DEFAULT_RETENTION_SECONDS,
         lease_seconds: float = DEFAULT_LEASE_SECONDS,
@@ -197,8 +197,10 @@ class Streams:
             self.transport = redis_transport
             if history is None:
                 history = backend
-        self.history = history
-        """Where the user's message and the answer are appended (``append_messages``), or None."""
+        self.history: Backend | None = None if history is False else history
+        """Where the user's message and the answer are appended (``append_messages``), or None:
+        ``history=`` a backend (e.g. a ``ContextStore``'s), by default the Redis backend
+        itself (in-process: none), ``False`` for none."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(transport={type(self.transport).__name__})"

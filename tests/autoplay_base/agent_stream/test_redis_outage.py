@@ -24,7 +24,7 @@ def dead_backend() -> Iterator[RedisBackend]:
 
 def test_an_outage_costs_the_events_not_the_run(dead_backend: RedisBackend) -> None:
     dropped: list[DroppedEvents] = []
-    stream = RunStream(dead_backend, close_timeout=0.2, history=None, on_drop=dropped.append)
+    stream = RunStream(dead_backend, close_timeout=0.2, history=False, on_drop=dropped.append)
     with stream.run(**S) as run:
         assert run.text_delta("a") is True
         run.tool_output("c1", 1)
