@@ -19,10 +19,16 @@ synthesized one saying why). Needs the ``sse`` extra (``sse-starlette``).
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
-from starlette.concurrency import iterate_in_threadpool
-from starlette.requests import Request
+from autoplay_base.errors import ConfigError, missing_extra
+
+try:
+    from sse_starlette.sse import EventSourceResponse
+    from starlette.concurrency import iterate_in_threadpool
+    from starlette.requests import Request
+except ImportError as exc:  # the optional ``sse`` extra
+    raise missing_extra("sse-starlette", "sse") from exc
 
 from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream.sse import (
@@ -32,7 +38,6 @@ from autoplay_base.agent_stream.sse import (
     split_vercel_cursor,
 )
 from autoplay_base.agent_stream.stream import AsyncRunStream, RunStream
-from autoplay_base.errors import ConfigError, missing_extra
 
 __all__ = ["DEFAULT_HEARTBEAT_SECONDS", "event_source_response"]
 
@@ -64,12 +69,8 @@ def event_source_response(
     request: Request,
     encoder: Literal["native", "vercel"] = "native",
     heartbeat: float = DEFAULT_HEARTBEAT_SECONDS,
-) -> Any:
+) -> EventSourceResponse:
     """An ``sse_starlette.EventSourceResponse`` streaming the run (see the module docstring)."""
-    try:
-        from sse_starlette.sse import EventSourceResponse  # noqa: PLC0415 - optional extra
-    except ImportError as exc:
-        raise missing_extra("sse-starlette", "sse") from exc
     if encoder not in ("native", "vercel"):
         raise ConfigError(f"encoder must be 'native' or 'vercel', got {encoder!r}")
     last = request.headers.get("last-event-id") or None
