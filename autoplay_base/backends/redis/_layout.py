@@ -7,9 +7,12 @@ from autoplay_base.formatting import escape_id_part
 
 __all__ = [
     "Layout",
+    "RunLayout",
     "escape_id",
     "key_id",
     "parse_member",
+    "parse_run_member",
+    "run_member",
     "session_member",
     "unescape_id",
     "user_member",
@@ -151,3 +154,79 @@ class Layout:
 
 
 _Layout = Layout  # the old private name
+
+
+# == agent run streams (autoplay_base.agent_stream) ======================================
+# One stream per run, never per session: two runs of one session cannot touch each
+# other's keys. ``M`` names the session as above (``P:S``; cluster ``P:{S}``), ``R``
+# is the run id (32 hex digits, nothing to escape), ``PU`` the product's user::
+#
+#     {prefix}:r:M:R:x    stream  the run's events, ids 0-<seq>, XADD MAXLEN ~ max_events
+#     {prefix}:r:M:R:l    string  the producer's lease (PX lease): gone = producer gone
+#     {prefix}:r:M:R:c    string  a cancel request for the run (PX retention)
+#     {prefix}:rs:M       zset    the session's runs scored by start time (ms), capped
+#     {prefix}:rl:M       zset    the session's live runs scored by lease deadline (ms)
+#     {prefix}:ul:PU      zset    the user's live runs, member "S:R" (S escaped), by deadline
+#
+# Cluster: every key of one run and its session's two indexes share the session's
+# tag (``{S}``), so starting a run is one script in one slot; the user's index
+# carries the user's tag (``ul:P:{U}``) and is always written by a command of its own.
+_RUN = "r"
+_RUNS = "rs"
+_RUNS_LIVE = "rl"
+_USER_LIVE = "ul"
+
+
+class RunLayout:
+    """Key names of agent run streams under one prefix (pure); see the section comment."""
+
+    __slots__ = ("_layout",)
+
+    def __init__(self, prefix: str, *, cluster: bool = False) -> None:
+        self._layout = Layout(prefix, cluster=cluster)
+
+    def _run(self, key: SessionKey, run_id: str, part: str) -> str:
+        layout = self._layout
+        return f"{layout.prefix}:{_RUN}:{layout._member(key)}:{key_id(run_id)}{part}"
+
+    def run_stream(self, key: SessionKey, run_id: str) -> str:
+        """The run's event stream."""
+        return self._run(key, run_id, ":x")
+
+    def run_lease(self, key: SessionKey, run_id: str) -> str:
+        """The producer's lease of the run."""
+        return self._run(key, run_id, ":l")
+
+    def run_cancel(self, key: SessionKey, run_id: str) -> str:
+        """The run's cancel request."""
+        return self._run(key, run_id, ":c")
+
+    def session_runs(self, key: SessionKey) -> str:
+        """The session's runs by start time."""
+        return f"{self._layout.prefix}:{_RUNS}:{self._layout._member(key)}"
+
+    def session_live_runs(self, key: SessionKey) -> str:
+        """The session's live runs by lease deadline."""
+        return f"{self._layout.prefix}:{_RUNS_LIVE}:{self._layout._member(key)}"
+
+    def user_live_runs(self, product_id: str, user_id: str) -> str:
+        """The user's live runs under one product, by lease deadline."""
+        layout = self._layout
+        if layout.cluster:
+            return f"{layout.prefix}:{_USER_LIVE}:{key_id(product_id)}:{layout._id(user_id)}"
+        return f"{layout.prefix}:{_USER_LIVE}:{user_member(product_id, user_id)}"
+
+    def start_keys(self, key: SessionKey, run_id: str) -> tuple[str, str, str]:
+        """What the start script receives as ``KEYS``: live index, run index, lease (one slot)."""
+        return (self.session_live_runs(key), self.session_runs(key), self.run_lease(key, run_id))
+
+
+def run_member(session_id: str, run_id: str) -> str:
+    """``S:R``: one live run in a user's index (the session id escaped, so ``:`` splits it)."""
+    return f"{escape_id(session_id)}:{run_id}"
+
+
+def parse_run_member(member: str) -> tuple[str, str]:
+    """Inverse of :func:`run_member`: ``(session_id, run_id)``."""
+    session, _, run_id = member.rpartition(":")
+    return unescape_id(session), run_id

@@ -1,0 +1,221 @@
+"""The in-process transport: bounded runs in this process, listened to from any thread or loop.
+
+One :class:`MemoryTransport` per :class:`~autoplay_base.agent_stream.RunStream`:
+its runs are bounded in number (``max_runs``: the oldest ended run goes first,
+then the oldest), in events (``max_events`` per run, the oldest trimmed: a
+listener behind them gets a ``gap``) and in time (an ended run is forgotten
+``retention_seconds`` after it ended). Events are written inline by
+:class:`MemorySink` (an append under a lock): nothing here waits on a network.
+A run is live from ``start`` until its terminal event; the producer shares the
+listener's process, so there is no lease to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+
+from autoplay_base.agent_stream._events import TERMINAL, RunEvent
+from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
+
+__all__ = ["MemorySink", "MemoryTransport"]
+
+
+class _Log:
+    __slots__ = ("ended_at", "events", "live", "started_at", "user_id")
+
+    def __init__(self, max_events: int, user_id: str | None, now: float) -> None:
+        self.events: deque[RunEvent] = deque(maxlen=max_events)
+        self.live = True
+        self.ended_at: float | None = None
+        self.started_at = now
+        self.user_id = user_id
+
+
+class MemoryTransport:
+    """In-process runs (see the module docstring)."""
+
+    def __init__(
+        self,
+        *,
+        max_runs: int,
+        max_events: int,
+        retention_seconds: float,
+        clock: Callable[[], float],
+        on_evict: Callable[[], None],
+    ) -> None:
+        self.max_runs = max_runs
+        self.max_events = max_events
+        self.retention_seconds = retention_seconds
+        self._clock = clock
+        self._on_evict = on_evict
+        self._runs: OrderedDict[RunRef, _Log] = OrderedDict()  # in start order
+        self._cond = threading.Condition()
+        # Async listeners: an asyncio.Event per waiting task, set from any thread.
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    # -- bookkeeping (under the lock) -------------------------------------------------------
+    def _prune(self, now: float) -> None:
+        stale = [
+            ref
+            for ref, log in self._runs.items()
+            if log.ended_at is not None and now - log.ended_at > self.retention_seconds
+        ]
+        for ref in stale:
+            del self._runs[ref]
+        while len(self._runs) > self.max_runs:
+            ended = next((r for r, log in self._runs.items() if not log.live), None)
+            del self._runs[ended if ended is not None else next(iter(self._runs))]
+            self._on_evict()
+
+    def _wake(self) -> None:
+        self._cond.notify_all()
+        for loop, event in list(self._waiters):
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed: its listener is gone
+                self._waiters.discard((loop, event))
+
+    # -- producer side ------------------------------------------------------------------------
+    def start(
+        self, ref: RunRef, *, user_id: str | None, reject_if_live: bool, now: float
+    ) -> Started:
+        """Register a run; ``started=False`` when another one is live and ``reject_if_live``."""
+        with self._cond:
+            self._prune(self._clock())
+            live = self._live(ref.product_id, ref.session_id)
+            if live and reject_if_live:
+                return Started(False, live)
+            self._runs[ref] = _Log(self.max_events, user_id, now)
+            self._prune(self._clock())
+            return Started(True, live)
+
+    async def astart(
+        self, ref: RunRef, *, user_id: str | None, reject_if_live: bool, now: float
+    ) -> Started:
+        """Async twin of :meth:`start` (nothing to await in-process)."""
+        return self.start(ref, user_id=user_id, reject_if_live=reject_if_live, now=now)
+
+    def sink(self, ref: RunRef, run: SinkOwner) -> MemorySink:
+        """The inline writer of one run."""
+        return MemorySink(self, ref, run)
+
+    def append(self, ref: RunRef, events: list[RunEvent]) -> None:
+        """Store a run's events (a run evicted meanwhile takes nothing) and wake listeners."""
+        with self._cond:
+            log = self._runs.get(ref)
+            if log is not None:
+                log.events.extend(events)
+                if events and events[-1].type in TERMINAL:
+                    log.live = False
+                    log.ended_at = self._clock()
+            self._wake()
+
+    # -- listener side ------------------------------------------------------------------------
+    def read(self, ref: RunRef, next_seq: int, count: int) -> Read:
+        """Up to ``count`` events from ``next_seq`` on."""
+        with self._cond:
+            log = self._runs.get(ref)
+            if log is None:
+                return Read([], False, False)
+            events = [e for e in log.events if e.seq >= next_seq][:count]
+            return Read(events, log.live, True)
+
+    async def aread(self, ref: RunRef, next_seq: int, count: int) -> Read:
+        """Async twin of :meth:`read`."""
+        return self.read(ref, next_seq, count)
+
+    def pause(self, ref: RunRef | None, timeout: float) -> None:
+        """Wait until something is written (or ``timeout``)."""
+        with self._cond:
+            self._cond.wait(timeout)
+
+    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        """Async twin of :meth:`pause`: woken from the writer's thread through the loop."""
+        entry = (asyncio.get_running_loop(), asyncio.Event())
+        with self._cond:
+            self._waiters.add(entry)
+        try:
+            await asyncio.wait_for(entry[1].wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            with self._cond:
+                self._waiters.discard(entry)
+
+    def _live(self, product_id: str, session_id: str) -> list[str]:
+        return [
+            ref.run_id
+            for ref, log in self._runs.items()
+            if log.live and ref.product_id == product_id and ref.session_id == session_id
+        ]
+
+    def live_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
+        """The session's live runs, oldest first."""
+        with self._cond:
+            return self._live(product_id, session_id)
+
+    async def alive_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
+        """Async twin of :meth:`live_runs`."""
+        return self.live_runs(product_id, session_id, now)
+
+    def runs(self, product_id: str, session_id: str) -> list[str]:
+        """Every kept run of the session, in start order."""
+        with self._cond:
+            self._prune(self._clock())
+            return [
+                r.run_id
+                for r in self._runs
+                if r.product_id == product_id and r.session_id == session_id
+            ]
+
+    async def aruns(self, product_id: str, session_id: str) -> list[str]:
+        """Async twin of :meth:`runs`."""
+        return self.runs(product_id, session_id)
+
+    def request_cancel(self, refs: Sequence[RunRef]) -> None:
+        """Nothing to send: every in-process run is cancelled through the stream's registry."""
+
+    async def arequest_cancel(self, refs: Sequence[RunRef]) -> None:
+        """Async twin of :meth:`request_cancel`."""
+
+    def live_sessions(self, product_id: str, user_id: str, now: float) -> list[LiveRun]:
+        """The user's live runs under ``product_id``, oldest first."""
+        with self._cond:
+            return [
+                LiveRun(ref.session_id, ref.run_id)
+                for ref, log in self._runs.items()
+                if log.live and log.user_id == user_id and ref.product_id == product_id
+            ]
+
+    async def alive_sessions(self, product_id: str, user_id: str, now: float) -> list[LiveRun]:
+        """Async twin of :meth:`live_sessions`."""
+        return self.live_sessions(product_id, user_id, now)
+
+
+class MemorySink:
+    """Writes a run's buffered events into its :class:`MemoryTransport` at once, inline."""
+
+    __slots__ = ("_lock", "_ref", "_run", "_transport")
+
+    def __init__(self, transport: MemoryTransport, ref: RunRef, run: SinkOwner) -> None:
+        self._transport = transport
+        self._ref = ref
+        self._run = run
+        # Two threads emitting into one run must append in seq order.
+        self._lock = threading.Lock()
+
+    def notify(self) -> None:
+        """Move everything buffered into the run's log (an O(events) append)."""
+        with self._lock:
+            batch = self._run.drain()
+            if batch:
+                run_id = self._ref.run_id
+                self._transport.append(self._ref, [p.event(run_id) for p in batch])
+
+    def close(self, timeout: float) -> bool:
+        """Write what is left: in-process nothing can be lost."""
+        self.notify()
+        return True

@@ -1,0 +1,354 @@
+"""The Redis transport: runs in Redis Streams, shared by every process on one server or cluster.
+
+Keys are :class:`~autoplay_base.backends.redis._layout.RunLayout`'s (one stream per
+run; a run's keys and its session's indexes in one slot). Commands are queued by
+the builders below on a pipeline, so the sync and the async twin share them and
+differ only by ``await pipe.execute()``.
+
+* **Start** is one script in the session's slot: drop expired entries of the
+  session's live index, refuse when another run is live and ``reject_if_live``,
+  else index the run (live index, run index capped to ``max_runs``) and take the
+  lease; then one command for the user's live index (its own slot).
+* **The writer** (:class:`RedisSink`) is a thread per run: woken by each emit, or
+  every ``heartbeat_seconds`` when idle, it sends in one pipeline whatever the
+  run buffered (``XADD`` with id ``0-<seq>`` and ``MAXLEN ~``), the sliding
+  ``PEXPIRE`` of the stream, the lease renewal, and ``EXISTS`` of the run's cancel
+  key. The cancel request is thus seen within one heartbeat (25 ms by default)
+  with no connection of its own: a pub/sub subscriber per process would shave
+  that to one round trip but costs a connection and a thread per process and
+  still needs this poll when a message is missed, so the poll is the one path.
+  The terminal event goes in the last pipeline, before the lease is dropped.
+  A failed pipeline is retried in order (an ``XADD`` answered "ID equal or
+  smaller" was applied by an attempt whose answer was lost); meanwhile emits
+  coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
+  trying until the deadline, then reports what it could not write as lost.
+* **Listening** polls (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
+  read first) every ``poll_seconds`` while nothing new arrives: a blocking
+  ``XREAD`` would need a connection per listener with its own socket timeout.
+
+Clock: lease deadlines in the live indexes are the producers' ``time.time()``
+(milliseconds); the lease key itself expires by the server's clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from autoplay_base.agent_stream._events import TERMINAL, RunEvent, format_cursor
+from autoplay_base.agent_stream._state import Pending
+from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
+from autoplay_base.backends.base import SessionKey
+from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
+
+__all__ = ["RedisSink", "RedisTransport"]
+
+logger = logging.getLogger("autoplay_base.agent_stream")
+
+_START = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[2])
+local live = redis.call('ZRANGE', KEYS[1], 0, -1)
+if ARGV[4] == '1' and #live > 0 then return {0, live} end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[2]) + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('ZADD', KEYS[2], ARGV[2], ARGV[1])
+redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[5]) - 1)
+redis.call('PEXPIRE', KEYS[2], ARGV[6])
+redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+return {1, live}
+"""
+_APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+class RedisTransport:
+    """Runs in Redis (see the module docstring); built from a ``RedisBackend``'s clients."""
+
+    def __init__(
+        self,
+        backend: Any,
+        *,
+        max_events: int,
+        max_runs: int,
+        retention_seconds: float,
+        lease_seconds: float,
+        heartbeat_seconds: float,
+        poll_seconds: float,
+        clock: Callable[[], float],
+        on_write_error: Callable[[BaseException], None],
+        on_undecodable: Callable[[], None],
+    ) -> None:
+        import redis  # noqa: PLC0415 - the backend exists, so the extra is installed
+
+        self._client = backend.client
+        self._aclient = backend.aclient
+        self._keys = RunLayout(
+            backend.prefix, cluster=isinstance(backend.client, redis.cluster.RedisCluster)
+        )
+        self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
+        self.max_events = max_events
+        self.max_runs = max_runs
+        self.retention_ms = _ms(retention_seconds)
+        self.lease_ms = _ms(lease_seconds)
+        self.heartbeat_seconds = heartbeat_seconds
+        self.poll_seconds = poll_seconds
+        self._clock = clock
+        self._on_write_error = on_write_error
+        self._on_undecodable = on_undecodable
+
+    # -- command builders (shared by both twins) ------------------------------------------
+    def _start_args(self, ref: RunRef, reject_if_live: bool, now: float) -> list[Any]:
+        keys = self._keys.start_keys(SessionKey(ref.product_id, ref.session_id), ref.run_id)
+        args = [ref.run_id, int(now * 1000), self.lease_ms, int(reject_if_live), self.max_runs]
+        return [_START, len(keys), *keys, *args, self.retention_ms]
+
+    def _queue_user(self, pipe: Any, ref: RunRef, user_id: str, now: float, *, end: bool) -> None:
+        key = self._keys.user_live_runs(ref.product_id, user_id)
+        member = run_member(ref.session_id, ref.run_id)
+        if end:
+            pipe.zrem(key, member)
+            return
+        pipe.zremrangebyscore(key, "-inf", int(now * 1000))
+        pipe.zadd(key, {member: int(now * 1000) + self.lease_ms})
+        pipe.pexpire(key, self.retention_ms)
+
+    def _queue_write(
+        self, pipe: Any, ref: RunRef, batch: Sequence[Pending], *, final: bool, now: float
+    ) -> None:
+        key = SessionKey(ref.product_id, ref.session_id)
+        keys, run_id = self._keys, ref.run_id
+        stream = keys.run_stream(key, run_id)
+        for p in batch:
+            fields = {"t": p.type, "ts": repr(p.ts), "d": p.json}
+            pipe.xadd(stream, fields, id=f"0-{p.seq}", maxlen=self.max_events, approximate=True)
+        pipe.pexpire(stream, self.retention_ms)
+        if final:  # the terminal event is queued above: it lands before the lease goes
+            pipe.delete(keys.run_lease(key, run_id))
+            pipe.zrem(keys.session_live_runs(key), run_id)
+            pipe.delete(keys.run_cancel(key, run_id))
+        else:
+            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
+            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            pipe.exists(keys.run_cancel(key, run_id))
+
+    def _write_result(self, results: list[Any], written: int, *, final: bool) -> bool:
+        for result in results:
+            if isinstance(result, Exception) and _APPLIED not in str(result):
+                raise result
+        return not final and bool(results[written + 3])
+
+    def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
+        key = SessionKey(ref.product_id, ref.session_id)
+        pipe.exists(self._keys.run_lease(key, ref.run_id))  # first: see ListenState
+        stream = self._keys.run_stream(key, ref.run_id)
+        pipe.xrange(stream, min=f"0-{max(1, next_seq)}", max="+", count=count)
+        pipe.exists(stream)
+
+    def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
+        events: list[RunEvent] = []
+        for entry_id, fields in replies[1] or []:
+            try:
+                seq = int(str(entry_id).partition("-")[2])
+                data = json.loads(fields["d"])
+                event = RunEvent(
+                    format_cursor(ref.run_id, seq),
+                    seq,
+                    str(fields["t"]),
+                    float(fields["ts"]),
+                    data,
+                    ref.run_id,
+                )
+            except (ValueError, KeyError, TypeError):
+                self._on_undecodable()
+                logger.warning("run stream: skipped an undecodable entry of run %s", ref.run_id)
+                continue
+            events.append(event)
+        return Read(events, bool(replies[0]), bool(replies[2]))
+
+    # -- producer side ------------------------------------------------------------------------
+    def start(
+        self, ref: RunRef, *, user_id: str | None, reject_if_live: bool, now: float
+    ) -> Started:
+        """Take the lease and index the run (see the module docstring)."""
+        started, live = self._client.eval(*self._start_args(ref, reject_if_live, now))
+        if started and user_id is not None:
+            pipe = self._client.pipeline(transaction=False)
+            self._queue_user(pipe, ref, user_id, now, end=False)
+            pipe.execute()
+        return Started(bool(started), [str(r) for r in live])
+
+    async def astart(
+        self, ref: RunRef, *, user_id: str | None, reject_if_live: bool, now: float
+    ) -> Started:
+        """Async twin of :meth:`start`."""
+        started, live = await self._aclient.eval(*self._start_args(ref, reject_if_live, now))
+        if started and user_id is not None:
+            pipe = self._aclient.pipeline(transaction=False)
+            self._queue_user(pipe, ref, user_id, now, end=False)
+            await pipe.execute()
+        return Started(bool(started), [str(r) for r in live])
+
+    def write(
+        self, ref: RunRef, user_id: str | None, batch: Sequence[Pending], *, final: bool
+    ) -> bool:
+        """One writer round trip; True when a cancel request is waiting for the run."""
+        now = self._clock()
+        pipe = self._client.pipeline(transaction=False)
+        self._queue_write(pipe, ref, batch, final=final, now=now)
+        if user_id is not None:
+            self._queue_user(pipe, ref, user_id, now, end=final)
+        return self._write_result(pipe.execute(raise_on_error=False), len(batch), final=final)
+
+    def sink(self, ref: RunRef, run: SinkOwner) -> RedisSink:
+        """The background writer of one run (started here)."""
+        return RedisSink(self, ref, run)
+
+    def write_failed(self, exc: BaseException) -> None:
+        """Count and log a failed writer round trip (it will be retried)."""
+        self._on_write_error(exc)
+
+    # -- listener side ------------------------------------------------------------------------
+    def read(self, ref: RunRef, next_seq: int, count: int) -> Read:
+        """The lease, then up to ``count`` events from ``next_seq`` on, in one round trip."""
+        pipe = self._client.pipeline(transaction=False)
+        self._queue_read(pipe, ref, next_seq, count)
+        return self._decode(ref, pipe.execute())
+
+    async def aread(self, ref: RunRef, next_seq: int, count: int) -> Read:
+        """Async twin of :meth:`read`."""
+        pipe = self._aclient.pipeline(transaction=False)
+        self._queue_read(pipe, ref, next_seq, count)
+        return self._decode(ref, await pipe.execute())
+
+    def pause(self, ref: RunRef | None, timeout: float) -> None:
+        """Wait one poll interval before reading again."""
+        time.sleep(min(timeout, self.poll_seconds))
+
+    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        """Async twin of :meth:`pause`."""
+        await asyncio.sleep(min(timeout, self.poll_seconds))
+
+    def _live_key(self, product_id: str, session_id: str) -> str:
+        return self._keys.session_live_runs(SessionKey(product_id, session_id))
+
+    def live_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
+        """The session's runs whose lease deadline is ahead, oldest deadline first."""
+        return [
+            str(r)
+            for r in self._client.zrangebyscore(
+                self._live_key(product_id, session_id), int(now * 1000), "+inf"
+            )
+        ]
+
+    async def alive_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
+        """Async twin of :meth:`live_runs`."""
+        found = await self._aclient.zrangebyscore(
+            self._live_key(product_id, session_id), int(now * 1000), "+inf"
+        )
+        return [str(r) for r in found]
+
+    def _runs_key(self, product_id: str, session_id: str) -> str:
+        return self._keys.session_runs(SessionKey(product_id, session_id))
+
+    def runs(self, product_id: str, session_id: str) -> list[str]:
+        """The session's indexed runs, in start order."""
+        return [str(r) for r in self._client.zrange(self._runs_key(product_id, session_id), 0, -1)]
+
+    async def aruns(self, product_id: str, session_id: str) -> list[str]:
+        """Async twin of :meth:`runs`."""
+        return [
+            str(r)
+            for r in await self._aclient.zrange(self._runs_key(product_id, session_id), 0, -1)
+        ]
+
+    def _queue_cancel(self, pipe: Any, refs: Sequence[RunRef]) -> None:
+        for ref in refs:
+            key = SessionKey(ref.product_id, ref.session_id)
+            pipe.set(self._keys.run_cancel(key, ref.run_id), "1", px=self.retention_ms)
+
+    def request_cancel(self, refs: Sequence[RunRef]) -> None:
+        """Leave a cancel request each run's writer sees at its next heartbeat."""
+        pipe = self._client.pipeline(transaction=False)
+        self._queue_cancel(pipe, refs)
+        pipe.execute()
+
+    async def arequest_cancel(self, refs: Sequence[RunRef]) -> None:
+        """Async twin of :meth:`request_cancel`."""
+        pipe = self._aclient.pipeline(transaction=False)
+        self._queue_cancel(pipe, refs)
+        await pipe.execute()
+
+    def _parse_live(self, members: list[Any]) -> list[LiveRun]:
+        return [LiveRun(*parse_run_member(str(m))) for m in members]
+
+    def live_sessions(self, product_id: str, user_id: str, now: float) -> list[LiveRun]:
+        """The user's live runs (lease deadline ahead), from the user's own index: no scan."""
+        key = self._keys.user_live_runs(product_id, user_id)
+        return self._parse_live(self._client.zrangebyscore(key, int(now * 1000), "+inf"))
+
+    async def alive_sessions(self, product_id: str, user_id: str, now: float) -> list[LiveRun]:
+        """Async twin of :meth:`live_sessions`."""
+        key = self._keys.user_live_runs(product_id, user_id)
+        return self._parse_live(await self._aclient.zrangebyscore(key, int(now * 1000), "+inf"))
+
+
+class RedisSink:
+    """The writer thread of one run (see the module docstring)."""
+
+    def __init__(self, transport: RedisTransport, ref: RunRef, run: SinkOwner) -> None:
+        self._transport = transport
+        self._ref = ref
+        self._run = run
+        self._wake = threading.Event()
+        self._deadline: float | None = None
+        self._ok = True
+        self._thread = threading.Thread(
+            target=self._loop, name=f"autoplay-run-{ref.run_id[:8]}", daemon=True
+        )
+        self._thread.start()
+
+    def notify(self) -> None:
+        """Wake the writer (an O(1) flag; the writer batches whatever accumulated)."""
+        self._wake.set()
+
+    def close(self, timeout: float) -> bool:
+        """Let the writer send the rest (terminal last) until ``timeout``; False if any was lost."""
+        self._deadline = time.monotonic() + timeout
+        self._wake.set()
+        self._thread.join(timeout + self._transport.heartbeat_seconds + 1.0)
+        return self._ok and not self._thread.is_alive()
+
+    def _loop(self) -> None:
+        transport, run = self._transport, self._run
+        inflight: list[Pending] = []
+        while True:
+            self._wake.wait(transport.heartbeat_seconds)
+            self._wake.clear()
+            if not inflight:
+                inflight = run.drain()
+            final = bool(inflight) and inflight[-1].type in TERMINAL
+            try:
+                cancelled = transport.write(self._ref, run.user_id, inflight, final=final)
+            except transport.errors as exc:
+                transport.write_failed(exc)
+                deadline = self._deadline
+                if deadline is not None and time.monotonic() >= deadline:
+                    self._ok = False
+                    run.lost(len(inflight) + len(run.drain()), "unavailable")
+                    return
+                # An outage answers at once: without a pause the emits' wake-ups would spin.
+                time.sleep(transport.heartbeat_seconds)
+                continue
+            inflight = []
+            if cancelled:
+                run.mark_cancelled()
+            if final:
+                return
