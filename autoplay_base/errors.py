@@ -20,6 +20,8 @@ so ``except AutoplayError`` catches all of them::
     ├── BackendError                a storage backend failed
     │   ├── BackendUnavailableError the backend cannot be reached (Redis down, timeout)
     │   └── BackendAuthError        the backend refused the credentials: fails fast, never buffered
+    ├── RunCancelledError           run.raise_if_cancelled(): the agent run was cancelled
+    ├── RunLiveError                run(if_live="reject") while a run of the session is live
     ├── SummarizerError             the summarizer's LLM failed or timed out
     │   └── SummarizerTimeoutError  one LLM call took longer than ``timeout``
     └── MissingDependencyError      an optional extra is not installed           (also ImportError)
@@ -52,6 +54,8 @@ __all__ = [
     "EventDecodeError",
     "InvalidPayloadError",
     "MissingDependencyError",
+    "RunCancelledError",
+    "RunLiveError",
     "SessionLookupError",
     "SessionNotFoundError",
     "SummarizerError",
@@ -135,6 +139,23 @@ class SessionNotFoundError(SessionLookupError, LookupError):
         )
         self.session_id = session_id
         self.product_id = product_id
+
+
+class RunCancelledError(AutoplayError):
+    """Raised by ``run.raise_if_cancelled()``; leaving the run's block with it ends the run
+    as ``cancelled`` and the ``with`` statement swallows it."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(f"run {run_id} was cancelled")
+        self.run_id = run_id
+
+
+class RunLiveError(AutoplayError):
+    """``stream.run(..., if_live="reject")`` while another run of the session is live."""
+
+    def __init__(self, live_run_ids: list[str]) -> None:
+        super().__init__(f"{len(live_run_ids)} run(s) of this session are live")
+        self.live_run_ids = live_run_ids
 
 
 class ConnectorError(AutoplayError):

@@ -41,7 +41,14 @@ def examples() -> dict[str, str]:
 
 def test_the_readme_has_the_examples_we_run() -> None:
     found = examples()
-    assert sorted(found) == ["base-connect", "base-enrich", "langchain", "llamaindex", "tracking"]
+    assert sorted(found) == [
+        "agent-stream",
+        "base-connect",
+        "base-enrich",
+        "langchain",
+        "llamaindex",
+        "tracking",
+    ]
     for name in ("langchain", "llamaindex"):
         code_lines = [line for line in found[name].splitlines() if line.strip()]
         assert len(code_lines) <= 10, name
@@ -151,3 +158,12 @@ def test_tracking_example_delivers_and_feeds_the_context(
         "1. Assistant answered: Open Settings, Team, then Invite.\n"
         "2. Assistant used tool search_help\n\n[Query]\nIt still fails\n"
     )
+
+
+def test_agent_stream_example_streams_resumes_and_ends_once(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    exec(examples()["agent-stream"], {})
+    printed = capsys.readouterr().out
+    assert printed.startswith("[(1, 'start'), (2, 'tool_input_delta'), (3, 'tool_input_delta'), ")
+    assert printed.endswith("(8, 'text_delta'), (9, 'finished')]\n")

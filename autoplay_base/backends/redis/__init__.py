@@ -40,6 +40,14 @@ user ids; ``M`` = ``P:S`` names one session, ``PU`` = ``P:U`` one product's user
     {prefix}:up:U       set     P of every product under which user U is indexed
     {prefix}:users      zset    PU scored by its latest activity (max_users LRU)
     {prefix}:h:M        list    serialized chat messages, oldest first, LTRIM'd to max_messages
+    {prefix}:r:M:R:x    stream  one agent run's events, ids 0-<seq>, MAXLEN ~ max_events
+    {prefix}:r:M:R:l    string  the run producer's lease (PX lease_seconds)
+    {prefix}:r:M:R:c    string  a cancel request for the run
+    {prefix}:rs:M       zset    the session's runs by start time (ms), capped
+    {prefix}:rl:M       zset    the session's live runs by lease deadline (ms)
+    {prefix}:ul:PU      zset    the user's live runs "S:R" by lease deadline
+                                (on a cluster: r:P:{S}:R:*, rs:P:{S}, rl:P:{S}, ul:P:{U};
+                                see autoplay_base.agent_stream)
 
 In a cluster the same names carry hash tags (ids also have ``{``/``}`` encoded as
 ``%7B``/``%7D`` inside key names, so no id can move a tag): ``s:P:{S}:*``, ``p:{S}``,
