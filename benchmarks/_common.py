@@ -23,7 +23,6 @@ import platform
 import random
 import statistics
 import sys
-import time
 from typing import Any
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
