@@ -17,13 +17,19 @@ figures only prove the scripts run and are never results.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
 import random
 import statistics
+import subprocess
 import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 """Tiny sizes: ``tests/test_benchmarks.py`` and ``run_all.py --smoke`` set it."""
@@ -186,3 +192,31 @@ def live_store(sessions: int, batches: int, batch_size: int, product: str = "ben
             payload = actions_event(product, f"ps_{n}", batch, batch_size, rng)
             store.add(ActionsPayload.model_validate(payload))
     return store
+
+
+@contextlib.contextmanager
+def emulator(extra: list[str], *, backlog: bool) -> Iterator[str]:
+    """An emulator process serving product ``bench`` with synthetic load; yields its URL.
+
+    With ``backlog`` the load is published before any client connects and every
+    new stream replays it from the ring at socket speed (so the emulator never
+    limits a throughput figure and one emulator serves many runs); otherwise the
+    load starts once a client is connected, at the ``--rate`` in ``extra``.
+    """
+    command = [sys.executable, "-m", "autoplay_base.cli", "emulator", "--port", "0"]
+    command += ["--product", "bench", "--load", "--heartbeat", "5"]
+    command += ["--replay-from-start"] if backlog else ["--wait-for-client"]
+    process = subprocess.Popen(command + extra, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        if not line.startswith("emulator: serving "):
+            raise RuntimeError(f"emulator did not start: {line!r}")
+        if backlog:
+            published = process.stdout.readline().strip()
+            if not published.startswith("emulator: published"):
+                raise RuntimeError(f"emulator did not publish its backlog: {published!r}")
+        yield line.rsplit(" ", 1)[1]
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -45,9 +45,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIGURATIONS, CURRENT, SMOKE, emit, figure, size
+from _common import CONFIGURATIONS, CURRENT, ROOT, SMOKE, emit, emulator, figure, size
 
-ROOT = Path(__file__).resolve().parent.parent
 PYTHON = Path(sys.executable)
 SESSIONS = 50
 INGEST_TARGETS = {"sync": "≥ 1.3× autoplay-sdk 0.13.0", "async": "≥ 1.8× autoplay-sdk 0.13.0"}
@@ -228,36 +227,6 @@ def _worker(job: Job) -> dict[str, Any]:
 
 
 # -- driver side ------------------------------------------------------------------------
-def _start_emulator(extra: list[str], backlog: bool) -> tuple[subprocess.Popen[str], str]:
-    command = [str(PYTHON), "-m", "autoplay_base.cli", "emulator", "--port", "0"]
-    command += ["--product", "bench", "--load", "--heartbeat", "5"]
-    # A backlog is published before any client connects and streamed from the replay
-    # ring at socket speed, so the emulator is never what limits the throughput figure.
-    command += ["--replay-from-start"] if backlog else ["--wait-for-client"]
-    process = subprocess.Popen(command + extra, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("emulator: serving "):
-        process.kill()
-        raise RuntimeError(f"emulator did not start: {line!r}")
-    if backlog:
-        published = process.stdout.readline().strip()
-        if not published.startswith("emulator: published"):
-            process.kill()
-            raise RuntimeError(f"emulator did not publish its backlog: {published!r}")
-    return process, line.rsplit(" ", 1)[1]
-
-
-@contextlib.contextmanager
-def _emulator(extra: list[str], backlog: bool) -> Any:
-    process, url = _start_emulator(extra, backlog)
-    try:
-        yield url
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
 def _client(job: Job) -> Any:
     """Run one worker process to completion and return its figures."""
     command = [str(PYTHON), __file__, "--worker", job.kind, "--scenario", job.scenario]
@@ -286,7 +255,7 @@ def _bursts(label: str, n: int, repeat: int) -> dict[tuple[str, str, str], float
     plan += [(ours, "bare", CURRENT), (ref, "bare", CURRENT), (raw, "throughput", CURRENT)]
     runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {step: [] for step in plan}
     burst = ["--rate", "0", "--total", str(n), "--sessions", str(SESSIONS)]
-    with _emulator([*burst, "--replay-size", str(n)], backlog=True) as url:
+    with emulator([*burst, "--replay-size", str(n)], backlog=True) as url:
         for _ in range(repeat):
             for kind, scenario, config in plan:
                 runs[(kind, scenario, config)].append(
@@ -302,7 +271,7 @@ def _paced(
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(repeat):
         for kind in kinds:
-            with _emulator(args, backlog=False) as url:
+            with emulator(args, backlog=False) as url:
                 runs[kind].append(_client(Job(kind, scenario, url, total, grace)))
     return runs
 
