@@ -35,13 +35,13 @@ from typing import Any
 from _common import CONFIGURATIONS, CURRENT, SMOKE, actions_event, emit, emulator, figure, size
 from _common import percentiles as to_percentiles
 
-SESSIONS = size(10_000, 200)
+SESSIONS = size(10_000, 100)
 RATE = 2_000
-SECONDS = 0.5 if SMOKE else 10.0
+SECONDS = 0.3 if SMOKE else 10.0
 REQUEST_THREADS = 2
 REQUEST_TASKS = 2
 PACE_S = 0.001
-IDLE_CALLS = size(5_000, 200)
+IDLE_CALLS = size(5_000, 100)
 PRODUCT = "bench"
 QUERY = "How do I do this?"
 TARGET = "< 50"

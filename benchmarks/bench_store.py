@@ -36,8 +36,8 @@ from _common import (
     size,
 )
 
-SESSIONS = size(10_000, 200)
-QUERIES = size(20_000, 500)
+SESSIONS = size(10_000, 100)
+QUERIES = size(20_000, 300)
 ROUNDS = size(3, 1)
 PRODUCT = "bench"
 QUERY = "How do I do this?"
