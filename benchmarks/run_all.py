@@ -68,6 +68,9 @@ def reference_python(reference: Reference) -> Path:
     if not stamp.exists() or stamp.read_text().strip() != reference.pin:
         if not python.exists():
             venv.create(reference.venv, with_pip=True)
+        # Keeps git away from the environment whatever the repository's ignore rules say
+        # (as virtualenv and Python 3.13's venv do).
+        (reference.venv / ".gitignore").write_text("*\n")
         packages = ["-e", f"{ROOT}[all]", reference.pin, *EXTRAS]
         subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
         stamp.write_text(reference.pin + "\n")
