@@ -284,31 +284,31 @@ def _burst_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]
     rates = _bursts(label, n, args.repeat)
     floor = rates[(raw, "throughput", CURRENT)]
     where = f"{label} client; burst of {n} events, 1 action each, {SESSIONS} sessions"
-    rows = [
-        figure(
-            f"{label} ingest throughput",
-            f"{where}; store: {CONFIGURATIONS[config]['label'].split(';')[0]}",
-            unit="events/s",
-            better="higher",
-            ours=rates[(ours, "throughput", config)],
-            reference=rates[(ref, "throughput", config)],
-            floor=floor,
-            target=INGEST_TARGETS[label],
+    # (figure, scenario, store configuration, what the configuration column adds, target)
+    plan = [
+        (
+            "ingest throughput",
+            "throughput",
+            config,
+            f"store: {CONFIGURATIONS[config]['label'].split(';')[0]}",
+            INGEST_TARGETS[label],
         )
         for config in CONFIGURATIONS
     ]
-    rows.append(
+    plan.append(("ingest without store", "bare", CURRENT, "callback stores nothing", None))
+    return [
         figure(
-            f"{label} ingest without store",
-            f"{where}; callback stores nothing",
+            f"{label} {name}",
+            f"{where}; {detail}",
             unit="events/s",
             better="higher",
-            ours=rates[(ours, "bare", CURRENT)],
-            reference=rates[(ref, "bare", CURRENT)],
+            ours=rates[(ours, scenario, config)],
+            reference=rates[(ref, scenario, config)],
             floor=floor,
+            target=target,
         )
-    )
-    return rows
+        for name, scenario, config, detail, target in plan
+    ]
 
 
 def _freshness_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
