@@ -48,7 +48,7 @@ Events = list[tuple[str, dict[str, Any]]]
 def payload_stream(config: dict[str, Any], at: float) -> Events:
     """Every session's events in arrival order (round-robin), with event ids."""
     rng = random.Random(1)
-    events = []
+    events: Events = []
     for batch in range(config["batches"]):
         for n in range(SESSIONS):
             payload = actions_event(PRODUCT, f"ps_{n}", batch, config["batch_size"], rng, at=at)
@@ -77,7 +77,7 @@ def build_reference(events: Events, options: dict[str, Any]) -> Any:
 
 def build_floor(ours: Any) -> Callable[..., str]:
     """A dict of every session's rendered block and the least work an enrich can do."""
-    blocks = {
+    blocks: dict[tuple[str, str], str] = {
         (PRODUCT, f"ps_{n}"): ours.enrich(f"ps_{n}", QUERY, product_id=PRODUCT)[: -len(QUERY)]
         for n in range(SESSIONS)
     }

@@ -285,7 +285,7 @@ def _burst_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]
     floor = rates[(raw, "throughput", CURRENT)]
     where = f"{label} client; burst of {n} events, 1 action each, {SESSIONS} sessions"
     # (figure, scenario, store configuration, what the configuration column adds, target)
-    plan = [
+    plan: list[tuple[str, str, str, str, str | None]] = [
         (
             "ingest throughput",
             "throughput",

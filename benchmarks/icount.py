@@ -81,7 +81,7 @@ def calls(measure: str) -> tuple[Any, list[tuple[Any, ...]]]:
     sessions = [(f"ps_{rng.randrange(SESSIONS)}", QUERY, PRODUCT) for _ in range(CALLS)]
     if measure == "enrich":
         return store.enrich, sessions
-    blocks = {
+    blocks: dict[tuple[str, str], str] = {
         (PRODUCT, f"ps_{n}"): store.enrich(f"ps_{n}", QUERY, PRODUCT)[: -len(QUERY)]
         for n in range(SESSIONS)
     }

@@ -172,7 +172,7 @@ def report(
     results: dict[str, dict[str, dict[str, Any]]], rendered: list[str], *, smoke: bool
 ) -> list[str]:
     """RESULTS.md's text around the ``rendered`` table."""
-    machine = next(
+    machine: dict[str, Any] = next(
         (run["machine"] for runs in results.values() for run in runs.values() if "machine" in run),
         {},
     )
