@@ -177,10 +177,11 @@ def report(
         {},
     )
     title = "# Benchmark results" + (" — SMOKE RUN, NOT RESULTS" if smoke else "")
+    how = "smoke run (`run_all.py --smoke`)" if smoke else "run of `make bench`"
     return [
         title,
         "",
-        f"Commit `{commit()}`, one run of `make bench` on "
+        f"Commit `{commit()}`, one {how} on "
         f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.",
         "",
         f"References: `{HEADLINE.pin}` (the latest release on the package index; the headline) "
