@@ -1,27 +1,33 @@
-"""Stream clients side by side: this package vs the published ``autoplay-sdk`` client.
+"""Stream clients side by side: this package vs autoplay-sdk vs the raw floor.
 
-Three scenarios, each against a fresh emulator process (same events for both):
+Scenarios, each client in its own process against an emulator process (same
+events for all; the emulator's load is one action per event over 50 sessions):
 
-* ``throughput`` — events/s from the socket into a ``ContextStore`` (a burst of
-  ``--throughput-events`` events sent as fast as the client reads);
+* ``throughput`` — events/s from the socket into a ``ContextStore`` built with
+  each configuration's store options (``seed``: ``lookback_seconds=300,
+  max_actions=20``; ``current``: none), a burst of ``--throughput-events``
+  events replayed from the emulator's ring as fast as the client reads;
 * ``bare`` — the same burst with a callback that stores nothing: what the
-  client alone (reading, SSE, decoding, dispatch) can deliver, so the share of
-  the store in the ``throughput`` figure can be read off;
+  client alone (reading, SSE, decoding, dispatch) can deliver;
+* the **raw floor** (``raw`` / ``raw-async`` workers) — the same burst read
+  with httpx streaming and one ``json.loads`` per ``data:`` line, no
+  validation, no callback, no store: what any client on httpx has to pay;
 * ``freshness`` — p50/p99 milliseconds from the emulator stamping
   ``forwarded_at`` (at send time) to the event being visible in the store, at
   2,000 events/s;
 * ``loss`` — events lost when the server closes the stream every 500 events,
   at 500 events/s.
 
-Each client runs in its own process (the reference one from
-``benchmarks/.venv-ref``, where ``autoplay-sdk==0.7.4`` is installed), the
-emulator in another, so no two share a GIL. Prints one JSON dict.
+The reference is the ``autoplay-sdk`` installed in the running interpreter's
+environment (``run_all.py`` runs this script once per reference environment),
+so every worker runs on ``sys.executable``. Backlog scenarios share one
+emulator (``--replay-from-start`` serves each new stream the whole ring);
+paced ones get a fresh emulator per run. Runs alternate the clients so machine
+noise hits both alike; each figure is the median of ``--repeat`` runs.
+Prints one JSON document (``_common.emit``).
 
-Usage::
-
-    python3 -m venv benchmarks/.venv-ref
-    benchmarks/.venv-ref/bin/pip install -e '.[all]' autoplay-sdk==0.7.4
-    .venv/bin/python benchmarks/bench_stream.py
+Usage: ``benchmarks/.venv-ref/bin/python benchmarks/bench_stream.py``
+(``BENCH_SMOKE=1`` for tiny sizes).
 """
 
 from __future__ import annotations
@@ -35,38 +41,60 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-REF_PYTHON = ROOT / "benchmarks" / ".venv-ref" / "bin" / "python"
-OUR_PYTHON = Path(sys.executable)
+from _common import CONFIGURATIONS, CURRENT, ROOT, SMOKE, emit, emulator, figure, size
+
+PYTHON = Path(sys.executable)
+SESSIONS = 50
+INGEST_TARGETS = {"sync": "≥ 1.3× autoplay-sdk 0.13.0", "async": "≥ 1.8× autoplay-sdk 0.13.0"}
+
+
+@dataclass(frozen=True)
+class Job:
+    """One client run: which client, which scenario, against which emulator."""
+
+    kind: str
+    scenario: str
+    url: str
+    total: int
+    grace: float
+    config: str = CURRENT
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The store's constructor options in this job's configuration."""
+        options: dict[str, Any] = CONFIGURATIONS[self.config]["store_options"]
+        return options
 
 
 # -- worker side (runs inside one client's process) -------------------------------------
-def _make_client(kind: str, url: str) -> tuple[Any, Any]:
+def _make_client(kind: str, url: str, options: dict[str, Any]) -> tuple[Any, Any]:
     """(client, store) for ``kind``; the store's ``add`` is the actions callback."""
     if kind == "ours":
         from autoplay_base.context_store import ContextStore
         from autoplay_base.stream import ConnectorClient
 
-        return ConnectorClient(url, max_queue_size=100_000), ContextStore()
+        return ConnectorClient(url, max_queue_size=100_000), ContextStore(**options)
     from autoplay_sdk import ConnectorClient as RefClient  # type: ignore[import-not-found]
     from autoplay_sdk import ContextStore as RefStore
 
-    return RefClient(url, max_queue_size=100_000), RefStore()
+    return RefClient(url, max_queue_size=100_000), RefStore(**options)
 
 
-def _make_async_client(kind: str, url: str) -> tuple[Any, Any]:
+def _make_async_client(kind: str, url: str, options: dict[str, Any]) -> tuple[Any, Any]:
     if kind == "ours-async":
         from autoplay_base.context_store import AsyncContextStore
         from autoplay_base.stream import AsyncConnectorClient
 
-        return AsyncConnectorClient(url, max_queue_size=100_000), AsyncContextStore()
+        return AsyncConnectorClient(url, max_queue_size=100_000), AsyncContextStore(**options)
     from autoplay_sdk import AsyncConnectorClient as RefAsyncClient
     from autoplay_sdk import AsyncContextStore as RefAsyncStore
 
-    return RefAsyncClient(url), RefAsyncStore()
+    # autoplay-sdk's async client has no max_queue_size option (0.7.4 and 0.13.0).
+    return RefAsyncClient(url), RefAsyncStore(**options)
 
 
 def _seq(payload: Any) -> int:
@@ -83,7 +111,9 @@ class _Tally:
         self.total = total
         self.seen: set[int] = set()
         self.latencies: list[float] = []
-        self.first = 0.0
+        # Throughput is timed from the client's start, not from its first callback: a
+        # client that buffers frames before dispatching them must not look faster.
+        self.first = time.perf_counter()
         self.last = 0.0
         self.count = 0
 
@@ -91,8 +121,6 @@ class _Tally:
         """Account for one event stored; ``True`` once ``total`` were seen."""
         now = time.time()
         self.count += 1
-        if self.count == 1:
-            self.first = time.perf_counter()
         if self.scenario == "freshness":
             self.latencies.append(now - payload.forwarded_at)
         self.seen.add(_seq(payload))
@@ -105,7 +133,7 @@ class _Tally:
         result: dict[str, Any] = {"received": self.count, "unique": len(self.seen)}
         if self.scenario in ("throughput", "bare"):
             elapsed = (self.last or time.perf_counter()) - self.first
-            result["events_per_s"] = round((self.count - 1) / elapsed, 1) if elapsed > 0 else 0
+            result["events_per_s"] = round(self.count / elapsed, 1)
         elif self.scenario == "freshness":
             ordered = sorted(self.latencies[len(self.latencies) // 10 :]) or [float("nan")]
             result["p50_ms"] = round(statistics.median(ordered) * 1000, 3)
@@ -116,13 +144,48 @@ class _Tally:
         return result
 
 
-async def _aworker(kind: str, scenario: str, url: str, total: int, grace: float) -> Any:
-    client, store = _make_async_client(kind, url)
-    tally = _Tally(scenario, total)
+def _raw_rate(first: float, last: float, count: int) -> dict[str, Any]:
+    """The figures of a raw run, timed like :class:`_Tally` (from the start)."""
+    return {"received": count, "unique": count, "events_per_s": round(count / (last - first), 1)}
+
+
+def _raw_worker(url: str, total: int) -> dict[str, Any]:
+    """The floor: httpx streaming and ``json.loads`` per ``data:`` line, nothing else."""
+    import httpx
+
+    count, first, last = 0, time.perf_counter(), 0.0
+    with httpx.Client(timeout=60) as client, client.stream("GET", url) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and json.loads(line[5:]).get("type") == "actions":
+                count += 1
+                last = time.perf_counter()
+                if count >= total:
+                    break
+    return _raw_rate(first, last, count)
+
+
+async def _araw_worker(url: str, total: int) -> dict[str, Any]:
+    """The async floor: the same on ``httpx.AsyncClient``."""
+    import httpx
+
+    count, first, last = 0, time.perf_counter(), 0.0
+    async with httpx.AsyncClient(timeout=60) as client, client.stream("GET", url) as response:
+        async for line in response.aiter_lines():
+            if line.startswith("data:") and json.loads(line[5:]).get("type") == "actions":
+                count += 1
+                last = time.perf_counter()
+                if count >= total:
+                    break
+    return _raw_rate(first, last, count)
+
+
+async def _aworker(job: Job) -> Any:
+    client, store = _make_async_client(job.kind, job.url, job.options)
+    tally = _Tally(job.scenario, job.total)
     done = asyncio.Event()
 
     async def on_actions(payload: Any) -> None:
-        if scenario != "bare":
+        if job.scenario != "bare":
             await store.add(payload)
         if tally.record(payload):
             done.set()
@@ -130,157 +193,194 @@ async def _aworker(kind: str, scenario: str, url: str, total: int, grace: float)
     client.on_actions(on_actions)
     task = client.run_in_background()
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(done.wait(), grace)
+        await asyncio.wait_for(done.wait(), job.grace)
     client.stop()
     with contextlib.suppress(Exception):
         await asyncio.wait_for(task, 30)
     return tally.figures()
 
 
-def _worker(kind: str, scenario: str, url: str, total: int, grace: float) -> dict[str, Any]:
-    if kind.endswith("-async"):
-        figures: dict[str, Any] = asyncio.run(_aworker(kind, scenario, url, total, grace))
+def _worker(job: Job) -> dict[str, Any]:
+    if job.kind == "raw":
+        return _raw_worker(job.url, job.total)
+    if job.kind == "raw-async":
+        figures: dict[str, Any] = asyncio.run(_araw_worker(job.url, job.total))
         return figures
-    client, store = _make_client(kind, url)
+    if job.kind.endswith("-async"):
+        figures = asyncio.run(_aworker(job))
+        return figures
+    client, store = _make_client(job.kind, job.url, job.options)
     done = threading.Event()
-    tally = _Tally(scenario, total)
+    tally = _Tally(job.scenario, job.total)
 
     def on_actions(payload: Any) -> None:
-        if scenario != "bare":
+        if job.scenario != "bare":
             store.add(payload)
         if tally.record(payload):
             done.set()
 
     client.on_actions(on_actions)
     client.run_in_background()
-    done.wait(grace)  # in the loss scenario a lossy client never reaches total
+    done.wait(job.grace)  # in the loss scenario a lossy client never reaches total
     client.stop()
     return tally.figures()
 
 
 # -- driver side ------------------------------------------------------------------------
-def _start_emulator(extra: list[str], backlog: bool) -> tuple[subprocess.Popen[str], str]:
-    command = [str(OUR_PYTHON), "-m", "autoplay_base.cli", "emulator", "--port", "0"]
-    command += ["--product", "bench", "--load", "--heartbeat", "5"]
-    # A backlog is published before any client connects and streamed from the replay
-    # ring at socket speed, so the emulator is never what limits the throughput figure.
-    command += ["--replay-from-start"] if backlog else ["--wait-for-client"]
-    process = subprocess.Popen(command + extra, stdout=subprocess.PIPE, text=True, cwd=ROOT)
-    assert process.stdout is not None
-    line = process.stdout.readline().strip()
-    if not line.startswith("emulator: serving "):
-        process.kill()
-        raise RuntimeError(f"emulator did not start: {line!r}")
-    if backlog:
-        published = process.stdout.readline().strip()
-        if not published.startswith("emulator: published"):
-            process.kill()
-            raise RuntimeError(f"emulator did not publish its backlog: {published!r}")
-    return process, line.rsplit(" ", 1)[1]
+def _client(job: Job) -> Any:
+    """Run one worker process to completion and return its figures."""
+    command = [str(PYTHON), __file__, "--worker", job.kind, "--scenario", job.scenario]
+    command += ["--url", job.url, "--total", str(job.total), "--grace", str(job.grace)]
+    command += ["--config", job.config]
+    out = subprocess.run(
+        command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=300
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{job.kind} worker failed:\n{out.stderr[-2000:]}")
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    if job.scenario in ("throughput", "bare") and result["received"] != job.total:
+        raise RuntimeError(f"{job}: received {result['received']} events")
+    return result
 
 
-def _run(kind: str, scenario: str, emulator_args: list[str], total: int, grace: float) -> Any:
-    emulator, url = _start_emulator(emulator_args, backlog=scenario in ("throughput", "bare"))
-    python = OUR_PYTHON if kind.startswith("ours") else REF_PYTHON
-    try:
-        command = [str(python), __file__, "--worker", kind, "--scenario", scenario]
-        command += ["--url", url, "--total", str(total), "--grace", str(grace)]
-        out = subprocess.run(
-            command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=300
-        )
-        if out.returncode != 0:
-            raise RuntimeError(f"{kind} worker failed:\n{out.stderr[-2000:]}")
-        return json.loads(out.stdout.strip().splitlines()[-1])
-    finally:
-        emulator.terminate()
-        emulator.wait(10)
+def _median(results: list[dict[str, Any]], key: str) -> float:
+    return float(statistics.median(float(r[key]) for r in results))
 
 
-def _ratio(ours: float, ref: float) -> float | None:
-    return round(ours / ref, 2) if ref else None
+def _bursts(label: str, n: int, repeat: int) -> dict[tuple[str, str, str], float]:
+    """Median events/s of every (client, scenario, configuration) on one backlog emulator."""
+    ours, ref = ("ours", "ref") if label == "sync" else ("ours-async", "ref-async")
+    raw = "raw" if label == "sync" else "raw-async"
+    plan = [(kind, "throughput", config) for config in CONFIGURATIONS for kind in (ours, ref)]
+    plan += [(ours, "bare", CURRENT), (ref, "bare", CURRENT), (raw, "throughput", CURRENT)]
+    runs: dict[tuple[str, str, str], list[dict[str, Any]]] = {step: [] for step in plan}
+    burst = ["--rate", "0", "--total", str(n), "--sessions", str(SESSIONS)]
+    with emulator([*burst, "--replay-size", str(n)], backlog=True) as url:
+        for _ in range(repeat):
+            for kind, scenario, config in plan:
+                runs[(kind, scenario, config)].append(
+                    _client(Job(kind, scenario, url, n, 60, config))
+                )
+    return {step: _median(results, "events_per_s") for step, results in runs.items()}
 
 
-def _median_run(
-    kinds: tuple[str, str], scenario: str, args: list[str], total: int, *, repeat: int, key: str
-) -> dict[str, dict[str, Any]]:
-    """Alternate the two clients ``repeat`` times; keep each one's run with the median ``key``."""
+def _paced(
+    kinds: tuple[str, str], scenario: str, args: list[str], total: int, *, repeat: int, grace: float
+) -> dict[str, list[dict[str, Any]]]:
+    """``repeat`` runs of each client, alternating, each on a fresh paced emulator."""
     runs: dict[str, list[dict[str, Any]]] = {kind: [] for kind in kinds}
     for _ in range(repeat):
         for kind in kinds:
-            runs[kind].append(_run(kind, scenario, args, total, 60))
-    picked = {}
-    for kind, results in runs.items():
-        ordered = sorted(results, key=lambda r: float(r[key]))
-        picked[kind] = {**ordered[len(ordered) // 2], f"all_{key}": [r[key] for r in results]}
-    return picked
+            with emulator(args, backlog=False) as url:
+                runs[kind].append(_client(Job(kind, scenario, url, total, grace)))
+    return runs
 
 
-def _throughput_figure(runs: dict[str, dict[str, Any]], ours: str, ref: str) -> dict[str, Any]:
-    return {
-        "ours": runs[ours]["events_per_s"],
-        "ref": runs[ref]["events_per_s"],
-        "ratio": _ratio(runs[ours]["events_per_s"], runs[ref]["events_per_s"]),
-        "runs": {"ours": runs[ours]["all_events_per_s"], "ref": runs[ref]["all_events_per_s"]},
-    }
+def _burst_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Ingest throughput of one client kind, with and without a store, beside the floor."""
+    ours, ref = ("ours", "ref") if label == "sync" else ("ours-async", "ref-async")
+    raw = "raw" if label == "sync" else "raw-async"
+    n = args.throughput_events
+    rates = _bursts(label, n, args.repeat)
+    floor = rates[(raw, "throughput", CURRENT)]
+    where = f"{label} client; burst of {n} events, 1 action each, {SESSIONS} sessions"
+    # (figure, scenario, store configuration, what the configuration column adds, target)
+    plan: list[tuple[str, str, str, str, str | None]] = [
+        (
+            "ingest throughput",
+            "throughput",
+            config,
+            f"store: {CONFIGURATIONS[config]['label'].split(';')[0]}",
+            INGEST_TARGETS[label],
+        )
+        for config in CONFIGURATIONS
+    ]
+    plan.append(("ingest without store", "bare", CURRENT, "callback stores nothing", None))
+    return [
+        figure(
+            f"{label} {name}",
+            f"{where}; {detail}",
+            unit="events/s",
+            better="higher",
+            ours=rates[(ours, scenario, config)],
+            reference=rates[(ref, scenario, config)],
+            floor=floor,
+            target=target,
+        )
+        for name, scenario, config, detail, target in plan
+    ]
+
+
+def _freshness_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Send-to-visible latency at 2,000 events/s."""
+    kinds = ("ours", "ref") if label == "sync" else ("ours-async", "ref-async")
+    total = int(2000 * args.freshness_seconds)
+    paced = ["--rate", "2000", "--total", str(total), "--sessions", str(SESSIONS)]
+    fresh = _paced(kinds, "freshness", paced, total, repeat=args.repeat, grace=60)
+    return [
+        figure(
+            f"{label} freshness {pct}",
+            f"{label} client; 2,000 events/s, send to visible in the store (current)",
+            unit="ms",
+            ours=_median(fresh[kinds[0]], f"{pct}_ms"),
+            reference=_median(fresh[kinds[1]], f"{pct}_ms"),
+        )
+        for pct in ("p50", "p99")
+    ]
+
+
+def _loss_figures(label: str, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Events lost when the server closes the stream every 500 events."""
+    kinds = ("ours", "ref") if label == "sync" else ("ours-async", "ref-async")
+    m = args.loss_events
+    lossy = ["--rate", "500", "--total", str(m), "--sessions", "20", "--close-every", "500"]
+    # A lossy client never reaches the total: give it the send time and a margin.
+    loss = _paced(kinds, "loss", lossy, m, repeat=1, grace=m / 500 + (1 if SMOKE else 5))
+    return [
+        figure(
+            f"{label} events lost",
+            f"{label} client; server closes every 500 events, {m} sent at 500/s",
+            unit="events",
+            ours=loss[kinds[0]][0]["lost"],
+            reference=loss[kinds[1]][0]["lost"],
+        )
+    ]
+
+
+SCENARIOS = {"burst": _burst_figures, "freshness": _freshness_figures, "loss": _loss_figures}
+"""What ``--scenarios`` can pick (default: all)."""
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Run every scenario for both clients and print one JSON dict of figures."""
+    """Run every scenario for every client and print one JSON document of figures."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--worker", choices=["ours", "ref", "ours-async", "ref-async"])
+    parser.add_argument(
+        "--worker", choices=["ours", "ref", "ours-async", "ref-async", "raw", "raw-async"]
+    )
     parser.add_argument("--scenario", choices=["throughput", "bare", "freshness", "loss"])
+    parser.add_argument("--config", choices=list(CONFIGURATIONS), default=CURRENT)
     parser.add_argument("--url")
     parser.add_argument("--total", type=int, default=0)
     parser.add_argument("--grace", type=float, default=60.0)
-    parser.add_argument("--throughput-events", type=int, default=20_000)
-    parser.add_argument("--freshness-seconds", type=float, default=3.0)
-    parser.add_argument("--loss-events", type=int, default=3_000)
-    parser.add_argument("--repeat", type=int, default=5, help="runs per figure (median kept)")
+    parser.add_argument("--throughput-events", type=int, default=size(20_000, 500))
+    parser.add_argument("--freshness-seconds", type=float, default=0.5 if SMOKE else 3.0)
+    parser.add_argument("--loss-events", type=int, default=size(3_000, 1_000))
+    parser.add_argument("--clients", default="sync,async", help="sync, async or both")
+    parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="burst,freshness,loss")
+    parser.add_argument("--repeat", type=int, default=size(5, 1), help="runs per figure (median)")
     args = parser.parse_args(argv)
     if args.worker:
-        print(json.dumps(_worker(args.worker, args.scenario, args.url, args.total, args.grace)))
+        job = Job(args.worker, args.scenario, args.url, args.total, args.grace, args.config)
+        figures = _worker(job)
+        print(json.dumps(figures))
         return
-    if not REF_PYTHON.exists():
-        raise SystemExit(f"reference venv missing: {REF_PYTHON} (see this file's docstring)")
-
-    n = args.throughput_events
-    burst = ["--rate", "0", "--total", str(n), "--sessions", "50", "--replay-size", str(n)]
-    fresh_total = int(2000 * args.freshness_seconds)
-    paced = ["--rate", "2000", "--total", str(fresh_total), "--sessions", "50"]
-    m = args.loss_events
-    lossy = ["--rate", "500", "--total", str(m), "--sessions", "20", "--close-every", "500"]
-
-    figures: dict[str, Any] = {"reference": "autoplay-sdk==0.7.4", "repeat": args.repeat}
-    for label, kinds in (("sync", ("ours", "ref")), ("async", ("ours-async", "ref-async"))):
-        ours, ref = kinds
-        throughput = {
-            scenario: _throughput_figure(
-                _median_run(kinds, scenario, burst, n, repeat=args.repeat, key="events_per_s"),
-                ours,
-                ref,
-            )
-            for scenario in ("throughput", "bare")
-        }
-        fresh = _median_run(
-            kinds, "freshness", paced, fresh_total, repeat=args.repeat, key="p99_ms"
-        )
-        loss = {kind: _run(kind, "loss", lossy, m, m / 500 + 5) for kind in kinds}
-        figures[label] = {
-            "throughput_events_per_s": throughput["throughput"],
-            "throughput_without_store_events_per_s": throughput["bare"],
-            "freshness_at_2000_per_s_ms": {
-                "ours": {"p50": fresh[ours]["p50_ms"], "p99": fresh[ours]["p99_ms"]},
-                "ref": {"p50": fresh[ref]["p50_ms"], "p99": fresh[ref]["p99_ms"]},
-                "p99_ratio_ref_over_ours": _ratio(fresh[ref]["p99_ms"], fresh[ours]["p99_ms"]),
-                "p99_runs": {"ours": fresh[ours]["all_p99_ms"], "ref": fresh[ref]["all_p99_ms"]},
-            },
-            "lost_close_every_500_at_500_per_s": {
-                "sent": m,
-                "ours": loss[ours]["lost"],
-                "ref": loss[ref]["lost"],
-            },
-        }
-    print(json.dumps(figures, indent=2))
+    rows = [
+        row
+        for label in args.clients.split(",")
+        for scenario in args.scenarios.split(",")
+        for row in SCENARIOS[scenario](label, args)
+    ]
+    emit("bench_stream", rows, repeat=args.repeat, throughput_events=args.throughput_events)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,200 @@
+"""The benchmarks still run and still say what they measure.
+
+Every ``benchmarks/bench_*.py`` runs in smoke mode (``BENCH_SMOKE=1``: tiny
+sizes, figures meaningless) inside the headline reference environment
+``benchmarks/.venv-ref`` (``make bench`` creates it; without it these tests
+skip), and its JSON document must have the shape ``run_all.py`` merges: the
+exact figures, each row complete, a reference value wherever the script
+measures one. ``bench_stream`` runs only its sync burst here (its full smoke run
+takes a minute); ``run_all.py --smoke`` runs everything. ``run_all``'s merge and
+table are plain functions, tested without any environment.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
+REF_PYTHON = BENCHMARKS / ".venv-ref" / "bin" / "python"
+ROW_KEYS = {
+    "figure",
+    "configuration",
+    "unit",
+    "better",
+    "ours",
+    "reference",
+    "floor",
+    "target",
+}
+SEED = "seed docs: lookback_seconds=300, max_actions=20; 1 action per event"
+CURRENT = "current: no lookback, no cap; 10 batches of 5 actions"
+
+EXPECTED: dict[str, tuple[list[str], list[str]]] = {
+    # script: (its figure names in order, extra arguments for the smoke run)
+    "bench_store": (["enrich p50", "enrich p99", "memory per session"] * 2, []),
+    "bench_stream": (
+        ["sync ingest throughput", "sync ingest throughput", "sync ingest without store"],
+        ["--clients", "sync", "--scenarios", "burst"],
+    ),
+    "bench_redis": (
+        [
+            "Redis sync enrich p50 (floor: bare GET)",
+            "in-memory sync enrich p50",
+            "Redis sync enrich p99 (floor: bare GET)",
+            "in-memory sync enrich p99",
+            "Redis async enrich p50 (floor: bare GET)",
+            "in-memory async enrich p50",
+            "Redis async enrich p99 (floor: bare GET)",
+            "in-memory async enrich p99",
+            "Redis ingest, pipelined (chunks of 256)",
+            "Redis ingest, one store.add at a time",
+            "in-memory ingest, one store.add at a time",
+        ],
+        [],
+    ),
+    "bench_contention": (
+        [
+            "sync enrich p50 under ingest",
+            "sync enrich p99 under ingest",
+            "async enrich p50 under ingest",
+            "async enrich p99 under ingest",
+        ],
+        [],
+    ),
+    "bench_langchain": (
+        ["retriever added p50 (sync)", "retriever added p50 (async)", "enrich p50 (for scale)"],
+        [],
+    ),
+    "bench_llamaindex": (
+        [
+            "postprocessor added p50 (sync)",
+            "postprocessor added p50 (async)",
+            "postprocessor added p50 (sync, boost)",
+            "postprocessor added p50 (async, boost)",
+            "postprocess_nodes p50 (hook alone)",
+        ],
+        [],
+    ),
+}
+WITH_REFERENCE = {"bench_store", "bench_stream"}
+WITH_FLOOR = {"bench_store", "bench_stream", "bench_contention"}
+
+
+def load_run_all() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("run_all", BENCHMARKS / "run_all.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_script_has_an_expectation() -> None:
+    assert sorted(p.stem for p in BENCHMARKS.glob("bench_*.py")) == sorted(EXPECTED)
+
+
+@pytest.mark.skipif(not REF_PYTHON.exists(), reason="no benchmarks/.venv-ref (make bench)")
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_smoke_run_has_the_merged_shape(script: str) -> None:
+    names, extra = EXPECTED[script]
+    env = {**os.environ, "BENCH_SMOKE": "1"}
+    env.pop("AUTOPLAY_BENCH_REDIS_URL", None)  # the smoke run starts its own server
+    done = subprocess.run(
+        [str(REF_PYTHON), f"{script}.py", *extra],
+        cwd=BENCHMARKS,
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        timeout=100,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads(done.stdout)
+    assert sorted(document) == ["benchmark", "details", "figures", "machine", "reference", "smoke"]
+    assert document["benchmark"] == script
+    assert document["smoke"] is True
+    assert document["reference"].startswith("autoplay-sdk ")
+    rows: list[dict[str, Any]] = document["figures"]
+    assert [row["figure"] for row in rows] == names
+    for row in rows:
+        assert set(row) == ROW_KEYS, row
+        assert row["better"] in ("lower", "higher"), row
+        assert isinstance(row["ours"], (int, float)), row
+        assert row["ours"] > 0 or (row["unit"] == "events" and row["ours"] == 0), row
+        assert row["configuration"] and row["unit"], row
+        if script in WITH_REFERENCE:
+            assert isinstance(row["reference"], (int, float)) and row["reference"] > 0, row
+        else:
+            assert row["reference"] is None, row
+    if script in WITH_FLOOR:
+        assert any(row["floor"] for row in rows)
+    if script == "bench_store":
+        assert [row["configuration"] for row in rows] == [SEED] * 3 + [CURRENT] * 3
+        assert [row["floor"] is not None for row in rows] == [True, True, False] * 2
+
+
+def run(version: str, rows: list[tuple[str, float, float | None, float | None]]) -> dict[str, Any]:
+    return {
+        "benchmark": "bench_x",
+        "reference": f"autoplay-sdk {version}",
+        "smoke": True,
+        "machine": {"cpus": 2},
+        "details": {},
+        "figures": [
+            {
+                "figure": name,
+                "configuration": "c",
+                "unit": "µs" if name.startswith("t") else "events/s",
+                "better": "lower" if name.startswith("t") else "higher",
+                "ours": ours,
+                "reference": reference,
+                "floor": floor,
+                "target": None,
+            }
+            for name, ours, reference, floor in rows
+        ],
+    }
+
+
+def test_merge_takes_each_reference_from_its_own_environment() -> None:
+    run_all = load_run_all()
+    merged = run_all.merge(
+        {
+            "0.13.0": run("0.13.0", [("time", 10.0, 20.0, 2.0), ("rate", 300.0, 100.0, 600.0)]),
+            "0.7.4": run("0.7.4", [("time", 11.0, 40.0, 2.0), ("rate", 290.0, 50.0, 600.0)]),
+        }
+    )
+    assert [(row["figure"], row["ours"], row["references"]) for row in merged] == [
+        ("time", 10.0, {"0.13.0": 20.0, "0.7.4": 40.0}),
+        ("rate", 300.0, {"0.13.0": 100.0, "0.7.4": 50.0}),
+    ]
+
+
+def test_table_rows_read_above_one_when_ours_is_better() -> None:
+    run_all = load_run_all()
+    lines = run_all.table(
+        {
+            "bench_x": {
+                "0.13.0": run("0.13.0", [("time", 10.0, 20.0, 2.0), ("rate", 300.0, 100.0, 600.0)]),
+                "0.7.4": run("0.7.4", [("time", 11.0, 40.0, 2.0), ("rate", 290.0, 50.0, 600.0)]),
+            },
+            "bench_y": {"0.13.0": {"error": ["boom"]}},
+        }
+    )
+    assert lines[0] == (
+        "| benchmark | figure | configuration | unit | ours | autoplay-sdk 0.13.0 | × vs 0.13.0 "
+        "| autoplay-sdk 0.7.4 | × vs 0.7.4 | floor | ours ÷ floor | target |"
+    )
+    assert lines[2:] == [
+        "| bench_x | time | c | µs | 10.00 | 20.00 | 2.00× | 40.00 | 4.00× | 2.00 | 5.00 |  |",
+        "| bench_x | rate | c | events/s | 300.00 | 100.00 | 3.00× | 50.00 | 6.00× | 600.00 "
+        "| 0.50 |  |",
+        "| bench_y | failed: {'0.13.0': ['boom']} |" + " |" * 10,
+    ]
