@@ -29,16 +29,16 @@ or in a running loop with ``async with IngestReceiver() as receiver``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any
 
-from autoplay_base.emulator._http import MAX_REQUEST_HEAD, REASONS, parse_head
+from autoplay_base.emulator._http import REASONS, parse_head
+from autoplay_base.emulator._serving import LoopbackServer
 from autoplay_base.emulator._types import Authorization
 from autoplay_base.errors import ConfigError
 
@@ -51,7 +51,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_R = TypeVar("_R", bound="IngestReceiver")
 
 DEFAULT_INGEST_PATH = "/v1/batch"
 """Where batches are accepted."""
@@ -96,7 +95,7 @@ class _Faults:
     drop_next: int = 0
 
 
-class IngestReceiver:
+class IngestReceiver(LoopbackServer):
     """The ingest receiver (see the module docstring).
 
     Args:
@@ -107,6 +106,8 @@ class IngestReceiver:
         max_body_bytes: a larger body is answered 413 (``None``: up to :data:`MAX_INGEST_BODY`).
         latency: seconds before each answer.
     """
+
+    kind = "receiver"
 
     def __init__(
         self,
@@ -122,38 +123,25 @@ class IngestReceiver:
             raise ConfigError(f"path must start with '/', got {path!r}")
         if max_body_bytes is not None and not max_body_bytes >= 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes!r}")
-        self.host = host
+        super().__init__(host, port)
         self.path = path
         self.max_body_bytes = max_body_bytes
         self.latency = latency
         self._token = token
-        self._requested_port = port
-        self._port = 0
         self._faults = _Faults()
         # Reentrant: wait_for's predicate reads the records under the same lock.
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self.requests: list[IngestRequest] = []
         self.batches: list[IngestBatch] = []
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
         self._released: asyncio.Event | None = None
         self._hanging = False
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
         where = f"{self.host}:{self._port}" if self._port else "not started"
         return f"IngestReceiver({where}, path={self.path!r})"
 
     # -- addresses ---------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The bound port (after start)."""
-        if not self._port:
-            raise RuntimeError("the receiver is not started")
-        return self._port
-
     @property
     def url(self) -> str:
         """The batch URL: ``http://host:port/v1/batch``."""
@@ -235,80 +223,9 @@ class IngestReceiver:
             self._released.set()
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def astart(self: _R) -> _R:
-        """Start serving in the running loop."""
-        if self._server is not None:
-            raise RuntimeError("the receiver is already started")
-        self._loop = asyncio.get_running_loop()
+    def _starting(self) -> None:
         self._released = asyncio.Event()
         self._released.set()
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._requested_port, limit=MAX_REQUEST_HEAD
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-        logger.info("receiver: serving on %s", self.url)
-        return self
-
-    async def aclose(self) -> None:
-        """Stop serving; hung requests are cut."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
-
-    def start(self: _R) -> _R:
-        """Start serving on a background thread; returns once listening."""
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.astart())
-            except BaseException as exc:
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.aclose())
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name="autoplay-receiver", daemon=True)
-        self._thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
-        return self
-
-    def close(self) -> None:
-        """Stop the background-thread receiver started by :meth:`start`."""
-        thread, self._thread = self._thread, None
-        if thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        thread.join(5.0)
-
-    def __enter__(self: _R) -> _R:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self: _R) -> _R:
-        return await self.astart()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- HTTP --------------------------------------------------------------------------
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import json
 import logging
 import threading
@@ -48,17 +47,17 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from autoplay_base.emulator._channels import Channel
 from autoplay_base.emulator._http import (
-    MAX_REQUEST_HEAD,
     STREAM_HEAD,
     chunk,
     end_chunks,
     parse_head,
     respond,
 )
+from autoplay_base.emulator._serving import LoopbackServer
 from autoplay_base.emulator._types import Authorization, EmulatorStats, Faults, RequestRecord
 from autoplay_base.emulator.generators import play_script, run_load
 from autoplay_base.errors import ConfigError
@@ -77,7 +76,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_S = TypeVar("_S", bound="EmulatorServer")
 
 DEFAULT_HEARTBEAT_INTERVAL = 15.0
 """Seconds of silence after which a ``heartbeat`` frame is sent."""
@@ -98,7 +96,7 @@ _WRITE_BATCH = 512
 _MAX_REQUEST_LOG = 1000
 
 
-class EmulatorServer:
+class EmulatorServer(LoopbackServer):
     """The connector emulator. See the module docstring for the protocol.
 
     Args:
@@ -114,6 +112,8 @@ class EmulatorServer:
         replay_from_start: streams opened without ``Last-Event-ID`` start at the
             oldest buffered frame instead of live (burst benchmarks, demos).
     """
+
+    kind = "emulator"
 
     def __init__(
         self,
@@ -132,8 +132,7 @@ class EmulatorServer:
             raise ConfigError(f"replay_size must be >= 1, got {replay_size!r}")
         if heartbeat_interval is not None and heartbeat_interval <= 0:
             raise ConfigError(f"heartbeat_interval must be > 0, got {heartbeat_interval!r}")
-        self.host = host
-        self._requested_port = port
+        super().__init__(host, port)
         self._token = token
         self.heartbeat_interval = heartbeat_interval
         self.retry_ms = retry_ms
@@ -147,12 +146,7 @@ class EmulatorServer:
         self.stats = EmulatorStats()
         self.requests: deque[RequestRecord] = deque(maxlen=_MAX_REQUEST_LOG)
         self._changed = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.base_events.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self._thread: threading.Thread | None = None
-        self._port = 0
         self._watchers: set[Callable[[], None]] = set()
 
     def __repr__(self) -> str:
@@ -160,13 +154,6 @@ class EmulatorServer:
         return f"EmulatorServer({where}, products={sorted(self._channels)!r})"
 
     # -- addresses ---------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        """The bound port (after start)."""
-        if not self._port:
-            raise RuntimeError("the emulator is not started")
-        return self._port
-
     @property
     def url(self) -> str:
         """``http://host:port`` of the running server."""
@@ -315,79 +302,8 @@ class EmulatorServer:
             check()
 
     # -- lifecycle ---------------------------------------------------------------------
-    async def astart(self: _S) -> _S:
-        """Start serving in the running loop."""
-        if self._server is not None:
-            raise RuntimeError("the emulator is already started")
-        self._loop = asyncio.get_running_loop()
-        self._server = await asyncio.start_server(
-            self._handle, self.host, self._requested_port, limit=MAX_REQUEST_HEAD
-        )
-        self._port = self._server.sockets[0].getsockname()[1]
-        logger.info("emulator: serving on %s", self.url)
-        return self
-
-    async def aclose(self) -> None:
-        """Stop serving, cut every stream and cancel generators."""
-        server, self._server = self._server, None
-        if server is None:
-            return
-        server.close()
+    def _closing(self) -> None:
         self._abort_all()
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(server.wait_closed(), 1.0)
-
-    def start(self: _S) -> _S:
-        """Start serving on a background thread (for sync code); returns once listening."""
-        started = threading.Event()
-        failure: list[BaseException] = []
-
-        def serve() -> None:
-            loop = asyncio.new_event_loop()
-            try:
-                loop.run_until_complete(self.astart())
-            except BaseException as exc:
-                failure.append(exc)
-                started.set()
-                loop.close()
-                return
-            started.set()
-            try:
-                loop.run_forever()
-            finally:
-                loop.run_until_complete(self.aclose())
-                loop.close()
-
-        self._thread = threading.Thread(target=serve, name="autoplay-emulator", daemon=True)
-        self._thread.start()
-        started.wait()
-        if failure:
-            raise failure[0]
-        return self
-
-    def close(self) -> None:
-        """Stop the background-thread server started by :meth:`start`."""
-        thread, self._thread = self._thread, None
-        if thread is None or self._loop is None:
-            return
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        thread.join(5.0)
-
-    def __enter__(self: _S) -> _S:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    async def __aenter__(self: _S) -> _S:
-        return await self.astart()
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
 
     # -- generators --------------------------------------------------------------------
     def submit(self, coro: Coroutine[Any, Any, int]) -> concurrent.futures.Future[int]:

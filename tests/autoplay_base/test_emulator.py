@@ -326,7 +326,9 @@ def _emulator_imports() -> dict[str, set[str]]:
 def test_emulator_modules_import_one_way() -> None:
     graph = _emulator_imports()
     assert graph["generators"] == {"_types"}  # never the server that schedules it
-    assert graph["server"] == {"_channels", "_http", "_types", "generators"}
+    assert graph["server"] == {"_channels", "_http", "_serving", "_types", "generators"}
+    assert graph["receiver"] == {"_http", "_serving", "_types"}
+    assert graph["_serving"] == {"_http"}  # the lifecycle both servers share
     assert graph["_channels"] == graph["_http"] == graph["_types"] == set()
 
 
