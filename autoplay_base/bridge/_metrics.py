@@ -19,7 +19,7 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from autoplay_base._counters import Counters
 
@@ -48,6 +48,7 @@ class BridgeCounters(Counters):
         "bad_requests",
         "forbidden",
         "hook_errors",
+        "knowledge_errors",
         "replies",
         "reply_errors",
         "unauthorized",
@@ -58,9 +59,9 @@ class BridgeCounters(Counters):
     reply_errors: int
     bad_requests: int
     hook_errors: int
+    knowledge_errors: int
 
 
-@runtime_checkable
 class SdkMetricsHook(Protocol):
     """What a metrics hook may implement; every method is optional (duck-typed).
 

@@ -118,8 +118,10 @@ class Bridge:
     async def readyz(self, request: Request) -> Response:
         """Readiness: the stream (in pull mode) is connected and the backend answers."""
         stream = "off" if self.client is None else ("connected" if self.connected else "down")
+        if self.stream_error is not None:
+            stream = "failed"  # a fatal connector answer (401/404): it will not come back
         backend = await self._backend_state()
-        ready = stream != "down" and backend != "unreachable"
+        ready = stream in ("off", "connected") and backend == "ok"
         body = {"ready": ready, "stream": stream, "backend": backend}
         return JSONResponse(body, status_code=200 if ready else 503)
 
@@ -194,10 +196,7 @@ class Bridge:
         try:
             answer = await call_llm(self.llm, prompt)
         except Exception as exc:
-            self.counters.reply_errors += 1
-            self.hooks.emit("record_counter", "reply_errors", 1)
-            logger.warning("bridge: the model failed (%s)", type(exc).__name__)
-            return error(502, "the model failed to answer")
+            return self._reply_failed("the model", exc)
         key = conversation_key(product, user_id)
         await self.store.backend.aappend_messages(
             key, [human_entry(message, at=read_at), assistant_entry(answer, at=self.clock())]
@@ -226,8 +225,7 @@ class Bridge:
         since = await self._joined(refs, since=watermark) if watermark is not None else ""
         knowledge = list(excerpts)
         if self.knowledge is not None:
-            found = self.knowledge(message)
-            knowledge.extend(await found if inspect.isawaitable(found) else found)
+            knowledge.extend(await self._knowledge(message))
         prompt = assemble_prompt(
             message,
             since_last_message=since,
@@ -237,6 +235,24 @@ class Bridge:
             system_prompt=self.system_prompt,
         )
         return prompt, read_at
+
+    async def _knowledge(self, message: str) -> Sequence[str]:
+        assert self.knowledge is not None
+        try:
+            found = self.knowledge(message)
+            return list(await found if inspect.isawaitable(found) else found)
+        except Exception as exc:
+            # The answer goes on without excerpts: a knowledge base outage is counted
+            # and logged, it does not cost the user their reply.
+            self.counters.knowledge_errors += 1
+            logger.warning("bridge: the knowledge base failed (%s)", type(exc).__name__)
+            return []
+
+    def _reply_failed(self, what: str, exc: Exception) -> Response:
+        self.counters.reply_errors += 1
+        self.hooks.emit("record_counter", "reply_errors", 1)
+        logger.warning("bridge: %s failed (%s)", what, type(exc).__name__)
+        return error(502, f"{what} failed to answer")
 
     async def _joined(self, refs: Sequence[Any], **options: Any) -> str:
         blocks = []

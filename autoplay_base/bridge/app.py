@@ -52,6 +52,7 @@ from starlette.routing import Route
 from autoplay_base._secret import Secret, resolve_token
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
 from autoplay_base.backends.base import Backend
+from autoplay_base.bridge._http import error
 from autoplay_base.bridge._llm import check_llm
 from autoplay_base.bridge._metrics import BridgeCounters, Hooks
 from autoplay_base.bridge._openapi import openapi_document
@@ -63,7 +64,7 @@ from autoplay_base.bridge._webhook import (
     WebhookVerifier,
 )
 from autoplay_base.context_store import AsyncContextStore
-from autoplay_base.errors import ConfigError
+from autoplay_base.errors import BackendError, ConfigError
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import DEFAULT_USER_LOOKBACK_SECONDS, UserSessionIndex
 
@@ -209,7 +210,11 @@ def build_app(
         observe = getattr(hook, "observe", None)
         if observe is not None:
             observe(bridge.figures)  # the optional hook method: pull-style exporters
-    app = Starlette(routes=_routes(bridge), lifespan=_lifespan(bridge, owns_store, stop_timeout))
+    app = Starlette(
+        routes=_routes(bridge),
+        lifespan=_lifespan(bridge, owns_store, stop_timeout),
+        exception_handlers={BackendError: _backend_failed},
+    )
     app.state.bridge = bridge  # for mounting apps and tests: bridge.figures(), bridge.store
     return app
 
@@ -280,6 +285,15 @@ def _lifespan(
                 await bridge.store.aclose()
 
     return lifespan
+
+
+async def _backend_failed(request: Request, exc: Exception) -> Response:
+    # Any route that reads the store during an outage (a strict RedisBackend raises):
+    # 503 so callers retry, never a 500 with a traceback.
+    logger.warning(
+        "bridge: %s %s: the store failed (%s)", request.method, request.url.path, type(exc).__name__
+    )
+    return error(503, "the store is unavailable; retry")
 
 
 def _client_ended(bridge: Bridge, task: asyncio.Task[None]) -> None:

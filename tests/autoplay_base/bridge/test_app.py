@@ -21,6 +21,7 @@ from httpx_sse import connect_sse
 from autoplay_base.agent_stream import RunStream
 from autoplay_base.backends.redis import RedisBackend
 from autoplay_base.bridge import DEFAULT_SYSTEM_PROMPT, build_app
+from autoplay_base.bridge._service import conversation_key
 from autoplay_base.emulator import EmulatorServer
 from autoplay_base.errors import ConfigError
 from tests.autoplay_base.bridge.conftest import (
@@ -204,6 +205,9 @@ def test_a_verified_event_is_never_lost_when_the_store_fails(
         {"error": "the event could not be stored; retry"},
     )
     assert failed.headers["retry-after"] == "1"
+    scoped = {"product_id": "acme"}
+    read = httpx.get(f"{url}/sessions/s1/context", params=scoped, headers=bearer(API))
+    assert (read.status_code, read.json()) == (503, {"error": "the store is unavailable; retry"})
     redis_server.start()
     wait_ready(url, True)
     # The connector retries the same delivery until it is acknowledged.
@@ -279,6 +283,52 @@ def test_reply_without_a_model_and_with_bad_bodies(serve: Serve) -> None:
     for body, (status, message) in cases.items():
         response = httpx.post(f"{url}/reply/u1", content=body, headers=bearer(API))
         assert (response.status_code, response.json()) == (status, {"error": message})
+
+
+class ChatModel:
+    """Duck-types a LangChain chat model: ``ainvoke`` returning a message with content blocks."""
+
+    def __init__(self) -> None:
+        self.prompts: list[str] = []
+
+    async def ainvoke(self, prompt: str) -> Any:
+        self.prompts.append(prompt)
+        return type("AIMessage", (), {"content": [{"type": "text", "text": "Hi "}, "there"]})()
+
+
+def test_reply_with_a_chat_model_and_a_failing_knowledge_base(serve: Serve) -> None:
+    model = ChatModel()
+    calls: list[str] = []
+
+    async def knowledge(question: str) -> list[str]:
+        calls.append(question)
+        if len(calls) == 2:
+            raise RuntimeError("vector store down")
+        return ["Seats live under Settings."]
+
+    served = serve(app(llm=model, knowledge=knowledge, system_prompt="S"))
+    for n in range(2):
+        body = {"message": f"q{n}", "product_id": "acme"}
+        response = httpx.post(f"{served.url}/reply/u1", json=body, headers=bearer(API))
+        assert response.json() == {"user_id": "u1", "product_id": "acme", "reply": "Hi there"}
+    assert model.prompts == [
+        "S\n\n[Knowledge base]\n1. Seats live under Settings.\n\n[Question]\nq0",
+        "S\n\n[Conversation so far]\nUser: q0\nAssistant: Hi there\n\n[Question]\nq1",
+    ]
+    counters = served.app.state.bridge.counters
+    assert (counters.replies, counters.knowledge_errors, counters.reply_errors) == (2, 1, 0)
+
+
+def test_a_failing_model_is_a_502_and_nothing_is_stored(serve: Serve) -> None:
+    def llm(prompt: str) -> str:
+        raise RuntimeError("provider said: key sk-123 is invalid")
+
+    served = serve(app(llm=llm))
+    response = httpx.post(f"{served.url}/reply/u1", json={"message": "hi"}, headers=bearer(API))
+    assert (response.status_code, response.json()) == (502, {"error": "the model failed to answer"})
+    bridge = served.app.state.bridge
+    assert bridge.counters.reply_errors == 1
+    assert bridge.store.backend.get_messages(conversation_key("", "u1")) == []
 
 
 def test_an_ambiguous_user_gets_a_count_never_the_products(serve: Serve) -> None:

@@ -37,7 +37,7 @@ def test_serve_reads_secrets_from_the_named_variables() -> None:
         bridge_app(args, {"AUTOPLAY_BRIDGE_WEBHOOK_SECRET": SECRET})
 
 
-def test_serve_exits_2_with_one_line_when_the_bridge_refuses(capsys: pytest.CaptureFixture[str]) -> None:
+def test_serve_exits_2_with_one_line_when_refused(capsys: pytest.CaptureFixture[str]) -> None:
     code = main(["serve", "--api-token-env", "AUTOPLAY_TEST_UNSET_VARIABLE_X"])
     assert code == 2
     err = capsys.readouterr().err
