@@ -47,13 +47,21 @@ from autoplay_base.bridge._webhook import (
     event_id_for,
 )
 from autoplay_base.context_store import DEFAULT_PRODUCT_ID, AsyncContextStore
-from autoplay_base.errors import AmbiguousSessionError, AmbiguousUserError, EventDecodeError
+from autoplay_base.errors import AmbiguousUserError, EventDecodeError
 from autoplay_base.events import UnknownEvent, decode_object
 from autoplay_base.formatting import compose_id, format_user_activity
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import UserSessionIndex
 
-__all__ = ["CONVERSATION_PREFIX", "DEFAULT_MAX_REQUEST_BYTES", "PING_TIMEOUT", "Bridge"]
+__all__ = [
+    "CONVERSATION_PREFIX",
+    "DEFAULT_MAX_REQUEST_BYTES",
+    "PING_TIMEOUT",
+    "Bridge",
+    "ambiguous",
+    "conversation_key",
+    "store_failed",
+]
 
 logger = logging.getLogger("autoplay_base.bridge")
 
@@ -143,10 +151,7 @@ class Bridge:
             return refusal
         user_id = request.path_params["user_id"]
         product_id = request.query_params.get("product_id")
-        try:
-            context = await self.index.aget_user_activity(user_id, product_id=product_id)
-        except AmbiguousUserError as exc:
-            return _ambiguous("user", len(exc.product_ids))
+        context = await self.index.aget_user_activity(user_id, product_id=product_id)
         if not context:
             return error(404, "no recent activity for this user")
         return JSONResponse({"user_id": user_id, "context": context})
@@ -157,10 +162,7 @@ class Bridge:
             return refusal
         session_id = request.path_params["session_id"]
         product_id = request.query_params.get("product_id")
-        try:
-            context = await self.store.aget(session_id, product_id)
-        except AmbiguousSessionError as exc:
-            return _ambiguous("session", len(exc.product_ids))
+        context = await self.store.aget(session_id, product_id)
         if not context:
             return error(404, "no live context for this session")
         return JSONResponse({"session_id": session_id, "context": context})
@@ -187,10 +189,7 @@ class Bridge:
         if not isinstance(excerpts, list) or not all(isinstance(e, str) for e in excerpts):
             return self._bad(422, "knowledge must be a list of strings")
         user_id = request.path_params["user_id"]
-        try:
-            product = await self._product(user_id, product_id)
-        except AmbiguousUserError as exc:
-            return _ambiguous("user", len(exc.product_ids))
+        product = await self._product(user_id, product_id)
         started = time.monotonic()
         prompt, read_at = await self.prompt_for(user_id, product, message, excerpts)
         try:
@@ -293,11 +292,7 @@ class Bridge:
         if (refusal := self.refused(request, "admin")) is not None:
             return refusal
         user_id = request.path_params["user_id"]
-        product_id = request.query_params.get("product_id")
-        try:
-            product = await self._product(user_id, product_id)
-        except AmbiguousUserError as exc:
-            return _ambiguous("user", len(exc.product_ids))
+        product = await self._product(user_id, request.query_params.get("product_id"))
         refs = await self.index.aget_recent_sessions(user_id, product_id=product)
         for ref in refs:
             await self.store.areset(ref.session_id, ref.product_id)
@@ -310,10 +305,7 @@ class Bridge:
         if (refusal := self.refused(request, "admin")) is not None:
             return refusal
         session_id = request.path_params["session_id"]
-        try:
-            await self.store.areset(session_id, request.query_params.get("product_id"))
-        except AmbiguousSessionError as exc:
-            return _ambiguous("session", len(exc.product_ids))
+        await self.store.areset(session_id, request.query_params.get("product_id"))
         return JSONResponse({"reset": True})
 
     # -- runs ----------------------------------------------------------------------
@@ -435,6 +427,20 @@ def conversation_key(product_id: str, user_id: str) -> SessionKey:
     return SessionKey(product_id, compose_id(CONVERSATION_PREFIX, user_id))
 
 
-def _ambiguous(kind: str, count: int) -> Response:
-    # The count only: never which products (other tenants' ids).
+async def ambiguous(request: Request, exc: Exception) -> Response:
+    """The exception handler of an id known under several products: 409 with their count.
+
+    The count only, never which products (other tenants' ids), as the store's own
+    error message does; a ``product_id`` query parameter (or body field) resolves it.
+    """
+    kind = "user" if isinstance(exc, AmbiguousUserError) else "session"
+    count = len(getattr(exc, "product_ids", ()))
     return error(409, f"{kind} id is known under several products: pass product_id", products=count)
+
+
+async def store_failed(request: Request, exc: Exception) -> Response:
+    """The exception handler of a backend failure on any route: 503, so callers retry."""
+    logger.warning(
+        "bridge: %s %s: the store failed (%s)", request.method, request.url.path, type(exc).__name__
+    )
+    return error(503, "the store is unavailable; retry")

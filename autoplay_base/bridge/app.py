@@ -52,19 +52,23 @@ from starlette.routing import Route
 from autoplay_base._secret import Secret, resolve_token
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
 from autoplay_base.backends.base import Backend
-from autoplay_base.bridge._http import error
 from autoplay_base.bridge._llm import check_llm
 from autoplay_base.bridge._metrics import BridgeCounters, Hooks
 from autoplay_base.bridge._openapi import openapi_document
 from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT
-from autoplay_base.bridge._service import Bridge, Knowledge
+from autoplay_base.bridge._service import Bridge, Knowledge, ambiguous, store_failed
 from autoplay_base.bridge._webhook import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMESTAMP_TOLERANCE,
     WebhookVerifier,
 )
 from autoplay_base.context_store import AsyncContextStore
-from autoplay_base.errors import BackendError, ConfigError
+from autoplay_base.errors import (
+    AmbiguousSessionError,
+    AmbiguousUserError,
+    BackendError,
+    ConfigError,
+)
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import DEFAULT_USER_LOOKBACK_SECONDS, UserSessionIndex
 
@@ -213,7 +217,11 @@ def build_app(
     app = Starlette(
         routes=_routes(bridge),
         lifespan=_lifespan(bridge, owns_store, stop_timeout),
-        exception_handlers={BackendError: _backend_failed},
+        exception_handlers={
+            BackendError: store_failed,
+            AmbiguousSessionError: ambiguous,
+            AmbiguousUserError: ambiguous,
+        },
     )
     app.state.bridge = bridge  # for mounting apps and tests: bridge.figures(), bridge.store
     return app
@@ -285,15 +293,6 @@ def _lifespan(
                 await bridge.store.aclose()
 
     return lifespan
-
-
-async def _backend_failed(request: Request, exc: Exception) -> Response:
-    # Any route that reads the store during an outage (a strict RedisBackend raises):
-    # 503 so callers retry, never a 500 with a traceback.
-    logger.warning(
-        "bridge: %s %s: the store failed (%s)", request.method, request.url.path, type(exc).__name__
-    )
-    return error(503, "the store is unavailable; retry")
 
 
 def _client_ended(bridge: Bridge, task: asyncio.Task[None]) -> None:

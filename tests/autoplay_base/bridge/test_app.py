@@ -319,12 +319,16 @@ def test_reply_with_a_chat_model_and_a_failing_knowledge_base(serve: Serve) -> N
     assert (counters.replies, counters.knowledge_errors, counters.reply_errors) == (2, 1, 0)
 
 
-def test_a_failing_model_is_a_502_and_nothing_is_stored(serve: Serve) -> None:
+def test_a_failing_model_is_a_502_and_nothing_is_stored(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
     def llm(prompt: str) -> str:
         raise RuntimeError("provider said: key sk-123 is invalid")
 
     served = serve(app(llm=llm))
-    response = httpx.post(f"{served.url}/reply/u1", json={"message": "hi"}, headers=bearer(API))
+    with caplog.at_level(logging.WARNING, logger="autoplay_base.bridge"):
+        response = httpx.post(f"{served.url}/reply/u1", json={"message": "hi"}, headers=bearer(API))
+    assert [r.getMessage() for r in caplog.records] == ["bridge: the model failed (RuntimeError)"]
     assert (response.status_code, response.json()) == (502, {"error": "the model failed to answer"})
     bridge = served.app.state.bridge
     assert bridge.counters.reply_errors == 1
@@ -344,6 +348,16 @@ def test_an_ambiguous_user_gets_a_count_never_the_products(serve: Serve) -> None
             {"error": "user id is known under several products: pass product_id", "products": 2},
         )
         assert "globex" not in response.text and "acme" not in response.text
+    assert post_event(url, actions_event("s2", "c", product_id="acme")).status_code == 200
+    for method, path, token in (
+        ("GET", "/sessions/s2/context", API),
+        ("POST", "/admin/sessions/s2/reset", ADMIN),
+    ):
+        response = httpx.request(method, f"{url}{path}", headers=bearer(token))
+        assert (response.status_code, response.json()) == (
+            409,
+            {"error": "session id is known under several products: pass product_id", "products": 2},
+        )
     scoped = httpx.get(f"{url}/context/u1", params={"product_id": "globex"}, headers=bearer(API))
     assert scoped.json() == {
         "user_id": "u1",
