@@ -57,6 +57,7 @@ __all__ = [
     "HEADER_QUESTION",
     "HEADER_RECENT",
     "HEADER_SINCE_LAST",
+    "MAX_EXCERPTS",
     "MAX_EXCERPT_CHARS",
     "MAX_HISTORY_TURNS",
     "MAX_MESSAGE_CHARS",
@@ -83,6 +84,8 @@ MAX_MESSAGE_CHARS = 2000
 """One message of the history, or the question, is cut to this many characters."""
 MAX_EXCERPT_CHARS = 2000
 """One knowledge-base excerpt is cut to this many characters."""
+MAX_EXCERPTS = 10
+"""Only the first excerpts enter the prompt (the request's, then the knowledge base's)."""
 MAX_HISTORY_TURNS = 20
 """Only the newest turns of the history enter the prompt (the backend bounds what it keeps)."""
 
@@ -125,12 +128,13 @@ def assemble_prompt(
         if turn.text
     ]
     excerpts = [clean_text(text, MAX_EXCERPT_CHARS) for text in knowledge]
+    excerpts = [text for text in excerpts if text][:MAX_EXCERPTS]
     sections = (
         system_prompt.strip(),
         _section(HEADER_SINCE_LAST, since_last_message),
         _section(HEADER_RECENT, recent_activity),
         _section(HEADER_HISTORY, "\n".join(turns)),
-        _section(HEADER_KNOWLEDGE, _numbered([e for e in excerpts if e])),
+        _section(HEADER_KNOWLEDGE, _numbered(excerpts)),
         _section(HEADER_QUESTION, clean_text(question, MAX_MESSAGE_CHARS)),
     )
     return "\n\n".join(part for part in sections if part)

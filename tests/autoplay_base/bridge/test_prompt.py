@@ -83,3 +83,9 @@ def test_the_history_is_capped_to_the_newest_turns() -> None:
     lines = prompt.split("\n")
     assert lines[3] == "User: m5" and lines[22] == "User: m24"
     assert "User: m4" not in lines
+
+
+def test_knowledge_is_capped_to_the_first_excerpts() -> None:
+    prompt = assemble_prompt("q", knowledge=["", *(f"e{n}" for n in range(12))], system_prompt="S")
+    numbered = "\n".join(f"{n + 1}. e{n}" for n in range(10))
+    assert prompt == f"S\n\n[Knowledge base]\n{numbered}\n\n[Question]\nq"
