@@ -1,4 +1,4 @@
-"""The ``autoplay-live`` command: ``autoplay-live emulator …`` and ``autoplay-live demo``.
+"""The ``autoplay-live`` command: ``autoplay-live emulator …``, ``demo`` and ``serve``.
 
 ``autoplay-live emulator`` serves the connector emulator until interrupted::
 
@@ -19,6 +19,18 @@ under the same ids, the first line's contract (``published N events``) keeps
 its meaning, and a reconnecting client still resumes exactly by its
 ``Last-Event-ID``.
 
+``autoplay-live serve`` runs the chatbot bridge (:func:`autoplay_base.bridge.build_app`)
+under uvicorn (the ``serve`` extra)::
+
+    export AUTOPLAY_BRIDGE_API_TOKEN=... AUTOPLAY_BRIDGE_ADMIN_TOKEN=...
+    autoplay-live serve --connector-url https://connector/stream/acme --redis-url redis://...
+
+Tokens and the webhook secret are read from environment variables named by
+``--api-token-env`` / ``--admin-token-env`` / ``--webhook-secret-env`` /
+``--connector-token-env``, never from the command line (``ps`` would show them).
+A configuration the bridge refuses (no API token, push mode without a secret)
+prints one line on stderr and exits with status 2.
+
 ``autoplay-live demo`` needs the ``demo`` extra; without it the command prints
 one line on stderr saying what to install and exits with status 2.
 """
@@ -31,8 +43,10 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
+from autoplay_base._secret import TOKEN_ENV_VAR
 from autoplay_base.demo import DEFAULT_DEMO_PRODUCT, DEFAULT_DEMO_SPEED, DEMO_QUESTIONS
 from autoplay_base.emulator import (
     DEFAULT_COMMAND_PORT,
@@ -50,13 +64,23 @@ from autoplay_base.emulator import (
     list_scripts,
 )
 from autoplay_base.emulator._types import CLOSE_MODES
+from autoplay_base.errors import ConfigError
 
-__all__ = ["build_parser", "main"]
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
 
-DESCRIPTION = "autoplay-live: the connector emulator and the offline demo."
+__all__ = ["bridge_app", "build_parser", "main"]
+
+DESCRIPTION = "autoplay-live: the connector emulator, the offline demo and the chatbot bridge."
 """``--help``'s description: plain text (the module docstring is reStructuredText)."""
 MISSING_EXTRA_STATUS = 2
 """Exit status of ``autoplay-live demo`` when the ``demo`` extra is not installed."""
+CONFIG_ERROR_STATUS = 2
+"""Exit status of ``autoplay-live serve`` when the bridge refuses its configuration."""
+BRIDGE_DEFAULT_PORT = 8080
+API_TOKEN_ENV_VAR = "AUTOPLAY_BRIDGE_API_TOKEN"
+ADMIN_TOKEN_ENV_VAR = "AUTOPLAY_BRIDGE_ADMIN_TOKEN"
+WEBHOOK_SECRET_ENV_VAR = "AUTOPLAY_BRIDGE_WEBHOOK_SECRET"
 
 # Every default below is the one of the class or function the option configures,
 # imported rather than repeated, so ``--help`` and the API cannot disagree.
@@ -174,7 +198,111 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--no-prompts", action="store_true", help="with --verbose: do not print the prompts"
     )
+    _add_serve(commands)
     return parser
+
+
+def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    serve = commands.add_parser(
+        "serve",
+        help="serve the chatbot bridge over HTTP (context, replies, webhook, metrics)",
+        description="Runs the chatbot bridge under uvicorn. Secrets are read from the "
+        "environment variables named below, never from the command line. Pull mode with "
+        "--connector-url; push mode (POST /webhook) when the webhook secret variable is set.",
+    )
+    serve.add_argument("--connector-url", help="the connector's stream URL (pull mode)")
+    serve.add_argument(
+        "--connector-token-env",
+        default=TOKEN_ENV_VAR,
+        help=f"variable holding the connector token (default: {TOKEN_ENV_VAR})",
+    )
+    serve.add_argument("--redis-url", help="keep context in Redis at this URL (default: memory)")
+    serve.add_argument("--redis-prefix", help="key prefix in Redis (default: the backend's)")
+    serve.add_argument(
+        "--api-token-env",
+        default=API_TOKEN_ENV_VAR,
+        help=f"variable holding the API bearer token (default: {API_TOKEN_ENV_VAR})",
+    )
+    serve.add_argument(
+        "--admin-token-env",
+        default=ADMIN_TOKEN_ENV_VAR,
+        help=f"variable holding the admin bearer token (default: {ADMIN_TOKEN_ENV_VAR})",
+    )
+    serve.add_argument(
+        "--webhook-secret-env",
+        default=WEBHOOK_SECRET_ENV_VAR,
+        help=f"variable holding the webhook HMAC secret (default: {WEBHOOK_SECRET_ENV_VAR})",
+    )
+    serve.add_argument(
+        "--require-timestamp",
+        action="store_true",
+        help="refuse webhook deliveries without a signed X-Connector-Timestamp",
+    )
+    serve.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="serve without an API token (every route open; for local experiments only)",
+    )
+    serve.add_argument("--host", default=DEFAULT_HOST, help="interface (default: loopback)")
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=BRIDGE_DEFAULT_PORT,
+        help=f"port (default: {BRIDGE_DEFAULT_PORT})",
+    )
+    serve.add_argument("-v", "--verbose", action="store_true", help="log requests")
+
+
+def bridge_app(args: argparse.Namespace, environ: Mapping[str, str]) -> Starlette:
+    """The bridge ``autoplay-live serve`` runs, from its arguments and the environment.
+
+    Raises:
+        ConfigError: the bridge refuses the configuration (the message names the
+            option or variable, never a value).
+    """
+    from autoplay_base.backends.redis import RedisBackend  # noqa: PLC0415 - redis extra
+    from autoplay_base.bridge import build_app  # noqa: PLC0415 - serve extra
+
+    def secret(name: str) -> str | None:
+        return environ.get(name) or None
+
+    backend = None
+    if args.redis_url:
+        options = {"prefix": args.redis_prefix} if args.redis_prefix else {}
+        # strict: a webhook delivery is acknowledged only once Redis has it.
+        backend = RedisBackend.from_url(args.redis_url, strict=True, **options)
+    try:
+        return build_app(
+            backend=backend,
+            connector_url=args.connector_url,
+            connector_token=secret(args.connector_token_env),
+            webhook_secret=secret(args.webhook_secret_env),
+            require_timestamp=args.require_timestamp,
+            api_token=secret(args.api_token_env),
+            admin_token=secret(args.admin_token_env),
+            insecure_no_auth=args.insecure_no_auth,
+        )
+    except ConfigError:
+        if backend is not None:
+            backend.close()
+        raise
+
+
+def _serve_bridge(args: argparse.Namespace) -> int:
+    try:
+        import uvicorn  # noqa: PLC0415 - serve extra
+
+        app = bridge_app(args, os.environ)
+    except ImportError as exc:
+        print(f"autoplay-live serve needs the 'serve' extra ({exc.name or exc})", file=sys.stderr)
+        return MISSING_EXTRA_STATUS
+    except ConfigError as exc:
+        print(f"autoplay-live serve: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
+    print(f"bridge: serving http://{args.host}:{args.port}", flush=True)
+    log_level = "info" if args.verbose else "warning"
+    uvicorn.run(app, host=args.host, port=args.port, log_level=log_level)
+    return 0
 
 
 def _missing_demo_extra(exc: ImportError) -> str:
@@ -271,6 +399,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "demo":
         return _demo(args)
+    if args.command == "serve":
+        return _serve_bridge(args)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
