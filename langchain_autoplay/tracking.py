@@ -27,9 +27,11 @@ hook, see :mod:`autoplay_base.tracking`):
   (LangGraph ``interrupt()``), ``"cancelled"`` (``asyncio.CancelledError``) or
   ``"error"``, the error's type name, and the usage so far.
 
-* :class:`AutoplayTrackingMiddleware` for ``create_agent``: one ``turn`` per agent
-  call (``before_agent`` / ``after_agent``), a ``usage`` event per model call
-  (``wrap_model_call``) and a ``tool_call`` per tool call (``wrap_tool_call``),
+* :class:`~langchain_autoplay.tracking_middleware.AutoplayTrackingMiddleware` for
+  ``create_agent`` (in its own module: it needs the full ``langchain`` package):
+  one ``turn`` per agent call (``before_agent`` / ``after_agent``), a ``usage``
+  event per model call (``wrap_model_call``) and a ``tool_call`` per tool call
+  (``wrap_tool_call``),
   the same events the handler records for a completed call. A call that does not
   complete records its usage and tool calls but no turn (``after_agent`` does not
   run); use the handler to see those calls' status.
@@ -54,49 +56,43 @@ work O(1) per hook.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeVar
+from typing import Any
 from uuid import UUID
 
-from langchain.agents.middleware import AgentMiddleware, ModelRequest, ModelResponse
-from langchain.agents.middleware.types import AgentState, PrivateStateAttr
 from langchain_core.callbacks import BaseCallbackHandler
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import BaseMessage
 from langchain_core.outputs import LLMResult
-from langchain_core.prompt_values import PromptValue
-from langchain_core.runnables import RunnableConfig
 from langchain_core.tracers.context import register_configure_hook
-from langgraph.channels.untracked_value import UntrackedValue
-from langgraph.errors import GraphInterrupt
-from langgraph.prebuilt.tool_node import ToolCallRequest
-from langgraph.types import Command
-from typing_extensions import NotRequired, ParamSpec, override
+from typing_extensions import ParamSpec, override
 
 from autoplay_base.errors import ConfigError
 from autoplay_base.tracking import AsyncTracker, TrackedSession, Tracker
-from langchain_autoplay._scope import DEFAULT_KEYS, ScopeKeys, call_scope
-
-if TYPE_CHECKING:
-    from langgraph.runtime import Runtime
+from langchain_autoplay._scope import DEFAULT_KEYS, ScopeKeys
+from langchain_autoplay._tracking import (
+    TURN_INCOMPLETE,
+    Guard,
+    Usage,
+    incomplete_status,
+    input_text,
+    output_text,
+    result_usage,
+    tool_output,
+)
 
 __all__ = [
     "DEFAULT_MAX_OPEN_RUNS",
     "TURN_INCOMPLETE",
+    "AnyTracker",
     "AutoplayTrackingHandler",
-    "AutoplayTrackingMiddleware",
-    "TrackingState",
-    "Usage",
-    "message_usage",
-    "result_usage",
     "tracking_session",
 ]
 
@@ -104,168 +100,10 @@ logger = logging.getLogger("langchain_autoplay")
 
 DEFAULT_MAX_OPEN_RUNS = 10_000
 """Open runs one handler remembers; beyond, the oldest is dropped (``open_runs_dropped``)."""
-TURN_INCOMPLETE = "turn_incomplete"
-"""The custom event recorded for a turn that did not complete (``status`` says why)."""
-STATE_KEY = "autoplay_tracking"
 
 AnyTracker = Tracker | AsyncTracker
+"""Either tracker twin (the hooks only call ``session()`` and ``track_*``, the same on both)."""
 _P = ParamSpec("_P")
-_R = TypeVar("_R")
-
-
-# -- pure conversions --------------------------------------------------------------------
-@dataclass
-class Usage:
-    """Tokens summed over model calls, and the last model name seen."""
-
-    model: str | None = None
-    input_tokens: int = 0
-    output_tokens: int = 0
-    calls: int = 0
-
-    def add(self, other: Usage) -> None:
-        """Add one call's usage (``calls`` counts the calls that reported any)."""
-        self.model = other.model or self.model
-        self.input_tokens += other.input_tokens
-        self.output_tokens += other.output_tokens
-        self.calls += other.calls
-
-    def as_dict(self) -> dict[str, Any] | None:
-        """What ``track_turn(usage=...)`` takes, or ``None`` when no call reported usage."""
-        if not self.calls:
-            return None
-        return {
-            "model": self.model,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-        }
-
-
-def message_usage(message: BaseMessage) -> Usage:
-    """One ``AIMessage``'s ``usage_metadata`` and ``response_metadata`` model name."""
-    if not isinstance(message, AIMessage):
-        return Usage()
-    meta = message.response_metadata or {}
-    model = meta.get("model_name") or meta.get("model")
-    usage = message.usage_metadata
-    if not usage:
-        return Usage(model=model if isinstance(model, str) else None)
-    return Usage(
-        model if isinstance(model, str) else None,
-        int(usage.get("input_tokens") or 0),
-        int(usage.get("output_tokens") or 0),
-        1,
-    )
-
-
-def result_usage(response: LLMResult, model: str | None = None) -> Usage:
-    """A chat model / LLM call's usage: its messages' metadata, else ``llm_output``'s."""
-    total = Usage()
-    for generations in response.generations:
-        for generation in generations:
-            message = getattr(generation, "message", None)
-            if isinstance(message, BaseMessage):
-                total.add(message_usage(message))
-    output = response.llm_output or {}
-    if not total.calls:
-        counts = output.get("token_usage") or output.get("usage")
-        if isinstance(counts, Mapping):
-            total.input_tokens = int(
-                counts.get("prompt_tokens") or counts.get("input_tokens") or 0
-            )
-            total.output_tokens = int(
-                counts.get("completion_tokens") or counts.get("output_tokens") or 0
-            )
-            total.calls = 1
-    named = output.get("model_name") or output.get("model")
-    total.model = total.model or (named if isinstance(named, str) else None) or model
-    return total
-
-
-def _last_text(messages: Sequence[Any], kind: type[BaseMessage]) -> str | None:
-    for message in reversed(messages):
-        if isinstance(message, kind):
-            return message.text
-        if kind is HumanMessage and isinstance(message, tuple) and message[:1] in (
-            ("user",),
-            ("human",),
-        ):
-            return str(message[1])
-    return None
-
-
-def input_text(inputs: Any) -> str:
-    """The user's words in a run's input (a string, messages, a prompt, an input dict)."""
-    if isinstance(inputs, str):
-        return inputs
-    if isinstance(inputs, BaseMessage):
-        return inputs.text
-    if isinstance(inputs, PromptValue):
-        inputs = inputs.to_messages()
-    if isinstance(inputs, Mapping):
-        messages = inputs.get("messages")
-        if isinstance(messages, Sequence) and not isinstance(messages, str):
-            return _last_text(messages, HumanMessage) or ""
-        for key in ("input", "question", "query"):
-            if isinstance(inputs.get(key), str):
-                return str(inputs[key])
-        return ""
-    if isinstance(inputs, Sequence):
-        return _last_text(inputs, HumanMessage) or ""
-    return ""
-
-
-def output_text(outputs: Any) -> str:
-    """The answer's text in a run's output (a string, an ``AIMessage``, agent state)."""
-    if isinstance(outputs, str):
-        return outputs
-    if isinstance(outputs, BaseMessage):
-        return outputs.text
-    if isinstance(outputs, Mapping):
-        messages = outputs.get("messages")
-        if isinstance(messages, Sequence) and not isinstance(messages, str):
-            return _last_text(messages, AIMessage) or ""
-        for key in ("output", "answer", "text", "result"):
-            if isinstance(outputs.get(key), str):
-                return str(outputs[key])
-    return ""
-
-
-def tool_output(output: Any) -> Any:
-    """A tool's result as recorded: a ``ToolMessage``'s content, else the value."""
-    if isinstance(output, ToolMessage):
-        return output.content
-    if isinstance(output, Command):
-        return repr(output)
-    return output
-
-
-def incomplete_status(error: BaseException) -> str:
-    """``"interrupted"``, ``"cancelled"`` or ``"error"`` for what ended a run."""
-    if isinstance(error, GraphInterrupt):
-        return "interrupted"
-    if isinstance(error, asyncio.CancelledError):
-        return "cancelled"
-    return "error"
-
-
-class Guard:
-    """Counts and logs (once, by type name only) what a tracking hook raised."""
-
-    def __init__(self, owner: str) -> None:
-        self.owner = owner
-        self.hook_errors = 0
-
-    def failed(self, hook: str, exc: Exception) -> None:
-        """A hook raised ``exc``: counted, logged the first time; the user's run goes on."""
-        self.hook_errors += 1
-        if self.hook_errors == 1:
-            logger.warning(
-                "%s: %s raised %s; tracking skipped it (counted in hook_errors)",
-                self.owner,
-                hook,
-                type(exc).__name__,
-            )
 
 
 def _guarded(method: Callable[_P, None]) -> Callable[_P, None]:
@@ -701,209 +539,3 @@ def tracking_session(
         yield handler
     finally:
         _ACTIVE.reset(token)
-
-
-# -- create_agent middleware ---------------------------------------------------------------
-class TrackingState(AgentState[Any]):
-    """The middleware's private state: ``(session_id, product_id, first new message index)``.
-
-    ``UntrackedValue``: never checkpointed; ``PrivateStateAttr``: not in the agent's
-    input or output schema.
-    """
-
-    autoplay_tracking: NotRequired[
-        Annotated[tuple[str | None, str | None, int], UntrackedValue, PrivateStateAttr]
-    ]
-
-
-class AutoplayTrackingMiddleware(AgentMiddleware[TrackingState, Any, Any]):
-    """Record each ``create_agent`` call as one turn, with its model usage and tool calls.
-
-    Args:
-        tracker: the tracker to record with.
-        product_id: the product when the call names none.
-        session_key, product_key: the names the ids are read under, in the runtime
-            context and ``config["configurable"]``.
-    """
-
-    state_schema = TrackingState
-
-    def __init__(
-        self,
-        tracker: AnyTracker,
-        *,
-        product_id: str | None = None,
-        session_key: str = DEFAULT_KEYS.session,
-        product_key: str = DEFAULT_KEYS.product,
-    ) -> None:
-        super().__init__()
-        self.tracker = tracker
-        self.product_id = product_id
-        self.keys = ScopeKeys(session_key, product_key)
-        self.guard = Guard(type(self).__name__)
-        self.untracked_runs = 0
-
-    def stats(self) -> dict[str, int]:
-        """Counters: ``hook_errors``, ``untracked_runs``."""
-        return {"hook_errors": self.guard.hook_errors, "untracked_runs": self.untracked_runs}
-
-    def _begin(self, state: TrackingState, runtime: Runtime[Any], config: Any) -> dict[str, Any]:
-        scope = call_scope(runtime.context if runtime is not None else None, config or {}, self.keys)
-        product_id = scope.product_id or self.product_id
-        if scope.session_id is None or product_id is None:
-            self.untracked_runs += 1
-            if self.untracked_runs == 1:
-                logger.warning(
-                    "AutoplayTrackingMiddleware: an agent call named no %s/%s; not tracked "
-                    "(counted in untracked_runs)",
-                    self.keys.session,
-                    self.keys.product,
-                )
-        return {STATE_KEY: (scope.session_id, product_id, len(state.get("messages") or ()))}
-
-    def _session(self, state: Any) -> tuple[TrackedSession | None, int]:
-        resolved = (state or {}).get(STATE_KEY) if isinstance(state, Mapping) else None
-        if not resolved or resolved[0] is None or resolved[1] is None:
-            return None, 0
-        session_id, product_id, start = resolved
-        return self.tracker.session(session_id, product_id=product_id), start
-
-    def _end(self, state: TrackingState) -> None:
-        session, start = self._session(state)
-        if session is None:
-            return
-        messages = list(state.get("messages") or ())
-        usage = Usage()
-        for message in messages[start:]:
-            usage.add(message_usage(message))
-        session.track_turn(
-            user=_last_text(messages[:start], HumanMessage) or "",
-            assistant=_last_text(messages[start:], AIMessage) or "",
-            usage=usage.as_dict(),
-        )
-
-    def _model_called(self, request: ModelRequest[Any], response: Any) -> None:
-        session, _ = self._session(request.state)
-        if session is None:
-            return
-        messages = response.result if isinstance(response, ModelResponse) else [response]
-        usage = Usage()
-        for message in messages:
-            if isinstance(message, BaseMessage):
-                usage.add(message_usage(message))
-        if usage.calls:
-            session.track_usage(
-                model=usage.model,
-                input_tokens=usage.input_tokens,
-                output_tokens=usage.output_tokens,
-            )
-
-    def _tool_called(
-        self, request: ToolCallRequest, started: float, result: Any, error: Exception | None
-    ) -> None:
-        session, _ = self._session(request.state)
-        if session is None:
-            return
-        call = request.tool_call
-        session.track_tool_call(
-            name=call["name"],
-            args=call["args"],
-            result=tool_output(result),
-            runtime_ms=(time.perf_counter() - started) * 1000.0,
-            error=error,
-        )
-
-    def _safely(self, hook: str, step: Callable[..., None], *args: Any) -> None:
-        try:
-            step(*args)
-        except Exception as exc:
-            self.guard.failed(hook, exc)
-
-    @override
-    def before_agent(
-        self,
-        state: TrackingState,
-        runtime: Runtime[Any],
-        # ``Optional[...]``: LangGraph injects ``config`` only for the annotations it lists
-        # (see langchain_autoplay.middleware).
-        config: Optional[RunnableConfig] = None,  # noqa: UP045
-    ) -> dict[str, Any] | None:
-        """Resolve the call's session and note where its new messages start."""
-        try:
-            return self._begin(state, runtime, config)
-        except Exception as exc:
-            self.guard.failed("before_agent", exc)
-            return None
-
-    @override
-    async def abefore_agent(
-        self,
-        state: TrackingState,
-        runtime: Runtime[Any],
-        config: Optional[RunnableConfig] = None,  # noqa: UP045
-    ) -> dict[str, Any] | None:
-        """Async twin of :meth:`before_agent`."""
-        return self.before_agent(state, runtime, config)
-
-    @override
-    def after_agent(self, state: TrackingState, runtime: Runtime[Any]) -> dict[str, Any] | None:
-        """Record the turn: the user's message, the final answer, the summed usage."""
-        self._safely("after_agent", self._end, state)
-        return None
-
-    @override
-    async def aafter_agent(
-        self, state: TrackingState, runtime: Runtime[Any]
-    ) -> dict[str, Any] | None:
-        """Async twin of :meth:`after_agent`."""
-        return self.after_agent(state, runtime)
-
-    @override
-    def wrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], ModelResponse[Any]],
-    ) -> Any:
-        response = handler(request)
-        self._safely("wrap_model_call", self._model_called, request, response)
-        return response
-
-    @override
-    async def awrap_model_call(
-        self,
-        request: ModelRequest[Any],
-        handler: Callable[[ModelRequest[Any]], Awaitable[ModelResponse[Any]]],
-    ) -> Any:
-        response = await handler(request)
-        self._safely("awrap_model_call", self._model_called, request, response)
-        return response
-
-    @override
-    def wrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], ToolMessage | Command[Any]],
-    ) -> ToolMessage | Command[Any]:
-        started = time.perf_counter()
-        try:
-            result = handler(request)
-        except Exception as exc:
-            self._safely("wrap_tool_call", self._tool_called, request, started, None, exc)
-            raise
-        self._safely("wrap_tool_call", self._tool_called, request, started, result, None)
-        return result
-
-    @override
-    async def awrap_tool_call(
-        self,
-        request: ToolCallRequest,
-        handler: Callable[[ToolCallRequest], Awaitable[ToolMessage | Command[Any]]],
-    ) -> ToolMessage | Command[Any]:
-        started = time.perf_counter()
-        try:
-            result = await handler(request)
-        except Exception as exc:
-            self._safely("awrap_tool_call", self._tool_called, request, started, None, exc)
-            raise
-        self._safely("awrap_tool_call", self._tool_called, request, started, result, None)
-        return result
