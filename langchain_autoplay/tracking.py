@@ -270,8 +270,14 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         if parent is not None:
             run = OpenRun(parent.turn, False, time.perf_counter(), **fields)
         else:
-            # A root (or a run whose parent this handler never saw): a new turn.
-            turn = Turn(self._session(metadata), input_text(user))
+            # A root (or a run whose parent this handler never saw): a new turn. A lookup
+            # that fails still opens the (untracked) turn, so its children stay quiet.
+            try:
+                session = self._session(metadata)
+            except Exception as exc:
+                self.guard.failed("the session lookup", exc)
+                session = None
+            turn = Turn(session, input_text(user))
             run = OpenRun(turn, True, time.perf_counter(), **fields)
         self.open.add(run_id, run)
         return run
