@@ -3,6 +3,7 @@
 * :class:`EventCounter`: a client callback that keeps what arrived and lets a
   notebook *wait* for the n-th event instead of sleeping and hoping;
 * :func:`timeline`: a session's events as a pandas ``DataFrame``, one row each;
+* :func:`tracked`: tracking events a receiver got, as a ``DataFrame``, one row each;
 * :func:`show_png`: a matplotlib figure as a PNG output, drawn with the Agg
   backend and without timestamps, so a re-run gives the same bytes.
 
@@ -29,7 +30,7 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from autoplay_base.events import ActionsPayload, Event, SummaryPayload  # noqa: E402
 
-__all__ = ["EventCounter", "show_png", "timeline"]
+__all__ = ["EventCounter", "show_png", "timeline", "tracked"]
 
 
 class EventCounter:
@@ -99,3 +100,37 @@ def show_png(figure: Figure) -> bytes:
     data = buffer.getvalue()
     display(Image(data=data, format="png"))  # type: ignore[no-untyped-call]
     return data
+
+
+def _tracked_what(kind: str, data: dict[str, Any]) -> str:
+    if kind == "turn":
+        return f"{data.get('user')!r} -> {data.get('assistant')!r}"
+    if kind == "tool_call":
+        failed = " [error]" if data.get("error") else ""
+        return f"{data.get('name')}({data.get('args')}) -> {data.get('result')!r}{failed}"
+    if kind == "usage":
+        return str(data.get("model"))
+    if kind == "event":
+        return f"{data.get('name')} {data.get('properties')}"
+    return ""
+
+
+def _tracked_row(event: dict[str, Any]) -> dict[str, Any]:
+    kind, data = event["type"], event["data"]
+    usage = (data.get("usage") if kind == "turn" else data) or {}
+    return {
+        "session": event["session_id"],
+        "type": kind,
+        "what": _tracked_what(kind, data),
+        "input_tokens": usage.get("input_tokens"),
+        "output_tokens": usage.get("output_tokens"),
+    }
+
+
+def tracked(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """Tracking events as a receiver got them (``IngestReceiver.unique_events()``), one row
+    each, in arrival order; ids, timestamps and runtimes left out (they change every run)."""
+    frame = pd.DataFrame([_tracked_row(event) for event in events])
+    frame = frame.astype({"input_tokens": "Int64", "output_tokens": "Int64"})  # ints, or <NA>
+    frame.index = pd.RangeIndex(1, len(frame) + 1, name="#")
+    return frame
