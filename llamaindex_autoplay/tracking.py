@@ -54,7 +54,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -259,6 +259,13 @@ class Recorder:
         self.hook_errors = 0
         self.untracked_runs = 0
 
+    def safely(self, hook: str, step: Callable[..., None], *args: Any) -> None:
+        """Run one recording step; what it raises is counted and logged, never raised."""
+        try:
+            step(*args)
+        except Exception as exc:
+            self.failed(hook, exc)
+
     def failed(self, hook: str, exc: Exception) -> None:
         """A hook raised: counted, logged the first time (type name only)."""
         self.hook_errors += 1
@@ -412,10 +419,9 @@ class TrackingSpanHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         """Follow the span (see the module docstring)."""
-        try:
-            self._recorder.enter(id_, bound_args.arguments, instance, parent_span_id)
-        except Exception as exc:
-            self._recorder.failed("new_span", exc)
+        self._recorder.safely(
+            "new_span", self._recorder.enter, id_, bound_args.arguments, instance, parent_span_id
+        )
         return None
 
     def prepare_to_exit_span(
@@ -427,10 +433,7 @@ class TrackingSpanHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         """Record what the span returned."""
-        try:
-            self._recorder.exit(id_, result)
-        except Exception as exc:
-            self._recorder.failed("prepare_to_exit_span", exc)
+        self._recorder.safely("prepare_to_exit_span", self._recorder.exit, id_, result)
         return None
 
     def prepare_to_drop_span(
@@ -442,10 +445,7 @@ class TrackingSpanHandler(BaseSpanHandler[SimpleSpan]):
         **kwargs: Any,
     ) -> SimpleSpan | None:
         """Record that the span raised."""
-        try:
-            self._recorder.drop(id_, err)
-        except Exception as exc:
-            self._recorder.failed("prepare_to_drop_span", exc)
+        self._recorder.safely("prepare_to_drop_span", self._recorder.drop, id_, err)
         return None
 
 
@@ -465,10 +465,7 @@ class TrackingEventHandler(BaseEventHandler):
 
     def handle(self, event: BaseEvent, **kwargs: Any) -> None:
         """Record an LLM start or end event (others are ignored)."""
-        try:
-            self._recorder.event(event)
-        except Exception as exc:
-            self._recorder.failed("handle", exc)
+        self._recorder.safely("handle", self._recorder.event, event)
 
 
 # -- installing ------------------------------------------------------------------------------
