@@ -36,8 +36,10 @@ What becomes an event:
   Count either the usage events or the turns' ``usage``, not both.
 
 Which session: the :func:`~llamaindex_autoplay.session.autoplay_session` block the
-root span starts in (its ``product_id``, else the handle's); a root span outside
-any block records nothing and is counted (``untracked_runs``, logged once).
+root span starts in (its ``product_id``, else the handle's); a query, chat or agent
+run outside any block records nothing and is counted (``untracked_runs``, logged
+once); other root spans (index builds, bare embedding or LLM calls) record their
+LLM usage inside a block and nothing, silently, outside one.
 Spans and events of a root span inherit its session, whatever task or thread
 they run in.
 
@@ -276,10 +278,12 @@ class Recorder:
                 type(exc).__name__,
             )
 
-    def _session(self) -> TrackedSession | None:
+    def _session(self, *, count: bool) -> TrackedSession | None:
         scope = current_session()
         product_id = (scope.product_id if scope is not None else None) or self.product_id
         if scope is None or product_id is None:
+            if not count:
+                return None
             self.untracked_runs += 1
             if self.untracked_runs == 1:
                 logger.warning(
@@ -311,7 +315,10 @@ class Recorder:
 
     def _root_turn(self, arguments: Mapping[str, Any], instance: Any) -> Turn:
         is_turn = isinstance(instance, (BaseQueryEngine, BaseChatEngine, Workflow))
-        return Turn(self._session(), user_text(arguments) if is_turn else "", is_turn)
+        # Only a conversation needs a session: an index build or an embedding call outside
+        # any block is not a miss (but one inside a block still records its LLM usage).
+        session = self._session(count=is_turn)
+        return Turn(session, user_text(arguments) if is_turn else "", is_turn)
 
     def exit(self, span_id: str, result: Any) -> None:
         """A span returned: a tool call ends, a root span ends its turn."""

@@ -423,6 +423,7 @@ def test_a_call_outside_any_session_records_nothing_counted_and_logged_once(
     handle = instrument_tracking(tracker)  # no default product either
     try:
         with caplog.at_level(logging.WARNING, logger="llamaindex_autoplay"):
+            VectorStoreIndex([TextNode(text="built outside any session")])  # not a miss
             query_engine.query("Who am I?")
             with autoplay_session("ps_no_product"):
                 query_engine.query("Which product?")
