@@ -29,17 +29,19 @@ Figures (``BENCH_SMOKE=1`` shrinks every size and duration, for a quick check):
   whole burst (30 s) while the chatbot keeps tracking, then recovers (target 0
   within the queue bound).
 
-Run in an environment with both packages, e.g. ``/tmp/mlsdk-venv`` made with
-``pip install -e .[langchain] mlsdk-python==1.0.5``: ``python bench_tracking.py``.
+The rows are ours (``reference`` is ``None``: autoplay-sdk has no tracking); mlsdk's
+figures go in ``details["mlsdk"]`` when ``mlsdk`` is importable (install it next to
+this project, e.g. ``pip install -e .[langchain] mlsdk-python==1.0.5``), and are
+skipped otherwise.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import itertools
 import json
-import os
 import statistics
 import time
 import uuid
@@ -47,24 +49,24 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
 
-from _common import emit, latency, machine, percentiles, throughput
+from _common import emit, figure, percentiles, size
 
 from autoplay_base.emulator import IngestReceiver
 from autoplay_base.tracking import HttpBatchSink, Tracker
 
-SMOKE = os.environ.get("BENCH_SMOKE") == "1"
-TRACK_CALLS = 2_000 if SMOKE else 50_000
-AGENT_TURNS = 20 if SMOKE else 300
-THROUGHPUT_EVENTS = 2_000 if SMOKE else 20_000
-REFERENCE_EVENTS = 200 if SMOKE else 2_000
-REFERENCE_EVENTS_SLOW = 10 if SMOKE else 100
-QUEUED = 1_000 if SMOKE else 10_000
+TRACK_CALLS = size(50_000, 2_000)
+AGENT_TURNS = size(300, 20)
+THROUGHPUT_EVENTS = size(20_000, 2_000)
+REFERENCE_EVENTS = size(2_000, 200)
+REFERENCE_EVENTS_SLOW = size(100, 10)
+QUEUED = size(10_000, 1_000)
 HUNG_TIMEOUT = 1.0
-REFERENCE_CAP = 3.0 if SMOKE else 10.0
-BURST_SECONDS = 3.0 if SMOKE else 30.0
-BURST_RATE = 50 if SMOKE else 200
+REFERENCE_CAP = size(10, 3)
+BURST_SECONDS = size(30, 3)
+BURST_RATE = size(200, 50)
 """Events per second tracked during the burst (ours: 6,000 in the full run, under the
 10,000-event queue bound)."""
+MLSDK = "mlsdk-python 1.0.5"
 REFERENCE_PATH = "/bc/v1/events/queue"
 USER, ASSISTANT = "How do I export a report?", "Open Reports, then click Export CSV."
 
@@ -197,9 +199,8 @@ async def turn_times(agent: Any, callbacks: list[Any], metadata: dict[str, str])
     return times
 
 
-async def handler_overhead() -> dict[str, float]:
+async def handler_overhead(with_reference: bool) -> dict[str, float]:
     from langchain_core.callbacks import BaseCallbackHandler
-    from mlsdk.helpers.langchain import MLChatRecorderCallback
 
     from langchain_autoplay.tracking import AutoplayTrackingHandler
 
@@ -214,7 +215,7 @@ async def handler_overhead() -> dict[str, float]:
         tracker = ours_tracker(ours_server)
         # Sends nothing while measured: the hooks' own cost, without the lane's sending.
         held = ours_tracker(ours_server, flush_interval=3600, batch_size=100_000)
-        session = reference_session(ref_server)
+        session = reference_session(ref_server) if with_reference else None
         await turn_times(agent, [], meta)  # warm up
         rounds: dict[str, list[float]] = {
             "none": [],
@@ -231,15 +232,21 @@ async def handler_overhead() -> dict[str, float]:
             rounds["ours"].append(statistics.median(await turn_times(agent, [handler], meta)))
             quiet = [AutoplayTrackingHandler(held)]
             rounds["hooks_only"].append(statistics.median(await turn_times(agent, quiet, meta)))
-            recorder = MLChatRecorderCallback(session)
-            rounds["reference"].append(statistics.median(await turn_times(agent, [recorder], meta)))
-        await asyncio.wait_for(session.flush(), REFERENCE_CAP * 10)
+            if session is not None:
+                from mlsdk.helpers.langchain import MLChatRecorderCallback
+
+                recorder = [MLChatRecorderCallback(session)]
+                turns = await turn_times(agent, recorder, meta)
+                rounds["reference"].append(statistics.median(turns))
+        if session is not None:
+            await asyncio.wait_for(session.flush(), REFERENCE_CAP * 10)
         tracker.close(timeout=30)
         held.close(timeout=30)
     base = statistics.median(rounds["none"])
     return {
         name: round((statistics.median(rounds[name]) - base) * 1e6, 1)
-        for name in ("noop", "ours", "hooks_only", "reference")
+        for name in rounds
+        if rounds[name] and name != "none"
     } | {"turn_without_callbacks_us": round(base * 1e6, 1)}
 
 
@@ -379,68 +386,96 @@ async def lost_in_burst_reference() -> dict[str, int]:
     return {"sent": sent, "received": got, "lost": sent - got, "failed": sent - got}
 
 
-def with_target(figure: dict[str, Any], target: str) -> dict[str, Any]:
-    return {**figure, "target": target}
-
-
 def run(step: Callable[[], Any]) -> Any:
     result = step()
     return asyncio.run(result) if asyncio.iscoroutine(result) else result
 
 
+def reference_figures(overhead: dict[str, float]) -> dict[str, Any]:
+    """mlsdk's side of every figure (one POST per event, async only, no flush timeout)."""
+    call = run(track_call_reference)
+    hung, returned = run(flush_hung_reference)
+    burst = run(lost_in_burst_reference)
+    return {
+        "track_turn call p50 (µs)": call["p50_us"],
+        "track_turn call p99 (µs)": call["p99_us"],
+        "handler added per agent turn (µs)": overhead.get("reference"),
+        "throughput, receiver answers at once (events/s)": run(lambda: throughput_reference(0.0)),
+        "throughput, receiver answers in 100 ms (events/s)": run(lambda: throughput_reference(0.1)),
+        f"flush with {QUEUED} queued (s, scaled from {min(QUEUED, REFERENCE_EVENTS)})": run(
+            flush_queued_reference
+        ),
+        "flush against a hung receiver (s)": hung,
+        "flush against a hung receiver returned": returned,
+        "flush against a hung receiver cap (s)": REFERENCE_CAP,
+        "events lost in the burst": burst["lost"],
+        "burst": burst,
+    }
+
+
 def main() -> None:
-    ours_call, ref_call = run(track_call_ours), run(track_call_reference)
-    overhead = run(handler_overhead)
-    fast_ours, fast_ref = throughput_ours(0.0), run(lambda: throughput_reference(0.0))
-    slow_ours, slow_ref = throughput_ours(0.1), run(lambda: throughput_reference(0.1))
-    slow_ours_big = throughput_ours(0.1, batch_size=500)
-    hung_ref, ref_returned = run(flush_hung_reference)
-    burst_ours, burst_ref = lost_in_burst_ours(), run(lost_in_burst_reference)
+    with_reference = importlib.util.find_spec("mlsdk") is not None
+    call = track_call_ours()
+    overhead = run(lambda: handler_overhead(with_reference))
+    burst = lost_in_burst_ours()
+    tracker = "sync Tracker, HttpBatchSink defaults, loopback receiver"
+    agent = f"create_agent turn (fake model, 1 tool call), ainvoke, median of {AGENT_TURNS} x 3"
+    rows = [
+        figure("track_turn call p50", tracker, unit="µs", ours=call["p50_us"], target="<= 5 µs"),
+        figure("track_turn call p99", tracker, unit="µs", ours=call["p99_us"]),
+        figure(
+            "handler added per agent turn (floor: empty inline handler)",
+            agent,
+            unit="µs",
+            ours=overhead["ours"],
+            floor=overhead["noop"],
+        ),
+        figure(
+            "throughput, receiver answers at once",
+            tracker,
+            unit="events/s",
+            better="higher",
+            ours=throughput_ours(0.0),
+        ),
+        figure(
+            "throughput, receiver answers in 100 ms",
+            tracker,
+            unit="events/s",
+            better="higher",
+            ours=throughput_ours(0.1),
+            target=">= 1000",
+        ),
+        figure(
+            "throughput, receiver answers in 100 ms",
+            "sync Tracker, HttpBatchSink(batch_size=500), loopback receiver",
+            unit="events/s",
+            better="higher",
+            ours=throughput_ours(0.1, batch_size=500),
+            target=">= 1000",
+        ),
+        figure(f"flush with {QUEUED} queued", tracker, unit="s", ours=flush_queued_ours()),
+        figure(
+            "flush(timeout=1) against a hung receiver",
+            tracker,
+            unit="s",
+            ours=flush_hung_ours(),
+            target=f"<= {HUNG_TIMEOUT * 1.05:.2f} s",
+        ),
+        figure(
+            f"events lost in a {BURST_SECONDS:g} s 503/429 burst",
+            f"{tracker}, {BURST_RATE} events/s tracked through the burst",
+            unit="events",
+            ours=burst["lost"],
+            target="0",
+        ),
+    ]
     emit(
-        {
-            "benchmark": "tracking",
-            "reference": "mlsdk-python 1.0.5",
-            "smoke": SMOKE,
-            "setup": f"{TRACK_CALLS} track calls, {AGENT_TURNS} agent turns x 3 rounds, "
-            f"{THROUGHPUT_EVENTS} events (reference {REFERENCE_EVENTS}, "
-            f"{REFERENCE_EVENTS_SLOW} at 100 ms), {QUEUED} queued, "
-            f"{BURST_SECONDS:g} s burst at {BURST_RATE} events/s",
-            "track_call_p50_us": with_target(
-                latency(ours_call["p50_us"], ref_call["p50_us"]), "<= 5 us"
-            ),
-            "track_call_p99_us": latency(ours_call["p99_us"], ref_call["p99_us"]),
-            "handler_overhead_per_turn_us": {
-                "ours": overhead["ours"],
-                "reference": overhead["reference"],
-                "noop_handler": overhead["noop"],
-                "ours_hooks_only": overhead["hooks_only"],
-                "turn_without_callbacks_us": overhead["turn_without_callbacks_us"],
-            },
-            "throughput_events_per_s_0ms": throughput(fast_ours, fast_ref),
-            "throughput_events_per_s_100ms": with_target(
-                throughput(slow_ours, slow_ref), ">= 1000"
-            ),
-            "throughput_events_per_s_100ms_batch_500": {"ours": slow_ours_big},
-            "flush_10k_s": latency(run(flush_queued_ours), run(flush_queued_reference)),
-            "flush_timeout_hung_s": with_target(
-                {
-                    "ours": run(flush_hung_ours),
-                    "reference": hung_ref,
-                    "reference_returned": ref_returned,
-                    "reference_cap_s": REFERENCE_CAP,
-                },
-                f"<= {HUNG_TIMEOUT * 1.05:.2f} s",
-            ),
-            "lost_in_burst": with_target(
-                {
-                    "ours": burst_ours["lost"],
-                    "reference": burst_ref["lost"],
-                    "runs": {"ours": burst_ours, "reference": burst_ref},
-                },
-                "0",
-            ),
-            "machine": machine(),
-        }
+        "bench_tracking",
+        rows,
+        handler_overhead_us=overhead,
+        burst=burst,
+        compared_with=MLSDK if with_reference else f"{MLSDK} not installed here",
+        mlsdk=reference_figures(overhead) if with_reference else None,
     )
 
 
