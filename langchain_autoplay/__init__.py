@@ -9,11 +9,15 @@
 * :class:`AutoplayContextMiddleware`: LangChain v1 agents see the live context
   in their system message.
 * :func:`create_session_activity_tool`: the ``get_session_activity`` tool.
+* :class:`AutoplayTrackingHandler` / :func:`tracking_session` /
+  :class:`AutoplayTrackingMiddleware`: record the agent's turns, tool calls and
+  usage with an :mod:`autoplay_base.tracking` tracker.
 
 Session and product always come from the call (``config["configurable"]``,
 keyword arguments or an agent's runtime context), never from the instance.
 """
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
 from autoplay_base._version import __version__
@@ -31,33 +35,45 @@ try:
         SessionActivityTool,
         create_session_activity_tool,
     )
+    from langchain_autoplay.tracking import AutoplayTrackingHandler, tracking_session
 except ImportError as exc:  # pragma: no cover - exercised by test_missing_extras
     raise missing_extra("langchain-core", "langchain") from exc
 
 if TYPE_CHECKING:
     from langchain_autoplay.middleware import AutoplayContextMiddleware
+    from langchain_autoplay.tracking_middleware import AutoplayTrackingMiddleware
 
 __all__ = [
     "AutoplayChatMessageHistory",
     "AutoplayContextMiddleware",
     "AutoplayLoader",
     "AutoplayRetriever",
+    "AutoplayTrackingHandler",
+    "AutoplayTrackingMiddleware",
     "LiveContextMode",
     "LoadUnit",
     "SessionActivityInput",
     "SessionActivityTool",
     "__version__",
     "create_session_activity_tool",
+    "tracking_session",
 ]
 
 
+_NEEDS_LANGCHAIN = {
+    "AutoplayContextMiddleware": "langchain_autoplay.middleware",
+    "AutoplayTrackingMiddleware": "langchain_autoplay.tracking_middleware",
+}
+"""Names that need the full ``langchain`` package (agent middleware), not just langchain-core."""
+
+
 def __getattr__(name: str) -> Any:
-    # The middleware needs the full ``langchain`` package, not just langchain-core:
-    # import it on first use so core-only installs can use everything else.
-    if name == "AutoplayContextMiddleware":
-        try:
-            from langchain_autoplay.middleware import AutoplayContextMiddleware  # noqa: PLC0415
-        except ImportError as exc:
-            raise missing_extra("langchain", "langchain") from exc
-        return AutoplayContextMiddleware
-    raise AttributeError(f"module 'langchain_autoplay' has no attribute {name!r}")
+    # Imported on first use so core-only installs can use everything else.
+    module = _NEEDS_LANGCHAIN.get(name)
+    if module is None:
+        raise AttributeError(f"module 'langchain_autoplay' has no attribute {name!r}")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:
+        raise missing_extra("langchain", "langchain") from exc
+    return getattr(loaded, name)

@@ -9,6 +9,8 @@
 * :class:`AutoplayReader`: documents from a recording, a store snapshot or a
   live stream window.
 * :class:`AutoplayMemoryBlock`: live activity as a block of LlamaIndex ``Memory``.
+* :func:`instrument_tracking`: record turns, tool calls and usage of query engines,
+  chat engines and agents with an :mod:`autoplay_base.tracking` tracker.
 """
 
 from autoplay_base._version import __version__
@@ -19,6 +21,7 @@ try:
     from llamaindex_autoplay.postprocessors import AutoplayNodePostprocessor, AutoplayQueryBundle
     from llamaindex_autoplay.readers import AutoplayReader
     from llamaindex_autoplay.session import SessionScope, autoplay_session, current_session
+    from llamaindex_autoplay.tracking import TrackingInstrumentation, instrument_tracking
 except ImportError as exc:  # pragma: no cover - exercised by test_missing_extras
     raise missing_extra("llama-index-core", "llamaindex") from exc
 
@@ -28,7 +31,9 @@ __all__ = [
     "AutoplayQueryBundle",
     "AutoplayReader",
     "SessionScope",
+    "TrackingInstrumentation",
     "__version__",
     "autoplay_session",
     "current_session",
+    "instrument_tracking",
 ]

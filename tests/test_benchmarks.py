@@ -38,6 +38,20 @@ SEED = "seed docs: lookback_seconds=300, max_actions=20; 1 action per event"
 CURRENT = "current: no lookback, no cap; 10 batches of 5 actions"
 
 EXPECTED: dict[str, tuple[list[str], list[str]]] = {
+    "bench_tracking": (
+        [
+            "track_turn call p50",
+            "track_turn call p99",
+            "handler added per agent turn (floor: empty inline handler)",
+            "throughput, receiver answers at once",
+            "throughput, receiver answers in 100 ms",
+            "throughput, receiver answers in 100 ms",
+            "flush with 1000 queued",
+            "flush(timeout=1) against a hung receiver",
+            "events lost in a 3 s 503/429 burst",
+        ],
+        [],
+    ),
     # script: (its figure names in order, extra arguments for the smoke run)
     "bench_store": (["enrich p50", "enrich p99", "memory per session"] * 2, []),
     "bench_stream": (

@@ -157,6 +157,9 @@ def test_missing_extra_names_the_extra() -> None:
 
 
 EXPECTED_LANGCHAIN = {
+    "AutoplayTrackingHandler",
+    "AutoplayTrackingMiddleware",
+    "tracking_session",
     "__version__",
     "AutoplayChatMessageHistory",
     "AutoplayContextMiddleware",
@@ -202,6 +205,8 @@ def test_a_missing_extra_names_what_to_install(blocked: str, package: str, extra
 
 
 EXPECTED_LLAMAINDEX = {
+    "TrackingInstrumentation",
+    "instrument_tracking",
     "__version__",
     "AutoplayMemoryBlock",
     "AutoplayNodePostprocessor",
@@ -230,6 +235,9 @@ def test_llamaindex_autoplay_all_is_pinned() -> None:
         "langchain_autoplay.middleware",
         "langchain_autoplay.tools",
         "langchain_autoplay.demo",
+        "langchain_autoplay.tracking",
+        "langchain_autoplay.tracking_middleware",
+        "llamaindex_autoplay.tracking",
         "llamaindex_autoplay.postprocessors",
         "llamaindex_autoplay.readers",
         "llamaindex_autoplay.memory",
