@@ -430,6 +430,9 @@ def stream_agent(
     ) as run:
         fold = _Fold(agent, run)
         cfg = _with_handler(config, AutoplayRunStreamHandler(run))
+        # Unlike the async twin there is no task to cancel from outside: the handler
+        # raises RunCancelledError at the model's next token or call, and the loop
+        # checks between chunks (a tool blocking in between finishes first).
         try:
             for chunk in agent.stream(input, cfg, **fold.kwargs):
                 fold.add(chunk)
