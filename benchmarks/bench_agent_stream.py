@@ -17,8 +17,10 @@ Figures (``ours`` / ``reference``):
   token, in-process and Redis; the peer's is one awaited ``XADD`` per token.
 * ``latency_ms.<rate>_tok_s.<runs>_runs``: token-to-listener p50/p99 (ms, producer
   ``time.time()`` to the listener's), each run paced at ``rate`` tokens/s, ``runs``
-  runs at once, one listener each. Ours listens by polling (``poll_seconds``,
-  50 ms by default); the peer blocks in ``XREAD``.
+  runs at once, one listener each, and the rate each producer reached (the peer
+  awaits an ``XADD`` per token, so it may fall short; ours never waits). Ours
+  listens by polling (``poll_seconds``, 50 ms by default); the peer blocks in
+  ``XREAD``.
 * ``reconnect.every_<k>_events``: events lost and duplicated when the listener
   reconnects every ``k`` events (ours resumes after its cursor; the peer's
   ``listen`` has none, so each connection starts over: the client drops what it
@@ -46,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -228,7 +231,8 @@ async def handler_overhead(url: str, prefix: str) -> dict[str, Any]:
 
 
 # -- 2. token-to-listener latency ---------------------------------------------------------------
-async def paced(rate: int, count: int, emit_one: Any) -> None:
+async def paced(rate: int, count: int, emit_one: Any) -> float:
+    """Emit ``count`` tokens at ``rate`` per second (as far as it can); the rate reached."""
     loop = asyncio.get_running_loop()
     start = loop.time()
     for i in range(count):
@@ -236,12 +240,14 @@ async def paced(rate: int, count: int, emit_one: Any) -> None:
         if delay > 0:
             await asyncio.sleep(delay)
         await emit_one(i)
+    return count / max(loop.time() - start, 1e-9)
 
 
-async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> list[float]:
+async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
     stream = our_stream(url, prefix)
     count = max(5, int(rate * LATENCY_SECONDS))
     samples: list[float] = []
+    reached: list[float] = []
 
     async def one(n: int) -> None:
         scope = {"session_id": f"lat-{rate}-{runs}-{n}", "product_id": "bench"}
@@ -259,16 +265,17 @@ async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> list[floa
             async def emit_one(i: int) -> None:
                 run.text_delta("tok ")
 
-            await paced(rate, count, emit_one)
+            reached.append(await paced(rate, count, emit_one))
         await listener
 
     await asyncio.gather(*(one(n) for n in range(runs)))
-    return samples
+    return samples, statistics.median(reached)
 
 
-async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> list[float]:
+async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
     count = max(5, int(rate * LATENCY_SECONDS))
     samples: list[float] = []
+    reached: list[float] = []
 
     async def one(n: int) -> None:
         deps = peer_deps(url, f"lat-{rate}-{runs}-{n}-{uuid.uuid4().hex[:6]}", prefix)
@@ -285,24 +292,24 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> list[floa
             body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
             await deps.add(type="event", origin="pydantic-ai", body=body)
 
-        await paced(rate, count, emit_one)
+        reached.append(await paced(rate, count, emit_one))
         await deps.stop()
         await listener
 
     await asyncio.gather(*(one(n) for n in range(runs)))
-    return samples
+    return samples, statistics.median(reached)
 
 
 async def latencies(url: str, prefix: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for rate in RATES:
         for runs in CONCURRENCY:
-            ours = p50_p99(await ours_latency(url, prefix, rate, runs))
-            ref = (
-                p50_p99(await peer_latency(url, prefix + "-peer", rate, runs))
-                if has_peer()
-                else None
-            )
+            samples, reached = await ours_latency(url, prefix, rate, runs)
+            ours = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
+            ref = None
+            if has_peer():
+                samples, reached = await peer_latency(url, prefix + "-peer", rate, runs)
+                ref = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
             out[f"{rate}_tok_s_{runs}_runs"] = figure(ours, ref)
     return out
 
