@@ -5,7 +5,10 @@
 * :func:`timeline`: a session's events as a pandas ``DataFrame``, one row each;
 * :func:`tracked`: tracking events a receiver got, as a ``DataFrame``, one row each;
 * :func:`show_png`: a matplotlib figure as a PNG output, drawn with the Agg
-  backend and without timestamps, so a re-run gives the same bytes.
+  backend and without timestamps, so a re-run gives the same bytes;
+* :func:`streaming_chat_model` (with :func:`text_turn`, :func:`tool_turn`,
+  :func:`endless_turn`): a LangChain chat model that *streams* scripted turns,
+  text and tool-call chunks with usage, the stand-in for an LLM in ``05``.
 
 The notebooks run with ``notebooks/`` as their working directory (Jupyter's
 default, and what ``tests/test_notebooks.py`` does), so ``import notebook_helpers``
@@ -30,7 +33,16 @@ from matplotlib.figure import Figure  # noqa: E402
 
 from autoplay_base.events import ActionsPayload, Event, SummaryPayload  # noqa: E402
 
-__all__ = ["EventCounter", "show_png", "timeline", "tracked"]
+__all__ = [
+    "EventCounter",
+    "endless_turn",
+    "show_png",
+    "streaming_chat_model",
+    "text_turn",
+    "timeline",
+    "tool_turn",
+    "tracked",
+]
 
 
 class EventCounter:
@@ -134,3 +146,87 @@ def tracked(events: Iterable[dict[str, Any]]) -> pd.DataFrame:
     frame = frame.astype({"input_tokens": "Int64", "output_tokens": "Int64"})  # ints, or <NA>
     frame.index = pd.RangeIndex(1, len(frame) + 1, name="#")
     return frame
+
+
+# -- a streaming stand-in for an LLM (05_agent_stream) ----------------------------------------
+# langchain-core is imported inside the functions: the other notebooks do not need it.
+USAGE = {"input_tokens": 12, "output_tokens": 5, "total_tokens": 17}
+
+
+def text_turn(*pieces: str) -> list[Any]:
+    """A model turn answering with ``pieces`` of text, then a chunk carrying the usage."""
+    from langchain_core.messages import AIMessageChunk  # noqa: PLC0415
+
+    return [AIMessageChunk(content=p) for p in pieces] + [
+        AIMessageChunk(content="", usage_metadata=USAGE)  # type: ignore[arg-type]
+    ]
+
+
+def tool_turn(call_id: str, name: str, *args: str) -> list[Any]:
+    """A model turn calling tool ``name``, its JSON arguments streamed as ``args`` pieces."""
+    from langchain_core.messages import AIMessageChunk  # noqa: PLC0415
+
+    first = {"name": name, "args": "", "id": call_id, "index": 0}
+    rest = [{"name": None, "args": a, "id": None, "index": 0} for a in args]
+    return [AIMessageChunk(content="", tool_call_chunks=[c]) for c in [first, *rest]] + [  # type: ignore[list-item]
+        AIMessageChunk(content="", usage_metadata=USAGE)  # type: ignore[arg-type]
+    ]
+
+
+def endless_turn(words: Iterable[str]) -> Any:
+    """A model turn that never ends by itself: ``words`` cycled (a cancel stops it)."""
+    import itertools  # noqa: PLC0415
+
+    from langchain_core.messages import AIMessageChunk  # noqa: PLC0415
+
+    return (AIMessageChunk(content=w) for w in itertools.cycle(list(words)))
+
+
+def streaming_chat_model(turns: list[Any], *, pause: float = 0.0) -> Any:
+    """A chat model playing ``turns`` (one per call) chunk by chunk, ``pause`` s per chunk.
+
+    ``produced`` counts the chunks it yielded (what a cancel test compares).
+    ``bind_tools`` keeps the model as it is: the script decides which tool is called.
+    """
+    import asyncio  # noqa: PLC0415
+
+    from langchain_core.language_models import BaseChatModel  # noqa: PLC0415
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult  # noqa: PLC0415
+
+    class StreamingChatModel(BaseChatModel):
+        script: list[Any]
+        pause: float = 0.0
+        produced: int = 0
+        calls: int = 0
+
+        @property
+        def _llm_type(self) -> str:
+            return "scripted"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+        def _next(self) -> Any:
+            self.calls += 1
+            return self.script[self.calls - 1]
+
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            merged = None
+            for chunk in self._next():
+                merged = chunk if merged is None else merged + chunk
+            return ChatResult(generations=[ChatGeneration(message=merged)])
+
+        async def _astream(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            for message in self._next():
+                await asyncio.sleep(self.pause)
+                chunk = ChatGenerationChunk(message=message)
+                self.produced += 1
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(message.text, chunk=chunk)
+                yield chunk
+
+    return StreamingChatModel(script=list(turns), pause=pause)

@@ -125,6 +125,7 @@ def test_notebooks_exist() -> None:
         "02_langchain_rag.ipynb",
         "03_llamaindex.ipynb",
         "04_scale_out_with_redis.ipynb",
+        "05_agent_stream.ipynb",
         "06_tracking.ipynb",
     ]
 

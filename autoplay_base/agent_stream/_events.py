@@ -34,6 +34,7 @@ __all__ = [
     "RunEvent",
     "bound_data",
     "dumps",
+    "fits",
     "format_cursor",
     "new_run_id",
     "parse_cursor",
@@ -192,6 +193,34 @@ def dumps(data: Any) -> str:
     except UnicodeEncodeError:
         return json.dumps(data, separators=(",", ":"))
     return text
+
+
+# The most JSON bytes one character can take: a control character is ``\\u00XX`` (6); in
+# the ASCII fallback of :func:`dumps` a character outside the BMP is two escapes (12).
+_MAX_BYTES_PER_CHAR: Final = 12
+_MAX_INT_BYTES: Final = 21  # a sign and 20 digits: any int below 10**20 in magnitude
+
+
+def fits(data: dict[str, Any], max_bytes: int) -> bool:
+    """Whether ``data``'s JSON is surely at most ``max_bytes``, told without encoding it.
+
+    An upper bound over a flat dict of str / None / bool / small int values (what
+    every delta and step event is); anything else answers False, and the caller
+    measures it with :func:`bound_data`. This is what keeps the per-token path free
+    of JSON encoding: a token is bounded by a few length additions.
+    """
+    total = 2
+    for key, value in data.items():
+        total += 4 + _MAX_BYTES_PER_CHAR * len(key)
+        if isinstance(value, str):
+            total += _MAX_BYTES_PER_CHAR * len(value)
+        elif value is None or isinstance(value, bool):
+            total += 5
+        elif isinstance(value, int) and -(10**20) < value < 10**20:
+            total += _MAX_INT_BYTES
+        else:
+            return False
+    return total <= max_bytes
 
 
 def bound_data(data: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], str, bool]:

@@ -72,11 +72,17 @@ class MemoryTransport:
 
     def _wake(self) -> None:
         self._cond.notify_all()
-        for loop, event in list(self._waiters):
+        if not self._waiters:
+            return
+        # Each waiting task is woken once and forgotten: it registers again at its next
+        # pause, so a burst of tokens costs one wake-up per listener, not one per token.
+        waiters = list(self._waiters)
+        self._waiters.clear()
+        for loop, event in waiters:
             try:
                 loop.call_soon_threadsafe(event.set)
             except RuntimeError:  # that loop is closed: its listener is gone
-                self._waiters.discard((loop, event))
+                continue
 
     # -- producer side ------------------------------------------------------------------------
     def start(
@@ -102,13 +108,21 @@ class MemoryTransport:
         """The inline writer of one run."""
         return MemorySink(self, ref, run)
 
-    def append(self, ref: RunRef, events: list[RunEvent]) -> None:
-        """Store a run's events (a run evicted meanwhile takes nothing) and wake listeners."""
+    def write(self, ref: RunRef, run: SinkOwner) -> None:
+        """Move what ``run`` buffered into its log (a run evicted meanwhile takes nothing).
+
+        Drained under the transport's lock, so two threads emitting into one run
+        append in seq order with one lock taken per emit.
+        """
         with self._cond:
+            batch = run.drain()
+            if not batch:
+                return
             log = self._runs.get(ref)
             if log is not None:
-                log.events.extend(events)
-                if events and events[-1].type in TERMINAL:
+                run_id = ref.run_id
+                log.events.extend([p.event(run_id) for p in batch])
+                if batch[-1].type in TERMINAL:
                     log.live = False
                     log.ended_at = self._clock()
             self._wake()
@@ -120,8 +134,13 @@ class MemoryTransport:
             log = self._runs.get(ref)
             if log is None:
                 return Read([], False, False)
-            events = [e for e in log.events if e.seq >= next_seq][:count]
-            return Read(events, log.live, True)
+            events = log.events
+            # Seqs are contiguous from the oldest kept: index from there instead of
+            # scanning the whole log (a deque indexes from its nearer end, and a
+            # listener reads near the tail).
+            start = max(0, next_seq - events[0].seq) if events else 0
+            stop = min(len(events), start + count)
+            return Read([events[i] for i in range(start, stop)], log.live, True)
 
     async def aread(self, ref: RunRef, next_seq: int, count: int) -> Read:
         """Async twin of :meth:`read`."""
@@ -198,22 +217,16 @@ class MemoryTransport:
 class MemorySink:
     """Writes a run's buffered events into its :class:`MemoryTransport` at once, inline."""
 
-    __slots__ = ("_lock", "_ref", "_run", "_transport")
+    __slots__ = ("_ref", "_run", "_transport")
 
     def __init__(self, transport: MemoryTransport, ref: RunRef, run: SinkOwner) -> None:
         self._transport = transport
         self._ref = ref
         self._run = run
-        # Two threads emitting into one run must append in seq order.
-        self._lock = threading.Lock()
 
     def notify(self) -> None:
         """Move everything buffered into the run's log (an O(events) append)."""
-        with self._lock:
-            batch = self._run.drain()
-            if batch:
-                run_id = self._ref.run_id
-                self._transport.append(self._ref, [p.event(run_id) for p in batch])
+        self._transport.write(self._ref, self._run)
 
     def close(self, timeout: float) -> bool:
         """Write what is left: in-process nothing can be lost."""

@@ -316,8 +316,13 @@ class RedisSink:
         self._thread.start()
 
     def notify(self) -> None:
-        """Wake the writer (an O(1) flag; the writer batches whatever accumulated)."""
-        self._wake.set()
+        """Wake the writer (an O(1) flag; the writer batches whatever accumulated).
+
+        Already set: nothing to do (``Event.set`` takes a lock). The writer clears the
+        flag *before* it drains, so an emit that sees it set is in that drain.
+        """
+        if not self._wake.is_set():
+            self._wake.set()
 
     def close(self, timeout: float) -> bool:
         """Let the writer send the rest (terminal last) until ``timeout``; False if any was lost."""

