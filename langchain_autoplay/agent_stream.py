@@ -32,7 +32,6 @@ exception (re-raised).
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
@@ -46,6 +45,7 @@ from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 
 from autoplay_base.agent_stream import AsyncRunStream, IfLive, Run, RunCancelledError, RunStream
+from autoplay_base.agent_stream._drive import until_cancelled
 from autoplay_base.errors import ConfigError
 
 __all__ = ["AutoplayRunStreamHandler", "astream_agent", "stream_agent"]
@@ -392,17 +392,8 @@ async def astream_agent(
                 fold.add(chunk)
                 run.raise_if_cancelled()
 
-        task = asyncio.ensure_future(consume())
-        watch = asyncio.ensure_future(run.await_cancelled())
-        try:
-            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # our own cancellation too: the agent never outlives its run
-            watch.cancel()
-            if not task.done():
-                task.cancel()
-            await asyncio.gather(task, watch, return_exceptions=True)
-        if not run.cancelled:
-            task.result()  # the agent's exception ends the run as an error
+        # The agent never outlives its run; its exception ends the run as an error.
+        await until_cancelled(run, consume())
     return fold.result
 
 

@@ -27,7 +27,6 @@ event; a bug in it is counted and logged once, never the workflow's end.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import Any
@@ -41,6 +40,7 @@ from llama_index.core.agent.workflow import (
 )
 
 from autoplay_base.agent_stream import AsyncRunStream, IfLive, Run
+from autoplay_base.agent_stream._drive import until_cancelled
 from autoplay_base.errors import ConfigError
 
 __all__ = ["WorkflowEvents", "astream_workflow"]
@@ -130,16 +130,8 @@ async def astream_workflow(
                 events.add(event)
             return None if run.cancelled else await handler
 
-        task = asyncio.ensure_future(consume())
-        watch = asyncio.ensure_future(run.await_cancelled())
-        try:
-            await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-        finally:  # our own cancellation too: the workflow never outlives its run
-            watch.cancel()
-            if not task.done():
-                task.cancel()
-                await handler.cancel_run(timeout=CANCEL_TIMEOUT_SECONDS)
-            await asyncio.gather(task, watch, return_exceptions=True)
-        if run.cancelled:
-            return None
-        return task.result()  # the workflow's exception ends the run as an error
+        # The workflow never outlives its run (cancel_run stops it first); its
+        # exception ends the run as an error.
+        return await until_cancelled(
+            run, consume(), on_cancel=lambda: handler.cancel_run(timeout=CANCEL_TIMEOUT_SECONDS)
+        )
