@@ -203,12 +203,27 @@ class _Session:
         self.count -= n
         return n
 
-    def lines_from(self, first_batch: int) -> list[str]:
-        """The live lines of ``batches[first_batch:]``, oldest first."""
-        if not self.batches[first_batch:]:
-            return []
-        lines = BATCH_SEPARATOR.join(self.batches[first_batch:]).split(BATCH_SEPARATOR)
-        return lines[self.skip :] if first_batch == 0 and self.skip else lines
+    def newest_batches(self, cutoff: float | None, limit: int | None) -> tuple[list[str], int]:
+        """The newest batches a read wants, and how many lines of the first to skip.
+
+        Walks back from the newest batch and stops at the first one older than
+        ``cutoff`` (as the Redis read script does, so the two agree even when the
+        local clock stepped back and the times are not sorted) or once ``limit``
+        lines are covered: a read costs what it returns, not what the session holds.
+        The batches are immutable strings, so the caller splits them
+        (:func:`_newest_lines`) after releasing the lock.
+        """
+        batches, times = self.batches, self.times
+        first = len(batches)
+        if cutoff is None and limit is None:
+            first = 0  # everything: no batch to look at one by one
+        else:
+            covered = 0
+            want = self.count if limit is None else limit
+            while first and covered < want and (cutoff is None or times[first - 1] >= cutoff):
+                first -= 1
+                covered += batches[first].count(BATCH_SEPARATOR) + 1
+        return batches[first:], self.skip if first == 0 else 0
 
 
 class _History:
@@ -565,8 +580,15 @@ class InMemoryBackend:
             if session is None:
                 return None
             summary = visible_summary(session.summary, session.summary_at, options)
-            lines = _select(session, options, now) if options.include_actions else []
-            return SessionView(summary, lines, session.summary_at, session.last_activity_at)
+            picked, skip = (
+                session.newest_batches(read_cutoff(options, now), options.max_actions)
+                if options.include_actions
+                else ([], 0)
+            )
+            summary_at, last_activity_at = session.summary_at, session.last_activity_at
+        # Joined and split outside the lock: a writer never waits on a long read.
+        lines = _newest_lines(picked, skip, options.max_actions)
+        return SessionView(summary, lines, summary_at, last_activity_at)
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
@@ -719,17 +741,13 @@ class InMemoryBackend:
         """Nothing to release."""
 
 
-def _select(session: _Session, options: ReadOptions, now: float) -> list[str]:
-    """The lines a read wants: whole batches at or after the cutoff, then the newest cap."""
-    cutoff = read_cutoff(options, now)
-    first = 0
-    if cutoff is not None:
-        times = session.times
-        first = len(times)
-        while first and times[first - 1] >= cutoff:
-            first -= 1
-    lines = session.lines_from(first)
-    limit = options.max_actions
+def _newest_lines(batches: list[str], skip: int, limit: int | None) -> list[str]:
+    """The lines of ``batches`` but the ``skip`` first, then the newest ``limit`` of them."""
+    if not batches:
+        return []
+    lines = BATCH_SEPARATOR.join(batches).split(BATCH_SEPARATOR)
+    if skip:
+        del lines[:skip]
     if limit is not None and limit < len(lines):
-        return lines[len(lines) - limit :]
+        del lines[: len(lines) - limit]
     return lines
