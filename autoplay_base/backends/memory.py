@@ -45,6 +45,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import islice
 from threading import Lock
+from typing import cast
 
 from autoplay_base._recent import DedupeWindow
 from autoplay_base.backends.base import (
@@ -616,14 +617,16 @@ class InMemoryBackend:
                 return []
             # Only live state counts: an idle-expired, not yet swept session must not
             # make a read ambiguous. The usual one-product case builds no list to filter.
-            now, sessions = self._clock(), self._sessions
+            # A plain tuple finds a SessionKey (a named tuple: equal, same hash) without
+            # running the named tuple's Python-level constructor.
+            now, sessions = self._clock(), cast("dict[tuple[str, str], _Session]", self._sessions)
             if isinstance(named, str):
-                live = not self._expired(sessions[SessionKey(named, session_id)].touched, now)
+                live = not self._expired(sessions[named, session_id].touched, now)
                 return [named] if live else []
             return [
                 product
                 for product in named
-                if not self._expired(sessions[SessionKey(product, session_id)].touched, now)
+                if not self._expired(sessions[product, session_id].touched, now)
             ]
 
     async def aproducts_for(self, session_id: str) -> list[str]:
