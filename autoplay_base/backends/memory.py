@@ -40,7 +40,6 @@ from __future__ import annotations
 import logging
 import time
 from array import array
-from bisect import bisect_right
 from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from itertools import islice
@@ -149,8 +148,7 @@ class _Session:
 
     Each appended batch of lines is kept as one string joined by ``BATCH_SEPARATOR``
     (a control character that cleaned text cannot contain), with its arrival time
-    and the running total of lines in parallel arrays: one object per batch instead
-    of three per action. ``skip``
+    in a parallel array: one object per batch instead of three per action. ``skip``
     counts the lines of the oldest batch already dropped (trimmed or summarised).
     ``nbytes`` is ``sys.getsizeof`` of every string it holds (its batches and
     summary): a batch's bytes go when its last line does.
@@ -159,7 +157,6 @@ class _Session:
     __slots__ = (
         "batches",
         "count",
-        "ends",
         "last_activity_at",
         "nbytes",
         "skip",
@@ -172,9 +169,6 @@ class _Session:
     def __init__(self, now: float) -> None:
         self.batches: list[str] = []
         self.times = array("d")
-        # Lines appended up to and including each batch, a running total: the newest
-        # ``limit`` lines start in the batch ``bisect`` finds, with no loop over batches.
-        self.ends = array("q")
         self.skip = 0
         self.count = 0
         self.nbytes = 0
@@ -204,7 +198,6 @@ class _Session:
                 break
             del batches[0]
             del self.times[0]
-            del self.ends[0]
             self.nbytes -= _getsizeof(oldest)
             self.skip = 0
             left -= live
@@ -214,26 +207,29 @@ class _Session:
     def newest_batches(self, cutoff: float | None, limit: int | None) -> tuple[list[str], int]:
         """The newest batches a read wants, and how many lines of the first to skip.
 
-        The cap is found by ``bisect`` on the running totals; the lookback walks back
-        from the newest of those batches and stops at the first one older than
+        Walks back from the newest batch and stops at the first one older than
         ``cutoff`` (as the Redis read script does, so the two agree even when the
-        local clock stepped back and the times are not sorted): a read costs what
-        it returns, not what the session holds.
-        The batches are immutable strings, so the caller splits them
-        (:func:`_newest_lines`) after releasing the lock.
+        local clock stepped back and the times are not sorted) or once ``limit``
+        lines are covered: a read costs what it returns, not what the session holds.
+        (A running total of lines per batch would find the cap by ``bisect``, ~10%
+        fewer instructions per read, but costs 8 bytes per batch and an append per
+        write: memory per session is the tighter budget.) The batches are immutable
+        strings, so the caller splits them (:func:`_newest_lines`) after releasing
+        the lock.
         """
-        batches, times, ends = self.batches, self.times, self.ends
-        newest = len(batches)
-        if not newest:
-            return [], 0
-        # The newest ``limit`` lines start in the first batch whose running total is
-        # past ``ends[-1] - limit``; the skipped lines of batch 0 are dropped later.
-        first = 0 if limit is None else bisect_right(ends, ends[-1] - limit)
-        if cutoff is not None:
-            at = newest
-            while at > first and times[at - 1] >= cutoff:
-                at -= 1
-            first = at
+        batches, times = self.batches, self.times
+        first = len(batches)
+        if cutoff is None and limit is None:
+            first = 0  # everything: no batch to look at one by one
+        else:
+            covered = 0
+            want = self.count if limit is None else limit
+            while first and covered < want and (cutoff is None or times[first - 1] >= cutoff):
+                first -= 1
+                batch = batches[first]
+                # ``in`` first: a one-line batch (one action per event) skips count's
+                # argument parsing, several times the cost of the membership test.
+                covered += batch.count(BATCH_SEPARATOR) + 1 if BATCH_SEPARATOR in batch else 1
         return batches[first:], self.skip if first == 0 else 0
 
 
@@ -482,8 +478,6 @@ class InMemoryBackend:
             if lines:
                 session.batches.append(batch)
                 session.times.append(at)
-                ends = session.ends
-                ends.append(ends[-1] + len(lines) if ends else len(lines))
                 size = _getsizeof(batch)
                 session.nbytes += size
                 self._bytes += size
