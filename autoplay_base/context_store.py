@@ -75,6 +75,7 @@ from autoplay_base.formatting import (
     action_lines,
     clean_summary,
     display_line,
+    display_lines,
     format_enriched,
     view_text,
 )
@@ -175,7 +176,7 @@ def _check_options(options: Mapping[str, Any]) -> None:
 def _displayed(view: SessionView | None, key: SessionKey | None) -> SessionView | None:
     if view is None:
         return None
-    lines = [display_line(line) for line in view.actions]
+    lines = display_lines(view.actions)
     return SessionView(view.summary, lines, view.summary_at, view.last_activity_at, key)
 
 

@@ -106,6 +106,7 @@ __all__ = [
     "clean_text",
     "compose_id",
     "display_line",
+    "display_lines",
     "escape_id_part",
     "format_actions_payload",
     "format_activity_answer",
@@ -338,6 +339,11 @@ def display_line(line: str) -> str:
     ``SlimAction.to_text()`` is ``display_line(action_line(action))``.
     """
     return line.replace(FIELD_SEPARATOR, _DASH)
+
+
+def display_lines(lines: Sequence[str]) -> list[str]:
+    """:func:`display_line` of each line (what ``store.view`` returns), in one comprehension."""
+    return [line.replace(FIELD_SEPARATOR, _DASH) for line in lines]
 
 
 def parse_action_line(line: str) -> tuple[str, str | None]:

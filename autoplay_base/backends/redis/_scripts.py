@@ -274,26 +274,23 @@ refresh()
 local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
 local out = {1, expired, m[1], m[2], m[3]}
 if ARGV[6] == "1" then
+  -- Only the newest ``limit`` entries are fetched, then the lookback walks back from the
+  -- newest and stops at the first older one: the cost is what the read returns.
   local cutoff = tonumber(ARGV[7])
   local limit = tonumber(ARGV[8])
-  if cutoff == nil then
-    local first = 0
-    if limit ~= nil then first = -limit end
-    for _, e in ipairs(redis.call("LRANGE", acts, first, -1)) do
-      out[#out + 1] = string.sub(e, string.find(e, " ", 1, true) + 1)
-    end
-  else
-    local all = redis.call("LRANGE", acts, 0, -1)
-    local picked = {}
-    for i = #all, 1, -1 do
-      local e = all[i]
-      local sp = string.find(e, " ", 1, true)
-      if tonumber(string.sub(e, 1, sp - 1)) < cutoff or (limit ~= nil and #picked >= limit) then
-        break
-      end
-      picked[#picked + 1] = string.sub(e, sp + 1)
-    end
-    for i = #picked, 1, -1 do out[#out + 1] = picked[i] end
+  local first = 0
+  if limit ~= nil then first = -limit end
+  local all = redis.call("LRANGE", acts, first, -1)
+  local start = #all + 1
+  if cutoff == nil then start = 1 end
+  while start > 1 do
+    local e = all[start - 1]
+    if tonumber(string.sub(e, 1, string.find(e, " ", 1, true) - 1)) < cutoff then break end
+    start = start - 1
+  end
+  for i = start, #all do
+    local e = all[i]
+    out[#out + 1] = string.sub(e, string.find(e, " ", 1, true) + 1)
   end
 end
 return cjson.encode(out)
