@@ -15,7 +15,7 @@ import pytest
 
 from autoplay_base.emulator.receiver import IngestReceiver
 
-__all__ = ["ReceiverFactory", "receiver", "receiver_factory"]
+__all__ = ["ReceiverFactory", "received", "receiver", "receiver_factory", "summary"]
 
 ReceiverFactory = Callable[..., IngestReceiver]
 
@@ -40,3 +40,30 @@ def receiver_factory() -> Iterator[ReceiverFactory]:
 def receiver(receiver_factory: ReceiverFactory) -> IngestReceiver:
     """An ingest receiver on a background thread."""
     return receiver_factory()
+
+
+def summary(event: dict[str, Any]) -> tuple[Any, ...]:
+    """One received tracking event as a comparable tuple (a tool call's runtime checked, then
+    left out), for exact assertions on what the adapters recorded."""
+    data = event["data"]
+    kind = event["type"]
+    if kind == "usage":
+        return (kind, data["model"], data["input_tokens"], data["output_tokens"])
+    if kind == "tool_call":
+        runtime = data["runtime_ms"]
+        assert isinstance(runtime, float) and 0 <= runtime < 60_000, runtime
+        return (kind, data["name"], data["args"], data.get("result"), data["error"])
+    if kind == "turn":
+        usage = data.get("usage")
+        totals = (usage["model"], usage["input_tokens"], usage["output_tokens"]) if usage else None
+        return (kind, data["user"], data["assistant"], totals)
+    return (kind, data["name"], data["properties"])
+
+
+def received(receiver: IngestReceiver, session_id: str | None = None) -> list[tuple[Any, ...]]:
+    """What reached the receiver (once per event id), in order, optionally for one session."""
+    return [
+        summary(event)
+        for event in receiver.unique_events()
+        if session_id is None or event["session_id"] == session_id
+    ]

@@ -36,6 +36,7 @@ from langchain_autoplay.tracking import (
     tracking_session,
 )
 from langchain_autoplay.tracking_middleware import AutoplayTrackingMiddleware
+from tests._fixtures.receiver import received
 
 MODEL = "fake-model-1"
 
@@ -102,32 +103,6 @@ def expected_turn(user: str, query: str, tool: str = "lookup") -> list[tuple[Any
         ("tool_call", tool, {"q": query}, f"Reports has {query}", None),
         ("usage", MODEL, 20, 5),
         ("turn", user, f"Open Reports, then {query}.", (MODEL, 30, 8)),
-    ]
-
-
-def summary(event: dict[str, Any]) -> tuple[Any, ...]:
-    """One received event as a comparable tuple (a tool call's runtime checked, then left out)."""
-    data = event["data"]
-    kind = event["type"]
-    if kind == "usage":
-        return (kind, data["model"], data["input_tokens"], data["output_tokens"])
-    if kind == "tool_call":
-        runtime = data["runtime_ms"]
-        assert isinstance(runtime, float) and 0 <= runtime < 60_000, runtime
-        return (kind, data["name"], data["args"], data.get("result"), data["error"])
-    if kind == "turn":
-        usage = data.get("usage")
-        totals = (usage["model"], usage["input_tokens"], usage["output_tokens"]) if usage else None
-        return (kind, data["user"], data["assistant"], totals)
-    return (kind, data["name"], data["properties"])
-
-
-def received(receiver: IngestReceiver, session_id: str | None = None) -> list[tuple[Any, ...]]:
-    """What reached the receiver (once per event id), in order, optionally for one session."""
-    return [
-        summary(event)
-        for event in receiver.unique_events()
-        if session_id is None or event["session_id"] == session_id
     ]
 
 

@@ -40,6 +40,7 @@ from llamaindex_autoplay.tracking import (
     TrackingInstrumentation,
     instrument_tracking,
 )
+from tests._fixtures.receiver import received
 
 MODEL = "fake-li-1"
 
@@ -189,31 +190,6 @@ def expected_agent_turn(user: str, query: str) -> list[tuple[Any, ...]]:
         ("tool_call", "lookup", {"q": query}, f"Reports has {query}", None),
         ("usage", MODEL, 20, 5),
         ("turn", user, f"Open Reports, then {query}.", (MODEL, 30, 8)),
-    ]
-
-
-def summary(event: dict[str, Any]) -> tuple[Any, ...]:
-    """One received event as a comparable tuple (a tool call's runtime checked, then left out)."""
-    data = event["data"]
-    kind = event["type"]
-    if kind == "usage":
-        return (kind, data["model"], data["input_tokens"], data["output_tokens"])
-    if kind == "tool_call":
-        runtime = data["runtime_ms"]
-        assert isinstance(runtime, float) and 0 <= runtime < 60_000, runtime
-        return (kind, data["name"], data["args"], data.get("result"), data["error"])
-    if kind == "turn":
-        usage = data.get("usage")
-        totals = (usage["model"], usage["input_tokens"], usage["output_tokens"]) if usage else None
-        return (kind, data["user"], data["assistant"], totals)
-    return (kind, data["name"], data["properties"])
-
-
-def received(receiver: IngestReceiver, session_id: str | None = None) -> list[tuple[Any, ...]]:
-    return [
-        summary(event)
-        for event in receiver.unique_events()
-        if session_id is None or event["session_id"] == session_id
     ]
 
 
