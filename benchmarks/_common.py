@@ -2,13 +2,17 @@
 
 Every script prints one JSON document (see :func:`emit`)::
 
-    {"benchmark": "...", "reference": "autoplay-sdk 0.13.0" | null, "smoke": bool,
+    {"benchmark": "...", "reference": "autoplay-sdk 0.13.0" | null,
+     "peer": "mlsdk-python 1.0.5" | null, "smoke": bool,
      "machine": {...}, "figures": [row, ...], "details": {...}}
 
 and every row (see :func:`figure`) names its figure, its configuration, its
 unit, which direction is better, ``ours`` and, where measured in the same
 process, ``reference`` (the autoplay-sdk installed in the running environment),
-``floor`` (the least any implementation could do) and a ``target``.
+``floor`` (the least any implementation could do), ``peer`` (the same figure for
+another published package doing the same job, named by the document's ``peer``:
+``pydantic-ai-stream``, ``mlsdk-python``, the ``autoplay-sdk[serve]`` bridge) and a
+``target``.
 ``run_all.py`` merges the rows of the runs in both reference environments.
 
 ``BENCH_SMOKE=1`` shrinks every size so each script finishes in seconds; smoke
@@ -150,6 +154,7 @@ def figure(
     ours: float,
     reference: float | None = None,
     floor: float | None = None,
+    peer: float | None = None,
     better: str = "lower",
     target: str | None = None,
 ) -> dict[str, Any]:
@@ -163,15 +168,22 @@ def figure(
         "ours": ours,
         "reference": reference,
         "floor": floor,
+        "peer": peer,
         "target": target,
     }
 
 
-def emit(benchmark: str, figures: list[dict[str, Any]], **details: Any) -> None:
-    """Print the figures as one JSON document (what ``run_all.py`` collects)."""
+def emit(
+    benchmark: str, figures: list[dict[str, Any]], *, peer: str | None = None, **details: Any
+) -> None:
+    """Print the figures as one JSON document (what ``run_all.py`` collects).
+
+    ``peer`` names the package (with its version) whose figures fill the rows' ``peer``.
+    """
     document = {
         "benchmark": benchmark,
         "reference": reference_version(),
+        "peer": peer,
         "smoke": SMOKE,
         "machine": machine(),
         "figures": figures,

