@@ -9,11 +9,10 @@ error text (:mod:`._http`).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,7 +21,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from autoplay_base._secret import Secret
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
-from autoplay_base.backends.base import SessionKey
+from autoplay_base.bridge._conversation import (
+    CONVERSATION_PREFIX,
+    KnowledgeSearch,
+    PromptRequest,
+    PromptResult,
+    arun_prompt,
+    conversation_key,
+    pick_product,
+    prompt_flow,
+)
 from autoplay_base.bridge._http import (
     BodyTooLargeError,
     error,
@@ -32,24 +40,16 @@ from autoplay_base.bridge._http import (
 )
 from autoplay_base.bridge._llm import call_llm
 from autoplay_base.bridge._metrics import CONTENT_TYPE, BridgeCounters, Hooks, render_prometheus
-from autoplay_base.bridge._prompt import (
-    DEFAULT_SYSTEM_PROMPT,
-    assemble_prompt,
-    assistant_entry,
-    decode_history,
-    human_entry,
-    last_human_at,
-)
+from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT, assistant_entry, human_entry
 from autoplay_base.bridge._webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookVerifier,
     event_id_for,
 )
-from autoplay_base.context_store import DEFAULT_PRODUCT_ID, AsyncContextStore
+from autoplay_base.context_store import AsyncContextStore
 from autoplay_base.errors import AmbiguousUserError, EventDecodeError
 from autoplay_base.events import UnknownEvent, decode_object
-from autoplay_base.formatting import compose_id, format_user_activity
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import UserSessionIndex
 
@@ -65,15 +65,13 @@ __all__ = [
 
 logger = logging.getLogger("autoplay_base.bridge")
 
-CONVERSATION_PREFIX = "bridge-user"
-"""A user's conversation lives in the chat-history key ``(product_id, "bridge-user:<user_id>")``."""
 DEFAULT_MAX_REQUEST_BYTES = 64 * 1024
 """Cap of a ``/reply`` body (413 beyond it)."""
 PING_TIMEOUT = 1.0
 """Seconds ``/readyz`` waits for the backend's ping."""
 
 Scope = Literal["api", "admin"]
-Knowledge = Callable[[str], "Sequence[str] | Awaitable[Sequence[str]]"]
+Knowledge = KnowledgeSearch  # the name app.py and build_app's signature use
 
 
 @dataclass
@@ -213,39 +211,20 @@ class Bridge:
         That moment becomes the human message's ``at`` (the next watermark), so
         activity that happens while the model answers shows on the next turn.
         """
-        entries = await self.store.backend.aget_messages(conversation_key(product, user_id))
-        turns, bad = decode_history(entries)
-        for _ in range(bad):
-            self.store.count_undecodable_history_entry()
-        watermark = last_human_at(turns)
-        read_at = self.clock()
-        refs = await self.index.aget_recent_sessions(user_id, product_id=product)
-        recent = await self._joined(refs)
-        since = await self._joined(refs, since=watermark) if watermark is not None else ""
-        knowledge = list(excerpts)
-        if self.knowledge is not None:
-            knowledge.extend(await self._knowledge(message))
-        prompt = assemble_prompt(
-            message,
-            since_last_message=since,
-            recent_activity=recent,
-            history=turns,
-            knowledge=knowledge,
-            system_prompt=self.system_prompt,
-        )
-        return prompt, read_at
+        result = await self._prompt(PromptRequest(user_id, message, product, excerpts))
+        return result.prompt, result.read_at
 
-    async def _knowledge(self, message: str) -> Sequence[str]:
-        assert self.knowledge is not None
-        try:
-            found = self.knowledge(message)
-            return list(await found if inspect.isawaitable(found) else found)
-        except Exception as exc:
-            # The answer goes on without excerpts: a knowledge base outage is counted
-            # and logged, it does not cost the user their reply.
+    async def _prompt(self, request: PromptRequest) -> PromptResult:
+        flow = prompt_flow(
+            request,
+            system_prompt=self.system_prompt,
+            search=self.knowledge is not None,
+            clock=self.clock,
+        )
+        result = await arun_prompt(flow, self.store, self.index, self.knowledge)
+        if result.knowledge_error is not None:
             self.counters.knowledge_errors += 1
-            logger.warning("bridge: the knowledge base failed (%s)", type(exc).__name__)
-            return []
+        return result
 
     def _reply_failed(self, what: str, exc: Exception) -> Response:
         self.counters.reply_errors += 1
@@ -253,21 +232,10 @@ class Bridge:
         logger.warning("bridge: %s failed (%s)", what, type(exc).__name__)
         return error(502, f"{what} failed to answer")
 
-    async def _joined(self, refs: Sequence[Any], **options: Any) -> str:
-        blocks = []
-        for ref in refs:
-            context = await self.store.aget(ref.session_id, ref.product_id, **options)
-            if context:
-                blocks.append((ref.session_id, ref.product_id, context))
-        return format_user_activity(blocks)
-
     async def _product(self, user_id: str, product_id: str | None) -> str:
         if product_id is not None:
             return product_id
-        products = await self.store.backend.auser_products(user_id)
-        if len(products) > 1:
-            raise AmbiguousUserError(user_id, products)
-        return products[0] if products else DEFAULT_PRODUCT_ID
+        return pick_product(user_id, await self.store.backend.auser_products(user_id))
 
     async def _json_body(self, request: Request) -> dict[str, Any] | Response:
         try:
@@ -420,11 +388,6 @@ class Bridge:
         if (refusal := self.refused(request, "api")) is not None:
             return refusal
         return PlainTextResponse(render_prometheus(self.figures()), media_type=CONTENT_TYPE)
-
-
-def conversation_key(product_id: str, user_id: str) -> SessionKey:
-    """Where a user's conversation with the bridge is kept (chat-history namespace)."""
-    return SessionKey(product_id, compose_id(CONVERSATION_PREFIX, user_id))
 
 
 async def ambiguous(request: Request, exc: Exception) -> Response:
