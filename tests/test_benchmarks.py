@@ -88,6 +88,17 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         ["retriever added p50 (sync)", "retriever added p50 (async)", "enrich p50 (for scale)"],
         [],
     ),
+    "bench_bridge": (
+        [
+            "context route p50",
+            "context route p99",
+            "context route rate",
+            "webhook ingest rate",
+            "bridge RSS after the request run",
+            "RSS end / half-way (1.00 = flat)",
+        ],
+        [],
+    ),
     "bench_llamaindex": (
         [
             "postprocessor added p50 (sync)",
