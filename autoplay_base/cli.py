@@ -202,13 +202,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SERVE_ROUTES = """\
+routes:
+  GET  /healthz, /readyz, /openapi.json    no token
+  GET  /context/{user_id}                  API token (?product_id=)
+  GET  /sessions/{session_id}/context      API token (?product_id=)
+  POST /reply/{user_id}                    API token, {"message": ...} (503 here:
+                                           the CLI configures no LLM)
+  GET  /runs/{run_id}/events               API token (404 here: no run stream)
+  GET  /metrics                            API token (Prometheus text)
+  POST /admin/reset/{user_id}              admin token (?product_id=)
+  POST /admin/sessions/{session_id}/reset  admin token (?product_id=)
+  POST /webhook                            X-Connector-Signature (push mode)
+
+"""
+
+SERVE_EPILOG = (
+    f"""\
+environment variables (rename them with the --*-env options):
+  {API_TOKEN_ENV_VAR:<31} bearer token of the API routes (required
+  {"":<31} unless --insecure-no-auth)
+  {ADMIN_TOKEN_ENV_VAR:<31} bearer token of /admin/* (must differ; unset:
+  {"":<31} the admin routes refuse every request)
+  {WEBHOOK_SECRET_ENV_VAR:<31} HMAC secret of POST /webhook (set: push mode)
+  {TOKEN_ENV_VAR:<31} the connector's token (pull mode)
+
+"""
+    + SERVE_ROUTES
+    + f"""example:
+  export {API_TOKEN_ENV_VAR}=$(openssl rand -hex 24)
+  export {ADMIN_TOKEN_ENV_VAR}=$(openssl rand -hex 24)
+  export {WEBHOOK_SECRET_ENV_VAR}=$(openssl rand -hex 24)
+  autoplay-live serve --redis-url redis://127.0.0.1:6379/0 --port {BRIDGE_DEFAULT_PORT}
+  curl -H "Authorization: Bearer ${API_TOKEN_ENV_VAR}" \\
+       http://127.0.0.1:{BRIDGE_DEFAULT_PORT}/context/u1
+
+Every route with curl, the webhook signed with openssl: docs/bridge.md.
+"""
+)
+"""The end of ``autoplay-live serve --help``: the secrets' variables, the routes, an example."""
+
+
 def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     serve = commands.add_parser(
         "serve",
         help="serve the chatbot bridge over HTTP (context, replies, webhook, metrics)",
-        description="Runs the chatbot bridge under uvicorn. Secrets are read from the "
-        "environment variables named below, never from the command line. Pull mode with "
-        "--connector-url; push mode (POST /webhook) when the webhook secret variable is set.",
+        # Wrapped by hand: the raw formatter keeps the epilog's columns, and this too.
+        description="Runs the chatbot bridge under uvicorn until interrupted (Ctrl-C stops\n"
+        "it at once, even on an idle stream). Secrets are read from the environment\n"
+        "variables named below, never from the command line. Pull mode with\n"
+        "--connector-url; push mode (POST /webhook) when the webhook secret variable\n"
+        "is set; both at once are allowed. Exit status 2 when the configuration is\n"
+        "refused (one line on stderr naming the option, never a value).",
+        epilog=SERVE_EPILOG,
+        # The epilog's layout (columns, the example) is kept as written.
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     serve.add_argument("--connector-url", help="the connector's stream URL (pull mode)")
     serve.add_argument(
@@ -216,7 +264,12 @@ def _add_serve(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=TOKEN_ENV_VAR,
         help=f"variable holding the connector token (default: {TOKEN_ENV_VAR})",
     )
-    serve.add_argument("--redis-url", help="keep context in Redis at this URL (default: memory)")
+    serve.add_argument(
+        "--redis-url",
+        help="keep context and conversations in Redis at this URL, shared by every bridge "
+        "worker on it (default: in this process's memory); writes are strict: a webhook "
+        "delivery is acknowledged only once Redis has it",
+    )
     serve.add_argument("--redis-prefix", help="key prefix in Redis (default: the backend's)")
     serve.add_argument(
         "--api-token-env",
