@@ -553,3 +553,73 @@ def test_run_events_resume_after_last_event_id(serve: Serve) -> None:
     assert resumed == everything[2:]
     wrong_scope = httpx.get(path, params={**params, "product_id": "globex"}, headers=bearer(API))
     assert wrong_scope.status_code == 200 and "text_delta" not in wrong_scope.text
+
+
+# -- more of the webhook's refusals and readiness with both dependencies -----------------------
+def test_webhook_refuses_future_malformed_replayed_and_chunked_oversized_deliveries(
+    serve: Serve,
+) -> None:
+    now = int(time.time())
+    served = serve(app(max_webhook_bytes=4096))
+    url = served.url
+    event = actions_event("s1", "Opened billing")
+    fresh = post_event(url, event, timestamp=str(now))
+    assert fresh.json() == {"status": "stored"}
+    body, headers = signed(event, timestamp=str(now))
+    replayed = httpx.post(f"{url}/webhook", content=body, headers=headers)
+
+    def chunks() -> Any:
+        yield b'{"type": "actions", "session_id": "s1", "actions": ["'
+        yield b"x" * 5000
+        yield b'"]}'
+
+    chunked = httpx.post(f"{url}/webhook", content=chunks(), headers=headers)
+    refused = {
+        "future": post_event(url, actions_event("s1", "a"), timestamp=str(now + 301)),
+        "malformed": post_event(url, actions_event("s1", "b"), timestamp="soon"),
+        "too long": post_event(url, actions_event("s1", "c"), timestamp="1" * 21),
+        "signed elsewhere": httpx.post(
+            f"{url}/webhook",
+            content=body,
+            headers={**headers, "x-connector-timestamp": str(now + 1)},
+        ),
+        "chunked oversized": chunked,
+    }
+    assert "content-length" not in chunked.request.headers
+    assert replayed.json() == {"status": "duplicate"}
+    assert {name: (r.status_code, r.json()) for name, r in refused.items()} == {
+        "future": (401, {"error": "stale or malformed timestamp"}),
+        "malformed": (401, {"error": "stale or malformed timestamp"}),
+        "too long": (401, {"error": "stale or malformed timestamp"}),
+        "signed elsewhere": (401, {"error": "missing or invalid signature"}),
+        "chunked oversized": (413, {"error": "body too large"}),
+    }
+    webhook = served.app.state.bridge.figures()["webhook"]
+    assert (webhook["accepted"], webhook["duplicates"], webhook["received"]) == (1, 1, 7)
+    assert (webhook["rejected_stale"], webhook["rejected_signature"]) == (3, 1)
+    assert webhook["rejected_too_large"] == 1
+    strict = serve(app(require_timestamp=True)).url
+    plain = post_event(strict, actions_event("s1", "d"))
+    assert (plain.status_code, plain.json()) == (
+        401,
+        {"error": "a signed X-Connector-Timestamp is required"},
+    )
+
+
+def test_readiness_flips_when_redis_goes_away_under_a_pulling_bridge(
+    emulator_factory: Callable[..., EmulatorServer], redis_server: Any, serve: Serve
+) -> None:
+    emulator = emulator_factory()
+    backend = RedisBackend.from_url(redis_server.url, strict=True, socket_timeout=2.0)
+    served = serve(
+        app(backend=backend, connector_url=emulator.url_for("acme"), webhook_secret=None)
+    )
+    assert wait_ready(served.url, True) == {"ready": True, "stream": "connected", "backend": "ok"}
+    redis_server.stop()
+    assert wait_ready(served.url, False) == {
+        "ready": False,
+        "stream": "connected",
+        "backend": "unreachable",
+    }
+    redis_server.start()
+    assert wait_ready(served.url, True) == {"ready": True, "stream": "connected", "backend": "ok"}
