@@ -17,7 +17,9 @@ Secure by default: bearer tokens on every API and admin route, the webhook
 fail-closed and HMAC-verified with replay protection, fixed error texts that
 never echo input or secrets. Needs the ``serve`` extra (Starlette; uvicorn to
 run it standalone). See :mod:`autoplay_base.bridge.app` for routes and rules,
-:mod:`autoplay_base.bridge._webhook` for the signature schemes.
+:mod:`autoplay_base.bridge._webhook` for the signature schemes, ``docs/bridge.md``
+for every route with ``curl``. LCEL chains get the reply prompt itself from
+``langchain_autoplay.prompt.AutoplayPrompt`` (the same reads and text).
 """
 
 from __future__ import annotations

@@ -8,9 +8,10 @@ same store; scope comes from the input or ``config["configurable"]``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+import httpx
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
@@ -212,3 +213,40 @@ async def test_undecodable_history_entries_are_counted_and_skipped(clock: Manual
         == "S\n\n[Conversation so far]\nUser: Earlier\n\n[Question]\nnow"
     )
     assert store.stats()["chat_history_entries_undecodable"] == 1
+
+
+async def test_a_chain_on_another_worker_uses_the_bridges_watermark_from_redis(
+    make_redis_backend: Callable[..., Any], clock: ManualClock
+) -> None:
+    bridge_store = AsyncContextStore(backend=make_redis_backend(strict=True), clock=clock)
+    app = build_app(
+        store=bridge_store,
+        api_token="a" * 20,
+        webhook_secret="s" * 20,
+        llm=lambda prompt: "Noted.",
+        clock=clock,
+    )
+    await bridge_store.add(action("Opened billing", "/billing"))
+    clock.advance()
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://bridge") as client:
+        reply = await client.post(
+            "/reply/u1", json={"message": "Hi"}, headers={"authorization": "Bearer " + "a" * 20}
+        )
+    assert reply.json() == {"user_id": "u1", "product_id": "acme", "reply": "Noted."}
+    clock.advance()
+    await bridge_store.add(action("Opened seats", "/seats"))
+    # Another process: its own store and backend on the same Redis, a sync chain.
+    worker_store = ContextStore(backend=make_redis_backend(strict=True), clock=clock)
+    chain = AutoplayPrompt(worker_store, system_prompt="S", clock=clock) | RunnableLambda(
+        lambda value: value.to_string()
+    )
+    assert chain.invoke("Now?", CONFIG) == (
+        "S\n\n"
+        "[Activity since the user's last message]\nSession s1 (acme):\nRecent activity:\n"
+        "1. Opened seats — /seats\n\n"
+        "[Recent activity]\nSession s1 (acme):\nRecent activity:\n"
+        "1. Opened billing — /billing\n2. Opened seats — /seats\n\n"
+        "[Conversation so far]\nUser: Hi\nAssistant: Noted.\n\n"
+        "[Question]\nNow?"
+    )
