@@ -187,17 +187,19 @@ class Bridge:
         if not isinstance(excerpts, list) or not all(isinstance(e, str) for e in excerpts):
             return self._bad(422, "knowledge must be a list of strings")
         user_id = request.path_params["user_id"]
-        product = await self._product(user_id, product_id)
         started = time.monotonic()
-        prompt, read_at = await self.prompt_for(user_id, product, message, excerpts)
+        # The flow resolves the product (409 when the user is known under several).
+        prompt = await self._prompt(PromptRequest(user_id, message, product_id, excerpts))
         try:
-            answer = await call_llm(self.llm, prompt)
+            answer = await call_llm(self.llm, prompt.prompt)
         except Exception as exc:
             return self._reply_failed("the model", exc)
-        key = conversation_key(product, user_id)
-        await self.store.backend.aappend_messages(
-            key, [human_entry(message, at=read_at), assistant_entry(answer, at=self.clock())]
-        )
+        product = prompt.product_id
+        entries = [
+            human_entry(message, at=prompt.read_at),
+            assistant_entry(answer, at=self.clock()),
+        ]
+        await self.store.backend.aappend_messages(conversation_key(product, user_id), entries)
         self.counters.replies += 1
         self.hooks.emit("record_counter", "replies", 1)
         self.hooks.emit("record_latency", "reply", time.monotonic() - started)
