@@ -37,6 +37,7 @@ try:
         LiveContextMode,
     )
     from langchain_autoplay.document_loaders import AutoplayLoader, LoadUnit
+    from langchain_autoplay.prompt import AutoplayPrompt
     from langchain_autoplay.retrievers import AutoplayRetriever
     from langchain_autoplay.tools import (
         SessionActivityInput,
@@ -55,6 +56,7 @@ __all__ = [
     "AutoplayChatMessageHistory",
     "AutoplayContextMiddleware",
     "AutoplayLoader",
+    "AutoplayPrompt",
     "AutoplayRetriever",
     "AutoplayRunStreamHandler",
     "AutoplayTrackingHandler",

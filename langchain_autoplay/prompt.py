@@ -4,7 +4,7 @@ An LCEL chain gets exactly the prompt ``POST /reply/{user_id}`` of
 :mod:`autoplay_base.bridge` sends its model: the same reads (the user's recent
 sessions, the activity since their last message, the conversation so far, the
 knowledge base) and the same text, because both run one flow
-(:func:`autoplay_base.bridge._conversation.prompt_flow`)::
+(:func:`autoplay_base.prompting._conversation.prompt_flow`)::
 
     chain = AutoplayPrompt(store, knowledge=search) | ChatOpenAI(model="gpt-4o-mini")
     chain.invoke("How do I add a seat?", config={"configurable": {"user_id": "u1"}})
@@ -27,7 +27,7 @@ same single message; a completion LLM gets the text itself, and
 
 **Watermark**: the activity "since the user's last message" starts at the ``at``
 of the conversation's last human entry, stored in the backend under
-:func:`~autoplay_base.bridge._conversation.conversation_key` (``product_id``,
+:func:`~autoplay_base.prompting.conversation_key` (``product_id``,
 ``"bridge-user:<user_id>"``). The runnable only reads it: the bridge's ``/reply``
 writes each turn there, and an LCEL app that answers on its own writes its turns
 with :class:`~langchain_autoplay.AutoplayChatMessageHistory` on that key (the
@@ -49,7 +49,10 @@ from typing import Any
 from langchain_core.prompt_values import StringPromptValue
 from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
 
-from autoplay_base.bridge._conversation import (
+from autoplay_base.context_store import AsyncContextStore, ContextStore
+from autoplay_base.errors import ConfigError, InvalidPayloadError
+from autoplay_base.prompting._assembly import DEFAULT_SYSTEM_PROMPT
+from autoplay_base.prompting._conversation import (
     KnowledgeSearch,
     PromptFlow,
     PromptRequest,
@@ -57,9 +60,6 @@ from autoplay_base.bridge._conversation import (
     prompt_flow,
     run_prompt,
 )
-from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT
-from autoplay_base.context_store import AsyncContextStore, ContextStore
-from autoplay_base.errors import ConfigError, InvalidPayloadError
 from autoplay_base.user_index import DEFAULT_USER_LOOKBACK_SECONDS, UserSessionIndex
 
 __all__ = ["AutoplayPrompt", "PromptInput"]

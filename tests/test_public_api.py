@@ -167,6 +167,7 @@ EXPECTED_LANGCHAIN = {
     "AutoplayChatMessageHistory",
     "AutoplayContextMiddleware",
     "AutoplayLoader",
+    "AutoplayPrompt",
     "AutoplayRetriever",
     "LiveContextMode",
     "LoadUnit",
@@ -243,6 +244,7 @@ def test_llamaindex_autoplay_all_is_pinned() -> None:
         "langchain_autoplay.agent_stream",
         "langchain_autoplay.tracking",
         "langchain_autoplay.tracking_middleware",
+        "langchain_autoplay.prompt",
         "llamaindex_autoplay.agent_stream",
         "llamaindex_autoplay.tracking",
         "llamaindex_autoplay.postprocessors",
@@ -258,6 +260,14 @@ def test_every_adapter_module_exports_what_it_names(module: str) -> None:
 
 
 PINNED_MODULES = {
+    "langchain_autoplay.prompt": {"AutoplayPrompt", "PromptInput"},
+    "autoplay_base.prompting": {
+        "CONVERSATION_PREFIX",
+        "DEFAULT_SYSTEM_PROMPT",
+        "Turn",
+        "assemble_prompt",
+        "conversation_key",
+    },
     "langchain_autoplay.agent_stream": {
         "AutoplayRunStreamHandler",
         "astream_agent",

@@ -32,7 +32,6 @@ except ImportError as exc:  # the optional ``serve`` extra
     raise missing_extra("starlette", "serve") from exc
 
 from autoplay_base.bridge._metrics import SdkMetricsHook, render_prometheus
-from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT, Turn, assemble_prompt
 from autoplay_base.bridge._webhook import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMESTAMP_TOLERANCE,
@@ -42,6 +41,7 @@ from autoplay_base.bridge._webhook import (
     sign,
 )
 from autoplay_base.bridge.app import build_app
+from autoplay_base.prompting import DEFAULT_SYSTEM_PROMPT, Turn, assemble_prompt
 
 __all__ = [
     "DEFAULT_MAX_BODY_BYTES",

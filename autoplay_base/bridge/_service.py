@@ -21,16 +21,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from autoplay_base._secret import Secret
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
-from autoplay_base.bridge._conversation import (
-    CONVERSATION_PREFIX,
-    KnowledgeSearch,
-    PromptRequest,
-    PromptResult,
-    arun_prompt,
-    conversation_key,
-    pick_product,
-    prompt_flow,
-)
 from autoplay_base.bridge._http import (
     BodyTooLargeError,
     error,
@@ -40,7 +30,6 @@ from autoplay_base.bridge._http import (
 )
 from autoplay_base.bridge._llm import call_llm
 from autoplay_base.bridge._metrics import CONTENT_TYPE, BridgeCounters, Hooks, render_prometheus
-from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT, assistant_entry, human_entry
 from autoplay_base.bridge._webhook import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
@@ -50,6 +39,17 @@ from autoplay_base.bridge._webhook import (
 from autoplay_base.context_store import AsyncContextStore
 from autoplay_base.errors import AmbiguousUserError, EventDecodeError
 from autoplay_base.events import UnknownEvent, decode_object
+from autoplay_base.prompting._assembly import DEFAULT_SYSTEM_PROMPT, assistant_entry, human_entry
+from autoplay_base.prompting._conversation import (
+    CONVERSATION_PREFIX,
+    KnowledgeSearch,
+    PromptRequest,
+    PromptResult,
+    arun_prompt,
+    conversation_key,
+    pick_product,
+    prompt_flow,
+)
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import UserSessionIndex
 

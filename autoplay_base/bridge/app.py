@@ -55,7 +55,6 @@ from autoplay_base.backends.base import Backend
 from autoplay_base.bridge._llm import check_llm
 from autoplay_base.bridge._metrics import BridgeCounters, Hooks
 from autoplay_base.bridge._openapi import openapi_document
-from autoplay_base.bridge._prompt import DEFAULT_SYSTEM_PROMPT
 from autoplay_base.bridge._service import Bridge, Knowledge, ambiguous, store_failed
 from autoplay_base.bridge._webhook import (
     DEFAULT_MAX_BODY_BYTES,
@@ -69,6 +68,7 @@ from autoplay_base.errors import (
     BackendError,
     ConfigError,
 )
+from autoplay_base.prompting._assembly import DEFAULT_SYSTEM_PROMPT
 from autoplay_base.stream import AsyncConnectorClient
 from autoplay_base.user_index import DEFAULT_USER_LOOKBACK_SECONDS, UserSessionIndex
 

@@ -20,11 +20,11 @@ from langchain_core.prompt_values import StringPromptValue
 from langchain_core.runnables import RunnableLambda
 
 from autoplay_base.bridge import DEFAULT_SYSTEM_PROMPT, Turn, assemble_prompt, build_app
-from autoplay_base.bridge._conversation import conversation_key
-from autoplay_base.bridge._prompt import assistant_entry, human_entry
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import AmbiguousUserError, ConfigError, InvalidPayloadError
 from autoplay_base.events import ActionsPayload, SlimAction
+from autoplay_base.prompting._assembly import assistant_entry, human_entry
+from autoplay_base.prompting._conversation import conversation_key
 from langchain_autoplay.prompt import AutoplayPrompt
 from tests.langchain_autoplay._support import ManualClock, fill
 

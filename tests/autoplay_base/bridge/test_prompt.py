@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from autoplay_base.bridge import DEFAULT_SYSTEM_PROMPT, Turn, assemble_prompt
-from autoplay_base.bridge._prompt import (
+from autoplay_base.prompting._assembly import (
     assistant_entry,
     decode_history,
     human_entry,

@@ -16,8 +16,7 @@ last human entry, stored in the backend next to the messages
 (:func:`conversation_key`). Every worker sharing a Redis reads the same entries,
 so they agree on the watermark without a key of their own.
 
-No Starlette here: the module is plain code over the store (the package's
-``__init__`` still needs the ``serve`` extra).
+No Starlette here: plain code over the store, so LCEL users need no ``serve`` extra.
 """
 
 from __future__ import annotations
@@ -29,15 +28,15 @@ from collections.abc import Awaitable, Callable, Generator, Sequence
 from typing import Any, NamedTuple
 
 from autoplay_base.backends.base import SessionKey
-from autoplay_base.bridge._prompt import (
+from autoplay_base.context_store import DEFAULT_PRODUCT_ID, AsyncContextStore, ContextStore
+from autoplay_base.errors import AmbiguousUserError
+from autoplay_base.formatting import compose_id, format_user_activity
+from autoplay_base.prompting._assembly import (
     DEFAULT_SYSTEM_PROMPT,
     assemble_prompt,
     decode_history,
     last_human_at,
 )
-from autoplay_base.context_store import DEFAULT_PRODUCT_ID, AsyncContextStore, ContextStore
-from autoplay_base.errors import AmbiguousUserError
-from autoplay_base.formatting import compose_id, format_user_activity
 from autoplay_base.user_index import UserSessionIndex
 
 __all__ = [

@@ -37,8 +37,8 @@ The ``at`` of the last human entry is the conversation's inbound watermark:
 "activity since the user's last message" is the context read with ``since=`` it.
 Kept in the backend next to the messages, every worker sharing a Redis agrees on it.
 
-Placed here rather than in :mod:`autoplay_base.formatting` for this round; the
-text functions may move there (they use only its helpers).
+Plain code over values (no Starlette): the bridge and
+``langchain_autoplay.AutoplayPrompt`` share it without the ``serve`` extra.
 """
 
 from __future__ import annotations
