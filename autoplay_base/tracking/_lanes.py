@@ -32,6 +32,7 @@ from autoplay_base.tracking.policy import (
     RetryPolicy,
     Send,
     Settled,
+    Wait,
     chunk_by_bytes,
     delivery_flow,
 )
@@ -49,7 +50,8 @@ __all__ = [
 logger = logging.getLogger("autoplay_base.tracking")
 
 DROP_WARNING_INTERVAL = 10.0
-"""Seconds between two warnings about a full outbox (each carries the total count)."""
+"""Seconds between two warnings about a full outbox (each carries the total count),
+and between two warnings about a chunk still being retried."""
 _COUNTS = ("enqueued", "delivered", "dropped", "failed", "batches", "retries")
 
 
@@ -137,7 +139,7 @@ class Outbox:
             wait = self.batching.wait_time(len(self.items), oldest, now, urgent)
             if wait is None or wait > 0:
                 return None, wait, False
-            size = min(self.batching.batch_size, len(self.items))
+            size = self.batching.take_size(len(self.items))
             popleft = self.items.popleft
             batch = [popleft() for _ in range(size)]
             self.in_flight += size
@@ -152,9 +154,13 @@ class Outbox:
             else:
                 self.failed += count
             self.batches += 1
-            self.retries += max(attempts - 1, 0)
             self.changed.notify_all()
         self.progress()
+
+    def retrying(self) -> None:
+        """A chunk failed and will be sent again (counted as it happens, not when it settles)."""
+        with self.lock:
+            self.retries += 1
 
     def abandon(self, in_flight: int = 0, *, close: bool = False) -> int:
         """Drop what waits (and ``in_flight`` events being sent); returns how many.
@@ -295,6 +301,7 @@ class _LaneBase:
         self.callbacks = callbacks
         self.clock = clock
         self.abandoned = False
+        self.retry_warned_at = float("-inf")
 
     def plan(self, batch: Sequence[Captured]) -> tuple[list[Encoded], DeliveryFlow]:
         encoded = [self.privacy.finish(record) for record in batch]
@@ -320,6 +327,26 @@ class _LaneBase:
     def settle(self, step: Settled) -> None:
         # After on_error: a flush that sees these events settled has seen its callback run.
         self.outbox.settle(step.stop - step.start, step.delivered, step.attempts)
+
+    def retrying(self, step: Wait) -> None:
+        """Count a retry; warn at the first, then at most once per interval (an outage
+        retried for minutes must say so without a line per attempt)."""
+        self.outbox.retrying()
+        now = time.monotonic()
+        if now - self.retry_warned_at < DROP_WARNING_INTERVAL:
+            return
+        self.retry_warned_at = now
+        outcome = step.outcome
+        reason = outcome.error if outcome is not None and outcome.error else "failed"
+        logger.warning(
+            "tracking: sink %s: %d events not delivered yet (%s; %d failed attempts); "
+            "retrying in %.1f s",
+            self.outbox.name,
+            step.stop - step.start,
+            reason,
+            step.failures,
+            step.seconds,
+        )
 
     def drops(self) -> DropNotice | None:
         count = self.outbox.take_drops()
@@ -400,6 +427,7 @@ class Lane(_LaneBase):
                         self.callbacks.call(self.callbacks.on_error, error)
                     self.settle(step)
                 else:
+                    self.retrying(step)
                     self.backoff(step.seconds)
         except StopIteration:
             return
@@ -489,6 +517,7 @@ class AsyncLane(_LaneBase):
                         await self.callbacks.acall(self.callbacks.on_error, error)
                     self.settle(step)
                 else:
+                    self.retrying(step)
                     await self.backoff(step.seconds)
         except StopIteration:
             return
