@@ -71,6 +71,9 @@ class Outbox:
         self.changed = threading.Condition(self.lock)
         self.items: deque[Captured] = deque()
         self.in_flight = 0
+        # In-flight events of a batch waiting out a retry's backoff: no request holds
+        # them, so a close that gives up drops them at once (counted exactly).
+        self.parked = 0
         self.enqueued = self.delivered = self.dropped = self.failed = 0
         self.batches = self.retries = 0
         self.flush_target = 0
@@ -162,14 +165,29 @@ class Outbox:
         with self.lock:
             self.retries += 1
 
+    def park(self, count: int) -> None:
+        """``count`` in-flight events wait out a backoff (no request holds them)."""
+        with self.lock:
+            self.parked = count
+
+    def unpark(self) -> bool:
+        """Back from a backoff: ``False`` when a close dropped the parked events meanwhile."""
+        with self.lock:
+            kept, self.parked = self.parked > 0, 0
+            return kept
+
     def abandon(self, in_flight: int = 0, *, close: bool = False) -> int:
         """Drop what waits (and ``in_flight`` events being sent); returns how many.
 
-        With ``close``, an event a racing ``track_*`` call puts later is dropped
-        too (counted), so nothing stays pending in a closed outbox.
+        With ``close``, the parked events (a batch in a backoff) are dropped too,
+        and an event a racing ``track_*`` call puts later is dropped (counted),
+        so nothing but a request still running stays pending in a closed outbox.
         """
         with self.lock:
             self.closed = self.closed or close
+            parked = self.parked if close else 0
+            self.parked -= parked
+            in_flight += parked
             count = len(self.items) + in_flight
             self.items.clear()
             self.in_flight -= in_flight
@@ -428,7 +446,10 @@ class Lane(_LaneBase):
                     self.settle(step)
                 else:
                     self.retrying(step)
+                    self.outbox.park(self.unsettled(encoded, settled))
                     self.backoff(step.seconds)
+                    if not self.outbox.unpark():
+                        return  # close() dropped the batch meanwhile (counted there)
         except StopIteration:
             return
         # Given up by close(): what this batch still holds is dropped, and said so.
@@ -498,6 +519,7 @@ class AsyncLane(_LaneBase):
     async def deliver(self, batch: Sequence[Captured]) -> None:
         encoded, flow = self.plan(batch)
         settled = 0
+        parked = False
         reply: Outcome | None = None
         try:
             while True:
@@ -518,11 +540,18 @@ class AsyncLane(_LaneBase):
                     self.settle(step)
                 else:
                     self.retrying(step)
+                    self.outbox.park(self.unsettled(encoded, settled))
+                    parked = True
                     await self.backoff(step.seconds)
+                    parked = False
+                    if not self.outbox.unpark():
+                        return  # aclose() dropped the batch meanwhile (counted there)
         except StopIteration:
             return
         except asyncio.CancelledError:
             self.abandoned = True
+            if parked and not self.outbox.unpark():
+                raise  # aclose() dropped the parked batch already (counted there)
             count = self.outbox.abandon(self.unsettled(encoded, settled))
             if count:
                 await self.callbacks.acall(
