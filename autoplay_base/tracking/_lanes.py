@@ -41,6 +41,7 @@ from autoplay_base.tracking.sinks.base import Encoded, Sink
 
 __all__ = [
     "DROP_WARNING_INTERVAL",
+    "RETRY_WARNING_AFTER",
     "AsyncLane",
     "Callbacks",
     "Lane",
@@ -52,6 +53,8 @@ logger = logging.getLogger("autoplay_base.tracking")
 DROP_WARNING_INTERVAL = 10.0
 """Seconds between two warnings about a full outbox (each carries the total count),
 and between two warnings about a chunk still being retried."""
+RETRY_WARNING_AFTER = 5
+"""Failed attempts of one chunk before its retries are warned about (not only debug)."""
 _COUNTS = ("enqueued", "delivered", "dropped", "failed", "batches", "retries")
 
 
@@ -347,23 +350,37 @@ class _LaneBase:
         self.outbox.settle(step.stop - step.start, step.delivered, step.attempts)
 
     def retrying(self, step: Wait) -> None:
-        """Count a retry; warn at the first, then at most once per interval (an outage
-        retried for minutes must say so without a line per attempt)."""
+        """Count a retry; past :data:`RETRY_WARNING_AFTER` failures of one chunk, warn
+        (then at most once per interval): a blip retried at once is only a debug line,
+        an outage retried for minutes says so without a line per attempt."""
         self.outbox.retrying()
-        now = time.monotonic()
-        if now - self.retry_warned_at < DROP_WARNING_INTERVAL:
-            return
-        self.retry_warned_at = now
+        count = step.stop - step.start
         outcome = step.outcome
         reason = outcome.error if outcome is not None and outcome.error else "failed"
+        seconds = round(step.seconds, 2)
+        now = time.monotonic()
+        if (
+            step.failures < RETRY_WARNING_AFTER
+            or now - self.retry_warned_at < DROP_WARNING_INTERVAL
+        ):
+            logger.debug(
+                "tracking: sink %s: %d events, attempt %d failed (%s); retrying in %g s",
+                self.outbox.name,
+                count,
+                step.failures,
+                reason,
+                seconds,
+            )
+            return
+        self.retry_warned_at = now
         logger.warning(
-            "tracking: sink %s: %d events not delivered yet (%s; %d failed attempts); "
-            "retrying in %.1f s",
+            "tracking: sink %s: %d events not delivered after %d attempts (%s); "
+            "still retrying, next in %g s",
             self.outbox.name,
-            step.stop - step.start,
-            reason,
+            count,
             step.failures,
-            step.seconds,
+            reason,
+            seconds,
         )
 
     def drops(self) -> DropNotice | None:

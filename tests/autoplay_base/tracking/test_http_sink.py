@@ -329,7 +329,7 @@ def test_max_retries_is_an_explicit_bound(
 
 
 def test_a_receiver_down_for_good_keeps_events_pending_until_close_drops_them(
-    receiver: IngestReceiver, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+    receiver: IngestReceiver, make_tracker: MakeTracker
 ) -> None:
     receiver.fail_next(10**9, 503)
     seen: list[DropNotice] = []
@@ -347,11 +347,28 @@ def test_a_receiver_down_for_good_keeps_events_pending_until_close_drops_them(
     # The parked batch is dropped at the deadline, exactly, not left pending.
     assert (closed.pending, closed.dropped, closed.failed, closed.enqueued) == (0, 5, 0, 5)
     assert seen == [DropNotice("http", 5, "closed")]
-    [warning] = [r.getMessage() for r in caplog.records if "retrying" in r.getMessage()]
-    assert warning == (
-        f"tracking: sink http: 5 events not delivered yet (POST {receiver.url} answered 503; "
-        "1 failed attempts); retrying in 5.0 s"
-    )
+
+
+def test_a_long_outage_is_warned_about_once_per_interval_a_blip_is_not(
+    receiver: IngestReceiver, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="autoplay_base.tracking")
+    receiver.fail_next(4, 503)
+    tracker = make_tracker([http(receiver)])
+    track_turns(tracker, 3)
+    assert tracker.flush(timeout=5).delivered == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([r for r in caplog.records if "retrying in" in r.getMessage()]) == 4
+    caplog.clear()
+    receiver.fail_next(10**9, 503)
+    track_turns(tracker, 2, session="s2")
+    assert receiver.wait_for_requests(4 + 1 + 12)  # 12 failures of the second batch
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"tracking: sink http: 2 events not delivered after 5 attempts (POST {receiver.url} "
+        "answered 503); still retrying, next in 0.05 s"
+    ]
+    assert tracker.stats()["http"]["failed"] == 0
 
 
 async def test_async_a_receiver_down_for_good_is_dropped_exactly_at_aclose(
