@@ -216,6 +216,20 @@ def test_the_token_never_reaches_logs_reprs_or_errors(
     assert "answered 401" in caplog.text
 
 
+def test_the_token_stays_out_of_the_retry_logs(
+    receiver_factory: ReceiverFactory, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver = receiver_factory(token=SECRET)
+    receiver.fail_next(6, 503)
+    tracker = make_tracker([http(receiver, token=SECRET)])
+    track_turns(tracker, 1)
+    assert tracker.flush(timeout=5).delivered == 1
+    assert "still retrying" in caplog.text  # the warning after 5 attempts was logged
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(tracker) + str(tracker.stats()) + repr(tracker.get_errors())
+
+
 @pytest.mark.parametrize("token", ["", "two words", "line\nbreak", "ünïcode"])
 def test_a_bad_token_is_refused_without_showing_it(token: str) -> None:
     with pytest.raises(ConfigError) as caught:
