@@ -13,8 +13,9 @@ Figures (``BENCH_SMOKE=1`` shrinks every size and duration, for a quick check):
 * ``track_call_us``: p50/p99 of one ``track_turn`` call (ours, sync ``Tracker``)
   vs one ``await session.track_conversation_turn(...)`` (target <= 5 µs);
 * ``handler_overhead_per_turn_us``: a real ``create_agent`` turn (fake model, one
-  tool call, ``ainvoke``) with ``AutoplayTrackingHandler`` minus the same turn
-  without callbacks, vs mlsdk's ``MLChatRecorderCallback``; ``noop_handler`` is
+  tool call, ``ainvoke``) with ``AutoplayTrackingHandler`` minus the callback-free
+  turn run next to it (the median of those paired differences, every configuration
+  interleaved turn by turn), vs mlsdk's ``MLChatRecorderCallback``; ``noop_handler`` is
   what an empty inline handler costs (LangChain's own callback machinery) and
   ``ours_hooks_only`` our handler with a sink that sends nothing while measured (the
   rest of ``ours`` is the background lane's serialising and sending, which shares
@@ -61,7 +62,7 @@ from autoplay_base.emulator import IngestReceiver
 from autoplay_base.tracking import HttpBatchSink, Tracker
 
 TRACK_CALLS = size(50_000, 2_000)
-AGENT_TURNS = size(300, 20)
+AGENT_TURNS = size(300, 40)
 THROUGHPUT_EVENTS = size(20_000, 2_000)
 REFERENCE_EVENTS = size(2_000, 200)
 REFERENCE_EVENTS_SLOW = size(100, 10)
@@ -241,7 +242,9 @@ async def handler_overhead(with_reference: bool) -> dict[str, float]:
             await turn_time(agent, [], meta)
         rounds: dict[str, list[float]] = {name: [] for name in callbacks}
         # Interleaved turn by turn (in a rotating order), so machine noise and drift
-        # hit every configuration alike; each figure is a median of 3 x AGENT_TURNS turns.
+        # hit every configuration alike; each figure is the median, over 3 x AGENT_TURNS
+        # rounds, of a turn's time minus the callback-free turn of the same round (paired:
+        # a burst of load from elsewhere slows both sides of a pair, and cancels out).
         names = list(callbacks)
         for turn in range(AGENT_TURNS * 3):
             shift = turn % len(names)
@@ -251,12 +254,12 @@ async def handler_overhead(with_reference: bool) -> dict[str, float]:
             await asyncio.wait_for(session.flush(), REFERENCE_CAP * 10)
         tracker.close(timeout=30)
         held.close(timeout=30)
-    base = statistics.median(rounds["none"])
+    base = rounds["none"]
     return {
-        name: round((statistics.median(rounds[name]) - base) * 1e6, 1)
-        for name in rounds
+        name: round(statistics.median(t - b for t, b in zip(times, base, strict=True)) * 1e6, 1)
+        for name, times in rounds.items()
         if name != "none"
-    } | {"turn_without_callbacks_us": round(base * 1e6, 1)}
+    } | {"turn_without_callbacks_us": round(statistics.median(base) * 1e6, 1)}
 
 
 # -- throughput ------------------------------------------------------------------------------
@@ -432,7 +435,7 @@ def main() -> None:
     tracker = "sync Tracker, HttpBatchSink defaults, loopback receiver"
     agent = (
         f"create_agent turn (fake model, 1 tool call), ainvoke, median of {AGENT_TURNS * 3} "
-        "turns interleaved with the other configurations"
+        "paired differences, turns interleaved with the other configurations"
     )
     rows = [
         figure(
