@@ -37,8 +37,9 @@ project, e.g. ``pip install -e .[langchain] mlsdk-python==1.0.5``), with how it 
 taken in ``details["mlsdk_notes"]``; ``None`` without it. Where mlsdk cannot do
 what is measured (its flush has no timeout) the figure is the hard bound it was
 given, said so in the notes and ``details["mlsdk"]["flush_hung_returned"]``.
-The full run takes about 2 minutes (both 30 s bursts, mlsdk's one request per
-event at 100 ms); ``BENCH_SMOKE=1`` about 25 s.
+The full run takes about 3 minutes (both 30 s bursts; mlsdk's one request per
+event for its 10,000 measured calls and at 100 ms; the exact-100 row's 20,000
+events at 100 ms); ``BENCH_SMOKE=1`` about 25 s.
 """
 
 from __future__ import annotations
