@@ -13,8 +13,9 @@ Figures (``BENCH_SMOKE=1`` shrinks every size and duration, for a quick check):
 * ``track_call_us``: p50/p99 of one ``track_turn`` call (ours, sync ``Tracker``)
   vs one ``await session.track_conversation_turn(...)`` (target <= 5 µs);
 * ``handler_overhead_per_turn_us``: a real ``create_agent`` turn (fake model, one
-  tool call, ``ainvoke``) with ``AutoplayTrackingHandler`` minus the same turn
-  without callbacks, vs mlsdk's ``MLChatRecorderCallback``; ``noop_handler`` is
+  tool call, ``ainvoke``) with ``AutoplayTrackingHandler`` minus the callback-free
+  turn run next to it (the median of those paired differences, every configuration
+  interleaved turn by turn), vs mlsdk's ``MLChatRecorderCallback``; ``noop_handler`` is
   what an empty inline handler costs (LangChain's own callback machinery) and
   ``ours_hooks_only`` our handler with a sink that sends nothing while measured (the
   rest of ``ours`` is the background lane's serialising and sending, which shares
@@ -29,10 +30,16 @@ Figures (``BENCH_SMOKE=1`` shrinks every size and duration, for a quick check):
   whole burst (30 s) while the chatbot keeps tracking, then recovers (target 0
   within the queue bound).
 
-The rows are ours (``reference`` is ``None``: autoplay-sdk has no tracking); mlsdk's
-figures go in ``details["mlsdk"]`` when ``mlsdk`` is importable (install it next to
-this project, e.g. ``pip install -e .[langchain] mlsdk-python==1.0.5``), and are
-skipped otherwise.
+``reference`` is ``None`` (autoplay-sdk has no tracking); every row's ``peer`` is
+mlsdk's figure for the same measurement when ``mlsdk`` is importable (it is in the
+headline environment ``benchmarks/.venv-ref``; elsewhere install it next to this
+project, e.g. ``pip install -e .[langchain] mlsdk-python==1.0.5``), with how it was
+taken in ``details["mlsdk_notes"]``; ``None`` without it. Where mlsdk cannot do
+what is measured (its flush has no timeout) the figure is the hard bound it was
+given, said so in the notes and ``details["mlsdk"]["flush_hung_returned"]``.
+The full run takes about 3 minutes (both 30 s bursts; mlsdk's one request per
+event for its 10,000 measured calls and at 100 ms; the exact-100 row's 20,000
+events at 100 ms); ``BENCH_SMOKE=1`` about 25 s.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
+import inspect
 import itertools
 import json
 import statistics
@@ -55,7 +63,7 @@ from autoplay_base.emulator import IngestReceiver
 from autoplay_base.tracking import HttpBatchSink, Tracker
 
 TRACK_CALLS = size(50_000, 2_000)
-AGENT_TURNS = size(300, 20)
+AGENT_TURNS = size(300, 40)
 THROUGHPUT_EVENTS = size(20_000, 2_000)
 REFERENCE_EVENTS = size(2_000, 200)
 REFERENCE_EVENTS_SLOW = size(100, 10)
@@ -76,6 +84,10 @@ class ReferenceReceiver(IngestReceiver):
 
     mlsdk's events carry no id, so the receiver numbers each accepted one (mlsdk never
     retries, so no event arrives twice) and ``unique_events()`` counts them all.
+
+    This overrides a private step of the receiver: it is only used while the receiver
+    has no public ``single_event_path`` option (requested; :func:`receiver` uses the
+    option as soon as the receiver offers it, and then this class goes).
     """
 
     def _decide(self, arrived: Any, headers: Any, body: bytes, auth: Any, fail: Any) -> Any:
@@ -90,9 +102,13 @@ class ReferenceReceiver(IngestReceiver):
 
 @contextmanager
 def receiver(reference: bool, latency_s: float = 0.0) -> Iterator[IngestReceiver]:
-    cls = ReferenceReceiver if reference else IngestReceiver
-    path = REFERENCE_PATH if reference else "/v1/batch"
-    server = cls(path=path, latency=latency_s).start()
+    if not reference:
+        server = IngestReceiver(latency=latency_s)
+    elif "single_event_path" in inspect.signature(IngestReceiver).parameters:
+        server = IngestReceiver(latency=latency_s, single_event_path=REFERENCE_PATH)  # type: ignore[call-arg]
+    else:
+        server = ReferenceReceiver(path=REFERENCE_PATH, latency=latency_s)
+    server.start()
     try:
         yield server
     finally:
@@ -189,14 +205,11 @@ def agent_and_model() -> Any:
     return create_agent(ToolCallingFakeModel(messages=itertools.cycle(script)), tools=[lookup])
 
 
-async def turn_times(agent: Any, callbacks: list[Any], metadata: dict[str, str]) -> list[float]:
+async def turn_time(agent: Any, callbacks: list[Any], metadata: dict[str, str]) -> float:
     config = {"callbacks": callbacks, "metadata": metadata}
-    times = []
-    for _ in range(AGENT_TURNS):
-        start = time.perf_counter()
-        await agent.ainvoke({"messages": [("user", USER)]}, config=config)
-        times.append(time.perf_counter() - start)
-    return times
+    start = time.perf_counter()
+    await agent.ainvoke({"messages": [("user", USER)]}, config=config)
+    return time.perf_counter() - start
 
 
 async def handler_overhead(with_reference: bool) -> dict[str, float]:
@@ -216,38 +229,38 @@ async def handler_overhead(with_reference: bool) -> dict[str, float]:
         # Sends nothing while measured: the hooks' own cost, without the lane's sending.
         held = ours_tracker(ours_server, flush_interval=3600, batch_size=100_000)
         session = reference_session(ref_server) if with_reference else None
-        await turn_times(agent, [], meta)  # warm up
-        rounds: dict[str, list[float]] = {
+        callbacks: dict[str, list[Any]] = {
             "none": [],
-            "noop": [],
-            "ours": [],
-            "hooks_only": [],
-            "reference": [],
+            "noop": [NoOpHandler()],
+            "ours": [AutoplayTrackingHandler(tracker)],
+            "hooks_only": [AutoplayTrackingHandler(held)],
         }
-        for _ in range(3):  # alternate, so machine noise hits all of them alike
-            rounds["none"].append(statistics.median(await turn_times(agent, [], meta)))
-            noop = [NoOpHandler()]
-            rounds["noop"].append(statistics.median(await turn_times(agent, noop, meta)))
-            handler = AutoplayTrackingHandler(tracker)
-            rounds["ours"].append(statistics.median(await turn_times(agent, [handler], meta)))
-            quiet = [AutoplayTrackingHandler(held)]
-            rounds["hooks_only"].append(statistics.median(await turn_times(agent, quiet, meta)))
-            if session is not None:
-                from mlsdk.helpers.langchain import MLChatRecorderCallback
+        if session is not None:
+            from mlsdk.helpers.langchain import MLChatRecorderCallback
 
-                recorder = [MLChatRecorderCallback(session)]
-                turns = await turn_times(agent, recorder, meta)
-                rounds["reference"].append(statistics.median(turns))
+            callbacks["reference"] = [MLChatRecorderCallback(session)]
+        for _ in range(5):  # warm up
+            await turn_time(agent, [], meta)
+        rounds: dict[str, list[float]] = {name: [] for name in callbacks}
+        # Interleaved turn by turn (in a rotating order), so machine noise and drift
+        # hit every configuration alike; each figure is the median, over 3 x AGENT_TURNS
+        # rounds, of a turn's time minus the callback-free turn of the same round (paired:
+        # a burst of load from elsewhere slows both sides of a pair, and cancels out).
+        names = list(callbacks)
+        for turn in range(AGENT_TURNS * 3):
+            shift = turn % len(names)
+            for name in names[shift:] + names[:shift]:
+                rounds[name].append(await turn_time(agent, callbacks[name], meta))
         if session is not None:
             await asyncio.wait_for(session.flush(), REFERENCE_CAP * 10)
         tracker.close(timeout=30)
         held.close(timeout=30)
-    base = statistics.median(rounds["none"])
+    base = rounds["none"]
     return {
-        name: round((statistics.median(rounds[name]) - base) * 1e6, 1)
-        for name in rounds
-        if rounds[name] and name != "none"
-    } | {"turn_without_callbacks_us": round(base * 1e6, 1)}
+        name: round(statistics.median(t - b for t, b in zip(times, base, strict=True)) * 1e6, 1)
+        for name, times in rounds.items()
+        if name != "none"
+    } | {"turn_without_callbacks_us": round(statistics.median(base) * 1e6, 1)}
 
 
 # -- throughput ------------------------------------------------------------------------------
@@ -395,21 +408,15 @@ def reference_figures(overhead: dict[str, float]) -> dict[str, Any]:
     """mlsdk's side of every figure (one POST per event, async only, no flush timeout)."""
     call = run(track_call_reference)
     hung, returned = run(flush_hung_reference)
-    burst = run(lost_in_burst_reference)
     return {
-        "track_turn call p50 (µs)": call["p50_us"],
-        "track_turn call p99 (µs)": call["p99_us"],
-        "handler added per agent turn (µs)": overhead.get("reference"),
-        "throughput, receiver answers at once (events/s)": run(lambda: throughput_reference(0.0)),
-        "throughput, receiver answers in 100 ms (events/s)": run(lambda: throughput_reference(0.1)),
-        f"flush with {QUEUED} queued (s, scaled from {min(QUEUED, REFERENCE_EVENTS)})": run(
-            flush_queued_reference
-        ),
-        "flush against a hung receiver (s)": hung,
-        "flush against a hung receiver returned": returned,
-        "flush against a hung receiver cap (s)": REFERENCE_CAP,
-        "events lost in the burst": burst["lost"],
-        "burst": burst,
+        "call": call,
+        "overhead": overhead.get("reference"),
+        "throughput_0": run(lambda: throughput_reference(0.0)),
+        "throughput_100ms": run(lambda: throughput_reference(0.1)),
+        "flush_queued": run(flush_queued_reference),
+        "flush_hung": hung,
+        "flush_hung_returned": returned,
+        "burst": run(lost_in_burst_reference),
     }
 
 
@@ -418,17 +425,42 @@ def main() -> None:
     call = track_call_ours()
     overhead = run(lambda: handler_overhead(with_reference))
     burst = lost_in_burst_ours()
+    peer = reference_figures(overhead) if with_reference else None
+
+    def of_peer(key: str, inner: str | None = None) -> Any:
+        if peer is None:
+            return None
+        value = peer[key]
+        return value[inner] if inner is not None else value
+
     tracker = "sync Tracker, HttpBatchSink defaults, loopback receiver"
-    agent = f"create_agent turn (fake model, 1 tool call), ainvoke, median of {AGENT_TURNS} x 3"
+    agent = (
+        f"create_agent turn (fake model, 1 tool call), ainvoke, median of {AGENT_TURNS * 3} "
+        "paired differences, turns interleaved with the other configurations"
+    )
     rows = [
-        figure("track_turn call p50", tracker, unit="µs", ours=call["p50_us"], target="<= 5 µs"),
-        figure("track_turn call p99", tracker, unit="µs", ours=call["p99_us"]),
+        figure(
+            "track_turn call p50",
+            tracker,
+            unit="µs",
+            ours=call["p50_us"],
+            peer=of_peer("call", "p50_us"),
+            target="<= 5 µs",
+        ),
+        figure(
+            "track_turn call p99",
+            tracker,
+            unit="µs",
+            ours=call["p99_us"],
+            peer=of_peer("call", "p99_us"),
+        ),
         figure(
             "handler added per agent turn (floor: empty inline handler)",
             agent,
             unit="µs",
             ours=overhead["ours"],
             floor=overhead["noop"],
+            peer=of_peer("overhead"),
         ),
         figure(
             "throughput, receiver answers at once",
@@ -436,6 +468,7 @@ def main() -> None:
             unit="events/s",
             better="higher",
             ours=throughput_ours(0.0),
+            peer=of_peer("throughput_0"),
         ),
         figure(
             "throughput, receiver answers in 100 ms",
@@ -443,22 +476,32 @@ def main() -> None:
             unit="events/s",
             better="higher",
             ours=throughput_ours(0.1),
+            peer=of_peer("throughput_100ms"),
             target=">= 1000",
         ),
         figure(
             "throughput, receiver answers in 100 ms",
-            "sync Tracker, HttpBatchSink(batch_size=500), loopback receiver",
+            "sync Tracker, HttpBatchSink(batch_size=100): exact batches of 100 (the previous "
+            "default), loopback receiver",
             unit="events/s",
             better="higher",
-            ours=throughput_ours(0.1, batch_size=500),
+            ours=throughput_ours(0.1, batch_size=100),
+            peer=of_peer("throughput_100ms"),
             target=">= 1000",
         ),
-        figure(f"flush with {QUEUED} queued", tracker, unit="s", ours=flush_queued_ours()),
+        figure(
+            f"flush with {QUEUED} queued",
+            tracker,
+            unit="s",
+            ours=flush_queued_ours(),
+            peer=of_peer("flush_queued"),
+        ),
         figure(
             "flush(timeout=1) against a hung receiver",
             tracker,
             unit="s",
             ours=flush_hung_ours(),
+            peer=of_peer("flush_hung"),
             target=f"<= {HUNG_TIMEOUT * 1.05:.2f} s",
         ),
         figure(
@@ -466,16 +509,32 @@ def main() -> None:
             f"{tracker}, {BURST_RATE} events/s tracked through the burst",
             unit="events",
             ours=burst["lost"],
+            peer=of_peer("burst", "lost"),
             target="0",
         ),
     ]
+    notes = {
+        "track_turn call": "mlsdk: one `await session.track_conversation_turn(...)` (a coroutine "
+        "that queues the event); measured on its first "
+        f"{min(TRACK_CALLS, REFERENCE_EVENTS * 5)} calls, since each becomes one request",
+        "flush queued": f"mlsdk: `flush_and_continue()` with {min(QUEUED, REFERENCE_EVENTS)} "
+        f"queued (one POST per event), scaled to {QUEUED}",
+        "flush hung": "mlsdk's flush has no timeout: capped with asyncio.wait_for at "
+        f"{REFERENCE_CAP} s; its figure is the cap when it did not return",
+        "throughput": "mlsdk: one POST per event, in order, one at a time "
+        f"({REFERENCE_EVENTS} events at 0 ms, {REFERENCE_EVENTS_SLOW} at 100 ms)",
+        "burst": "mlsdk does not retry a non-200 answer (its backoff only wraps exceptions "
+        "its own request function already catches): every event answered 503/429 is lost",
+    }
     emit(
         "bench_tracking",
         rows,
+        peer=MLSDK if with_reference else None,
         handler_overhead_us=overhead,
         burst=burst,
         compared_with=MLSDK if with_reference else f"{MLSDK} not installed here",
-        mlsdk=reference_figures(overhead) if with_reference else None,
+        mlsdk=peer,
+        mlsdk_notes=notes if with_reference else None,
     )
 
 

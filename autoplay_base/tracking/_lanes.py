@@ -32,6 +32,7 @@ from autoplay_base.tracking.policy import (
     RetryPolicy,
     Send,
     Settled,
+    Wait,
     chunk_by_bytes,
     delivery_flow,
 )
@@ -40,6 +41,7 @@ from autoplay_base.tracking.sinks.base import Encoded, Sink
 
 __all__ = [
     "DROP_WARNING_INTERVAL",
+    "RETRY_WARNING_AFTER",
     "AsyncLane",
     "Callbacks",
     "Lane",
@@ -49,7 +51,10 @@ __all__ = [
 logger = logging.getLogger("autoplay_base.tracking")
 
 DROP_WARNING_INTERVAL = 10.0
-"""Seconds between two warnings about a full outbox (each carries the total count)."""
+"""Seconds between two warnings about a full outbox (each carries the total count),
+and between two warnings about a chunk still being retried."""
+RETRY_WARNING_AFTER = 5
+"""Failed attempts of one chunk before its retries are warned about (not only debug)."""
 _COUNTS = ("enqueued", "delivered", "dropped", "failed", "batches", "retries")
 
 
@@ -69,6 +74,9 @@ class Outbox:
         self.changed = threading.Condition(self.lock)
         self.items: deque[Captured] = deque()
         self.in_flight = 0
+        # In-flight events of a batch waiting out a retry's backoff: no request holds
+        # them, so a close that gives up drops them at once (counted exactly).
+        self.parked = 0
         self.enqueued = self.delivered = self.dropped = self.failed = 0
         self.batches = self.retries = 0
         self.flush_target = 0
@@ -137,7 +145,7 @@ class Outbox:
             wait = self.batching.wait_time(len(self.items), oldest, now, urgent)
             if wait is None or wait > 0:
                 return None, wait, False
-            size = min(self.batching.batch_size, len(self.items))
+            size = self.batching.take_size(len(self.items))
             popleft = self.items.popleft
             batch = [popleft() for _ in range(size)]
             self.in_flight += size
@@ -152,18 +160,37 @@ class Outbox:
             else:
                 self.failed += count
             self.batches += 1
-            self.retries += max(attempts - 1, 0)
             self.changed.notify_all()
         self.progress()
+
+    def retrying(self) -> None:
+        """A chunk failed and will be sent again (counted as it happens, not when it settles)."""
+        with self.lock:
+            self.retries += 1
+
+    def park(self, count: int) -> None:
+        """``count`` in-flight events wait out a backoff (no request holds them)."""
+        with self.lock:
+            self.parked = count
+
+    def unpark(self) -> bool:
+        """Back from a backoff: ``False`` when a close dropped the parked events meanwhile."""
+        with self.lock:
+            kept, self.parked = self.parked > 0, 0
+            return kept
 
     def abandon(self, in_flight: int = 0, *, close: bool = False) -> int:
         """Drop what waits (and ``in_flight`` events being sent); returns how many.
 
-        With ``close``, an event a racing ``track_*`` call puts later is dropped
-        too (counted), so nothing stays pending in a closed outbox.
+        With ``close``, the parked events (a batch in a backoff) are dropped too,
+        and an event a racing ``track_*`` call puts later is dropped (counted),
+        so nothing but a request still running stays pending in a closed outbox.
         """
         with self.lock:
             self.closed = self.closed or close
+            parked = self.parked if close else 0
+            self.parked -= parked
+            in_flight += parked
             count = len(self.items) + in_flight
             self.items.clear()
             self.in_flight -= in_flight
@@ -295,6 +322,7 @@ class _LaneBase:
         self.callbacks = callbacks
         self.clock = clock
         self.abandoned = False
+        self.retry_warned_at = float("-inf")
 
     def plan(self, batch: Sequence[Captured]) -> tuple[list[Encoded], DeliveryFlow]:
         encoded = [self.privacy.finish(record) for record in batch]
@@ -320,6 +348,40 @@ class _LaneBase:
     def settle(self, step: Settled) -> None:
         # After on_error: a flush that sees these events settled has seen its callback run.
         self.outbox.settle(step.stop - step.start, step.delivered, step.attempts)
+
+    def retrying(self, step: Wait) -> None:
+        """Count a retry; past :data:`RETRY_WARNING_AFTER` failures of one chunk, warn
+        (then at most once per interval): a blip retried at once is only a debug line,
+        an outage retried for minutes says so without a line per attempt."""
+        self.outbox.retrying()
+        count = step.stop - step.start
+        outcome = step.outcome
+        reason = outcome.error if outcome is not None and outcome.error else "failed"
+        seconds = round(step.seconds, 2)
+        now = time.monotonic()
+        if (
+            step.failures < RETRY_WARNING_AFTER
+            or now - self.retry_warned_at < DROP_WARNING_INTERVAL
+        ):
+            logger.debug(
+                "tracking: sink %s: %d events, attempt %d failed (%s); retrying in %g s",
+                self.outbox.name,
+                count,
+                step.failures,
+                reason,
+                seconds,
+            )
+            return
+        self.retry_warned_at = now
+        logger.warning(
+            "tracking: sink %s: %d events not delivered after %d attempts (%s); "
+            "still retrying, next in %g s",
+            self.outbox.name,
+            count,
+            step.failures,
+            reason,
+            seconds,
+        )
 
     def drops(self) -> DropNotice | None:
         count = self.outbox.take_drops()
@@ -400,7 +462,11 @@ class Lane(_LaneBase):
                         self.callbacks.call(self.callbacks.on_error, error)
                     self.settle(step)
                 else:
+                    self.retrying(step)
+                    self.outbox.park(self.unsettled(encoded, settled))
                     self.backoff(step.seconds)
+                    if not self.outbox.unpark():
+                        return  # close() dropped the batch meanwhile (counted there)
         except StopIteration:
             return
         # Given up by close(): what this batch still holds is dropped, and said so.
@@ -470,6 +536,7 @@ class AsyncLane(_LaneBase):
     async def deliver(self, batch: Sequence[Captured]) -> None:
         encoded, flow = self.plan(batch)
         settled = 0
+        parked = False
         reply: Outcome | None = None
         try:
             while True:
@@ -489,11 +556,19 @@ class AsyncLane(_LaneBase):
                         await self.callbacks.acall(self.callbacks.on_error, error)
                     self.settle(step)
                 else:
+                    self.retrying(step)
+                    self.outbox.park(self.unsettled(encoded, settled))
+                    parked = True
                     await self.backoff(step.seconds)
+                    parked = False
+                    if not self.outbox.unpark():
+                        return  # aclose() dropped the batch meanwhile (counted there)
         except StopIteration:
             return
         except asyncio.CancelledError:
             self.abandoned = True
+            if parked and not self.outbox.unpark():
+                raise  # aclose() dropped the parked batch already (counted there)
             count = self.outbox.abandon(self.unsettled(encoded, settled))
             if count:
                 await self.callbacks.acall(

@@ -6,9 +6,16 @@ are passed in), so it is tested without sockets; the lanes in
 
 Batching (:class:`BatchPolicy`): a lane sends as soon as ``batch_size`` events
 wait, or when the oldest waiting event is ``flush_interval`` seconds old, or at
-once while a flush or a close is asking for it. A batch is then cut into
-chunks of at most ``max_batch_bytes`` of encoded events
-(:func:`chunk_by_bytes`; an event larger than that travels alone).
+once while a flush or a close is asking for it. It then takes everything that
+waits, up to ``max_batch_events`` (1,000 by default; an explicit ``batch_size``
+alone keeps every batch at exactly that size): a lane has one request in flight, so when
+its queue backs up (a slow receiver, a burst, the end of an outage) the batches
+grow instead of the backlog, and throughput follows the receiver's latency
+(100 events per 100 ms round trip is 1,000 events/s at best; 1,000 per round
+trip is ten times that) while order and the accounting stay those of one
+sequence of requests. A batch is then cut into chunks of at most
+``max_batch_bytes`` of encoded events (:func:`chunk_by_bytes`; an event larger
+than that travels alone), sent one after the other.
 
 Delivery (:func:`delivery_flow`, driven by one sync and one async runner): a
 generator that yields :class:`Send` and :class:`Wait` commands and receives
@@ -18,10 +25,15 @@ finished, delivered or failed, in order. The rules (:meth:`RetryPolicy.decide`):
 * success → delivered;
 * 413 (too large) → the chunk is split in halves, each sent in turn; a single
   event answered 413 fails;
-* a network error, 408, 425, 429 or 5xx → retried up to ``max_retries`` times,
-  waiting ``Backoff.delay(n)`` (capped, jittered: :class:`autoplay_base._reconnect.Backoff`)
-  and never less than the answer's ``Retry-After`` (itself capped at
-  ``Backoff.maximum``, so a server cannot park a lane);
+* a network error, 408, 425, 429 or 5xx → retried, waiting ``Backoff.delay(n)``
+  (capped, jittered: :class:`autoplay_base._reconnect.Backoff`) and never less
+  than the answer's ``Retry-After`` (itself capped at ``Backoff.maximum``, so a
+  server cannot park a lane). By default without a count limit: an outage must
+  not turn events into ``failed`` while the outbox still has room, so the
+  lane keeps its batch and retries until the receiver is back, the outbox
+  bound drops (and counts) what does not fit meanwhile, and ``flush``/``close``
+  still return by their deadlines. ``max_retries=N`` opts into giving up
+  after ``N`` retries (the chunk fails, counted, ``on_error``);
 * any other status (400, 401, 403, 404, 422, ...) or a local error fails the
   chunk at once (counted, ``on_error``).
 """
@@ -31,7 +43,7 @@ from __future__ import annotations
 import hashlib
 from collections import deque
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 
 from autoplay_base._reconnect import Backoff
@@ -43,6 +55,7 @@ __all__ = [
     "DEFAULT_INITIAL_BACKOFF",
     "DEFAULT_MAX_BACKOFF",
     "DEFAULT_MAX_BATCH_BYTES",
+    "DEFAULT_MAX_BATCH_EVENTS",
     "DEFAULT_MAX_RETRIES",
     "RETRYABLE_STATUSES",
     "Action",
@@ -63,10 +76,15 @@ DEFAULT_BATCH_SIZE = 100
 """Events per batch (``batch_size``)."""
 DEFAULT_MAX_BATCH_BYTES = 512 * 1024
 """Encoded bytes per request (``max_batch_bytes``)."""
+DEFAULT_MAX_BATCH_EVENTS = 1000
+"""Events one batch may carry when more than ``batch_size`` wait, with the default
+``batch_size`` (``max_batch_events``). A tracked turn is a few hundred bytes, so
+1,000 of them still fit in one ``max_batch_bytes`` request."""
 DEFAULT_FLUSH_INTERVAL = 1.0
 """Seconds the oldest waiting event may wait for its batch to fill (``flush_interval``)."""
-DEFAULT_MAX_RETRIES = 5
-"""Retries of one chunk after the first attempt (``max_retries``)."""
+DEFAULT_MAX_RETRIES: int | None = None
+"""Retries of one chunk after the first attempt (``max_retries``): ``None``, no
+count limit for retryable failures (see the module docstring)."""
 DEFAULT_INITIAL_BACKOFF = 0.5
 """Seconds before the first retry."""
 DEFAULT_MAX_BACKOFF = 30.0
@@ -126,17 +144,18 @@ class RetryPolicy:
     """The retry rules of the module docstring.
 
     Args:
-        max_retries: retries after the first attempt (>= 0).
+        max_retries: retries after the first attempt (>= 0), or ``None`` (the
+            default) for no count limit on retryable failures.
         backoff: delays between retries; its ``maximum`` caps ``Retry-After`` too.
     """
 
     __slots__ = ("backoff", "max_retries")
 
     def __init__(
-        self, max_retries: int = DEFAULT_MAX_RETRIES, backoff: Backoff | None = None
+        self, max_retries: int | None = DEFAULT_MAX_RETRIES, backoff: Backoff | None = None
     ) -> None:
-        if not max_retries >= 0:
-            raise ConfigError(f"max_retries must be >= 0, got {max_retries!r}")
+        if max_retries is not None and not max_retries >= 0:
+            raise ConfigError(f"max_retries must be >= 0 or None, got {max_retries!r}")
         self.max_retries = max_retries
         self.backoff = (
             backoff
@@ -161,7 +180,9 @@ class RetryPolicy:
             return Decision(Action.DELIVERED)
         if outcome.status == 413:
             return Decision(Action.SPLIT if size > 1 else Action.FAIL)
-        if not self.retryable(outcome) or failures > self.max_retries:
+        if not self.retryable(outcome):
+            return Decision(Action.FAIL)
+        if self.max_retries is not None and failures > self.max_retries:
             return Decision(Action.FAIL)
         maximum = self.backoff.maximum
         delay = self.backoff.delay(failures)
@@ -172,31 +193,48 @@ class RetryPolicy:
 
 
 class BatchPolicy:
-    """When a lane sends (see the module docstring).
+    """When a lane sends, and how much (see the module docstring).
 
     Args:
-        batch_size: events per batch (>= 1).
+        batch_size: events waiting that make a batch worth sending now (>= 1);
+            ``None`` (the default) is :data:`DEFAULT_BATCH_SIZE`.
         max_batch_bytes: encoded bytes per chunk (>= 1).
         flush_interval: seconds the oldest event waits for a full batch (> 0).
+        max_batch_events: the most events one batch takes when more wait (a
+            backed-up queue; >= ``batch_size``). ``None`` (the default) is
+            :data:`DEFAULT_MAX_BATCH_EVENTS` when ``batch_size`` is the default,
+            and ``batch_size`` itself when one is given: an explicit
+            ``batch_size`` keeps meaning "batches of exactly this many"
+            (a receiver that wants one event per request says ``batch_size=1``).
     """
 
-    __slots__ = ("batch_size", "flush_interval", "max_batch_bytes")
+    __slots__ = ("batch_size", "flush_interval", "max_batch_bytes", "max_batch_events")
 
     def __init__(
         self,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
+        max_batch_events: int | None = None,
     ) -> None:
+        if max_batch_events is None:
+            max_batch_events = DEFAULT_MAX_BATCH_EVENTS if batch_size is None else batch_size
+        if batch_size is None:
+            batch_size = min(DEFAULT_BATCH_SIZE, max_batch_events)
         if not batch_size >= 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size!r}")
         if not max_batch_bytes >= 1:
             raise ConfigError(f"max_batch_bytes must be >= 1, got {max_batch_bytes!r}")
         if not 0 < flush_interval < 86_400:
             raise ConfigError(f"flush_interval must be within (0, 86400), got {flush_interval!r}")
+        if not max_batch_events >= batch_size:
+            raise ConfigError(
+                f"max_batch_events must be >= batch_size ({batch_size}), got {max_batch_events!r}"
+            )
         self.batch_size = batch_size
         self.max_batch_bytes = max_batch_bytes
         self.flush_interval = flush_interval
+        self.max_batch_events = max_batch_events
 
     def wait_time(self, waiting: int, oldest_at: float, now: float, urgent: bool) -> float | None:
         """Seconds to wait before sending (``0.0``: send now; ``None``: nothing waits).
@@ -210,6 +248,10 @@ class BatchPolicy:
             return 0.0
         # Capped: a wall clock set back must not park a batch for longer than the interval.
         return min(self.flush_interval, max(0.0, oldest_at + self.flush_interval - now))
+
+    def take_size(self, waiting: int) -> int:
+        """How many of ``waiting`` events the batch sent now takes (all, up to the cap)."""
+        return min(waiting, self.max_batch_events)
 
 
 def chunk_by_bytes(sizes: Sequence[int], max_bytes: int) -> list[tuple[int, int]]:
@@ -245,9 +287,18 @@ class Send:
 
 @dataclass(frozen=True, slots=True)
 class Wait:
-    """Command: wait ``seconds`` before the next attempt (the runner may give up instead)."""
+    """Command: wait ``seconds`` before the next attempt (the runner may give up instead).
+
+    ``failures`` and ``outcome`` say why: the failed attempts of events
+    ``start:stop`` so far and the last one's outcome (for counters and logs).
+    """
 
     seconds: float
+    # Not part of the command's identity (a Wait is equal to another of the same length).
+    failures: int = field(default=0, compare=False)
+    outcome: Outcome | None = field(default=None, compare=False)
+    start: int = field(default=0, compare=False)
+    stop: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,7 +335,7 @@ def delivery_flow(ranges: Sequence[tuple[int, int]], policy: RetryPolicy) -> Del
                 failures += 1
             decision = policy.decide(outcome, failures, stop - start)
             if decision.action is Action.RETRY:
-                yield Wait(decision.delay)
+                yield Wait(decision.delay, failures, outcome, start, stop)
                 continue
             if decision.action is Action.SPLIT:
                 middle = start + (stop - start) // 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from typing import Any
 
@@ -243,6 +244,61 @@ async def test_two_concurrent_agents_each_get_their_own_turn(
 
     await asyncio.gather(call("ps_a", "export"), call("ps_b", "share"))
 
+    delivered(tracker, 8)
+    assert received(receiver, "ps_a") == expected_agent_turn("export?", "export")
+    assert received(receiver, "ps_b") == expected_agent_turn("share?", "share")
+    assert instrumented.stats()["open_spans"] == 0
+
+
+async def test_two_concurrent_agents_with_an_async_tracker_each_get_their_own_turn(
+    receiver: IngestReceiver,
+) -> None:
+    async with AsyncTracker([HttpBatchSink(receiver.url)]) as tracker:
+        handle = instrument_tracking(tracker, product_id="acme")
+        try:
+
+            async def call(session_id: str, query: str) -> str:
+                with autoplay_session(session_id):
+                    return str(await agent(query).run(user_msg=f"{query}?"))
+
+            answers = await asyncio.gather(call("ps_a", "export"), call("ps_b", "share"))
+        finally:
+            handle.uninstrument()
+        result = await tracker.aflush(timeout=5.0)
+    assert answers == ["Open Reports, then export.", "Open Reports, then share."]
+    assert (result.delivered, result.pending, result.failed, result.dropped) == (8, 0, 0, 0)
+    assert received(receiver, "ps_a") == expected_agent_turn("export?", "export")
+    assert received(receiver, "ps_b") == expected_agent_turn("share?", "share")
+    assert handle.stats()["open_spans"] == 0
+
+
+def test_agents_run_from_sync_code_in_threads_each_get_their_own_turn(
+    receiver: IngestReceiver, tracker: Tracker, instrumented: TrackingInstrumentation
+) -> None:
+    # A sync application drives the (async-only) FunctionAgent with asyncio.run, one
+    # loop per thread; the sync Tracker and one instrumentation serve both.
+    answers: dict[str, str] = {}
+    errors: list[BaseException] = []
+
+    async def run(query: str) -> str:
+        return str(await agent(query).run(user_msg=f"{query}?"))
+
+    def call(session_id: str, query: str) -> None:
+        try:
+            with autoplay_session(session_id):
+                answers[session_id] = asyncio.run(run(query))
+        except BaseException as exc:  # surfaced below: a thread must not swallow it
+            errors.append(exc)
+
+    threads = [
+        threading.Thread(target=call, args=args) for args in (("ps_a", "export"), ("ps_b", "share"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert answers == {"ps_a": "Open Reports, then export.", "ps_b": "Open Reports, then share."}
     delivered(tracker, 8)
     assert received(receiver, "ps_a") == expected_agent_turn("export?", "export")
     assert received(receiver, "ps_b") == expected_agent_turn("share?", "share")

@@ -20,7 +20,6 @@ import httpx
 from autoplay_base._reconnect import Backoff, parse_retry_after, safe_url
 from autoplay_base.errors import ConfigError
 from autoplay_base.tracking.policy import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RETRIES,
@@ -58,11 +57,19 @@ class HttpBatchSink(Sink):
     Args:
         url: where to POST (``http://`` or ``https://``).
         token: sent as ``Authorization: Bearer <token>``; never logged.
-        batch_size: events per batch.
+        batch_size: events waiting that make a batch worth sending at once
+            (default 100; given alone, also the exact size of every batch).
         max_batch_bytes: encoded bytes per request (a larger batch is cut).
         flush_interval: seconds the oldest event waits for a full batch.
         timeout: seconds per request.
-        max_retries: retries after the first attempt.
+        max_retries: retries after the first attempt; ``None`` (the default)
+            retries retryable failures (network, 408, 425, 429, 5xx) until they
+            succeed or the tracker closes, the outbox bound dropping (counted)
+            what does not fit meanwhile.
+        max_batch_events: the most events one batch takes when more than
+            ``batch_size`` wait, so a backed-up queue drains in fewer round
+            trips (default 1,000 with the default ``batch_size``, else
+            ``batch_size``).
         backoff: the delays between retries (default 0.5 s doubling to 30 s, 20 % jitter).
         headers: extra headers sent with every request.
         name: the sink's key in ``stats()``.
@@ -75,11 +82,12 @@ class HttpBatchSink(Sink):
         url: str,
         *,
         token: str | None = None,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
         timeout: float = DEFAULT_HTTP_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        max_batch_events: int | None = None,
         backoff: Backoff | None = None,
         headers: Mapping[str, str] | None = None,
         name: str = "http",
@@ -92,7 +100,7 @@ class HttpBatchSink(Sink):
         self._token = _check_token(token)
         self.name = name
         self.timeout = timeout
-        self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
+        self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval, max_batch_events)
         self.retry = RetryPolicy(max_retries, backoff)
         self._headers = {"Content-Type": "application/json", **(headers or {})}
         if self._token is not None:

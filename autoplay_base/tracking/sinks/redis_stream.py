@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 from autoplay_base._reconnect import Backoff, safe_url
 from autoplay_base.errors import ConfigError, missing_extra
 from autoplay_base.tracking.policy import (
-    DEFAULT_BATCH_SIZE,
     DEFAULT_FLUSH_INTERVAL,
     DEFAULT_MAX_BATCH_BYTES,
     DEFAULT_MAX_RETRIES,
@@ -50,7 +49,7 @@ class RedisStreamSink(Sink):
         client_or_url: a ``redis.Redis``, a ``redis.asyncio.Redis`` or a ``redis://`` URL.
         stream: the stream key.
         maxlen: approximate cap on the stream's length.
-        batch_size, max_batch_bytes, flush_interval, max_retries, backoff: as
+        batch_size, max_batch_bytes, flush_interval, max_retries, max_batch_events, backoff: as
             :class:`~autoplay_base.tracking.sinks.http.HttpBatchSink`.
         name: the sink's key in ``stats()``.
     """
@@ -63,10 +62,11 @@ class RedisStreamSink(Sink):
         *,
         stream: str = DEFAULT_STREAM,
         maxlen: int = DEFAULT_STREAM_MAXLEN,
-        batch_size: int = DEFAULT_BATCH_SIZE,
+        batch_size: int | None = None,
         max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES,
         flush_interval: float = DEFAULT_FLUSH_INTERVAL,
-        max_retries: int = DEFAULT_MAX_RETRIES,
+        max_retries: int | None = DEFAULT_MAX_RETRIES,
+        max_batch_events: int | None = None,
         backoff: Backoff | None = None,
         name: str = "redis",
     ) -> None:
@@ -83,7 +83,7 @@ class RedisStreamSink(Sink):
         self.stream = stream
         self.maxlen = maxlen
         self.name = name
-        self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval)
+        self.batching = BatchPolicy(batch_size, max_batch_bytes, flush_interval, max_batch_events)
         self.retry = RetryPolicy(max_retries, backoff)
         self._url: str | None = None
         self._client: redis.Redis | None = None

@@ -12,7 +12,7 @@ import pytest
 
 from autoplay_base.emulator.receiver import IngestReceiver
 from autoplay_base.errors import ConfigError
-from autoplay_base.tracking import AsyncTracker, DeliveryError, HttpBatchSink, Tracker
+from autoplay_base.tracking import AsyncTracker, DeliveryError, DropNotice, HttpBatchSink, Tracker
 from tests._fixtures.receiver import ReceiverFactory
 from tests.autoplay_base.tracking.conftest import fast_backoff
 
@@ -216,6 +216,20 @@ def test_the_token_never_reaches_logs_reprs_or_errors(
     assert "answered 401" in caplog.text
 
 
+def test_the_token_stays_out_of_the_retry_logs(
+    receiver_factory: ReceiverFactory, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    receiver = receiver_factory(token=SECRET)
+    receiver.fail_next(6, 503)
+    tracker = make_tracker([http(receiver, token=SECRET)])
+    track_turns(tracker, 1)
+    assert tracker.flush(timeout=5).delivered == 1
+    assert "still retrying" in caplog.text  # the warning after 5 attempts was logged
+    assert SECRET not in caplog.text
+    assert SECRET not in repr(tracker) + str(tracker.stats()) + repr(tracker.get_errors())
+
+
 @pytest.mark.parametrize("token", ["", "two words", "line\nbreak", "ünïcode"])
 def test_a_bad_token_is_refused_without_showing_it(token: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -282,3 +296,131 @@ async def test_async_4xx_calls_an_async_on_error(receiver: IngestReceiver) -> No
         assert [(e.status, e.events) for e in seen] == [(422, 1)]
     finally:
         await tracker.aclose(timeout=1)
+
+
+# -- outages longer than any retry budget, and batches that grow with the backlog ---------
+def statuses_and_keys(receiver: IngestReceiver) -> tuple[list[int | None], set[str | None]]:
+    return [r.status for r in receiver.requests], {r.idempotency_key for r in receiver.requests}
+
+
+@pytest.mark.parametrize(
+    ("fault", "status"), [("fail", 503), ("fail", 429), ("fail", 500), ("drop", None)]
+)
+def test_an_outage_of_many_attempts_loses_and_duplicates_nothing(
+    receiver: IngestReceiver, make_tracker: MakeTracker, fault: str, status: int | None
+) -> None:
+    # 12 failed attempts: past the old default budget (5 retries), which failed the batch.
+    if fault == "drop":
+        receiver.drop_next(12)
+    else:
+        receiver.fail_next(12, status or 503, retry_after="0")
+    tracker = make_tracker([http(receiver, backoff=fast_backoff(0.001, 0.005))])
+    track_turns(tracker, 10)
+    result = tracker.flush(timeout=5)
+    assert (result.delivered, result.failed, result.dropped, result.pending) == (10, 0, 0, 0)
+    statuses, keys = statuses_and_keys(receiver)
+    assert statuses == [status] * 12 + [200]
+    assert len(keys) == 1  # every attempt was the same batch, under the same key
+    assert [e["data"]["user"] for e in receiver.events] == [f"question {n}" for n in range(10)]
+    assert len(receiver.unique_events()) == 10
+    assert tracker.stats()["http"]["retries"] == 12
+    assert not tracker.has_errors()
+
+
+def test_max_retries_is_an_explicit_bound(
+    receiver: IngestReceiver, make_tracker: MakeTracker
+) -> None:
+    receiver.fail_next(3, 503)
+    tracker = make_tracker([http(receiver, max_retries=2)])
+    track_turns(tracker, 2)
+    result = tracker.flush(timeout=5)
+    assert (result.delivered, result.failed, result.pending) == (0, 2, 0)
+    [error] = tracker.get_errors()
+    assert (error.events, error.status, error.attempts) == (2, 503, 3)
+    track_turns(tracker, 1, session="s2")  # the receiver is back: later events arrive
+    assert tracker.flush(timeout=5).delivered == 1
+    assert [r.status for r in receiver.requests] == [503, 503, 503, 200]
+
+
+def test_a_receiver_down_for_good_keeps_events_pending_until_close_drops_them(
+    receiver: IngestReceiver, make_tracker: MakeTracker
+) -> None:
+    receiver.fail_next(10**9, 503)
+    seen: list[DropNotice] = []
+    # A long backoff: after the first 503 the batch waits out its retry, in no request.
+    tracker = make_tracker([http(receiver, backoff=fast_backoff(5.0, 5.0))], on_drop=seen.append)
+    track_turns(tracker, 5)
+    started = time.monotonic()
+    result = tracker.flush(timeout=1)
+    assert time.monotonic() - started < 1.05
+    assert (result.timed_out, result.pending, result.failed, result.delivered) == (True, 5, 0, 0)
+    assert tracker.stats()["http"]["retries"] == 1
+    started = time.monotonic()
+    closed = tracker.close(timeout=0.5)
+    assert time.monotonic() - started < 0.55
+    # The parked batch is dropped at the deadline, exactly, not left pending.
+    assert (closed.pending, closed.dropped, closed.failed, closed.enqueued) == (0, 5, 0, 5)
+    assert seen == [DropNotice("http", 5, "closed")]
+
+
+def test_a_long_outage_is_warned_about_once_per_interval_a_blip_is_not(
+    receiver: IngestReceiver, make_tracker: MakeTracker, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="autoplay_base.tracking")
+    receiver.fail_next(4, 503)
+    tracker = make_tracker([http(receiver)])
+    track_turns(tracker, 3)
+    assert tracker.flush(timeout=5).delivered == 3
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len([r for r in caplog.records if "retrying in" in r.getMessage()]) == 4
+    caplog.clear()
+    receiver.fail_next(10**9, 503)
+    track_turns(tracker, 2, session="s2")
+    assert receiver.wait_for_requests(4 + 1 + 12)  # 12 failures of the second batch
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warnings == [
+        f"tracking: sink http: 2 events not delivered after 5 attempts (POST {receiver.url} "
+        "answered 503); still retrying, next in 0.05 s"
+    ]
+    assert tracker.stats()["http"]["failed"] == 0
+
+
+async def test_async_a_receiver_down_for_good_is_dropped_exactly_at_aclose(
+    receiver: IngestReceiver,
+) -> None:
+    receiver.fail_next(10**9, 429, retry_after="3600")
+    tracker = AsyncTracker([http(receiver, backoff=fast_backoff(5.0, 5.0))], flush_at_exit=False)
+    track_turns(tracker, 4)
+    result = await tracker.aflush(timeout=1)
+    assert (result.timed_out, result.pending, result.failed) == (True, 4, 0)
+    started = time.monotonic()
+    closed = await tracker.aclose(timeout=0.3)
+    assert time.monotonic() - started < 0.35
+    assert (closed.pending, closed.dropped, closed.failed, closed.enqueued) == (0, 4, 0, 4)
+
+
+@pytest.mark.parametrize(
+    ("options", "sizes"),
+    [
+        ({}, [1, 1, 1000, 1000, 500]),
+        ({"batch_size": 100}, [1, 1] + [100] * 25),
+        ({"max_batch_events": 700}, [1, 1, 700, 700, 700, 400]),
+    ],
+)
+def test_a_backed_up_lane_sends_bigger_batches_in_order(
+    receiver: IngestReceiver, make_tracker: MakeTracker, options: dict[str, int], sizes: list[int]
+) -> None:
+    receiver.hang()
+    tracker = make_tracker([http(receiver, **options)])
+    track_turns(tracker, 1)
+    assert receiver.wait_for_requests(1)  # one event in a hung request; the rest back up
+    track_turns(tracker, 2500, session="s2")
+    receiver.release()  # the hung request is answered 503 and retried
+    result = tracker.flush(timeout=10)
+    assert (result.delivered, result.pending, result.failed) == (2501, 0, 0)
+    assert [r.body_bytes > 0 for r in receiver.requests] == [True] * len(sizes)
+    assert [len(batch.events) for batch in receiver.batches] == sizes[1:]
+    assert [e["data"]["user"] for e in receiver.events[1:]] == [
+        f"question {n}" for n in range(2500)
+    ]
+    assert all(batch.body and len(batch.body) <= 512 * 1024 for batch in receiver.batches)

@@ -152,3 +152,80 @@ def test_idempotency_key_names_the_events() -> None:
 def test_retry_policy_rejects_negative_retries() -> None:
     with pytest.raises(ConfigError):
         RetryPolicy(-1)
+
+
+# -- retries without a count limit (the default) ------------------------------------------
+@pytest.mark.parametrize(
+    "failure",
+    [
+        Outcome(status=503, error="x"),
+        Outcome(status=429, retry_after=1.0, error="x"),
+        Outcome(status=408, error="x"),
+        Outcome(network_error=True, error="x"),
+    ],
+)
+def test_by_default_a_retryable_failure_is_retried_however_long_it_lasts(failure: Outcome) -> None:
+    rules = RetryPolicy(backoff=Backoff(0.5, 30.0, jitter=0.0))
+    assert rules.max_retries is None
+    # A 30 s outage is ~7 attempts at these delays; 10,000 is any outage at all.
+    decisions = [rules.decide(failure, n, 100) for n in (1, 6, 7, 10_000)]
+    assert [d.action for d in decisions] == [Action.RETRY] * 4
+    assert [d.delay for d in decisions] == [max(0.5, failure.retry_after or 0), 16.0, 30.0, 30.0]
+
+
+def test_by_default_permanent_errors_still_fail_at_once() -> None:
+    rules = RetryPolicy()
+    for status in (400, 401, 403, 404, 422):
+        assert rules.decide(Outcome(status=status, error="x"), 1, 5) == Decision(Action.FAIL)
+    assert rules.decide(Outcome(error="local"), 1, 5) == Decision(Action.FAIL)
+    assert rules.decide(Outcome(status=413, error="x"), 1, 5) == Decision(Action.SPLIT)
+    assert rules.decide(Outcome(status=413, error="x"), 1, 1) == Decision(Action.FAIL)
+
+
+def test_a_flow_keeps_retrying_and_its_waits_say_why() -> None:
+    failure = Outcome(status=503, error="answered 503")
+    steps = drive(
+        delivery_flow([(0, 3)], RetryPolicy(backoff=Backoff(1.0, 2.0, jitter=0.0))),
+        [failure] * 50 + [OK],
+    )
+    waits = [step for step in steps if isinstance(step, Wait)]
+    assert len(waits) == 50
+    assert [(w.failures, w.outcome, w.start, w.stop) for w in waits[:2]] == [
+        (1, failure, 0, 3),
+        (2, failure, 0, 3),
+    ]
+    assert steps[-1] == Settled(0, 3, True, OK, 51)
+
+
+def test_max_retries_none_or_a_count() -> None:
+    assert RetryPolicy(None).max_retries is None
+    assert RetryPolicy(0).decide(Outcome(status=503, error="x"), 1, 1) == Decision(Action.FAIL)
+
+
+# -- batch sizes ---------------------------------------------------------------------------
+def test_the_default_batch_grows_with_the_backlog_up_to_max_batch_events() -> None:
+    batching = BatchPolicy()
+    assert (batching.batch_size, batching.max_batch_events) == (100, 1000)
+    assert [batching.take_size(n) for n in (1, 100, 101, 999, 1000, 5000)] == [
+        1,
+        100,
+        101,
+        999,
+        1000,
+        1000,
+    ]
+    assert batching.wait_time(99, 0.0, 0.0, urgent=False) == 1.0  # still sent at 100
+
+
+def test_an_explicit_batch_size_is_the_exact_size_of_every_batch() -> None:
+    batching = BatchPolicy(batch_size=7)
+    assert [batching.take_size(n) for n in (3, 7, 50)] == [3, 7, 7]
+    grown = BatchPolicy(batch_size=7, max_batch_events=20)
+    assert [grown.take_size(n) for n in (3, 7, 50)] == [3, 7, 20]
+    capped = BatchPolicy(max_batch_events=50)
+    assert (capped.batch_size, capped.max_batch_events) == (50, 50)
+
+
+def test_max_batch_events_below_batch_size_is_refused() -> None:
+    with pytest.raises(ConfigError, match="max_batch_events"):
+        BatchPolicy(batch_size=10, max_batch_events=9)

@@ -147,6 +147,41 @@ def test_a_dead_http_sink_does_not_delay_the_context_store(
     )
 
 
+def test_an_outage_keeps_what_fits_drops_the_rest_exactly_and_spares_the_context_store(
+    make_tracker: MakeTracker, receiver: IngestReceiver
+) -> None:
+    receiver.fail_next(10**9, 503)
+    store = ContextStore()
+    drops: list[DropNotice] = []
+    sink = HttpBatchSink(receiver.url, flush_interval=0.01, backoff=fast_backoff(0.2, 0.2))
+    tracker = make_tracker([sink, ContextStoreSink(store)], max_queue=10, on_drop=drops.append)
+    handle = tracker.session("s1", product_id="acme")
+    handle.track_turn(user="q0", assistant="a0")
+    assert receiver.wait_for_requests(1)  # the first event's batch is being retried
+    for n in range(1, 11):
+        handle.track_turn(user=f"q{n}", assistant=f"a{n}")
+    # (Each sink has its own bound: the context store's lane empties its outbox meanwhile.)
+    assert tracker.flush(timeout=0.3).by_sink["context"]["delivered"] == 11
+    for n in range(11, 16):
+        handle.track_turn(user=f"q{n}", assistant=f"a{n}")
+    during = tracker.flush(timeout=0.5)
+    http, context = during.by_sink["http"], during.by_sink["context"]
+    # 1 in its retry, 10 in the outbox, 5 beyond the bound: dropped and counted, none failed.
+    assert (http["pending"], http["dropped"], http["failed"], http["delivered"]) == (11, 5, 0, 0)
+    assert (context["delivered"], context["pending"], context["dropped"]) == (16, 0, 0)
+    assert invariant(http) and invariant(context)
+    assert "Assistant answered: a15" in store.enrich("s1", "?", product_id="acme")
+    receiver.fail_next(0)  # the collector is back
+    after = tracker.flush(timeout=5)
+    assert (after.by_sink["http"]["delivered"], after.by_sink["http"]["failed"]) == (11, 0)
+    assert [e["data"]["user"] for e in receiver.unique_events()] == ["q0"] + [
+        f"q{n}" for n in range(1, 11)
+    ]
+    assert len(receiver.events) == 11
+    tracker.close(timeout=1)
+    assert drops == [DropNotice("http", 5, "queue_full")]
+
+
 def test_callbacks_that_raise_are_counted(
     make_tracker: MakeTracker, receiver: IngestReceiver
 ) -> None:
