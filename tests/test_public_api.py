@@ -260,6 +260,28 @@ def test_every_adapter_module_exports_what_it_names(module: str) -> None:
 
 
 PINNED_MODULES = {
+    "autoplay_base.tracking.policy": {
+        "DEFAULT_BATCH_SIZE",
+        "DEFAULT_FLUSH_INTERVAL",
+        "DEFAULT_INITIAL_BACKOFF",
+        "DEFAULT_MAX_BACKOFF",
+        "DEFAULT_MAX_BATCH_BYTES",
+        "DEFAULT_MAX_BATCH_EVENTS",
+        "DEFAULT_MAX_RETRIES",
+        "RETRYABLE_STATUSES",
+        "Action",
+        "BatchPolicy",
+        "Decision",
+        "DeliveryFlow",
+        "Outcome",
+        "RetryPolicy",
+        "Send",
+        "Settled",
+        "Wait",
+        "chunk_by_bytes",
+        "delivery_flow",
+        "idempotency_key",
+    },
     "langchain_autoplay.prompt": {"AutoplayPrompt", "PromptInput"},
     "autoplay_base.prompting": {
         "CONVERSATION_PREFIX",
