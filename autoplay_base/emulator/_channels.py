@@ -40,6 +40,14 @@ class Frame:
                 data = template.replace(marker, '"forwarded_at":' + _STAMP.decode()).encode()
                 self.data = wire(event, frame_id, data)
 
+    def body(self) -> bytes:
+        """The frame's ``data`` alone (stamped now, if it is stamped): a webhook's body."""
+        if self.payload is None:
+            return self.data
+        stamped = dict(self.payload)
+        stamped["forwarded_at"] = time.time()
+        return json.dumps(stamped, separators=(",", ":")).encode()
+
     def encode(self) -> bytes:
         """The frame's bytes on the wire (stamped with the wall clock now, if it is stamped)."""
         if self.wire is not None:
@@ -48,9 +56,7 @@ class Frame:
         if self.data:  # pre-encoded around the stamp: only the clock is formatted per send
             head, _, tail = self.data.partition(_STAMP)
             return head + repr(time.time()).encode() + tail
-        stamped = dict(self.payload)
-        stamped["forwarded_at"] = time.time()
-        return wire(self.event, self.id, json.dumps(stamped, separators=(",", ":")).encode())
+        return wire(self.event, self.id, self.body())
 
 
 def wire(event: str, frame_id: int, data: bytes) -> bytes:

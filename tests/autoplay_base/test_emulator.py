@@ -326,10 +326,11 @@ def _emulator_imports() -> dict[str, set[str]]:
 def test_emulator_modules_import_one_way() -> None:
     graph = _emulator_imports()
     assert graph["generators"] == {"_types"}  # never the server that schedules it
-    assert graph["server"] == {"_channels", "_http", "_serving", "_types", "generators"}
-    assert graph["receiver"] == {"_http", "_serving", "_types"}
-    assert graph["_serving"] == {"_http"}  # the lifecycle both servers share
-    assert graph["_channels"] == graph["_http"] == graph["_types"] == set()
+    assert graph["server"] == {"_channels", "_serving", "_types", "generators", "push"}
+    assert graph["push"] == {"_channels"}  # deliveries read the rings, never the server
+    assert graph["receiver"] == {"_serving", "_types"}
+    assert graph["_serving"] == set()  # the lifecycle both servers share
+    assert graph["_channels"] == graph["_types"] == set()
 
 
 def test_emulator_stats_are_counters_in_their_documented_order() -> None:
