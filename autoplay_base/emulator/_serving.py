@@ -29,6 +29,8 @@ __all__ = ["LoopbackServer", "wait_disconnect"]
 logger = logging.getLogger("autoplay_base.emulator")
 
 _L = TypeVar("_L", bound="LoopbackServer")
+MAX_REQUEST_HEAD = 64 * 1024
+"""Bytes a request line and its headers may take."""
 _SHUTDOWN_GRACE = 2.0
 """Seconds the request tasks get to notice their cut connection before they are cancelled."""
 
@@ -157,6 +159,8 @@ class LoopbackServer:
             proxy_headers=False,
             lifespan="off",
             http="h11",
+            # The old responder's limit on a request head; h11's default is 16 KiB.
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
             # No Server/Date headers: the old responder sent none, and a stream needs none.
             server_header=False,
             date_header=False,
