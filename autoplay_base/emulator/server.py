@@ -61,7 +61,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from autoplay_base.emulator._channels import Channel
+from autoplay_base.emulator._channels import Channel, now_stamp
 from autoplay_base.emulator._serving import LoopbackServer, wait_disconnect
 from autoplay_base.emulator._types import Authorization, EmulatorStats, Faults, RequestRecord
 from autoplay_base.emulator.generators import play_script, run_load
@@ -483,7 +483,8 @@ class EmulatorServer(LoopbackServer):
                 close_every = self.faults.close_every
                 if close_every is not None and sent_here + len(frames) >= close_every:
                     frames = frames[: close_every - sent_here]
-                body = b"".join(frame.encode() for frame in frames)
+                now = now_stamp()  # one clock reading for the frames of one write
+                body = b"".join(frame.encode(now) for frame in frames)
                 sent_upto = frames[-1].id
                 sent_here += len(frames)
                 # Counted before the send: a client that read the frames sees them counted.
