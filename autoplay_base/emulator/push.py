@@ -1,7 +1,8 @@
 """Push mode: the emulator POSTs each published event as a signed webhook.
 
 What a connector in push mode does, for the bridge's ``POST /webhook`` (and any
-other receiver) to be tested against: one delivery per event, in publish order,
+other receiver) to be tested against: one delivery per event, one at a time, in
+publish order per product (products take turns),
 the body the event's JSON object, signed the way
 :mod:`autoplay_base.bridge._webhook` verifies (HMAC-SHA256 with the shared
 secret, ``X-Connector-Signature: sha256=<hex>``):
