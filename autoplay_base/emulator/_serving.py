@@ -147,7 +147,8 @@ class LoopbackServer:
         self._starting()
         # Bound here, not by uvicorn: a port in use is an OSError for the caller, where
         # uvicorn would log it and sys.exit() from inside the loop.
-        listener = socket.create_server((self.host, self._requested_port))
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET  # "::1" too
+        listener = socket.create_server((self.host, self._requested_port), family=family)
         self._port = listener.getsockname()[1]
         config = uvicorn.Config(
             self._app(),

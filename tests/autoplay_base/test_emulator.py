@@ -456,3 +456,10 @@ def test_without_starlette_the_emulator_names_its_extra() -> None:
         "MissingDependencyError starlette is required for this feature; install it with "
         "pip install 'autoplay-live-context[emulator]'\n"
     )
+
+
+def test_a_port_in_use_is_an_os_error_for_the_caller(emulator: EmulatorServer) -> None:
+    # Bound by the server itself: uvicorn would log the error and sys.exit() in its loop.
+    with pytest.raises(OSError):
+        EmulatorServer(port=emulator.port).start()
+    assert httpx.get(f"{emulator.url}/healthz").text == "ok"
