@@ -7,7 +7,12 @@
     autoplay-live emulator --token s3cret --close-every 500 --fail-first 3
 
 The first line printed is ``emulator: serving <url>`` (with the real port when
-``--port 0``), so scripts can read where to connect.
+``--port 0``), so scripts can read where to connect. Push mode also POSTs every
+event as a signed webhook (secret from ``--webhook-secret`` or
+``$AUTOPLAY_EMULATOR_WEBHOOK_SECRET``; without one: one line on stderr, status 2)::
+
+    autoplay-live emulator --script all --push-url http://127.0.0.1:8080/webhook \\
+        --push-duplicate-every 5 --push-bad-signature-every 7
 
 Scripts play once, at start-up, at their recorded pace; a client that connects
 later (your chatbot, started after the emulator) still gets every scripted
@@ -59,8 +64,10 @@ from autoplay_base.emulator import (
     DEFAULT_REPLAY_SIZE,
     DEFAULT_SPEED,
     EMULATOR_TOKEN_ENV_VAR,
+    EMULATOR_WEBHOOK_SECRET_ENV_VAR,
     EmulatorServer,
     Faults,
+    PushFaults,
     list_scripts,
 )
 from autoplay_base.emulator._types import CLOSE_MODES
@@ -76,7 +83,8 @@ DESCRIPTION = "autoplay-live: the connector emulator, the offline demo and the c
 MISSING_EXTRA_STATUS = 2
 """Exit status of ``autoplay-live demo`` when the ``demo`` extra is not installed."""
 CONFIG_ERROR_STATUS = 2
-"""Exit status of ``autoplay-live serve`` when the bridge refuses its configuration."""
+"""Exit status of ``autoplay-live serve`` (``emulator``) when the bridge (the emulator)
+refuses its configuration."""
 BRIDGE_DEFAULT_PORT = 8080
 API_TOKEN_ENV_VAR = "AUTOPLAY_BRIDGE_API_TOKEN"
 ADMIN_TOKEN_ENV_VAR = "AUTOPLAY_BRIDGE_ADMIN_TOKEN"
@@ -157,6 +165,31 @@ def build_parser() -> argparse.ArgumentParser:
     )
     emulator.add_argument(
         "--malformed-every", type=int, help="fault: a bad frame after every K load events"
+    )
+    emulator.add_argument(
+        "--push-url", help="push mode: also POST every event as a signed webhook to this URL"
+    )
+    emulator.add_argument(
+        "--webhook-secret",
+        help=f"push mode's HMAC secret (default: ${EMULATOR_WEBHOOK_SECRET_ENV_VAR})",
+    )
+    emulator.add_argument(
+        "--push-plain",
+        action="store_true",
+        help="push: sign the body alone (no X-Connector-Timestamp)",
+    )
+    emulator.add_argument(
+        "--push-duplicate-every", type=int, help="push fault: deliver every Kth event twice"
+    )
+    emulator.add_argument(
+        "--push-bad-signature-every",
+        type=int,
+        help="push fault: send every Kth event first with a wrong signature",
+    )
+    emulator.add_argument(
+        "--push-stale-every",
+        type=int,
+        help="push fault: send every Kth event first with a stale timestamp",
     )
     emulator.add_argument("-v", "--verbose", action="store_true", help="log requests")
 
@@ -395,17 +428,34 @@ def _demo(args: argparse.Namespace) -> int:
     return run_demo(options)
 
 
-async def _serve(args: argparse.Namespace) -> int:
+def _emulator(args: argparse.Namespace, environ: Mapping[str, str]) -> EmulatorServer:
+    """The emulator ``autoplay-live emulator`` serves, from its arguments and the environment.
+
+    Raises:
+        ConfigError: an option the emulator refuses (push mode without a secret, ...).
+    """
     products = args.product or list(DEFAULT_PRODUCTS)
-    scripts = args.script or []
-    if "all" in scripts:
-        scripts = list_scripts()
+    scripts = _scripts(args)
     replay_from_start = bool(scripts) if args.replay_from_start is None else args.replay_from_start
-    token = args.token if args.token is not None else os.environ.get(EMULATOR_TOKEN_ENV_VAR) or None
+    token = args.token if args.token is not None else environ.get(EMULATOR_TOKEN_ENV_VAR) or None
     faults = Faults(
         close_every=args.close_every, close_mode=args.close_mode, fail_next=args.fail_first
     )
-    server = EmulatorServer(
+    secret, push_faults = None, None
+    if args.push_url is not None:
+        secret = args.webhook_secret
+        if secret is None:
+            secret = environ.get(EMULATOR_WEBHOOK_SECRET_ENV_VAR) or None
+        if secret is None:
+            raise ConfigError(
+                f"--push-url needs --webhook-secret or ${EMULATOR_WEBHOOK_SECRET_ENV_VAR}"
+            )
+        push_faults = PushFaults(
+            duplicate_every=args.push_duplicate_every,
+            bad_signature_every=args.push_bad_signature_every,
+            stale_every=args.push_stale_every,
+        )
+    return EmulatorServer(
         host=args.host,
         port=args.port,
         products=products,
@@ -415,7 +465,21 @@ async def _serve(args: argparse.Namespace) -> int:
         replay_size=args.replay_size,
         faults=faults,
         replay_from_start=replay_from_start,
+        push_url=args.push_url,
+        webhook_secret=secret,
+        push_faults=push_faults,
+        push_timestamped=not args.push_plain,
     )
+
+
+def _scripts(args: argparse.Namespace) -> list[str]:
+    scripts: list[str] = args.script or []
+    return list_scripts() if "all" in scripts else scripts
+
+
+async def _serve(args: argparse.Namespace, server: EmulatorServer) -> int:
+    products = args.product or list(DEFAULT_PRODUCTS)
+    scripts = _scripts(args)
     async with server:
         for product in products:
             print(f"emulator: serving {server.url_for(product)}", flush=True)
@@ -438,7 +502,7 @@ async def _serve(args: argparse.Namespace) -> int:
         for job in jobs:
             published = await asyncio.wrap_future(job)
             print(f"emulator: published {published} events", flush=True)
-        if scripts and replay_from_start:
+        if scripts and server.replay_from_start:
             print(
                 "emulator: clients that connect later get the scripted events from the start",
                 flush=True,
@@ -458,8 +522,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    try:
+        server = _emulator(args, os.environ)
+    except ConfigError as exc:
+        print(f"autoplay-live emulator: {exc}", file=sys.stderr)
+        return CONFIG_ERROR_STATUS
     with contextlib.suppress(KeyboardInterrupt):
-        return asyncio.run(_serve(args))
+        return asyncio.run(_serve(args, server))
     return 0
 
 

@@ -55,6 +55,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     ),
     # script: (its figure names in order, extra arguments for the smoke run)
     "bench_store": (["enrich p50", "enrich p99", "memory per session"] * 2, []),
+    "bench_emulator": (["emulator backlog replay rate", "emulator live publish rate"], []),
     "bench_stream": (
         ["sync ingest throughput", "sync ingest throughput", "sync ingest without store"],
         ["--clients", "sync", "--scenarios", "burst"],

@@ -2,10 +2,20 @@
 
 ``EmulatorServer`` serves ``GET /stream/{product_id}`` like the Autoplay event
 connector, with replay, heartbeats, auth, scripted sessions, synthetic load and
-fault injection. Run it from the shell with ``autoplay-live emulator``.
+fault injection, and push mode (signed webhooks, :mod:`~autoplay_base.emulator.push`).
+Run it from the shell with ``autoplay-live emulator``.
 ``IngestReceiver`` is its counterpart for outbound tracking: ``POST /v1/batch``
-with recording, dedupe and fault injection.
+with recording, dedupe and fault injection. Both are Starlette apps under
+uvicorn: the ``emulator`` extra.
 """
+
+from autoplay_base.errors import missing_extra
+
+try:
+    import starlette  # noqa: F401
+    import uvicorn  # noqa: F401
+except ImportError as exc:  # the optional ``emulator`` extra
+    raise missing_extra(exc.name or "starlette", "emulator") from exc
 
 from autoplay_base.emulator.generators import (
     DEFAULT_LOAD_RATE,
@@ -21,6 +31,15 @@ from autoplay_base.emulator.generators import (
     run_load,
     script_path,
     synthetic_payload,
+)
+from autoplay_base.emulator.push import (
+    DEFAULT_PUSH_ATTEMPTS,
+    DEFAULT_PUSH_BACKOFF,
+    DEFAULT_PUSH_TIMEOUT,
+    EMULATOR_WEBHOOK_SECRET_ENV_VAR,
+    PushFaults,
+    PushStats,
+    WebhookPusher,
 )
 from autoplay_base.emulator.receiver import (
     DEFAULT_INGEST_PATH,
@@ -50,10 +69,14 @@ __all__ = [
     "DEFAULT_LOAD_RATE",
     "DEFAULT_LOAD_SESSIONS",
     "DEFAULT_PRODUCTS",
+    "DEFAULT_PUSH_ATTEMPTS",
+    "DEFAULT_PUSH_BACKOFF",
+    "DEFAULT_PUSH_TIMEOUT",
     "DEFAULT_REPEAT",
     "DEFAULT_REPLAY_SIZE",
     "DEFAULT_SPEED",
     "EMULATOR_TOKEN_ENV_VAR",
+    "EMULATOR_WEBHOOK_SECRET_ENV_VAR",
     "MAX_INGEST_BODY",
     "SCRIPTS_DIR",
     "EmulatorServer",
@@ -63,7 +86,10 @@ __all__ = [
     "IngestReceiver",
     "IngestRequest",
     "Publisher",
+    "PushFaults",
+    "PushStats",
     "RequestRecord",
+    "WebhookPusher",
     "bad_frames",
     "list_scripts",
     "load_script",

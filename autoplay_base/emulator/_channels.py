@@ -16,15 +16,20 @@ import time
 from collections import deque
 from typing import Any
 
-__all__ = ["Channel", "Frame", "wire"]
+__all__ = ["Channel", "Frame", "now_stamp", "wire"]
 
 _STAMP = b"\x00STAMP\x00"
+
+
+def now_stamp() -> bytes:
+    """The wall clock as a ``forwarded_at`` value on the wire."""
+    return repr(time.time()).encode()
 
 
 class Frame:
     """One published frame. ``stamp`` frames get ``forwarded_at`` set when sent."""
 
-    __slots__ = ("data", "event", "id", "payload", "wire")
+    __slots__ = ("data", "event", "id", "payload", "stamped", "wire")
 
     def __init__(self, frame_id: int, event: str, data: bytes, payload: dict[str, Any] | None):
         self.id = frame_id
@@ -32,25 +37,36 @@ class Frame:
         self.data = data
         self.payload = payload
         self.wire: bytes | None = None if payload is not None else wire(event, frame_id, data)
+        # The whole frame before and after the send-time stamp: only the clock is
+        # formatted per send (and only once per batch of frames).
+        self.stamped: tuple[bytes, bytes] | None = None
         if payload is not None and "forwarded_at" in payload:
-            # The whole frame with a placeholder where the send-time stamp goes.
             template = json.dumps({**payload, "forwarded_at": 0}, separators=(",", ":"))
             marker = '"forwarded_at":0'
             if template.count(marker) == 1:
                 data = template.replace(marker, '"forwarded_at":' + _STAMP.decode()).encode()
-                self.data = wire(event, frame_id, data)
+                before, _, after = wire(event, frame_id, data).partition(_STAMP)
+                self.stamped = (before, after)
 
-    def encode(self) -> bytes:
-        """The frame's bytes on the wire (stamped with the wall clock now, if it is stamped)."""
-        if self.wire is not None:
-            return self.wire
-        assert self.payload is not None
-        if self.data:  # pre-encoded around the stamp: only the clock is formatted per send
-            head, _, tail = self.data.partition(_STAMP)
-            return head + repr(time.time()).encode() + tail
+    def body(self) -> bytes:
+        """The frame's ``data`` alone (stamped now, if it is stamped): a webhook's body."""
+        if self.payload is None:
+            return self.data
         stamped = dict(self.payload)
         stamped["forwarded_at"] = time.time()
-        return wire(self.event, self.id, json.dumps(stamped, separators=(",", ":")).encode())
+        return json.dumps(stamped, separators=(",", ":")).encode()
+
+    def encode(self, now: bytes | None = None) -> bytes:
+        """The frame's bytes on the wire, stamped with ``now`` (default: :func:`now_stamp`).
+
+        A stream passes one ``now`` for the frames it sends in one write.
+        """
+        if self.wire is not None:
+            return self.wire
+        if self.stamped is not None:
+            before, after = self.stamped
+            return before + (now if now is not None else now_stamp()) + after
+        return wire(self.event, self.id, self.body())
 
 
 def wire(event: str, frame_id: int, data: bytes) -> bytes:

@@ -1,8 +1,8 @@
 """A real ingest receiver for tracking batches: ``POST /v1/batch`` over loopback HTTP/1.1.
 
 The counterpart of :class:`~autoplay_base.tracking.HttpBatchSink` for tests,
-demos and notebooks, on the emulator's own dependency-free stack
-(``asyncio.start_server`` and :mod:`autoplay_base.emulator._http`). It accepts
+demos and notebooks, on the emulator's stack (a Starlette app under uvicorn,
+:mod:`autoplay_base.emulator._serving`). It accepts
 ``{"events": [...]}`` bodies, records every request and every accepted batch
 (headers without ``Authorization``, body, events, arrival time), dedupes
 events by ``event_id`` for assertions, and injects faults on command:
@@ -37,8 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoplay_base.emulator._http import REASONS, parse_head
-from autoplay_base.emulator._serving import LoopbackServer
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from autoplay_base.emulator._serving import LoopbackServer, wait_disconnect
 from autoplay_base.emulator._types import Authorization
 from autoplay_base.errors import ConfigError
 
@@ -57,7 +62,6 @@ DEFAULT_INGEST_PATH = "/v1/batch"
 MAX_INGEST_BODY = 16 * 1024 * 1024
 """Largest body the receiver reads at all (beyond: 413, whatever ``max_body_bytes`` says)."""
 _MAX_RECORDS = 100_000
-_STATUS_TEXT = {**REASONS, 408: "Request Timeout", 411: "Length Required", 413: "Content Too Large"}
 
 
 @dataclass(frozen=True)
@@ -227,21 +231,19 @@ class IngestReceiver(LoopbackServer):
         self._released = asyncio.Event()
         self._released.set()
 
+    def _closing(self) -> None:
+        # Hung requests are answered (on connections about to be cut) so none outlives us.
+        self._set_released()
+
     # -- HTTP --------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        try:
-            await self._serve_one(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
+    def _app(self) -> Starlette:
+        every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+        routes = [
+            Route(self.path, self._batch, methods=["POST"]),
+            # Everything else, answered and recorded here rather than by the router.
+            Route("/{rest:path}", self._elsewhere, methods=every),
+        ]
+        return Starlette(routes=routes)
 
     def _authorization(self, header: str | None) -> Authorization:
         if header is None:
@@ -258,49 +260,39 @@ class IngestReceiver(LoopbackServer):
                 self.batches.append(batch)
             self._changed.notify_all()
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if head is None:
-            await _answer(writer, 400, "bad request line")
-            return
-        headers = head.headers
-        length_text = headers.get("content-length", "")
+    def _arrived(self, request: Request, status: int | None, size: int = 0) -> IngestRequest:
+        headers = request.headers
+        return IngestRequest(
+            request.method,
+            request.url.path,
+            status,
+            time.monotonic(),
+            size,
+            headers.get("idempotency-key"),
+            self._authorization(headers.get("authorization")),
+        )
+
+    async def _elsewhere(self, request: Request) -> Response:
+        status = 405 if request.url.path == self.path else 404
+        self._record(self._arrived(request, status))
+        return _answer(status, "not found" if status == 404 else "method not allowed")
+
+    async def _batch(self, request: Request) -> Response:
+        length_text = request.headers.get("content-length", "")
         length = int(length_text) if length_text.isascii() and length_text.isdigit() else -1
-        auth = self._authorization(headers.get("authorization"))
-
-        def request(status: int | None, size: int = 0) -> IngestRequest:
-            return IngestRequest(
-                head.method,
-                head.path,
-                status,
-                time.monotonic(),
-                size,
-                headers.get("idempotency-key"),
-                auth,
-            )
-
-        if head.method != "POST" or head.path != self.path:
-            status = 404 if head.path != self.path else 405
-            self._record(request(status))
-            await _answer(writer, status, "not found" if status == 404 else "method not allowed")
-            return
         if length < 0:
-            self._record(request(411))
-            await _answer(writer, 411, "content-length required")
-            return
+            self._record(self._arrived(request, 411))
+            return _answer(411, "content-length required")
         if length > MAX_INGEST_BODY:
-            self._record(request(413, length))
-            await _answer(writer, 413, "body too large")
-            return
-        body = await reader.readexactly(length)
-        arrived = request(None, length)
+            self._record(self._arrived(request, 413, length))
+            return _answer(413, "body too large")
+        body = await request.body()
+        arrived = self._arrived(request, None, length)
         with self._lock:
             faults = self._faults
-            if faults.drop_next > 0:
+            drop = faults.drop_next > 0
+            if drop:
                 faults.drop_next -= 1
-                drop = True
-            else:
-                drop = False
             fail = None
             if not drop and faults.fail_next > 0:
                 faults.fail_next -= 1
@@ -308,28 +300,26 @@ class IngestReceiver(LoopbackServer):
             hanging = self._hanging
         if drop:
             self._record(arrived)
-            writer.transport.abort()
-            return
+            return _Cut(self)
         if hanging and self._released is not None:
             self._record(arrived)
             await self._released.wait()
-            await _answer(writer, 503, "released")
-            return
+            return _answer(503, "released")
         if self.latency > 0:
             await asyncio.sleep(self.latency)  # a slow server, by request
-        status, answer, extra, batch = self._decide(arrived, headers, body, auth, fail)
+        headers = dict(request.headers.items())
+        status, answer, extra, batch = self._decide(arrived, headers, body, fail)
         self._record(_with_status(arrived, status), batch)
-        await _answer(writer, status, answer, extra)
+        return _answer(status, answer, extra)
 
     def _decide(
         self,
         arrived: IngestRequest,
         headers: dict[str, str],
         body: bytes,
-        auth: Authorization,
         fail: tuple[int, str | None] | None,
     ) -> tuple[int, str, dict[str, str], IngestBatch | None]:
-        if self._token is not None and auth != "valid":
+        if self._token is not None and arrived.authorization != "valid":
             return 401, "unauthorized", {}, None
         if fail is not None:
             status, retry_after = fail
@@ -364,16 +354,18 @@ def _with_status(request: IngestRequest, status: int) -> IngestRequest:
     )
 
 
-async def _answer(
-    writer: asyncio.StreamWriter, status: int, body: str, headers: dict[str, str] | None = None
-) -> None:
-    # Like _http.respond, plus extra headers (Retry-After).
-    payload = body.encode()
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    writer.write(
-        f"HTTP/1.1 {status} {_STATUS_TEXT.get(status, 'Error')}\r\n"
-        f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(payload)}\r\n"
-        f"{extra}Connection: close\r\n\r\n".encode()
-        + payload
-    )
-    await writer.drain()
+def _answer(status: int, body: str, headers: dict[str, str] | None = None) -> Response:
+    # Connection: close, as the receiver always answered: one request per connection.
+    return PlainTextResponse(body, status, {**(headers or {}), "Connection": "close"})
+
+
+class _Cut(Response):
+    """No answer at all: the request's connection is aborted (a dropped request)."""
+
+    def __init__(self, receiver: IngestReceiver) -> None:
+        super().__init__(status_code=200)
+        self._receiver = receiver
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._receiver._cut(scope)
+        await wait_disconnect(receive)  # uvicorn has seen the cut: no "no response" log

@@ -1,8 +1,7 @@
 """A real SSE connector emulator: ``GET /stream/{product_id}`` over loopback HTTP/1.1.
 
-Dependency-free (``asyncio.start_server`` and a minimal HTTP/1.1 responder), so
-the ``emulator`` extra stays empty. It speaks what the Autoplay connector
-speaks and a little more, for tests and demos:
+A Starlette app under uvicorn (the ``emulator`` extra). It speaks what the
+Autoplay connector speaks and a little more, for tests and demos:
 
 * frames ``event: <type>`` / ``id: <n>`` / ``data: <json>``, ids monotonic per
   product; ``event: heartbeat`` after ``heartbeat_interval`` idle seconds;
@@ -15,12 +14,17 @@ speaks and a little more, for tests and demos:
   aborting), answer 5xx for the next N requests or for a while, and
   :meth:`EmulatorServer.publish_raw` for malformed frames;
 * responses use chunked encoding, so a client can tell a clean end of stream
-  (terminating chunk) from a cut connection.
+  (terminating chunk) from a cut connection (an aborted TCP connection);
+* replays and bursts go out as large chunks (up to 512 frames per ASGI
+  message), so the server out-runs any client reading them;
+* push mode (``push_url=``): every published event is also POSTed as a signed
+  webhook, with retries and its own faults (:mod:`~autoplay_base.emulator.push`).
 
 This module is the server: lifecycle, routes, auth and fault decisions, the
 stream loop. What it stands on lives below it, and nothing there imports it:
-``_channels`` (per-product replay rings, frame encoding), ``_http`` (request
-heads, answers, chunks), ``_types`` (:class:`Faults`, :class:`RequestRecord`,
+``_channels`` (per-product replay rings, frame encoding), ``_serving`` (the
+uvicorn lifecycle shared with the ingest receiver), ``push`` (webhook
+deliveries), ``_types`` (:class:`Faults`, :class:`RequestRecord`,
 :class:`EmulatorStats`) and :mod:`~autoplay_base.emulator.generators` (what to
 publish, written against the small ``Publisher`` protocol).
 
@@ -49,17 +53,19 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from autoplay_base.emulator._channels import Channel
-from autoplay_base.emulator._http import (
-    STREAM_HEAD,
-    chunk,
-    end_chunks,
-    parse_head,
-    respond,
-)
-from autoplay_base.emulator._serving import LoopbackServer
+from starlette.applications import Starlette
+from starlette.datastructures import Headers
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from autoplay_base.emulator._channels import Channel, now_stamp
+from autoplay_base.emulator._serving import LoopbackServer, wait_disconnect
 from autoplay_base.emulator._types import Authorization, EmulatorStats, Faults, RequestRecord
 from autoplay_base.emulator.generators import play_script, run_load
+from autoplay_base.emulator.push import PushFaults, WebhookPusher
 from autoplay_base.errors import ConfigError
 
 __all__ = [
@@ -111,6 +117,14 @@ class EmulatorServer(LoopbackServer):
         faults: fault injection settings (also reachable as :attr:`faults`).
         replay_from_start: streams opened without ``Last-Event-ID`` start at the
             oldest buffered frame instead of live (burst benchmarks, demos).
+        push_url: push mode: also POST every published event, signed, to this URL
+            (:class:`~autoplay_base.emulator.push.WebhookPusher`, reachable as
+            :attr:`pusher`; ``None``: streams only).
+        webhook_secret: the HMAC secret of push mode (required with ``push_url``).
+        push_faults: push-mode fault injection (duplicates, bad signatures, stale
+            timestamps); also reachable as ``pusher.faults``.
+        push_timestamped: sign deliveries with ``X-Connector-Timestamp`` (else the
+            plain scheme).
     """
 
     kind = "emulator"
@@ -127,6 +141,10 @@ class EmulatorServer(LoopbackServer):
         replay_size: int = DEFAULT_REPLAY_SIZE,
         faults: Faults | None = None,
         replay_from_start: bool = False,
+        push_url: str | None = None,
+        webhook_secret: str | None = None,
+        push_faults: PushFaults | None = None,
+        push_timestamped: bool = True,
     ) -> None:
         if replay_size < 1:
             raise ConfigError(f"replay_size must be >= 1, got {replay_size!r}")
@@ -139,6 +157,16 @@ class EmulatorServer(LoopbackServer):
         self._replay_size = replay_size
         self.faults = faults if faults is not None else Faults()
         self.replay_from_start = replay_from_start
+        self.pusher: WebhookPusher | None = None
+        if push_url is not None:
+            self.pusher = WebhookPusher(
+                push_url,
+                webhook_secret or "",
+                timestamped=push_timestamped,
+                faults=push_faults,
+            )
+        elif webhook_secret is not None or push_faults is not None:
+            raise ConfigError("webhook_secret and push_faults need push_url (push mode)")
         self._channels: dict[str, Channel] = {}
         self._channels_lock = threading.Lock()
         for product in products:
@@ -146,7 +174,6 @@ class EmulatorServer(LoopbackServer):
         self.stats = EmulatorStats()
         self.requests: deque[RequestRecord] = deque(maxlen=_MAX_REQUEST_LOG)
         self._changed = threading.Condition()
-        self._writers: set[asyncio.StreamWriter] = set()
         self._watchers: set[Callable[[], None]] = set()
 
     def __repr__(self) -> str:
@@ -175,7 +202,9 @@ class EmulatorServer(LoopbackServer):
         """Make ``product_id`` known (idempotent)."""
         with self._channels_lock:
             if product_id not in self._channels:
-                self._channels[product_id] = Channel(self._replay_size)
+                channel = self._channels[product_id] = Channel(self._replay_size)
+                if self.pusher is not None:
+                    channel.wakers.add(self.pusher.waker)
 
     def _channel(self, product_id: str) -> Channel:
         channel = self._channels.get(product_id)
@@ -252,11 +281,7 @@ class EmulatorServer(LoopbackServer):
         """Cut every open stream at once (clients should resume). Thread-safe."""
         loop = self._loop
         if loop is not None:
-            loop.call_soon_threadsafe(self._abort_all)
-
-    def _abort_all(self) -> None:
-        for writer in list(self._writers):
-            writer.transport.abort()
+            loop.call_soon_threadsafe(self._cut)
 
     # -- waiting on the server's state -------------------------------------------------
     def _notify(self) -> None:
@@ -302,8 +327,27 @@ class EmulatorServer(LoopbackServer):
             check()
 
     # -- lifecycle ---------------------------------------------------------------------
-    def _closing(self) -> None:
-        self._abort_all()
+    def _starting(self) -> None:
+        pusher = self.pusher
+        if pusher is None:
+            return
+        # A fresh event for this loop (an asyncio.Event belongs to the loop it waits in).
+        old, pusher.waker = pusher.waker, asyncio.Event()
+        with self._channels_lock:
+            channels = list(self._channels.values())
+        for channel in channels:
+            with channel.lock:
+                channel.wakers.discard(old)
+                channel.wakers.add(pusher.waker)
+        task = asyncio.get_running_loop().create_task(self._push(pusher))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _push(self, pusher: WebhookPusher) -> None:
+        try:
+            await pusher.run(lambda: self._channels, self._changed_stats)
+        except Exception:
+            logger.exception("emulator: push mode stopped")
 
     # -- generators --------------------------------------------------------------------
     def submit(self, coro: Coroutine[Any, Any, int]) -> concurrent.futures.Future[int]:
@@ -334,67 +378,15 @@ class EmulatorServer(LoopbackServer):
         return self.submit(run_load(self, product_id, **options))
 
     # -- HTTP --------------------------------------------------------------------------
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-        self._writers.add(writer)
-        try:
-            await self._serve_one(reader, writer)
-        except (ConnectionError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
-        except asyncio.CancelledError:
-            pass
-        finally:
-            self._writers.discard(writer)
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
+    def _app(self) -> Starlette:
+        routes = [
+            Route("/healthz", self._health),
+            Route("/stream/{product_id}", self._stream_route, methods=["GET"]),
+        ]
+        return Starlette(routes=routes, middleware=[Middleware(_Recording, server=self)])
 
-    async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        request = parse_head(await reader.readuntil(b"\r\n\r\n"))
-        if request is None:
-            await respond(writer, 400, "bad request line")
-            return
-        path = request.path
-        last_event_id = request.headers.get("last-event-id")
-        auth = self._check_auth(request.headers.get("authorization"))
-
-        def record(status: int) -> None:
-            self.requests.append(RequestRecord(path, status, last_event_id, auth))
-
-        if path == "/healthz":
-            record(200)
-            await respond(writer, 200, "ok")
-            return
-        if request.method != "GET":
-            record(405)
-            await respond(writer, 405, "method not allowed")
-            return
-        if not path.startswith("/stream/"):
-            record(404)
-            await respond(writer, 404, "not found")
-            return
-        if auth != "valid" and self._token is not None:
-            status = 401 if auth == "none" else 403
-            record(status)
-            await respond(writer, status, "unauthorized" if status == 401 else "forbidden")
-            return
-        product = path[len("/stream/") :]
-        channel = self._channels.get(product)
-        if channel is None:
-            record(404)
-            await respond(writer, 404, f"unknown product {product!r}")
-            return
-        fault_status = self._take_fault_status()
-        if fault_status is not None:
-            record(fault_status)
-            self.stats.fault_statuses += 1
-            self._changed_stats()
-            await respond(writer, fault_status, "injected failure")
-            return
-        record(200)
-        await self._stream(channel, writer, last_event_id)
+    async def _health(self, request: Request) -> Response:
+        return PlainTextResponse("ok")
 
     def _check_auth(self, header: str | None) -> Authorization:
         if not header:
@@ -413,34 +405,69 @@ class EmulatorServer(LoopbackServer):
             return faults.fail_status
         return None
 
+    async def _stream_route(self, request: Request) -> Response:
+        auth = self._check_auth(request.headers.get("authorization"))
+        if auth != "valid" and self._token is not None:
+            if auth == "none":
+                return PlainTextResponse("unauthorized", 401, _CLOSE)
+            return PlainTextResponse("forbidden", 403, _CLOSE)
+        product = request.path_params["product_id"]
+        channel = self._channels.get(product)
+        if channel is None:
+            return PlainTextResponse(f"unknown product {product!r}", 404, _CLOSE)
+        fault_status = self._take_fault_status()
+        if fault_status is not None:
+            self.stats.fault_statuses += 1
+            self._changed_stats()
+            return PlainTextResponse("injected failure", fault_status, _CLOSE)
+        return _EventStream(self, channel, request.headers.get("last-event-id"))
+
+    def _resume_point(self, channel: Channel, last_event_id: str | None) -> tuple[int, int]:
+        """``(live_from, sent_upto)`` of a new stream (the caller holds the channel's lock)."""
+        live_from = channel.last_id
+        if last_event_id is None:
+            if self.replay_from_start and channel.ring:
+                return live_from, channel.ring[0].id - 1
+            return live_from, live_from
+        try:
+            return live_from, max(
+                min(int(last_event_id), live_from) - self.faults.replay_overlap, 0
+            )
+        except ValueError:
+            return live_from, live_from
+
     async def _stream(
-        self, channel: Channel, writer: asyncio.StreamWriter, last_event_id: str | None
+        self,
+        channel: Channel,
+        last_event_id: str | None,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
     ) -> None:
         # Snapshot the live point and subscribe before the client can see the headers,
         # so anything published once the client knows it is connected reaches it.
         waker = asyncio.Event()
         with channel.lock:
-            live_from = channel.last_id
+            live_from, sent_upto = self._resume_point(channel, last_event_id)
             channel.wakers.add(waker)
-        sent_upto = live_from
-        if last_event_id is None and self.replay_from_start:
-            sent_upto = channel.ring[0].id - 1 if channel.ring else live_from
-        elif last_event_id is not None:
-            try:
-                sent_upto = min(int(last_event_id), live_from) - self.faults.replay_overlap
-                sent_upto = max(sent_upto, 0)
-            except ValueError:
-                sent_upto = live_from
+        left = asyncio.Event()
+
+        async def watch() -> None:
+            # The only way to learn that an idle stream's client went away.
+            await wait_disconnect(receive)
+            left.set()
+            waker.set()
+
+        watcher = asyncio.create_task(watch())
         self.stats.streams_opened += 1
         self.stats.streams_active += 1
-        writer.write(STREAM_HEAD)
-        if self.retry_ms is not None:
-            chunk(writer, f"retry: {self.retry_ms}\n\n".encode())
-        self._changed_stats()
         sent_here = 0
         try:
-            await writer.drain()
-            while True:
+            await send(_STREAM_START)
+            if self.retry_ms is not None:
+                await send(_body(f"retry: {self.retry_ms}\n\n".encode()))
+            self._changed_stats()
+            while not left.is_set():
                 with channel.lock:
                     frames, gap = channel.since(sent_upto, _WRITE_BATCH)
                     if not frames:
@@ -449,36 +476,38 @@ class EmulatorServer(LoopbackServer):
                     self.stats.replay_gaps += gap
                     logger.warning("emulator: %d frames fell out of the replay ring", gap)
                 if not frames:
-                    await self._idle(waker, writer)
+                    await self._idle(waker, left, send)
                     continue
                 if sent_upto < live_from:
                     self.stats.replayed += sum(1 for f in frames if f.id <= live_from)
                 close_every = self.faults.close_every
                 if close_every is not None and sent_here + len(frames) >= close_every:
                     frames = frames[: close_every - sent_here]
-                body = b"".join(frame.encode() for frame in frames)
-                chunk(writer, body)
+                now = now_stamp()  # one clock reading for the frames of one write
+                body = b"".join(frame.encode(now) for frame in frames)
                 sent_upto = frames[-1].id
                 sent_here += len(frames)
+                # Counted before the send: a client that read the frames sees them counted.
                 self.stats.frames_sent += len(frames)
-                await writer.drain()
                 self._changed_stats()
+                # Many frames per ASGI message: the per-send cost is paid once per batch.
+                await send(_body(body))
                 if close_every is not None and sent_here >= close_every:
                     self.stats.fault_closes += 1
                     if self.faults.close_mode == "clean":
-                        end_chunks(writer)
-                        await writer.drain()
-                        writer.close()
+                        await send(_END)  # the terminating chunk
                     else:
-                        writer.transport.abort()
+                        self._cut(scope)
+                        await left.wait()  # uvicorn has seen the cut: no "incomplete" log
                     return
         finally:
+            watcher.cancel()
             with channel.lock:
                 channel.wakers.discard(waker)
             self.stats.streams_active -= 1
             self._changed_stats()
 
-    async def _idle(self, waker: asyncio.Event, writer: asyncio.StreamWriter) -> None:
+    async def _idle(self, waker: asyncio.Event, left: asyncio.Event, send: Send) -> None:
         """Wait for new frames; send a heartbeat after ``heartbeat_interval`` of silence."""
         if self.heartbeat_interval is None:
             await waker.wait()
@@ -486,7 +515,71 @@ class EmulatorServer(LoopbackServer):
         try:
             await asyncio.wait_for(waker.wait(), self.heartbeat_interval)
         except asyncio.TimeoutError:
-            chunk(writer, b"event: heartbeat\ndata: {}\n\n")
-            await writer.drain()
+            if left.is_set():
+                return
             self.stats.heartbeats_sent += 1
             self._changed_stats()
+            await send(_HEARTBEAT)
+
+
+_CLOSE = {"Connection": "close"}
+_STREAM_START: Message = {
+    "type": "http.response.start",
+    "status": 200,
+    "headers": [
+        (b"content-type", b"text/event-stream; charset=utf-8"),
+        (b"cache-control", b"no-store"),
+        (b"connection", b"close"),
+        (b"x-accel-buffering", b"no"),
+    ],
+}
+_END: Message = {"type": "http.response.body", "body": b"", "more_body": False}
+
+
+def _body(data: bytes) -> Message:
+    """One chunk of the stream (the response goes on)."""
+    return {"type": "http.response.body", "body": data, "more_body": True}
+
+
+_HEARTBEAT = _body(b"event: heartbeat\ndata: {}\n\n")
+
+
+class _EventStream(Response):
+    """The event stream of one request: the server's stream loop as a Starlette response."""
+
+    def __init__(self, server: EmulatorServer, channel: Channel, last_event_id: str | None):
+        super().__init__(status_code=200)
+        self._server = server
+        self._channel = channel
+        self._last_event_id = last_event_id
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self._server._stream(self._channel, self._last_event_id, scope, receive, send)
+
+
+class _Recording:
+    """ASGI middleware keeping a :class:`RequestRecord` of every request, whatever answered it.
+
+    Outside Starlette's router, so its 404 and 405 answers are recorded too.
+    """
+
+    def __init__(self, app: ASGIApp, server: EmulatorServer) -> None:
+        self._app = app
+        self._server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        path: str = scope["path"]
+        last_event_id = headers.get("last-event-id")
+        auth = self._server._check_auth(headers.get("authorization"))
+        requests = self._server.requests
+
+        async def recorded(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                requests.append(RequestRecord(path, message["status"], last_event_id, auth))
+            await send(message)
+
+        await self._app(scope, receive, recorded)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -326,10 +328,11 @@ def _emulator_imports() -> dict[str, set[str]]:
 def test_emulator_modules_import_one_way() -> None:
     graph = _emulator_imports()
     assert graph["generators"] == {"_types"}  # never the server that schedules it
-    assert graph["server"] == {"_channels", "_http", "_serving", "_types", "generators"}
-    assert graph["receiver"] == {"_http", "_serving", "_types"}
-    assert graph["_serving"] == {"_http"}  # the lifecycle both servers share
-    assert graph["_channels"] == graph["_http"] == graph["_types"] == set()
+    assert graph["server"] == {"_channels", "_serving", "_types", "generators", "push"}
+    assert graph["push"] == {"_channels"}  # deliveries read the rings, never the server
+    assert graph["receiver"] == {"_serving", "_types"}
+    assert graph["_serving"] == set()  # the lifecycle both servers share
+    assert graph["_channels"] == graph["_types"] == set()
 
 
 def test_emulator_stats_are_counters_in_their_documented_order() -> None:
@@ -396,3 +399,67 @@ def test_cli_emulator_without_scripts_stays_live() -> None:
     assert args.replay_from_start is None  # decided by whether scripts are played
     args = build_parser().parse_args(["emulator", "--script", "all", "--no-replay-from-start"])
     assert args.replay_from_start is False
+
+
+def test_close_with_open_streams_is_prompt_and_cuts_them(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    server = emulator_factory(heartbeat_interval=None)
+    server.publish("acme", PAYLOAD)
+    client = httpx.Client(timeout=5)
+    with client, contextlib.ExitStack() as streams:
+        responses = [
+            streams.enter_context(client.stream("GET", server.url_for("acme"), headers=RESUME_ALL))
+            for _ in range(3)
+        ]
+        sources = [EventSource(r).iter_sse() for r in responses]
+        assert [next(source).id for source in sources] == ["1", "1", "1"]
+        assert server.wait_for(lambda s: s.streams_active == 3)
+        started = time.monotonic()
+        server.close()
+        took = time.monotonic() - started
+        for source in sources:
+            with pytest.raises(httpx.RemoteProtocolError):  # cut, not a clean end
+                next(source)
+    assert took < 1.0, took
+    assert server.stats.streams_active == 0
+
+
+def test_a_backlog_goes_out_in_few_large_chunks(emulator: EmulatorServer) -> None:
+    for n in range(1000):
+        emulator.publish("acme", {**PAYLOAD, "n": n})
+    request = b"GET /stream/acme HTTP/1.1\r\nHost: x\r\nLast-Event-ID: 0\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", emulator.port), timeout=5) as sock:
+        sock.sendall(request)
+        reader = sock.makefile("rb")
+        while reader.readline() not in (b"\r\n", b""):
+            pass  # the response head
+        per_chunk: list[int] = []
+        while sum(per_chunk) < 1000:
+            size = int(reader.readline().strip(), 16)
+            per_chunk.append(reader.read(size).count(b"\nid: "))
+            reader.readline()
+    assert per_chunk == [512, 488]  # one ASGI message per batch of frames
+
+
+def test_without_starlette_the_emulator_names_its_extra() -> None:
+    code = (
+        "import sys\n"
+        "sys.modules['starlette'] = None\n"
+        "try:\n"
+        "    import autoplay_base.emulator\n"
+        "except ImportError as exc:\n"
+        "    print(type(exc).__name__, exc)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout == (
+        "MissingDependencyError starlette is required for this feature; install it with "
+        "pip install 'autoplay-live-context[emulator]'\n"
+    )
+
+
+def test_a_port_in_use_is_an_os_error_for_the_caller(emulator: EmulatorServer) -> None:
+    # Bound by the server itself: uvicorn would log the error and sys.exit() in its loop.
+    with pytest.raises(OSError):
+        EmulatorServer(port=emulator.port).start()
+    assert httpx.get(f"{emulator.url}/healthz").text == "ok"
