@@ -65,7 +65,6 @@ from autoplay_base.emulator import (
     DEFAULT_SPEED,
     EMULATOR_TOKEN_ENV_VAR,
     EMULATOR_WEBHOOK_SECRET_ENV_VAR,
-    EmulatorServer,
     Faults,
     PushFaults,
     list_scripts,
@@ -75,6 +74,8 @@ from autoplay_base.errors import ConfigError
 
 if TYPE_CHECKING:
     from starlette.applications import Starlette
+
+    from autoplay_base.emulator.server import EmulatorServer
 
 __all__ = ["bridge_app", "build_parser", "main"]
 
@@ -433,7 +434,10 @@ def _emulator(args: argparse.Namespace, environ: Mapping[str, str]) -> EmulatorS
 
     Raises:
         ConfigError: an option the emulator refuses (push mode without a secret, ...).
+        MissingDependencyError: the ``emulator`` extra is not installed.
     """
+    from autoplay_base.emulator import EmulatorServer  # noqa: PLC0415 - emulator extra
+
     products = args.product or list(DEFAULT_PRODUCTS)
     scripts = _scripts(args)
     replay_from_start = bool(scripts) if args.replay_from_start is None else args.replay_from_start

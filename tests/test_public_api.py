@@ -113,6 +113,7 @@ def test_autoplay_base_all_is_pinned() -> None:
         "autoplay_base.tracking.tracker",
         "autoplay_base.tracking.sinks",
         "autoplay_base.emulator.receiver",
+        "autoplay_base.emulator.push",
         "autoplay_base.bridge",
         "autoplay_base.bridge.otel",
     ],
@@ -260,6 +261,15 @@ def test_every_adapter_module_exports_what_it_names(module: str) -> None:
 
 
 PINNED_MODULES = {
+    "autoplay_base.emulator.push": {
+        "DEFAULT_PUSH_ATTEMPTS",
+        "DEFAULT_PUSH_BACKOFF",
+        "DEFAULT_PUSH_TIMEOUT",
+        "EMULATOR_WEBHOOK_SECRET_ENV_VAR",
+        "PushFaults",
+        "PushStats",
+        "WebhookPusher",
+    },
     "autoplay_base.tracking.policy": {
         "DEFAULT_BATCH_SIZE",
         "DEFAULT_FLUSH_INTERVAL",

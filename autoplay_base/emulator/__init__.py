@@ -6,17 +6,26 @@ fault injection, and push mode (signed webhooks, :mod:`~autoplay_base.emulator.p
 Run it from the shell with ``autoplay-live emulator``.
 ``IngestReceiver`` is its counterpart for outbound tracking: ``POST /v1/batch``
 with recording, dedupe and fault injection. Both are Starlette apps under
-uvicorn: the ``emulator`` extra.
+uvicorn: the ``emulator`` extra (their names are imported on first use, so the
+rest of this package works without it).
 """
 
-from autoplay_base.errors import missing_extra
+from __future__ import annotations
 
-try:
-    import starlette  # noqa: F401
-    import uvicorn  # noqa: F401
-except ImportError as exc:  # the optional ``emulator`` extra
-    raise missing_extra(exc.name or "starlette", "emulator") from exc
+import importlib
+from typing import TYPE_CHECKING, Any
 
+from autoplay_base.emulator._types import (
+    DEFAULT_COMMAND_PORT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_PRODUCTS,
+    DEFAULT_REPLAY_SIZE,
+    EMULATOR_TOKEN_ENV_VAR,
+    EmulatorStats,
+    Faults,
+    RequestRecord,
+)
 from autoplay_base.emulator.generators import (
     DEFAULT_LOAD_RATE,
     DEFAULT_LOAD_SESSIONS,
@@ -41,25 +50,42 @@ from autoplay_base.emulator.push import (
     PushStats,
     WebhookPusher,
 )
-from autoplay_base.emulator.receiver import (
-    DEFAULT_INGEST_PATH,
-    MAX_INGEST_BODY,
-    IngestBatch,
-    IngestReceiver,
-    IngestRequest,
-)
-from autoplay_base.emulator.server import (
-    DEFAULT_COMMAND_PORT,
-    DEFAULT_HEARTBEAT_INTERVAL,
-    DEFAULT_HOST,
-    DEFAULT_PRODUCTS,
-    DEFAULT_REPLAY_SIZE,
-    EMULATOR_TOKEN_ENV_VAR,
-    EmulatorServer,
-    EmulatorStats,
-    Faults,
-    RequestRecord,
-)
+from autoplay_base.errors import missing_extra
+
+if TYPE_CHECKING:
+    from autoplay_base.emulator.receiver import (
+        DEFAULT_INGEST_PATH,
+        MAX_INGEST_BODY,
+        IngestBatch,
+        IngestReceiver,
+        IngestRequest,
+    )
+    from autoplay_base.emulator.server import EmulatorServer
+
+_SERVED = {
+    "EmulatorServer": "autoplay_base.emulator.server",
+    "DEFAULT_INGEST_PATH": "autoplay_base.emulator.receiver",
+    "MAX_INGEST_BODY": "autoplay_base.emulator.receiver",
+    "IngestBatch": "autoplay_base.emulator.receiver",
+    "IngestReceiver": "autoplay_base.emulator.receiver",
+    "IngestRequest": "autoplay_base.emulator.receiver",
+}
+"""The names that need Starlette and uvicorn (the ``emulator`` extra), imported on
+first use: the defaults, scripts, faults and the pusher work without them, so the
+``autoplay-live`` command starts (and its ``serve``/``demo`` errors name their own
+extras) on a core install."""
+
+
+def __getattr__(name: str) -> Any:
+    module = _SERVED.get(name)
+    if module is None:
+        raise AttributeError(f"module 'autoplay_base.emulator' has no attribute {name!r}")
+    try:
+        loaded = importlib.import_module(module)
+    except ImportError as exc:  # the optional ``emulator`` extra
+        raise missing_extra((exc.name or "starlette").partition(".")[0], "emulator") from exc
+    return getattr(loaded, name)
+
 
 __all__ = [
     "DEFAULT_COMMAND_PORT",

@@ -1,8 +1,9 @@
-"""The emulator's plain data: fault settings, request records and counters.
+"""The emulator's plain data: defaults, fault settings, request records and counters.
 
 Below both :mod:`~autoplay_base.emulator.server` and
 :mod:`~autoplay_base.emulator.generators`, so each can name them without
-importing the other.
+importing the other; free of Starlette, so the ``autoplay-live`` command can
+build its help without the ``emulator`` extra.
 """
 
 from __future__ import annotations
@@ -14,12 +15,34 @@ from autoplay_base._counters import Counters
 
 __all__ = [
     "CLOSE_MODES",
+    "DEFAULT_COMMAND_PORT",
+    "DEFAULT_HEARTBEAT_INTERVAL",
+    "DEFAULT_HOST",
+    "DEFAULT_PRODUCTS",
+    "DEFAULT_REPLAY_SIZE",
+    "EMULATOR_TOKEN_ENV_VAR",
     "Authorization",
     "CloseMode",
     "EmulatorStats",
     "Faults",
     "RequestRecord",
 ]
+
+DEFAULT_HEARTBEAT_INTERVAL = 15.0
+"""Seconds of silence after which a ``heartbeat`` frame is sent."""
+DEFAULT_REPLAY_SIZE = 10_000
+"""Frames kept per product for ``Last-Event-ID`` resumption."""
+DEFAULT_HOST = "127.0.0.1"
+"""The interface served by default: loopback, it is a test tool."""
+DEFAULT_PRODUCTS = ("demo",)
+"""Product ids served when none are named."""
+DEFAULT_COMMAND_PORT = 8765
+"""The port ``autoplay-live emulator`` listens on by default (the class picks a free one)."""
+EMULATOR_TOKEN_ENV_VAR = "AUTOPLAY_EMULATOR_TOKEN"
+"""Where ``autoplay-live emulator`` reads its bearer token when ``--token`` is not given.
+
+Not the client's ``AUTOPLAY_APP_UNKEY_TOKEN``: a token the emulator requires is
+a test value and must never be the real connector's."""
 
 CloseMode = Literal["clean", "abort"]
 """How a fault ends a stream: the terminating chunk, or a cut TCP connection."""

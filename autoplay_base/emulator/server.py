@@ -63,7 +63,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from autoplay_base.emulator._channels import Channel, now_stamp
 from autoplay_base.emulator._serving import LoopbackServer, wait_disconnect
-from autoplay_base.emulator._types import Authorization, EmulatorStats, Faults, RequestRecord
+from autoplay_base.emulator._types import (
+    DEFAULT_COMMAND_PORT,
+    DEFAULT_HEARTBEAT_INTERVAL,
+    DEFAULT_HOST,
+    DEFAULT_PRODUCTS,
+    DEFAULT_REPLAY_SIZE,
+    EMULATOR_TOKEN_ENV_VAR,
+    Authorization,
+    EmulatorStats,
+    Faults,
+    RequestRecord,
+)
 from autoplay_base.emulator.generators import play_script, run_load
 from autoplay_base.emulator.push import PushFaults, WebhookPusher
 from autoplay_base.errors import ConfigError
@@ -83,21 +94,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HEARTBEAT_INTERVAL = 15.0
-"""Seconds of silence after which a ``heartbeat`` frame is sent."""
-DEFAULT_REPLAY_SIZE = 10_000
-"""Frames kept per product for ``Last-Event-ID`` resumption."""
-DEFAULT_HOST = "127.0.0.1"
-"""The interface served by default: loopback, it is a test tool."""
-DEFAULT_PRODUCTS = ("demo",)
-"""Product ids served when none are named."""
-DEFAULT_COMMAND_PORT = 8765
-"""The port ``autoplay-live emulator`` listens on by default (the class picks a free one)."""
-EMULATOR_TOKEN_ENV_VAR = "AUTOPLAY_EMULATOR_TOKEN"
-"""Where ``autoplay-live emulator`` reads its bearer token when ``--token`` is not given.
-
-Not the client's ``AUTOPLAY_APP_UNKEY_TOKEN``: a token the emulator requires is
-a test value and must never be the real connector's."""
 _WRITE_BATCH = 512
 _MAX_REQUEST_LOG = 1000
 

@@ -446,16 +446,25 @@ def test_without_starlette_the_emulator_names_its_extra() -> None:
     code = (
         "import sys\n"
         "sys.modules['starlette'] = None\n"
-        "try:\n"
-        "    import autoplay_base.emulator\n"
-        "except ImportError as exc:\n"
-        "    print(type(exc).__name__, exc)\n"
+        "import autoplay_base.emulator as emulator\n"  # the scripts, faults and defaults
+        "print(emulator.list_scripts(), emulator.Faults().close_every)\n"
+        "for name in ('EmulatorServer', 'IngestReceiver'):\n"
+        "    try:\n"
+        "        getattr(emulator, name)\n"
+        "    except ImportError as exc:\n"
+        "        print(name, type(exc).__name__, exc)\n"
+        "from autoplay_base.cli import main\n"
+        "print('cli imports')\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert done.stdout == (
-        "MissingDependencyError starlette is required for this feature; install it with "
-        "pip install 'autoplay-live-context[emulator]'\n"
-    )
+    install = "starlette is required for this feature; install it with "
+    install += "pip install 'autoplay-live-context[emulator]'"
+    assert done.stdout.splitlines() == [
+        "['export_report', 'invite_team_member', 'upgrade_billing_plan'] None",
+        f"EmulatorServer MissingDependencyError {install}",
+        f"IngestReceiver MissingDependencyError {install}",
+        "cli imports",
+    ]
 
 
 def test_a_port_in_use_is_an_os_error_for_the_caller(emulator: EmulatorServer) -> None:
