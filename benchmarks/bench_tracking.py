@@ -47,12 +47,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import importlib.util
-import inspect
 import itertools
-import json
 import statistics
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import Any
@@ -79,35 +76,11 @@ REFERENCE_PATH = "/bc/v1/events/queue"
 USER, ASSISTANT = "How do I export a report?", "Open Reports, then click Export CSV."
 
 
-class ReferenceReceiver(IngestReceiver):
-    """The ingest receiver, also accepting mlsdk's body: one event object per request.
-
-    mlsdk's events carry no id, so the receiver numbers each accepted one (mlsdk never
-    retries, so no event arrives twice) and ``unique_events()`` counts them all.
-
-    This overrides a private step of the receiver: it is only used while the receiver
-    has no public ``single_event_path`` option (requested; :func:`receiver` uses the
-    option as soon as the receiver offers it, and then this class goes).
-    """
-
-    def _decide(self, arrived: Any, headers: Any, body: bytes, auth: Any, fail: Any) -> Any:
-        try:
-            parsed = json.loads(body)
-        except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and "events" not in parsed:
-            body = json.dumps({"events": [{**parsed, "event_id": uuid.uuid4().hex}]}).encode()
-        return super()._decide(arrived, headers, body, auth, fail)
-
-
 @contextmanager
 def receiver(reference: bool, latency_s: float = 0.0) -> Iterator[IngestReceiver]:
-    if not reference:
-        server = IngestReceiver(latency=latency_s)
-    elif "single_event_path" in inspect.signature(IngestReceiver).parameters:
-        server = IngestReceiver(latency=latency_s, single_event_path=REFERENCE_PATH)  # type: ignore[call-arg]
-    else:
-        server = ReferenceReceiver(path=REFERENCE_PATH, latency=latency_s)
+    # mlsdk posts one event object per request: the receiver's single-event path.
+    extra = {"single_event_path": REFERENCE_PATH} if reference else {}
+    server = IngestReceiver(latency=latency_s, **extra)
     server.start()
     try:
         yield server

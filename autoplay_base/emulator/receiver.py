@@ -33,6 +33,7 @@ import json
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -109,6 +110,9 @@ class IngestReceiver(LoopbackServer):
         token: when set, requests need ``Authorization: Bearer <token>`` (else 401).
         max_body_bytes: a larger body is answered 413 (``None``: up to :data:`MAX_INGEST_BODY`).
         latency: seconds before each answer.
+        single_event_path: also accept one event object per POST on this path (a batch of
+            one, numbered with a fresh ``event_id`` when it has none), with the same
+            token, faults and recording (how ``mlsdk-python`` posts).
     """
 
     kind = "receiver"
@@ -122,13 +126,22 @@ class IngestReceiver(LoopbackServer):
         token: str | None = None,
         max_body_bytes: int | None = None,
         latency: float = 0.0,
+        single_event_path: str | None = None,
     ) -> None:
         if not path.startswith("/"):
             raise ConfigError(f"path must start with '/', got {path!r}")
+        if single_event_path is not None and (
+            not single_event_path.startswith("/") or single_event_path == path
+        ):
+            raise ConfigError(
+                f"single_event_path must start with '/' and differ from path, "
+                f"got {single_event_path!r}"
+            )
         if max_body_bytes is not None and not max_body_bytes >= 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {max_body_bytes!r}")
         super().__init__(host, port)
         self.path = path
+        self.single_event_path = single_event_path
         self.max_body_bytes = max_body_bytes
         self.latency = latency
         self._token = token
@@ -238,8 +251,10 @@ class IngestReceiver(LoopbackServer):
     # -- HTTP --------------------------------------------------------------------------
     def _app(self) -> Starlette:
         every = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
-        routes = [
-            Route(self.path, self._batch, methods=["POST"]),
+        routes = [Route(self.path, self._batch, methods=["POST"])]
+        if self.single_event_path is not None:
+            routes.append(Route(self.single_event_path, self._batch, methods=["POST"]))
+        routes += [
             # Everything else, answered and recorded here rather than by the router.
             Route("/{rest:path}", self._elsewhere, methods=every),
         ]
@@ -273,7 +288,7 @@ class IngestReceiver(LoopbackServer):
         )
 
     async def _elsewhere(self, request: Request) -> Response:
-        status = 405 if request.url.path == self.path else 404
+        status = 405 if request.url.path in (self.path, self.single_event_path) else 404
         self._record(self._arrived(request, status))
         return _answer(status, "not found" if status == 404 else "method not allowed")
 
@@ -308,7 +323,8 @@ class IngestReceiver(LoopbackServer):
         if self.latency > 0:
             await asyncio.sleep(self.latency)  # a slow server, by request
         headers = dict(request.headers.items())
-        status, answer, extra, batch = self._decide(arrived, headers, body, fail)
+        single = request.url.path == self.single_event_path
+        status, answer, extra, batch = self._decide(arrived, headers, body, fail, single=single)
         self._record(_with_status(arrived, status), batch)
         return _answer(status, answer, extra)
 
@@ -318,6 +334,8 @@ class IngestReceiver(LoopbackServer):
         headers: dict[str, str],
         body: bytes,
         fail: tuple[int, str | None] | None,
+        *,
+        single: bool = False,
     ) -> tuple[int, str, dict[str, str], IngestBatch | None]:
         if self._token is not None and arrived.authorization != "valid":
             return 401, "unauthorized", {}, None
@@ -333,13 +351,26 @@ class IngestReceiver(LoopbackServer):
             return 413, "body too large", {}, None
         try:
             parsed = json.loads(body)
-            events = parsed["events"]
+            events = [_numbered(parsed)] if single else parsed["events"]
             if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
                 raise TypeError("events must be a list of objects")
         except (ValueError, TypeError, KeyError):
-            return 400, 'body must be {"events": [objects]}', {}, None
+            expected = "one JSON object" if single else '{"events": [objects]}'
+            return 400, f"body must be {expected}", {}, None
         kept = {name: value for name, value in headers.items() if name != "authorization"}
         return 200, "ok", {}, IngestBatch(arrived.at, kept, body, events)
+
+
+def _numbered(event: Any) -> dict[str, Any]:
+    """One event posted on its own, with an ``event_id`` (a fresh one when it has none).
+
+    Clients that post one object per request (mlsdk-python's queue endpoint) send
+    no id; numbering each accepted request keeps :meth:`IngestReceiver.unique_events`
+    counting what arrived.
+    """
+    if not isinstance(event, dict) or "events" in event:
+        raise TypeError("a single event must be one object")
+    return event if event.get("event_id") else {**event, "event_id": uuid.uuid4().hex}
 
 
 def _with_status(request: IngestRequest, status: int) -> IngestRequest:

@@ -75,3 +75,25 @@ def test_faults(receiver_factory: ReceiverFactory) -> None:
 def test_a_bad_path_is_refused() -> None:
     with pytest.raises(ConfigError):
         IngestReceiver(path="v1/batch")
+
+
+def test_a_single_event_path_takes_one_object_per_post(receiver_factory: ReceiverFactory) -> None:
+    receiver = receiver_factory(token="t", single_event_path="/bc/v1/events/queue")
+    single = receiver.url.replace("/v1/batch", "/bc/v1/events/queue")
+    auth = {"Authorization": "Bearer t"}
+    assert httpx.post(single, json={"type": "turn"}, headers=auth).status_code == 200
+    assert (
+        httpx.post(single, json={"type": "turn", "event_id": "e1"}, headers=auth).status_code == 200
+    )
+    assert httpx.post(single, json={"type": "turn"}).status_code == 401
+    assert httpx.post(single, json=[{"type": "turn"}], headers=auth).status_code == 400
+    assert httpx.post(single, json={"events": []}, headers=auth).status_code == 400
+    receiver.fail_next(1, 503)
+    assert httpx.post(single, json={"type": "turn"}, headers=auth).status_code == 503
+    assert httpx.get(single).status_code == 405
+    events = receiver.unique_events()
+    assert [e["type"] for e in events] == ["turn", "turn"]
+    assert len(events[0]["event_id"]) == 32 and events[1]["event_id"] == "e1"
+    assert [r.status for r in receiver.requests] == [200, 200, 401, 400, 400, 503, 405]
+    with pytest.raises(ConfigError):
+        receiver_factory(single_event_path="/v1/batch")
