@@ -146,15 +146,29 @@ class MemoryTransport:
         """Async twin of :meth:`read`."""
         return self.read(ref, next_seq, count)
 
-    def pause(self, ref: RunRef | None, timeout: float) -> None:
-        """Wait until something is written (or ``timeout``)."""
-        with self._cond:
-            self._cond.wait(timeout)
+    def _ready(self, ref: RunRef | None, next_seq: int | None) -> bool:
+        """Whether a listener at ``next_seq`` has something to read now (under the lock).
 
-    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        Checked before waiting, so an event written between the listener's read and
+        its wait wakes it at once instead of after a whole ``timeout``.
+        """
+        if ref is None or next_seq is None:
+            return False  # follow (a new run) or no cursor: only the next write says so
+        log = self._runs.get(ref)
+        return log is None or not log.live or (bool(log.events) and log.events[-1].seq >= next_seq)
+
+    def pause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
+        """Wait until ``ref`` has an event from ``next_seq`` on, or ended (or ``timeout``)."""
+        with self._cond:
+            if not self._ready(ref, next_seq):
+                self._cond.wait(timeout)
+
+    async def apause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
         """Async twin of :meth:`pause`: woken from the writer's thread through the loop."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
         with self._cond:
+            if self._ready(ref, next_seq):
+                return
             self._waiters.add(entry)
         try:
             await asyncio.wait_for(entry[1].wait(), timeout)

@@ -22,9 +22,22 @@ differ only by ``await pipe.execute()``.
   smaller" was applied by an attempt whose answer was lost); meanwhile emits
   coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
   trying until the deadline, then reports what it could not write as lost.
-* **Listening** polls (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
-  read first) every ``poll_seconds`` while nothing new arrives: a blocking
-  ``XREAD`` would need a connection per listener with its own socket timeout.
+* **Listening** reads (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
+  read first, one pipeline) and, while nothing new is there, blocks in ``XREAD
+  BLOCK`` after the cursor: the writer's ``XADD`` ends the wait at once, so an
+  event reaches a listener in a few round trips, not a poll interval. A wait is
+  bounded by ``poll_seconds`` (then the lease is read again: ``producer_lost``
+  and expiry are noticed on time, and a sync listener's generator can be closed)
+  and by half the client's ``socket_timeout`` (redis-py raises when a reply takes
+  longer than it; :func:`block_seconds`). A single-key ``XREAD`` goes to the key's
+  node on a Cluster. Each blocked listener holds one pooled connection while it
+  waits: ``max_blocking_listeners`` bounds how many do at once per stream, and a
+  listener beyond it sleeps ``poll_seconds`` and reads again (counted). One
+  shared reader per process multiplexing every listener's stream would hold one
+  connection (per node) instead, but a multi-key ``XREAD`` cannot span Cluster
+  slots, a new listener would have to interrupt the reader's block, and a
+  slow listener would delay the others: a connection per waiting listener, bounded,
+  is the simpler path at the scale of one web worker's open SSE responses.
 
 Clock: lease deadlines in the live indexes are the producers' ``time.time()``
 (milliseconds); the lease key itself expires by the server's clock.
@@ -65,8 +78,32 @@ return {1, live}
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
 
 
+BLOCK_SHARE = 0.5
+"""The share of the client's ``socket_timeout`` one blocking read may use: the server answers
+a ``BLOCK`` at its end, and the reply must still arrive before the socket gives up."""
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def block_seconds(client: Any) -> float:
+    """The longest ``XREAD BLOCK`` ``client`` can wait without its ``socket_timeout`` firing.
+
+    Standalone and Sentinel clients keep their connection options on the pool,
+    a sync cluster client on its nodes manager, an async cluster client on itself.
+    No timeout (``None``): unbounded here (``poll_seconds`` bounds each wait).
+    """
+    for holder in (
+        getattr(client, "connection_pool", None),
+        getattr(client, "nodes_manager", None),
+        client,
+    ):
+        options = getattr(holder, "connection_kwargs", None)
+        if isinstance(options, dict):
+            timeout = options.get("socket_timeout")
+            return float("inf") if timeout is None else float(timeout) * BLOCK_SHARE
+    return float("inf")
 
 
 class RedisTransport:
@@ -82,9 +119,12 @@ class RedisTransport:
         lease_seconds: float,
         heartbeat_seconds: float,
         poll_seconds: float,
+        max_blocking_listeners: int,
         clock: Callable[[], float],
         on_write_error: Callable[[BaseException], None],
         on_undecodable: Callable[[], None],
+        on_wait_error: Callable[[BaseException], None],
+        on_slots_full: Callable[[], None],
     ) -> None:
         import redis  # noqa: PLC0415 - the backend exists, so the extra is installed
 
@@ -100,9 +140,16 @@ class RedisTransport:
         self.lease_ms = _ms(lease_seconds)
         self.heartbeat_seconds = heartbeat_seconds
         self.poll_seconds = poll_seconds
+        self.max_blocking_listeners = max_blocking_listeners
+        self._sync_block = block_seconds(self._client)
+        self._async_block = block_seconds(self._aclient)
+        self._blocking = 0
+        self._slots_lock = threading.Lock()
         self._clock = clock
         self._on_write_error = on_write_error
         self._on_undecodable = on_undecodable
+        self._on_wait_error = on_wait_error
+        self._on_slots_full = on_slots_full
 
     # -- command builders (shared by both twins) ------------------------------------------
     def _start_args(self, ref: RunRef, reject_if_live: bool, now: float) -> list[Any]:
@@ -228,13 +275,65 @@ class RedisTransport:
         self._queue_read(pipe, ref, next_seq, count)
         return self._decode(ref, await pipe.execute())
 
-    def pause(self, ref: RunRef | None, timeout: float) -> None:
-        """Wait one poll interval before reading again."""
-        time.sleep(min(timeout, self.poll_seconds))
+    # -- waiting for the next event: XREAD BLOCK after the cursor ---------------------------
+    def _block(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None, cap: float
+    ) -> tuple[dict[str, str] | None, float]:
+        """``(XREAD streams, seconds)`` for one wait (``cap``: the client's bound), or
+        ``(None, timeout)`` to sleep instead.
 
-    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        A blocked ``XREAD`` holds one pooled connection, so at most
+        ``max_blocking_listeners`` block at once (a slot taken here, freed by
+        :meth:`_unblock`); one past it, ``follow`` (no run yet) and a listener without a
+        cursor sleep the interval instead (counted in ``listener_slots_full``).
+        """
+        if ref is None or next_seq is None:
+            return None, timeout
+        with self._slots_lock:
+            if self._blocking >= self.max_blocking_listeners:
+                taken = False
+            else:
+                self._blocking += 1
+                taken = True
+        if not taken:
+            self._on_slots_full()
+            return None, timeout
+        stream = self._keys.run_stream(SessionKey(ref.product_id, ref.session_id), ref.run_id)
+        return {stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
+
+    def _unblock(self) -> None:
+        with self._slots_lock:
+            self._blocking -= 1
+
+    def pause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
+        """Block in ``XREAD`` until an event after the cursor is written (or ``timeout``,
+        capped below the client's ``socket_timeout``); the next read fetches it."""
+        streams, seconds = self._block(ref, timeout, next_seq, self._sync_block)
+        if streams is None:
+            time.sleep(seconds)
+            return
+        try:
+            self._client.xread(streams, count=1, block=_ms(seconds))
+        except self.errors as exc:
+            # The read after the wait reports an outage; a wait that failed only waits.
+            self._on_wait_error(exc)
+            time.sleep(seconds)
+        finally:
+            self._unblock()
+
+    async def apause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
         """Async twin of :meth:`pause`."""
-        await asyncio.sleep(min(timeout, self.poll_seconds))
+        streams, seconds = self._block(ref, timeout, next_seq, self._async_block)
+        if streams is None:
+            await asyncio.sleep(seconds)
+            return
+        try:
+            await self._aclient.xread(streams, count=1, block=_ms(seconds))
+        except self.errors as exc:
+            self._on_wait_error(exc)
+            await asyncio.sleep(seconds)
+        finally:
+            self._unblock()
 
     def _live_key(self, product_id: str, session_id: str) -> str:
         return self._keys.session_live_runs(SessionKey(product_id, session_id))

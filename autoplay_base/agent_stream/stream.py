@@ -22,6 +22,7 @@ from autoplay_base.agent_stream._streams import (
     DEFAULT_CLOSE_TIMEOUT_SECONDS,
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_BLOCKING_LISTENERS,
     DEFAULT_MAX_BUFFERED_EVENTS,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_SECONDS",
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_BLOCKING_LISTENERS",
     "DEFAULT_MAX_BUFFERED_EVENTS",
     "DEFAULT_MAX_EVENTS",
     "DEFAULT_MAX_EVENT_BYTES",
@@ -167,7 +169,7 @@ class RunStream(Streams):
             out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
             yield from out
             if not out:
-                self.transport.pause(ref, self.poll_seconds)
+                self.transport.pause(ref, self.poll_seconds, state.next_seq)
 
     def follow(
         self, session_id: str, *, product_id: str, after: str | None = None
@@ -290,7 +292,7 @@ class AsyncRunStream(Streams):
             for event in out:
                 yield event
             if not out:
-                await self.transport.apause(ref, self.poll_seconds)
+                await self.transport.apause(ref, self.poll_seconds, state.next_seq)
 
     async def follow(
         self, session_id: str, *, product_id: str, after: str | None = None
