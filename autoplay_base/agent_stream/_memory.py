@@ -157,18 +157,26 @@ class MemoryTransport:
         log = self._runs.get(ref)
         return log is None or not log.live or (bool(log.events) and log.events[-1].seq >= next_seq)
 
-    def pause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
-        """Wait until ``ref`` has an event from ``next_seq`` on, or ended (or ``timeout``)."""
+    def pause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
+        """Wait until ``ref`` has an event from ``next_seq`` on, or ended (or ``timeout``).
+
+        Returns no events: the next :meth:`read` is a local copy under the same lock.
+        """
         with self._cond:
             if not self._ready(ref, next_seq):
                 self._cond.wait(timeout)
+        return []
 
-    async def apause(self, ref: RunRef | None, timeout: float, next_seq: int | None = None) -> None:
+    async def apause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
         """Async twin of :meth:`pause`: woken from the writer's thread through the loop."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
         with self._cond:
             if self._ready(ref, next_seq):
-                return
+                return []
             self._waiters.add(entry)
         try:
             await asyncio.wait_for(entry[1].wait(), timeout)
@@ -177,6 +185,7 @@ class MemoryTransport:
         finally:
             with self._cond:
                 self._waiters.discard(entry)
+        return []
 
     def _live(self, product_id: str, session_id: str) -> list[str]:
         return [

@@ -200,6 +200,7 @@ class Streams:
                 heartbeat_seconds=heartbeat_seconds,
                 poll_seconds=poll_seconds,
                 max_blocking_listeners=max_blocking_listeners,
+                read_count=READ_COUNT,
                 clock=clock,
                 on_write_error=self._write_failed,
                 on_undecodable=lambda: self._count("undecodable_events"),
