@@ -17,7 +17,8 @@ issue's ``target``), in-process and Redis wherever both apply:
   does nothing (LangChain's dispatch, which any handler pays, is in ``details``),
   per token; the peer's is one awaited ``XADD`` per token.
 * ``token-to-listener latency p50`` / ``p99`` (ms, the producer's ``time.time()``
-  at emit to the listener's on receipt), each run paced at 200 or 1000 tokens/s,
+  at emit to the listener's on receipt; each run's first tenth is its warm-up, not
+  sampled), each run paced at 200 or 1000 tokens/s,
   1 or 20 runs at once, one listener each (the rate each producer reached is in
   ``details``: the peer awaits an ``XADD`` per token, ours never waits). Ours
   blocks in ``XREAD`` after its cursor (Redis) or on the run's condition
@@ -66,6 +67,9 @@ OVERHEAD_TOKENS = 300 if SMOKE else 20_000
 LATENCY_SECONDS = 0.25 if SMOKE else 3.0
 RATES = (200, 1000)
 CONCURRENCY = (1, 20)
+WARM_UP_SHARE = 10
+"""The first tenth of each run's tokens is not sampled (ours and the peer's alike): the
+runs start together, and their first round trips open the clients' connections."""
 RECONNECT_TOKENS = 120 if SMOKE else 1_000
 RECONNECT_EVERY = (1, 10, 100)
 CANCEL_AT = 20
@@ -264,6 +268,7 @@ async def ours_latency(
 ) -> tuple[list[float], float]:
     stream = our_stream(url, prefix)
     count = max(5, int(rate * LATENCY_SECONDS))
+    warm_up = count // WARM_UP_SHARE
     samples: list[float] = []
     reached: list[float] = []
 
@@ -273,7 +278,7 @@ async def ours_latency(
 
         async def listen() -> None:
             async for event in stream.listen(await opened, **scope):
-                if event.type == "text_delta":
+                if event.type == "text_delta" and event.seq - 2 >= warm_up:
                     samples.append(time.time() - event.ts)
 
         listener = asyncio.ensure_future(listen())
@@ -292,6 +297,7 @@ async def ours_latency(
 
 async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
     count = max(5, int(rate * LATENCY_SECONDS))
+    warm_up = count // WARM_UP_SHARE
     samples: list[float] = []
     reached: list[float] = []
 
@@ -301,13 +307,14 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
 
         async def listen() -> None:
             async for event in deps.listen(serialize=False):
-                if event["type"] == "event":
+                if event["type"] == "event" and event["body"]["i"] >= warm_up:
                     samples.append(time.time() - event["body"]["t"])
 
         listener = asyncio.ensure_future(listen())
 
         async def emit_one(i: int) -> None:
             body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
+            body["i"] = i
             await deps.add(type="event", origin="pydantic-ai", body=body)
 
         reached.append(await paced(rate, count, emit_one))
