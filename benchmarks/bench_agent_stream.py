@@ -491,25 +491,14 @@ async def cancels(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
         ("cross-process (Redis)", url, "≤ 50 ms"),
     ):
         ours = await ours_cancel(target, prefix)
-        rows.append(
-            figure(
-                "cancel to the model's stream stopping",
-                where,
-                unit="ms",
-                ours=ours[0],
-                peer=theirs[0] if theirs is not None else None,
-                target=limit,
+        for k, (name, unit, wanted) in enumerate(
+            (
+                ("cancel to the model's stream stopping", "ms", limit),
+                ("tokens produced after cancel", "events", None),
             )
-        )
-        rows.append(
-            figure(
-                "tokens produced after cancel",
-                where,
-                unit="events",
-                ours=ours[1],
-                peer=theirs[1] if theirs is not None else None,
-            )
-        )
+        ):
+            peer = theirs[k] if theirs is not None else None
+            rows.append(figure(name, where, unit=unit, ours=ours[k], peer=peer, target=wanted))
     return rows, {"cancel_at_token": CANCEL_AT, "tokens_per_second": CANCEL_RATE}
 
 

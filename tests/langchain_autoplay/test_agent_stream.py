@@ -351,6 +351,23 @@ def ask_graph(model: ScriptedChatModel) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
+def ask_run(interrupt_id: str) -> list[tuple[Any, ...]]:
+    """The events of :func:`ask_graph`'s first run, up to its interrupt."""
+    return [
+        (1, "start", {}),
+        (2, "step_started", {"name": "think"}),
+        (3, "text_delta", {"text": "Let me "}),
+        (4, "text_delta", {"text": "ask."}),
+        (5, "step_finished", USAGE_DATA),
+        (
+            6,
+            "custom",
+            {"name": "interrupt", "data": [{"id": interrupt_id, "value": {"ask": "Which city?"}}]},
+        ),
+        (7, "finished", {"status": "interrupted"}),
+    ]
+
+
 async def test_interrupt_ends_the_run_interrupted_and_resume_finishes() -> None:
     model = ScriptedChatModel(script=[text_turn("Let me ", "ask.")])
     graph = ask_graph(model)
@@ -364,20 +381,7 @@ async def test_interrupt_ends_the_run_interrupted_and_resume_finishes() -> None:
         "answer": "Let me ask.",
     }
     events = await collect(stream)
-    interrupt_id = events[-2].data["data"][0]["id"]
-    assert shape(events) == [
-        (1, "start", {}),
-        (2, "step_started", {"name": "think"}),
-        (3, "text_delta", {"text": "Let me "}),
-        (4, "text_delta", {"text": "ask."}),
-        (5, "step_finished", USAGE_DATA),
-        (
-            6,
-            "custom",
-            {"name": "interrupt", "data": [{"id": interrupt_id, "value": {"ask": "Which city?"}}]},
-        ),
-        (7, "finished", {"status": "interrupted"}),
-    ]
+    assert shape(events) == ask_run(events[-2].data["data"][0]["id"])
     resumed = await astream_agent(stream, graph, Command(resume="NYC"), **SCOPE, config=config)
     assert resumed == {"question": "Weather?", "answer": "Let me ask.", "city": "NYC"}
     assert shape(await collect(stream)) == [
@@ -484,20 +488,7 @@ def test_interrupt_with_the_sync_driver_ends_interrupted_and_resume_finishes() -
     state = stream_agent(stream, graph, {"question": "Weather?"}, **SCOPE, config=config)
     assert state["__interrupt__"][0].value == {"ask": "Which city?"}
     events = collect_sync(stream)
-    interrupt_id = events[-2].data["data"][0]["id"]
-    assert shape(events) == [
-        (1, "start", {}),
-        (2, "step_started", {"name": "think"}),
-        (3, "text_delta", {"text": "Let me "}),
-        (4, "text_delta", {"text": "ask."}),
-        (5, "step_finished", USAGE_DATA),
-        (
-            6,
-            "custom",
-            {"name": "interrupt", "data": [{"id": interrupt_id, "value": {"ask": "Which city?"}}]},
-        ),
-        (7, "finished", {"status": "interrupted"}),
-    ]
+    assert shape(events) == ask_run(events[-2].data["data"][0]["id"])
     resumed = stream_agent(stream, graph, Command(resume="NYC"), **SCOPE, config=config)
     assert resumed == {"question": "Weather?", "answer": "Let me ask.", "city": "NYC"}
     assert shape(collect_sync(stream)) == [(1, "start", {}), (2, "finished", {"status": "success"})]
