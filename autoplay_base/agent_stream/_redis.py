@@ -9,17 +9,18 @@ differ only by ``await pipe.execute()``.
   session's live index, refuse when another run is live and ``reject_if_live``,
   else index the run (live index, run index capped to ``max_runs``) and take the
   lease; then one command for the user's live index (its own slot).
-* **The writer** (:class:`RedisSink`) is a thread per run: woken by each emit, or
-  every ``heartbeat_seconds`` when idle, it sends in one pipeline whatever the
-  run buffered (``XADD`` with id ``0-<seq>`` and ``MAXLEN ~``) and, at most once
-  per heartbeat (the renewal), the sliding ``PEXPIRE`` of the stream, the lease
-  and live indexes, and ``EXISTS`` of the run's cancel key: a token between two
-  renewals costs one command, not five. The cancel request is thus seen within
-  one heartbeat (25 ms by default)
+* **The writer** (:mod:`._writer`) is one thread per transport for every live
+  run of this process: woken by each emit, or every ``heartbeat_seconds`` when
+  idle, it sends in one pipeline whatever the runs buffered (``XADD`` with id
+  ``0-<seq>`` and ``MAXLEN ~``), ``EXISTS`` of each such run's cancel key and, at
+  most once per heartbeat (the renewal, every live run), the sliding ``PEXPIRE``
+  of the stream, the lease and the live indexes: a token between two renewals
+  costs its ``XADD``, not five commands. A cancel request is thus seen at a
+  streaming run's next write, within one heartbeat (25 ms by default) when idle,
   with no connection of its own: a pub/sub subscriber per process would shave
   that to one round trip but costs a connection and a thread per process and
   still needs this poll when a message is missed, so the poll is the one path.
-  The terminal event goes in the last pipeline, before the lease is dropped.
+  The terminal event goes in the run's last part, before the lease is dropped.
   A failed pipeline is retried in order (an ``XADD`` answered "ID equal or
   smaller" was applied by an attempt whose answer was lost); meanwhile emits
   coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
@@ -199,17 +200,20 @@ class RedisTransport:
             pipe.delete(keys.run_lease(key, run_id))
             pipe.zrem(keys.session_live_runs(key), run_id)
             pipe.delete(keys.run_cancel(key, run_id))
-        elif renew:
-            pipe.pexpire(stream, self.retention_ms)
-            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
-            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+        else:
+            if renew:
+                pipe.pexpire(stream, self.retention_ms)
+                pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
+                pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            # Every round trip: a streaming run sees a cancel at its next write, an idle
+            # one at its next renewal (one heartbeat).
             pipe.exists(keys.run_cancel(key, run_id))
 
-    def _write_result(self, results: list[Any], written: int, *, renew: bool) -> bool:
+    def _write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
         for result in results:
             if isinstance(result, Exception) and _APPLIED not in str(result):
                 raise result
-        return renew and bool(results[written + 3])
+        return not final and bool(results[written + (3 if renew else 0)])
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
@@ -278,9 +282,9 @@ class RedisTransport:
     ) -> None:
         """Queue one run's part of a writer round trip (see :mod:`._writer`).
 
-        ``renew`` (once per heartbeat) adds the stream's sliding expiry, the lease,
-        the live indexes and the cancel check; between renewals a run's part is only
-        its ``XADD``s, one command per event.
+        ``renew`` (once per heartbeat) adds the stream's sliding expiry, the lease and
+        the live indexes; between renewals a run's part is its ``XADD``s (one command
+        per event) and the cancel check (one per round trip).
         """
         now = self._clock()
         renew = renew and not final
@@ -291,7 +295,7 @@ class RedisTransport:
     def write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
         """Whether a cancel request waits for the run, from its part of the replies;
         raises the first error that is not an ``XADD`` an earlier attempt applied."""
-        return self._write_result(results, written, renew=renew and not final)
+        return self._write_result(results, written, final=final, renew=renew and not final)
 
     def sink(self, ref: RunRef, run: SinkOwner) -> RedisSink:
         """One run's place in this transport's writer (see :mod:`._writer`)."""

@@ -3,11 +3,11 @@
 A run's :class:`RedisSink` is its place in the transport's :class:`RedisWriter`:
 an emit marks the run dirty and wakes the writer (O(1), never waiting on the
 network). Each round trip of the writer is one pipeline holding, for every dirty
-run, the ``XADD`` of whatever that run buffered and, once per
-``heartbeat_seconds`` for every live run, the renewal (sliding expiry, lease,
-live indexes, cancel check: what makes a cancel from another process reach the
-run within one heartbeat). The terminal event goes in the run's last part,
-before its lease is dropped.
+run, the ``XADD`` of whatever that run buffered and its cancel check and, once
+per ``heartbeat_seconds`` for every live run, the renewal (sliding expiry,
+lease, live indexes) with the cancel check: a cancel from another process reaches
+a streaming run at its next write, an idle one within one heartbeat. The
+terminal event goes in the run's last part, before its lease is dropped.
 
 Why one thread for all runs and not one per run: a process streaming 20 answers
 at once had 20 writer threads contending for the GIL with the event loop that
