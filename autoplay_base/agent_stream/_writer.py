@@ -145,9 +145,13 @@ class RedisWriter:
     def dirty(self, sink: RedisSink) -> None:
         """``sink`` buffered something: send it in the next round trip.
 
+        Already dirty: nothing to do (a read, no lock), since the writer drains a run
+        only after it took the dirty set, and this emit was buffered before this check.
         The writer clears the wake-up flag *before* it takes the dirty runs, so an
         emit that sees the flag set is in that round trip: no second ``set`` needed.
         """
+        if sink in self._dirty:
+            return
         with self._lock:
             self._dirty.add(sink)
         if not self._wake.is_set():
