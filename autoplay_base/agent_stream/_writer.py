@@ -67,13 +67,16 @@ class WriteCommands(Protocol):
 class RedisSink:
     """One live run in its transport's writer (see the module docstring)."""
 
-    __slots__ = ("_deadline", "_done", "_ok", "_writer", "inflight", "ref", "run")
+    __slots__ = ("_deadline", "_done", "_ok", "_writer", "inflight", "ref", "renewed", "run")
 
     def __init__(self, writer: RedisWriter, ref: RunRef, run: SinkOwner) -> None:
         self._writer = writer
         self.ref = ref
         self.run = run
         self.inflight: list[Pending] = []  # drained, not yet acknowledged by Redis
+        # Its first part renews, whenever the writer's next renewal is due: the XADD
+        # creates the stream, which must never be left without its expiry.
+        self.renewed = False
         self._deadline: float | None = None
         self._done = threading.Event()
         self._ok = True
@@ -188,14 +191,16 @@ class RedisWriter:
     def _round_trip(self, commands: WriteCommands, todo: list[RedisSink], *, renew: bool) -> bool:
         """One pipeline for ``todo``; False when it failed as a whole (retried)."""
         pipe = commands.client.pipeline(transaction=False)
-        parts: list[tuple[RedisSink, int, int, int, bool]] = []
+        parts: list[tuple[RedisSink, int, int, int, bool, bool]] = []
         for sink in todo:
             batch, final = sink.take()
             if not batch and not renew:
                 continue
+            renews = renew or not sink.renewed
             start = len(pipe)
-            commands.queue_write(pipe, sink.ref, sink.run.user_id, batch, final=final, renew=renew)
-            parts.append((sink, start, len(pipe), len(batch), final))
+            user_id = sink.run.user_id
+            commands.queue_write(pipe, sink.ref, user_id, batch, final=final, renew=renews)
+            parts.append((sink, start, len(pipe), len(batch), final, renews))
         if not parts:
             return True
         try:
@@ -205,15 +210,16 @@ class RedisWriter:
             self._failed([sink for sink, *_ in parts])
             return False
         failed: list[RedisSink] = []
-        for sink, start, end, written, final in parts:
+        for sink, start, end, written, final, renews in parts:
             try:
                 cancelled = commands.write_result(
-                    results[start:end], written, final=final, renew=renew
+                    results[start:end], written, final=final, renew=renews
                 )
             except commands.errors as exc:
                 commands.write_failed(exc)
                 failed.append(sink)
                 continue
+            sink.renewed = sink.renewed or renews
             if sink.written(cancelled=cancelled, final=final):
                 self._forget(sink)
         self._failed(failed)

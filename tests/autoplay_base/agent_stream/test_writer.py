@@ -14,6 +14,7 @@ from typing import Any
 import redis
 
 from autoplay_base.agent_stream import AsyncRunStream
+from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis import RedisBackend
 from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT
 
@@ -54,6 +55,29 @@ async def test_concurrent_runs_share_one_writer_thread_that_ends_with_the_last(
         if thread.name == "autoplay-run-writer":
             thread.join(LISTEN_TIMEOUT)  # it ends by itself once no run is live
     assert writers() == []
+    async with stream.run(session_id="s0", product_id="p1") as again:  # and starts again
+        again.text_delta("more")
+    events = [e async for e in stream.listen(again.run_id, session_id="s0", product_id="p1")]
+    assert [(e.seq, e.type) for e in events] == [(1, "start"), (2, "text_delta"), (3, "finished")]
+
+
+async def test_a_run_started_between_renewals_gets_its_expiry_with_its_first_write(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # A long heartbeat and a run already live: the second run's first write comes long
+    # before the next renewal, yet its stream must expire if its process died right then.
+    stream = AsyncRunStream(make_redis_backend(), history=False, heartbeat_seconds=2.0)
+    async with stream.run(session_id="s1", product_id="p1") as first:
+        first.text_delta("a")
+        async with stream.run(session_id="s2", product_id="p1") as second:
+            events = stream.listen(second.run_id, session_id="s2", product_id="p1")
+            assert (await events.__anext__()).type == "start"  # written: its stream exists
+            await events.aclose()
+            key = stream.transport._keys.run_stream(  # type: ignore[attr-defined]
+                SessionKey("p1", "s2"), second.run_id
+            )
+            with redis.Redis.from_url(redis_url) as admin:
+                assert 0 < admin.pttl(key) <= 600_000
 
 
 async def test_a_token_between_renewals_costs_one_command(
