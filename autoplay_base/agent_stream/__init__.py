@@ -71,17 +71,28 @@ Redis: the run's writer sees the request within ``heartbeat_seconds``).
 Vercel AI SDK UI message stream), :mod:`autoplay_base.agent_stream.starlette`
 serves them.
 
+A listener waits for the write itself (in-process: the run's condition; Redis:
+``XREAD BLOCK`` after its cursor), so an event reaches it within a few round trips;
+``poll_seconds`` only bounds one wait (then the producer's lease is read again) and
+is how often ``follow`` looks for the session's next run.
+
 Bounds (options of both twins, defaults in :mod:`.stream`): ``max_events``
 per run (10,000; Redis ``MAXLEN ~``), ``retention_seconds`` (600, sliding while
 live), ``lease_seconds`` (5), ``heartbeat_seconds`` (0.025), ``poll_seconds``
-(0.05), ``max_buffered_events`` per run (1,000: then deltas coalesce, else drop;
-tool and terminal events never), ``max_event_bytes`` (64 KiB: values cut, event
-``truncated``), ``max_runs`` (1,000), ``max_text_chars`` (200,000),
-``close_timeout`` (2 s). A Redis outage never fails the agent: writes are retried,
-what is lost is counted (``stream.stats``) and handed to ``on_drop``;
-``strict=True`` raises :class:`~autoplay_base.errors.BackendUnavailableError`
-instead. Modules: ``_events`` and ``_state`` (pure), ``_history`` (pure),
-``_memory`` and ``_redis`` (transports), ``stream`` (the twins), ``sse``, ``starlette``.
+(0.05; Redis: also at most half the client's ``socket_timeout``),
+``max_blocking_listeners`` (64: Redis listeners blocked in ``XREAD`` at once, each
+holding a pooled connection while it waits; one more sleeps ``poll_seconds``
+between reads, counted in ``listener_slots_full``), ``max_buffered_events`` per
+run (1,000: then deltas coalesce, else drop; tool and terminal events never),
+``max_event_bytes`` (64 KiB: values cut, event ``truncated``), ``max_runs``
+(1,000), ``max_text_chars`` (200,000), ``close_timeout`` (2 s). A Redis outage
+never fails the agent: writes are retried, what is lost is counted
+(``stream.stats``) and handed to ``on_drop``; ``strict=True`` raises
+:class:`~autoplay_base.errors.BackendUnavailableError` instead.
+
+Modules: ``_events`` and ``_state`` (pure), ``_history`` (pure), ``_memory`` and
+``_redis`` (transports), ``_writer`` (the Redis writer: one thread per transport for
+every live run), ``stream`` (the twins), ``sse``, ``starlette``.
 """
 
 from autoplay_base.agent_stream._errors import RunCancelledError, RunLiveError

@@ -146,15 +146,37 @@ class MemoryTransport:
         """Async twin of :meth:`read`."""
         return self.read(ref, next_seq, count)
 
-    def pause(self, ref: RunRef | None, timeout: float) -> None:
-        """Wait until something is written (or ``timeout``)."""
-        with self._cond:
-            self._cond.wait(timeout)
+    def _ready(self, ref: RunRef | None, next_seq: int | None) -> bool:
+        """Whether a listener at ``next_seq`` has something to read now (under the lock).
 
-    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        Checked before waiting, so an event written between the listener's read and
+        its wait wakes it at once instead of after a whole ``timeout``.
+        """
+        if ref is None or next_seq is None:
+            return False  # follow (a new run) or no cursor: only the next write says so
+        log = self._runs.get(ref)
+        return log is None or not log.live or (bool(log.events) and log.events[-1].seq >= next_seq)
+
+    def pause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
+        """Wait until ``ref`` has an event from ``next_seq`` on, or ended (or ``timeout``).
+
+        Returns no events: the next :meth:`read` is a local copy under the same lock.
+        """
+        with self._cond:
+            if not self._ready(ref, next_seq):
+                self._cond.wait(timeout)
+        return []
+
+    async def apause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
         """Async twin of :meth:`pause`: woken from the writer's thread through the loop."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
         with self._cond:
+            if self._ready(ref, next_seq):
+                return []
             self._waiters.add(entry)
         try:
             await asyncio.wait_for(entry[1].wait(), timeout)
@@ -163,6 +185,7 @@ class MemoryTransport:
         finally:
             with self._cond:
                 self._waiters.discard(entry)
+        return []
 
     def _live(self, product_id: str, session_id: str) -> list[str]:
         return [

@@ -9,22 +9,38 @@ differ only by ``await pipe.execute()``.
   session's live index, refuse when another run is live and ``reject_if_live``,
   else index the run (live index, run index capped to ``max_runs``) and take the
   lease; then one command for the user's live index (its own slot).
-* **The writer** (:class:`RedisSink`) is a thread per run: woken by each emit, or
-  every ``heartbeat_seconds`` when idle, it sends in one pipeline whatever the
-  run buffered (``XADD`` with id ``0-<seq>`` and ``MAXLEN ~``), the sliding
-  ``PEXPIRE`` of the stream, the lease renewal, and ``EXISTS`` of the run's cancel
-  key. The cancel request is thus seen within one heartbeat (25 ms by default)
+* **The writer** (:mod:`._writer`) is one thread per transport for every live
+  run of this process: woken by each emit, or every ``heartbeat_seconds`` when
+  idle, it sends in one pipeline whatever the runs buffered (``XADD`` with id
+  ``0-<seq>`` and ``MAXLEN ~``), ``EXISTS`` of each such run's cancel key and, at
+  most once per heartbeat (the renewal, every live run), the sliding ``PEXPIRE``
+  of the stream, the lease and the live indexes: a token between two renewals
+  costs its ``XADD``, not five commands. A cancel request is thus seen at a
+  streaming run's next write, within one heartbeat (25 ms by default) when idle,
   with no connection of its own: a pub/sub subscriber per process would shave
   that to one round trip but costs a connection and a thread per process and
   still needs this poll when a message is missed, so the poll is the one path.
-  The terminal event goes in the last pipeline, before the lease is dropped.
+  The terminal event goes in the run's last part, before the lease is dropped.
   A failed pipeline is retried in order (an ``XADD`` answered "ID equal or
   smaller" was applied by an attempt whose answer was lost); meanwhile emits
   coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
   trying until the deadline, then reports what it could not write as lost.
-* **Listening** polls (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
-  read first) every ``poll_seconds`` while nothing new arrives: a blocking
-  ``XREAD`` would need a connection per listener with its own socket timeout.
+* **Listening** reads (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
+  read first, one pipeline) and, while nothing new is there, blocks in ``XREAD
+  BLOCK`` after the cursor: the writer's ``XADD`` ends the wait at once, so an
+  event reaches a listener in a few round trips, not a poll interval. A wait is
+  bounded by ``poll_seconds`` (then the lease is read again: ``producer_lost``
+  and expiry are noticed on time, and a sync listener's generator can be closed)
+  and by half the client's ``socket_timeout`` (redis-py raises when a reply takes
+  longer than it; :func:`block_seconds`). A single-key ``XREAD`` goes to the key's
+  node on a Cluster. Each blocked listener holds one pooled connection while it
+  waits: ``max_blocking_listeners`` bounds how many do at once per stream, and a
+  listener beyond it sleeps ``poll_seconds`` and reads again (counted). One
+  shared reader per process multiplexing every listener's stream would hold one
+  connection (per node) instead, but a multi-key ``XREAD`` cannot span Cluster
+  slots, a new listener would have to interrupt the reader's block, and a
+  slow listener would delay the others: a connection per waiting listener, bounded,
+  is the simpler path at the scale of one web worker's open SSE responses.
 
 Clock: lease deadlines in the live indexes are the producers' ``time.time()``
 (milliseconds); the lease key itself expires by the server's clock.
@@ -40,13 +56,14 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from autoplay_base.agent_stream._events import TERMINAL, RunEvent, format_cursor
+from autoplay_base.agent_stream._events import RunEvent, format_cursor
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
+from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
 
-__all__ = ["RedisSink", "RedisTransport"]
+__all__ = ["RedisTransport", "block_seconds"]
 
 logger = logging.getLogger("autoplay_base.agent_stream")
 
@@ -65,8 +82,32 @@ return {1, live}
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
 
 
+BLOCK_SHARE = 0.5
+"""The share of the client's ``socket_timeout`` one blocking read may use: the server answers
+a ``BLOCK`` at its end, and the reply must still arrive before the socket gives up."""
+
+
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def block_seconds(client: Any) -> float:
+    """The longest ``XREAD BLOCK`` ``client`` can wait without its ``socket_timeout`` firing.
+
+    Standalone and Sentinel clients keep their connection options on the pool,
+    a sync cluster client on its nodes manager, an async cluster client on itself.
+    No timeout (``None``): unbounded here (``poll_seconds`` bounds each wait).
+    """
+    for holder in (
+        getattr(client, "connection_pool", None),
+        getattr(client, "nodes_manager", None),
+        client,
+    ):
+        options = getattr(holder, "connection_kwargs", None)
+        if isinstance(options, dict):
+            timeout = options.get("socket_timeout")
+            return float("inf") if timeout is None else float(timeout) * BLOCK_SHARE
+    return float("inf")
 
 
 class RedisTransport:
@@ -82,9 +123,13 @@ class RedisTransport:
         lease_seconds: float,
         heartbeat_seconds: float,
         poll_seconds: float,
+        max_blocking_listeners: int,
+        read_count: int,
         clock: Callable[[], float],
         on_write_error: Callable[[BaseException], None],
         on_undecodable: Callable[[], None],
+        on_wait_error: Callable[[BaseException], None],
+        on_slots_full: Callable[[], None],
     ) -> None:
         import redis  # noqa: PLC0415 - the backend exists, so the extra is installed
 
@@ -100,9 +145,23 @@ class RedisTransport:
         self.lease_ms = _ms(lease_seconds)
         self.heartbeat_seconds = heartbeat_seconds
         self.poll_seconds = poll_seconds
+        self.max_blocking_listeners = max_blocking_listeners
+        self._read_count = read_count
+        self._sync_block = block_seconds(self._client)
+        self._async_block = block_seconds(self._aclient)
+        self._blocking = 0
+        self._slots_lock = threading.Lock()
         self._clock = clock
         self._on_write_error = on_write_error
         self._on_undecodable = on_undecodable
+        self._on_wait_error = on_wait_error
+        self._on_slots_full = on_slots_full
+        self._writer = RedisWriter(self)
+
+    @property
+    def client(self) -> Any:
+        """The sync client (the writer's)."""
+        return self._client
 
     # -- command builders (shared by both twins) ------------------------------------------
     def _start_args(self, ref: RunRef, reject_if_live: bool, now: float) -> list[Any]:
@@ -121,7 +180,14 @@ class RedisTransport:
         pipe.pexpire(key, self.retention_ms)
 
     def _queue_write(
-        self, pipe: Any, ref: RunRef, batch: Sequence[Pending], *, final: bool, now: float
+        self,
+        pipe: Any,
+        ref: RunRef,
+        batch: Sequence[Pending],
+        *,
+        final: bool,
+        renew: bool,
+        now: float,
     ) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
         keys, run_id = self._keys, ref.run_id
@@ -129,21 +195,25 @@ class RedisTransport:
         for p in batch:
             fields = {"t": p.type, "ts": repr(p.ts), "d": p.json}
             pipe.xadd(stream, fields, id=f"0-{p.seq}", maxlen=self.max_events, approximate=True)
-        pipe.pexpire(stream, self.retention_ms)
         if final:  # the terminal event is queued above: it lands before the lease goes
+            pipe.pexpire(stream, self.retention_ms)
             pipe.delete(keys.run_lease(key, run_id))
             pipe.zrem(keys.session_live_runs(key), run_id)
             pipe.delete(keys.run_cancel(key, run_id))
         else:
-            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
-            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            if renew:
+                pipe.pexpire(stream, self.retention_ms)
+                pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
+                pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            # Every round trip: a streaming run sees a cancel at its next write, an idle
+            # one at its next renewal (one heartbeat).
             pipe.exists(keys.run_cancel(key, run_id))
 
-    def _write_result(self, results: list[Any], written: int, *, final: bool) -> bool:
+    def _write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
         for result in results:
             if isinstance(result, Exception) and _APPLIED not in str(result):
                 raise result
-        return not final and bool(results[written + 3])
+        return not final and bool(results[written + (3 if renew else 0)])
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
@@ -152,9 +222,10 @@ class RedisTransport:
         pipe.xrange(stream, min=f"0-{max(1, next_seq)}", max="+", count=count)
         pipe.exists(stream)
 
-    def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
+    def _events(self, ref: RunRef, entries: Any) -> list[RunEvent]:
+        """Stream entries as events; an undecodable one is skipped (counted, logged)."""
         events: list[RunEvent] = []
-        for entry_id, fields in replies[1] or []:
+        for entry_id, fields in entries or []:
             try:
                 seq = int(str(entry_id).partition("-")[2])
                 data = json.loads(fields["d"])
@@ -171,7 +242,10 @@ class RedisTransport:
                 logger.warning("run stream: skipped an undecodable entry of run %s", ref.run_id)
                 continue
             events.append(event)
-        return Read(events, bool(replies[0]), bool(replies[2]))
+        return events
+
+    def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
+        return Read(self._events(ref, replies[1]), bool(replies[0]), bool(replies[2]))
 
     # -- producer side ------------------------------------------------------------------------
     def start(
@@ -196,20 +270,36 @@ class RedisTransport:
             await pipe.execute()
         return Started(bool(started), [str(r) for r in live])
 
-    def write(
-        self, ref: RunRef, user_id: str | None, batch: Sequence[Pending], *, final: bool
-    ) -> bool:
-        """One writer round trip; True when a cancel request is waiting for the run."""
+    def queue_write(
+        self,
+        pipe: Any,
+        ref: RunRef,
+        user_id: str | None,
+        batch: Sequence[Pending],
+        *,
+        final: bool,
+        renew: bool,
+    ) -> None:
+        """Queue one run's part of a writer round trip (see :mod:`._writer`).
+
+        ``renew`` (once per heartbeat) adds the stream's sliding expiry, the lease and
+        the live indexes; between renewals a run's part is its ``XADD``s (one command
+        per event) and the cancel check (one per round trip).
+        """
         now = self._clock()
-        pipe = self._client.pipeline(transaction=False)
-        self._queue_write(pipe, ref, batch, final=final, now=now)
-        if user_id is not None:
+        renew = renew and not final
+        self._queue_write(pipe, ref, batch, final=final, renew=renew, now=now)
+        if user_id is not None and (renew or final):
             self._queue_user(pipe, ref, user_id, now, end=final)
-        return self._write_result(pipe.execute(raise_on_error=False), len(batch), final=final)
+
+    def write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
+        """Whether a cancel request waits for the run, from its part of the replies;
+        raises the first error that is not an ``XADD`` an earlier attempt applied."""
+        return self._write_result(results, written, final=final, renew=renew and not final)
 
     def sink(self, ref: RunRef, run: SinkOwner) -> RedisSink:
-        """The background writer of one run (started here)."""
-        return RedisSink(self, ref, run)
+        """One run's place in this transport's writer (see :mod:`._writer`)."""
+        return RedisSink(self._writer, ref, run)
 
     def write_failed(self, exc: BaseException) -> None:
         """Count and log a failed writer round trip (it will be retried)."""
@@ -228,13 +318,88 @@ class RedisTransport:
         self._queue_read(pipe, ref, next_seq, count)
         return self._decode(ref, await pipe.execute())
 
-    def pause(self, ref: RunRef | None, timeout: float) -> None:
-        """Wait one poll interval before reading again."""
-        time.sleep(min(timeout, self.poll_seconds))
+    # -- waiting for the next event: XREAD BLOCK after the cursor ---------------------------
+    def _block(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None, cap: float
+    ) -> tuple[dict[str, str] | None, float]:
+        """``(XREAD streams, seconds)`` for one wait (``cap``: the client's bound), or
+        ``(None, timeout)`` to sleep instead.
 
-    async def apause(self, ref: RunRef | None, timeout: float) -> None:
+        A blocked ``XREAD`` holds one pooled connection, so at most
+        ``max_blocking_listeners`` block at once (a slot taken here, freed by
+        :meth:`_unblock`); one past it, ``follow`` (no run yet) and a listener without a
+        cursor sleep the interval instead (counted in ``listener_slots_full``).
+        """
+        if ref is None or next_seq is None:
+            return None, timeout
+        with self._slots_lock:
+            if self._blocking >= self.max_blocking_listeners:
+                taken = False
+            else:
+                self._blocking += 1
+                taken = True
+        if not taken:
+            self._on_slots_full()
+            return None, timeout
+        stream = self._keys.run_stream(SessionKey(ref.product_id, ref.session_id), ref.run_id)
+        return {stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
+
+    def _unblock(self) -> None:
+        with self._slots_lock:
+            self._blocking -= 1
+
+    def _woken(self, ref: RunRef, reply: Any) -> list[RunEvent]:
+        """The events an ``XREAD`` returned (RESP2: ``[[key, entries]]``; RESP3: a dict)."""
+        streams = list(reply.values()) if isinstance(reply, dict) else [e for _, e in reply or []]
+        return [event for entries in streams for event in self._events(ref, entries)]
+
+    def pause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
+        """Block in ``XREAD`` until events after the cursor are written (or ``timeout``,
+        capped below the client's ``socket_timeout``); the events it read, maybe none.
+
+        Entries that decode to nothing (a foreign writer's) end the wait as soon as it
+        starts, so the rest of it is slept: a listener never spins on them.
+        """
+        streams, seconds = self._block(ref, timeout, next_seq, self._sync_block)
+        if streams is None:
+            time.sleep(seconds)
+            return []
+        assert ref is not None
+        try:
+            reply = self._client.xread(streams, count=self._read_count, block=_ms(seconds))
+        except self.errors as exc:
+            # The read after the wait reports an outage; a wait that failed only waits.
+            self._on_wait_error(exc)
+            reply = exc
+        finally:
+            self._unblock()
+        events = [] if isinstance(reply, BaseException) else self._woken(ref, reply)
+        if reply and not events:  # failed, or entries that decode to nothing: no spinning
+            time.sleep(seconds)
+        return events
+
+    async def apause(
+        self, ref: RunRef | None, timeout: float, next_seq: int | None = None
+    ) -> list[RunEvent]:
         """Async twin of :meth:`pause`."""
-        await asyncio.sleep(min(timeout, self.poll_seconds))
+        streams, seconds = self._block(ref, timeout, next_seq, self._async_block)
+        if streams is None:
+            await asyncio.sleep(seconds)
+            return []
+        assert ref is not None
+        try:
+            reply = await self._aclient.xread(streams, count=self._read_count, block=_ms(seconds))
+        except self.errors as exc:
+            self._on_wait_error(exc)
+            reply = exc
+        finally:
+            self._unblock()
+        events = [] if isinstance(reply, BaseException) else self._woken(ref, reply)
+        if reply and not events:
+            await asyncio.sleep(seconds)
+        return events
 
     def _live_key(self, product_id: str, session_id: str) -> str:
         return self._keys.session_live_runs(SessionKey(product_id, session_id))
@@ -298,62 +463,3 @@ class RedisTransport:
         """Async twin of :meth:`live_sessions`."""
         key = self._keys.user_live_runs(product_id, user_id)
         return self._parse_live(await self._aclient.zrangebyscore(key, int(now * 1000), "+inf"))
-
-
-class RedisSink:
-    """The writer thread of one run (see the module docstring)."""
-
-    def __init__(self, transport: RedisTransport, ref: RunRef, run: SinkOwner) -> None:
-        self._transport = transport
-        self._ref = ref
-        self._run = run
-        self._wake = threading.Event()
-        self._deadline: float | None = None
-        self._ok = True
-        self._thread = threading.Thread(
-            target=self._loop, name=f"autoplay-run-{ref.run_id[:8]}", daemon=True
-        )
-        self._thread.start()
-
-    def notify(self) -> None:
-        """Wake the writer (an O(1) flag; the writer batches whatever accumulated).
-
-        Already set: nothing to do (``Event.set`` takes a lock). The writer clears the
-        flag *before* it drains, so an emit that sees it set is in that drain.
-        """
-        if not self._wake.is_set():
-            self._wake.set()
-
-    def close(self, timeout: float) -> bool:
-        """Let the writer send the rest (terminal last) until ``timeout``; False if any was lost."""
-        self._deadline = time.monotonic() + timeout
-        self._wake.set()
-        self._thread.join(timeout + self._transport.heartbeat_seconds + 1.0)
-        return self._ok and not self._thread.is_alive()
-
-    def _loop(self) -> None:
-        transport, run = self._transport, self._run
-        inflight: list[Pending] = []
-        while True:
-            self._wake.wait(transport.heartbeat_seconds)
-            self._wake.clear()
-            if not inflight:
-                inflight = run.drain()
-            final = bool(inflight) and inflight[-1].type in TERMINAL
-            try:
-                cancelled = transport.write(self._ref, run.user_id, inflight, final=final)
-            except transport.errors as exc:
-                transport.write_failed(exc)
-                deadline = self._deadline
-                if deadline is not None and time.monotonic() >= deadline:
-                    self._ok = False
-                    run.lost(len(inflight) + len(run.drain()), "unavailable")
-                    return
-                # An outage answers at once: without a pause the emits' wake-ups would spin.
-                time.sleep(transport.heartbeat_seconds)
-                continue
-            inflight = []
-            if cancelled:
-                run.mark_cancelled()
-            if final:
-                return

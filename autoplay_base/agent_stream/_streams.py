@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_SECONDS",
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_BLOCKING_LISTENERS",
     "DEFAULT_MAX_BUFFERED_EVENTS",
     "DEFAULT_MAX_EVENTS",
     "DEFAULT_MAX_EVENT_BYTES",
@@ -52,7 +53,12 @@ DEFAULT_LEASE_SECONDS = 5.0
 DEFAULT_HEARTBEAT_SECONDS = 0.025
 """The Redis writer's idle round trip: lease renewal and the cancel check (cancel latency)."""
 DEFAULT_POLL_SECONDS = 0.05
-"""How often a Redis listener reads again while nothing new arrived."""
+"""The longest one listener wait lasts before the lease is checked again (Redis: ``XREAD
+BLOCK``, also capped at half the client's ``socket_timeout``); how often ``follow`` looks
+for the session's next run. A written event ends the wait at once: not a latency."""
+DEFAULT_MAX_BLOCKING_LISTENERS = 64
+"""Redis: listeners of one stream blocked in ``XREAD`` at once (each holds a pooled
+connection while it waits); one more sleeps ``poll_seconds`` and reads again instead."""
 DEFAULT_MAX_BUFFERED_EVENTS = 1_000
 """Events one run buffers for its writer; past it deltas coalesce or drop (tool/terminal never)."""
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024
@@ -97,6 +103,8 @@ class RunStreamStats:
     invalid_cursors: int = 0
     undecodable_events: int = 0
     cancel_requests: int = 0
+    listen_wait_errors: int = 0
+    listener_slots_full: int = 0
 
     def as_dict(self) -> dict[str, int]:
         """The counters by name."""
@@ -129,6 +137,7 @@ class Streams:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         max_runs: int = DEFAULT_MAX_RUNS,
         max_text_chars: int = DEFAULT_MAX_TEXT_CHARS,
+        max_blocking_listeners: int = DEFAULT_MAX_BLOCKING_LISTENERS,
         close_timeout: float = DEFAULT_CLOSE_TIMEOUT_SECONDS,
         expose_errors: bool = False,
         strict: bool = False,
@@ -141,6 +150,7 @@ class Streams:
             ("max_event_bytes", max_event_bytes),
             ("max_runs", max_runs),
             ("max_text_chars", max_text_chars),
+            ("max_blocking_listeners", max_blocking_listeners),
         ):
             if not isinstance(value, int) or value < 1:
                 raise ConfigError(f"{name} must be an int >= 1, got {value!r}")
@@ -189,9 +199,13 @@ class Streams:
                 lease_seconds=lease_seconds,
                 heartbeat_seconds=heartbeat_seconds,
                 poll_seconds=poll_seconds,
+                max_blocking_listeners=max_blocking_listeners,
+                read_count=READ_COUNT,
                 clock=clock,
                 on_write_error=self._write_failed,
                 on_undecodable=lambda: self._count("undecodable_events"),
+                on_wait_error=self._wait_failed,
+                on_slots_full=lambda: self._count("listener_slots_full"),
             )
             self._errors = redis_transport.errors
             self.transport = redis_transport
@@ -213,6 +227,13 @@ class Streams:
     def _write_failed(self, exc: BaseException) -> None:
         self._count("write_errors")
         logger.warning("run stream: a write to Redis failed (%s); retrying", type(exc).__name__)
+
+    def _wait_failed(self, exc: BaseException) -> None:
+        self._count("listen_wait_errors")
+        logger.warning(
+            "run stream: a listener's blocking read failed (%s); reading again",
+            type(exc).__name__,
+        )
 
     def _lost(self, run_id: str, count: int, reason: str) -> None:
         if count <= 0:

@@ -22,6 +22,7 @@ from autoplay_base.agent_stream._streams import (
     DEFAULT_CLOSE_TIMEOUT_SECONDS,
     DEFAULT_HEARTBEAT_SECONDS,
     DEFAULT_LEASE_SECONDS,
+    DEFAULT_MAX_BLOCKING_LISTENERS,
     DEFAULT_MAX_BUFFERED_EVENTS,
     DEFAULT_MAX_EVENT_BYTES,
     DEFAULT_MAX_EVENTS,
@@ -37,7 +38,7 @@ from autoplay_base.agent_stream._streams import (
     Streams,
     next_run,
 )
-from autoplay_base.agent_stream._transport import LiveRun, RunRef
+from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import BackendUnavailableError
 
@@ -45,6 +46,7 @@ __all__ = [
     "DEFAULT_CLOSE_TIMEOUT_SECONDS",
     "DEFAULT_HEARTBEAT_SECONDS",
     "DEFAULT_LEASE_SECONDS",
+    "DEFAULT_MAX_BLOCKING_LISTENERS",
     "DEFAULT_MAX_BUFFERED_EVENTS",
     "DEFAULT_MAX_EVENTS",
     "DEFAULT_MAX_EVENT_BYTES",
@@ -159,15 +161,19 @@ class RunStream(Streams):
         if not ev.is_run_id(run_id):
             yield from state.feed([], live=False, exists=False, now=self._clock())
             return
+        waited: list[RunEvent] = []
         while not state.done:
-            try:
-                read = self.transport.read(ref, state.next_seq, READ_COUNT)
-            except self._errors as exc:
-                raise BackendUnavailableError("run stream: Redis unavailable") from exc
+            if waited:  # what the wait read: the run is being written, no lease to check
+                read = Read(waited, True, True)
+            else:
+                try:
+                    read = self.transport.read(ref, state.next_seq, READ_COUNT)
+                except self._errors as exc:
+                    raise BackendUnavailableError("run stream: Redis unavailable") from exc
             out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
             yield from out
-            if not out:
-                self.transport.pause(ref, self.poll_seconds)
+            if not state.done and (waited or not out):  # else read on: more may be there
+                waited = self.transport.pause(ref, self.poll_seconds, state.next_seq)
 
     def follow(
         self, session_id: str, *, product_id: str, after: str | None = None
@@ -281,16 +287,20 @@ class AsyncRunStream(Streams):
             for event in state.feed([], live=False, exists=False, now=self._clock()):
                 yield event
             return
+        waited: list[RunEvent] = []
         while not state.done:
-            try:
-                read = await self.transport.aread(ref, state.next_seq, READ_COUNT)
-            except self._errors as exc:
-                raise BackendUnavailableError("run stream: Redis unavailable") from exc
+            if waited:  # what the wait read: the run is being written, no lease to check
+                read = Read(waited, True, True)
+            else:
+                try:
+                    read = await self.transport.aread(ref, state.next_seq, READ_COUNT)
+                except self._errors as exc:
+                    raise BackendUnavailableError("run stream: Redis unavailable") from exc
             out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
             for event in out:
                 yield event
-            if not out:
-                await self.transport.apause(ref, self.poll_seconds)
+            if not state.done and (waited or not out):  # else read on: more may be there
+                waited = await self.transport.apause(ref, self.poll_seconds, state.next_seq)
 
     async def follow(
         self, session_id: str, *, product_id: str, after: str | None = None

@@ -351,6 +351,23 @@ def ask_graph(model: ScriptedChatModel) -> Any:
     return graph.compile(checkpointer=InMemorySaver())
 
 
+def ask_run(interrupt_id: str) -> list[tuple[Any, ...]]:
+    """The events of :func:`ask_graph`'s first run, up to its interrupt."""
+    return [
+        (1, "start", {}),
+        (2, "step_started", {"name": "think"}),
+        (3, "text_delta", {"text": "Let me "}),
+        (4, "text_delta", {"text": "ask."}),
+        (5, "step_finished", USAGE_DATA),
+        (
+            6,
+            "custom",
+            {"name": "interrupt", "data": [{"id": interrupt_id, "value": {"ask": "Which city?"}}]},
+        ),
+        (7, "finished", {"status": "interrupted"}),
+    ]
+
+
 async def test_interrupt_ends_the_run_interrupted_and_resume_finishes() -> None:
     model = ScriptedChatModel(script=[text_turn("Let me ", "ask.")])
     graph = ask_graph(model)
@@ -364,20 +381,7 @@ async def test_interrupt_ends_the_run_interrupted_and_resume_finishes() -> None:
         "answer": "Let me ask.",
     }
     events = await collect(stream)
-    interrupt_id = events[-2].data["data"][0]["id"]
-    assert shape(events) == [
-        (1, "start", {}),
-        (2, "step_started", {"name": "think"}),
-        (3, "text_delta", {"text": "Let me "}),
-        (4, "text_delta", {"text": "ask."}),
-        (5, "step_finished", USAGE_DATA),
-        (
-            6,
-            "custom",
-            {"name": "interrupt", "data": [{"id": interrupt_id, "value": {"ask": "Which city?"}}]},
-        ),
-        (7, "finished", {"status": "interrupted"}),
-    ]
+    assert shape(events) == ask_run(events[-2].data["data"][0]["id"])
     resumed = await astream_agent(stream, graph, Command(resume="NYC"), **SCOPE, config=config)
     assert resumed == {"question": "Weather?", "answer": "Let me ask.", "city": "NYC"}
     assert shape(await collect(stream)) == [
@@ -474,3 +478,85 @@ async def test_redis_listener_reads_the_run_while_it_streams(
     await asyncio.sleep(0)  # let it make its first read before the run starts
     await astream_agent(stream, agent, WEATHER_INPUT, **SCOPE)
     assert shape(await listener) == WEATHER_RUN
+
+
+def test_interrupt_with_the_sync_driver_ends_interrupted_and_resume_finishes() -> None:
+    model = ScriptedChatModel(script=[text_turn("Let me ", "ask.")])
+    graph = ask_graph(model)
+    config: Any = {"configurable": {"thread_id": "t1"}}
+    stream = RunStream()
+    state = stream_agent(stream, graph, {"question": "Weather?"}, **SCOPE, config=config)
+    assert state["__interrupt__"][0].value == {"ask": "Which city?"}
+    events = collect_sync(stream)
+    assert shape(events) == ask_run(events[-2].data["data"][0]["id"])
+    resumed = stream_agent(stream, graph, Command(resume="NYC"), **SCOPE, config=config)
+    assert resumed == {"question": "Weather?", "answer": "Let me ask.", "city": "NYC"}
+    assert shape(collect_sync(stream)) == [(1, "start", {}), (2, "finished", {"status": "success"})]
+
+
+# -- Redis, across processes: a cancel stops a streaming agent in another process -----------
+AGENT_PROCESS = """
+import asyncio, sys
+from autoplay_base.agent_stream import AsyncRunStream
+from autoplay_base.backends.redis import RedisBackend
+from langchain_autoplay.agent_stream import astream_agent
+from tests.langchain_autoplay.test_agent_stream import SCOPE, WEATHER_INPUT, endless_agent
+
+async def main() -> None:
+    backend = RedisBackend.from_url(sys.argv[1], prefix=sys.argv[2], socket_timeout=5.0)
+    stream = AsyncRunStream(backend, history=False)
+    agent, model = endless_agent()
+    await astream_agent(stream, agent, WEATHER_INPUT, **SCOPE, user_id="u1")
+    print("stopped", model.produced, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_a_cancel_from_another_process_stops_a_streaming_agent(
+    redis_url: str, redis_prefix: str, make_redis_backend: Callable[..., Any]
+) -> None:
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    child = subprocess.Popen(
+        [sys.executable, "-c", AGENT_PROCESS, redis_url, redis_prefix],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    try:
+        stream = RunStream(make_redis_backend(), history=False)
+        events: list[RunEvent] = []
+        cancelled_after: list[int] = []
+        for event in stream.follow("s1", product_id="p1"):
+            events.append(event)
+            if event.type == "text_delta" and event.data["text"] == "t20 ":
+                asked = time.monotonic()
+                assert stream.cancel(**SCOPE) is True  # the run is the other process's
+                cancelled_after.append(len(events))
+            if event.terminal:
+                ended = time.monotonic() - asked
+                break
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        assert child.wait(WAIT) == 0
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait(WAIT)
+    assert line[0] == "stopped"
+    assert events[-1].data == {"status": "cancelled"}
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    texts = [e.data["text"] for e in events if e.type == "text_delta"]
+    assert texts == [f"t{i} " for i in range(len(texts))]
+    # Every token the model produced reached the listener (one may be cut by the cancel
+    # between the model yielding it and the handler emitting it).
+    assert int(line[1]) - len(texts) in (0, 1)
+    # Seen by the run's writer within one heartbeat (25 ms), then the model's next token
+    # stops it; the bound leaves room for a loaded machine, a missed cancel would run on.
+    assert ended < 2.0, f"the run ended {ended:.2f} s after the cancel"
+    assert len(events) - cancelled_after[0] < 500

@@ -199,3 +199,16 @@ async def test_an_idle_live_run_gets_heartbeats_and_the_response_ends_with_the_r
     assert any(line.startswith(":") for line in lines)
     data = [json.loads(line[6:]) for line in lines if line.startswith("data: ")]
     assert [(d["seq"], d["type"]) for d in data] == [(1, "start"), (2, "finished")]
+
+
+# -- the sync twins: a sync producer, and (in-process) the sync stream served -------------------
+# Served through ``iterate_in_threadpool`` (a WSGI-style worker's listener); the bodies are the
+# async tests' own, so both twins meet exactly the same expectations.
+@pytest.mark.parametrize("mode", ["sync"])
+async def test_native_resume_with_the_sync_twins(streams: Streams, served: Served) -> None:
+    await test_native_resume_receives_seq_1_to_n_exactly(streams, served)
+
+
+@pytest.mark.parametrize("mode", ["sync"])
+async def test_vercel_resume_with_the_sync_twins(streams: Streams, served: Served) -> None:
+    await test_vercel_resume_receives_exactly_one_uncut_stream(streams, served)

