@@ -166,7 +166,16 @@ class RecordingWriter:
 
     def write(self, event: Event) -> None:
         """Append one event."""
-        line = json.dumps(event_to_record(event), separators=(",", ":"), ensure_ascii=False)
+        record = event_to_record(event)
+        line = json.dumps(record, separators=(",", ":"), ensure_ascii=False)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:
+                # A lone surrogate (from a webhook body's "\ud800" escape) has no UTF-8
+                # form, and the reader (pydantic-core) refuses it even escaped: U+FFFD,
+                # the package's rule for such text (formatting), keeps the line readable.
+                line = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in line)
         with self._lock:
             if self._file is None:
                 raise ValueError("RecordingWriter is closed")

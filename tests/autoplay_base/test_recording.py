@@ -70,6 +70,22 @@ def test_writer_lines_follow_the_format_and_read_back_identically(tmp_path: Path
     assert list(iter_recording(path)) == events
 
 
+def test_a_lone_surrogate_is_written_as_the_replacement_character(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    odd = {"type": "custom", "note": "a\ud800b", "ok": "é"}
+    with RecordingWriter(path) as writer:
+        writer.write(UnknownEvent(type="custom", data=odd, event_id="7"))
+        writer.write(UnknownEvent(type="custom", data={"type": "custom", "ok": "é"}, event_id="8"))
+    assert path.read_bytes().decode("utf-8").splitlines() == [
+        '{"id":"7","event":"custom","data":{"type":"custom","note":"a\ufffdb","ok":"é"}}',
+        '{"id":"8","event":"custom","data":{"type":"custom","ok":"é"}}',
+    ]
+    assert [event.data for event in iter_recording(path)] == [
+        {"type": "custom", "note": "a\ufffdb", "ok": "é"},
+        {"type": "custom", "ok": "é"},
+    ]
+
+
 def test_writer_refuses_writes_after_close(tmp_path: Path) -> None:
     writer = RecordingWriter(tmp_path / "r.jsonl")
     writer.close()
