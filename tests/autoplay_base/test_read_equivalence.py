@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from autoplay_base import ContextStore
+from autoplay_base.backends import memory
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
 from autoplay_base.backends.memory import InMemoryBackend
 from autoplay_base.backends.redis import RedisBackend
@@ -151,9 +152,15 @@ async def run(backend: Any, ops: list[tuple[Any, ...]]) -> int:
 SEEDS = range(6)
 
 
+@pytest.mark.parametrize("chunk_chars", [None, 24, 64])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_memory_reads_match_the_reference(seed: int, mode: str) -> None:
+async def test_memory_reads_match_the_reference(
+    seed: int, mode: str, chunk_chars: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with tiny chunks: writes join the newest chunk, reads and trims cross chunks."""
+    if chunk_chars is not None:
+        monkeypatch.setattr(memory, "_CHUNK_CHARS", chunk_chars)
     backend = InMemoryBackend(**BOUNDS, clock=FakeClock(T0))
     ops = script(seed)
     assert await run(Twin(backend, mode), ops) == sum(op[0] == "read" for op in ops)
