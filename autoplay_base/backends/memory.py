@@ -435,7 +435,8 @@ class InMemoryBackend:
         session = self._sessions.get(key)
         if session is None:
             return None
-        if self._expired(session.touched, now):
+        ttl = self.bounds.idle_ttl_seconds  # ``_expired`` inline: once per read
+        if ttl is not None and now - session.touched > ttl:
             self._drop(key)
             self.stats.sessions_expired += 1
             self._shed()  # publishes the smaller byte figure
@@ -625,7 +626,8 @@ class InMemoryBackend:
             summary_at, last_activity_at = session.summary_at, session.last_activity_at
         # Joined and split outside the lock: a writer never waits on a long read.
         lines = _newest_lines(picked, want)
-        return SessionView(summary, lines, summary_at, last_activity_at)
+        # ``tuple.__new__`` skips the named tuple's Python-level constructor (per read).
+        return tuple.__new__(SessionView, (summary, lines, summary_at, last_activity_at, None))
 
     async def aread(
         self, key: SessionKey, options: ReadOptions, *, now: float
