@@ -329,7 +329,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
                 payload.product_id,
             )
             return None
-        return SessionKey(payload.product_id, payload.session_id)
+        # ``tuple.__new__`` skips the named tuple's Python-level constructor (per write).
+        return tuple.__new__(SessionKey, (payload.product_id, payload.session_id))
 
     def _summary_key(self, session_id: str, product_id: str | None) -> SessionKey:
         key = self._read_key(session_id, product_id)

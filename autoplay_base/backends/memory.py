@@ -195,7 +195,7 @@ class _Session:
     def append(self, batch: str, lines: int, at: float) -> int:
         """Add ``lines`` lines (``batch``, joined) that arrived at ``at``; returns bytes added."""
         chunks, times = self.chunks, self.times
-        if times and at < times[-1]:
+        if times and at < times[-1]:  # the local clock stepped back
             self.ordered = False
         if lines == 1:
             times.append(at)
