@@ -1,7 +1,9 @@
 """The optimised read path returns exactly what a straightforward reference returns.
 
 The backends' reads walk back from the newest batch only as far as the lookback and
-``max_actions`` reach, and the store formats the result. This checks, over seeded random
+``max_actions`` reach (the in-memory one bisects its per-line times when they are in
+order and keeps its lines in chunks, checked here with tiny chunks too), and the store
+formats the result. This checks, over seeded random
 sessions (batches of 1-4 lines, trims past the per-session cap, summaries with random
 ``replaces``, resets, clock steps back, random lookbacks, caps, ``since`` and summary
 visibility), that every read equals the reference written here the plain way: keep every
