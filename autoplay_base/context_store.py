@@ -273,12 +273,13 @@ class _ContextStoreBase(Generic[SummarizerT]):
 
     def _read_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
         if product_id is not None:
-            return SessionKey(product_id, session_id)
+            # ``tuple.__new__`` skips the named tuple's Python-level constructor (per read).
+            return tuple.__new__(SessionKey, (product_id, session_id))
         return self._pick_product(session_id, self.backend.products_for(session_id))
 
     async def _aread_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
         if product_id is not None:
-            return SessionKey(product_id, session_id)
+            return tuple.__new__(SessionKey, (product_id, session_id))
         return self._pick_product(session_id, await self.backend.aproducts_for(session_id))
 
     def _accept(self, payload: object) -> tuple[AnyPayload, SessionKey] | None:
@@ -328,7 +329,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
                 payload.product_id,
             )
             return None
-        return SessionKey(payload.product_id, payload.session_id)
+        # ``tuple.__new__`` skips the named tuple's Python-level constructor (per write).
+        return tuple.__new__(SessionKey, (payload.product_id, payload.session_id))
 
     def _summary_key(self, session_id: str, product_id: str | None) -> SessionKey:
         key = self._read_key(session_id, product_id)

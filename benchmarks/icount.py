@@ -15,6 +15,9 @@ exactly the calls, plus starmap's own few instructions per item. Figures:
   ``SESSIONS`` sessions of 50 actions (the ``current`` configuration), random
   sessions; the **floor** is the same loop over a dict lookup of an already
   rendered block plus one concatenation (as in ``bench_store``);
+* ``enrich`` in the ``seed`` configuration (``lookback_seconds=300,
+  max_actions=20``, 50 one-action events per session): the figure the seed
+  documents' users see, with its own floor;
 * ``store.add``: one new ``actions`` event (5 actions, already decoded, unique
   event id) into an existing session.
 
@@ -42,21 +45,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import CONFIGURATIONS, CURRENT, actions_event, emit, figure, size
+from _common import CONFIGURATIONS, CURRENT, SEED, actions_event, emit, figure, size
 
 SESSIONS = size(1_000, 50)
 CALLS = size(2_000, 50)
 PRODUCT = "bench"
 QUERY = "How do I do this?"
-MEASURES = ("enrich", "enrich-floor", "add")
+MEASURES = ("enrich", "enrich-floor", "enrich-seed", "enrich-seed-floor", "add")
 COLLECTED = re.compile(r"Collected\s*:\s*(\d+)")
 
 
-def build_store() -> Any:
-    """``SESSIONS`` sessions of the ``current`` configuration's 50 actions."""
+def build_store(name: str = CURRENT) -> Any:
+    """``SESSIONS`` sessions of a configuration's 50 actions."""
     from autoplay_base import ContextStore, decode_event
 
-    config = CONFIGURATIONS[CURRENT]
+    config = CONFIGURATIONS[name]
     store = ContextStore(**config["store_options"])
     rng = random.Random(1)
     for batch in range(config["batches"]):
@@ -68,7 +71,7 @@ def build_store() -> Any:
 
 def calls(measure: str) -> tuple[Any, list[tuple[Any, ...]]]:
     """The function to count and its argument tuples, one per call."""
-    store = build_store()
+    store = build_store(SEED if measure.startswith("enrich-seed") else CURRENT)
     rng = random.Random(2)
     if measure == "add":
         from autoplay_base import decode_event
@@ -79,7 +82,7 @@ def calls(measure: str) -> tuple[Any, list[tuple[Any, ...]]]:
             events.append((decode_event(json.dumps(raw), event_id=f"new-{call}"),))
         return store.add, events
     sessions = [(f"ps_{rng.randrange(SESSIONS)}", QUERY, PRODUCT) for _ in range(CALLS)]
-    if measure == "enrich":
+    if measure in ("enrich", "enrich-seed"):
         return store.enrich, sessions
     blocks: dict[tuple[str, str], str] = {
         (PRODUCT, f"ps_{n}"): store.enrich(f"ps_{n}", QUERY, PRODUCT)[: -len(QUERY)]
@@ -143,6 +146,14 @@ def main(argv: list[str] | None = None) -> None:
             unit="instructions",
             ours=counts["enrich"],
             floor=counts["enrich-floor"],
+        ),
+        figure(
+            "enrich instructions per call",
+            f"{SESSIONS:,} sessions x 50 one-action events (seed: lookback_seconds=300, "
+            f"max_actions=20), {CALLS:,} calls, PYTHONHASHSEED=0",
+            unit="instructions",
+            ours=counts["enrich-seed"],
+            floor=counts["enrich-seed-floor"],
         ),
         figure(
             "store.add instructions per call",

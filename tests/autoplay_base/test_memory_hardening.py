@@ -125,3 +125,23 @@ def test_dedupe_windows_are_per_product_and_bounded(monkeypatch: pytest.MonkeyPa
     # A third product drops the least recently written product's window (p2): counted.
     assert backend.stats.extra["dedupe_windows_evicted"] == 1
     assert backend.append_actions(SessionKey("p2", "s"), ["x"], at=T0 + 7, event_id="1") is True
+
+
+def test_one_line_writes_share_their_strings() -> None:
+    """Fifty one-line events cost about their characters, not fifty string headers.
+
+    A str costs ``sys.getsizeof("")`` (49 bytes) before its first character: a backend
+    keeping one string per write would hold ``50 * (49 + 60)`` bytes here; joined into
+    a few chunks it holds little more than the characters.
+    """
+    backend = InMemoryBackend(clock=FakeClock(T0))
+    lines = [f"{n:02d} {'x' * 54}\x1f/u" for n in range(50)]  # 60 characters each
+    for n, line in enumerate(lines):
+        backend.append_actions(A, [line], at=T0 + n)
+    held = backend.stats.extra["bytes"]
+    assert 50 * 61 <= held <= 50 * 61 + 10 * sys.getsizeof("")
+    assert backend.read(A, ALL, now=T0 + 50) == SessionView(None, lines, None, T0 + 49)
+    assert backend.read(A, ReadOptions(max_actions=3), now=T0 + 50).actions == lines[-3:]
+    backend.apply_summary(A, "s", replaces=49, at=T0 + 50)  # every chunk but the newest line's
+    assert backend.read(A, ALL, now=T0 + 51).actions == lines[-1:]
+    assert backend.stats.extra["bytes"] < 2000 + sys.getsizeof("s")

@@ -1,7 +1,9 @@
 """The optimised read path returns exactly what a straightforward reference returns.
 
 The backends' reads walk back from the newest batch only as far as the lookback and
-``max_actions`` reach, and the store formats the result. This checks, over seeded random
+``max_actions`` reach (the in-memory one bisects its per-line times when they are in
+order and keeps its lines in chunks, checked here with tiny chunks too), and the store
+formats the result. This checks, over seeded random
 sessions (batches of 1-4 lines, trims past the per-session cap, summaries with random
 ``replaces``, resets, clock steps back, random lookbacks, caps, ``since`` and summary
 visibility), that every read equals the reference written here the plain way: keep every
@@ -20,6 +22,7 @@ from typing import Any
 import pytest
 
 from autoplay_base import ContextStore
+from autoplay_base.backends import memory
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
 from autoplay_base.backends.memory import InMemoryBackend
 from autoplay_base.backends.redis import RedisBackend
@@ -151,9 +154,15 @@ async def run(backend: Any, ops: list[tuple[Any, ...]]) -> int:
 SEEDS = range(6)
 
 
+@pytest.mark.parametrize("chunk_chars", [None, 24, 64])
 @pytest.mark.parametrize("mode", ["sync", "async"])
 @pytest.mark.parametrize("seed", SEEDS)
-async def test_memory_reads_match_the_reference(seed: int, mode: str) -> None:
+async def test_memory_reads_match_the_reference(
+    seed: int, mode: str, chunk_chars: int | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with tiny chunks: writes join the newest chunk, reads and trims cross chunks."""
+    if chunk_chars is not None:
+        monkeypatch.setattr(memory, "_CHUNK_CHARS", chunk_chars)
     backend = InMemoryBackend(**BOUNDS, clock=FakeClock(T0))
     ops = script(seed)
     assert await run(Twin(backend, mode), ops) == sum(op[0] == "read" for op in ops)
