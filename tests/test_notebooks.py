@@ -77,7 +77,8 @@ def _text(value: Any) -> str:
 def normalized(notebook: Any) -> list[list[dict[str, str]]]:
     """Each code cell's outputs, as plain comparable values.
 
-    Kept: every stream's name and text, and every rich output's MIME types and
+    Kept: every stream's name and text (consecutive messages of one stream joined),
+    and every rich output's MIME types and
     text (``text/plain``, ``text/html``), with ports and addresses masked. A PNG
     counts by its presence: its bytes depend on the installed fonts and
     matplotlib's version, not on what the notebook computed.
@@ -86,10 +87,20 @@ def normalized(notebook: Any) -> list[list[dict[str, str]]]:
     for cell in notebook.cells:
         if cell.cell_type != "code":
             continue
-        outputs = []
+        outputs: list[dict[str, str]] = []
+        streams: list[tuple[dict[str, str], list[str]]] = []  # each stream's raw pieces
         for output in cell.outputs:
             if output.output_type == "stream":
-                outputs.append({"stream": output.name, "text": _text(output.text)})
+                raw = "".join(output.text) if isinstance(output.text, list) else output.text
+                follows = bool(streams) and outputs[-1] is streams[-1][0]
+                if follows and outputs[-1]["stream"] == output.name:
+                    # How the kernel cuts one stream into messages depends on timing
+                    # (a busy machine flushes mid-cell): the text is what counts.
+                    streams[-1][1].append(raw)
+                    continue
+                shown_stream = {"stream": output.name, "text": ""}
+                outputs.append(shown_stream)
+                streams.append((shown_stream, [raw]))
                 continue
             if output.output_type == "error":
                 outputs.append({"error": output.ename, "text": _text(output.evalue)})
@@ -100,6 +111,8 @@ def normalized(notebook: Any) -> list[list[dict[str, str]]]:
                 if mime in data:
                     shown[mime] = _text(data[mime])
             outputs.append(shown)
+        for shown_stream, pieces in streams:
+            shown_stream["text"] = _text(pieces)  # masked once joined: a port may be cut
         cells.append(outputs)
     return cells
 
