@@ -12,10 +12,11 @@ differ only by ``await pipe.execute()``.
 * **The writer** (:mod:`._writer`) is one thread per transport for every live
   run of this process: woken by each emit, or every ``heartbeat_seconds`` when
   idle, it sends in one pipeline whatever the runs buffered (``XADD`` with id
-  ``0-<seq>`` and ``MAXLEN ~``), ``EXISTS`` of each such run's cancel key and, at
-  most once per heartbeat (the renewal, every live run), the sliding ``PEXPIRE``
-  of the stream, the lease and the live indexes: a token between two renewals
-  costs its ``XADD``, not five commands. A cancel request is thus seen at a
+  ``0-<seq>`` and ``MAXLEN ~``), ``EXISTS`` of each such run's cancel key (once
+  per heartbeat of every live run, idle ones too) and, once per
+  :func:`renew_seconds` (the renewal, every live run), the sliding ``PEXPIRE`` of
+  the stream, the lease and the live indexes: a token between two renewals costs
+  its ``XADD``, not five commands. A cancel request is thus seen at a
   streaming run's next write, within one heartbeat (25 ms by default) when idle,
   with no connection of its own: a pub/sub subscriber per process would shave
   that to one round trip but costs a connection and a thread per process and
@@ -63,7 +64,7 @@ from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
 
-__all__ = ["RedisTransport", "block_seconds"]
+__all__ = ["RENEWALS_PER_LEASE", "RedisTransport", "block_seconds", "renew_seconds"]
 
 logger = logging.getLogger("autoplay_base.agent_stream")
 
@@ -85,6 +86,16 @@ _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attem
 BLOCK_SHARE = 0.5
 """The share of the client's ``socket_timeout`` one blocking read may use: the server answers
 a ``BLOCK`` at its end, and the reply must still arrive before the socket gives up."""
+
+
+RENEWALS_PER_LEASE = 3
+"""How many renewals a lease spans: two may be late (a slow round trip, a retried
+outage) before a live run's lease expires and its listeners see ``producer_lost``."""
+
+
+def renew_seconds(lease_seconds: float, heartbeat_seconds: float) -> float:
+    """How often the writer renews every live run: a third of the lease, at least a heartbeat."""
+    return max(heartbeat_seconds, lease_seconds / RENEWALS_PER_LEASE)
 
 
 def _ms(seconds: float) -> int:
@@ -144,6 +155,7 @@ class RedisTransport:
         self.retention_ms = _ms(retention_seconds)
         self.lease_ms = _ms(lease_seconds)
         self.heartbeat_seconds = heartbeat_seconds
+        self.renew_seconds = renew_seconds(lease_seconds, heartbeat_seconds)
         self.poll_seconds = poll_seconds
         self.max_blocking_listeners = max_blocking_listeners
         self._read_count = read_count

@@ -3,11 +3,17 @@
 A run's :class:`RedisSink` is its place in the transport's :class:`RedisWriter`:
 an emit marks the run dirty and wakes the writer (O(1), never waiting on the
 network). Each round trip of the writer is one pipeline holding, for every dirty
-run, the ``XADD`` of whatever that run buffered and its cancel check and, once
-per ``heartbeat_seconds`` for every live run, the renewal (sliding expiry,
-lease, live indexes) with the cancel check: a cancel from another process reaches
-a streaming run at its next write, an idle one within one heartbeat. The
+run, the ``XADD`` of whatever that run buffered and its cancel check; once per
+``heartbeat_seconds`` every live run's cancel check (a cancel from another
+process reaches a streaming run at its next write, an idle one within one
+heartbeat); and once per ``renew_seconds`` (a third of the lease, at least one
+heartbeat) every live run's renewal (sliding expiry, lease, live indexes). The
 terminal event goes in the run's last part, before its lease is dropped.
+
+Why the renewal is not on every heartbeat: with 20 runs streaming, renewing each
+run's lease every 25 ms was three commands per run per heartbeat (2,400 a second,
+more than half as many as the tokens' ``XADD``s) for a lease of 5 s; a third of
+the lease still leaves two renewals of slack before it can expire.
 
 Why one thread for all runs and not one per run: a process streaming 20 answers
 at once had 20 writer threads contending for the GIL with the event loop that
@@ -44,6 +50,7 @@ class WriteCommands(Protocol):
     """What the writer needs from the Redis transport: a client and the write builders."""
 
     heartbeat_seconds: float
+    renew_seconds: float
     errors: tuple[type[BaseException], ...]
 
     @property
@@ -127,6 +134,7 @@ class RedisWriter:
     def __init__(self, commands: WriteCommands) -> None:
         self._commands = commands
         self.heartbeat_seconds = commands.heartbeat_seconds
+        self.renew_seconds = commands.renew_seconds
         self._lock = threading.Lock()
         self._live: set[RedisSink] = set()
         self._dirty: set[RedisSink] = set()
@@ -160,41 +168,47 @@ class RedisWriter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def _next(self, renew: bool) -> list[RedisSink] | None:
-        """The runs of this round trip (all live ones when renewing), None: none live."""
+    def _next(self, tick: bool) -> list[RedisSink] | None:
+        """The runs of this round trip (all live ones on a heartbeat), None: none live."""
         with self._lock:
             if not self._live:
                 self._thread = None  # ends; ``add`` starts a new one
                 return None
-            todo = list(self._live) if renew else [s for s in self._dirty if s in self._live]
+            todo = list(self._live) if tick else [s for s in self._dirty if s in self._live]
             self._dirty.clear()
             return todo
 
     def _loop(self) -> None:
         commands = self._commands
-        renew_at = 0.0
+        tick_at = renew_at = 0.0
         while True:
-            self._wake.wait(max(0.0, renew_at - time.monotonic()))
+            self._wake.wait(max(0.0, tick_at - time.monotonic()))
             self._wake.clear()
             now = time.monotonic()
-            renew = now >= renew_at
-            todo = self._next(renew)
+            tick = now >= tick_at  # every live run's cancel check
+            renew = tick and now >= renew_at  # and its renewal (only with a tick: all runs)
+            todo = self._next(tick)
             if todo is None:
                 return
-            if self._round_trip(commands, todo, renew=renew):
+            if self._round_trip(commands, todo, tick=tick, renew=renew):
+                if tick:
+                    tick_at = now + self.heartbeat_seconds
                 if renew:
-                    renew_at = now + self.heartbeat_seconds
+                    renew_at = now + self.renew_seconds
             else:
                 # An outage answers at once: without a pause the emits' wake-ups would spin.
                 time.sleep(self.heartbeat_seconds)
 
-    def _round_trip(self, commands: WriteCommands, todo: list[RedisSink], *, renew: bool) -> bool:
-        """One pipeline for ``todo``; False when it failed as a whole (retried)."""
+    def _round_trip(
+        self, commands: WriteCommands, todo: list[RedisSink], *, tick: bool, renew: bool
+    ) -> bool:
+        """One pipeline for ``todo`` (on a ``tick`` idle runs too, for their cancel
+        check; ``renew``: every run's renewal); False when it failed as a whole (retried)."""
         pipe = commands.client.pipeline(transaction=False)
         parts: list[tuple[RedisSink, int, int, int, bool, bool]] = []
         for sink in todo:
             batch, final = sink.take()
-            if not batch and not renew:
+            if not batch and not tick:
                 continue
             renews = renew or not sink.renewed
             start = len(pipe)
