@@ -3,7 +3,8 @@
 A run's :class:`RedisSink` is its place in the transport's :class:`RedisWriter`:
 an emit marks the run dirty and wakes the writer (O(1), never waiting on the
 network). Each round trip of the writer is one pipeline holding, for every dirty
-run, the ``XADD`` of whatever that run buffered and its cancel check; once per
+run, one call of the transport's write script (the ``XADD`` of whatever that run
+buffered, then its cancel check: one command per run, not one per event); once per
 ``heartbeat_seconds`` every live run's cancel check (a cancel from another
 process reaches a streaming run at its next write, an idle one within one
 heartbeat); and once per ``renew_seconds`` (a third of the lease, at least one
@@ -21,8 +22,9 @@ produces and listens (each thread waking for its own one-event pipeline), which
 put tokens hundreds of milliseconds late; one writer batches what all runs
 buffered into one round trip and leaves the loop the interpreter.
 
-A failed round trip is retried with the same parts (an ``XADD`` answered "ID
-equal or smaller" was applied by an attempt whose answer was lost); one run's
+A failed round trip is retried with the same parts (the write script skips an
+``XADD`` answered "ID equal or smaller": an attempt whose answer was lost applied
+it); one run's
 failing part does not hold back the others. Meanwhile emits coalesce or drop in
 each run's bounded buffer. A run being closed keeps being retried until its
 deadline, then what it could not write is reported lost. The thread ends when no
@@ -65,9 +67,7 @@ class WriteCommands(Protocol):
         final: bool,
         renew: bool,
     ) -> None: ...
-    def write_result(
-        self, results: list[Any], written: int, *, final: bool, renew: bool
-    ) -> bool: ...
+    def write_result(self, results: list[Any], *, final: bool) -> bool: ...
     def write_failed(self, exc: BaseException) -> None: ...
 
 
@@ -205,7 +205,7 @@ class RedisWriter:
         """One pipeline for ``todo`` (on a ``tick`` idle runs too, for their cancel
         check; ``renew``: every run's renewal); False when it failed as a whole (retried)."""
         pipe = commands.client.pipeline(transaction=False)
-        parts: list[tuple[RedisSink, int, int, int, bool, bool]] = []
+        parts: list[tuple[RedisSink, int, int, bool, bool]] = []
         for sink in todo:
             batch, final = sink.take()
             if not batch and not tick:
@@ -214,7 +214,7 @@ class RedisWriter:
             start = len(pipe)
             user_id = sink.run.user_id
             commands.queue_write(pipe, sink.ref, user_id, batch, final=final, renew=renews)
-            parts.append((sink, start, len(pipe), len(batch), final, renews))
+            parts.append((sink, start, len(pipe), final, renews))
         if not parts:
             return True
         try:
@@ -224,11 +224,9 @@ class RedisWriter:
             self._failed([sink for sink, *_ in parts])
             return False
         failed: list[RedisSink] = []
-        for sink, start, end, written, final, renews in parts:
+        for sink, start, end, final, renews in parts:
             try:
-                cancelled = commands.write_result(
-                    results[start:end], written, final=final, renew=renews
-                )
+                cancelled = commands.write_result(results[start:end], final=final)
             except commands.errors as exc:
                 commands.write_failed(exc)
                 failed.append(sink)
