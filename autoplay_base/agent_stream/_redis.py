@@ -83,10 +83,11 @@ return {1, live}
 """
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
 # One call per run and round trip, not one command per event: with 20 runs at
-# 1,000 tokens/s the writer's per-command cost in redis-py (building, packing,
-# parsing each reply) was half of the process's CPU, and the GIL it held put the
-# listeners' tokens late. An event an earlier attempt applied is skipped (its
-# answer was lost); any other error ends the call and the part is retried.
+# 1,000 tokens/s the writer thread's per-command cost in redis-py (building,
+# packing, parsing each reply) was 40% of the process's CPU (0.7 s in 1.8 s), on
+# the GIL the listeners needed; one call per run cut it to 0.45 s. An event an
+# earlier attempt applied is skipped (its answer was lost); any other error ends
+# the call and the part is retried.
 _WRITE = """
 for i = 2, #ARGV, 4 do
   local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
