@@ -20,7 +20,11 @@ issue's ``target``), in-process and Redis wherever both apply:
   at emit to the listener's on receipt; each run's first tenth is its warm-up, not
   sampled), each run paced at 200 or 1000 tokens/s,
   1 or 20 runs at once, one listener each (the rate each producer reached is in
-  ``details``: the peer awaits an ``XADD`` per token, ours never waits). Ours
+  ``details``: the peer awaits an ``XADD`` per token, ours never waits; at 1000
+  tokens/s x 20 runs the peer's producers fall to about a quarter of that rate,
+  so its figure there is taken under a quarter of the load). Each measurement
+  starts on a collected and frozen heap (:func:`frozen_heap`), ours and the
+  peer's alike. Ours
   blocks in ``XREAD`` after its cursor (Redis) or on the run's condition
   (in-process); the peer blocks in ``XREAD``.
 * ``events lost`` / ``events duplicated`` when the listener reconnects every
@@ -52,12 +56,14 @@ with an environment holding both packages::
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import socket
 import statistics
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from _common import emit, figure
@@ -251,6 +257,25 @@ async def handler_overhead(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]
 
 
 # -- 2. token-to-listener latency ---------------------------------------------------------------
+@contextmanager
+def frozen_heap() -> Iterator[None]:
+    """A latency measurement without full collections of the heap the imports left.
+
+    LangChain, pydantic and the rest leave ~130,000 tracked objects: a full (gen 2)
+    collection walks them all, 70-100 ms on the test machine, and one lands in a
+    3 s run now and then, stalling every run of the process at once (that was the
+    p99 of whichever side it hit). Collected and frozen (``gc.freeze``, what a
+    pre-forking server does after its imports), only what the measured code itself
+    allocates is collected, ours and the peer's alike.
+    """
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+
+
 async def paced(rate: int, count: int, emit_one: Any) -> float:
     """Emit ``count`` tokens at ``rate`` per second (as far as it can); the rate reached."""
     loop = asyncio.get_running_loop()
@@ -332,11 +357,13 @@ async def latencies(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
         for runs in CONCURRENCY:
             peer: tuple[float, float] | None = None
             if has_peer():
-                samples, peer_rate = await peer_latency(url, prefix + "-peer", rate, runs)
+                with frozen_heap():
+                    samples, peer_rate = await peer_latency(url, prefix + "-peer", rate, runs)
                 peer = p50_p99(samples)
                 reached[f"peer {rate} tok/s x {runs}"] = round(peer_rate)
             for where, target in ((IN_PROCESS, None), (REDIS, url)):
-                samples, rate_reached = await ours_latency(target, prefix, rate, runs)
+                with frozen_heap():
+                    samples, rate_reached = await ours_latency(target, prefix, rate, runs)
                 configuration = f"{where}, {rate} tok/s, {runs} run{'s' * (runs > 1)}"
                 reached[f"ours {configuration}"] = round(rate_reached)
                 for k, (name, value) in enumerate(

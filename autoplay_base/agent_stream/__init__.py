@@ -78,7 +78,8 @@ is how often ``follow`` looks for the session's next run.
 
 Bounds (options of both twins, defaults in :mod:`.stream`): ``max_events``
 per run (10,000; Redis ``MAXLEN ~``), ``retention_seconds`` (600, sliding while
-live), ``lease_seconds`` (5), ``heartbeat_seconds`` (0.025), ``poll_seconds``
+live), ``lease_seconds`` (5; Redis: renewed every third of it, at least every
+heartbeat), ``heartbeat_seconds`` (0.025: an idle run's cancel check), ``poll_seconds``
 (0.05; Redis: also at most half the client's ``socket_timeout``),
 ``max_blocking_listeners`` (64: Redis listeners blocked in ``XREAD`` at once, each
 holding a pooled connection while it waits; one more sleeps ``poll_seconds``

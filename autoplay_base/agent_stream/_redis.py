@@ -11,11 +11,13 @@ differ only by ``await pipe.execute()``.
   lease; then one command for the user's live index (its own slot).
 * **The writer** (:mod:`._writer`) is one thread per transport for every live
   run of this process: woken by each emit, or every ``heartbeat_seconds`` when
-  idle, it sends in one pipeline whatever the runs buffered (``XADD`` with id
-  ``0-<seq>`` and ``MAXLEN ~``), ``EXISTS`` of each such run's cancel key and, at
-  most once per heartbeat (the renewal, every live run), the sliding ``PEXPIRE``
-  of the stream, the lease and the live indexes: a token between two renewals
-  costs its ``XADD``, not five commands. A cancel request is thus seen at a
+  idle, it sends in one pipeline, for each run with something buffered (and
+  once per heartbeat for every live run, idle ones too), one call of the write
+  script in the run's slot: the ``XADD`` of each buffered event (id
+  ``0-<seq>``, ``MAXLEN ~``), then ``EXISTS`` of the run's cancel key; once per
+  :func:`renew_seconds` (the renewal, every live run), the sliding ``PEXPIRE`` of
+  the stream, the lease and the live indexes: a token between two renewals costs
+  its ``XADD``, not five commands. A cancel request is thus seen at a
   streaming run's next write, within one heartbeat (25 ms by default) when idle,
   with no connection of its own: a pub/sub subscriber per process would shave
   that to one round trip but costs a connection and a thread per process and
@@ -63,7 +65,7 @@ from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
 
-__all__ = ["RedisTransport", "block_seconds"]
+__all__ = ["RENEWALS_PER_LEASE", "RedisTransport", "block_seconds", "renew_seconds"]
 
 logger = logging.getLogger("autoplay_base.agent_stream")
 
@@ -80,11 +82,37 @@ redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 return {1, live}
 """
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
+# One call per run and round trip, not one command per event: with 20 runs at
+# 1,000 tokens/s the writer thread's per-command cost in redis-py (building,
+# packing, parsing each reply) was 40% of the process's CPU (0.7 s in 1.8 s), on
+# the GIL the listeners needed; one call per run cut it to 0.45 s. An event an
+# earlier attempt applied is skipped (its answer was lost); any other error ends
+# the call and the part is retried.
+_WRITE = """
+for i = 2, #ARGV, 4 do
+  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
+    't', ARGV[i + 1], 'ts', ARGV[i + 2], 'd', ARGV[i + 3])
+  if type(r) == 'table' and r.err and not string.find(r.err, 'APPLIED', 1, true) then
+    return r
+  end
+end
+return redis.call('EXISTS', KEYS[2])
+""".replace("APPLIED", _APPLIED)
 
 
 BLOCK_SHARE = 0.5
 """The share of the client's ``socket_timeout`` one blocking read may use: the server answers
 a ``BLOCK`` at its end, and the reply must still arrive before the socket gives up."""
+
+
+RENEWALS_PER_LEASE = 3
+"""How many renewals a lease spans: two may be late (a slow round trip, a retried
+outage) before a live run's lease expires and its listeners see ``producer_lost``."""
+
+
+def renew_seconds(lease_seconds: float, heartbeat_seconds: float) -> float:
+    """How often the writer renews every live run: a third of the lease, at least a heartbeat."""
+    return max(heartbeat_seconds, lease_seconds / RENEWALS_PER_LEASE)
 
 
 def _ms(seconds: float) -> int:
@@ -144,6 +172,7 @@ class RedisTransport:
         self.retention_ms = _ms(retention_seconds)
         self.lease_ms = _ms(lease_seconds)
         self.heartbeat_seconds = heartbeat_seconds
+        self.renew_seconds = renew_seconds(lease_seconds, heartbeat_seconds)
         self.poll_seconds = poll_seconds
         self.max_blocking_listeners = max_blocking_listeners
         self._read_count = read_count
@@ -191,29 +220,23 @@ class RedisTransport:
     ) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
         keys, run_id = self._keys, ref.run_id
-        stream = keys.run_stream(key, run_id)
+        stream, cancel = keys.run_stream(key, run_id), keys.run_cancel(key, run_id)
+        events: list[Any] = []
         for p in batch:
-            fields = {"t": p.type, "ts": repr(p.ts), "d": p.json}
-            pipe.xadd(stream, fields, id=f"0-{p.seq}", maxlen=self.max_events, approximate=True)
-        if final:  # the terminal event is queued above: it lands before the lease goes
+            events += (f"0-{p.seq}", p.type, repr(p.ts), p.json)
+        # Every round trip checks the cancel key: a streaming run sees a cancel at its
+        # next write, an idle one at the next heartbeat.
+        # ``execute_command``: a cluster pipeline has no ``eval`` (it routes EVAL by its keys).
+        pipe.execute_command("EVAL", _WRITE, 2, stream, cancel, self.max_events, *events)
+        if final:  # the terminal event is written above: it lands before the lease goes
             pipe.pexpire(stream, self.retention_ms)
             pipe.delete(keys.run_lease(key, run_id))
             pipe.zrem(keys.session_live_runs(key), run_id)
-            pipe.delete(keys.run_cancel(key, run_id))
-        else:
-            if renew:
-                pipe.pexpire(stream, self.retention_ms)
-                pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
-                pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
-            # Every round trip: a streaming run sees a cancel at its next write, an idle
-            # one at its next renewal (one heartbeat).
-            pipe.exists(keys.run_cancel(key, run_id))
-
-    def _write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
-        for result in results:
-            if isinstance(result, Exception) and _APPLIED not in str(result):
-                raise result
-        return not final and bool(results[written + (3 if renew else 0)])
+            pipe.delete(cancel)
+        elif renew:
+            pipe.pexpire(stream, self.retention_ms)
+            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
+            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
@@ -292,10 +315,14 @@ class RedisTransport:
         if user_id is not None and (renew or final):
             self._queue_user(pipe, ref, user_id, now, end=final)
 
-    def write_result(self, results: list[Any], written: int, *, final: bool, renew: bool) -> bool:
-        """Whether a cancel request waits for the run, from its part of the replies;
-        raises the first error that is not an ``XADD`` an earlier attempt applied."""
-        return self._write_result(results, written, final=final, renew=renew and not final)
+    def write_result(self, results: list[Any], *, final: bool) -> bool:
+        """Whether a cancel request waits for the run, from its part of the replies (the
+        write script's first); raises the first error (the script skips the ``XADD``s an
+        earlier attempt applied)."""
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return not final and bool(results[0])
 
     def sink(self, ref: RunRef, run: SinkOwner) -> RedisSink:
         """One run's place in this transport's writer (see :mod:`._writer`)."""

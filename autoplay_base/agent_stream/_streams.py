@@ -51,7 +51,8 @@ DEFAULT_RETENTION_SECONDS = 600.0
 DEFAULT_LEASE_SECONDS = 5.0
 """The producer's lease (Redis): a run whose process died is ``producer_lost`` this long after."""
 DEFAULT_HEARTBEAT_SECONDS = 0.025
-"""The Redis writer's idle round trip: lease renewal and the cancel check (cancel latency)."""
+"""The Redis writer's idle round trip: every live run's cancel check (an idle run's cancel
+latency); the lease is renewed every third of ``lease_seconds`` (at least every heartbeat)."""
 DEFAULT_POLL_SECONDS = 0.05
 """The longest one listener wait lasts before the lease is checked again (Redis: ``XREAD
 BLOCK``, also capped at half the client's ``socket_timeout``); how often ``follow`` looks

@@ -3,11 +3,18 @@
 A run's :class:`RedisSink` is its place in the transport's :class:`RedisWriter`:
 an emit marks the run dirty and wakes the writer (O(1), never waiting on the
 network). Each round trip of the writer is one pipeline holding, for every dirty
-run, the ``XADD`` of whatever that run buffered and its cancel check and, once
-per ``heartbeat_seconds`` for every live run, the renewal (sliding expiry,
-lease, live indexes) with the cancel check: a cancel from another process reaches
-a streaming run at its next write, an idle one within one heartbeat. The
+run, one call of the transport's write script (the ``XADD`` of whatever that run
+buffered, then its cancel check: one command per run, not one per event); once per
+``heartbeat_seconds`` every live run's cancel check (a cancel from another
+process reaches a streaming run at its next write, an idle one within one
+heartbeat); and once per ``renew_seconds`` (a third of the lease, at least one
+heartbeat) every live run's renewal (sliding expiry, lease, live indexes). The
 terminal event goes in the run's last part, before its lease is dropped.
+
+Why the renewal is not on every heartbeat: with 20 runs streaming, renewing each
+run's lease every 25 ms was three commands per run per heartbeat (2,400 a second,
+more than half as many as the tokens' ``XADD``s) for a lease of 5 s; a third of
+the lease still leaves two renewals of slack before it can expire.
 
 Why one thread for all runs and not one per run: a process streaming 20 answers
 at once had 20 writer threads contending for the GIL with the event loop that
@@ -15,8 +22,9 @@ produces and listens (each thread waking for its own one-event pipeline), which
 put tokens hundreds of milliseconds late; one writer batches what all runs
 buffered into one round trip and leaves the loop the interpreter.
 
-A failed round trip is retried with the same parts (an ``XADD`` answered "ID
-equal or smaller" was applied by an attempt whose answer was lost); one run's
+A failed round trip is retried with the same parts (the write script skips an
+``XADD`` answered "ID equal or smaller": an attempt whose answer was lost applied
+it); one run's
 failing part does not hold back the others. Meanwhile emits coalesce or drop in
 each run's bounded buffer. A run being closed keeps being retried until its
 deadline, then what it could not write is reported lost. The thread ends when no
@@ -44,6 +52,7 @@ class WriteCommands(Protocol):
     """What the writer needs from the Redis transport: a client and the write builders."""
 
     heartbeat_seconds: float
+    renew_seconds: float
     errors: tuple[type[BaseException], ...]
 
     @property
@@ -58,9 +67,7 @@ class WriteCommands(Protocol):
         final: bool,
         renew: bool,
     ) -> None: ...
-    def write_result(
-        self, results: list[Any], written: int, *, final: bool, renew: bool
-    ) -> bool: ...
+    def write_result(self, results: list[Any], *, final: bool) -> bool: ...
     def write_failed(self, exc: BaseException) -> None: ...
 
 
@@ -127,6 +134,7 @@ class RedisWriter:
     def __init__(self, commands: WriteCommands) -> None:
         self._commands = commands
         self.heartbeat_seconds = commands.heartbeat_seconds
+        self.renew_seconds = commands.renew_seconds
         self._lock = threading.Lock()
         self._live: set[RedisSink] = set()
         self._dirty: set[RedisSink] = set()
@@ -160,47 +168,53 @@ class RedisWriter:
         if not self._wake.is_set():
             self._wake.set()
 
-    def _next(self, renew: bool) -> list[RedisSink] | None:
-        """The runs of this round trip (all live ones when renewing), None: none live."""
+    def _next(self, tick: bool) -> list[RedisSink] | None:
+        """The runs of this round trip (all live ones on a heartbeat), None: none live."""
         with self._lock:
             if not self._live:
                 self._thread = None  # ends; ``add`` starts a new one
                 return None
-            todo = list(self._live) if renew else [s for s in self._dirty if s in self._live]
+            todo = list(self._live) if tick else [s for s in self._dirty if s in self._live]
             self._dirty.clear()
             return todo
 
     def _loop(self) -> None:
         commands = self._commands
-        renew_at = 0.0
+        tick_at = renew_at = 0.0
         while True:
-            self._wake.wait(max(0.0, renew_at - time.monotonic()))
+            self._wake.wait(max(0.0, tick_at - time.monotonic()))
             self._wake.clear()
             now = time.monotonic()
-            renew = now >= renew_at
-            todo = self._next(renew)
+            tick = now >= tick_at  # every live run's cancel check
+            renew = tick and now >= renew_at  # and its renewal (only with a tick: all runs)
+            todo = self._next(tick)
             if todo is None:
                 return
-            if self._round_trip(commands, todo, renew=renew):
+            if self._round_trip(commands, todo, tick=tick, renew=renew):
+                if tick:
+                    tick_at = now + self.heartbeat_seconds
                 if renew:
-                    renew_at = now + self.heartbeat_seconds
+                    renew_at = now + self.renew_seconds
             else:
                 # An outage answers at once: without a pause the emits' wake-ups would spin.
                 time.sleep(self.heartbeat_seconds)
 
-    def _round_trip(self, commands: WriteCommands, todo: list[RedisSink], *, renew: bool) -> bool:
-        """One pipeline for ``todo``; False when it failed as a whole (retried)."""
+    def _round_trip(
+        self, commands: WriteCommands, todo: list[RedisSink], *, tick: bool, renew: bool
+    ) -> bool:
+        """One pipeline for ``todo`` (on a ``tick`` idle runs too, for their cancel
+        check; ``renew``: every run's renewal); False when it failed as a whole (retried)."""
         pipe = commands.client.pipeline(transaction=False)
-        parts: list[tuple[RedisSink, int, int, int, bool, bool]] = []
+        parts: list[tuple[RedisSink, int, int, bool, bool]] = []
         for sink in todo:
             batch, final = sink.take()
-            if not batch and not renew:
+            if not batch and not tick:
                 continue
             renews = renew or not sink.renewed
             start = len(pipe)
             user_id = sink.run.user_id
             commands.queue_write(pipe, sink.ref, user_id, batch, final=final, renew=renews)
-            parts.append((sink, start, len(pipe), len(batch), final, renews))
+            parts.append((sink, start, len(pipe), final, renews))
         if not parts:
             return True
         try:
@@ -210,11 +224,9 @@ class RedisWriter:
             self._failed([sink for sink, *_ in parts])
             return False
         failed: list[RedisSink] = []
-        for sink, start, end, written, final, renews in parts:
+        for sink, start, end, final, renews in parts:
             try:
-                cancelled = commands.write_result(
-                    results[start:end], written, final=final, renew=renews
-                )
+                cancelled = commands.write_result(results[start:end], final=final)
             except commands.errors as exc:
                 commands.write_failed(exc)
                 failed.append(sink)

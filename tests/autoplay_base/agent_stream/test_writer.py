@@ -13,7 +13,9 @@ from typing import Any
 
 import redis
 
-from autoplay_base.agent_stream import AsyncRunStream
+from autoplay_base.agent_stream import AsyncRunStream, RunStream
+from autoplay_base.agent_stream._state import Pending
+from autoplay_base.agent_stream._transport import RunRef
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis import RedisBackend
 from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT
@@ -97,3 +99,54 @@ async def test_a_token_between_renewals_costs_one_command(
     assert calls["xadd"] == DELTAS + 2  # start, the deltas, finished
     assert calls["set"] <= 3  # the start script's lease, then renewals (not one per write)
     assert calls["zadd"] <= 4  # the start script's two indexes, then renewals
+
+
+async def test_leases_are_renewed_a_few_times_per_lease_not_every_heartbeat(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # The default 25 ms heartbeat and a 6 s lease: renewals every 2 s. Over a
+    # 0.4 s run the lease is set by the start script and by the first write's
+    # renewal only, while a heartbeat still checks the idle run's cancel key.
+    stream = AsyncRunStream(
+        make_redis_backend(), history=False, lease_seconds=6.0, heartbeat_seconds=0.025
+    )
+    other = AsyncRunStream(make_redis_backend(), history=False)
+    before = command_calls(redis_url)
+    async with stream.run(session_id="s1", product_id="p1", user_id="u1") as run:
+        run.text_delta("a")
+        # Idle from here: ticks without renewals still carry the cancel check.
+        assert await run.await_cancelled(0.4) is False
+        asked = asyncio.get_running_loop().time()
+        assert await other.cancel(session_id="s1", product_id="p1") is True
+        assert await run.await_cancelled(LISTEN_TIMEOUT) is True
+        seen = asyncio.get_running_loop().time() - asked
+    after = command_calls(redis_url)
+    calls = {name: after.get(name, 0) - before.get(name, 0) for name in ("set", "pexpire")}
+    assert calls["set"] == 3  # the start script's lease, the first write's renewal, the cancel
+    assert seen < 1.0  # one heartbeat (25 ms), far below the next renewal (2 s)
+    # The start script's two indexes and the user's, the first renewal's stream and
+    # user index, the end's stream expiry: no renewal on every heartbeat.
+    assert calls["pexpire"] == 6
+
+
+def test_a_runs_part_is_one_script_call_and_a_retry_skips_what_was_applied(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # One command per run and round trip, whatever the number of events (not one
+    # XADD each); resent after a lost answer, the events already there are skipped
+    # and the rest written, each once, in order.
+    stream = RunStream(make_redis_backend(), history=False)
+    transport: Any = stream.transport
+    ref = RunRef("p1", "s1", "0" * 32)
+    batch = [Pending("text_delta", 1.5, {"text": str(n)}, seq=n) for n in range(1, 6)]
+    client = transport.client
+    pipe = client.pipeline(transaction=False)
+    transport.queue_write(pipe, ref, None, batch[:3], final=False, renew=False)
+    assert len(pipe) == 1
+    assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
+    pipe = client.pipeline(transaction=False)
+    transport.queue_write(pipe, ref, None, batch, final=False, renew=False)  # the retry
+    assert len(pipe) == 1
+    assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
+    events = list(stream.listen(ref.run_id, session_id="s1", product_id="p1"))
+    assert [(e.seq, e.data) for e in events[:5]] == [(n, {"text": str(n)}) for n in range(1, 6)]
