@@ -269,7 +269,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
             return None
         if len(products) > 1:
             raise AmbiguousSessionError(session_id, products)
-        return SessionKey(products[0], session_id)
+        # ``tuple.__new__`` as in ``_read_key``: this is the read path without a product.
+        return tuple.__new__(SessionKey, (products[0], session_id))
 
     def _read_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
         if product_id is not None:

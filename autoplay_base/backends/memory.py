@@ -646,7 +646,8 @@ class InMemoryBackend:
             # running the named tuple's Python-level constructor.
             now, sessions = self._clock(), cast("dict[tuple[str, str], _Session]", self._sessions)
             if isinstance(named, str):
-                live = not self._expired(sessions[named, session_id].touched, now)
+                ttl = self.bounds.idle_ttl_seconds  # ``_expired`` inline, as in ``_live``
+                live = ttl is None or now - sessions[named, session_id].touched <= ttl
                 return [named] if live else []
             return [
                 product
