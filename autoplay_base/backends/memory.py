@@ -616,7 +616,10 @@ class InMemoryBackend:
             session = self._live(key, now)
             if session is None:
                 return None
-            summary = visible_summary(session.summary, session.summary_at, options)
+            # The shared rule's call only when there is a summary to show or hide.
+            summary = session.summary
+            if summary is not None:
+                summary = visible_summary(summary, session.summary_at, options)
             picked, want = (
                 session.newest_chunks(read_cutoff(options, now), options.max_actions)
                 if options.include_actions
