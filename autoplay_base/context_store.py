@@ -382,7 +382,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
         """The resolved key and the backend's view (lines still in stored form)."""
-        options = self._options(context_options)
+        # The defaults without a call: no options is the per-query case.
+        options = self._options(context_options) if context_options else self._defaults
         key = self._read_key(session_id, product_id)
         if key is None:
             return self._not_found(session_id, product_id)
@@ -393,7 +394,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
     async def _aread(
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
-        options = self._options(context_options)
+        # The defaults without a call: no options is the per-query case.
+        options = self._options(context_options) if context_options else self._defaults
         key = await self._aread_key(session_id, product_id)
         if key is None:
             return self._not_found(session_id, product_id)
