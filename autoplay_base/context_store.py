@@ -269,7 +269,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
             return None
         if len(products) > 1:
             raise AmbiguousSessionError(session_id, products)
-        return SessionKey(products[0], session_id)
+        # ``tuple.__new__`` as in ``_read_key``: this is the read path without a product.
+        return tuple.__new__(SessionKey, (products[0], session_id))
 
     def _read_key(self, session_id: str, product_id: str | None) -> SessionKey | None:
         if product_id is not None:
@@ -381,7 +382,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
         """The resolved key and the backend's view (lines still in stored form)."""
-        options = self._options(context_options)
+        # The defaults without a call: no options is the per-query case.
+        options = self._options(context_options) if context_options else self._defaults
         key = self._read_key(session_id, product_id)
         if key is None:
             return self._not_found(session_id, product_id)
@@ -392,7 +394,8 @@ class _ContextStoreBase(Generic[SummarizerT]):
     async def _aread(
         self, session_id: str, product_id: str | None, context_options: Mapping[str, Any]
     ) -> tuple[SessionKey | None, SessionView | None]:
-        options = self._options(context_options)
+        # The defaults without a call: no options is the per-query case.
+        options = self._options(context_options) if context_options else self._defaults
         key = await self._aread_key(session_id, product_id)
         if key is None:
             return self._not_found(session_id, product_id)

@@ -241,34 +241,30 @@ class _Session:
         return n
 
     def newest_chunks(self, cutoff: float | None, limit: int | None) -> tuple[list[str], int]:
-        """The newest chunks a read wants, and how many of their last lines it keeps.
+        """The chunks a read splits, and how many of their newest lines it keeps.
 
         Of the newest ``limit`` lines, the read keeps those after the last one older
         than ``cutoff`` (walking back from the newest, as the Redis read script does,
         so the two agree even when the local clock stepped back and the times are
         not sorted). The chunks are immutable strings, so the caller splits them
-        (:func:`_newest_lines`) after releasing the lock: a read costs what it
-        returns, not what the session holds.
+        (:func:`_newest_lines`) after releasing the lock. They are handed over whole
+        (a copy of a few references) rather than narrowed to the ones the lines span:
+        finding those meant counting the newlines of every chunk spanned, character by
+        character, and the split scans the same characters again; joining them all
+        instead copies a few kilobytes at most (``max_actions_per_session`` lines),
+        which costs far fewer instructions than one scan.
         """
         times = self.times
         count = len(times)
         first = 0 if limit is None or limit >= count else count - limit
         if cutoff is not None:
-            first = _first_kept(times, cutoff, first, ordered=self.ordered)
+            first = (
+                bisect_left(times, cutoff, first)
+                if self.ordered
+                else _first_kept_unordered(times, cutoff, first)
+            )
         want = count - first
-        if not want:
-            return [], 0
-        chunks = self.chunks
-        if want == count:  # every live line: no chunk to count (the split drops ``skip``)
-            return chunks[:], want
-        start = len(chunks)
-        covered = 0
-        while covered < want:
-            start -= 1
-            chunk = chunks[start]
-            # ``in`` first: a one-line chunk skips count's argument parsing.
-            covered += chunk.count(BATCH_SEPARATOR) + 1 if BATCH_SEPARATOR in chunk else 1
-        return chunks[start:], want
+        return (self.chunks[:], want) if want else ([], 0)
 
 
 class _History:
@@ -620,7 +616,10 @@ class InMemoryBackend:
             session = self._live(key, now)
             if session is None:
                 return None
-            summary = visible_summary(session.summary, session.summary_at, options)
+            # The shared rule's call only when there is a summary to show or hide.
+            summary = session.summary
+            if summary is not None:
+                summary = visible_summary(summary, session.summary_at, options)
             picked, want = (
                 session.newest_chunks(read_cutoff(options, now), options.max_actions)
                 if options.include_actions
@@ -650,7 +649,8 @@ class InMemoryBackend:
             # running the named tuple's Python-level constructor.
             now, sessions = self._clock(), cast("dict[tuple[str, str], _Session]", self._sessions)
             if isinstance(named, str):
-                live = not self._expired(sessions[named, session_id].touched, now)
+                ttl = self.bounds.idle_ttl_seconds  # ``_expired`` inline, as in ``_live``
+                live = ttl is None or now - sessions[named, session_id].touched <= ttl
                 return [named] if live else []
             return [
                 product
@@ -790,15 +790,13 @@ class InMemoryBackend:
         """Nothing to release."""
 
 
-def _first_kept(times: array[float], cutoff: float, first: int, *, ordered: bool) -> int:
-    """The index of the oldest line a read keeps: of ``times[first:]``, after the last one
-    older than ``cutoff`` (the walk back from the newest that the Redis script makes).
-
-    With the times in order that is where ``cutoff`` bisects them, found in C in a few
-    steps; only a session whose clock stepped back is walked line by line.
+def _first_kept_unordered(times: array[float], cutoff: float, first: int) -> int:
+    """The index of the oldest line a read keeps when the times are not in order: of
+    ``times[first:]``, after the last one older than ``cutoff`` (the walk back from the
+    newest that the Redis script makes). In order, that is where ``cutoff`` bisects
+    them (``newest_chunks`` does it in C); only a session whose clock stepped back
+    is walked line by line.
     """
-    if ordered:
-        return bisect_left(times, cutoff, first)
     kept = len(times)
     while kept > first and times[kept - 1] >= cutoff:
         kept -= 1
@@ -806,9 +804,11 @@ def _first_kept(times: array[float], cutoff: float, first: int, *, ordered: bool
 
 
 def _newest_lines(chunks: list[str], want: int) -> list[str]:
-    """The last ``want`` lines of ``chunks`` (split from the end: the older lines stay whole)."""
-    if not want:
-        return []
+    """The last ``want`` lines of ``chunks``, oldest first (none for ``want == 0``).
+
+    One join and one ``rsplit`` from the end, which stops scanning at the oldest line
+    wanted; the oldest chunk's already dropped lines (``skip``) are never wanted.
+    """
     lines = BATCH_SEPARATOR.join(chunks).rsplit(BATCH_SEPARATOR, want)
     if len(lines) > want:
         del lines[0]

@@ -217,3 +217,19 @@ def test_store_text_matches_the_reference(seed: int) -> None:
             assert view is not None if key in model else view is None
             checked += 1
     assert checked > 100
+
+
+@pytest.mark.parametrize(("max_actions", "expected"), [(None, 3), (2, 2), (3, 3), (10, 3)])
+def test_a_read_never_returns_the_trimmed_lines_of_the_oldest_chunk(
+    max_actions: int | None, expected: int
+) -> None:
+    """The read joins every chunk and splits from the end: the oldest chunk's dropped lines
+    (trimmed here, still in its string) must stay out, whether all or some lines are wanted."""
+    backend = InMemoryBackend(max_actions_per_session=3, idle_ttl_seconds=None)
+    key = SessionKey("p", "s")
+    backend.append_actions(key, ["a\x1f/1", "b\x1f/2", "c\x1f/3"], at=T0)
+    backend.append_actions(key, ["d\x1f/4", "e\x1f/5"], at=T0 + 1)  # trims a and b
+    view = backend.read(key, ReadOptions(max_actions=max_actions), now=T0 + 2)
+    assert view is not None
+    assert list(view.actions) == ["c\x1f/3", "d\x1f/4", "e\x1f/5"][-expected:]
+    assert backend.stats.actions_trimmed == 2
