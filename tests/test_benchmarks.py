@@ -184,7 +184,8 @@ def test_smoke_run_has_the_merged_shape(script: str) -> None:
         assert set(row) == ROW_KEYS, row
         assert row["better"] in ("lower", "higher"), row
         assert isinstance(row["ours"], (int, float)), row
-        assert row["ours"] > 0 or (row["unit"] in COUNT_UNITS and row["ours"] == 0), row
+        if " added " not in row["figure"]:  # a difference of two timings may be noise-negative
+            assert row["ours"] > 0 or (row["unit"] in COUNT_UNITS and row["ours"] == 0), row
         assert row["configuration"] and row["unit"], row
         if script in WITH_REFERENCE:
             assert isinstance(row["reference"], (int, float)) and row["reference"] > 0, row
