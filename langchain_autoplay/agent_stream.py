@@ -28,6 +28,14 @@ LangGraph ``interrupt()`` (its values first, as a ``custom`` event ``interrupt``
 once; the sync one stops at the next token or chunk) or on ``asyncio``
 cancellation (which still propagates), ``error`` with the safe message on an
 exception (re-raised).
+
+The drivers attach the handler twice over, on purpose: in the config's callbacks and
+as the current run's handler in a context variable that LangChain's callback
+configuration reads (a configure hook; the same handler is never added twice). The
+second reaches model calls made without the config in hand: ``create_agent`` calls
+its model with no config, and on Python 3.10 LangGraph cannot hand the node's config
+to it through the context (``asyncio.create_task(context=)`` is 3.11+), so tokens and
+steps would be lost there without it.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 from uuid import UUID
@@ -43,6 +53,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import BaseMessage, ToolMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.tracers.context import register_configure_hook
 
 from autoplay_base.agent_stream import AsyncRunStream, IfLive, Run, RunCancelledError, RunStream
 from autoplay_base.agent_stream._drive import until_cancelled
@@ -83,6 +94,7 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
         self.errors = 0
         self._steps: dict[UUID, _Step] = {}
         self._tools: dict[UUID, str] = {}
+        self._nodes: dict[UUID, str] = {}
         self._lock = threading.Lock()
 
     # -- making chat models stream under invoke (LangGraph's _StreamingCallbackHandler) ----
@@ -111,6 +123,34 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
         if self.stop_on_cancel:
             self.run.raise_if_cancelled()
 
+    # -- graph nodes (a step's name where the model call does not carry it) -------------------
+    def on_chain_start(
+        self,
+        serialized: dict[str, Any] | None,
+        inputs: Any,
+        *,
+        run_id: UUID,
+        metadata: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        """Note an open LangGraph node (its runs carry ``langgraph_node`` in their metadata)."""
+        node = metadata.get("langgraph_node") if isinstance(metadata, Mapping) else None
+        if isinstance(node, str):
+            self._nodes[run_id] = node
+
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        """A node (or any chain) ended."""
+        self._nodes.pop(run_id, None)
+
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        """A node (or any chain) failed."""
+        self._nodes.pop(run_id, None)
+
+    def _open_node(self) -> str | None:
+        """The one node running now, if exactly one is (parallel nodes are ambiguous)."""
+        names = set(self._nodes.values())
+        return names.pop() if len(names) == 1 else None
+
     # -- model calls --------------------------------------------------------------------------
     def _step_start(self, run_id: UUID, tags: list[str] | None, metadata: Any, name: Any) -> None:
         self._check_cancelled()
@@ -118,6 +158,9 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
             return
         try:
             node = metadata.get("langgraph_node") if isinstance(metadata, Mapping) else None
+            # A model called without the node's config (create_agent's, on Python 3.10)
+            # carries no node name: the node that is running is its step.
+            node = node or self._open_node()
             self._steps[run_id] = _Step()
             self.run.step_started(str(node or name or "model"))
         except Exception as exc:
@@ -342,6 +385,22 @@ def _interrupts(value: Any) -> list[dict[str, Any]]:
     return [{"id": getattr(i, "id", None), "value": getattr(i, "value", i)} for i in items]
 
 
+_current_handler: ContextVar[AutoplayRunStreamHandler | None] = ContextVar(
+    "autoplay_run_stream_handler", default=None
+)
+register_configure_hook(_current_handler, inheritable=True)
+
+
+@contextmanager
+def _handler_in_context(handler: AutoplayRunStreamHandler) -> Iterator[None]:
+    """Make ``handler`` part of every callback manager configured inside the block."""
+    token = _current_handler.set(handler)
+    try:
+        yield
+    finally:
+        _current_handler.reset(token)
+
+
 def _with_handler(config: RunnableConfig | None, handler: AutoplayRunStreamHandler) -> Any:
     """``config`` with the handler added to its callbacks (a list, or a manager's handlers)."""
     merged: dict[str, Any] = dict(config or {})
@@ -385,7 +444,8 @@ async def astream_agent(
         user_message=user_message,
     ) as run:
         fold = _Fold(agent, run)
-        cfg = _with_handler(config, AutoplayRunStreamHandler(run))
+        handler = AutoplayRunStreamHandler(run)
+        cfg = _with_handler(config, handler)
 
         async def consume() -> None:
             async for chunk in agent.astream(input, cfg, **fold.kwargs):
@@ -393,7 +453,9 @@ async def astream_agent(
                 run.raise_if_cancelled()
 
         # The agent never outlives its run; its exception ends the run as an error.
-        await until_cancelled(run, consume())
+        # Its task copies the context here, the handler included.
+        with _handler_in_context(handler):
+            await until_cancelled(run, consume())
     return fold.result
 
 
@@ -420,14 +482,16 @@ def stream_agent(
         user_message=user_message,
     ) as run:
         fold = _Fold(agent, run)
-        cfg = _with_handler(config, AutoplayRunStreamHandler(run))
+        handler = AutoplayRunStreamHandler(run)
+        cfg = _with_handler(config, handler)
         # Unlike the async twin there is no task to cancel from outside: the handler
         # raises RunCancelledError at the model's next token or call, and the loop
         # checks between chunks (a tool blocking in between finishes first).
         try:
-            for chunk in agent.stream(input, cfg, **fold.kwargs):
-                fold.add(chunk)
-                run.raise_if_cancelled()
+            with _handler_in_context(handler):
+                for chunk in agent.stream(input, cfg, **fold.kwargs):
+                    fold.add(chunk)
+                    run.raise_if_cancelled()
         except RunCancelledError:
             pass  # the block ends as cancelled; the caller gets what was reached
     return fold.result

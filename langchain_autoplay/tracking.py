@@ -63,7 +63,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
@@ -76,6 +76,8 @@ from typing_extensions import ParamSpec, override
 
 from autoplay_base.errors import ConfigError
 from autoplay_base.tracking import AsyncTracker, TrackedSession, Tracker
+from langchain_autoplay import _context_turn
+from langchain_autoplay._context_turn import ContextTurn
 from langchain_autoplay._scope import DEFAULT_KEYS, ScopeKeys
 from langchain_autoplay._tracking import (
     TURN_INCOMPLETE,
@@ -142,6 +144,8 @@ class OpenRun:
     name: str = ""
     args: Any = None
     model: str | None = None
+    context: Token[ContextTurn | None] | None = None
+    """A root's mark on the context it started in (see :mod:`._context_turn`)."""
 
 
 class OpenRuns:
@@ -264,9 +268,13 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         parent_run_id: UUID | None,
         metadata: Mapping[str, Any] | None,
         user: Any = None,
+        *,
+        adopt: bool = True,
         **fields: Any,
     ) -> OpenRun:
         parent = self.open.get(parent_run_id)
+        if parent is None and parent_run_id is None and adopt:
+            parent = self._context_root()
         if parent is not None:
             run = OpenRun(parent.turn, False, time.perf_counter(), **fields)
         else:
@@ -279,8 +287,24 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
                 session = None
             turn = Turn(session, input_text(user))
             run = OpenRun(turn, True, time.perf_counter(), **fields)
+            if parent_run_id is None:  # the runs started here without a config are its
+                scope = ContextTurn(self, run_id, self._is_open, self.open.limit)
+                run.context = _context_turn.enter(scope)
         self.open.add(run_id, run)
         return run
+
+    def _context_root(self) -> OpenRun | None:
+        """This handler's root open in the current context (for a run with no parent)."""
+        scope = _context_turn.current()
+        return self.open.get(scope.root_id) if scope is not None and scope.owner is self else None
+
+    def _is_open(self, run_id: UUID) -> bool:
+        return self.open.get(run_id) is not None
+
+    def _root_ended(self, run: OpenRun) -> None:
+        if run.context is not None:
+            _context_turn.leave(run.context)
+            run.context = None
 
     def _end_root(self, run: OpenRun, outputs: Any) -> None:
         turn = run.turn
@@ -308,6 +332,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         if status == "interrupted":
             run.turn.interrupted = True
         if run.root:
+            self._root_ended(run)
             self._incomplete(run.turn, status, type(error).__name__)
         return run
 
@@ -325,7 +350,9 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         metadata: dict[str, Any] | None = None,
         **kwargs: Any,
     ) -> None:
-        self._start(run_id, parent_run_id, metadata, inputs)
+        # A chain with no parent is a turn of its own; a model or tool call with no
+        # parent, made where a turn of ours is open, is that turn's (see _context_turn).
+        self._start(run_id, parent_run_id, metadata, inputs, adopt=False)
 
     @override
     @_guarded
@@ -339,6 +366,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
     ) -> None:
         run = self.open.pop(run_id)
         if run is not None and run.root:
+            self._root_ended(run)
             self._end_root(run, outputs)
 
     @override
@@ -421,6 +449,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
                 output_tokens=usage.output_tokens,
             )
         if run.root:
+            self._root_ended(run)
             generations = response.generations
             answer = generations[0][0].text if generations and generations[0] else ""
             self._end_root(run, answer)

@@ -25,6 +25,7 @@ from langchain_core.messages import AIMessageChunk, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
@@ -339,8 +340,15 @@ def ask_graph(model: ScriptedChatModel) -> Any:
         reply = model.invoke([HumanMessage(state["question"])], config)
         return {"answer": reply.text}
 
-    def ask(state: AskState) -> AskState:
-        return {"city": interrupt({"ask": "Which city?"})}
+    def ask(state: AskState, config: RunnableConfig) -> AskState:
+        # interrupt() reads the node's config from the context, which LangGraph cannot
+        # set for a node of an async graph on Python 3.10: seed it from the argument (what
+        # LangChain's own human-in-the-loop middleware does there).
+        token = var_child_runnable_config.set(config)
+        try:
+            return {"city": interrupt({"ask": "Which city?"})}
+        finally:
+            var_child_runnable_config.reset(token)
 
     graph = StateGraph(AskState)
     graph.add_node("think", think)
@@ -560,3 +568,61 @@ def test_a_cancel_from_another_process_stops_a_streaming_agent(
     # stops it; the bound leaves room for a loaded machine, a missed cancel would run on.
     assert ended < 2.0, f"the run ended {ended:.2f} s after the cancel"
     assert len(events) - cancelled_after[0] < 500
+
+
+# -- a model called without its node's config (create_agent's model on Python 3.10) -------
+class ThinkState(TypedDict, total=False):
+    question: str
+    answer: str
+
+
+def configless_graph(model: ScriptedChatModel) -> Any:
+    """A graph whose node calls the model with no config and none in the context.
+
+    That is what a ``create_agent`` model call is on Python 3.10 in an async graph
+    (LangGraph cannot set the node's config in the context there): reproduced on every
+    version by emptying the context's config around the call.
+    """
+
+    async def think(state: ThinkState) -> ThinkState:
+        token = var_child_runnable_config.set(None)
+        try:
+            reply = await model.ainvoke([HumanMessage(state["question"])])
+        finally:
+            var_child_runnable_config.reset(token)
+        return {"answer": reply.text}
+
+    graph = StateGraph(ThinkState)
+    graph.add_node("think", think)
+    graph.add_edge(START, "think")
+    graph.add_edge("think", END)
+    return graph.compile()
+
+
+async def test_a_model_called_without_a_config_still_streams_under_its_node() -> None:
+    model = ScriptedChatModel(script=[text_turn("Hello ", "there.")])
+    stream = AsyncRunStream()
+    state = await astream_agent(stream, configless_graph(model), {"question": "Hi?"}, **SCOPE)
+    assert state == {"question": "Hi?", "answer": "Hello there."}
+    assert shape(await collect(stream)) == [
+        (1, "start", {}),
+        (2, "step_started", {"name": "think"}),
+        (3, "text_delta", {"text": "Hello "}),
+        (4, "text_delta", {"text": "there."}),
+        (5, "step_finished", USAGE_DATA),
+        (6, "finished", {"status": "success"}),
+    ]
+
+
+async def test_the_driver_leaves_no_handler_behind_in_the_callers_context() -> None:
+    model = ScriptedChatModel(script=[text_turn("One."), text_turn("Two.")])
+    stream = AsyncRunStream()
+    await astream_agent(stream, configless_graph(model), {"question": "Hi?"}, **SCOPE)
+    first = await collect(stream)
+    # The same graph run without the driver afterwards: nothing reaches the stream.
+    assert await configless_graph(model).ainvoke({"question": "Again?"}) == {
+        "question": "Again?",
+        "answer": "Two.",
+    }
+    assert shape(await collect(stream)) == shape(first)
+    assert len(first) == 5

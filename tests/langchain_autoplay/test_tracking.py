@@ -8,6 +8,7 @@ exact types, order, names and token sums.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import threading
 import uuid
@@ -22,8 +23,10 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
+from langchain_core.runnables.config import var_child_runnable_config
 from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
 
 from autoplay_base import ContextStore
@@ -605,3 +608,86 @@ def test_the_agents_answer_appears_in_the_next_enrich(receiver: IngestReceiver) 
         "[Query]\n"
         "It still fails"
     )
+
+
+# -- runs started without their parent's config (create_agent's model on Python 3.10) -------
+def configless_agent(model: Runnable[Any, Any]) -> Any:
+    """A graph whose node calls ``model`` with no config and none in the context.
+
+    What a ``create_agent`` model call is on Python 3.10 in an async graph (LangGraph
+    cannot set the node's config in the context there), reproduced on every version.
+    """
+    async def think(state: MessagesState) -> dict[str, Any]:
+        token = var_child_runnable_config.set(None)
+        try:
+            reply = await model.ainvoke(state["messages"])
+        finally:
+            var_child_runnable_config.reset(token)
+        return {"messages": [reply]}
+
+    graph = StateGraph(MessagesState)
+    graph.add_node("think", think)
+    graph.add_edge(START, "think")
+    graph.add_edge("think", END)
+    return graph.compile()
+
+
+def answer_model() -> ToolCallingFakeModel:
+    return ToolCallingFakeModel(
+        messages=iter(
+            [
+                AIMessage(
+                    "Open Reports.",
+                    usage_metadata={"input_tokens": 20, "output_tokens": 5, "total_tokens": 25},
+                    response_metadata={"model_name": MODEL},
+                )
+            ]
+        )
+    )
+
+
+CONFIGLESS_TURN = [
+    ("usage", MODEL, 20, 5),
+    ("turn", "Export?", "Open Reports.", (MODEL, 20, 5)),
+]
+
+
+async def test_a_model_called_without_a_config_is_part_of_the_turn(
+    receiver: IngestReceiver, tracker: Tracker
+) -> None:
+    handler = AutoplayTrackingHandler(tracker)
+    config: Any = {"callbacks": [handler], "metadata": meta("ps_1")}
+    await configless_agent(answer_model()).ainvoke(question("Export?"), config=config)
+
+    delivered(tracker, 2)
+    assert received(receiver) == CONFIGLESS_TURN
+    assert handler.stats()["open_runs"] == 0
+
+
+async def test_tracking_session_adopts_a_model_called_without_a_config(
+    receiver: IngestReceiver, tracker: Tracker
+) -> None:
+    with tracking_session(tracker, session_id="ps_1", product_id="acme") as handler:
+        await configless_agent(answer_model()).ainvoke(question("Export?"))
+
+    delivered(tracker, 2)
+    assert received(receiver) == CONFIGLESS_TURN
+    assert handler.stats()["open_runs"] == 0
+
+
+def test_a_root_that_never_ended_adopts_nothing_later(
+    receiver: IngestReceiver, tracker: Tracker
+) -> None:
+    stale = AutoplayTrackingHandler(tracker, session_id="ps_1", product_id="acme", max_open_runs=1)
+
+    def in_one_context() -> None:
+        # A root that never ends (a lost callback), then dropped from the bounded map by
+        # the next root: the context it marked adopts nothing afterwards.
+        stale.on_chain_start({}, {"input": "lost"}, run_id=uuid.uuid4())
+        stale.on_chain_start({}, {"input": "also lost"}, run_id=uuid.uuid4())
+        stale.open.runs.clear()
+        asyncio.run(configless_agent(answer_model()).ainvoke(question("Export?")))
+
+    contextvars.copy_context().run(in_one_context)
+    delivered(tracker, 0)
+    assert stale.stats()["open_runs"] == 0
