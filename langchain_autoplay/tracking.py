@@ -287,7 +287,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
                 session = None
             turn = Turn(session, input_text(user))
             run = OpenRun(turn, True, time.perf_counter(), **fields)
-            if parent_run_id is None:  # the runs started here without a config are its
+            if parent_run_id is None and _context_turn.NEEDED:  # its configless runs
                 scope = ContextTurn(self, run_id, self._is_open, self.open.limit)
                 run.context = _context_turn.enter(scope)
         self.open.add(run_id, run)
@@ -295,7 +295,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
 
     def _context_root(self) -> OpenRun | None:
         """This handler's root open in the current context (for a run with no parent)."""
-        scope = _context_turn.current()
+        scope = _context_turn.current() if _context_turn.NEEDED else None
         return self.open.get(scope.root_id) if scope is not None and scope.owner is self else None
 
     def _is_open(self, run_id: UUID) -> bool:

@@ -32,6 +32,7 @@ from langgraph.types import Command, interrupt
 from autoplay_base import ContextStore
 from autoplay_base.emulator.receiver import IngestReceiver
 from autoplay_base.tracking import AsyncTracker, ContextStoreSink, HttpBatchSink, Tracker
+from langchain_autoplay import _context_turn
 from langchain_autoplay._tracking import result_usage
 from langchain_autoplay.tracking import (
     TURN_INCOMPLETE,
@@ -611,12 +612,19 @@ def test_the_agents_answer_appears_in_the_next_enrich(receiver: IngestReceiver) 
 
 
 # -- runs started without their parent's config (create_agent's model on Python 3.10) -------
+@pytest.fixture
+def marks_contexts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Roots mark their context on this Python too (they do by themselves on 3.10 only)."""
+    monkeypatch.setattr(_context_turn, "NEEDED", True)
+
+
 def configless_agent(model: Runnable[Any, Any]) -> Any:
     """A graph whose node calls ``model`` with no config and none in the context.
 
     What a ``create_agent`` model call is on Python 3.10 in an async graph (LangGraph
     cannot set the node's config in the context there), reproduced on every version.
     """
+
     async def think(state: MessagesState) -> dict[str, Any]:
         token = var_child_runnable_config.set(None)
         try:
@@ -653,7 +661,7 @@ CONFIGLESS_TURN = [
 
 
 async def test_a_model_called_without_a_config_is_part_of_the_turn(
-    receiver: IngestReceiver, tracker: Tracker
+    receiver: IngestReceiver, tracker: Tracker, marks_contexts: None
 ) -> None:
     handler = AutoplayTrackingHandler(tracker)
     config: Any = {"callbacks": [handler], "metadata": meta("ps_1")}
@@ -665,7 +673,7 @@ async def test_a_model_called_without_a_config_is_part_of_the_turn(
 
 
 async def test_tracking_session_adopts_a_model_called_without_a_config(
-    receiver: IngestReceiver, tracker: Tracker
+    receiver: IngestReceiver, tracker: Tracker, marks_contexts: None
 ) -> None:
     with tracking_session(tracker, session_id="ps_1", product_id="acme") as handler:
         await configless_agent(answer_model()).ainvoke(question("Export?"))
@@ -676,7 +684,7 @@ async def test_tracking_session_adopts_a_model_called_without_a_config(
 
 
 def test_a_root_that_never_ended_adopts_nothing_later(
-    receiver: IngestReceiver, tracker: Tracker
+    receiver: IngestReceiver, tracker: Tracker, marks_contexts: None
 ) -> None:
     stale = AutoplayTrackingHandler(tracker, session_id="ps_1", product_id="acme", max_open_runs=1)
 
