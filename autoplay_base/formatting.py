@@ -24,7 +24,7 @@ shows to a prompt or an embedding goes through it):
   line or a ``[Query]`` header.
 * **Controls.** The other C0 and C1 control characters are removed (including the
   ``FIELD_SEPARATOR`` used inside stored lines, so it can never be forged).
-* **Lone surrogates** (``"\ud800"`` is valid in ``json.loads`` of a webhook body)
+* **Lone surrogates** (``"\\ud800"`` is valid in ``json.loads`` of a webhook body)
   become U+FFFD, so a cleaned text always encodes as UTF-8.
 * **Invisible format characters** (Unicode category ``Cf``) are removed: the
   bidirectional embeddings, overrides and isolates (U+202A-U+202E,
