@@ -273,17 +273,13 @@ def write_counts(reply: Any) -> tuple[int, int, int, int, int, int]:
     return stored, trimmed, expired, evicted, reused, resets
 
 
-def read_view(raw: str, options: ReadOptions) -> tuple[int, SessionView | None]:
-    """A read script's JSON reply: sessions it expired, and the view (``since`` applied)."""
-    reply = json.loads(raw)
+def read_view(reply: list[Any], options: ReadOptions) -> tuple[int, SessionView | None]:
+    """A read script's reply: sessions it expired, and the view (``since`` applied)."""
     if not reply[0]:
         return reply[1], None
-    summary = reply[2] if isinstance(reply[2], str) else None
-    summary_at = float(reply[3]) if isinstance(reply[3], str) else None
-    last = float(reply[4]) if isinstance(reply[4], str) else None
-    view = SessionView(
-        visible_summary(summary, summary_at, options), list(reply[5:]), summary_at, last
-    )
+    summary_at = None if reply[3] is None else float(reply[3])
+    last = None if reply[4] is None else float(reply[4])
+    view = SessionView(visible_summary(reply[2], summary_at, options), reply[5:], summary_at, last)
     return reply[1], view
 
 

@@ -266,10 +266,12 @@ return {1, trimmed, expired, evicted, reused, resets}
 )
 
 # ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
-# Returns one JSON array [found, expired, summary, summary_at, last_activity_at, lines...]
-# (absent fields are false): one bulk string parses far faster than a long multi-bulk reply.
+# Returns {found, expired, summary, summary_at, last_activity_at, lines...} (absent fields
+# are false, so nil on the wire). A flat array of bulk strings: hiredis decodes it in C,
+# where the JSON string this script used to return cost the client a quarter of its
+# instructions per read (``json.loads`` of non-ASCII text).
 _LUA_READ = """
-if not live() then return cjson.encode({0, expired}) end
+if not live() then return {0, expired} end
 refresh()
 local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
 local out = {1, expired, m[1], m[2], m[3]}
@@ -288,12 +290,14 @@ if ARGV[6] == "1" then
     if tonumber(string.sub(e, 1, string.find(e, " ", 1, true) - 1)) < cutoff then break end
     start = start - 1
   end
+  local n = 5
   for i = start, #all do
     local e = all[i]
-    out[#out + 1] = string.sub(e, string.find(e, " ", 1, true) + 1)
+    n = n + 1
+    out[n] = string.sub(e, string.find(e, " ", 1, true) + 1)
   end
 end
-return cjson.encode(out)
+return out
 """
 
 # -- cluster scripts: every key arrives in KEYS and all of them share one slot -------------
