@@ -106,17 +106,21 @@ class LazyOps(Sequence[Op]):
 
     def __getitem__(self, index: int | slice) -> Op | list[Op]:
         size = len(self)
-        if isinstance(index, slice):
-            _, stop, step = index.indices(size)
-            stop = stop if step == 1 else size
-        else:
+        if isinstance(index, int):
             if not -size <= index < size:
                 raise IndexError(index)
-            stop = index % size + 1
+            return self._upto(index % size + 1)[index % size]
+        start, stop, step = index.indices(size)
+        if step != 1:  # not used by the stream: build them all, then slice as a list would
+            return self._upto(size)[index]
+        return self._upto(stop)[start:stop]
+
+    def _upto(self, stop: int) -> list[Op]:
+        """The built ops, at least the first ``stop`` of them."""
         built = self._built
         while len(built) < stop:
             built.append(self._build(self._writes[len(built)]))
-        return built[index]
+        return built
 
 
 def _encodable(writes: Sequence[ActionsWrite]) -> bool:
