@@ -79,9 +79,11 @@ the scripts, exactly as the in-memory backend does; the TTL only reclaims memory
 
 Round trips: ``append_actions``/``apply_summary`` are one ``EVALSHA`` of a write
 script (dedupe, sweep, trim, user index and stream in one atomic step), ``read``
-one ``EVALSHA`` of a read script that filters server-side, every other call one
-command or one MULTI/EXEC. :meth:`RedisBackend.append_actions_many` pipelines
-bursts of writes. Commands are packed (``_wire.py``) and sent on a pooled connection in one
+one ``EVALSHA`` of a read script that filters server-side and answers a flat array
+of bulk strings (decoded by hiredis, no JSON), every other call one command or one
+MULTI/EXEC. :meth:`RedisBackend.append_actions_many` pipelines bursts of writes,
+building each chunk while Redis runs the previous one. Commands are packed
+(``_wire.py``, hiredis's C packer when installed) and sent on a pooled connection in one
 socket write (redis-py supplies connections, the wire protocol and its errors).
 
 Listening: every stored write is also appended to the session's stream, so

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from threading import Lock
-from typing import Any
+from typing import Any, overload
 
 from autoplay_base.backends.base import (
     ActionsWrite,
@@ -77,6 +77,64 @@ class Op:
     lines: int = 0
     user_id: str | None = None
     now: str = ""
+
+
+class LazyOps(Sequence[Op]):
+    """The ops of ``append_actions_many``, each built (packed) when first indexed.
+
+    The stream builds a chunk just before it sends it, so Python builds chunk n+1
+    while Redis runs chunk n; built ops are kept, so a failure's accounting sees
+    the same objects. Only made once every write's text is known to be encodable
+    (:meth:`Accounting._many_ops`): building one can then no longer fail midway.
+    """
+
+    __slots__ = ("_build", "_built", "_writes")
+
+    def __init__(self, writes: Sequence[ActionsWrite], build: Callable[[ActionsWrite], Op]):
+        self._writes = writes
+        self._build = build
+        self._built: list[Op] = []
+
+    def __len__(self) -> int:
+        return len(self._writes)
+
+    @overload
+    def __getitem__(self, index: int) -> Op: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[Op]: ...
+
+    def __getitem__(self, index: int | slice) -> Op | list[Op]:
+        size = len(self)
+        if isinstance(index, int):
+            if not -size <= index < size:
+                raise IndexError(index)
+            return self._upto(index % size + 1)[index % size]
+        start, stop, step = index.indices(size)
+        if step != 1:  # not used by the stream: build them all, then slice as a list would
+            return self._upto(size)[index]
+        return self._upto(stop)[start:stop]
+
+    def _upto(self, stop: int) -> list[Op]:
+        """The built ops, at least the first ``stop`` of them."""
+        built = self._built
+        while len(built) < stop:
+            built.append(self._build(self._writes[len(built)]))
+        return built
+
+
+def _encodable(writes: Sequence[ActionsWrite]) -> bool:
+    """Whether every id and line of ``writes`` encodes as UTF-8 (no lone surrogate)."""
+    texts: list[str] = []
+    for write in writes:
+        key = write.key
+        texts += (key.product_id, key.session_id, write.event_id or "", write.user_id or "")
+        texts += write.lines
+    try:
+        "".join(texts).encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 class Exchange:
@@ -493,7 +551,19 @@ class Accounting:
             sent_at=write.sent_at,
         )
 
-    def _settle(self, ops: list[Op], exchange: Exchange, exc: BaseException | None) -> list[bool]:
+    def _many_ops(self, writes: Sequence[ActionsWrite]) -> Sequence[Op]:
+        """The ops of ``append_actions_many``: built as they are sent when every text encodes.
+
+        Otherwise they are all built now, which raises the first bad write's
+        :class:`ConfigError` (counted and logged by :meth:`_packed`): none is sent.
+        """
+        if _encodable(writes):
+            return LazyOps(writes, self._many_op)
+        return [self._many_op(write) for write in writes]
+
+    def _settle(
+        self, ops: Sequence[Op], exchange: Exchange, exc: BaseException | None
+    ) -> list[bool]:
         """Account what Redis answered; buffer the rest (those sent as of unknown fate)."""
         replies = exchange.replies
         answered = zip(ops[: len(replies)], replies, strict=False)

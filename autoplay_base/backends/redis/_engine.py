@@ -86,7 +86,7 @@ class _Send(NamedTuple):
 class _Stream(NamedTuple):
     """Request: pipeline ``ops`` in chunks on one connection (``append_actions_many``)."""
 
-    ops: list[Op]
+    ops: Sequence[Op]
     exchange: Exchange
 
 
@@ -261,7 +261,7 @@ class Engine(Accounting):
         self._recovered()
         return self._after_write(op, replies)
 
-    def _write_many(self, ops: list[Op]) -> Flow[list[bool]]:
+    def _write_many(self, ops: Sequence[Op]) -> Flow[list[bool]]:
         """Many writes, pipelined in chunks (in a cluster each one its own flow)."""
         if self._cluster:
             results = []
@@ -540,7 +540,7 @@ class Engine(Accounting):
         finally:
             await pool.release(conn)
 
-    def _stream_writes(self, ops: list[Op], exchange: Exchange) -> None:
+    def _stream_writes(self, ops: Sequence[Op], exchange: Exchange) -> None:
         """Send ``ops`` in pipelined chunks, reading each chunk's answers while the next runs."""
         pool = self._client.connection_pool
         try:
@@ -572,7 +572,7 @@ class Engine(Accounting):
         finally:
             pool.release(conn)
 
-    async def _astream_writes(self, ops: list[Op], exchange: Exchange) -> None:
+    async def _astream_writes(self, ops: Sequence[Op], exchange: Exchange) -> None:
         """Async twin of :meth:`_stream_writes`."""
         pool = self._aclient.connection_pool
         try:

@@ -503,13 +503,13 @@ class RedisBackend(Engine):
         if not writes:
             return []
         # Every write is encodable, or none is sent.
-        return self._run(self._write_many([self._many_op(w) for w in writes]))
+        return self._run(self._write_many(self._many_ops(writes)))
 
     async def aappend_actions_many(self, writes: Sequence[ActionsWrite]) -> list[bool]:
         """Async twin of :meth:`append_actions_many`."""
         if not writes:
             return []
-        return await self._arun(self._write_many([self._many_op(w) for w in writes]))
+        return await self._arun(self._write_many(self._many_ops(writes)))
 
     def apply_summary(
         self,
