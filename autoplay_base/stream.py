@@ -52,7 +52,7 @@ different sessions run concurrently — a slow callback for session A never
 delays session B. The callbacks registered for one event run concurrently, at
 most ``session_concurrency`` at a time per session. Async callbacks are
 awaited; plain functions are called directly on the loop and must be fast.
-The reader hands the loop over after every chunk read (and every 64 events
+The reader hands the loop over after every chunk read (and every 256 events
 of a larger one), so what it just read is delivered before it reads more,
 even while the socket always has data. A lane's task lingers for
 ``lane_linger`` seconds once its session is idle, so a busy session reuses
@@ -117,7 +117,11 @@ DEFAULT_SESSION_CONCURRENCY = 4
 """In-flight callbacks per session (async client)."""
 _STUCK_CALLBACK_GRACE = 1.0  # seconds a callback gets past drain_timeout before it is given up
 _NOTICE_GRACE = 1.0  # seconds notifications get, once the drain ended, to be delivered
-_READ_GROUP = 64  # events the async reader queues before it hands the loop to the lanes
+# Events the async reader queues before it hands the loop to the lanes. A chunk read
+# holds up to about 230 events of the usual size, so in practice the loop is handed
+# over once per chunk: 64 cost 8% more instructions per event in a burst (a lane
+# wake-up per session every 64 events), 256 and "once per chunk" 0.6%.
+_READ_GROUP = 256
 
 
 def _is_awaitable(result: object) -> bool:
