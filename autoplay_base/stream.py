@@ -338,6 +338,7 @@ class AsyncConnectorClient(ClientBase):
             stuck_grace=_STUCK_CALLBACK_GRACE,
             linger=lane_linger,
             max_lingering=MAX_LINGERING_LANES,
+            failed=self._callback_failed,
         )
         self._stop_event: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -457,10 +458,16 @@ class AsyncConnectorClient(ClientBase):
 
     # -- dispatch (inside the lanes' tasks) ----------------------------------------------
     def _deliver(self, event: Event) -> Awaitable[None] | None:
-        """What the lane awaits for ``event``: its callbacks (``None`` when it has none)."""
+        """What the lane awaits for ``event``: its callbacks (``None`` when there is nothing).
+
+        The common case, one callback, is called right here: no gather, no
+        semaphore, no wrapper coroutine; what it raises (now or when awaited)
+        reaches the lane, which hands it to :meth:`_callback_failed`.
+        """
         fns = self._callbacks_for(event)
         if len(fns) == 1:
-            return self._call(fns[0], event)  # no gather, no semaphore: the common case
+            result = fns[0](event)
+            return result if result is not None and _is_awaitable(result) else None
         return self._call_all(fns, event) if fns else None
 
     async def _call_all(self, fns: list[Callback], event: Event) -> None:
