@@ -1,15 +1,17 @@
 """Per-session lanes: the async client's buffer between the reader and the callbacks.
 
 :class:`Lanes` is handed a ``deliver`` callable (run the callbacks for one
-event) and a ``dropped`` callable (account for an event that will not be
-delivered); it knows nothing of the client that uses it. Its rules:
+event), a ``dropped`` callable (account for an event that will not be
+delivered) and a ``failed`` one (an exception ``deliver`` or what it returned
+raised); it knows nothing of the client that uses it. Its rules:
 
 * **Order per session, concurrency across sessions.** Each session
   (``product_id``, ``session_id``) has its own lane: its events are delivered
   strictly in arrival order, one at a time (so a store sees a session's
   writes in order), inside the lane's own task, while lanes of different
   sessions run concurrently: a slow callback for session A never delays
-  session B.
+  session B. An exception from ``deliver`` (or from what it returned) goes
+  to ``failed``; the event still counts as delivered and the lane goes on.
 * **Bounded.** At most ``max_buffered`` events wait across all lanes; beyond
   that a new event is handed to ``dropped`` ("buffer full") at once.
 * **Lingering.** A lane whose session went idle keeps its task for
@@ -38,7 +40,7 @@ from collections.abc import Awaitable, Callable, Hashable
 from autoplay_base._connection import ClientCounters
 from autoplay_base.events import Event
 
-__all__ = ["DEFAULT_LANE_LINGER", "MAX_LINGERING_LANES", "Deliver", "Dropped", "Lanes"]
+__all__ = ["DEFAULT_LANE_LINGER", "MAX_LINGERING_LANES", "Deliver", "Dropped", "Failed", "Lanes"]
 
 logger = logging.getLogger("autoplay_base.stream")
 
@@ -51,6 +53,13 @@ Deliver = Callable[[Event], Awaitable[None] | None]
 """Runs the callbacks for one event; returns what to await, or ``None`` when done."""
 Dropped = Callable[[Event, str], None]
 """Accounts for an event that will not be delivered, with the reason."""
+Failed = Callable[[Event, Exception], None]
+"""Told about an exception raised while delivering an event (the lane goes on)."""
+
+
+def _log_failure(event: Event, exc: Exception) -> None:
+    """The default ``failed``: a log line with the event's type and the exception's (no text)."""
+    logger.error("stream: delivering an event of type %s raised %s", event.type, type(exc).__name__)
 
 
 class _Lane:
@@ -85,6 +94,8 @@ class Lanes:
         linger: seconds an idle lane waits for its session's next event
             (``0``: it ends as soon as it is idle).
         max_lingering: lanes allowed to linger at once.
+        failed: told about an exception ``deliver`` (or what it returned)
+            raised; by default it is logged.
     """
 
     def __init__(
@@ -98,9 +109,11 @@ class Lanes:
         stuck_grace: float,
         linger: float = DEFAULT_LANE_LINGER,
         max_lingering: int = MAX_LINGERING_LANES,
+        failed: Failed = _log_failure,
     ) -> None:
         self._deliver = deliver
         self._dropped = dropped
+        self._failed = failed
         self._counters = counters
         self._max_buffered = max_buffered
         self._drain_timeout = drain_timeout
@@ -182,9 +195,16 @@ class Lanes:
         try:
             while True:
                 while events:
-                    pending = deliver(events[0])
-                    if pending is not None:
-                        await pending
+                    event = events[0]
+                    # Caught here rather than in a wrapper coroutine per event (one
+                    # frame and one await less on the per-event path; the try costs
+                    # nothing while nothing raises).
+                    try:
+                        pending = deliver(event)
+                        if pending is not None:
+                            await pending
+                    except Exception as exc:
+                        self._failed(event, exc)
                     if lane.abandoned:
                         return  # drain() gave up on this lane and counted its events as dropped
                     events.popleft()

@@ -8,6 +8,7 @@ session back behind a gate, so each rule is checked without a server.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 import pytest
@@ -313,3 +314,73 @@ async def test_lanes_can_run_again_after_a_drain(linger: float) -> None:
         2,
         [],
     )
+
+
+async def test_what_deliver_raises_goes_to_failed_and_the_lane_goes_on() -> None:
+    # Raised at once by deliver, or later by what it returned: both reach ``failed``
+    # with their event, the event counts as delivered, and the session's next one runs.
+    failures: list[tuple[tuple[str | None, str], str]] = []
+    seen: list[tuple[str | None, str]] = []
+    done = asyncio.Event()
+
+    async def fails_later(event: Event) -> None:
+        await asyncio.sleep(0)
+        raise KeyError(label(event)[1])
+
+    def deliver(event: Event) -> Awaitable[None] | None:
+        seen.append(label(event))
+        n = label(event)[1]
+        if n == "e1":
+            raise ValueError(n)
+        if n == "e2":
+            return fails_later(event)
+        done.set()
+        return None
+
+    def failed(event: Event, exc: Exception) -> None:
+        failures.append((label(event), type(exc).__name__))
+
+    counters = ClientCounters()
+    lanes = Lanes(
+        deliver,
+        Drops(),
+        counters,
+        max_buffered=10,
+        drain_timeout=1.0,
+        stuck_grace=1.0,
+        failed=failed,
+    )
+    lanes.start()
+    for n in (1, 2, 3):
+        lanes.put(event("a", n))
+    await asyncio.wait_for(done.wait(), WAIT)
+    await lanes.drain()
+    assert seen == [("a", "e1"), ("a", "e2"), ("a", "e3")]
+    assert failures == [(("a", "e1"), "ValueError"), (("a", "e2"), "KeyError")]
+    assert (counters.delivered, lanes.buffered) == (3, 0)
+
+
+async def test_without_failed_a_raising_deliver_is_logged_and_the_lane_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    seen: list[tuple[str | None, str]] = []
+    done = asyncio.Event()
+
+    def deliver(event: Event) -> None:
+        seen.append(label(event))
+        if len(seen) == 1:
+            raise RuntimeError("secret text that must not be logged")
+        done.set()
+
+    counters = ClientCounters()
+    lanes = Lanes(deliver, Drops(), counters, max_buffered=10, drain_timeout=1.0, stuck_grace=1.0)
+    lanes.start()
+    with caplog.at_level(logging.ERROR, logger="autoplay_base.stream"):
+        lanes.put(event("a", 1))
+        lanes.put(event("a", 2))
+        await asyncio.wait_for(done.wait(), WAIT)
+        await lanes.drain()
+    assert (seen, counters.delivered) == ([("a", "e1"), ("a", "e2")], 2)
+    assert [r.getMessage() for r in caplog.records] == [
+        "stream: delivering an event of type actions raised RuntimeError"
+    ]

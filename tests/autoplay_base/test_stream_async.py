@@ -644,3 +644,32 @@ async def test_stop_mid_stream_with_quick_suspended_and_stuck_callbacks_keeps_th
     for session, seen in finished.items():
         assert seen == sorted(seen), session  # each session in order
     assert client.queue_size == 0
+
+
+async def test_the_reader_hands_the_loop_to_the_lanes_while_data_keeps_coming(
+    emulator_factory: EmulatorFactory,
+) -> None:
+    # A backlog replayed at socket speed: every read finds data waiting, so a reader
+    # that never suspends between reads would queue the whole backlog before the
+    # first callback ran. It hands the loop over after at most 256 events instead.
+    total = 3_000
+    server = emulator_factory(replay_from_start=True, replay_size=total)
+    for n in range(1, total + 1):
+        server.publish("acme", actions(n, session=f"s{n % 10}"))
+    client = client_for(server)
+    received_at_first: list[int] = []
+    done = Collector()
+
+    def record(payload: ActionsPayload) -> None:
+        if not received_at_first:
+            received_at_first.append(client.counters.received)
+        done(payload.actions[0].title)
+
+    client.on_actions(record)
+    task = client.run_in_background()
+    assert await done.await_for(total)
+    client.stop()
+    await task
+    assert 1 <= received_at_first[0] <= 256
+    assert client.counters.delivered == total
+    assert sorted(done.items) == sorted(f"T{n}" for n in range(1, total + 1))
