@@ -28,9 +28,11 @@ differ only by ``await pipe.execute()``.
   coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
   trying until the deadline, then reports what it could not write as lost.
 * **Listening** reads (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
-  read first, one pipeline) and, while nothing new is there, blocks in ``XREAD
-  BLOCK`` after the cursor: the writer's ``XADD`` ends the wait at once, so an
-  event reaches a listener in a few round trips, not a poll interval. A wait is
+  read first, one pipeline) and, once a read reached the tail (a short page),
+  blocks in ``XREAD BLOCK`` after the cursor, again after each wait that read
+  something: the writer's ``XADD`` ends the wait at once, so an event reaches a
+  listener in a few round trips, not a poll interval, and a streaming run costs
+  its listener one ``XREAD`` per wake-up, not a second three-command read. A wait is
   bounded by ``poll_seconds`` (then the lease is read again: ``producer_lost``
   and expiry are noticed on time, and a sync listener's generator can be closed)
   and by half the client's ``socket_timeout`` (redis-py raises when a reply takes
