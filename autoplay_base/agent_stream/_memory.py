@@ -133,7 +133,8 @@ class MemoryTransport:
                 if batch[-1].type in TERMINAL:
                     log.live = False
                     log.ended_at = self._clock()
-            self._wake()
+            if self._sync_waiting or self._waiters:  # no call per token when nobody listens
+                self._wake()
 
     # -- listener side ------------------------------------------------------------------------
     def read(self, ref: RunRef, next_seq: int, count: int) -> Read:
