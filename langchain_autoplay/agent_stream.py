@@ -201,7 +201,8 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
         **kwargs: Any,
     ) -> None:
         """One streamed chunk: its text, reasoning and tool-call argument pieces."""
-        self._check_cancelled()
+        if self.stop_on_cancel:  # _check_cancelled, inlined: this is the per-token path
+            self.run.raise_if_cancelled()
         step = self._steps.get(run_id)
         if step is None:
             return  # a nostream call, or a model whose start we did not see

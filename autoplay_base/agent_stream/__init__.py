@@ -72,7 +72,9 @@ Vercel AI SDK UI message stream), :mod:`autoplay_base.agent_stream.starlette`
 serves them.
 
 A listener waits for the write itself (in-process: the run's condition; Redis:
-``XREAD BLOCK`` after its cursor), so an event reaches it within a few round trips;
+``XREAD BLOCK`` after its cursor; the async listeners of one stream on a standalone
+server share one reader's ``XREAD`` over all their cursors, on one connection), so an
+event reaches it within a few round trips;
 ``poll_seconds`` only bounds one wait (then the producer's lease is read again) and
 is how often ``follow`` looks for the session's next run.
 
@@ -81,8 +83,8 @@ per run (10,000; Redis ``MAXLEN ~``), ``retention_seconds`` (600, sliding while
 live), ``lease_seconds`` (5; Redis: renewed every third of it, at least every
 heartbeat), ``heartbeat_seconds`` (0.025: an idle run's cancel check), ``poll_seconds``
 (0.05; Redis: also at most half the client's ``socket_timeout``),
-``max_blocking_listeners`` (64: Redis listeners blocked in ``XREAD`` at once, each
-holding a pooled connection while it waits; one more sleeps ``poll_seconds``
+``max_blocking_listeners`` (64: Redis listeners waiting at once, sync or on a Cluster
+each holding a pooled connection in its ``XREAD``; one more sleeps ``poll_seconds``
 between reads, counted in ``listener_slots_full``), ``max_buffered_events`` per
 run (1,000: then deltas coalesce, else drop; tool and terminal events never),
 ``max_event_bytes`` (64 KiB: values cut, event ``truncated``), ``max_runs``
@@ -93,7 +95,8 @@ never fails the agent: writes are retried, what is lost is counted
 
 Modules: ``_events`` and ``_state`` (pure), ``_history`` (pure), ``_memory`` and
 ``_redis`` (transports), ``_writer`` (the Redis writer: one thread per transport for
-every live run), ``stream`` (the twins), ``sse``, ``starlette``.
+every live run), ``_reader`` (the async listeners' shared ``XREAD``), ``stream`` (the
+twins), ``sse``, ``starlette``.
 """
 
 from autoplay_base.agent_stream._errors import RunCancelledError, RunLiveError

@@ -18,6 +18,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 
 from autoplay_base.agent_stream._events import TERMINAL, RunEvent
+from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
 
 __all__ = ["MemorySink", "MemoryTransport"]
@@ -27,7 +28,9 @@ class _Log:
     __slots__ = ("ended_at", "events", "live", "started_at", "user_id")
 
     def __init__(self, max_events: int, user_id: str | None, now: float) -> None:
-        self.events: deque[RunEvent] = deque(maxlen=max_events)
+        # The drained events as they were buffered: a listener's read makes its
+        # ``RunEvent``s (and cursors), so the producer's emit does not.
+        self.events: deque[Pending] = deque(maxlen=max_events)
         self.live = True
         self.ended_at: float | None = None
         self.started_at = now
@@ -52,7 +55,12 @@ class MemoryTransport:
         self._clock = clock
         self._on_evict = on_evict
         self._runs: OrderedDict[RunRef, _Log] = OrderedDict()  # in start order
-        self._cond = threading.Condition()
+        # A plain lock under the condition (the ``with`` of a ``Condition`` is a Python-level
+        # call per emit) and a count of the sync listeners waiting on it: ``notify_all``
+        # costs a Python call and a deque copy, skipped when nobody waits.
+        self._lock = threading.Lock()
+        self._cond = threading.Condition(self._lock)
+        self._sync_waiting = 0
         # Async listeners: an asyncio.Event per waiting task, set from any thread.
         self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
 
@@ -71,7 +79,8 @@ class MemoryTransport:
             self._on_evict()
 
     def _wake(self) -> None:
-        self._cond.notify_all()
+        if self._sync_waiting:
+            self._cond.notify_all()
         if not self._waiters:
             return
         # Each waiting task is woken once and forgotten: it registers again at its next
@@ -89,7 +98,7 @@ class MemoryTransport:
         self, ref: RunRef, *, user_id: str | None, reject_if_live: bool, now: float
     ) -> Started:
         """Register a run; ``started=False`` when another one is live and ``reject_if_live``."""
-        with self._cond:
+        with self._lock:
             self._prune(self._clock())
             live = self._live(ref.product_id, ref.session_id)
             if live and reject_if_live:
@@ -114,23 +123,23 @@ class MemoryTransport:
         Drained under the transport's lock, so two threads emitting into one run
         append in seq order with one lock taken per emit.
         """
-        with self._cond:
+        with self._lock:
             batch = run.drain()
             if not batch:
                 return
             log = self._runs.get(ref)
             if log is not None:
-                run_id = ref.run_id
-                log.events.extend([p.event(run_id) for p in batch])
+                log.events.extend(batch)
                 if batch[-1].type in TERMINAL:
                     log.live = False
                     log.ended_at = self._clock()
-            self._wake()
+            if self._sync_waiting or self._waiters:  # no call per token when nobody listens
+                self._wake()
 
     # -- listener side ------------------------------------------------------------------------
     def read(self, ref: RunRef, next_seq: int, count: int) -> Read:
         """Up to ``count`` events from ``next_seq`` on."""
-        with self._cond:
+        with self._lock:
             log = self._runs.get(ref)
             if log is None:
                 return Read([], False, False)
@@ -140,7 +149,8 @@ class MemoryTransport:
             # listener reads near the tail).
             start = max(0, next_seq - events[0].seq) if events else 0
             stop = min(len(events), start + count)
-            return Read([events[i] for i in range(start, stop)], log.live, True)
+            run_id = ref.run_id
+            return Read([events[i].event(run_id) for i in range(start, stop)], log.live, True)
 
     async def aread(self, ref: RunRef, next_seq: int, count: int) -> Read:
         """Async twin of :meth:`read`."""
@@ -164,9 +174,13 @@ class MemoryTransport:
 
         Returns no events: the next :meth:`read` is a local copy under the same lock.
         """
-        with self._cond:
+        with self._lock:
             if not self._ready(ref, next_seq):
-                self._cond.wait(timeout)
+                self._sync_waiting += 1
+                try:
+                    self._cond.wait(timeout)
+                finally:
+                    self._sync_waiting -= 1
         return []
 
     async def apause(
@@ -174,7 +188,7 @@ class MemoryTransport:
     ) -> list[RunEvent]:
         """Async twin of :meth:`pause`: woken from the writer's thread through the loop."""
         entry = (asyncio.get_running_loop(), asyncio.Event())
-        with self._cond:
+        with self._lock:
             if self._ready(ref, next_seq):
                 return []
             self._waiters.add(entry)
@@ -183,7 +197,7 @@ class MemoryTransport:
         except asyncio.TimeoutError:
             pass
         finally:
-            with self._cond:
+            with self._lock:
                 self._waiters.discard(entry)
         return []
 
@@ -196,7 +210,7 @@ class MemoryTransport:
 
     def live_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
         """The session's live runs, oldest first."""
-        with self._cond:
+        with self._lock:
             return self._live(product_id, session_id)
 
     async def alive_runs(self, product_id: str, session_id: str, now: float) -> list[str]:
@@ -205,7 +219,7 @@ class MemoryTransport:
 
     def runs(self, product_id: str, session_id: str) -> list[str]:
         """Every kept run of the session, in start order."""
-        with self._cond:
+        with self._lock:
             self._prune(self._clock())
             return [
                 r.run_id
@@ -225,7 +239,7 @@ class MemoryTransport:
 
     def live_sessions(self, product_id: str, user_id: str, now: float) -> list[LiveRun]:
         """The user's live runs under ``product_id``, oldest first."""
-        with self._cond:
+        with self._lock:
             return [
                 LiveRun(ref.session_id, ref.run_id)
                 for ref, log in self._runs.items()

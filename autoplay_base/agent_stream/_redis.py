@@ -28,21 +28,29 @@ differ only by ``await pipe.execute()``.
   coalesce or drop in the run's bounded buffer. At ``close`` the writer keeps
   trying until the deadline, then reports what it could not write as lost.
 * **Listening** reads (``XRANGE`` after the cursor, with ``EXISTS`` of the lease
-  read first, one pipeline) and, while nothing new is there, blocks in ``XREAD
-  BLOCK`` after the cursor: the writer's ``XADD`` ends the wait at once, so an
-  event reaches a listener in a few round trips, not a poll interval. A wait is
+  read first, one pipeline) and, once a read reached the tail (a short page),
+  blocks in ``XREAD BLOCK`` after the cursor, again after each wait that read
+  something: the writer's ``XADD`` ends the wait at once, so an event reaches a
+  listener in a few round trips, not a poll interval, and a streaming run costs
+  its listener one ``XREAD`` per wake-up, not a second three-command read. A wait is
   bounded by ``poll_seconds`` (then the lease is read again: ``producer_lost``
   and expiry are noticed on time, and a sync listener's generator can be closed)
   and by half the client's ``socket_timeout`` (redis-py raises when a reply takes
-  longer than it; :func:`block_seconds`). A single-key ``XREAD`` goes to the key's
-  node on a Cluster. Each blocked listener holds one pooled connection while it
-  waits: ``max_blocking_listeners`` bounds how many do at once per stream, and a
-  listener beyond it sleeps ``poll_seconds`` and reads again (counted). One
-  shared reader per process multiplexing every listener's stream would hold one
-  connection (per node) instead, but a multi-key ``XREAD`` cannot span Cluster
-  slots, a new listener would have to interrupt the reader's block, and a
-  slow listener would delay the others: a connection per waiting listener, bounded,
-  is the simpler path at the scale of one web worker's open SSE responses.
+  longer than it; :func:`block_seconds`). ``max_blocking_listeners`` bounds how
+  many listeners of one stream wait at once; one beyond it sleeps
+  ``poll_seconds`` and reads again (counted).
+
+  *Async listeners on a standalone (or Sentinel) server share one reader*
+  (:mod:`._reader`): one connection in one ``XREAD BLOCK`` over every waiting
+  listener's stream and cursor, each stream's entries decoded once per batch and
+  handed to its listeners. With 20 runs streaming, the writer's round trip that
+  carries their tokens now wakes one read, not 20 (each ~100 µs of the event loop
+  through ``redis.asyncio``: the loop was the bottleneck). A listener arriving
+  while the reader blocks interrupts it (``CLIENT UNBLOCK``, one round trip).
+  *Sync listeners and a Cluster keep one ``XREAD`` per waiting listener* on a
+  pooled connection: a sync listener blocks its own thread anyway (a shared
+  reader would need a thread and a handoff per event), and a multi-key ``XREAD``
+  cannot span a Cluster's slots (a single-key one goes to the key's node).
 
 Clock: lease deadlines in the live indexes are the producers' ``time.time()``
 (milliseconds); the lease key itself expires by the server's clock.
@@ -59,6 +67,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from autoplay_base.agent_stream._events import RunEvent, format_cursor
+from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
 from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
@@ -186,6 +195,17 @@ class RedisTransport:
         self._on_wait_error = on_wait_error
         self._on_slots_full = on_slots_full
         self._writer = RedisWriter(self)
+        # Async listeners share one XREAD (see ._reader); a multi-key XREAD cannot span
+        # a Cluster's slots, so there each listener keeps its own.
+        self.reader: SharedReader | None = None
+        if not isinstance(self._aclient, redis.asyncio.cluster.RedisCluster):
+            self.reader = SharedReader(
+                self._aclient,
+                count=read_count,
+                block_seconds=min(poll_seconds, self._async_block),
+                decode=self._events,
+                errors=self.errors,
+            )
 
     @property
     def client(self) -> Any:
@@ -410,21 +430,34 @@ class RedisTransport:
     async def apause(
         self, ref: RunRef | None, timeout: float, next_seq: int | None = None
     ) -> list[RunEvent]:
-        """Async twin of :meth:`pause`."""
+        """Async twin of :meth:`pause`; on a standalone server the wait is one of the
+        shared reader's (:mod:`._reader`), bounded by the same listener slots."""
         streams, seconds = self._block(ref, timeout, next_seq, self._async_block)
         if streams is None:
             await asyncio.sleep(seconds)
             return []
-        assert ref is not None
+        assert ref is not None and next_seq is not None
         try:
-            reply = await self._aclient.xread(streams, count=self._read_count, block=_ms(seconds))
+            if self.reader is not None:
+                [key] = streams
+                got = await self.reader.wait(key, ref, next_seq, seconds)
+                if isinstance(got, BaseException):
+                    raise got
+                reply: Any = got
+            else:
+                reply = await self._aclient.xread(
+                    streams, count=self._read_count, block=_ms(seconds)
+                )
         except self.errors as exc:
             self._on_wait_error(exc)
             reply = exc
         finally:
             self._unblock()
-        events = [] if isinstance(reply, BaseException) else self._woken(ref, reply)
-        if reply and not events:
+        if isinstance(reply, BaseException) or reply is UNDECODABLE:
+            events: list[RunEvent] = []
+        else:
+            events = reply if self.reader is not None else self._woken(ref, reply)
+        if (reply or reply is UNDECODABLE) and not events:  # failed, or nothing decodable
             await asyncio.sleep(seconds)
         return events
 

@@ -116,8 +116,12 @@ class RunBuffer:
         with self._lock:
             if self._ended:  # the run counts it (a late emit comes after its counters are summed)
                 return False
-            if type_ == TEXT_DELTA and self._text_len < self.max_text_chars:
-                self._keep_text(str(data.get("text", "")))
+            # The history's text, kept here (not in a helper): this is the per-token path.
+            room = self.max_text_chars - self._text_len
+            if type_ == TEXT_DELTA and room > 0:
+                text = str(data.get("text", ""))[:room]
+                self._text.append(text)
+                self._text_len += len(text)
             if type_ in TERMINAL:
                 self._ended = True
             queue = self._queue
@@ -141,12 +145,6 @@ class RunBuffer:
 
     def _cut(self, data: dict[str, Any]) -> bool:
         return bound_data(data, self.max_event_bytes)[2]
-
-    def _keep_text(self, text: str) -> None:
-        room = self.max_text_chars - self._text_len
-        if room > 0:
-            self._text.append(text[:room])
-            self._text_len += min(room, len(text))
 
     def drain(self) -> list[Pending]:
         """Everything buffered, oldest first, numbered ``seq`` from where the last drain ended,

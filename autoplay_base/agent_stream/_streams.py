@@ -58,8 +58,9 @@ DEFAULT_POLL_SECONDS = 0.05
 BLOCK``, also capped at half the client's ``socket_timeout``); how often ``follow`` looks
 for the session's next run. A written event ends the wait at once: not a latency."""
 DEFAULT_MAX_BLOCKING_LISTENERS = 64
-"""Redis: listeners of one stream blocked in ``XREAD`` at once (each holds a pooled
-connection while it waits); one more sleeps ``poll_seconds`` and reads again instead."""
+"""Redis: listeners of one stream waiting at once (sync or on a Cluster each holds a pooled
+connection in its ``XREAD``; async on a standalone server they share one reader's ``XREAD``,
+whose size this bounds); one more sleeps ``poll_seconds`` and reads again instead."""
 DEFAULT_MAX_BUFFERED_EVENTS = 1_000
 """Events one run buffers for its writer; past it deltas coalesce or drop (tool/terminal never)."""
 DEFAULT_MAX_EVENT_BYTES = 64 * 1024

@@ -90,8 +90,14 @@ class RedisSink:
         writer.add(self)
 
     def notify(self) -> None:
-        """Mark the run dirty and wake the writer (O(1); the writer batches what accumulated)."""
-        self._writer.dirty(self)
+        """Mark the run dirty and wake the writer (O(1); the writer batches what accumulated).
+
+        Already dirty (each token while the writer is in a round trip): a set lookup
+        here, not a call, on the per-token path (see :meth:`RedisWriter.dirty`).
+        """
+        writer = self._writer
+        if self not in writer._dirty:
+            writer.dirty(self)
 
     def close(self, timeout: float) -> bool:
         """Let the writer send the rest (terminal last) until ``timeout``; False if any was lost."""

@@ -64,6 +64,19 @@ __all__ = [
 ]
 
 
+def _at_tail(read: Read) -> bool:
+    """Whether a listener's read reached the end of what is written: then it waits.
+
+    A page short of ``READ_COUNT`` ends at the tail, and so does what a wait read:
+    the listener waits next (Redis: ``XREAD BLOCK`` after its cursor, which answers
+    at once when more was written meanwhile) instead of reading again. Reading again
+    cost a three-command pipeline (the lease, ``XRANGE``, ``EXISTS``) per page at the
+    tail, where a wait costs one ``XREAD``; the lease is read after each wait that
+    timed out, so ``producer_lost`` comes as soon as before.
+    """
+    return len(read.events) < READ_COUNT
+
+
 class _RunBlock:
     """``with stream.run(...) as run:`` (sync)."""
 
@@ -172,7 +185,7 @@ class RunStream(Streams):
                     raise BackendUnavailableError("run stream: Redis unavailable") from exc
             out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
             yield from out
-            if not state.done and (waited or not out):  # else read on: more may be there
+            if not state.done and _at_tail(read):  # else read on: a full page, more is there
                 waited = self.transport.pause(ref, self.poll_seconds, state.next_seq)
 
     def follow(
@@ -299,7 +312,7 @@ class AsyncRunStream(Streams):
             out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
             for event in out:
                 yield event
-            if not state.done and (waited or not out):  # else read on: more may be there
+            if not state.done and _at_tail(read):  # else read on: a full page, more is there
                 waited = await self.transport.apause(ref, self.poll_seconds, state.next_seq)
 
     async def follow(

@@ -22,8 +22,9 @@ import redis
 from autoplay_base.agent_stream import AsyncRunStream, RunEvent, RunStream
 from autoplay_base.agent_stream._redis import block_seconds
 from autoplay_base.agent_stream._transport import RunRef
+from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis import RedisBackend
-from tests._fixtures.redis import free_port
+from tests._fixtures.redis import free_port, wait_for
 from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT, Streams
 
 S: dict[str, Any] = {"session_id": "s1", "product_id": "p1"}
@@ -155,3 +156,51 @@ def test_a_blocking_read_stays_within_half_the_socket_timeout() -> None:
     # no timeout: poll_seconds bounds each wait
     assert block_seconds(redis.Redis(socket_timeout=None)) == float("inf")
     assert block_seconds(object()) == float("inf")
+
+
+@pytest.mark.parametrize("twin", [RunStream, AsyncRunStream])
+async def test_a_listener_at_the_tail_waits_in_xread_instead_of_reading_again(
+    twin: type[RunStream] | type[AsyncRunStream],
+    private_backends: Callable[..., RedisBackend],
+    redis_server: Any,
+) -> None:
+    # A read that returned a short page ended at the tail: the listener's next command
+    # is one XREAD BLOCK (it answers at once if more came), not a second three-command
+    # read. Counted on the listener's own server: exactly one XRANGE for the whole run.
+    admin = redis.Redis.from_url(redis_server.url, decode_responses=True)
+
+    def calls(command: str) -> int:
+        stats: dict[str, Any] = admin.info("commandstats")
+        return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
+
+    def blocked() -> int:
+        return int(admin.info("clients")["blocked_clients"])
+
+    producer = AsyncRunStream(private_backends(), history=False, poll_seconds=POLL)
+    listener = twin(private_backends(), history=False, poll_seconds=POLL)
+    async with producer.run(**S) as run:
+        for n in range(3):
+            run.text_delta(f"t{n}")
+        key = producer.transport._keys.run_stream(  # type: ignore[attr-defined]
+            SessionKey(S["product_id"], S["session_id"]), run.run_id
+        )
+        await asyncio.to_thread(wait_for, lambda: admin.xlen(key) == 4, "the first four events")
+        received: asyncio.Queue[RunEvent] = asyncio.Queue()
+
+        async def listen() -> None:
+            async for event in events_of(listener, run.run_id, **S):
+                received.put_nowait(event)
+
+        task = asyncio.ensure_future(listen())
+        got = [await asyncio.wait_for(received.get(), LISTEN_TIMEOUT) for _ in range(4)]
+        assert [e.seq for e in got] == [1, 2, 3, 4]
+        await asyncio.to_thread(wait_for, lambda: blocked() == 1, "the listener in XREAD")
+        assert calls("xrange") == 1
+        run.text_delta("t3")
+        assert (await asyncio.wait_for(received.get(), LISTEN_TIMEOUT)).data == {"text": "t3"}
+        await asyncio.to_thread(wait_for, lambda: blocked() == 1, "the listener back in XREAD")
+        assert calls("xrange") == 1
+    await asyncio.wait_for(task, LISTEN_TIMEOUT)
+    assert (await received.get()).type == "finished"
+    assert calls("xrange") == 1  # the terminal event came through the wait too
+    admin.close()
