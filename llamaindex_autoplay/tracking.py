@@ -23,7 +23,9 @@ What becomes an event:
   response), with the usage summed over its LLM calls. A root span that raised is
   an ``event`` named :data:`TURN_INCOMPLETE` with ``status`` ``"cancelled"``
   (``asyncio.CancelledError``, a workflow cancelled by its user) or ``"error"``,
-  the error's type name and the usage so far. Streaming responses are recorded
+  the error's type name and the usage so far. So is a workflow run ended by
+  ``await handler.cancel_run()``, whose span exits without a result (``status``
+  ``"cancelled"``, ``error`` ``"WorkflowCancelledByUser"``). Streaming responses are recorded
   with the text available when the call returns (a stream not consumed yet is
   empty);
 * a **tool call**: a tool's ``call``/``acall`` span (its metadata name, keyword
@@ -97,6 +99,8 @@ DEFAULT_MAX_OPEN_SPANS = 10_000
 TURN_INCOMPLETE = "turn_incomplete"
 """The custom event recorded for a turn that did not complete (``status`` says why)."""
 _CANCELLED = frozenset({"CancelledError", "WorkflowCancelledByUser"})
+_SPAN_CANCELLED = "SpanCancelledEvent"
+"""What a workflow's run span sends before it exits with no result, on ``cancel_run``."""
 _USER_ARGS = ("str_or_query_bundle", "message", "query", "query_str")
 
 AnyTracker = Tracker | AsyncTracker
@@ -211,6 +215,8 @@ class OpenSpan:
     model: str | None = None
     exited: bool = False
     ended: bool = False
+    cancelled: bool = False
+    """A workflow run its user cancelled (``cancel_run``): it exits, without a result."""
 
 
 class Spans:
@@ -337,6 +343,9 @@ class Recorder:
             self._tool_call(session, span, _field(result, "content"), error)
         if span.root and span.turn.is_turn:
             turn = span.turn
+            if span.cancelled:
+                self._incomplete(session, turn, "cancelled", "WorkflowCancelledByUser")
+                return
             session.track_turn(user=turn.user, assistant=answer_text(result), usage=turn.usage())
 
     def drop(self, span_id: str, error: BaseException | None) -> None:
@@ -348,14 +357,15 @@ class Recorder:
         if span.tool is not None:
             self._tool_call(session, span, None, error)
         if span.root and span.turn.is_turn:
-            properties: dict[str, Any] = {
-                "status": drop_status(error),
-                "error": type(error).__name__,
-            }
-            usage = span.turn.usage()
-            if usage is not None:
-                properties["usage"] = usage
-            session.track_event(TURN_INCOMPLETE, properties)
+            self._incomplete(session, span.turn, drop_status(error), type(error).__name__)
+
+    @staticmethod
+    def _incomplete(session: TrackedSession, turn: Turn, status: str, error: str) -> None:
+        properties: dict[str, Any] = {"status": status, "error": error}
+        usage = turn.usage()
+        if usage is not None:
+            properties["usage"] = usage
+        session.track_event(TURN_INCOMPLETE, properties)
 
     @staticmethod
     def _tool_call(session: TrackedSession, span: OpenSpan, result: Any, error: Any) -> None:
@@ -379,6 +389,10 @@ class Recorder:
                 span.model = model if isinstance(model, str) else None
         elif isinstance(event, (LLMChatEndEvent, LLMCompletionEndEvent)):
             self._llm_ended(event.span_id, event.response)
+        elif event.class_name() == _SPAN_CANCELLED:  # by name: workflows may be absent
+            span = self.spans.get(event.span_id)
+            if span is not None:
+                span.cancelled = True
 
     def _llm_ended(self, span_id: str | None, response: Any) -> None:
         span = self.spans.get(span_id)

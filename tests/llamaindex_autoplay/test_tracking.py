@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import threading
 from collections.abc import AsyncGenerator, Generator, Iterator, Sequence
 from typing import Any
@@ -31,6 +32,7 @@ from llama_index.core.llms.function_calling import FunctionCallingLLM
 from llama_index.core.llms.llm import ToolSelection
 from llama_index.core.schema import TextNode
 from llama_index.core.tools import FunctionTool
+from workflows.errors import WorkflowCancelledByUser
 
 from autoplay_base import ContextStore
 from autoplay_base.emulator.receiver import IngestReceiver
@@ -322,6 +324,11 @@ async def test_a_failing_tool_is_a_failed_tool_call_and_the_agent_still_answers(
     assert "sk-secret" not in str(receiver.unique_events())
 
 
+@pytest.mark.skipif(
+    sys.version_info >= (3, 13),
+    reason="on 3.13 an asyncio cancellation of a workflow run (even handler.cancel()) does "
+    "not reach its control loop, which goes on; cancel_run, the supported way, is tested below",
+)
 async def test_a_cancelled_agent_run_is_recorded_as_cancelled(
     receiver: IngestReceiver, tracker: Tracker, instrumented: TrackingInstrumentation
 ) -> None:
@@ -335,11 +342,13 @@ async def test_a_cancelled_agent_run_is_recorded_as_cancelled(
 
     wait_forever.__name__ = "lookup"
     with autoplay_session("ps_1", product_id="acme"):
-        task = asyncio.ensure_future(agent("export", tool=wait_forever).run(user_msg="Export?"))
+        handler = agent("export", tool=wait_forever).run(user_msg="Export?")
     await asyncio.wait_for(started.wait(), 10)
-    task.cancel()
+    # The hard cancel (an asyncio cancellation of the run; deprecated for cancel_run).
+    with pytest.warns(DeprecationWarning, match="cancel_run"):
+        handler.cancel()
     with pytest.raises(asyncio.CancelledError):
-        await task
+        await handler
 
     delivered(tracker, 3)
     assert received(receiver) == [
@@ -351,6 +360,42 @@ async def test_a_cancelled_agent_run_is_recorded_as_cancelled(
             {
                 "status": "cancelled",
                 "error": "CancelledError",
+                "usage": {"model": MODEL, "input_tokens": 10, "output_tokens": 3},
+            },
+        ),
+    ]
+    assert instrumented.stats()["open_spans"] == 0
+
+
+async def test_a_run_ended_by_cancel_run_is_recorded_as_cancelled_not_as_a_turn(
+    receiver: IngestReceiver, tracker: Tracker, instrumented: TrackingInstrumentation
+) -> None:
+    started = asyncio.Event()
+
+    async def wait_forever(q: str) -> str:
+        """A tool that never finishes on its own."""
+        started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    wait_forever.__name__ = "lookup"
+    with autoplay_session("ps_1", product_id="acme"):
+        handler = agent("export", tool=wait_forever).run(user_msg="Export?")
+    await asyncio.wait_for(started.wait(), 10)
+    await handler.cancel_run()  # LlamaIndex's own way: the run span exits without a result
+    with pytest.raises(WorkflowCancelledByUser):
+        await handler
+
+    delivered(tracker, 3)
+    assert received(receiver) == [
+        ("usage", MODEL, 10, 3),
+        ("tool_call", "lookup", {"q": "export"}, None, True),
+        (
+            "event",
+            TURN_INCOMPLETE,
+            {
+                "status": "cancelled",
+                "error": "WorkflowCancelledByUser",
                 "usage": {"model": MODEL, "input_tokens": 10, "output_tokens": 3},
             },
         ),
