@@ -324,6 +324,40 @@ async def test_a_failing_tool_is_a_failed_tool_call_and_the_agent_still_answers(
     assert "sk-secret" not in str(receiver.unique_events())
 
 
+async def hanging_run() -> Any:
+    """A ``FunctionAgent`` run (session ``ps_1``) whose tool waits for ever, once it waits."""
+    started = asyncio.Event()
+
+    async def wait_forever(q: str) -> str:
+        """A tool that never finishes on its own."""
+        started.set()
+        await asyncio.Event().wait()
+        return "never"
+
+    wait_forever.__name__ = "lookup"
+    with autoplay_session("ps_1", product_id="acme"):
+        handler = agent("export", tool=wait_forever).run(user_msg="Export?")
+    await asyncio.wait_for(started.wait(), 10)
+    return handler
+
+
+def cancelled_turn(error: str) -> list[tuple[Any, ...]]:
+    """What :func:`hanging_run` records when cancelled with ``error``."""
+    return [
+        ("usage", MODEL, 10, 3),
+        ("tool_call", "lookup", {"q": "export"}, None, True),
+        (
+            "event",
+            TURN_INCOMPLETE,
+            {
+                "status": "cancelled",
+                "error": error,
+                "usage": {"model": MODEL, "input_tokens": 10, "output_tokens": 3},
+            },
+        ),
+    ]
+
+
 @pytest.mark.skipif(
     sys.version_info >= (3, 13),
     reason="on 3.13 an asyncio cancellation of a workflow run (even handler.cancel()) does "
@@ -332,18 +366,7 @@ async def test_a_failing_tool_is_a_failed_tool_call_and_the_agent_still_answers(
 async def test_a_cancelled_agent_run_is_recorded_as_cancelled(
     receiver: IngestReceiver, tracker: Tracker, instrumented: TrackingInstrumentation
 ) -> None:
-    started = asyncio.Event()
-
-    async def wait_forever(q: str) -> str:
-        """A tool that never finishes on its own."""
-        started.set()
-        await asyncio.Event().wait()
-        return "never"
-
-    wait_forever.__name__ = "lookup"
-    with autoplay_session("ps_1", product_id="acme"):
-        handler = agent("export", tool=wait_forever).run(user_msg="Export?")
-    await asyncio.wait_for(started.wait(), 10)
+    handler = await hanging_run()
     # The hard cancel (an asyncio cancellation of the run; deprecated for cancel_run).
     with pytest.warns(DeprecationWarning, match="cancel_run"):
         handler.cancel()
@@ -351,55 +374,20 @@ async def test_a_cancelled_agent_run_is_recorded_as_cancelled(
         await handler
 
     delivered(tracker, 3)
-    assert received(receiver) == [
-        ("usage", MODEL, 10, 3),
-        ("tool_call", "lookup", {"q": "export"}, None, True),
-        (
-            "event",
-            TURN_INCOMPLETE,
-            {
-                "status": "cancelled",
-                "error": "CancelledError",
-                "usage": {"model": MODEL, "input_tokens": 10, "output_tokens": 3},
-            },
-        ),
-    ]
+    assert received(receiver) == cancelled_turn("CancelledError")
     assert instrumented.stats()["open_spans"] == 0
 
 
 async def test_a_run_ended_by_cancel_run_is_recorded_as_cancelled_not_as_a_turn(
     receiver: IngestReceiver, tracker: Tracker, instrumented: TrackingInstrumentation
 ) -> None:
-    started = asyncio.Event()
-
-    async def wait_forever(q: str) -> str:
-        """A tool that never finishes on its own."""
-        started.set()
-        await asyncio.Event().wait()
-        return "never"
-
-    wait_forever.__name__ = "lookup"
-    with autoplay_session("ps_1", product_id="acme"):
-        handler = agent("export", tool=wait_forever).run(user_msg="Export?")
-    await asyncio.wait_for(started.wait(), 10)
+    handler = await hanging_run()
     await handler.cancel_run()  # LlamaIndex's own way: the run span exits without a result
     with pytest.raises(WorkflowCancelledByUser):
         await handler
 
     delivered(tracker, 3)
-    assert received(receiver) == [
-        ("usage", MODEL, 10, 3),
-        ("tool_call", "lookup", {"q": "export"}, None, True),
-        (
-            "event",
-            TURN_INCOMPLETE,
-            {
-                "status": "cancelled",
-                "error": "WorkflowCancelledByUser",
-                "usage": {"model": MODEL, "input_tokens": 10, "output_tokens": 3},
-            },
-        ),
-    ]
+    assert received(receiver) == cancelled_turn("WorkflowCancelledByUser")
     assert instrumented.stats()["open_spans"] == 0
 
 
