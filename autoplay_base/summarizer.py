@@ -570,6 +570,11 @@ class AsyncSessionSummarizer(_SummarizerBase[Callable[[SummaryPayload], Awaitabl
                         return
                     await asyncio.sleep(delay)
                     continue
+                if self._closing.is_set():
+                    # aclose() abandoned it. An LLM that swallows the cancellation still
+                    # answers, and from 3.12 on ``wait_for`` then returns that answer
+                    # instead of raising: it is dropped like any abandoned one.
+                    return
                 with self._lock:
                     current = self._book.current(job)
                     following = self._book.finished(job, summary, self._clock())
