@@ -24,6 +24,10 @@ Rules:
 * A wait ends by the listener's own timeout (or its cancellation): it is simply
   removed; the reader serves the others. With no waiter left the reader ends and
   the next wait starts it again, on the loop of that wait.
+* Where the server's ACL refuses ``CLIENT`` commands (``CLIENT ID``, ``CLIENT
+  UNBLOCK``), the reader still shares its read but cannot be interrupted: a listener
+  arriving mid-block waits that block out (at most ``block_seconds``). Logged once
+  per reader; ``unblock_refused`` says so.
 * A failed read resolves every waiter with the error (each listener counts it,
   sleeps its wait out and reads again: the outage is reported by that read); the
   reader then ends, so nothing spins while Redis is down.
@@ -36,6 +40,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -43,6 +48,8 @@ from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._transport import RunRef
 
 __all__ = ["UNDECODABLE", "SharedReader"]
+
+logger = logging.getLogger("autoplay_base.agent_stream")
 
 UNDECODABLE: list[RunEvent] = []
 """What a waiter receives when entries after its cursor decoded to nothing (identity-checked)."""
@@ -83,8 +90,10 @@ class SharedReader:
         block_seconds: float,
         decode: Decode,
         errors: tuple[type[BaseException], ...],
+        refused: tuple[type[BaseException], ...] = (),
     ) -> None:
         self._aclient = aclient
+        self._refused = refused
         self._count = count
         self._block_ms = max(1, int(block_seconds * 1000))
         self._decode = decode
@@ -99,6 +108,8 @@ class SharedReader:
         self._unblocker: asyncio.Task[None] | None = None
         self.reads = 0
         """``XREAD`` calls made (for tests and figures)."""
+        self.unblock_refused = False
+        """Whether the server refused ``CLIENT ID`` (an ACL): the read cannot be interrupted."""
 
     @property
     def running(self) -> bool:
@@ -171,7 +182,7 @@ class SharedReader:
         try:
             if self._conn is None:
                 self._conn = self._aclient.client()
-                self._conn_id = int(await self._conn.client_id())
+                self._conn_id = await self._client_id()
             self.reads += 1
             self._blocked = True
             try:
@@ -181,6 +192,21 @@ class SharedReader:
         except self._errors as exc:
             await self._close()
             return exc
+
+    async def _client_id(self) -> int | None:
+        """The reader connection's id for ``CLIENT UNBLOCK``; ``None`` where it is refused."""
+        try:
+            return int(await self._conn.client_id())
+        except self._refused as exc:
+            if not self.unblock_refused:
+                self.unblock_refused = True
+                logger.warning(
+                    "run stream reader: CLIENT ID refused (%s); a listener arriving during a "
+                    "shared read waits it out (up to %.2f s)",
+                    type(exc).__name__,
+                    self._block_ms / 1000,
+                )
+            return None
 
     def _entries(self, reply: Any) -> list[tuple[str, Any]]:
         """``(key, entries)`` of an ``XREAD`` reply (RESP2: ``[[key, entries]]``; RESP3: a dict)."""

@@ -205,6 +205,7 @@ class RedisTransport:
                 block_seconds=min(poll_seconds, self._async_block),
                 decode=self._events,
                 errors=self.errors,
+                refused=(redis.exceptions.ResponseError,),
             )
 
     @property

@@ -194,3 +194,38 @@ async def test_redis_going_away_mid_block_gives_the_listener_the_outage(
         await server.until(lambda: not reader.running, "the reader ended")
         assert reader.waiting == 0
         redis_server.start()
+
+
+async def test_a_server_refusing_client_commands_still_shares_the_read_without_errors(
+    private_backends: Callable[..., RedisBackend],
+    redis_server: RedisServer,
+    server: Server,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A managed Redis may deny CLIENT to the application's user: the reader then
+    # cannot be interrupted, but it must go on serving, not fail every wait.
+    server.admin.execute_command(
+        "ACL", "SETUSER", "app", "on", ">pw", "~*", "&*", "+@all", "-client"
+    )
+    url = f"redis://app:pw@127.0.0.1:{redis_server.port}/0"
+    producer = AsyncRunStream(private_backends(), history=False)
+    stream = AsyncRunStream(private_backends(url=url), history=False, poll_seconds=0.2)
+    with caplog.at_level("WARNING", logger="autoplay_base.agent_stream"):
+        async with live_runs(producer, 2) as runs:
+            listeners = [Listener(stream, run) for run in runs]
+            assert [(await ls.next()).type for ls in listeners] == ["start", "start"]
+            await server.until(lambda: reader_of(stream).waiting == 2, "both waiting")
+            for n, run in enumerate(runs):
+                run.text_delta(f"t{n}")
+            for n, listener in enumerate(listeners):
+                assert (await listener.next()).data == {"text": f"t{n}"}
+        for listener in listeners:
+            assert (await listener.next()).type == "finished"
+    assert reader_of(stream).unblock_refused is True
+    assert stream.stats.listen_wait_errors == 0
+    assert server.calls("client|unblock") == 0
+    refusals = [r.message for r in caplog.records if "CLIENT ID refused" in r.message]
+    assert refusals == [
+        "run stream reader: CLIENT ID refused (NoPermissionError); a listener arriving "
+        "during a shared read waits it out (up to 0.20 s)"
+    ]
