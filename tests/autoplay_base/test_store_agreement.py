@@ -134,10 +134,15 @@ def test_memory_and_redis_agree_on_a_random_history(
     clock = FakeClock(T0 + STEPS)
     memory = apply(InMemoryBackend(**BOUNDS, clock=clock), ops)
     redis = apply(make_redis_backend(**BOUNDS, clock=clock), ops)
-    assert len(memory) == len(redis)
-    for n, (mine, theirs) in enumerate(zip(memory, redis, strict=True)):
-        assert mine == theirs, f"observation {n} differs"
+    agree(memory, redis)
     exercised(ops, memory)
+
+
+def agree(memory: list[Any], other: list[Any]) -> None:
+    """Both backends saw the same observations, one by one (the first difference named)."""
+    assert len(memory) == len(other)
+    for n, (mine, theirs) in enumerate(zip(memory, other, strict=True)):
+        assert mine == theirs, f"observation {n} differs"
 
 
 def exercised(ops: list[tuple[Any, ...]], seen: list[Any]) -> None:
@@ -189,8 +194,6 @@ def test_memory_and_a_redis_cluster_agree_on_a_random_history(
     clock = FakeClock(T0 + STEPS)
     memory = apply(InMemoryBackend(**bounds, clock=clock), ops)
     cluster = apply(make_cluster_backend(**bounds, clock=clock), ops)
-    assert len(memory) == len(cluster)
-    for n, (mine, theirs) in enumerate(zip(memory, cluster, strict=True)):
-        assert mine == theirs, f"observation {n} differs"
+    agree(memory, cluster)
     replays = [o for o in memory if isinstance(o, tuple) and o[0] == "replay"]
     assert len(replays) > 100
