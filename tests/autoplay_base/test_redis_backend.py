@@ -39,7 +39,7 @@ from autoplay_base.backends.redis import (
     session_member,
     unescape_id,
 )
-from autoplay_base.backends.redis._wire import _entries, _pack, _pairs
+from autoplay_base.backends.redis._wire import pack_commands, score_pairs, xread_entries
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import (
     BackendError,
@@ -76,17 +76,17 @@ def test_session_member_round_trips_ids_with_separators() -> None:
 
 
 def test_replies_are_read_in_both_protocol_shapes() -> None:
-    assert _pairs(["m1", "1.5", "m2", "2.5"]) == [("m1", "1.5"), ("m2", "2.5")]
-    assert _pairs([["m1", 1.5], ["m2", 2.5]]) == [("m1", 1.5), ("m2", 2.5)]
-    assert _pairs([]) == []
+    assert score_pairs(["m1", "1.5", "m2", "2.5"]) == [("m1", "1.5"), ("m2", "2.5")]
+    assert score_pairs([["m1", 1.5], ["m2", 2.5]]) == [("m1", 1.5), ("m2", 2.5)]
+    assert score_pairs([]) == []
     entries = [("1-0", {"k": "a"}), ("2-0", {"k": "s"})]
-    assert _entries([["stream", entries]]) == entries
-    assert _entries({"stream": entries}) == entries
-    assert _entries(None) == []
+    assert xread_entries([["stream", entries]]) == entries
+    assert xread_entries({"stream": entries}) == entries
+    assert xread_entries(None) == []
 
 
 def test_commands_pack_to_resp() -> None:
-    assert _pack([("SET", "k", "é"), ("INCRBY", "n", 5)]) == (
+    assert pack_commands([("SET", "k", "é"), ("INCRBY", "n", 5)]) == (
         b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$2\r\n\xc3\xa9\r\n"
         b"*3\r\n$6\r\nINCRBY\r\n$1\r\nn\r\n$1\r\n5\r\n"
     )

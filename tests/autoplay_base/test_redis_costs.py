@@ -19,7 +19,7 @@ from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
 from autoplay_base.backends.redis import ActionsWrite, RedisBackend
 from autoplay_base.backends.redis._accounting import LazyOps
 from autoplay_base.backends.redis._commands import _json, read_commands
-from autoplay_base.backends.redis._wire import _pack, _pack_one
+from autoplay_base.backends.redis._wire import pack_commands, pack_one
 from autoplay_base.errors import ConfigError
 from tests._fixtures.redis import remove_keys
 
@@ -29,7 +29,7 @@ ALL = ReadOptions()
 MakeBackend = Callable[..., RedisBackend]
 
 
-def _read_reply(backend: RedisBackend, options: ReadOptions, now: float) -> Any:
+def read_reply(backend: RedisBackend, options: ReadOptions, now: float) -> Any:
     (command,) = read_commands(backend._cfg, KEY, options, now)
     return backend.client.execute_command(*command)
 
@@ -41,7 +41,7 @@ def test_the_read_script_answers_a_flat_array_of_lines_without_stamps(
     backend.append_actions(KEY, ["a — é", "b"], at=T0)
     backend.append_actions(KEY, ["c"], at=T0 + 10)
     backend.apply_summary(KEY, "sum", replaces=0, at=T0 + 20)
-    assert _read_reply(backend, ALL, T0 + 30) == [
+    assert read_reply(backend, ALL, T0 + 30) == [
         1,
         0,
         "sum",
@@ -52,7 +52,7 @@ def test_the_read_script_answers_a_flat_array_of_lines_without_stamps(
         "c",
     ]
     # The lookback keeps the newest entries only; without actions, none at all.
-    assert _read_reply(backend, ReadOptions(lookback_seconds=25), T0 + 30) == [
+    assert read_reply(backend, ReadOptions(lookback_seconds=25), T0 + 30) == [
         1,
         0,
         "sum",
@@ -60,8 +60,8 @@ def test_the_read_script_answers_a_flat_array_of_lines_without_stamps(
         repr(T0 + 20),
         "c",
     ]
-    assert _read_reply(backend, ReadOptions(include_actions=False), T0 + 30)[5:] == []
-    assert _read_reply(backend, ALL, T0 + 10**9) == [0, 1]  # expired, and counted
+    assert read_reply(backend, ReadOptions(include_actions=False), T0 + 30)[5:] == []
+    assert read_reply(backend, ALL, T0 + 10**9) == [0, 1]  # expired, and counted
 
 
 def test_a_read_with_no_summary_and_an_empty_string_summary_differ(
@@ -131,12 +131,14 @@ def test_a_new_user_and_a_new_session_of_a_user_are_still_indexed_and_bounded(
 
 def test_commands_packed_by_hiredis_are_the_python_packers_bytes() -> None:
     command = ("EVALSHA", "a" * 40, 0, "p:é", 1.5, 0.1 + 0.2, -3, 10**30, b"\x00\xff", "")
-    assert _pack([command]) == _pack_one(command)
-    assert _pack([("PING",), command]) == _pack_one(("PING",)) + _pack_one(command)
+    assert pack_commands([command]) == pack_one(command)
+    assert pack_commands([("PING",), command]) == pack_one(("PING",)) + pack_one(command)
     # What hiredis refuses (None, bool) is packed as its str(), as before.
-    assert _pack([("SET", None, True)]) == b"*3\r\n$3\r\nSET\r\n$4\r\nNone\r\n$4\r\nTrue\r\n"
+    assert (
+        pack_commands([("SET", None, True)]) == b"*3\r\n$3\r\nSET\r\n$4\r\nNone\r\n$4\r\nTrue\r\n"
+    )
     with pytest.raises(UnicodeEncodeError):
-        _pack([("SET", "\ud800")])
+        pack_commands([("SET", "\ud800")])
 
 
 def test_lazy_ops_build_each_op_once_when_first_indexed() -> None:

@@ -43,8 +43,8 @@ from autoplay_base.backends.redis._outage import (
     OutageBuffer,
     Pending,
 )
-from autoplay_base.backends.redis._scripts import _LOAD_SCRIPTS
-from autoplay_base.backends.redis._wire import Command, _pack
+from autoplay_base.backends.redis._scripts import LOAD_SCRIPTS
+from autoplay_base.backends.redis._wire import Command, pack_commands
 from autoplay_base.errors import (
     BackendAuthError,
     BackendError,
@@ -261,7 +261,7 @@ class Accounting:
         without the offending value, before any state changes or anything is buffered.
         """
         try:
-            return _pack(commands)
+            return pack_commands(commands)
         except UnicodeEncodeError as exc:
             with self._lock:
                 self.stats.errors += 1
@@ -425,7 +425,7 @@ class Accounting:
     def _auth_failed(self, exc: BaseException) -> BackendAuthError:
         """Redis refused the credentials: a configuration error, never an outage.
 
-        The message names the server (no credentials: ``_describe_pool`` drops
+        The message names the server (no credentials: ``describe_pool`` drops
         them) and the error class, never redis-py's text or the URL.
         """
         error = BackendAuthError(
@@ -516,7 +516,7 @@ class Accounting:
         full answer stay buffered, marked as sent: Redis may have applied them.
         """
         replies = exchange.replies
-        position = len(_LOAD_SCRIPTS)
+        position = len(LOAD_SCRIPTS)
         done = 0
         for pending in batch:
             op = pending.op
@@ -533,8 +533,8 @@ class Accounting:
 
     def _replay_packed(self, batch: list[Pending[Op]]) -> tuple[bytes, int]:
         # Scripts are loaded first: a restarted server has an empty script cache.
-        packed = _pack(_LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
-        return packed, len(_LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
+        packed = pack_commands(LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
+        return packed, len(LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
 
     @property
     def buffered_writes(self) -> int:

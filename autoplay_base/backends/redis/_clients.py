@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from autoplay_base.backends.redis._wire import _no_retry
+from autoplay_base.backends.redis._wire import no_retry
 from autoplay_base.errors import BackendUnavailableError, ConfigError
 
 __all__ = ["cluster_clients", "sentinel_clients", "timeouts", "url_clients"]
@@ -29,8 +29,8 @@ def url_clients(
 ) -> tuple[Any, Any]:
     """A sync and an async standalone client for ``url``."""
     common = {**options, "decode_responses": True, "max_connections": max_connections}
-    client = module.Redis.from_url(url, retry=_no_retry(module, is_async=False), **common)
-    aclient = module.asyncio.Redis.from_url(url, retry=_no_retry(module, is_async=True), **common)
+    client = module.Redis.from_url(url, retry=no_retry(module, is_async=False), **common)
+    aclient = module.asyncio.Redis.from_url(url, retry=no_retry(module, is_async=True), **common)
     return client, aclient
 
 
@@ -91,13 +91,13 @@ def sentinel_clients(
     def own(is_async: bool) -> dict[str, Any]:
         # Without ``retry`` an unreachable sentinel is tried 3 more times (redis-py's
         # default) before the next one, on every new connection to the primary.
-        return {**options, "retry": _no_retry(module, is_async=is_async), **(sentinel_kwargs or {})}
+        return {**options, "retry": no_retry(module, is_async=is_async), **(sentinel_kwargs or {})}
 
     managers = (
         module.sentinel.Sentinel(nodes, sentinel_kwargs=own(False)),
         module.asyncio.sentinel.Sentinel(nodes, sentinel_kwargs=own(True)),
     )
     common = {**options, "decode_responses": True, **primary}
-    client = managers[0].master_for(service_name, retry=_no_retry(module, is_async=False), **common)
-    aclient = managers[1].master_for(service_name, retry=_no_retry(module, is_async=True), **common)
+    client = managers[0].master_for(service_name, retry=no_retry(module, is_async=False), **common)
+    aclient = managers[1].master_for(service_name, retry=no_retry(module, is_async=True), **common)
     return client, aclient, managers

@@ -26,16 +26,16 @@ from autoplay_base.backends.base import (
 )
 from autoplay_base.backends.redis._cluster import ClusterPlan
 from autoplay_base.backends.redis._layout import (
-    _ACTIONS,
-    _META,
-    _STREAM,
+    ACTIONS,
+    META,
+    STREAM,
     Layout,
     escape_id,
     session_member,
     unescape_id,
 )
-from autoplay_base.backends.redis._scripts import _FORGET_USER, _READ, _SESSIONS_SCRIPT, _WRITE
-from autoplay_base.backends.redis._wire import Command, _pairs
+from autoplay_base.backends.redis._scripts import FORGET_USER, READ, SESSIONS_SCRIPT, WRITE
+from autoplay_base.backends.redis._wire import Command, score_pairs
 
 __all__ = [
     "Settings",
@@ -145,7 +145,7 @@ def _script_write(cfg: Settings, key: SessionKey, argv: list[Any]) -> Command:
     """The write script of the topology: one slot's in a cluster, the whole write else."""
     if cfg.cluster:
         return cfg.plan.session_write(key, argv)
-    return ("EVALSHA", _WRITE.sha, 0, *argv)
+    return ("EVALSHA", WRITE.sha, 0, *argv)
 
 
 def append_command(
@@ -216,14 +216,14 @@ def read_commands(
     ]
     if cfg.cluster:
         return cfg.plan.session_read(key, argv, f(now))
-    return (("EVALSHA", _READ.sha, 0, *argv),)
+    return (("EVALSHA", READ.sha, 0, *argv),)
 
 
 def reset_commands(cfg: Settings, key: SessionKey) -> tuple[Command, ...]:
     """Forget a session's context: its keys, its index entries (its history stays)."""
     keys = cfg.keys
     return (
-        ("DEL", keys.session(key, _META), keys.session(key, _ACTIONS), keys.session(key, _STREAM)),
+        ("DEL", keys.session(key, META), keys.session(key, ACTIONS), keys.session(key, STREAM)),
         ("ZREM", keys.sessions(), session_member(key)),
         ("SREM", keys.products(key.session_id), escape_id(key.product_id)),
     )
@@ -265,7 +265,7 @@ def forget_user_commands(
         return "forget_user_index", cfg.plan.forget_user(user_id, [escape_id(product_id)])
     every = "1" if product_id is None else "0"
     product = "" if product_id is None else escape_id(product_id)
-    script = ("EVALSHA", _FORGET_USER.sha, 0, cfg.keys.prefix, escape_id(user_id), every, product)
+    script = ("EVALSHA", FORGET_USER.sha, 0, cfg.keys.prefix, escape_id(user_id), every, product)
     return "forget_user", (script,)
 
 
@@ -282,7 +282,7 @@ def sessions_command(cfg: Settings, now: float) -> Command:
     if cfg.cluster:
         return cfg.plan.sweep(f(now))
     argv = [cfg.keys.prefix, cfg.ttl, cfg.ttl_ms, "", f(now)]
-    return ("EVALSHA", _SESSIONS_SCRIPT.sha, 0, *argv)
+    return ("EVALSHA", SESSIONS_SCRIPT.sha, 0, *argv)
 
 
 # -- replies ---------------------------------------------------------------------------------
@@ -327,7 +327,7 @@ def user_refs(reply: list[Any], product_id: str) -> list[UserSessionRef]:
     """A user index's ``ZREVRANGE ... WITHSCORES`` reply, newest first."""
     return [
         UserSessionRef(unescape_id(session), product_id, float(seen_at))
-        for session, seen_at in _pairs(reply)
+        for session, seen_at in score_pairs(reply)
     ]
 
 

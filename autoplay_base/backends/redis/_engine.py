@@ -32,16 +32,16 @@ from autoplay_base.backends.redis._commands import (
 from autoplay_base.backends.redis._outage import (
     Pending,
 )
-from autoplay_base.backends.redis._scripts import _LOAD_SCRIPTS, CLUSTER_LOAD_SCRIPTS
+from autoplay_base.backends.redis._scripts import CLUSTER_LOAD_SCRIPTS, LOAD_SCRIPTS
 from autoplay_base.backends.redis._wire import (
     Command,
-    _acheckout,
-    _aread_reply,
-    _checkout,
-    _pack,
-    _raise_errors,
-    _read_reply,
+    acheckout,
+    aread_reply,
+    checkout,
     node_pool,
+    pack_commands,
+    raise_errors,
+    read_reply,
 )
 
 __all__ = ["BATCH", "Engine", "Exchange", "Op"]
@@ -196,12 +196,12 @@ class Engine(Accounting):
         """One command, or several in MULTI/EXEC (``count`` > 1); raises the first error reply."""
         yield _Send(packed, count, exchange)
         if count > 1:
-            return _raise_errors(exchange.replies[-1])
+            return raise_errors(exchange.replies[-1])
         if isinstance(exchange.replies[0], self._no_script):
-            yield _Send(_pack(_LOAD_SCRIPTS), len(_LOAD_SCRIPTS), Exchange())
+            yield _Send(pack_commands(LOAD_SCRIPTS), len(LOAD_SCRIPTS), Exchange())
             exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
             yield _Send(packed, count, exchange)
-        return _raise_errors(exchange.replies)
+        return raise_errors(exchange.replies)
 
     def _drain(self) -> Flow[bool | None]:
         """Replay buffered writes in order; ``True`` when the buffer is empty afterwards."""
@@ -290,7 +290,7 @@ class Engine(Accounting):
             return None
         try:
             if self._cluster:
-                replies = _raise_errors((yield from self._route(commands)))
+                replies = raise_errors((yield from self._route(commands)))
             else:
                 replies = yield from self._execute(packed, count, Exchange())
         except self._transient as exc:
@@ -312,7 +312,7 @@ class Engine(Accounting):
             if self._cluster:
                 yield from self._route([("PING",)])
             else:
-                yield _Send(_pack([("PING",)]), 1, Exchange())
+                yield _Send(pack_commands([("PING",)]), 1, Exchange())
         except self._transient as exc:
             raise self._failed("ping", exc) from exc
         self._recovered()
@@ -342,12 +342,12 @@ class Engine(Accounting):
     ) -> Flow[list[Any]]:
         """One slot's commands on its node; MOVED/ASK refresh or redirect, NOSCRIPT loads."""
         wire = [("MULTI",), *commands, ("EXEC",)] if len(commands) > 1 else commands
-        packed = _pack(wire)
+        packed = pack_commands(wire)
         manager = yield _Nodes()
         node, asking = manager.get_node_from_slot(slot), False
         for _ in range(3):
             exchange = Exchange()
-            request = _pack([("ASKING",)]) + packed if asking else packed
+            request = pack_commands([("ASKING",)]) + packed if asking else packed
             try:
                 yield _Send(request, len(wire) + asking, exchange, node)
             finally:
@@ -361,7 +361,7 @@ class Engine(Accounting):
                 raise exc
             if what == "noscript":
                 yield _Send(
-                    _pack(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), Exchange(), node
+                    pack_commands(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), Exchange(), node
                 )
                 continue
             if what == "moved":
@@ -495,13 +495,13 @@ class Engine(Accounting):
             raise self._auth_failed(exc) from exc
 
     def _send_once(self, pool: Any, packed: bytes, count: int, exchange: Exchange) -> None:
-        conn = _checkout(pool)  # a refused connection fails here: nothing was sent
+        conn = checkout(pool)  # a refused connection fails here: nothing was sent
         replies = exchange.replies
         try:
             exchange.sent = True
             conn.send_packed_command([packed])
             for _ in range(count):
-                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
+                replies.append(self._check_reply(read_reply(conn, self._response_error)))
         except BaseException:
             conn.disconnect()
             raise
@@ -527,13 +527,13 @@ class Engine(Accounting):
             raise self._auth_failed(exc) from exc
 
     async def _asend_once(self, pool: Any, packed: bytes, count: int, exchange: Exchange) -> None:
-        conn = await _acheckout(pool)
+        conn = await acheckout(pool)
         replies = exchange.replies
         try:
             exchange.sent = True
             await conn.send_packed_command([packed])
             for _ in range(count):
-                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
+                replies.append(self._check_reply(await aread_reply(conn, self._response_error)))
         except BaseException:
             await conn.disconnect()
             raise
@@ -544,28 +544,28 @@ class Engine(Accounting):
         """Send ``ops`` in pipelined chunks, reading each chunk's answers while the next runs."""
         pool = self._client.connection_pool
         try:
-            conn = _checkout(pool)
+            conn = checkout(pool)
         except self._auth_errors as exc:
             raise self._auth_failed(exc) from exc
         replies = exchange.replies
         try:
             # The scripts are loaded first so no EVALSHA can miss a restarted server's cache.
-            discard, in_flight = len(_LOAD_SCRIPTS), 0
+            discard, in_flight = len(LOAD_SCRIPTS), 0
             for start in range(0, len(ops), BATCH):
                 chunk = ops[start : start + BATCH]
                 packed = b"".join(op.packed for op in chunk)
                 if start == 0:
-                    packed = _pack(_LOAD_SCRIPTS) + packed
+                    packed = pack_commands(LOAD_SCRIPTS) + packed
                 exchange.sent_ops = start + len(chunk)
                 conn.send_packed_command([packed])
                 for _ in range(in_flight):  # the previous chunk's answers
-                    replies.append(self._check_reply(_read_reply(conn, self._response_error)))
+                    replies.append(self._check_reply(read_reply(conn, self._response_error)))
                 in_flight = len(chunk)
                 if start == 0:
                     for _ in range(discard):
-                        self._check_reply(_read_reply(conn, self._response_error))
+                        self._check_reply(read_reply(conn, self._response_error))
             for _ in range(in_flight):
-                replies.append(self._check_reply(_read_reply(conn, self._response_error)))
+                replies.append(self._check_reply(read_reply(conn, self._response_error)))
         except BaseException:
             conn.disconnect()
             raise
@@ -576,29 +576,27 @@ class Engine(Accounting):
         """Async twin of :meth:`_stream_writes`."""
         pool = self._aclient.connection_pool
         try:
-            conn = await _acheckout(pool)
+            conn = await acheckout(pool)
         except self._auth_errors as exc:
             raise self._auth_failed(exc) from exc
         replies = exchange.replies
         try:
-            discard, in_flight = len(_LOAD_SCRIPTS), 0
+            discard, in_flight = len(LOAD_SCRIPTS), 0
             for start in range(0, len(ops), BATCH):
                 chunk = ops[start : start + BATCH]
                 packed = b"".join(op.packed for op in chunk)
                 if start == 0:
-                    packed = _pack(_LOAD_SCRIPTS) + packed
+                    packed = pack_commands(LOAD_SCRIPTS) + packed
                 exchange.sent_ops = start + len(chunk)
                 await conn.send_packed_command([packed])
                 for _ in range(in_flight):
-                    replies.append(
-                        self._check_reply(await _aread_reply(conn, self._response_error))
-                    )
+                    replies.append(self._check_reply(await aread_reply(conn, self._response_error)))
                 in_flight = len(chunk)
                 if start == 0:
                     for _ in range(discard):
-                        self._check_reply(await _aread_reply(conn, self._response_error))
+                        self._check_reply(await aread_reply(conn, self._response_error))
             for _ in range(in_flight):
-                replies.append(self._check_reply(await _aread_reply(conn, self._response_error)))
+                replies.append(self._check_reply(await aread_reply(conn, self._response_error)))
         except BaseException:
             await conn.disconnect()
             raise

@@ -6,6 +6,22 @@ from autoplay_base.backends.base import SessionKey
 from autoplay_base.formatting import escape_id_part
 
 __all__ = [
+    "ACTIONS",
+    "F_LAST",
+    "F_SUMMARY",
+    "F_SUMMARY_AT",
+    "F_TOUCHED",
+    "META",
+    "PRODUCTS",
+    "SEEN",
+    "SEEN_DIGESTS",
+    "SEEN_STALE",
+    "SESSION",
+    "SESSIONS",
+    "STREAM",
+    "USER",
+    "USERS",
+    "USER_PRODUCTS",
     "Layout",
     "RunLayout",
     "escape_id",
@@ -19,24 +35,24 @@ __all__ = [
 ]
 
 # -- key layout ------------------------------------------------------------------------
-_SESSION = "s"
-_META = ":m"
-_ACTIONS = ":a"
-_STREAM = ":x"
-_SESSIONS = "sessions"
-_PRODUCTS = "p"
-_SEEN = "e"
-_SEEN_DIGESTS = "ed"
-_SEEN_STALE = "er"
-_USER = "u"
-_USERS = "users"
-_USER_PRODUCTS = "up"
+SESSION = "s"
+META = ":m"
+ACTIONS = ":a"
+STREAM = ":x"
+SESSIONS = "sessions"
+PRODUCTS = "p"
+SEEN = "e"
+SEEN_DIGESTS = "ed"
+SEEN_STALE = "er"
+USER = "u"
+USERS = "users"
+USER_PRODUCTS = "up"
 _HISTORY = "h"
 # meta hash fields
-_F_LAST = "l"
-_F_SUMMARY = "s"
-_F_SUMMARY_AT = "st"
-_F_TOUCHED = "t"  # cluster only: when the session was last touched (its index score)
+F_LAST = "l"
+F_SUMMARY = "s"
+F_SUMMARY_AT = "st"
+F_TOUCHED = "t"  # cluster only: when the session was last touched (its index score)
 
 
 escape_id = escape_id_part
@@ -101,24 +117,24 @@ class Layout:
         return session_member(key)
 
     def session(self, key: SessionKey, part: str) -> str:
-        return f"{self.prefix}:{_SESSION}:{self._member(key)}{part}"
+        return f"{self.prefix}:{SESSION}:{self._member(key)}{part}"
 
     def products(self, session_id: str) -> str:
-        return f"{self.prefix}:{_PRODUCTS}:{self._id(session_id)}"
+        return f"{self.prefix}:{PRODUCTS}:{self._id(session_id)}"
 
     def sessions(self) -> str:
-        return f"{self.prefix}:{_SESSIONS}"
+        return f"{self.prefix}:{SESSIONS}"
 
     def user(self, product_id: str, user_id: str) -> str:
         if self.cluster:
-            return f"{self.prefix}:{_USER}:{key_id(product_id)}:{self._id(user_id)}"
-        return f"{self.prefix}:{_USER}:{user_member(product_id, user_id)}"
+            return f"{self.prefix}:{USER}:{key_id(product_id)}:{self._id(user_id)}"
+        return f"{self.prefix}:{USER}:{user_member(product_id, user_id)}"
 
     def user_products(self, user_id: str) -> str:
-        return f"{self.prefix}:{_USER_PRODUCTS}:{self._id(user_id)}"
+        return f"{self.prefix}:{USER_PRODUCTS}:{self._id(user_id)}"
 
     def users(self) -> str:
-        return f"{self.prefix}:{_USERS}"
+        return f"{self.prefix}:{USERS}"
 
     def _window(self, kind: str, key: SessionKey) -> str:
         # Standalone: one window per product. Cluster: one per session, in its slot,
@@ -128,13 +144,13 @@ class Layout:
         return f"{self.prefix}:{kind}:{escape_id(key.product_id)}"
 
     def seen(self, key: SessionKey) -> str:
-        return self._window(_SEEN, key)
+        return self._window(SEEN, key)
 
     def seen_digests(self, key: SessionKey) -> str:
-        return self._window(_SEEN_DIGESTS, key)
+        return self._window(SEEN_DIGESTS, key)
 
     def seen_stale(self, key: SessionKey) -> str:
-        return self._window(_SEEN_STALE, key)
+        return self._window(SEEN_STALE, key)
 
     def history(self, key: SessionKey) -> str:
         return f"{self.prefix}:{_HISTORY}:{self._member(key)}"
@@ -142,9 +158,9 @@ class Layout:
     def session_keys(self, key: SessionKey) -> tuple[str, str, str, str]:
         """Meta, actions, stream and product index: what expiry and eviction drop."""
         return (
-            self.session(key, _META),
-            self.session(key, _ACTIONS),
-            self.session(key, _STREAM),
+            self.session(key, META),
+            self.session(key, ACTIONS),
+            self.session(key, STREAM),
             self.products(key.session_id),
         )
 

@@ -10,22 +10,22 @@ import hashlib
 from typing import Any, NamedTuple
 
 from autoplay_base.backends.redis._layout import (
-    _ACTIONS,
-    _F_LAST,
-    _F_SUMMARY,
-    _F_SUMMARY_AT,
-    _F_TOUCHED,
-    _META,
-    _PRODUCTS,
-    _SEEN,
-    _SEEN_DIGESTS,
-    _SEEN_STALE,
-    _SESSION,
-    _SESSIONS,
-    _STREAM,
-    _USER,
-    _USER_PRODUCTS,
-    _USERS,
+    ACTIONS,
+    F_LAST,
+    F_SUMMARY,
+    F_SUMMARY_AT,
+    F_TOUCHED,
+    META,
+    PRODUCTS,
+    SEEN,
+    SEEN_DIGESTS,
+    SEEN_STALE,
+    SESSION,
+    SESSIONS,
+    STREAM,
+    USER,
+    USER_PRODUCTS,
+    USERS,
 )
 
 _SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring idle sessions
@@ -467,22 +467,22 @@ return {expired, redis.call("ZRANGE", idx, 0, -1)}
 def _render(body: str, *, prelude: str = "") -> str:
     source = prelude + body
     for placeholder, value in (
-        ("@SESSIONS@", _SESSIONS),
-        ("@S@", _SESSION),
-        ("@META@", _META),
-        ("@ACTIONS@", _ACTIONS),
-        ("@STREAM@", _STREAM),
-        ("@P@", _PRODUCTS),
-        ("@ED@", _SEEN_DIGESTS),
-        ("@ER@", _SEEN_STALE),
-        ("@E@", _SEEN),
-        ("@USERS@", _USERS),
-        ("@UP@", _USER_PRODUCTS),
-        ("@U@", _USER),
-        ("@L@", _F_LAST),
-        ("@SUMAT@", _F_SUMMARY_AT),
-        ("@SUM@", _F_SUMMARY),
-        ("@T@", _F_TOUCHED),
+        ("@SESSIONS@", SESSIONS),
+        ("@S@", SESSION),
+        ("@META@", META),
+        ("@ACTIONS@", ACTIONS),
+        ("@STREAM@", STREAM),
+        ("@P@", PRODUCTS),
+        ("@ED@", SEEN_DIGESTS),
+        ("@ER@", SEEN_STALE),
+        ("@E@", SEEN),
+        ("@USERS@", USERS),
+        ("@UP@", USER_PRODUCTS),
+        ("@U@", USER),
+        ("@L@", F_LAST),
+        ("@SUMAT@", F_SUMMARY_AT),
+        ("@SUM@", F_SUMMARY),
+        ("@T@", F_TOUCHED),
         ("@SWEEP@", str(_SWEEP_PER_CALL)),
     ):
         source = source.replace(placeholder, value)
@@ -499,18 +499,18 @@ def _script(body: str, *, prelude: str = "") -> _Script:
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-_WRITE = _script(_LUA_WRITE, prelude=_LUA_PRELUDE)
-_READ = _script(_LUA_READ, prelude=_LUA_PRELUDE)
-_SESSIONS_SCRIPT = _script(_LUA_SESSIONS, prelude=_LUA_PRELUDE)
-_FORGET_USER = _script(_LUA_FORGET_USER)
+WRITE = _script(_LUA_WRITE, prelude=_LUA_PRELUDE)
+READ = _script(_LUA_READ, prelude=_LUA_PRELUDE)
+SESSIONS_SCRIPT = _script(_LUA_SESSIONS, prelude=_LUA_PRELUDE)
+FORGET_USER = _script(_LUA_FORGET_USER)
 CLUSTER_WRITE = _script(_LUA_CLUSTER_WRITE, prelude=_LUA_CLUSTER_PRELUDE)
 CLUSTER_READ = _script(_LUA_READ, prelude=_LUA_CLUSTER_PRELUDE)
 CLUSTER_INDEX = _script(_LUA_INDEX)
 CLUSTER_DROP = _script(_LUA_DROP)
 CLUSTER_USERS = _script(_LUA_USERS)
-_SCRIPTS = (_WRITE, _READ, _SESSIONS_SCRIPT, _FORGET_USER)
+_SCRIPTS = (WRITE, READ, SESSIONS_SCRIPT, FORGET_USER)
 _CLUSTER_SCRIPTS = (CLUSTER_WRITE, CLUSTER_READ, CLUSTER_INDEX, CLUSTER_DROP, CLUSTER_USERS)
-_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
+LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
 CLUSTER_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(
     ("SCRIPT", "LOAD", s.source) for s in _CLUSTER_SCRIPTS
 )

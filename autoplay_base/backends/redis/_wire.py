@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 from autoplay_base.errors import missing_extra
 
 _T = TypeVar("_T")
-_LISTEN_GRACE_SECONDS = 1.0
+LISTEN_GRACE_SECONDS = 1.0
 
 Command = tuple[Any, ...]
 
 
-def _import_redis() -> Any:
+def import_redis() -> Any:
     try:
         import redis  # noqa: PLC0415 - optional extra, imported on first use
         import redis.asyncio  # noqa: PLC0415
@@ -31,14 +31,14 @@ def _import_redis() -> Any:
     return redis
 
 
-def _no_retry(module: Any, *, is_async: bool) -> Any:
+def no_retry(module: Any, *, is_async: bool) -> Any:
     backoff = module.backoff.NoBackoff()
     if is_async:
         return module.asyncio.retry.Retry(backoff, 0)
     return module.retry.Retry(backoff, 0)
 
 
-def _pack_one(command: Command) -> bytes:
+def pack_one(command: Command) -> bytes:
     """One command in RESP, in Python (any argument type: ``str()`` of it)."""
     out = [b"*%d\r\n" % len(command)]
     for arg in command:
@@ -52,12 +52,12 @@ def _c_packer() -> Callable[[Command], bytes]:
     try:
         from hiredis import pack_command  # noqa: PLC0415 - optional, looked up once
     except ImportError:  # pragma: no cover - redis-py installed without hiredis
-        return _pack_one
+        return pack_one
     packer: Callable[[Command], bytes] = pack_command
     return packer
 
 
-# hiredis writes the same bytes as :func:`_pack_one` for str, int, float (``repr``, as
+# hiredis writes the same bytes as :func:`pack_one` for str, int, float (``repr``, as
 # ``str()``) and bytes, with a fraction of its instructions.
 _c_pack = _c_packer()
 
@@ -66,10 +66,10 @@ def _pack_fast(command: Command) -> bytes:
     try:
         return _c_pack(command)
     except TypeError:  # an argument hiredis does not take (None, bool): str() of it
-        return _pack_one(command)
+        return pack_one(command)
 
 
-def _pack(commands: Sequence[Command]) -> bytes:
+def pack_commands(commands: Sequence[Command]) -> bytes:
     """Commands in RESP, ready for one socket write (str as UTF-8, numbers as text).
 
     Raises :class:`UnicodeEncodeError` for text that is not valid Unicode (a lone
@@ -80,7 +80,7 @@ def _pack(commands: Sequence[Command]) -> bytes:
     return b"".join([_pack_fast(command) for command in commands])
 
 
-def _raise_errors(replies: Any) -> list[Any]:
+def raise_errors(replies: Any) -> list[Any]:
     """The replies, unless one is an error reply: then raise it."""
     listed: list[Any] = replies if isinstance(replies, list) else [replies]
     for reply in listed:
@@ -89,7 +89,7 @@ def _raise_errors(replies: Any) -> list[Any]:
     return listed
 
 
-def _read_reply(conn: Any, error: type[Exception]) -> Any:
+def read_reply(conn: Any, error: type[Exception]) -> Any:
     """One reply; an error reply is returned in place (it was read in full)."""
     try:
         return conn.read_response()
@@ -97,35 +97,35 @@ def _read_reply(conn: Any, error: type[Exception]) -> Any:
         return exc
 
 
-async def _aread_reply(conn: Any, error: type[Exception]) -> Any:
+async def aread_reply(conn: Any, error: type[Exception]) -> Any:
     try:
         return await conn.read_response()
     except error as exc:
         return exc
 
 
-def _checkout(pool: Any) -> Any:
+def checkout(pool: Any) -> Any:
     try:
         return pool.get_connection()
     except TypeError:  # redis-py < 5.3 wants a command name
         return pool.get_connection("_")
 
 
-async def _acheckout(pool: Any) -> Any:
+async def acheckout(pool: Any) -> Any:
     try:
         return await pool.get_connection()
     except TypeError:
         return await pool.get_connection("_")
 
 
-def _pairs(reply: list[Any]) -> list[tuple[str, Any]]:
+def score_pairs(reply: list[Any]) -> list[tuple[str, Any]]:
     """``WITHSCORES`` replies: flat on RESP2, already paired on RESP3."""
     if reply and not isinstance(reply[0], (list, tuple)):
         return list(zip(reply[::2], reply[1::2], strict=True))
     return [(member, score) for member, score in reply]
 
 
-def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
+def xread_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     """The entries of a one-stream ``XREAD`` reply (RESP2 list or RESP3 dict)."""
     if not reply:
         return []
@@ -133,7 +133,7 @@ def _entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
     return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
 
 
-async def _cancellable(read: Awaitable[_T]) -> _T:
+async def cancellable(read: Awaitable[_T]) -> _T:
     """Await a blocking read so that cancelling the caller always ends it.
 
     redis-py's timed read can absorb a cancellation and return normally
@@ -152,7 +152,7 @@ async def _cancellable(read: Awaitable[_T]) -> _T:
         # A read that swallowed its own cancel may go on blocking; the listener's
         # ``finally`` closes the connection under it, so do not wait long.
         task.add_done_callback(_retrieve)
-        await asyncio.wait((task,), timeout=_LISTEN_GRACE_SECONDS)
+        await asyncio.wait((task,), timeout=LISTEN_GRACE_SECONDS)
         raise
     return task.result()
 
@@ -163,12 +163,12 @@ def _retrieve(task: asyncio.Future[Any]) -> None:
         task.exception()
 
 
-def _tail(entries: list[Any]) -> str:
+def listen_start_id(entries: list[Any]) -> str:
     """The id after which a ``"$"`` listener starts: the newest entry, or the very start."""
     return str(entries[0][0]) if entries else "0-0"
 
 
-def _describe_pool(client: Any) -> str:
+def describe_pool(client: Any) -> str:
     """Where a client points, without credentials (for logs, errors and ``repr``).
 
     A Sentinel-managed pool has no host of its own (each connection asks the

@@ -60,19 +60,19 @@ from autoplay_base.backends.redis._commands import (
 )
 from autoplay_base.backends.redis._engine import Engine, Exchange, Op
 from autoplay_base.backends.redis._layout import (
-    _STREAM,
+    STREAM,
     Layout,
 )
 from autoplay_base.backends.redis._outage import NOT_APPLIED, UNKNOWN, DroppedWrite
 from autoplay_base.backends.redis._wire import (
-    _LISTEN_GRACE_SECONDS,
-    _cancellable,
-    _describe_pool,
-    _entries,
-    _import_redis,
-    _pack,
-    _tail,
+    LISTEN_GRACE_SECONDS,
+    cancellable,
+    describe_pool,
+    import_redis,
+    listen_start_id,
     node_pool,
+    pack_commands,
+    xread_entries,
 )
 from autoplay_base.errors import (
     BackendError,
@@ -199,7 +199,7 @@ class RedisBackend(Engine):
         on_drop: Callable[[DroppedWrite], None] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._redis = _import_redis()
+        self._redis = import_redis()
         self._cluster = _is_cluster(self._redis, client, aclient)
         self.bounds = Bounds(
             max_sessions=max_sessions,
@@ -255,7 +255,7 @@ class RedisBackend(Engine):
             cfg=self._cfg,
             # The contract's dedupe counters exist from the start, as in the in-memory backend.
             stats=BackendStats(extra=dict.fromkeys(CONTRACT_COUNTERS, 0)),
-            where=describe_cluster(client) if self._cluster else _describe_pool(client),
+            where=describe_cluster(client) if self._cluster else describe_pool(client),
             max_buffered_writes=max_buffered_writes,
             retry_interval_seconds=retry_interval_seconds,
             strict=strict,
@@ -295,7 +295,7 @@ class RedisBackend(Engine):
         :class:`~autoplay_base.errors.BackendAuthError`. An unreachable server is
         no error here (the backend starts and buffers writes).
         """
-        module = _import_redis()
+        module = import_redis()
         check_bounds(socket_timeout=socket_timeout)
         client, aclient = url_clients(
             module, url, timeouts(socket_timeout, connect_timeout), max_connections
@@ -336,7 +336,7 @@ class RedisBackend(Engine):
         buffered and replayed). The sync client connects at once: no
         node answering raises :class:`BackendUnavailableError`.
         """
-        module = _import_redis()
+        module = import_redis()
         check_bounds(socket_timeout=socket_timeout)
         client, aclient = cluster_clients(
             module, startup_nodes, timeouts(socket_timeout, connect_timeout), max_connections
@@ -380,7 +380,7 @@ class RedisBackend(Engine):
         is no error here, like an unreachable server. :meth:`close` /
         :meth:`aclose` also close the connections to the sentinels.
         """
-        module = _import_redis()
+        module = import_redis()
         check_bounds(socket_timeout=socket_timeout)
         primary: dict[str, Any] = {"max_connections": max_connections, "db": db}
         primary.update(username=username, password=password)
@@ -421,7 +421,7 @@ class RedisBackend(Engine):
         """
         exchange = Exchange()
         try:
-            self._send(_pack([("INFO", "cluster")]), 1, exchange)
+            self._send(pack_commands([("INFO", "cluster")]), 1, exchange)
         except self._transient:
             logger.debug("redis backend: %s not reachable at start", self._where)
             return
@@ -668,7 +668,7 @@ class RedisBackend(Engine):
         # sentinels for the primary (and follows a failover when it reconnects).
         kwargs = dict(pool.connection_kwargs)
         # The command blocks on purpose: the socket must outlive the block.
-        kwargs["socket_timeout"] = block_ms / 1000 + _LISTEN_GRACE_SECONDS
+        kwargs["socket_timeout"] = block_ms / 1000 + LISTEN_GRACE_SECONDS
         return kwargs
 
     def _listen_failed(self, exc: BaseException) -> BackendError:
@@ -696,7 +696,7 @@ class RedisBackend(Engine):
         :class:`BackendUnavailableError` when Redis cannot be reached.
         """
         module = self._redis
-        stream = self._keys.session(key, _STREAM)
+        stream = self._keys.session(key, STREAM)
         if self._cluster:  # XREAD on the node that owns the stream's slot now
             slot = self._slot(("XREAD", stream))
             pool = node_pool(self._client.nodes_manager.get_node_from_slot(slot), is_async=False)
@@ -710,10 +710,14 @@ class RedisBackend(Engine):
         self._packed([("XREAD", stream)], "listen")  # a lone surrogate: ConfigError, here
         try:
             try:
-                cursor = last_id if last_id != "$" else _tail(client.xrevrange(stream, count=1))
+                cursor = (
+                    last_id
+                    if last_id != "$"
+                    else listen_start_id(client.xrevrange(stream, count=1))
+                )
                 while stop is None or not stop.is_set():
                     reply = client.xread({stream: cursor}, count=count, block=block_ms)
-                    for entry_id, fields in _entries(reply):
+                    for entry_id, fields in xread_entries(reply):
                         cursor = entry_id
                         yield activity(entry_id, fields)
             except self._listen_errors as exc:
@@ -731,7 +735,7 @@ class RedisBackend(Engine):
     ) -> AsyncGenerator[Activity, None]:
         """Async twin of :meth:`listen`; stop it with ``break`` or by cancelling the task."""
         module = self._redis
-        stream = self._keys.session(key, _STREAM)
+        stream = self._keys.session(key, STREAM)
         pool = self._aclient.connection_pool if not self._cluster else None
         if pool is None:  # XREAD on the node that owns the stream's slot now
             manager = (await self._aclient.initialize()).nodes_manager
@@ -745,14 +749,14 @@ class RedisBackend(Engine):
         try:
             try:
                 if last_id == "$":
-                    cursor = _tail(await _cancellable(client.xrevrange(stream, count=1)))
+                    cursor = listen_start_id(await cancellable(client.xrevrange(stream, count=1)))
                 else:
                     cursor = last_id
                 while True:
-                    reply = await _cancellable(
+                    reply = await cancellable(
                         client.xread({stream: cursor}, count=count, block=block_ms)
                     )
-                    for entry_id, fields in _entries(reply):
+                    for entry_id, fields in xread_entries(reply):
                         cursor = entry_id
                         yield activity(entry_id, fields)
             except self._listen_errors as exc:
