@@ -11,10 +11,11 @@ differ only by ``await pipe.execute()``.
   lease; then one command for the user's live index (its own slot).
 * **The writer** (:mod:`._writer`) is one thread per transport for every live
   run of this process: woken by each emit, or every ``heartbeat_seconds`` when
-  idle, it sends in one pipeline, for each run with something buffered (and
-  once per heartbeat for every live run, idle ones too), one call of the write
-  script in the run's slot: the ``XADD`` of each buffered event (id
-  ``0-<seq>``, ``MAXLEN ~``), then ``EXISTS`` of the run's cancel key; once per
+  idle, it sends in one pipeline one call of the write script (one per slot on
+  a Cluster) holding, for each run with something buffered (and once per
+  heartbeat for every live run, idle ones too), the ``XADD`` of each buffered
+  event (id ``0-<seq>``, ``MAXLEN ~``), then ``EXISTS`` of the run's cancel
+  key; once per
   :func:`renew_seconds` (the renewal, every live run), the sliding ``PEXPIRE`` of
   the stream, the lease and the live indexes: a token between two renewals costs
   its ``XADD``, not five commands. A cancel request is thus seen at a
@@ -70,7 +71,7 @@ from autoplay_base.agent_stream._events import RunEvent, format_cursor
 from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
-from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
+from autoplay_base.agent_stream._writer import RedisSink, RedisWriter, Replies, WritePart
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
 
@@ -91,21 +92,36 @@ redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 return {1, live}
 """
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
-# One call per run and round trip, not one command per event: with 20 runs at
-# 1,000 tokens/s the writer thread's per-command cost in redis-py (building,
-# packing, parsing each reply) was 40% of the process's CPU (0.7 s in 1.8 s), on
-# the GIL the listeners needed; one call per run cut it to 0.45 s. An event an
+# One call per round trip for all its runs (per slot on a Cluster), not one command
+# per event: with 20 runs at 1,000 tokens/s the writer thread's per-command cost in
+# redis-py (building, packing, parsing each reply) was 40% of the process's CPU
+# (0.7 s in 1.8 s), on the GIL the listeners needed; one call per run cut it to
+# 0.45 s, and one call for every run cut the writer's CPU per round trip by
+# about three (redis-py's per-command cost paid once), and let the server wake
+# the shared reader once per round trip with every run's entries, not after the
+# first run's. KEYS: each run's stream and cancel key; ARGV: MAXLEN, then each
+# run's event count and its events (id, type, ts, data). The answer: each run's
+# cancel check (``EXISTS``) or its error (one run's failing part does not hold
+# back the others); a single run's answer is not wrapped in a list. An event an
 # earlier attempt applied is skipped (its answer was lost); any other error ends
-# the call and the part is retried.
+# that run's part, and the part is retried.
 _WRITE = """
-for i = 2, #ARGV, 4 do
-  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
-    't', ARGV[i + 1], 'ts', ARGV[i + 2], 'd', ARGV[i + 3])
-  if type(r) == 'table' and r.err and not string.find(r.err, 'APPLIED', 1, true) then
-    return r
+local out, i = {}, 2
+for k = 1, #KEYS, 2 do
+  local last, r = i + 4 * tonumber(ARGV[i]), nil
+  for j = i + 1, last, 4 do
+    local x = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', ARGV[1], ARGV[j],
+      't', ARGV[j + 1], 'ts', ARGV[j + 2], 'd', ARGV[j + 3])
+    if type(x) == 'table' and x.err and not string.find(x.err, 'APPLIED', 1, true) then
+      r = x
+      break
+    end
   end
+  i = last + 1
+  out[#out + 1] = r or redis.call('EXISTS', KEYS[k + 1])
 end
-return redis.call('EXISTS', KEYS[2])
+if #out == 1 then return out[1] end
+return out
 """.replace("APPLIED", _APPLIED)
 
 
@@ -172,9 +188,10 @@ class RedisTransport:
 
         self._client = backend.client
         self._aclient = backend.aclient
-        self._keys = RunLayout(
-            backend.prefix, cluster=isinstance(backend.client, redis.cluster.RedisCluster)
-        )
+        cluster = isinstance(backend.client, redis.cluster.RedisCluster)
+        self._keys = RunLayout(backend.prefix, cluster=cluster)
+        # A round trip's write script is one call per slot (one for all runs off a Cluster).
+        self._slot: Callable[[bytes], int] = redis.crc.key_slot if cluster else lambda key: 0
         self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self.max_events = max_events
         self.max_runs = max_runs
@@ -229,35 +246,51 @@ class RedisTransport:
         pipe.zadd(key, {member: int(now * 1000) + self.lease_ms})
         pipe.pexpire(key, self.retention_ms)
 
-    def _queue_write(
-        self,
-        pipe: Any,
-        ref: RunRef,
-        batch: Sequence[Pending],
-        *,
-        final: bool,
-        renew: bool,
-        now: float,
-    ) -> None:
-        key = SessionKey(ref.product_id, ref.session_id)
-        keys, run_id = self._keys, ref.run_id
-        stream, cancel = keys.run_stream(key, run_id), keys.run_cancel(key, run_id)
-        events: list[Any] = []
-        for p in batch:
-            events += (f"0-{p.seq}", p.type, repr(p.ts), p.json)
-        # Every round trip checks the cancel key: a streaming run sees a cancel at its
-        # next write, an idle one at the next heartbeat.
-        # ``execute_command``: a cluster pipeline has no ``eval`` (it routes EVAL by its keys).
-        pipe.execute_command("EVAL", _WRITE, 2, stream, cancel, self.max_events, *events)
-        if final:  # the terminal event is written above: it lands before the lease goes
+    def _queue_scripts(self, pipe: Any, parts: Sequence[WritePart]) -> list[tuple[int, int]]:
+        """One write script call per slot (standalone: one for all ``parts``), queued
+        first; for each part, where its answer is: ``(command index, index in the
+        answer)``, the latter -1 when the call holds that part alone (not a list)."""
+        groups: dict[int, list[tuple[int, str, str]]] = {}
+        for n, part in enumerate(parts):
+            key = SessionKey(part.ref.product_id, part.ref.session_id)
+            stream = self._keys.run_stream(key, part.ref.run_id)
+            cancel = self._keys.run_cancel(key, part.ref.run_id)
+            groups.setdefault(self._slot(stream.encode()), []).append((n, stream, cancel))
+        where = [(0, -1)] * len(parts)
+        for members in groups.values():
+            keys: list[str] = []
+            args: list[Any] = [self.max_events]
+            for k, (n, stream, cancel) in enumerate(members):
+                keys += (stream, cancel)
+                batch = parts[n].batch
+                args.append(len(batch))
+                for p in batch:
+                    args += (f"0-{p.seq}", p.type, repr(p.ts), p.json)
+                where[n] = (len(pipe), k if len(members) > 1 else -1)
+            # Every round trip checks each run's cancel key: a streaming run sees a cancel
+            # at its next write, an idle one at the next heartbeat. ``execute_command``: a
+            # cluster pipeline has no ``eval`` (it routes EVAL by its first key).
+            pipe.execute_command("EVAL", _WRITE, len(keys), *keys, *args)
+        return where
+
+    def _queue_after(self, pipe: Any, part: WritePart, now: float) -> None:
+        """A part's commands after the scripts: its end (the terminal event is written by
+        then: it lands before the lease goes) or its renewal."""
+        key = SessionKey(part.ref.product_id, part.ref.session_id)
+        keys, run_id = self._keys, part.ref.run_id
+        stream = keys.run_stream(key, run_id)
+        renew = part.renew and not part.final
+        if part.final:
             pipe.pexpire(stream, self.retention_ms)
             pipe.delete(keys.run_lease(key, run_id))
             pipe.zrem(keys.session_live_runs(key), run_id)
-            pipe.delete(cancel)
+            pipe.delete(keys.run_cancel(key, run_id))
         elif renew:
             pipe.pexpire(stream, self.retention_ms)
             pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
             pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+        if part.user_id is not None and (renew or part.final):
+            self._queue_user(pipe, part.ref, part.user_id, now, end=part.final)
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
         key = SessionKey(ref.product_id, ref.session_id)
@@ -314,6 +347,34 @@ class RedisTransport:
             await pipe.execute()
         return Started(bool(started), [str(r) for r in live])
 
+    def queue_writes(self, pipe: Any, parts: Sequence[WritePart]) -> Replies:
+        """Queue one writer round trip (see :mod:`._writer`): the write script for every
+        part (one call per slot), then each part's end or renewal; what it returns splits
+        the pipeline's replies into each part's (its script answer first).
+
+        ``renew`` (once per renewal) adds the stream's sliding expiry, the lease and the
+        live indexes; between renewals a run's part is its ``XADD``s and its cancel check,
+        inside the one script call.
+        """
+        now = self._clock()
+        where = self._queue_scripts(pipe, parts)
+        spans: list[tuple[int, int]] = []
+        for part in parts:
+            start = len(pipe)
+            self._queue_after(pipe, part, now)
+            spans.append((start, len(pipe)))
+
+        def split(results: list[Any]) -> list[list[Any]]:
+            out: list[list[Any]] = []
+            for (at, index), (start, end) in zip(where, spans, strict=True):
+                answer = results[at]
+                if index >= 0 and not isinstance(answer, Exception):
+                    answer = answer[index]
+                out.append([answer, *results[start:end]])
+            return out
+
+        return split
+
     def queue_write(
         self,
         pipe: Any,
@@ -324,17 +385,9 @@ class RedisTransport:
         final: bool,
         renew: bool,
     ) -> None:
-        """Queue one run's part of a writer round trip (see :mod:`._writer`).
-
-        ``renew`` (once per heartbeat) adds the stream's sliding expiry, the lease and
-        the live indexes; between renewals a run's part is its ``XADD``s (one command
-        per event) and the cancel check (one per round trip).
-        """
-        now = self._clock()
-        renew = renew and not final
-        self._queue_write(pipe, ref, batch, final=final, renew=renew, now=now)
-        if user_id is not None and (renew or final):
-            self._queue_user(pipe, ref, user_id, now, end=final)
+        """Queue one run's part alone (:meth:`queue_writes` of one part): its replies are
+        the pipeline's, for :meth:`write_result`."""
+        self.queue_writes(pipe, [WritePart(ref, user_id, batch, final, renew)])
 
     def write_result(self, results: list[Any], *, final: bool) -> bool:
         """Whether a cancel request waits for the run, from its part of the replies (the

@@ -16,6 +16,7 @@ import redis
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import RunRef
+from autoplay_base.agent_stream._writer import WritePart
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis import RedisBackend
 from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT
@@ -150,3 +151,89 @@ def test_a_runs_part_is_one_script_call_and_a_retry_skips_what_was_applied(
     assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
     events = list(stream.listen(ref.run_id, session_id="s1", product_id="p1"))
     assert [(e.seq, e.data) for e in events[:5]] == [(n, {"text": str(n)}) for n in range(1, 6)]
+
+
+def _parts(sessions: list[str], count: int) -> list[WritePart]:
+    return [
+        WritePart(
+            RunRef("p1", session, f"{n:032x}"),
+            None,
+            [
+                Pending("text_delta", 1.5, {"text": f"{session}-{i}"}, seq=i)
+                for i in range(1, count + 1)
+            ],
+            False,
+            False,
+        )
+        for n, session in enumerate(sessions)
+    ]
+
+
+def test_a_round_trip_is_one_script_call_for_all_its_runs(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # Not one call per run: the server runs one script for the round trip's runs and
+    # wakes the shared reader once with all of their entries. Each run still gets its
+    # own answer (its cancel check), in order.
+    stream = RunStream(make_redis_backend(), history=False)
+    transport: Any = stream.transport
+    parts = _parts(["s1", "s2", "s3"], 4)
+    transport.request_cancel([parts[1].ref])
+    before = command_calls(redis_url)
+    pipe = transport.client.pipeline(transaction=False)
+    replies = transport.queue_writes(pipe, parts)
+    assert len(pipe) == 1
+    mine = replies(pipe.execute(raise_on_error=False))
+    assert [transport.write_result(r, final=False) for r in mine] == [False, True, False]
+    after = command_calls(redis_url)
+    assert after.get("eval", 0) - before.get("eval", 0) == 1
+    assert after.get("xadd", 0) - before.get("xadd", 0) == 12
+    for part in parts:
+        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
+        assert texts == [f"{part.ref.session_id}-{i}" for i in range(1, 5)]
+
+
+def test_one_runs_failing_part_does_not_hold_back_the_others_in_the_call(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    stream = RunStream(make_redis_backend(), history=False)
+    transport: Any = stream.transport
+    parts = _parts(["s1", "s2", "s3"], 2)
+    broken = transport._keys.run_stream(SessionKey("p1", "s2"), parts[1].ref.run_id)
+    transport.client.set(broken, "not a stream")  # its XADD answers WRONGTYPE
+    pipe = transport.client.pipeline(transaction=False)
+    replies = transport.queue_writes(pipe, parts)
+    mine = replies(pipe.execute(raise_on_error=False))
+    assert transport.write_result(mine[0], final=False) is False
+    try:
+        transport.write_result(mine[1], final=False)
+    except redis.ResponseError as exc:
+        assert "WRONGTYPE" in str(exc)
+    else:
+        raise AssertionError("the broken run's part did not fail")
+    assert transport.write_result(mine[2], final=False) is False
+    for part in (parts[0], parts[2]):
+        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
+        assert texts == [f"{part.ref.session_id}-1", f"{part.ref.session_id}-2"]
+
+
+def test_on_a_cluster_a_round_trip_is_one_script_call_per_slot(
+    make_cluster_backend: Callable[..., RedisBackend],
+) -> None:
+    stream = RunStream(make_cluster_backend(), history=False)
+    transport: Any = stream.transport
+    sessions = [f"s{n}" for n in range(6)]
+    parts = _parts(sessions, 2)
+    slots = {
+        redis.crc.key_slot(transport._keys.run_stream(SessionKey("p1", s), p.ref.run_id).encode())
+        for s, p in zip(sessions, parts, strict=True)
+    }
+    assert len(slots) > 1  # the sessions' tags spread them over slots (and nodes)
+    pipe = transport.client.pipeline(transaction=False)
+    replies = transport.queue_writes(pipe, parts)
+    assert len(pipe) == len(slots)
+    mine = replies(pipe.execute(raise_on_error=False))
+    assert [transport.write_result(r, final=False) for r in mine] == [False] * len(parts)
+    for part in parts:
+        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
+        assert texts == [f"{part.ref.session_id}-1", f"{part.ref.session_id}-2"]
