@@ -60,14 +60,15 @@ Clock: lease deadlines in the live indexes are the producers' ``time.time()``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from autoplay_base.agent_stream._events import RunEvent, format_cursor
+from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
@@ -123,6 +124,22 @@ end
 if #out == 1 then return out[1] end
 return out
 """.replace("APPLIED", _APPLIED)
+
+
+_loads = json.JSONDecoder().decode
+
+KEYS_CACHED = 4096
+"""Runs whose key names one transport keeps built (the live ones and their listeners')."""
+
+
+class RunKeys(NamedTuple):
+    """One run's key names (see ``RunLayout``) and the slot of its stream."""
+
+    stream: str
+    cancel: str
+    lease: str
+    live: str
+    slot: int
 
 
 BLOCK_SHARE = 0.5
@@ -192,6 +209,9 @@ class RedisTransport:
         self._keys = RunLayout(backend.prefix, cluster=cluster)
         # A round trip's write script is one call per slot (one for all runs off a Cluster).
         self._slot: Callable[[bytes], int] = redis.crc.key_slot if cluster else lambda key: 0
+        # A run's key names, built once (not per round trip and per wait: escaping the
+        # ids was half the cost of queueing a round trip); bounded like the live runs.
+        self.run_keys = functools.lru_cache(maxsize=KEYS_CACHED)(self._run_keys)
         self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self.max_events = max_events
         self.max_runs = max_runs
@@ -230,6 +250,17 @@ class RedisTransport:
         """The sync client (the writer's)."""
         return self._client
 
+    def _run_keys(self, ref: RunRef) -> RunKeys:
+        key, layout = SessionKey(ref.product_id, ref.session_id), self._keys
+        stream = layout.run_stream(key, ref.run_id)
+        return RunKeys(
+            stream,
+            layout.run_cancel(key, ref.run_id),
+            layout.run_lease(key, ref.run_id),
+            layout.session_live_runs(key),
+            self._slot(stream.encode()),
+        )
+
     # -- command builders (shared by both twins) ------------------------------------------
     def _start_args(self, ref: RunRef, reject_if_live: bool, now: float) -> list[Any]:
         keys = self._keys.start_keys(SessionKey(ref.product_id, ref.session_id), ref.run_id)
@@ -250,18 +281,16 @@ class RedisTransport:
         """One write script call per slot (standalone: one for all ``parts``), queued
         first; for each part, where its answer is: ``(command index, index in the
         answer)``, the latter -1 when the call holds that part alone (not a list)."""
-        groups: dict[int, list[tuple[int, str, str]]] = {}
+        groups: dict[int, list[tuple[int, RunKeys]]] = {}
         for n, part in enumerate(parts):
-            key = SessionKey(part.ref.product_id, part.ref.session_id)
-            stream = self._keys.run_stream(key, part.ref.run_id)
-            cancel = self._keys.run_cancel(key, part.ref.run_id)
-            groups.setdefault(self._slot(stream.encode()), []).append((n, stream, cancel))
+            run = self.run_keys(part.ref)
+            groups.setdefault(run.slot, []).append((n, run))
         where = [(0, -1)] * len(parts)
         for members in groups.values():
             keys: list[str] = []
             args: list[Any] = [self.max_events]
-            for k, (n, stream, cancel) in enumerate(members):
-                keys += (stream, cancel)
+            for k, (n, run) in enumerate(members):
+                keys += (run.stream, run.cancel)
                 batch = parts[n].batch
                 args.append(len(batch))
                 for p in batch:
@@ -276,49 +305,52 @@ class RedisTransport:
     def _queue_after(self, pipe: Any, part: WritePart, now: float) -> None:
         """A part's commands after the scripts: its end (the terminal event is written by
         then: it lands before the lease goes) or its renewal."""
-        key = SessionKey(part.ref.product_id, part.ref.session_id)
-        keys, run_id = self._keys, part.ref.run_id
-        stream = keys.run_stream(key, run_id)
+        keys, run_id = self.run_keys(part.ref), part.ref.run_id
         renew = part.renew and not part.final
         if part.final:
-            pipe.pexpire(stream, self.retention_ms)
-            pipe.delete(keys.run_lease(key, run_id))
-            pipe.zrem(keys.session_live_runs(key), run_id)
-            pipe.delete(keys.run_cancel(key, run_id))
+            pipe.pexpire(keys.stream, self.retention_ms)
+            pipe.delete(keys.lease)
+            pipe.zrem(keys.live, run_id)
+            pipe.delete(keys.cancel)
         elif renew:
-            pipe.pexpire(stream, self.retention_ms)
-            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
-            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            pipe.pexpire(keys.stream, self.retention_ms)
+            pipe.set(keys.lease, "1", px=self.lease_ms)
+            pipe.zadd(keys.live, {run_id: int(now * 1000) + self.lease_ms})
         if part.user_id is not None and (renew or part.final):
             self._queue_user(pipe, part.ref, part.user_id, now, end=part.final)
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
-        key = SessionKey(ref.product_id, ref.session_id)
-        pipe.exists(self._keys.run_lease(key, ref.run_id))  # first: see ListenState
-        stream = self._keys.run_stream(key, ref.run_id)
+        keys = self.run_keys(ref)
+        pipe.exists(keys.lease)  # first: see ListenState
+        stream = keys.stream
         pipe.xrange(stream, min=f"0-{max(1, next_seq)}", max="+", count=count)
         pipe.exists(stream)
 
     def _events(self, ref: RunRef, entries: Any) -> list[RunEvent]:
-        """Stream entries as events; an undecodable one is skipped (counted, logged)."""
+        """Stream entries as events; an undecodable one is skipped (counted, logged).
+
+        The per-event path of every listener: names bound once per batch, the decoder's
+        own ``decode`` (``json.loads`` adds its checks for bytes and a BOM, which a
+        ``decode_responses`` client never hands over).
+        """
         events: list[RunEvent] = []
-        for entry_id, fields in entries or []:
+        run_id, append, loads = ref.run_id, events.append, _loads
+        for entry_id, fields in entries or ():
             try:
                 seq = int(str(entry_id).partition("-")[2])
-                data = json.loads(fields["d"])
                 event = RunEvent(
-                    format_cursor(ref.run_id, seq),
+                    f"{run_id}-{seq}",  # format_cursor's form, inline: once per event
                     seq,
                     str(fields["t"]),
                     float(fields["ts"]),
-                    data,
-                    ref.run_id,
+                    loads(fields["d"]),
+                    run_id,
                 )
             except (ValueError, KeyError, TypeError):
                 self._on_undecodable()
-                logger.warning("run stream: skipped an undecodable entry of run %s", ref.run_id)
+                logger.warning("run stream: skipped an undecodable entry of run %s", run_id)
                 continue
-            events.append(event)
+            append(event)
         return events
 
     def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
@@ -442,8 +474,7 @@ class RedisTransport:
         if not taken:
             self._on_slots_full()
             return None, timeout
-        stream = self._keys.run_stream(SessionKey(ref.product_id, ref.session_id), ref.run_id)
-        return {stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
+        return {self.run_keys(ref).stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
 
     def _unblock(self) -> None:
         with self._slots_lock:
@@ -550,8 +581,7 @@ class RedisTransport:
 
     def _queue_cancel(self, pipe: Any, refs: Sequence[RunRef]) -> None:
         for ref in refs:
-            key = SessionKey(ref.product_id, ref.session_id)
-            pipe.set(self._keys.run_cancel(key, ref.run_id), "1", px=self.retention_ms)
+            pipe.set(self.run_keys(ref).cancel, "1", px=self.retention_ms)
 
     def request_cancel(self, refs: Sequence[RunRef]) -> None:
         """Leave a cancel request each run's writer sees at its next heartbeat."""
