@@ -169,41 +169,47 @@ def _parts(sessions: list[str], count: int) -> list[WritePart]:
     ]
 
 
+def _send(transport: Any, parts: list[WritePart]) -> tuple[int, list[list[Any]]]:
+    """One round trip of ``parts``: (commands in its pipeline, each part's replies)."""
+    pipe = transport.client.pipeline(transaction=False)
+    replies = transport.queue_writes(pipe, parts)
+    return len(pipe), replies(pipe.execute(raise_on_error=False))
+
+
+def _texts(transport: Any, part: WritePart) -> list[str]:
+    return [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
+
+
+def _written(part: WritePart) -> list[str]:
+    return [str(p.data["text"]) for p in part.batch]
+
+
 def test_a_round_trip_is_one_script_call_for_all_its_runs(
     make_redis_backend: Callable[..., RedisBackend], redis_url: str
 ) -> None:
     # Not one call per run: the server runs one script for the round trip's runs and
     # wakes the shared reader once with all of their entries. Each run still gets its
     # own answer (its cancel check), in order.
-    stream = RunStream(make_redis_backend(), history=False)
-    transport: Any = stream.transport
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
     parts = _parts(["s1", "s2", "s3"], 4)
     transport.request_cancel([parts[1].ref])
     before = command_calls(redis_url)
-    pipe = transport.client.pipeline(transaction=False)
-    replies = transport.queue_writes(pipe, parts)
-    assert len(pipe) == 1
-    mine = replies(pipe.execute(raise_on_error=False))
+    commands, mine = _send(transport, parts)
+    assert commands == 1
     assert [transport.write_result(r, final=False) for r in mine] == [False, True, False]
     after = command_calls(redis_url)
     assert after.get("eval", 0) - before.get("eval", 0) == 1
     assert after.get("xadd", 0) - before.get("xadd", 0) == 12
-    for part in parts:
-        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
-        assert texts == [f"{part.ref.session_id}-{i}" for i in range(1, 5)]
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
 
 
 def test_one_runs_failing_part_does_not_hold_back_the_others_in_the_call(
-    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+    make_redis_backend: Callable[..., RedisBackend],
 ) -> None:
-    stream = RunStream(make_redis_backend(), history=False)
-    transport: Any = stream.transport
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
     parts = _parts(["s1", "s2", "s3"], 2)
-    broken = transport._keys.run_stream(SessionKey("p1", "s2"), parts[1].ref.run_id)
-    transport.client.set(broken, "not a stream")  # its XADD answers WRONGTYPE
-    pipe = transport.client.pipeline(transaction=False)
-    replies = transport.queue_writes(pipe, parts)
-    mine = replies(pipe.execute(raise_on_error=False))
+    transport.client.set(transport.run_keys(parts[1].ref).stream, "not a stream")  # WRONGTYPE
+    _, mine = _send(transport, parts)
     assert transport.write_result(mine[0], final=False) is False
     try:
         transport.write_result(mine[1], final=False)
@@ -212,28 +218,17 @@ def test_one_runs_failing_part_does_not_hold_back_the_others_in_the_call(
     else:
         raise AssertionError("the broken run's part did not fail")
     assert transport.write_result(mine[2], final=False) is False
-    for part in (parts[0], parts[2]):
-        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
-        assert texts == [f"{part.ref.session_id}-1", f"{part.ref.session_id}-2"]
+    assert [_texts(transport, parts[n]) for n in (0, 2)] == [_written(parts[n]) for n in (0, 2)]
 
 
 def test_on_a_cluster_a_round_trip_is_one_script_call_per_slot(
     make_cluster_backend: Callable[..., RedisBackend],
 ) -> None:
-    stream = RunStream(make_cluster_backend(), history=False)
-    transport: Any = stream.transport
-    sessions = [f"s{n}" for n in range(6)]
-    parts = _parts(sessions, 2)
-    slots = {
-        redis.crc.key_slot(transport._keys.run_stream(SessionKey("p1", s), p.ref.run_id).encode())
-        for s, p in zip(sessions, parts, strict=True)
-    }
+    transport: Any = RunStream(make_cluster_backend(), history=False).transport
+    parts = _parts([f"s{n}" for n in range(6)], 2)
+    slots = {redis.crc.key_slot(transport.run_keys(part.ref).stream.encode()) for part in parts}
     assert len(slots) > 1  # the sessions' tags spread them over slots (and nodes)
-    pipe = transport.client.pipeline(transaction=False)
-    replies = transport.queue_writes(pipe, parts)
-    assert len(pipe) == len(slots)
-    mine = replies(pipe.execute(raise_on_error=False))
+    commands, mine = _send(transport, parts)
+    assert commands == len(slots)
     assert [transport.write_result(r, final=False) for r in mine] == [False] * len(parts)
-    for part in parts:
-        texts = [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
-        assert texts == [f"{part.ref.session_id}-1", f"{part.ref.session_id}-2"]
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
