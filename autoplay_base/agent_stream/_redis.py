@@ -128,6 +128,11 @@ return out
 
 _loads = json.JSONDecoder().decode
 
+EVENTS_PER_CALL = 1_000
+"""Events one write script call carries at most (unless one run's part alone is larger): a
+round trip after an outage, every run's buffer full, stays as many commands of the size
+one run's part had when each run had a call of its own (the server buffers a command whole)."""
+
 KEYS_CACHED = 4096
 """Runs whose key names one transport keeps built (the live ones and their listeners')."""
 
@@ -212,6 +217,7 @@ class RedisTransport:
         # A run's key names, built once (not per round trip and per wait: escaping the
         # ids was half the cost of queueing a round trip); bounded like the live runs.
         self.run_keys = functools.lru_cache(maxsize=KEYS_CACHED)(self._run_keys)
+        self.events_per_call = EVENTS_PER_CALL
         self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self.max_events = max_events
         self.max_runs = max_runs
@@ -278,15 +284,23 @@ class RedisTransport:
         pipe.pexpire(key, self.retention_ms)
 
     def _queue_scripts(self, pipe: Any, parts: Sequence[WritePart]) -> list[tuple[int, int]]:
-        """One write script call per slot (standalone: one for all ``parts``), queued
-        first; for each part, where its answer is: ``(command index, index in the
-        answer)``, the latter -1 when the call holds that part alone (not a list)."""
-        groups: dict[int, list[tuple[int, RunKeys]]] = {}
+        """The write script calls of ``parts``, queued first: one per slot (standalone:
+        one for all), split where a call would pass ``events_per_call``; for each part,
+        where its answer is: ``(command index, index in the answer)``, the latter -1
+        when the call holds that part alone (its answer is not a list)."""
+        calls: dict[int, list[list[tuple[int, RunKeys]]]] = {}
+        sizes: dict[int, int] = {}
         for n, part in enumerate(parts):
             run = self.run_keys(part.ref)
-            groups.setdefault(run.slot, []).append((n, run))
+            chunks = calls.setdefault(run.slot, [[]])
+            size = sizes.get(run.slot, 0) + len(part.batch)
+            if chunks[-1] and size > self.events_per_call:
+                chunks.append([])  # a part is never split: one run's events stay in order
+                size = len(part.batch)
+            chunks[-1].append((n, run))
+            sizes[run.slot] = size
         where = [(0, -1)] * len(parts)
-        for members in groups.values():
+        for members in (chunk for chunks in calls.values() for chunk in chunks):
             keys: list[str] = []
             args: list[Any] = [self.max_events]
             for k, (n, run) in enumerate(members):

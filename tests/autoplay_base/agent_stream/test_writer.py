@@ -232,3 +232,19 @@ def test_on_a_cluster_a_round_trip_is_one_script_call_per_slot(
     assert commands == len(slots)
     assert [transport.write_result(r, final=False) for r in mine] == [False] * len(parts)
     assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
+
+
+def test_a_round_trip_splits_its_script_calls_at_the_events_per_call_bound(
+    make_redis_backend: Callable[..., RedisBackend],
+) -> None:
+    # After an outage every run's buffer may be full: one call per bound of events (a
+    # run's part never split), so no command grows past what one run's part was.
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
+    transport.events_per_call = 8
+    parts = _parts(["s1", "s2", "s3", "s4"], 4) + _parts(["s5"], 10)
+    transport.request_cancel([parts[2].ref])
+    commands, mine = _send(transport, parts)
+    assert commands == 3  # s1+s2 (8 events), s3+s4 (8), s5 alone (10: more than the bound)
+    cancelled = [transport.write_result(r, final=False) for r in mine]
+    assert cancelled == [False, False, True, False, False]
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
