@@ -11,10 +11,11 @@ differ only by ``await pipe.execute()``.
   lease; then one command for the user's live index (its own slot).
 * **The writer** (:mod:`._writer`) is one thread per transport for every live
   run of this process: woken by each emit, or every ``heartbeat_seconds`` when
-  idle, it sends in one pipeline, for each run with something buffered (and
-  once per heartbeat for every live run, idle ones too), one call of the write
-  script in the run's slot: the ``XADD`` of each buffered event (id
-  ``0-<seq>``, ``MAXLEN ~``), then ``EXISTS`` of the run's cancel key; once per
+  idle, it sends in one pipeline one call of the write script (one per slot on
+  a Cluster) holding, for each run with something buffered (and once per
+  heartbeat for every live run, idle ones too), the ``XADD`` of each buffered
+  event (id ``0-<seq>``, ``MAXLEN ~``), then ``EXISTS`` of the run's cancel
+  key; once per
   :func:`renew_seconds` (the renewal, every live run), the sliding ``PEXPIRE`` of
   the stream, the lease and the live indexes: a token between two renewals costs
   its ``XADD``, not five commands. A cancel request is thus seen at a
@@ -59,18 +60,19 @@ Clock: lease deadlines in the live indexes are the producers' ``time.time()``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
-from autoplay_base.agent_stream._events import RunEvent, format_cursor
+from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
-from autoplay_base.agent_stream._writer import RedisSink, RedisWriter
+from autoplay_base.agent_stream._writer import RedisSink, RedisWriter, Replies, WritePart
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
 
@@ -91,22 +93,58 @@ redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
 return {1, live}
 """
 _APPLIED = "equal or smaller"  # XADD of an id already written: an earlier attempt applied it
-# One call per run and round trip, not one command per event: with 20 runs at
-# 1,000 tokens/s the writer thread's per-command cost in redis-py (building,
-# packing, parsing each reply) was 40% of the process's CPU (0.7 s in 1.8 s), on
-# the GIL the listeners needed; one call per run cut it to 0.45 s. An event an
+# One call per round trip for all its runs (per slot on a Cluster), not one command
+# per event: with 20 runs at 1,000 tokens/s the writer thread's per-command cost in
+# redis-py (building, packing, parsing each reply) was 40% of the process's CPU
+# (0.7 s in 1.8 s), on the GIL the listeners needed; one call per run cut it to
+# 0.45 s, and one call for every run cut the writer's CPU per round trip by
+# about three (redis-py's per-command cost paid once), and let the server wake
+# the shared reader once per round trip with every run's entries, not after the
+# first run's. KEYS: each run's stream and cancel key; ARGV: MAXLEN, then each
+# run's event count and its events (id, type, ts, data). The answer: each run's
+# cancel check (``EXISTS``) or its error (one run's failing part does not hold
+# back the others); a single run's answer is not wrapped in a list. An event an
 # earlier attempt applied is skipped (its answer was lost); any other error ends
-# the call and the part is retried.
+# that run's part, and the part is retried.
 _WRITE = """
-for i = 2, #ARGV, 4 do
-  local r = redis.pcall('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], ARGV[i],
-    't', ARGV[i + 1], 'ts', ARGV[i + 2], 'd', ARGV[i + 3])
-  if type(r) == 'table' and r.err and not string.find(r.err, 'APPLIED', 1, true) then
-    return r
+local out, i = {}, 2
+for k = 1, #KEYS, 2 do
+  local last, r = i + 4 * tonumber(ARGV[i]), nil
+  for j = i + 1, last, 4 do
+    local x = redis.pcall('XADD', KEYS[k], 'MAXLEN', '~', ARGV[1], ARGV[j],
+      't', ARGV[j + 1], 'ts', ARGV[j + 2], 'd', ARGV[j + 3])
+    if type(x) == 'table' and x.err and not string.find(x.err, 'APPLIED', 1, true) then
+      r = x
+      break
+    end
   end
+  i = last + 1
+  out[#out + 1] = r or redis.call('EXISTS', KEYS[k + 1])
 end
-return redis.call('EXISTS', KEYS[2])
+if #out == 1 then return out[1] end
+return out
 """.replace("APPLIED", _APPLIED)
+
+
+_loads = json.JSONDecoder().decode
+
+EVENTS_PER_CALL = 1_000
+"""Events one write script call carries at most (unless one run's part alone is larger): a
+round trip after an outage, every run's buffer full, stays as many commands of the size
+one run's part had when each run had a call of its own (the server buffers a command whole)."""
+
+KEYS_CACHED = 4096
+"""Runs whose key names one transport keeps built (the live ones and their listeners')."""
+
+
+class RunKeys(NamedTuple):
+    """One run's key names (see ``RunLayout``) and the slot of its stream."""
+
+    stream: str
+    cancel: str
+    lease: str
+    live: str
+    slot: int
 
 
 BLOCK_SHARE = 0.5
@@ -172,9 +210,14 @@ class RedisTransport:
 
         self._client = backend.client
         self._aclient = backend.aclient
-        self._keys = RunLayout(
-            backend.prefix, cluster=isinstance(backend.client, redis.cluster.RedisCluster)
-        )
+        cluster = isinstance(backend.client, redis.cluster.RedisCluster)
+        self._keys = RunLayout(backend.prefix, cluster=cluster)
+        # A round trip's write script is one call per slot (one for all runs off a Cluster).
+        self._slot: Callable[[bytes], int] = redis.crc.key_slot if cluster else lambda key: 0
+        # A run's key names, built once (not per round trip and per wait: escaping the
+        # ids was half the cost of queueing a round trip); bounded like the live runs.
+        self.run_keys = functools.lru_cache(maxsize=KEYS_CACHED)(self._run_keys)
+        self.events_per_call = EVENTS_PER_CALL
         self.errors: tuple[type[BaseException], ...] = (redis.exceptions.RedisError, OSError)
         self.max_events = max_events
         self.max_runs = max_runs
@@ -213,6 +256,17 @@ class RedisTransport:
         """The sync client (the writer's)."""
         return self._client
 
+    def _run_keys(self, ref: RunRef) -> RunKeys:
+        key, layout = SessionKey(ref.product_id, ref.session_id), self._keys
+        stream = layout.run_stream(key, ref.run_id)
+        return RunKeys(
+            stream,
+            layout.run_cancel(key, ref.run_id),
+            layout.run_lease(key, ref.run_id),
+            layout.session_live_runs(key),
+            self._slot(stream.encode()),
+        )
+
     # -- command builders (shared by both twins) ------------------------------------------
     def _start_args(self, ref: RunRef, reject_if_live: bool, now: float) -> list[Any]:
         keys = self._keys.start_keys(SessionKey(ref.product_id, ref.session_id), ref.run_id)
@@ -229,63 +283,88 @@ class RedisTransport:
         pipe.zadd(key, {member: int(now * 1000) + self.lease_ms})
         pipe.pexpire(key, self.retention_ms)
 
-    def _queue_write(
-        self,
-        pipe: Any,
-        ref: RunRef,
-        batch: Sequence[Pending],
-        *,
-        final: bool,
-        renew: bool,
-        now: float,
-    ) -> None:
-        key = SessionKey(ref.product_id, ref.session_id)
-        keys, run_id = self._keys, ref.run_id
-        stream, cancel = keys.run_stream(key, run_id), keys.run_cancel(key, run_id)
-        events: list[Any] = []
-        for p in batch:
-            events += (f"0-{p.seq}", p.type, repr(p.ts), p.json)
-        # Every round trip checks the cancel key: a streaming run sees a cancel at its
-        # next write, an idle one at the next heartbeat.
-        # ``execute_command``: a cluster pipeline has no ``eval`` (it routes EVAL by its keys).
-        pipe.execute_command("EVAL", _WRITE, 2, stream, cancel, self.max_events, *events)
-        if final:  # the terminal event is written above: it lands before the lease goes
-            pipe.pexpire(stream, self.retention_ms)
-            pipe.delete(keys.run_lease(key, run_id))
-            pipe.zrem(keys.session_live_runs(key), run_id)
-            pipe.delete(cancel)
+    def _queue_scripts(self, pipe: Any, parts: Sequence[WritePart]) -> list[tuple[int, int]]:
+        """The write script calls of ``parts``, queued first: one per slot (standalone:
+        one for all), split where a call would pass ``events_per_call``; for each part,
+        where its answer is: ``(command index, index in the answer)``, the latter -1
+        when the call holds that part alone (its answer is not a list)."""
+        calls: dict[int, list[list[tuple[int, RunKeys]]]] = {}
+        sizes: dict[int, int] = {}
+        for n, part in enumerate(parts):
+            run = self.run_keys(part.ref)
+            chunks = calls.setdefault(run.slot, [[]])
+            size = sizes.get(run.slot, 0) + len(part.batch)
+            if chunks[-1] and size > self.events_per_call:
+                chunks.append([])  # a part is never split: one run's events stay in order
+                size = len(part.batch)
+            chunks[-1].append((n, run))
+            sizes[run.slot] = size
+        where = [(0, -1)] * len(parts)
+        for members in (chunk for chunks in calls.values() for chunk in chunks):
+            keys: list[str] = []
+            args: list[Any] = [self.max_events]
+            for k, (n, run) in enumerate(members):
+                keys += (run.stream, run.cancel)
+                batch = parts[n].batch
+                args.append(len(batch))
+                for p in batch:
+                    args += (f"0-{p.seq}", p.type, repr(p.ts), p.json)
+                where[n] = (len(pipe), k if len(members) > 1 else -1)
+            # Every round trip checks each run's cancel key: a streaming run sees a cancel
+            # at its next write, an idle one at the next heartbeat. ``execute_command``: a
+            # cluster pipeline has no ``eval`` (it routes EVAL by its first key).
+            pipe.execute_command("EVAL", _WRITE, len(keys), *keys, *args)
+        return where
+
+    def _queue_after(self, pipe: Any, part: WritePart, now: float) -> None:
+        """A part's commands after the scripts: its end (the terminal event is written by
+        then: it lands before the lease goes) or its renewal."""
+        keys, run_id = self.run_keys(part.ref), part.ref.run_id
+        renew = part.renew and not part.final
+        if part.final:
+            pipe.pexpire(keys.stream, self.retention_ms)
+            pipe.delete(keys.lease)
+            pipe.zrem(keys.live, run_id)
+            pipe.delete(keys.cancel)
         elif renew:
-            pipe.pexpire(stream, self.retention_ms)
-            pipe.set(keys.run_lease(key, run_id), "1", px=self.lease_ms)
-            pipe.zadd(keys.session_live_runs(key), {run_id: int(now * 1000) + self.lease_ms})
+            pipe.pexpire(keys.stream, self.retention_ms)
+            pipe.set(keys.lease, "1", px=self.lease_ms)
+            pipe.zadd(keys.live, {run_id: int(now * 1000) + self.lease_ms})
+        if part.user_id is not None and (renew or part.final):
+            self._queue_user(pipe, part.ref, part.user_id, now, end=part.final)
 
     def _queue_read(self, pipe: Any, ref: RunRef, next_seq: int, count: int) -> None:
-        key = SessionKey(ref.product_id, ref.session_id)
-        pipe.exists(self._keys.run_lease(key, ref.run_id))  # first: see ListenState
-        stream = self._keys.run_stream(key, ref.run_id)
+        keys = self.run_keys(ref)
+        pipe.exists(keys.lease)  # first: see ListenState
+        stream = keys.stream
         pipe.xrange(stream, min=f"0-{max(1, next_seq)}", max="+", count=count)
         pipe.exists(stream)
 
     def _events(self, ref: RunRef, entries: Any) -> list[RunEvent]:
-        """Stream entries as events; an undecodable one is skipped (counted, logged)."""
+        """Stream entries as events; an undecodable one is skipped (counted, logged).
+
+        The per-event path of every listener: names bound once per batch, the decoder's
+        own ``decode`` (``json.loads`` adds its checks for bytes and a BOM, which a
+        ``decode_responses`` client never hands over).
+        """
         events: list[RunEvent] = []
-        for entry_id, fields in entries or []:
+        run_id, append, loads = ref.run_id, events.append, _loads
+        for entry_id, fields in entries or ():
             try:
                 seq = int(str(entry_id).partition("-")[2])
-                data = json.loads(fields["d"])
                 event = RunEvent(
-                    format_cursor(ref.run_id, seq),
+                    f"{run_id}-{seq}",  # format_cursor's form, inline: once per event
                     seq,
                     str(fields["t"]),
                     float(fields["ts"]),
-                    data,
-                    ref.run_id,
+                    loads(fields["d"]),
+                    run_id,
                 )
             except (ValueError, KeyError, TypeError):
                 self._on_undecodable()
-                logger.warning("run stream: skipped an undecodable entry of run %s", ref.run_id)
+                logger.warning("run stream: skipped an undecodable entry of run %s", run_id)
                 continue
-            events.append(event)
+            append(event)
         return events
 
     def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
@@ -314,6 +393,34 @@ class RedisTransport:
             await pipe.execute()
         return Started(bool(started), [str(r) for r in live])
 
+    def queue_writes(self, pipe: Any, parts: Sequence[WritePart]) -> Replies:
+        """Queue one writer round trip (see :mod:`._writer`): the write script for every
+        part (one call per slot), then each part's end or renewal; what it returns splits
+        the pipeline's replies into each part's (its script answer first).
+
+        ``renew`` (once per renewal) adds the stream's sliding expiry, the lease and the
+        live indexes; between renewals a run's part is its ``XADD``s and its cancel check,
+        inside the one script call.
+        """
+        now = self._clock()
+        where = self._queue_scripts(pipe, parts)
+        spans: list[tuple[int, int]] = []
+        for part in parts:
+            start = len(pipe)
+            self._queue_after(pipe, part, now)
+            spans.append((start, len(pipe)))
+
+        def split(results: list[Any]) -> list[list[Any]]:
+            out: list[list[Any]] = []
+            for (at, index), (start, end) in zip(where, spans, strict=True):
+                answer = results[at]
+                if index >= 0 and not isinstance(answer, Exception):
+                    answer = answer[index]
+                out.append([answer, *results[start:end]])
+            return out
+
+        return split
+
     def queue_write(
         self,
         pipe: Any,
@@ -324,17 +431,9 @@ class RedisTransport:
         final: bool,
         renew: bool,
     ) -> None:
-        """Queue one run's part of a writer round trip (see :mod:`._writer`).
-
-        ``renew`` (once per heartbeat) adds the stream's sliding expiry, the lease and
-        the live indexes; between renewals a run's part is its ``XADD``s (one command
-        per event) and the cancel check (one per round trip).
-        """
-        now = self._clock()
-        renew = renew and not final
-        self._queue_write(pipe, ref, batch, final=final, renew=renew, now=now)
-        if user_id is not None and (renew or final):
-            self._queue_user(pipe, ref, user_id, now, end=final)
+        """Queue one run's part alone (:meth:`queue_writes` of one part): its replies are
+        the pipeline's, for :meth:`write_result`."""
+        self.queue_writes(pipe, [WritePart(ref, user_id, batch, final, renew)])
 
     def write_result(self, results: list[Any], *, final: bool) -> bool:
         """Whether a cancel request waits for the run, from its part of the replies (the
@@ -389,8 +488,7 @@ class RedisTransport:
         if not taken:
             self._on_slots_full()
             return None, timeout
-        stream = self._keys.run_stream(SessionKey(ref.product_id, ref.session_id), ref.run_id)
-        return {stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
+        return {self.run_keys(ref).stream: f"0-{max(0, next_seq - 1)}"}, min(timeout, cap)
 
     def _unblock(self) -> None:
         with self._slots_lock:
@@ -497,8 +595,7 @@ class RedisTransport:
 
     def _queue_cancel(self, pipe: Any, refs: Sequence[RunRef]) -> None:
         for ref in refs:
-            key = SessionKey(ref.product_id, ref.session_id)
-            pipe.set(self._keys.run_cancel(key, ref.run_id), "1", px=self.retention_ms)
+            pipe.set(self.run_keys(ref).cancel, "1", px=self.retention_ms)
 
     def request_cancel(self, refs: Sequence[RunRef]) -> None:
         """Leave a cancel request each run's writer sees at its next heartbeat."""

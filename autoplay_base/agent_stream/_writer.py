@@ -2,9 +2,10 @@
 
 A run's :class:`RedisSink` is its place in the transport's :class:`RedisWriter`:
 an emit marks the run dirty and wakes the writer (O(1), never waiting on the
-network). Each round trip of the writer is one pipeline holding, for every dirty
-run, one call of the transport's write script (the ``XADD`` of whatever that run
-buffered, then its cancel check: one command per run, not one per event); once per
+network). Each round trip of the writer is one pipeline holding one call of the
+transport's write script for every dirty run (one per slot on a Cluster): for each
+run the ``XADD`` of whatever it buffered, then its cancel check (one command per
+round trip, not one per run or per event); once per
 ``heartbeat_seconds`` every live run's cancel check (a cancel from another
 process reaches a streaming run at its next write, an idle one within one
 heartbeat); and once per ``renew_seconds`` (a third of the lease, at least one
@@ -35,17 +36,32 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 from autoplay_base.agent_stream._events import TERMINAL
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import RunRef, SinkOwner
 
-__all__ = ["RedisSink", "RedisWriter", "WriteCommands"]
+__all__ = ["RedisSink", "RedisWriter", "Replies", "WriteCommands", "WritePart"]
 
 CLOSE_GRACE_SECONDS = 1.0
 """How much longer than its deadline ``close`` waits for the writer to report back."""
+
+
+class WritePart(NamedTuple):
+    """One run's part of a round trip: its events, whether they end with the terminal
+    one, and whether it renews (its sliding expiry, lease and live indexes)."""
+
+    ref: RunRef
+    user_id: str | None
+    batch: Sequence[Pending]
+    final: bool
+    renew: bool
+
+
+Replies = Callable[[list[Any]], list[list[Any]]]
+"""Splits a round trip's pipeline replies into each part's (its write script's answer first)."""
 
 
 class WriteCommands(Protocol):
@@ -57,16 +73,7 @@ class WriteCommands(Protocol):
 
     @property
     def client(self) -> Any: ...
-    def queue_write(
-        self,
-        pipe: Any,
-        ref: RunRef,
-        user_id: str | None,
-        batch: Sequence[Pending],
-        *,
-        final: bool,
-        renew: bool,
-    ) -> None: ...
+    def queue_writes(self, pipe: Any, parts: Sequence[WritePart]) -> Replies: ...
     def write_result(self, results: list[Any], *, final: bool) -> bool: ...
     def write_failed(self, exc: BaseException) -> None: ...
 
@@ -211,34 +218,32 @@ class RedisWriter:
         """One pipeline for ``todo`` (on a ``tick`` idle runs too, for their cancel
         check; ``renew``: every run's renewal); False when it failed as a whole (retried)."""
         pipe = commands.client.pipeline(transaction=False)
-        parts: list[tuple[RedisSink, int, int, bool, bool]] = []
+        parts: list[tuple[RedisSink, WritePart]] = []
         for sink in todo:
             batch, final = sink.take()
             if not batch and not tick:
                 continue
             renews = renew or not sink.renewed
-            start = len(pipe)
-            user_id = sink.run.user_id
-            commands.queue_write(pipe, sink.ref, user_id, batch, final=final, renew=renews)
-            parts.append((sink, start, len(pipe), final, renews))
+            parts.append((sink, WritePart(sink.ref, sink.run.user_id, batch, final, renews)))
         if not parts:
             return True
+        replies = commands.queue_writes(pipe, [part for _, part in parts])
         try:
             results = pipe.execute(raise_on_error=False)
         except commands.errors as exc:
             commands.write_failed(exc)
-            self._failed([sink for sink, *_ in parts])
+            self._failed([sink for sink, _ in parts])
             return False
         failed: list[RedisSink] = []
-        for sink, start, end, final, renews in parts:
+        for (sink, part), mine in zip(parts, replies(results), strict=True):
             try:
-                cancelled = commands.write_result(results[start:end], final=final)
+                cancelled = commands.write_result(mine, final=part.final)
             except commands.errors as exc:
                 commands.write_failed(exc)
                 failed.append(sink)
                 continue
-            sink.renewed = sink.renewed or renews
-            if sink.written(cancelled=cancelled, final=final):
+            sink.renewed = sink.renewed or part.renew
+            if sink.written(cancelled=cancelled, final=part.final):
                 self._forget(sink)
         self._failed(failed)
         return True

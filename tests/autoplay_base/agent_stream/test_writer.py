@@ -16,6 +16,7 @@ import redis
 from autoplay_base.agent_stream import AsyncRunStream, RunStream
 from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import RunRef
+from autoplay_base.agent_stream._writer import WritePart
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis import RedisBackend
 from tests.autoplay_base.agent_stream.conftest import LISTEN_TIMEOUT
@@ -150,3 +151,100 @@ def test_a_runs_part_is_one_script_call_and_a_retry_skips_what_was_applied(
     assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
     events = list(stream.listen(ref.run_id, session_id="s1", product_id="p1"))
     assert [(e.seq, e.data) for e in events[:5]] == [(n, {"text": str(n)}) for n in range(1, 6)]
+
+
+def _parts(sessions: list[str], count: int) -> list[WritePart]:
+    return [
+        WritePart(
+            RunRef("p1", session, f"{n:032x}"),
+            None,
+            [
+                Pending("text_delta", 1.5, {"text": f"{session}-{i}"}, seq=i)
+                for i in range(1, count + 1)
+            ],
+            False,
+            False,
+        )
+        for n, session in enumerate(sessions)
+    ]
+
+
+def _send(transport: Any, parts: list[WritePart]) -> tuple[int, list[list[Any]]]:
+    """One round trip of ``parts``: (commands in its pipeline, each part's replies)."""
+    pipe = transport.client.pipeline(transaction=False)
+    replies = transport.queue_writes(pipe, parts)
+    return len(pipe), replies(pipe.execute(raise_on_error=False))
+
+
+def _texts(transport: Any, part: WritePart) -> list[str]:
+    return [e.data["text"] for e in transport.read(part.ref, 1, 100).events]
+
+
+def _written(part: WritePart) -> list[str]:
+    return [str(p.data["text"]) for p in part.batch]
+
+
+def test_a_round_trip_is_one_script_call_for_all_its_runs(
+    make_redis_backend: Callable[..., RedisBackend], redis_url: str
+) -> None:
+    # Not one call per run: the server runs one script for the round trip's runs and
+    # wakes the shared reader once with all of their entries. Each run still gets its
+    # own answer (its cancel check), in order.
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
+    parts = _parts(["s1", "s2", "s3"], 4)
+    transport.request_cancel([parts[1].ref])
+    before = command_calls(redis_url)
+    commands, mine = _send(transport, parts)
+    assert commands == 1
+    assert [transport.write_result(r, final=False) for r in mine] == [False, True, False]
+    after = command_calls(redis_url)
+    assert after.get("eval", 0) - before.get("eval", 0) == 1
+    assert after.get("xadd", 0) - before.get("xadd", 0) == 12
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
+
+
+def test_one_runs_failing_part_does_not_hold_back_the_others_in_the_call(
+    make_redis_backend: Callable[..., RedisBackend],
+) -> None:
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
+    parts = _parts(["s1", "s2", "s3"], 2)
+    transport.client.set(transport.run_keys(parts[1].ref).stream, "not a stream")  # WRONGTYPE
+    _, mine = _send(transport, parts)
+    assert transport.write_result(mine[0], final=False) is False
+    try:
+        transport.write_result(mine[1], final=False)
+    except redis.ResponseError as exc:
+        assert "WRONGTYPE" in str(exc)
+    else:
+        raise AssertionError("the broken run's part did not fail")
+    assert transport.write_result(mine[2], final=False) is False
+    assert [_texts(transport, parts[n]) for n in (0, 2)] == [_written(parts[n]) for n in (0, 2)]
+
+
+def test_on_a_cluster_a_round_trip_is_one_script_call_per_slot(
+    make_cluster_backend: Callable[..., RedisBackend],
+) -> None:
+    transport: Any = RunStream(make_cluster_backend(), history=False).transport
+    parts = _parts([f"s{n}" for n in range(6)], 2)
+    slots = {redis.crc.key_slot(transport.run_keys(part.ref).stream.encode()) for part in parts}
+    assert len(slots) > 1  # the sessions' tags spread them over slots (and nodes)
+    commands, mine = _send(transport, parts)
+    assert commands == len(slots)
+    assert [transport.write_result(r, final=False) for r in mine] == [False] * len(parts)
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
+
+
+def test_a_round_trip_splits_its_script_calls_at_the_events_per_call_bound(
+    make_redis_backend: Callable[..., RedisBackend],
+) -> None:
+    # After an outage every run's buffer may be full: one call per bound of events (a
+    # run's part never split), so no command grows past what one run's part was.
+    transport: Any = RunStream(make_redis_backend(), history=False).transport
+    transport.events_per_call = 8
+    parts = _parts(["s1", "s2", "s3", "s4"], 4) + _parts(["s5"], 10)
+    transport.request_cancel([parts[2].ref])
+    commands, mine = _send(transport, parts)
+    assert commands == 3  # s1+s2 (8 events), s3+s4 (8), s5 alone (10: more than the bound)
+    cancelled = [transport.write_result(r, final=False) for r in mine]
+    assert cancelled == [False, False, True, False, False]
+    assert [_texts(transport, part) for part in parts] == [_written(part) for part in parts]
