@@ -111,16 +111,16 @@ _EXTRA = (
 )
 
 
-def _digest(content: str | tuple[str, int]) -> int:
-    """The content digest of a write, as this process's dedupe compares it.
+_digest: Callable[[str | tuple[str, int]], int] = hash
+"""The content digest of a write, as this process's dedupe compares it.
 
-    The contract's :func:`~autoplay_base.backends.base.content_digest` (CRC-32)
-    exists so that processes sharing a Redis agree; memory is one process, so
-    the built-in ``hash`` serves: cached on the string, about ten times cheaper
-    on the per-event path, and 64 bits wide. A batch is its lines joined on a
-    separator no line contains, so equal batches mean equal lines.
-    """
-    return hash(content)
+The contract's :func:`~autoplay_base.backends.base.content_digest` (CRC-32)
+exists so that processes sharing a Redis agree; memory is one process, so
+the built-in ``hash`` serves: cached on the string, about ten times cheaper
+on the per-event path, and 64 bits wide. A batch is its lines joined on a
+separator no line contains, so equal batches mean equal lines. It is ``hash``
+itself, not a function calling it: a Python call less on every write.
+"""
 
 
 def _multi_add(index: dict[str, str | list[str]], name: str, value: str) -> None:
