@@ -483,8 +483,10 @@ class InMemoryBackend:
                 self._forget_scope(next(iter(users)))
             return
         users.move_to_end(scope)
-        if next(reversed(refs)) != key:  # refs is never empty; its last key is the newest
-            refs.pop(key, None)
+        if next(reversed(refs)) == key:  # refs is never empty; its last key is the newest
+            refs[key] = at  # the usual write: the user's newest session again, no cap to check
+            return
+        refs.pop(key, None)
         refs[key] = at
         if len(refs) > self.bounds.max_sessions_per_user:
             del refs[next(iter(refs))]
