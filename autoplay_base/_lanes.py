@@ -156,7 +156,8 @@ class Lanes:
             lane.task = asyncio.ensure_future(self._run_lane(key, lane))
         lane.events.append(event)
         self.buffered += 1
-        self._wake(lane, more=True)
+        if lane.waiter is not None:  # only a lingering lane needs waking (a call less per event)
+            self._wake(lane, more=True)
 
     async def drain(self) -> None:
         """Deliver what is buffered within ``drain_timeout``; drop the rest (see the rules)."""

@@ -85,6 +85,7 @@ class DedupeWindow(Generic[K]):
     """
 
     __slots__ = (
+        "_age_orders",
         "_ages",
         "_entries",
         "_newest",
@@ -109,11 +110,15 @@ class DedupeWindow(Generic[K]):
         self.capacity = capacity
         self.on_reused = on_reused
         self.on_reset = on_reset
-        # key -> (order, digest); the deque holds (key, order) stamps in insertion
-        # order. A key remembered again leaves a stale stamp behind (its order no
-        # longer matches the entry), skipped when it reaches the front.
+        # key -> (order, digest); the two deques hold the (key, order) stamps in
+        # insertion order, side by side. A key remembered again leaves a stale stamp
+        # behind (its order no longer matches the entry), skipped when it reaches the
+        # front. Two deques rather than one of pairs: a pair is a tuple the collector
+        # tracks, one more container per event kept for a window's length, and what
+        # the gen0 collections are counted in.
         self._entries: dict[K, tuple[float, Digest]] = {}
-        self._ages: deque[tuple[K, float]] = deque()
+        self._ages: deque[K] = deque()
+        self._age_orders: deque[float] = deque()
         self._newest = float("-inf")
         self._stale_run = 0
         self.reused = 0
@@ -145,7 +150,8 @@ class DedupeWindow(Generic[K]):
             self._newest = order
             self._stale_run = 0
             entries[key] = (order, digest)
-            self._ages.append((key, order))
+            self._ages.append(key)
+            self._age_orders.append(order)
             if len(entries) > self.capacity:
                 self._evict_oldest()
             return
@@ -175,7 +181,8 @@ class DedupeWindow(Generic[K]):
         self._stale_run = 0
         self._newest = max(self._newest, order)
         entries[key] = (order, digest)
-        self._ages.append((key, order))
+        self._ages.append(key)
+        self._age_orders.append(order)
         while len(entries) > self.capacity:
             self._evict_oldest()
         if len(self._ages) > 2 * self.capacity:
@@ -190,18 +197,20 @@ class DedupeWindow(Generic[K]):
         return True
 
     def _oldest(self) -> float:
-        ages, entries = self._ages, self._entries
+        ages, orders, entries = self._ages, self._age_orders, self._entries
         while True:
-            key, order = ages[0]
-            entry = entries.get(key)
+            order = orders[0]
+            entry = entries.get(ages[0])
             if entry is not None and entry[0] == order:
                 return order
             ages.popleft()  # a stale stamp
+            orders.popleft()
 
     def _evict_oldest(self) -> None:
-        ages, entries = self._ages, self._entries
+        ages, orders, entries = self._ages, self._age_orders, self._entries
         while True:
-            key, order = ages.popleft()
+            key = ages.popleft()
+            order = orders.popleft()
             entry = entries.get(key)
             if entry is not None and entry[0] == order:
                 del entries[key]
@@ -210,12 +219,17 @@ class DedupeWindow(Generic[K]):
     def _compact(self) -> None:
         """Drop stale stamps (bounded memory when ids are reused over and over)."""
         entries = self._entries
-        self._ages = deque(
-            (key, order) for key, order in self._ages if entries.get(key, (None,))[0] == order
-        )
+        live = [
+            (key, order)
+            for key, order in zip(self._ages, self._age_orders, strict=True)
+            if entries.get(key, (None,))[0] == order
+        ]
+        self._ages = deque(key for key, _ in live)
+        self._age_orders = deque(order for _, order in live)
 
     def _clear(self) -> None:
         self._entries.clear()
         self._ages.clear()
+        self._age_orders.clear()
         self._newest = float("-inf")
         self._stale_run = 0

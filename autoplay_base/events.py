@@ -226,12 +226,9 @@ _validate_json = _PAYLOAD_ADAPTER.validator.validate_json
 _setattr = object.__setattr__
 
 
-def _is_oversized(data: bytes | str, max_bytes: int) -> bool:
-    if isinstance(data, bytes):
-        return len(data) > max_bytes
-    if len(data) > max_bytes:  # every character is at least one UTF-8 byte
-        return True
-    if len(data) * 4 <= max_bytes:  # and at most four
+def _text_oversized(data: str, max_bytes: int) -> bool:
+    """Whether text of at most ``max_bytes`` characters still exceeds it in UTF-8."""
+    if len(data) * 4 <= max_bytes:  # every character is at most four bytes
         return False
     return len(data.encode("utf-8", "surrogatepass")) > max_bytes
 
@@ -290,7 +287,9 @@ def decode_event(
             ``max_bytes``), ``"not_json"``, ``"not_object"``, or ``"invalid"``
             (a missing or mistyped field; the message names it).
     """
-    if _is_oversized(data, max_bytes):
+    # More bytes or characters than the cap is oversized (a character is at least one
+    # UTF-8 byte); only text can be oversized within it. Frames are bytes: no call.
+    if len(data) > max_bytes or (not isinstance(data, bytes) and _text_oversized(data, max_bytes)):
         raise EventDecodeError(
             f"event is larger than the {max_bytes}-byte cap", reason="oversized", event_id=event_id
         )
