@@ -149,19 +149,29 @@ class RunBuffer:
     def drain(self) -> list[Pending]:
         """Everything buffered, oldest first, numbered ``seq`` from where the last drain ended,
         each cut to ``max_event_bytes`` (counted in ``counters.truncated``)."""
-        limit = self.max_event_bytes
+        # Only the hand-over holds the lock the agent's emit takes: cutting an oversized
+        # event (JSON-encoding a large tool output) runs after it, so an emit never
+        # waits for the writer to encode one.
         with self._lock:
-            batch = list(self._queue)
-            self._queue.clear()
+            queue = self._queue
+            if not queue:
+                return []
+            self._queue = deque()
             seq = self._next_seq
-            for pending in batch:
-                pending.seq = seq
-                seq += 1
-                if not fits(pending.data, limit):
-                    pending.data, pending.encoded, cut = bound_data(pending.data, limit)
-                    self.counters.truncated += cut
-            self._next_seq = seq
-            return batch
+            self._next_seq = seq + len(queue)
+        limit = self.max_event_bytes
+        truncated = 0
+        batch = list(queue)
+        for pending in batch:
+            pending.seq = seq
+            seq += 1
+            if not fits(pending.data, limit):
+                pending.data, pending.encoded, cut = bound_data(pending.data, limit)
+                truncated += cut
+        if truncated:
+            with self._lock:
+                self.counters.truncated += truncated
+        return batch
 
     @property
     def ended(self) -> bool:

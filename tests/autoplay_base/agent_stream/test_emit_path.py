@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
+from typing import Any
 
-from autoplay_base.agent_stream import RunStream
+import pytest
+
+from autoplay_base.agent_stream import RunStream, _state
 from autoplay_base.agent_stream._events import bound_data, fits
 from autoplay_base.agent_stream._state import RunBuffer
 
@@ -45,6 +49,39 @@ def test_an_oversized_event_is_cut_when_drained_and_counted() -> None:
     assert json.loads(pending.json) == pending.data
     assert buf.counters.truncated == 1
     assert buf.text == "x" * 200  # the history keeps the whole text
+
+
+def test_an_emit_never_waits_while_the_writer_cuts_an_oversized_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    buf = RunBuffer(max_buffered=10, max_event_bytes=60, max_text_chars=1000)
+    buf.push("tool_output", 1.0, {"call_id": "c", "output": "x" * 500})
+    cutting, release = threading.Event(), threading.Event()
+
+    def slow_cut(data: dict[str, Any], max_bytes: int) -> tuple[dict[str, Any], str, bool]:
+        cutting.set()
+        assert release.wait(10)
+        return bound_data(data, max_bytes)
+
+    monkeypatch.setattr(_state, "bound_data", slow_cut)
+    drained: list[list[Any]] = []
+    writer = threading.Thread(target=lambda: drained.append(buf.drain()))
+    writer.start()
+    try:
+        assert cutting.wait(10)
+        pushed: list[bool] = []
+        agent = threading.Thread(target=lambda: pushed.append(buf.push("text_delta", 2.0, {})))
+        agent.start()
+        agent.join(5)  # while the writer is still cutting the tool output
+        assert pushed == [True]
+    finally:
+        release.set()
+        writer.join(10)
+    (tool,) = drained[0]
+    assert (tool.seq, tool.data["truncated"]) == (1, True)
+    assert buf.counters.truncated == 1
+    (delta,) = buf.drain()
+    assert delta.seq == 2  # numbered after the batch the writer held
 
 
 async def test_a_burst_wakes_each_async_listener_once() -> None:
