@@ -70,7 +70,6 @@ from typing import Any, NamedTuple
 
 from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
-from autoplay_base.agent_stream._state import Pending
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
 from autoplay_base.agent_stream._writer import RedisSink, RedisWriter, Replies, WritePart
 from autoplay_base.backends.base import SessionKey
@@ -420,20 +419,6 @@ class RedisTransport:
             return out
 
         return split
-
-    def queue_write(
-        self,
-        pipe: Any,
-        ref: RunRef,
-        user_id: str | None,
-        batch: Sequence[Pending],
-        *,
-        final: bool,
-        renew: bool,
-    ) -> None:
-        """Queue one run's part alone (:meth:`queue_writes` of one part): its replies are
-        the pipeline's, for :meth:`write_result`."""
-        self.queue_writes(pipe, [WritePart(ref, user_id, batch, final, renew)])
 
     def write_result(self, results: list[Any], *, final: bool) -> bool:
         """Whether a cancel request waits for the run, from its part of the replies (the

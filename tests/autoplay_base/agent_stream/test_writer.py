@@ -141,14 +141,12 @@ def test_a_runs_part_is_one_script_call_and_a_retry_skips_what_was_applied(
     ref = RunRef("p1", "s1", "0" * 32)
     batch = [Pending("text_delta", 1.5, {"text": str(n)}, seq=n) for n in range(1, 6)]
     client = transport.client
-    pipe = client.pipeline(transaction=False)
-    transport.queue_write(pipe, ref, None, batch[:3], final=False, renew=False)
-    assert len(pipe) == 1
-    assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
-    pipe = client.pipeline(transaction=False)
-    transport.queue_write(pipe, ref, None, batch, final=False, renew=False)  # the retry
-    assert len(pipe) == 1
-    assert transport.write_result(pipe.execute(raise_on_error=False), final=False) is False
+    for events in (batch[:3], batch):  # then the retry
+        pipe = client.pipeline(transaction=False)
+        split = transport.queue_writes(pipe, [WritePart(ref, None, events, False, False)])
+        assert len(pipe) == 1
+        (mine,) = split(pipe.execute(raise_on_error=False))
+        assert transport.write_result(mine, final=False) is False
     events = list(stream.listen(ref.run_id, session_id="s1", product_id="p1"))
     assert [(e.seq, e.data) for e in events[:5]] == [(n, {"text": str(n)}) for n in range(1, 6)]
 
