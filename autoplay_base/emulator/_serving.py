@@ -149,6 +149,10 @@ class LoopbackServer:
         # uvicorn would log it and sys.exit() from inside the loop.
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET  # "::1" too
         listener = socket.create_server((self.host, self._requested_port), family=family)
+        # Accepted sockets inherit this. asyncio sets TCP_NODELAY itself only on sockets
+        # whose proto is IPPROTO_TCP, and create_server's are proto 0: without it Nagle
+        # held a paced stream's small writes for the client's delayed ACK (~40 ms stalls).
+        listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._port = listener.getsockname()[1]
         config = uvicorn.Config(
             self._app(),

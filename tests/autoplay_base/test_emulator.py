@@ -31,17 +31,20 @@ from autoplay_base.emulator import (
     EmulatorServer,
     EmulatorStats,
     Faults,
+    IngestReceiver,
     bad_frames,
     list_scripts,
     load_script,
     script_path,
     synthetic_payload,
 )
+from autoplay_base.emulator._serving import LoopbackServer
 from autoplay_base.errors import ConfigError, EventDecodeError
 from autoplay_base.events import ActionsPayload, SummaryPayload, decode_event
 from autoplay_base.recording import iter_recording
 from autoplay_base.stream_window import iter_stream_events
 from tests._fixtures.emulator import EmulatorFactory
+from tests._fixtures.redis import wait_for
 
 RESUME_ALL = {"Last-Event-ID": "0"}
 PAYLOAD = {"type": "actions", "product_id": "acme", "session_id": "s1", "forwarded_at": 1.0}
@@ -472,3 +475,23 @@ def test_a_port_in_use_is_an_os_error_for_the_caller(emulator: EmulatorServer) -
     with pytest.raises(OSError):
         EmulatorServer(port=emulator.port).start()
     assert httpx.get(f"{emulator.url}/healthz").text == "ok"
+
+
+@pytest.mark.parametrize("server_class", [EmulatorServer, IngestReceiver])
+def test_accepted_connections_send_without_nagle(server_class: type[LoopbackServer]) -> None:
+    # asyncio sets TCP_NODELAY only on sockets whose proto is IPPROTO_TCP, and a
+    # socket.create_server listener's is 0: the server's small paced writes then
+    # waited for the client's delayed ACK, a ~40 ms stall a few times a second.
+    server = server_class().start()
+    try:
+        with socket.create_connection((server.host, server.port)) as client:
+            client.sendall(b"GET / HTTP/1.1\r\n")  # a request head not finished: it stays open
+            uvicorn_server = server._uvicorn
+            assert uvicorn_server is not None
+            connections = uvicorn_server.server_state.connections
+            wait_for(lambda: len(connections) == 1, "the server to accept the connection")
+            (connection,) = list(connections)
+            accepted = connection.transport.get_extra_info("socket")
+            assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) == 1
+    finally:
+        server.close()
