@@ -95,6 +95,7 @@ from autoplay_base._connection import (
 )
 from autoplay_base._lanes import DEFAULT_LANE_LINGER, MAX_LINGERING_LANES, Lanes
 from autoplay_base._threads import CallbackThreads
+from autoplay_base._tls import atls_context, tls_context
 from autoplay_base.errors import ConfigError
 from autoplay_base.events import Event
 
@@ -211,7 +212,7 @@ class ConnectorClient(ClientBase):
         threads.start()
         failure: BaseException | None = None
         try:
-            with httpx.Client(timeout=self._timeout) as http:
+            with httpx.Client(timeout=self._timeout, verify=tls_context()) as http:
                 for events in iter_event_batches(self._core, http, self._slot):
                     threads.put_many(events)
         except BaseException as exc:
@@ -388,7 +389,8 @@ class AsyncConnectorClient(ClientBase):
             raise error
 
     async def _read(self) -> None:
-        async with httpx.AsyncClient(timeout=self._timeout) as http:
+        verify = await atls_context()
+        async with httpx.AsyncClient(timeout=self._timeout, verify=verify) as http:
             on_frame = self._core.on_frame
             put = self._lanes.put
             group = _READ_GROUP

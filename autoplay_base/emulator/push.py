@@ -45,6 +45,7 @@ import httpx
 
 from autoplay_base._counters import Counters
 from autoplay_base._secret import Secret
+from autoplay_base._tls import atls_context
 from autoplay_base.emulator._channels import Channel, Frame
 from autoplay_base.errors import ConfigError
 
@@ -203,7 +204,8 @@ class WebhookPusher:
 
         ``changed`` is called after each event's outcome (the server's stats waiters).
         """
-        async with httpx.AsyncClient(timeout=self.timeout) as client:
+        verify = await atls_context()
+        async with httpx.AsyncClient(timeout=self.timeout, verify=verify) as client:
             while True:
                 # Cleared before the scan, not after: a wake during the scan is kept.
                 self.waker.clear()

@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 import httpx
 
 from autoplay_base._reconnect import Backoff, parse_retry_after, safe_url
+from autoplay_base._tls import atls_context, tls_context
 from autoplay_base.errors import ConfigError
 from autoplay_base.tracking.policy import (
     DEFAULT_FLUSH_INTERVAL,
@@ -136,7 +137,9 @@ class HttpBatchSink(Sink):
     def send(self, events: Sequence[Encoded]) -> Outcome:
         """POST ``events`` once."""
         if self._client is None:
-            self._client = httpx.Client(timeout=self.timeout, follow_redirects=False)
+            self._client = httpx.Client(
+                timeout=self.timeout, follow_redirects=False, verify=tls_context()
+            )
         try:
             response = self._client.post(
                 self.url, content=encode_body(events), headers=self.request_headers(events)
@@ -148,7 +151,11 @@ class HttpBatchSink(Sink):
     async def asend(self, events: Sequence[Encoded]) -> Outcome:
         """POST ``events`` once, with ``httpx.AsyncClient``."""
         if self._aclient is None:
-            self._aclient = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
+            verify = await atls_context()
+            if self._aclient is None:  # another send may have made it during the await
+                self._aclient = httpx.AsyncClient(
+                    timeout=self.timeout, follow_redirects=False, verify=verify
+                )
         try:
             response = await self._aclient.post(
                 self.url, content=encode_body(events), headers=self.request_headers(events)

@@ -1,0 +1,92 @@
+"""The shared TLS context: built once per process, never on an event loop's thread."""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from collections.abc import Iterator
+
+import certifi
+import pytest
+
+from autoplay_base import _tls
+from autoplay_base._tls import atls_context, tls_context
+from autoplay_base.emulator import EmulatorServer, IngestReceiver
+from autoplay_base.stream import AsyncConnectorClient
+from autoplay_base.stream_window import aiter_stream_events
+from autoplay_base.tracking import AsyncTracker, HttpBatchSink
+from tests._fixtures.emulator import EmulatorFactory
+
+
+@pytest.fixture
+def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
+    """A process with no shared context yet; the thread of every CA bundle load is recorded."""
+    monkeypatch.setattr(_tls, "_context", None)
+    threads: list[threading.Thread] = []
+    load = ssl.SSLContext.load_verify_locations
+
+    def recorded(self: ssl.SSLContext, *args: object, **kwargs: object) -> None:
+        threads.append(threading.current_thread())
+        load(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", recorded)
+    yield threads
+
+
+def test_one_verifying_context_per_process(loads: list[threading.Thread]) -> None:
+    first = tls_context()
+    assert tls_context() is first
+    assert (first.verify_mode, first.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert loads == [threading.current_thread()]
+
+
+def test_the_ca_variables_httpx_honours_are_honoured(
+    loads: list[threading.Thread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(FileNotFoundError):
+        tls_context()
+    assert _tls._context is None  # a failed build is not kept: the next call tries again
+    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
+    assert tls_context().cert_store_stats()["x509_ca"] > 0
+
+
+async def test_the_async_twin_builds_it_off_the_loop_once(loads: list[threading.Thread]) -> None:
+    first, second = await atls_context(), await atls_context()
+    assert first is second is tls_context()
+    assert len(loads) == 1
+    assert loads[0] is not threading.current_thread()
+    assert loads[0].name == "autoplay-tls"
+
+
+async def test_a_build_error_reaches_the_awaiting_task(
+    loads: list[threading.Thread], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SSL_CERT_DIR", "")
+    monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
+    with pytest.raises(FileNotFoundError):
+        await atls_context()
+
+
+async def test_async_clients_never_load_the_ca_bundle_on_the_loop(
+    loads: list[threading.Thread], emulator_factory: EmulatorFactory
+) -> None:
+    server: EmulatorServer = emulator_factory()
+    loop_thread = threading.current_thread()
+    for _ in range(2):  # a second run reuses the context: no second load
+        client = AsyncConnectorClient(server.url_for("acme"))
+        task = client.run_in_background()
+        assert await server.await_for(lambda s: s.streams_active == 1, timeout=5)
+        client.stop()
+        await task
+        assert await server.await_for(lambda s: s.streams_active == 0, timeout=5)
+    assert [e async for e in aiter_stream_events(server.url_for("acme"), timeout=0.2)] == []
+    receiver = IngestReceiver().start()
+    try:
+        async with AsyncTracker([HttpBatchSink(receiver.url)]) as tracker:
+            tracker.session("s1", product_id="acme").track_event("opened")
+            assert (await tracker.aflush(timeout=5.0)).delivered == 1
+    finally:
+        receiver.close()
+    assert len(loads) == 1
+    assert loads[0] is not loop_thread
