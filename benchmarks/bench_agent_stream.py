@@ -32,7 +32,11 @@ issue's ``target``), in-process and Redis wherever both apply:
   starts on a collected and frozen heap (:func:`frozen_heap`), ours and the
   peer's alike. Ours
   blocks in ``XREAD`` after its cursor (Redis) or on the run's condition
-  (in-process); the peer blocks in ``XREAD``.
+  (in-process); the peer blocks in ``XREAD``. Through Redis it is measured twice,
+  for both: with the listeners in the producing process (one loop carries the
+  producers, the listeners and the harness's pacing timers), and with the
+  listeners in a process of their own (``listeners in another process``), as a
+  deployment runs them: the SSE endpoint's server apart from the agent's worker.
 * ``events lost`` / ``events duplicated`` when the listener reconnects every
   ``k`` events (ours resumes after its cursor; the peer's ``listen`` has none, so
   each connection starts over: the client drops what it already has by counting,
@@ -63,9 +67,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import socket
 import statistics
+import sys
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -204,6 +211,7 @@ def p50_p99(samples: list[float]) -> tuple[float, float]:
 
 
 IN_PROCESS, REDIS = "in-process", "Redis (loopback)"
+REDIS_APART = "Redis (loopback), listeners in another process"
 Rows = list[dict[str, Any]]
 
 
@@ -367,22 +375,153 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
     return samples, statistics.median(reached)
 
 
+# The listeners in a process of their own, as they run in a deployment (the SSE endpoint's
+# server beside the agent's worker): the producing process carries the producers alone.
+async def _child_listen(side: str, url: str, prefix: str, warm_up: int) -> list[float]:
+    """The listener process: one listener per line read from stdin; the samples once all ended."""
+    samples: list[float] = []
+    stream = our_stream(url, prefix) if side == "ours" else None
+    if side == "peer":
+        peer_deps(url, "warm-up", prefix)  # its imports, before the producers start
+    loop = asyncio.get_running_loop()
+    listeners: list[asyncio.Future[None]] = []
+    lines: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def ours(run: dict[str, str]) -> None:
+        assert stream is not None
+        scope = {"session_id": run["session_id"], "product_id": run["product_id"]}
+        async for event in stream.listen(run["run_id"], **scope):
+            if event.type == "text_delta" and event.seq - 2 >= warm_up:
+                samples.append(time.time() - event.ts)
+
+    async def peer(run: dict[str, str]) -> None:
+        deps = peer_deps(url, run["session"], prefix)
+        async for event in deps.listen(serialize=False):
+            if event["type"] == "event" and event["body"]["i"] >= warm_up:
+                samples.append(time.time() - event["body"]["t"])
+
+    def read() -> None:  # stdin on a thread: one line per run, then EOF
+        for line in sys.stdin:
+            loop.call_soon_threadsafe(lines.put_nowait, line)
+        loop.call_soon_threadsafe(lines.put_nowait, None)
+
+    threading.Thread(target=read, daemon=True).start()
+    with frozen_heap():
+        print("ready", flush=True)
+        while (line := await lines.get()) is not None:
+            run = json.loads(line)
+            listeners.append(asyncio.ensure_future(ours(run) if side == "ours" else peer(run)))
+        await asyncio.gather(*listeners)
+    return samples
+
+
+class _Listeners:
+    """The parent's end of a listener process: say which runs to follow, then collect."""
+
+    def __init__(self, process: asyncio.subprocess.Process) -> None:
+        self._process = process
+
+    @classmethod
+    async def start(cls, side: str, url: str, prefix: str, warm_up: int) -> _Listeners:
+        command = [sys.executable, __file__, "--listen", side, url, prefix, str(warm_up)]
+        process = await asyncio.create_subprocess_exec(
+            *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE
+        )
+        assert process.stdout is not None
+        ready = await asyncio.wait_for(process.stdout.readline(), 60)
+        if ready.strip() != b"ready":
+            raise RuntimeError(f"the listener process did not start: {ready!r}")
+        return cls(process)
+
+    async def follow(self, **run: str) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.write(json.dumps(run).encode() + b"\n")
+        await self._process.stdin.drain()
+
+    async def samples(self) -> list[float]:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.close()
+        out = await asyncio.wait_for(self._process.stdout.read(), 120)
+        if await self._process.wait() != 0:
+            raise RuntimeError("the listener process failed")
+        samples: list[float] = json.loads(out.decode().strip().splitlines()[-1])
+        return samples
+
+
+async def ours_latency_apart(
+    url: str, prefix: str, rate: int, runs: int
+) -> tuple[list[float], float]:
+    stream = our_stream(url, prefix)
+    count = max(5, int(rate * LATENCY_SECONDS))
+    listeners = await _Listeners.start("ours", url, prefix, count // WARM_UP_SHARE)
+    reached: list[float] = []
+
+    async def one(n: int) -> None:
+        scope = {"session_id": f"apart-{rate}-{runs}-{n}", "product_id": "bench"}
+        async with stream.run(**scope) as run:
+            await listeners.follow(run_id=run.run_id, **scope)
+
+            async def emit_one(i: int) -> None:
+                run.text_delta("tok ")
+
+            reached.append(await paced(rate, count, emit_one))
+
+    with frozen_heap():
+        await asyncio.gather(*(one(n) for n in range(runs)))
+    return await listeners.samples(), statistics.median(reached)
+
+
+async def peer_latency_apart(
+    url: str, prefix: str, rate: int, runs: int
+) -> tuple[list[float], float]:
+    count = max(5, int(rate * LATENCY_SECONDS))
+    listeners = await _Listeners.start("peer", url, prefix, count // WARM_UP_SHARE)
+    reached: list[float] = []
+
+    async def one(n: int) -> None:
+        session = f"apart-{rate}-{runs}-{n}-{uuid.uuid4().hex[:6]}"
+        deps = peer_deps(url, session, prefix)
+        await deps.start()
+        await listeners.follow(session=session)
+
+        async def emit_one(i: int) -> None:
+            body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
+            body["i"] = i
+            await deps.add(type="event", origin="pydantic-ai", body=body)
+
+        reached.append(await paced(rate, count, emit_one))
+        await deps.stop()
+
+    with frozen_heap():
+        await asyncio.gather(*(one(n) for n in range(runs)))
+    return await listeners.samples(), statistics.median(reached)
+
+
 async def latencies(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
     rows: Rows = []
     reached: dict[str, float] = {}
     for rate in RATES:
         for runs in CONCURRENCY:
-            peer: tuple[float, float] | None = None
+            peers: dict[str, tuple[float, float]] = {}
             if has_peer():
-                with frozen_heap():
-                    samples, peer_rate = await peer_latency(url, prefix + "-peer", rate, runs)
-                peer = p50_p99(samples)
-                reached[f"peer {rate} tok/s x {runs}"] = round(peer_rate)
-            for where, target in ((IN_PROCESS, None), (REDIS, url)):
-                with frozen_heap():
-                    samples, rate_reached = await ours_latency(target, prefix, rate, runs)
+                for where, measure in ((REDIS, peer_latency), (REDIS_APART, peer_latency_apart)):
+                    if measure is peer_latency:
+                        with frozen_heap():
+                            samples, peer_rate = await measure(url, prefix + "-peer", rate, runs)
+                    else:  # freezes its own heap, once its listener process is up
+                        samples, peer_rate = await measure(url, prefix + "-peer", rate, runs)
+                    peers[where] = p50_p99(samples)
+                    reached[f"peer {where}, {rate} tok/s x {runs}"] = round(peer_rate)
+            for where in (IN_PROCESS, REDIS, REDIS_APART):
+                if where == REDIS_APART:
+                    samples, rate_reached = await ours_latency_apart(url, prefix, rate, runs)
+                else:
+                    with frozen_heap():
+                        target = None if where == IN_PROCESS else url
+                        samples, rate_reached = await ours_latency(target, prefix, rate, runs)
                 configuration = f"{where}, {rate} tok/s, {runs} run{'s' * (runs > 1)}"
                 reached[f"ours {configuration}"] = round(rate_reached)
+                peer = peers.get(where)
                 for k, (name, value) in enumerate(
                     zip(("p50", "p99"), p50_p99(samples), strict=True)
                 ):
@@ -392,7 +531,7 @@ async def latencies(url: str, prefix: str) -> tuple[Rows, dict[str, Any]]:
                             configuration,
                             unit="ms",
                             ours=max(value, 0.001),
-                            peer=peer[k] if peer is not None and target is not None else None,
+                            peer=peer[k] if peer is not None else None,
                             target="p99 ≤ 5 ms" if name == "p99" else None,
                         )
                     )
@@ -596,6 +735,10 @@ async def main_async(url: str) -> tuple[Rows, dict[str, Any]]:
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--listen"]:  # a listener process of the latency figures
+        side, url, prefix, warm_up = sys.argv[2:6]
+        print(json.dumps(asyncio.run(_child_listen(side, url, prefix, int(warm_up)))))
+        return
     url, server = redis_url()
     try:
         rows, details = asyncio.run(main_async(url))
