@@ -109,7 +109,7 @@ EXPECTED: dict[str, tuple[list[str], list[str]]] = {
     "bench_agent_stream": (
         [
             *["handler overhead per token"] * 2,
-            *["token-to-listener latency p50", "token-to-listener latency p99"] * 8,
+            *["token-to-listener latency p50", "token-to-listener latency p99"] * 12,
             *["events lost on reconnect", "events duplicated on reconnect"] * 6,
             *["cancel to the model's stream stopping", "tokens produced after cancel"] * 2,
             "run keys left after retention",
@@ -207,6 +207,14 @@ def test_smoke_run_has_the_merged_shape(script: str) -> None:
             ],
         ]
         assert all(isinstance(row["peer"], (int, float)) for row in rows if row["peer"] is not None)
+        configurations = [row["configuration"] for row in rows]
+        apart = [c for c in configurations if "in another process" in c]
+        assert apart == [
+            f"Redis (loopback), listeners in another process, {r} tok/s, {n} run{'s' * (n > 1)}"
+            for r in (200, 1000)
+            for n in (1, 20)
+            for _ in range(2)
+        ]
     if script in WITH_FLOOR:
         assert any(row["floor"] for row in rows)
     if script == "bench_store":
