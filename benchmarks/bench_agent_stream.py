@@ -313,6 +313,35 @@ async def paced(rate: int, count: int, emit_one: Any) -> float:
     return count / max(loop.time() - start, 1e-9)
 
 
+async def our_samples(
+    stream: Any, run_id: str, scope: dict[str, str], warm_up: int, samples: list[float]
+) -> None:
+    """Listen to one of our runs to its end; sample each token after the warm-up."""
+    async for event in stream.listen(run_id, **scope):
+        if event.type == "text_delta" and event.seq - 2 >= warm_up:
+            samples.append(time.time() - event.ts)
+
+
+async def peer_samples(deps: Any, warm_up: int, samples: list[float]) -> None:
+    """Listen to one of the peer's sessions to its end; sample each token after the warm-up."""
+    async for event in deps.listen(serialize=False):
+        if event["type"] == "event" and event["body"]["i"] >= warm_up:
+            samples.append(time.time() - event["body"]["t"])
+
+
+async def peer_produce(deps: Any, rate: int, count: int) -> float:
+    """The peer's producer: ``count`` tokens at ``rate``, an awaited ``add`` each; its rate."""
+
+    async def emit_one(i: int) -> None:
+        body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
+        body["i"] = i
+        await deps.add(type="event", origin="pydantic-ai", body=body)
+
+    reached = await paced(rate, count, emit_one)
+    await deps.stop()
+    return reached
+
+
 async def ours_latency(
     url: str | None, prefix: str, rate: int, runs: int
 ) -> tuple[list[float], float]:
@@ -327,9 +356,7 @@ async def ours_latency(
         opened: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
         async def listen() -> None:
-            async for event in stream.listen(await opened, **scope):
-                if event.type == "text_delta" and event.seq - 2 >= warm_up:
-                    samples.append(time.time() - event.ts)
+            await our_samples(stream, await opened, scope, warm_up, samples)
 
         listener = asyncio.ensure_future(listen())
         async with stream.run(**scope) as run:
@@ -355,20 +382,8 @@ async def peer_latency(url: str, prefix: str, rate: int, runs: int) -> tuple[lis
         deps = peer_deps(url, f"lat-{rate}-{runs}-{n}-{uuid.uuid4().hex[:6]}", prefix)
         await deps.start()
 
-        async def listen() -> None:
-            async for event in deps.listen(serialize=False):
-                if event["type"] == "event" and event["body"]["i"] >= warm_up:
-                    samples.append(time.time() - event["body"]["t"])
-
-        listener = asyncio.ensure_future(listen())
-
-        async def emit_one(i: int) -> None:
-            body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
-            body["i"] = i
-            await deps.add(type="event", origin="pydantic-ai", body=body)
-
-        reached.append(await paced(rate, count, emit_one))
-        await deps.stop()
+        listener = asyncio.ensure_future(peer_samples(deps, warm_up, samples))
+        reached.append(await peer_produce(deps, rate, count))
         await listener
 
     await asyncio.gather(*(one(n) for n in range(runs)))
@@ -388,17 +403,11 @@ async def _child_listen(side: str, url: str, prefix: str, warm_up: int) -> list[
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def ours(run: dict[str, str]) -> None:
-        assert stream is not None
         scope = {"session_id": run["session_id"], "product_id": run["product_id"]}
-        async for event in stream.listen(run["run_id"], **scope):
-            if event.type == "text_delta" and event.seq - 2 >= warm_up:
-                samples.append(time.time() - event.ts)
+        await our_samples(stream, run["run_id"], scope, warm_up, samples)
 
     async def peer(run: dict[str, str]) -> None:
-        deps = peer_deps(url, run["session"], prefix)
-        async for event in deps.listen(serialize=False):
-            if event["type"] == "event" and event["body"]["i"] >= warm_up:
-                samples.append(time.time() - event["body"]["t"])
+        await peer_samples(peer_deps(url, run["session"], prefix), warm_up, samples)
 
     def read() -> None:  # stdin on a thread: one line per run, then EOF
         for line in sys.stdin:
@@ -483,14 +492,7 @@ async def peer_latency_apart(
         deps = peer_deps(url, session, prefix)
         await deps.start()
         await listeners.follow(session=session)
-
-        async def emit_one(i: int) -> None:
-            body = {"idx": 0, "event": "part_delta", "content_delta": "tok ", "t": time.time()}
-            body["i"] = i
-            await deps.add(type="event", origin="pydantic-ai", body=body)
-
-        reached.append(await paced(rate, count, emit_one))
-        await deps.stop()
+        reached.append(await peer_produce(deps, rate, count))
 
     with frozen_heap():
         await asyncio.gather(*(one(n) for n in range(runs)))
