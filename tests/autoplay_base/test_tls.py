@@ -5,6 +5,7 @@ from __future__ import annotations
 import ssl
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import certifi
 import pytest
@@ -41,14 +42,19 @@ def test_one_verifying_context_per_process(loads: list[threading.Thread]) -> Non
 
 
 def test_the_ca_variables_httpx_honours_are_honoured(
-    loads: list[threading.Thread], monkeypatch: pytest.MonkeyPatch
+    loads: list[threading.Thread], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("SSL_CERT_FILE", "/nonexistent/ca.pem")
     with pytest.raises(FileNotFoundError):
         tls_context()
     assert _tls._context is None  # a failed build is not kept: the next call tries again
-    monkeypatch.setenv("SSL_CERT_FILE", certifi.where())
-    assert tls_context().cert_store_stats()["x509_ca"] > 0
+    # One certificate of certifi's bundle alone: the context holds exactly that one.
+    bundle = Path(certifi.where()).read_text()
+    end = "-----END CERTIFICATE-----"
+    single = tmp_path / "one.pem"
+    single.write_text(bundle[bundle.index("-----BEGIN CERTIFICATE-----") : bundle.index(end)] + end)
+    monkeypatch.setenv("SSL_CERT_FILE", str(single))
+    assert tls_context().cert_store_stats()["x509_ca"] == 1
 
 
 async def test_the_async_twin_builds_it_off_the_loop_once(loads: list[threading.Thread]) -> None:
