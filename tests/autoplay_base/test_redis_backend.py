@@ -161,29 +161,100 @@ def test_key_layout_is_namespaced_and_escaped(
     assert other.products_for("sess%1") == []
 
 
-def test_every_write_and_read_refreshes_the_session_ttl(make_redis_backend: MakeBackend) -> None:
-    backend = make_redis_backend(idle_ttl_seconds=1000.0)
+# T0 is 20 s into a 60 s refresh grain (the grain of a 1,000 s TTL is min(1000 / 16, 60)).
+NEXT_GRAINS = (T0 + 41, T0 + 101, T0 + 161)
+
+
+def _session_key_names(backend: RedisBackend, key: SessionKey = KEY) -> list[str]:
+    """The session's keys (and on a cluster its dedupe window's), as they exist now."""
+    names = list(backend._keys.session_keys(key))
+    if backend._cluster:
+        names += backend._keys.window_keys(key)
+    return [name for name in names if backend.client.exists(name)]
+
+
+def _ttls(backend: RedisBackend, names: list[str]) -> list[int]:
+    return [int(backend.client.pttl(name)) for name in names]
+
+
+@pytest.fixture(params=["standalone", "cluster"])
+def ttl_backend(request: pytest.FixtureRequest, make_redis_backend: MakeBackend) -> RedisBackend:
+    if request.param == "cluster":
+        backend: RedisBackend = request.getfixturevalue("make_cluster_backend")(
+            idle_ttl_seconds=1000.0
+        )
+        return backend
+    return make_redis_backend(idle_ttl_seconds=1000.0)
+
+
+def test_the_first_touch_in_each_grain_refreshes_every_session_key(
+    ttl_backend: RedisBackend,
+) -> None:
+    backend = ttl_backend
     backend.append_actions(KEY, ["a"], at=T0, event_id="e1")
-    layout = [
-        backend._keys.session(KEY, ":m"),
-        backend._keys.session(KEY, ":a"),
-        backend._keys.session(KEY, ":x"),
-        backend._keys.products("s1"),
-    ]
-    client = backend.client
+    names = _session_key_names(backend)
+    # ttl + one grain: a touch later in the same grain needs no PEXPIRE of its own.
+    assert all(1_000_000 < ttl <= 1_060_000 for ttl in _ttls(backend, names))
+    assert len(names) == (6 if backend._cluster else 4)  # a cluster window: no stale run yet
+    operations = (
+        lambda at: backend.read(KEY, ALL, now=at),
+        lambda at: backend.append_actions(KEY, ["b"], at=at, event_id="e2"),
+        lambda at: backend.apply_summary(KEY, "s", replaces=0, at=at),
+    )
+    for operation, at in zip(operations, NEXT_GRAINS, strict=True):
+        for name in names:
+            backend.client.pexpire(name, 5000)
+        operation(at)
+        # Only a write with an event id touches the dedupe window: otherwise its keys
+        # keep the 5 s just set.
+        window = 0 if operation is operations[1] else len(names) - 4
+        ttls = _ttls(backend, names)
+        assert all(1_000_000 < ttl <= 1_060_000 for ttl in ttls[: len(names) - window])
+        assert all(0 < ttl <= 5000 for ttl in ttls[len(names) - window :])
 
-    def ttls() -> list[int]:
-        return [int(client.pttl(name)) for name in layout]
 
-    assert all(900_000 < ttl <= 1_000_000 for ttl in ttls())
-    for name in layout:
-        client.pexpire(name, 5000)
+def test_touches_within_a_grain_leave_the_expiry_alone(ttl_backend: RedisBackend) -> None:
+    backend = ttl_backend
+    backend.append_actions(KEY, ["a"], at=T0, event_id="e1")
+    names = _session_key_names(backend)
+    for name in names:
+        backend.client.pexpire(name, 5000)
     backend.read(KEY, ALL, now=T0 + 1)
-    assert all(900_000 < ttl <= 1_000_000 for ttl in ttls())
-    for name in layout:
-        client.pexpire(name, 5000)
-    backend.apply_summary(KEY, "s", replaces=0, at=T0 + 2)
-    assert all(900_000 < ttl <= 1_000_000 for ttl in ttls())
+    backend.append_actions(KEY, ["b"], at=T0 + 2, event_id="e2")
+    backend.apply_summary(KEY, "s", replaces=0, at=T0 + 3)
+    assert all(0 < ttl <= 5000 for ttl in _ttls(backend, names))
+    assert backend.read(KEY, ALL, now=T0 + 4) == SessionView("s", ["a", "b"], T0 + 3, T0 + 3)
+
+
+def test_a_cluster_dedupe_window_keeps_a_grain_of_its_own(
+    make_cluster_backend: MakeBackend,
+) -> None:
+    """Writes without an event id touch the session, not its window: the next write with
+    one, in the same grain as that touch, still re-expires the window."""
+    backend = make_cluster_backend(idle_ttl_seconds=1000.0)
+    backend.append_actions(KEY, ["a"], at=T0, event_id="e1")
+    window = [name for name in backend._keys.window_keys(KEY) if backend.client.exists(name)]
+    assert len(window) == 2  # ids and digests (no stale run)
+    for name in window:
+        backend.client.pexpire(name, 5000)
+    backend.append_actions(KEY, ["b"], at=NEXT_GRAINS[0])
+    assert all(0 < ttl <= 5000 for ttl in _ttls(backend, window))
+    backend.append_actions(KEY, ["c"], at=NEXT_GRAINS[0] + 1, event_id="e2")
+    assert all(1_000_000 < ttl <= 1_060_000 for ttl in _ttls(backend, window))
+    assert backend.append_actions(KEY, ["c"], at=NEXT_GRAINS[0] + 2, event_id="e2") is False
+
+
+def test_a_list_a_summary_emptied_gets_an_expiry_when_it_is_made_again(
+    ttl_backend: RedisBackend,
+) -> None:
+    backend = ttl_backend
+    backend.append_actions(KEY, ["a", "b"], at=T0)
+    backend.apply_summary(KEY, "s", replaces=2, at=T0 + 1)
+    actions_key = backend._keys.session_keys(KEY)[1]
+    assert backend.client.exists(actions_key) == 0
+    backend.append_actions(KEY, ["c"], at=T0 + 2)  # the same grain
+    assert 1_000_000 < backend.client.pttl(actions_key) <= 1_060_000
+    assert backend.read(KEY, ALL, now=T0 + 3) == SessionView("s", ["c"], T0 + 1, T0 + 2)
 
 
 def test_history_ttl_slides_on_append_and_get(make_redis_backend: MakeBackend) -> None:

@@ -89,7 +89,22 @@ def _inner_commands(backend: RedisBackend) -> dict[str, int]:
     return {name[8:]: int(stat["calls"]) for name, stat in stats.items() if name not in skip}
 
 
-def test_an_append_to_a_known_session_of_a_known_user_runs_17_commands(
+_APPEND_COMMANDS = {
+    "hget": 1,
+    "zrange": 1,
+    "zscore": 1,
+    "zadd": 4,
+    "rpush": 1,
+    "hset": 2,
+    "xadd": 1,
+    "zcard": 1,
+    "zpopmin": 1,
+    "hdel": 1,
+    "del": 1,
+}
+
+
+def test_an_append_to_a_known_session_of_a_known_user_runs_13_commands(
     make_redis_backend: MakeBackend,
 ) -> None:
     backend = make_redis_backend(dedupe_window=2)
@@ -98,23 +113,32 @@ def test_an_append_to_a_known_session_of_a_known_user_runs_17_commands(
     backend.client.config_resetstat()
     assert backend.append_actions(KEY, ["b"], at=T0 + 5, event_id="e5", user_id="u")
     # dedupe check, sweep, touch (2), append + last, users and user indexes (2), stream,
-    # TTLs (4), mark seen (2), window size, pop the oldest id and forget its digest, run.
-    assert _inner_commands(backend) == {
-        "hget": 1,
-        "zrange": 1,
-        "zscore": 1,
-        "zadd": 4,
-        "rpush": 1,
-        "hset": 2,
-        "xadd": 1,
-        "pexpire": 4,
-        "zcard": 1,
-        "zpopmin": 1,
-        "hdel": 1,
-        "del": 1,
-    }
+    # mark seen (2), window size, pop the oldest id and forget its digest, run. No
+    # PEXPIRE: the session was touched earlier in the same refresh grain.
+    assert _inner_commands(backend) == _APPEND_COMMANDS
     assert backend.client.zrange(f"{backend.prefix}:e:p1", 0, -1) == ["e2", "e5"]
     assert sorted(backend.client.hkeys(f"{backend.prefix}:ed:p1")) == ["e2", "e5"]
+
+
+def test_the_first_touch_in_a_grain_re_expires_the_four_session_keys(
+    make_redis_backend: MakeBackend,
+) -> None:
+    backend = make_redis_backend(dedupe_window=2)  # a 4 h TTL: 60 s grains
+    for n in range(3):
+        backend.append_actions(KEY, ["a"], at=T0 + n, event_id=f"e{n}", user_id="u")
+    backend.client.config_resetstat()
+    assert backend.append_actions(KEY, ["b"], at=T0 + 60, event_id="e5", user_id="u")
+    assert _inner_commands(backend) == {**_APPEND_COMMANDS, "pexpire": 4}
+    backend.client.config_resetstat()
+    assert backend.read(KEY, ALL, now=T0 + 61) is not None  # the same grain
+    assert backend.read(KEY, ALL, now=T0 + 130) is not None
+    assert _inner_commands(backend) == {
+        "zscore": 2,
+        "zadd": 2,
+        "hmget": 2,
+        "lrange": 2,
+        "pexpire": 4,
+    }
 
 
 def test_a_new_user_and_a_new_session_of_a_user_are_still_indexed_and_bounded(

@@ -51,8 +51,9 @@ user ids; ``M`` = ``P:S`` names one session, ``PU`` = ``P:U`` one product's user
 
 In a cluster the same names carry hash tags (ids also have ``{``/``}`` encoded as
 ``%7B``/``%7D`` inside key names, so no id can move a tag): ``s:P:{S}:*``, ``p:{S}``,
-``h:P:{S}``, ``u:P:{U}``, ``up:{U}``, the meta hash has one more field ``t`` (when
-the session was last touched), and the dedupe window is the session's own:
+``h:P:{S}``, ``u:P:{U}``, ``up:{U}``, the meta hash has two more fields, ``t`` (when
+the session was last touched) and ``w`` (when its window's expiry was last set),
+and the dedupe window is the session's own:
 ``e:P:{S}``, ``ed:P:{S}``, ``er:P:{S}`` (see *Cluster*).
 
 Dedupe follows the contract of :mod:`autoplay_base.backends.base`: a write is a
@@ -72,7 +73,9 @@ backend uses call order; the two agree whenever those values do not go backwards
 (``time.time()`` in one process), and ties sort by key name.
 
 Session keys (``s:M:*``, ``p:S``) carry a sliding TTL of
-``idle_ttl_seconds`` refreshed on every write and read; chat histories one of
+``idle_ttl_seconds``: the first write or read of a session in each grain of
+min(TTL / 16, 60 s) sets them to expire after TTL + one grain, so later touches in
+that grain need no ``PEXPIRE`` (a write that made a key again sets it too); chat histories one of
 ``history_ttl_seconds`` refreshed on every append and get. Expiry decisions
 themselves compare the caller's clock values (``now - touched > idle_ttl``) inside
 the scripts, exactly as the in-memory backend does; the TTL only reclaims memory.

@@ -11,6 +11,7 @@ __all__ = [
     "F_SUMMARY",
     "F_SUMMARY_AT",
     "F_TOUCHED",
+    "F_WINDOW_REFRESHED",
     "META",
     "PRODUCTS",
     "SEEN",
@@ -53,6 +54,7 @@ F_LAST = "l"
 F_SUMMARY = "s"
 F_SUMMARY_AT = "st"
 F_TOUCHED = "t"  # cluster only: when the session was last touched (its index score)
+F_WINDOW_REFRESHED = "w"  # cluster only: when its dedupe window's expiry was last set
 
 
 escape_id = escape_id_part

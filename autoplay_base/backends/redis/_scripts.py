@@ -15,6 +15,7 @@ from autoplay_base.backends.redis._layout import (
     F_SUMMARY,
     F_SUMMARY_AT,
     F_TOUCHED,
+    F_WINDOW_REFRESHED,
     META,
     PRODUCTS,
     SEEN,
@@ -29,6 +30,10 @@ from autoplay_base.backends.redis._layout import (
 )
 
 _SWEEP_PER_CALL = 1000  # bounds the time one write script may spend expiring idle sessions
+# A session's keys are re-expired at most once per grain, min(ttl / 16, 60 s), and kept
+# ttl + grain: four PEXPIREs were an eighth of a write script's server time.
+_REFRESH_GRAINS = 16
+_REFRESH_GRAIN_MAX_S = 60.0
 
 # -- scripts -----------------------------------------------------------------------------
 # Every float travels as Python's repr and is stored as received: Lua's tostring would
@@ -42,15 +47,27 @@ local member = ARGV[4]
 local now_s = ARGV[5]
 local now = tonumber(now_s)
 local expired = 0
+-- Key expiry is a backstop: liveness is the touch time. A refresh sets ttl + grain, so
+-- the keys of a session touched again within the same grain (the first touch in a grain
+-- refreshes) already outlive ttl from now and need no PEXPIRE.
+local grain, expiry_ms, fresh = nil, nil, false
+local window_kept = true
+if ttl ~= nil then
+  grain = math.min(ttl / @GRAINS@, @GRAIN_MAX@)
+  expiry_ms = ttl_ms + math.floor(grain * 1000)
+end
+local function same_grain(touched)
+  return grain ~= nil and math.floor(touched / grain) == math.floor(now / grain)
+end
 """
 
 _LUA_REFRESH = """
 local function refresh()
-  if ttl_ms ~= nil then
-    redis.call("PEXPIRE", meta, ttl_ms)
-    redis.call("PEXPIRE", acts, ttl_ms)
-    redis.call("PEXPIRE", stream, ttl_ms)
-    redis.call("PEXPIRE", pkey, ttl_ms)
+  if expiry_ms ~= nil and not fresh then
+    redis.call("PEXPIRE", meta, expiry_ms)
+    redis.call("PEXPIRE", acts, expiry_ms)
+    redis.call("PEXPIRE", stream, expiry_ms)
+    redis.call("PEXPIRE", pkey, expiry_ms)
   end
 end
 """
@@ -99,6 +116,7 @@ local function live()
     expired = expired + 1
     return false
   end
+  fresh = same_grain(touched)
   redis.call("ZADD", idx, now_s, member)
   return true
 end
@@ -133,7 +151,10 @@ _LUA_APPEND = """
     local cap = tonumber(ARGV[10])
     local length = 0
     for i = 19, #ARGV, 1000 do
-      length = redis.call("RPUSH", acts, unpack(ARGV, i, math.min(i + 999, #ARGV)))
+      local last = math.min(i + 999, #ARGV)
+      length = redis.call("RPUSH", acts, unpack(ARGV, i, last))
+      -- A list a summary emptied is gone: the one this made has no expiry yet.
+      if length == last - i + 1 then fresh = false end
     end
     if length > cap then
       trimmed = length - cap
@@ -172,7 +193,8 @@ if has_event then
   redis.call("ZADD", seen, ARGV[18], ARGV[8])
   redis.call("HSET", digests, ARGV[8], ARGV[17])
   local older = false
-  local over = redis.call("ZCARD", seen) - window
+  local card = redis.call("ZCARD", seen)
+  local over = card - window
   if over > 0 then
     -- The ``over`` oldest ids (ties by id, as ZRANGE ranks them), popped in one call.
     local popped = redis.call("ZPOPMIN", seen, over)
@@ -184,15 +206,20 @@ if has_event then
     redis.call("HDEL", digests, unpack(gone))
   end
   if older then
-    if redis.call("INCR", stale) > 4 * window then
+    local run = redis.call("INCR", stale)
+    if run == 1 then window_kept = false end
+    if run > 4 * window then
       redis.call("DEL", seen, digests, stale)
       redis.call("ZADD", seen, ARGV[18], ARGV[8])
       redis.call("HSET", digests, ARGV[8], ARGV[17])
       resets = 1
+      window_kept = false
     end
   else
     redis.call("DEL", stale)
   end
+  -- Keys this write made have no expiry yet (cluster: see ``window_fresh``).
+  if card == 1 then window_kept = false end
 end
 """
 
@@ -320,8 +347,12 @@ _LUA_CLUSTER_PRELUDE = (
 local meta, acts, stream, pkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local seen, digests, stale = KEYS[5], KEYS[6], KEYS[7]
 local p = string.sub(member, 1, string.find(member, ":", 1, true) - 1)
+-- The dedupe window is refreshed by writes with an event id only, so it keeps its own
+-- grain: ``@W@`` is when its expiry was last set.
+local window_fresh = false
 local function live()
-  local touched = tonumber(redis.call("HGET", meta, "@T@"))
+  local m = redis.call("HMGET", meta, "@T@", "@W@")
+  local touched = tonumber(m[1])
   if touched == nil then return false end
   if ttl ~= nil and now - touched > ttl then
     redis.call("DEL", meta, acts, stream)
@@ -329,6 +360,8 @@ local function live()
     expired = expired + 1
     return false
   end
+  fresh = same_grain(touched)
+  window_fresh = m[2] and same_grain(tonumber(m[2]))
   redis.call("HSET", meta, "@T@", now_s)
   return true
 end
@@ -357,11 +390,12 @@ if ARGV[6] == "a" then
     + _LUA_STREAM
     + _LUA_MARK_SEEN
     + """
-if has_event and ttl_ms ~= nil then
+if has_event and expiry_ms ~= nil and not (window_fresh and window_kept) then
   -- The window is the session's: it expires with it (a reset keeps it).
-  redis.call("PEXPIRE", seen, ttl_ms)
-  redis.call("PEXPIRE", digests, ttl_ms)
-  redis.call("PEXPIRE", stale, ttl_ms)
+  redis.call("PEXPIRE", seen, expiry_ms)
+  redis.call("PEXPIRE", digests, expiry_ms)
+  redis.call("PEXPIRE", stale, expiry_ms)
+  redis.call("HSET", meta, "@W@", now_s)
 end
 return {1, trimmed, expired, created, reused, resets}
 """
@@ -483,7 +517,10 @@ def _render(body: str, *, prelude: str = "") -> str:
         ("@SUMAT@", F_SUMMARY_AT),
         ("@SUM@", F_SUMMARY),
         ("@T@", F_TOUCHED),
+        ("@W@", F_WINDOW_REFRESHED),
         ("@SWEEP@", str(_SWEEP_PER_CALL)),
+        ("@GRAINS@", str(_REFRESH_GRAINS)),
+        ("@GRAIN_MAX@", repr(_REFRESH_GRAIN_MAX_S)),
     ):
         source = source.replace(placeholder, value)
     return source
