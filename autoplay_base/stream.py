@@ -95,7 +95,7 @@ from autoplay_base._connection import (
 )
 from autoplay_base._lanes import DEFAULT_LANE_LINGER, MAX_LINGERING_LANES, Lanes
 from autoplay_base._threads import CallbackThreads
-from autoplay_base._tls import atls_context, tls_context
+from autoplay_base._tls import atls_context_for, tls_context_for
 from autoplay_base.errors import ConfigError
 from autoplay_base.events import Event
 
@@ -212,7 +212,9 @@ class ConnectorClient(ClientBase):
         threads.start()
         failure: BaseException | None = None
         try:
-            with httpx.Client(timeout=self._timeout, verify=tls_context()) as http:
+            with httpx.Client(
+                timeout=self._timeout, verify=tls_context_for(self._core.url)
+            ) as http:
                 for events in iter_event_batches(self._core, http, self._slot):
                     threads.put_many(events)
         except BaseException as exc:
@@ -389,7 +391,7 @@ class AsyncConnectorClient(ClientBase):
             raise error
 
     async def _read(self) -> None:
-        verify = await atls_context()
+        verify = await atls_context_for(self._core.url)
         async with httpx.AsyncClient(timeout=self._timeout, verify=verify) as http:
             on_frame = self._core.on_frame
             put = self._lanes.put

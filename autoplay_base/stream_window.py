@@ -43,7 +43,7 @@ from autoplay_base._reconnect import (
     ResumeState,
 )
 from autoplay_base._secret import resolve_token
-from autoplay_base._tls import atls_context, tls_context
+from autoplay_base._tls import atls_context_for, tls_context_for
 from autoplay_base.errors import (
     ConfigError,
     ConnectorUnavailableError,
@@ -170,7 +170,7 @@ def _iter_window(
     slot = ResponseSlot()
     timer = threading.Timer(timeout, slot.abort) if timeout is not None else None
     yielded = 0
-    with httpx.Client(timeout=limits, verify=tls_context()) as http:
+    with httpx.Client(timeout=limits, verify=tls_context_for(core.url)) as http:
         if timer is not None:
             timer.daemon = True
             timer.start()
@@ -237,7 +237,7 @@ async def _aiter_window(
 
     async def produce() -> None:
         try:
-            verify = await atls_context()
+            verify = await atls_context_for(core.url)
             async with httpx.AsyncClient(timeout=limits, verify=verify) as http:
                 async for event in aiter_events(core, http):
                     await handoff.put(event)

@@ -45,7 +45,7 @@ import httpx
 
 from autoplay_base._counters import Counters
 from autoplay_base._secret import Secret
-from autoplay_base._tls import atls_context
+from autoplay_base._tls import atls_context_for
 from autoplay_base.emulator._channels import Channel, Frame
 from autoplay_base.errors import ConfigError
 
@@ -204,7 +204,7 @@ class WebhookPusher:
 
         ``changed`` is called after each event's outcome (the server's stats waiters).
         """
-        verify = await atls_context()
+        verify = await atls_context_for(self.url)
         async with httpx.AsyncClient(timeout=self.timeout, verify=verify) as client:
             while True:
                 # Cleared before the scan, not after: a wake during the scan is kept.

@@ -11,10 +11,11 @@ import certifi
 import pytest
 
 from autoplay_base import _tls
-from autoplay_base._tls import atls_context, tls_context
+from autoplay_base._tls import atls_context, atls_context_for, tls_context, tls_context_for
 from autoplay_base.emulator import EmulatorServer, IngestReceiver
+from autoplay_base.errors import ConnectorUnavailableError
 from autoplay_base.stream import AsyncConnectorClient
-from autoplay_base.stream_window import aiter_stream_events
+from autoplay_base.stream_window import aiter_stream_events, iter_stream_events
 from autoplay_base.tracking import AsyncTracker, HttpBatchSink
 from tests._fixtures.emulator import EmulatorFactory
 
@@ -23,6 +24,7 @@ from tests._fixtures.emulator import EmulatorFactory
 def loads(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[threading.Thread]]:
     """A process with no shared context yet; the thread of every CA bundle load is recorded."""
     monkeypatch.setattr(_tls, "_context", None)
+    monkeypatch.setattr(_tls, "_trusts_nothing", None)
     threads: list[threading.Thread] = []
     load = ssl.SSLContext.load_verify_locations
 
@@ -74,12 +76,11 @@ async def test_a_build_error_reaches_the_awaiting_task(
         await atls_context()
 
 
-async def test_async_clients_never_load_the_ca_bundle_on_the_loop(
+async def test_plain_http_clients_load_no_ca_bundle(
     loads: list[threading.Thread], emulator_factory: EmulatorFactory
 ) -> None:
     server: EmulatorServer = emulator_factory()
-    loop_thread = threading.current_thread()
-    for _ in range(2):  # a second run reuses the context: no second load
+    for _ in range(2):
         client = AsyncConnectorClient(server.url_for("acme"))
         task = client.run_in_background()
         assert await server.await_for(lambda s: s.streams_active == 1, timeout=5)
@@ -94,5 +95,31 @@ async def test_async_clients_never_load_the_ca_bundle_on_the_loop(
             assert (await tracker.aflush(timeout=5.0)).delivered == 1
     finally:
         receiver.close()
+    assert loads == []
+
+
+async def test_a_plain_http_client_gets_a_context_that_trusts_nothing(
+    loads: list[threading.Thread],
+) -> None:
+    untrusting = await atls_context_for("HTTP://127.0.0.1:1/stream")
+    assert tls_context_for("http://example.com/") is untrusting
+    # Should TLS ever start on it, verification fails: no certificate is trusted.
+    assert (untrusting.verify_mode, untrusting.check_hostname) == (ssl.CERT_REQUIRED, True)
+    assert untrusting.cert_store_stats()["x509_ca"] == 0
+    assert loads == []
+    assert await atls_context_for("https://example.com/") is tls_context()
     assert len(loads) == 1
-    assert loads[0] is not loop_thread
+
+
+async def test_https_clients_share_one_bundle_loaded_off_the_loop(
+    loads: list[threading.Thread], emulator_factory: EmulatorFactory
+) -> None:
+    server: EmulatorServer = emulator_factory()
+    https = server.url_for("acme").replace("http://", "https://", 1)  # a plain-HTTP port
+    with pytest.raises(ConnectorUnavailableError):
+        _ = [e async for e in aiter_stream_events(https, timeout=0.3)]
+    assert len(loads) == 1
+    assert loads[0].name == "autoplay-tls"
+    with pytest.raises(ConnectorUnavailableError):
+        list(iter_stream_events(https, timeout=0.3))
+    assert len(loads) == 1

@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 import httpx
 
 from autoplay_base._reconnect import Backoff, parse_retry_after, safe_url
-from autoplay_base._tls import atls_context, tls_context
+from autoplay_base._tls import atls_context_for, tls_context_for
 from autoplay_base.errors import ConfigError
 from autoplay_base.tracking.policy import (
     DEFAULT_FLUSH_INTERVAL,
@@ -138,7 +138,7 @@ class HttpBatchSink(Sink):
         """POST ``events`` once."""
         if self._client is None:
             self._client = httpx.Client(
-                timeout=self.timeout, follow_redirects=False, verify=tls_context()
+                timeout=self.timeout, follow_redirects=False, verify=tls_context_for(self.url)
             )
         try:
             response = self._client.post(
@@ -151,7 +151,7 @@ class HttpBatchSink(Sink):
     async def asend(self, events: Sequence[Encoded]) -> Outcome:
         """POST ``events`` once, with ``httpx.AsyncClient``."""
         if self._aclient is None:
-            verify = await atls_context()
+            verify = await atls_context_for(self.url)
             if self._aclient is None:  # another send may have made it during the await
                 self._aclient = httpx.AsyncClient(
                     timeout=self.timeout, follow_redirects=False, verify=verify
