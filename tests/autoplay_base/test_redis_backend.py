@@ -53,6 +53,7 @@ from tests.autoplay_base.factories import FakeClock, actions
 T0 = 1_700_000_000.0
 NO_DEDUPE_COUNTS = {"reused_ids": 0, "dedupe_resets": 0}
 KEY = SessionKey("p1", "s1")
+OTHER = SessionKey("p1", "s-other")
 ALL = ReadOptions()
 QUERY = "What next?"
 MakeBackend = Callable[..., RedisBackend]
@@ -329,6 +330,9 @@ async def around_trips(call: Callable[[], Any]) -> int:
 async def test_one_round_trip_per_write_read_and_enrich(counted: RedisBackend) -> None:
     now = time.time()
     lines = [f"line {i}" for i in range(30)]
+    # A backend's scripts carry its configuration: the first call of each loads them
+    # (NOSCRIPT, SCRIPT LOAD, the call again), every later one is one round trip.
+    assert round_trips(lambda: counted.append_actions(OTHER, ["x"], at=now)) == 3
     assert round_trips(lambda: counted.append_actions(KEY, lines, at=now, user_id="u")) == 1
     assert round_trips(lambda: counted.apply_summary(KEY, "s", replaces=10, at=now)) == 1
     assert round_trips(lambda: counted.read(KEY, ReadOptions(lookback_seconds=60), now=now)) == 1
@@ -363,6 +367,33 @@ async def test_scripts_reload_after_script_flush(make_redis_backend: MakeBackend
     assert (await backend.aread(KEY, ALL, now=T0 + 4)) == SessionView(
         None, ["a", "b", "c", "d"], None, T0 + 3
     )
+
+
+@pytest.mark.parametrize("prefix", ['q"uote', "back\\slash", "new\nline", "]]==]é\x00", "a b--c"])
+def test_a_prefix_written_into_the_scripts_stays_a_plain_string(
+    make_redis_backend: MakeBackend, redis_url: str, prefix: str
+) -> None:
+    backend = make_redis_backend(prefix=prefix, max_actions_per_session=2, idle_ttl_seconds=None)
+    try:
+        for n in range(3):
+            backend.append_actions(KEY, [f"a{n}"], at=T0 + n, event_id=f"e{n}", user_id="u")
+        assert backend.read(KEY, ALL, now=T0 + 5) == SessionView(None, ["a1", "a2"], None, T0 + 2)
+        assert backend.sessions() == [KEY]
+        assert backend.client.exists(f"{prefix}:s:p1:s1:m", f"{prefix}:e:p1") == 2
+    finally:
+        remove_keys(redis_url, prefix)
+
+
+def test_each_configuration_has_scripts_of_its_own(make_redis_backend: MakeBackend) -> None:
+    capped = make_redis_backend(max_actions_per_session=1)
+    roomy = make_redis_backend(max_actions_per_session=3)
+    assert capped._cfg.scripts.write.sha != roomy._cfg.scripts.write.sha
+    assert make_redis_backend(max_actions_per_session=1)._cfg.scripts is capped._cfg.scripts
+    for backend in (capped, roomy):  # the same keys, each backend its own bound
+        backend.append_actions(KEY, ["a", "b"], at=T0)
+    assert roomy.read(KEY, ALL, now=T0 + 1) == SessionView(None, ["b", "a", "b"], None, T0)
+    capped.append_actions(KEY, ["c"], at=T0 + 2)
+    assert roomy.read(KEY, ALL, now=T0 + 3) == SessionView(None, ["c"], None, T0 + 2)
 
 
 async def test_append_many_matches_single_appends(make_redis_backend: MakeBackend) -> None:

@@ -43,7 +43,6 @@ from autoplay_base.backends.redis._outage import (
     OutageBuffer,
     Pending,
 )
-from autoplay_base.backends.redis._scripts import LOAD_SCRIPTS
 from autoplay_base.backends.redis._wire import Command, pack_commands
 from autoplay_base.errors import (
     BackendAuthError,
@@ -516,7 +515,7 @@ class Accounting:
         full answer stay buffered, marked as sent: Redis may have applied them.
         """
         replies = exchange.replies
-        position = len(LOAD_SCRIPTS)
+        position = len(self._cfg.scripts.load)
         done = 0
         for pending in batch:
             op = pending.op
@@ -533,8 +532,9 @@ class Accounting:
 
     def _replay_packed(self, batch: list[Pending[Op]]) -> tuple[bytes, int]:
         # Scripts are loaded first: a restarted server has an empty script cache.
-        packed = pack_commands(LOAD_SCRIPTS) + b"".join(pending.op.packed for pending in batch)
-        return packed, len(LOAD_SCRIPTS) + sum(pending.op.replies for pending in batch)
+        load = self._cfg.scripts.load
+        packed = pack_commands(load) + b"".join(pending.op.packed for pending in batch)
+        return packed, len(load) + sum(pending.op.replies for pending in batch)
 
     @property
     def buffered_writes(self) -> int:

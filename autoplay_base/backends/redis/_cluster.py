@@ -35,9 +35,7 @@ from autoplay_base.backends.redis._layout import (
 from autoplay_base.backends.redis._scripts import (
     CLUSTER_DROP,
     CLUSTER_INDEX,
-    CLUSTER_READ,
     CLUSTER_USERS,
-    CLUSTER_WRITE,
 )
 from autoplay_base.backends.redis._wire import Command
 
@@ -98,16 +96,18 @@ class ClusterPlan:
         self.max_users = max_users
         self.per_user = per_user
 
-    def session_write(self, key: SessionKey, argv: Sequence[Any]) -> Command:
-        """The session's write script: its keys, then the standalone script's ARGV."""
+    def session_write(self, key: SessionKey, sha: str, argv: Sequence[Any]) -> Command:
+        """The session's write script ``sha``: its keys, then the standalone script's ARGV."""
         keys = (*self.keys.session_keys(key), *self.keys.window_keys(key))
-        return ("EVALSHA", CLUSTER_WRITE.sha, len(keys), *keys, *argv)
+        return ("EVALSHA", sha, len(keys), *keys, *argv)
 
-    def session_read(self, key: SessionKey, argv: Sequence[Any], now: str) -> tuple[Command, ...]:
-        """The read script and the sessions index touch (independent: one step)."""
+    def session_read(
+        self, key: SessionKey, sha: str, argv: Sequence[Any], now: str
+    ) -> tuple[Command, ...]:
+        """The read script ``sha`` and the sessions index touch (independent: one step)."""
         keys = self.keys.session_keys(key)
         return (
-            ("EVALSHA", CLUSTER_READ.sha, len(keys), *keys, *argv),
+            ("EVALSHA", sha, len(keys), *keys, *argv),
             self._index(key, now, "r"),
         )
 

@@ -34,7 +34,7 @@ from autoplay_base.backends.redis._layout import (
     session_member,
     unescape_id,
 )
-from autoplay_base.backends.redis._scripts import FORGET_USER, READ, SESSIONS_SCRIPT, WRITE
+from autoplay_base.backends.redis._scripts import FORGET_USER, ScriptSet
 from autoplay_base.backends.redis._wire import Command, score_pairs
 
 __all__ = [
@@ -71,6 +71,7 @@ class Settings(NamedTuple):
     ttl_ms: str
     history_ttl_ms: int | None
     stream_maxlen: int
+    scripts: ScriptSet  # the session scripts with the above written in
 
     @property
     def cluster(self) -> bool:
@@ -92,8 +93,8 @@ def _json(data: Any) -> str:
         return json.dumps(list(data))
 
 
-def _base_args(cfg: Settings, key: SessionKey, now: float) -> list[Any]:
-    return [cfg.keys.prefix, cfg.ttl, cfg.ttl_ms, session_member(key), f(now)]
+def _base_args(key: SessionKey, now: float) -> list[Any]:
+    return [session_member(key), f(now)]
 
 
 def _write_argv(
@@ -108,7 +109,7 @@ def _write_argv(
     data: Any,
     user_id: str | None,
 ) -> list[Any]:
-    """ARGV 1-18 of the write script (see ``_scripts.py``), the same for both modes.
+    """ARGV 1-9 of the write script (see ``_scripts.py``), the same for both modes.
 
     The content digest (the dedupe key's companion) covers what the caller sent.
     """
@@ -118,24 +119,14 @@ def _write_argv(
     else:
         order = stamp if sent_at is None else f(sent_at)
         dedupe = ["1", event_id, content_digest(content), order]
-    bounds = cfg.bounds
     return [
-        cfg.keys.prefix,
-        cfg.ttl,
-        cfg.ttl_ms,
         session_member(key),
         stamp,
         mode,
         dedupe[0],
         dedupe[1],
-        bounds.max_sessions,
-        bounds.max_actions_per_session,
-        bounds.dedupe_window,
-        cfg.stream_maxlen,
         _json(data) if cfg.stream_maxlen else "",
         escape_id(user_id) if user_id else "",
-        bounds.max_sessions_per_user,
-        bounds.users,
         dedupe[2],
         dedupe[3],
     ]
@@ -143,9 +134,10 @@ def _write_argv(
 
 def _script_write(cfg: Settings, key: SessionKey, argv: list[Any]) -> Command:
     """The write script of the topology: one slot's in a cluster, the whole write else."""
+    sha = cfg.scripts.write.sha
     if cfg.cluster:
-        return cfg.plan.session_write(key, argv)
-    return ("EVALSHA", WRITE.sha, 0, *argv)
+        return cfg.plan.session_write(key, sha, argv)
+    return ("EVALSHA", sha, 0, *argv)
 
 
 def append_command(
@@ -170,7 +162,7 @@ def append_command(
         data=lines,
         user_id=user_id,
     )
-    stamp = argv[4]  # f(at), as _write_argv wrote it
+    stamp = argv[1]  # f(at), as _write_argv wrote it
     argv += [f"{stamp} {line}" for line in lines]
     return _script_write(cfg, key, argv)
 
@@ -208,15 +200,16 @@ def read_commands(
 ) -> tuple[Command, ...]:
     """The read script (in a cluster with the sessions index touch beside it)."""
     cutoff = read_cutoff(options, now)
-    argv = _base_args(cfg, key, now)
+    argv = _base_args(key, now)
     argv += [
         "1" if options.include_actions else "0",
         "" if cutoff is None else f(cutoff),
         "" if options.max_actions is None else options.max_actions,
     ]
+    sha = cfg.scripts.read.sha
     if cfg.cluster:
-        return cfg.plan.session_read(key, argv, f(now))
-    return (("EVALSHA", READ.sha, 0, *argv),)
+        return cfg.plan.session_read(key, sha, argv, f(now))
+    return (("EVALSHA", sha, 0, *argv),)
 
 
 def reset_commands(cfg: Settings, key: SessionKey) -> tuple[Command, ...]:
@@ -281,8 +274,7 @@ def sessions_command(cfg: Settings, now: float) -> Command:
     """Sweep the sessions index, then list it."""
     if cfg.cluster:
         return cfg.plan.sweep(f(now))
-    argv = [cfg.keys.prefix, cfg.ttl, cfg.ttl_ms, "", f(now)]
-    return ("EVALSHA", SESSIONS_SCRIPT.sha, 0, *argv)
+    return ("EVALSHA", cfg.scripts.sessions.sha, 0, "", f(now))
 
 
 # -- replies ---------------------------------------------------------------------------------

@@ -32,7 +32,6 @@ from autoplay_base.backends.redis._commands import (
 from autoplay_base.backends.redis._outage import (
     Pending,
 )
-from autoplay_base.backends.redis._scripts import CLUSTER_LOAD_SCRIPTS, LOAD_SCRIPTS
 from autoplay_base.backends.redis._wire import (
     Command,
     acheckout,
@@ -198,7 +197,8 @@ class Engine(Accounting):
         if count > 1:
             return raise_errors(exchange.replies[-1])
         if isinstance(exchange.replies[0], self._no_script):
-            yield _Send(pack_commands(LOAD_SCRIPTS), len(LOAD_SCRIPTS), Exchange())
+            load = self._cfg.scripts.load
+            yield _Send(pack_commands(load), len(load), Exchange())
             exchange.replies.clear()  # NOSCRIPT: nothing ran, the same request goes again
             yield _Send(packed, count, exchange)
         return raise_errors(exchange.replies)
@@ -360,9 +360,8 @@ class Engine(Accounting):
             if what == "down":
                 raise exc
             if what == "noscript":
-                yield _Send(
-                    pack_commands(CLUSTER_LOAD_SCRIPTS), len(CLUSTER_LOAD_SCRIPTS), Exchange(), node
-                )
+                load = self._cfg.scripts.load
+                yield _Send(pack_commands(load), len(load), Exchange(), node)
                 continue
             if what == "moved":
                 yield _Refresh(manager)
@@ -550,12 +549,13 @@ class Engine(Accounting):
         replies = exchange.replies
         try:
             # The scripts are loaded first so no EVALSHA can miss a restarted server's cache.
-            discard, in_flight = len(LOAD_SCRIPTS), 0
+            load = self._cfg.scripts.load
+            discard, in_flight = len(load), 0
             for start in range(0, len(ops), BATCH):
                 chunk = ops[start : start + BATCH]
                 packed = b"".join(op.packed for op in chunk)
                 if start == 0:
-                    packed = pack_commands(LOAD_SCRIPTS) + packed
+                    packed = pack_commands(load) + packed
                 exchange.sent_ops = start + len(chunk)
                 conn.send_packed_command([packed])
                 for _ in range(in_flight):  # the previous chunk's answers
@@ -581,12 +581,13 @@ class Engine(Accounting):
             raise self._auth_failed(exc) from exc
         replies = exchange.replies
         try:
-            discard, in_flight = len(LOAD_SCRIPTS), 0
+            load = self._cfg.scripts.load
+            discard, in_flight = len(load), 0
             for start in range(0, len(ops), BATCH):
                 chunk = ops[start : start + BATCH]
                 packed = b"".join(op.packed for op in chunk)
                 if start == 0:
-                    packed = pack_commands(LOAD_SCRIPTS) + packed
+                    packed = pack_commands(load) + packed
                 exchange.sent_ops = start + len(chunk)
                 await conn.send_packed_command([packed])
                 for _ in range(in_flight):

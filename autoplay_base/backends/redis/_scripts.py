@@ -6,6 +6,7 @@ Placeholders (``@SESSIONS@``, ``@META@``, ...) are filled from the key layout in
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any, NamedTuple
 
@@ -38,13 +39,17 @@ _REFRESH_GRAIN_MAX_S = 60.0
 # -- scripts -----------------------------------------------------------------------------
 # Every float travels as Python's repr and is stored as received: Lua's tostring would
 # round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
-# Both preludes: ARGV 1 prefix, 2 idle TTL (s), 3 the same in ms, 4 the session "P:S",
-# 5 now; a session's keys get the sliding TTL from ``refresh``.
+# A backend's constants (prefix, TTLs, bounds: ``@C_...@``) are written into its own copy
+# of the session scripts (:func:`scripts_for`) rather than sent with every call: each
+# argument cost the server about as much as a command's parsing, and each ``tonumber``
+# more (Lua's strtod).
+# Both preludes: ARGV 1 the session "P:S", 2 now; a session's keys get the sliding TTL
+# from ``refresh``.
 _LUA_ARGS = """
-local ttl = tonumber(ARGV[2])
-local ttl_ms = tonumber(ARGV[3])
-local member = ARGV[4]
-local now_s = ARGV[5]
+local ttl = @C_TTL@
+local ttl_ms = @C_TTL_MS@
+local member = ARGV[1]
+local now_s = ARGV[2]
 local now = tonumber(now_s)
 local expired = 0
 -- Key expiry is a backstop: liveness is the touch time. A refresh sets ttl + grain, so
@@ -75,7 +80,7 @@ end
 _LUA_PRELUDE = (
     _LUA_ARGS
     + """
-local prefix = ARGV[1]
+local prefix = @C_PREFIX@
 local idx = prefix .. ":@SESSIONS@"
 
 local function base(m) return prefix .. ":@S@:" .. m end
@@ -124,10 +129,9 @@ end
     + _LUA_REFRESH
 )
 
-# ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
-# 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
-# 17 content digest, 18 dedupe order (sent_at, else at),
-# then a: 19.. lines | s: 19 replaces (already clamped to [0, cap] in Python), 20 summary.
+# ARGV 3 mode (a|s), 4 has_event, 5 event_id, 6 stream data, 7 user (escaped or ""),
+# 8 content digest, 9 dedupe order (sent_at, else at),
+# then a: 10.. lines | s: 10 replaces (already clamped to [0, cap] in Python), 11 summary.
 # Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
 # integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
 #
@@ -137,20 +141,20 @@ end
 # Fragments shared by the standalone and the cluster write scripts (each script's
 # prelude defines the key variables they use: meta, acts, stream, seen, digests, stale).
 _LUA_DEDUPE_CHECK = """
-local has_event = ARGV[7] == "1"
+local has_event = ARGV[4] == "1"
 local reused, resets = 0, 0
 if has_event then
-  local known = redis.call("HGET", digests, ARGV[8])
-  if known == ARGV[17] then return 0 end
+  local known = redis.call("HGET", digests, ARGV[5])
+  if known == ARGV[8] then return 0 end
   if known then reused = 1 end
 end
 """
 
 _LUA_APPEND = """
-  if #ARGV > 18 then
-    local cap = tonumber(ARGV[10])
+  if #ARGV > 9 then
+    local cap = @C_CAP@
     local length = 0
-    for i = 19, #ARGV, 1000 do
+    for i = 10, #ARGV, 1000 do
       local last = math.min(i + 999, #ARGV)
       length = redis.call("RPUSH", acts, unpack(ARGV, i, last))
       -- A list a summary emptied is gone: the one this made has no expiry yet.
@@ -165,19 +169,19 @@ _LUA_APPEND = """
 """
 
 _LUA_SUMMARY = """
-  local replaces = tonumber(ARGV[19])
+  local replaces = tonumber(ARGV[10])
   if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
-  redis.call("HSET", meta, "@SUM@", ARGV[20], "@SUMAT@", now_s, "@L@", now_s)
+  redis.call("HSET", meta, "@SUM@", ARGV[11], "@SUMAT@", now_s, "@L@", now_s)
 """
 
 _LUA_STREAM = """
-local maxlen = tonumber(ARGV[12])
-if maxlen > 0 then
+if @C_MAXLEN@ > 0 then
   if has_event then
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*",
-      "k", ARGV[6], "t", now_s, "d", ARGV[13], "e", ARGV[8])
+    redis.call("XADD", stream, "MAXLEN", "~", @C_MAXLEN@, "*",
+      "k", ARGV[3], "t", now_s, "d", ARGV[6], "e", ARGV[5])
   else
-    redis.call("XADD", stream, "MAXLEN", "~", maxlen, "*", "k", ARGV[6], "t", now_s, "d", ARGV[13])
+    redis.call("XADD", stream, "MAXLEN", "~", @C_MAXLEN@, "*",
+      "k", ARGV[3], "t", now_s, "d", ARGV[6])
   end
 end
 refresh()
@@ -189,9 +193,9 @@ if has_event then
   -- than all of them is added and trimmed at once (stored, not remembered), so a long
   -- replay never pushes out the ids it repeats next. More than 4 x window such ids in a
   -- row mean the source's clock went back: the window starts over (a new epoch).
-  local window = tonumber(ARGV[11])
-  redis.call("ZADD", seen, ARGV[18], ARGV[8])
-  redis.call("HSET", digests, ARGV[8], ARGV[17])
+  local window = @C_WINDOW@
+  redis.call("ZADD", seen, ARGV[9], ARGV[5])
+  redis.call("HSET", digests, ARGV[5], ARGV[8])
   local older = false
   local card = redis.call("ZCARD", seen)
   local over = card - window
@@ -201,7 +205,7 @@ if has_event then
     local gone = {}
     for i = 1, #popped, 2 do
       gone[#gone + 1] = popped[i]
-      if popped[i] == ARGV[8] then older = true end
+      if popped[i] == ARGV[5] then older = true end
     end
     redis.call("HDEL", digests, unpack(gone))
   end
@@ -210,8 +214,8 @@ if has_event then
     if run == 1 then window_kept = false end
     if run > 4 * window then
       redis.call("DEL", seen, digests, stale)
-      redis.call("ZADD", seen, ARGV[18], ARGV[8])
-      redis.call("HSET", digests, ARGV[8], ARGV[17])
+      redis.call("ZADD", seen, ARGV[9], ARGV[5])
+      redis.call("HSET", digests, ARGV[5], ARGV[8])
       resets = 1
       window_kept = false
     end
@@ -223,10 +227,9 @@ if has_event then
 end
 """
 
-# ARGV 6 mode (a|s), 7 has_event, 8 event_id, 9 max_sessions, 10 cap, 11 dedupe_window,
-# 12 stream_maxlen, 13 stream data, 14 user (escaped or ""), 15 max per user, 16 max_users,
-# 17 content digest, 18 dedupe order (sent_at, else at),
-# then a: 19.. lines | s: 19 replaces (already clamped to [0, cap] in Python), 20 summary.
+# ARGV 3 mode (a|s), 4 has_event, 5 event_id, 6 stream data, 7 user (escaped or ""),
+# 8 content digest, 9 dedupe order (sent_at, else at),
+# then a: 10.. lines | s: 10 replaces (already clamped to [0, cap] in Python), 11 summary.
 # Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
 # integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
 #
@@ -236,7 +239,7 @@ end
 _LUA_WRITE = (
     """
 local seen, digests, stale = nil, nil, nil
-if ARGV[7] == "1" then
+if ARGV[4] == "1" then
   seen = prefix .. ":@E@:" .. p
   digests = prefix .. ":@ED@:" .. p
   stale = prefix .. ":@ER@:" .. p
@@ -249,17 +252,17 @@ local evicted = 0
 if not live() then
   redis.call("ZADD", idx, now_s, member)
   redis.call("SADD", pkey, p)
-  if redis.call("ZCARD", idx) > tonumber(ARGV[9]) then
+  if redis.call("ZCARD", idx) > @C_MAX_SESSIONS@ then
     drop(redis.call("ZRANGE", idx, 0, 0)[1])
     evicted = 1
   end
 end
 local trimmed = 0
-if ARGV[6] == "a" then
+if ARGV[3] == "a" then
 """
     + _LUA_APPEND
     + """
-  local user = ARGV[14]
+  local user = ARGV[7]
   if user ~= "" then
     -- One product's user is "P:U": the index, its bounds and its keys never mix tenants.
     local users = prefix .. ":@USERS@"
@@ -268,7 +271,7 @@ if ARGV[6] == "a" then
     -- here and removed together), and a session already in its user's index adds nothing
     -- to count: each check runs only when something was added.
     if redis.call("ZADD", users, now_s, pu) == 1 then
-      if redis.call("ZCARD", users) > tonumber(ARGV[16]) then
+      if redis.call("ZCARD", users) > @C_MAX_USERS@ then
         -- The least recent other user goes (never the one just added, even with an older at).
         local head = redis.call("ZRANGE", users, 0, 1)
         local old = head[1]
@@ -282,7 +285,7 @@ if ARGV[6] == "a" then
     end
     local ukey = prefix .. ":@U@:" .. pu
     if redis.call("ZADD", ukey, now_s, s) == 1 then
-      local extra = redis.call("ZCARD", ukey) - tonumber(ARGV[15])
+      local extra = redis.call("ZCARD", ukey) - @C_PER_USER@
       if extra > 0 then redis.call("ZREMRANGEBYRANK", ukey, 0, extra - 1) end
     end
   end
@@ -300,7 +303,7 @@ return {1, trimmed, expired, evicted, reused, resets}
 """
 )
 
-# ARGV 6 include_actions, 7 cutoff ("" = none), 8 limit ("" = none).
+# ARGV 3 include_actions, 4 cutoff ("" = none), 5 limit ("" = none).
 # Returns {found, expired, summary, summary_at, last_activity_at, lines...} (absent fields
 # are false, so nil on the wire). A flat array of bulk strings: hiredis decodes it in C,
 # where the JSON string this script used to return cost the client a quarter of its
@@ -310,11 +313,11 @@ if not live() then return {0, expired} end
 refresh()
 local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
 local out = {1, expired, m[1], m[2], m[3]}
-if ARGV[6] == "1" then
+if ARGV[3] == "1" then
   -- Only the newest ``limit`` entries are fetched, then the lookback walks back from the
   -- newest and stops at the first older one: the cost is what the read returns.
-  local cutoff = tonumber(ARGV[7])
-  local limit = tonumber(ARGV[8])
+  local cutoff = tonumber(ARGV[4])
+  local limit = tonumber(ARGV[5])
   local first = 0
   if limit ~= nil then first = -limit end
   local all = redis.call("LRANGE", acts, first, -1)
@@ -336,8 +339,8 @@ return out
 """
 
 # -- cluster scripts: every key arrives in KEYS and all of them share one slot -------------
-# The session's own scripts take the standalone scripts' ARGV (the prefix and the user
-# arguments unused) and KEYS 1 meta, 2 actions, 3 stream, 4 product index of the session
+# The session's own scripts take the standalone scripts' ARGV (the user argument unused)
+# and KEYS 1 meta, 2 actions, 3 stream, 4 product index of the session
 # id, then for writes 5 seen ids, 6 digests, 7 stale run (the session's own window).
 # Liveness is the session's own ``@T@`` field (when it was last touched, the score the
 # sessions index gets in the next step): no other slot is read.
@@ -381,7 +384,7 @@ if not live() then
   created = 1
 end
 local trimmed = 0
-if ARGV[6] == "a" then
+if ARGV[3] == "a" then
 """
     + _LUA_APPEND
     + "else\n"
@@ -498,8 +501,10 @@ return {expired, redis.call("ZRANGE", idx, 0, -1)}
 """
 
 
-def _render(body: str, *, prelude: str = "") -> str:
+def _render(body: str, *, prelude: str = "", constants: dict[str, str] | None = None) -> str:
     source = prelude + body
+    for placeholder, value in (constants or {}).items():
+        source = source.replace(placeholder, value)
     for placeholder, value in (
         ("@SESSIONS@", SESSIONS),
         ("@S@", SESSION),
@@ -531,24 +536,74 @@ class _Script(NamedTuple):
     sha: str
 
 
-def _script(body: str, *, prelude: str = "") -> _Script:
-    source = _render(body, prelude=prelude)
+def _script(body: str, *, prelude: str = "", constants: dict[str, str] | None = None) -> _Script:
+    source = _render(body, prelude=prelude, constants=constants)
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-WRITE = _script(_LUA_WRITE, prelude=_LUA_PRELUDE)
-READ = _script(_LUA_READ, prelude=_LUA_PRELUDE)
-SESSIONS_SCRIPT = _script(_LUA_SESSIONS, prelude=_LUA_PRELUDE)
+def _lua_string(text: str) -> str:
+    """``text`` as a Lua string literal: every byte but letters, digits and ``-_.:`` escaped
+    as ``\\ddd``, so no prefix can end the literal or change the script."""
+    safe = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
+    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in text.encode()) + '"'
+
+
+class Constants(NamedTuple):
+    """What a backend writes into its session scripts (fixed for its lifetime)."""
+
+    prefix: str
+    ttl: str  # idle TTL in seconds (a float's repr), "" for none
+    ttl_ms: str
+    max_sessions: int
+    max_actions_per_session: int
+    dedupe_window: int
+    stream_maxlen: int
+    max_sessions_per_user: int
+    max_users: int
+    cluster: bool
+
+
+class ScriptSet(NamedTuple):
+    """One backend's scripts: its session scripts and what loads every script it calls."""
+
+    write: _Script
+    read: _Script
+    sessions: _Script  # standalone only (a cluster sweeps with ``CLUSTER_INDEX``)
+    load: tuple[tuple[Any, ...], ...]
+    """``SCRIPT LOAD`` of each: sent on ``NOSCRIPT``, and ahead of a pipelined stream."""
+
+
+# The scripts a backend calls that take everything as arguments: the same for all.
 FORGET_USER = _script(_LUA_FORGET_USER)
-CLUSTER_WRITE = _script(_LUA_CLUSTER_WRITE, prelude=_LUA_CLUSTER_PRELUDE)
-CLUSTER_READ = _script(_LUA_READ, prelude=_LUA_CLUSTER_PRELUDE)
 CLUSTER_INDEX = _script(_LUA_INDEX)
 CLUSTER_DROP = _script(_LUA_DROP)
 CLUSTER_USERS = _script(_LUA_USERS)
-_SCRIPTS = (WRITE, READ, SESSIONS_SCRIPT, FORGET_USER)
-_CLUSTER_SCRIPTS = (CLUSTER_WRITE, CLUSTER_READ, CLUSTER_INDEX, CLUSTER_DROP, CLUSTER_USERS)
-LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(("SCRIPT", "LOAD", s.source) for s in _SCRIPTS)
-CLUSTER_LOAD_SCRIPTS: tuple[tuple[Any, ...], ...] = tuple(
-    ("SCRIPT", "LOAD", s.source) for s in _CLUSTER_SCRIPTS
-)
-"""Loaded on a cluster node that answered ``NOSCRIPT`` (each node has its own cache)."""
+
+
+@functools.lru_cache(maxsize=64)
+def scripts_for(constants: Constants) -> ScriptSet:
+    """The scripts of a backend with ``constants`` (cached: a process has few configurations)."""
+    values = {
+        "@C_PREFIX@": _lua_string(constants.prefix),
+        "@C_TTL@": constants.ttl or "nil",
+        "@C_TTL_MS@": constants.ttl_ms or "nil",
+        "@C_MAX_SESSIONS@": str(int(constants.max_sessions)),
+        "@C_CAP@": str(int(constants.max_actions_per_session)),
+        "@C_WINDOW@": str(int(constants.dedupe_window)),
+        "@C_MAXLEN@": str(int(constants.stream_maxlen)),
+        "@C_PER_USER@": str(int(constants.max_sessions_per_user)),
+        "@C_MAX_USERS@": str(int(constants.max_users)),
+    }
+    loaded: tuple[_Script, ...]
+    if constants.cluster:
+        write = _script(_LUA_CLUSTER_WRITE, prelude=_LUA_CLUSTER_PRELUDE, constants=values)
+        read = _script(_LUA_READ, prelude=_LUA_CLUSTER_PRELUDE, constants=values)
+        sessions = CLUSTER_INDEX
+        loaded = (write, read, CLUSTER_INDEX, CLUSTER_DROP, CLUSTER_USERS)
+    else:
+        write = _script(_LUA_WRITE, prelude=_LUA_PRELUDE, constants=values)
+        read = _script(_LUA_READ, prelude=_LUA_PRELUDE, constants=values)
+        sessions = _script(_LUA_SESSIONS, prelude=_LUA_PRELUDE, constants=values)
+        loaded = (write, read, sessions, FORGET_USER)
+    load = tuple(("SCRIPT", "LOAD", script.source) for script in loaded)
+    return ScriptSet(write, read, sessions, load)

@@ -64,6 +64,7 @@ from autoplay_base.backends.redis._layout import (
     Layout,
 )
 from autoplay_base.backends.redis._outage import NOT_APPLIED, UNKNOWN, DroppedWrite
+from autoplay_base.backends.redis._scripts import Constants, scripts_for
 from autoplay_base.backends.redis._wire import (
     LISTEN_GRACE_SECONDS,
     cancellable,
@@ -238,6 +239,20 @@ class RedisBackend(Engine):
             max_users=self.bounds.users,
             per_user=max_sessions_per_user,
         )
+        scripts = scripts_for(
+            Constants(
+                prefix,
+                self._ttl,
+                self._ttl_ms,
+                self.bounds.max_sessions,
+                self.bounds.max_actions_per_session,
+                self.bounds.dedupe_window,
+                stream_maxlen,
+                self.bounds.max_sessions_per_user,
+                self.bounds.users,
+                self._cluster,
+            )
+        )
         self._cfg = Settings(
             self._keys,
             self._plan,
@@ -246,6 +261,7 @@ class RedisBackend(Engine):
             self._ttl_ms,
             self._history_ttl_ms,
             stream_maxlen,
+            scripts,
         )
         super().__init__(
             client,
