@@ -330,8 +330,9 @@ async def around_trips(call: Callable[[], Any]) -> int:
 async def test_one_round_trip_per_write_read_and_enrich(counted: RedisBackend) -> None:
     now = time.time()
     lines = [f"line {i}" for i in range(30)]
-    # A backend's scripts carry its configuration: the first call of each loads them
-    # (NOSCRIPT, SCRIPT LOAD, the call again), every later one is one round trip.
+    # A backend's scripts carry its bounds: the first call with a configuration new to the
+    # server loads them (NOSCRIPT, SCRIPT LOAD, the call again); later calls take one.
+    counted.client.script_flush()
     assert round_trips(lambda: counted.append_actions(OTHER, ["x"], at=now)) == 3
     assert round_trips(lambda: counted.append_actions(KEY, lines, at=now, user_id="u")) == 1
     assert round_trips(lambda: counted.apply_summary(KEY, "s", replaces=10, at=now)) == 1
@@ -370,7 +371,7 @@ async def test_scripts_reload_after_script_flush(make_redis_backend: MakeBackend
 
 
 @pytest.mark.parametrize("prefix", ['q"uote', "back\\slash", "new\nline", "]]==]é\x00", "a b--c"])
-def test_a_prefix_written_into_the_scripts_stays_a_plain_string(
+def test_any_prefix_works_with_the_shared_scripts(
     make_redis_backend: MakeBackend, redis_url: str, prefix: str
 ) -> None:
     backend = make_redis_backend(prefix=prefix, max_actions_per_session=2, idle_ttl_seconds=None)
@@ -388,7 +389,10 @@ def test_each_configuration_has_scripts_of_its_own(make_redis_backend: MakeBacke
     capped = make_redis_backend(max_actions_per_session=1)
     roomy = make_redis_backend(max_actions_per_session=3)
     assert capped._cfg.scripts.write.sha != roomy._cfg.scripts.write.sha
-    assert make_redis_backend(max_actions_per_session=1)._cfg.scripts is capped._cfg.scripts
+    # Backends that differ only in their prefix (one per tenant) share their scripts:
+    # Redis never evicts a loaded script.
+    tenant = make_redis_backend(prefix=f"{capped.prefix}-tenant", max_actions_per_session=1)
+    assert tenant._cfg.scripts is capped._cfg.scripts
     for backend in (capped, roomy):  # the same keys, each backend its own bound
         backend.append_actions(KEY, ["a", "b"], at=T0)
     assert roomy.read(KEY, ALL, now=T0 + 1) == SessionView(None, ["b", "a", "b"], None, T0)

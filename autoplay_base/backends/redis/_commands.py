@@ -93,8 +93,8 @@ def _json(data: Any) -> str:
         return json.dumps(list(data))
 
 
-def _base_args(key: SessionKey, now: float) -> list[Any]:
-    return [session_member(key), f(now)]
+def _base_args(cfg: Settings, key: SessionKey, now: float) -> list[Any]:
+    return [cfg.keys.prefix, session_member(key), f(now)]
 
 
 def _write_argv(
@@ -109,7 +109,7 @@ def _write_argv(
     data: Any,
     user_id: str | None,
 ) -> list[Any]:
-    """ARGV 1-9 of the write script (see ``_scripts.py``), the same for both modes.
+    """ARGV 1-10 of the write script (see ``_scripts.py``), the same for both modes.
 
     The content digest (the dedupe key's companion) covers what the caller sent.
     """
@@ -120,6 +120,7 @@ def _write_argv(
         order = stamp if sent_at is None else f(sent_at)
         dedupe = ["1", event_id, content_digest(content), order]
     return [
+        cfg.keys.prefix,
         session_member(key),
         stamp,
         mode,
@@ -162,7 +163,7 @@ def append_command(
         data=lines,
         user_id=user_id,
     )
-    stamp = argv[1]  # f(at), as _write_argv wrote it
+    stamp = argv[2]  # f(at), as _write_argv wrote it
     argv += [f"{stamp} {line}" for line in lines]
     return _script_write(cfg, key, argv)
 
@@ -200,7 +201,7 @@ def read_commands(
 ) -> tuple[Command, ...]:
     """The read script (in a cluster with the sessions index touch beside it)."""
     cutoff = read_cutoff(options, now)
-    argv = _base_args(key, now)
+    argv = _base_args(cfg, key, now)
     argv += [
         "1" if options.include_actions else "0",
         "" if cutoff is None else f(cutoff),
@@ -274,7 +275,7 @@ def sessions_command(cfg: Settings, now: float) -> Command:
     """Sweep the sessions index, then list it."""
     if cfg.cluster:
         return cfg.plan.sweep(f(now))
-    return ("EVALSHA", cfg.scripts.sessions.sha, 0, "", f(now))
+    return ("EVALSHA", cfg.scripts.sessions.sha, 0, cfg.keys.prefix, "", f(now))
 
 
 # -- replies ---------------------------------------------------------------------------------

@@ -39,17 +39,18 @@ _REFRESH_GRAIN_MAX_S = 60.0
 # -- scripts -----------------------------------------------------------------------------
 # Every float travels as Python's repr and is stored as received: Lua's tostring would
 # round to 14 digits. Comparisons use the same IEEE doubles as the in-memory backend.
-# A backend's constants (prefix, TTLs, bounds: ``@C_...@``) are written into its own copy
-# of the session scripts (:func:`scripts_for`) rather than sent with every call: each
-# argument cost the server about as much as a command's parsing, and each ``tonumber``
-# more (Lua's strtod).
-# Both preludes: ARGV 1 the session "P:S", 2 now; a session's keys get the sliding TTL
-# from ``refresh``.
+# A backend's TTL and bounds (``@C_...@``) are written into its copy of the session scripts
+# (:func:`scripts_for`) rather than sent with every call: each argument cost the server
+# about as much as a command's parsing, and each ``tonumber`` more (Lua's strtod). The
+# prefix still travels (an argument): backends that differ only in their prefix (one per
+# tenant) share scripts, and Redis never evicts a loaded script.
+# Both preludes: ARGV 1 prefix (a cluster's scripts get their keys in KEYS instead), 2 the
+# session "P:S", 3 now; a session's keys get the sliding TTL from ``refresh``.
 _LUA_ARGS = """
 local ttl = @C_TTL@
 local ttl_ms = @C_TTL_MS@
-local member = ARGV[1]
-local now_s = ARGV[2]
+local member = ARGV[2]
+local now_s = ARGV[3]
 local now = tonumber(now_s)
 local expired = 0
 -- Key expiry is a backstop: liveness is the touch time. A refresh sets ttl + grain, so
@@ -80,7 +81,7 @@ end
 _LUA_PRELUDE = (
     _LUA_ARGS
     + """
-local prefix = @C_PREFIX@
+local prefix = ARGV[1]
 local idx = prefix .. ":@SESSIONS@"
 
 local function base(m) return prefix .. ":@S@:" .. m end
@@ -129,9 +130,9 @@ end
     + _LUA_REFRESH
 )
 
-# ARGV 3 mode (a|s), 4 has_event, 5 event_id, 6 stream data, 7 user (escaped or ""),
-# 8 content digest, 9 dedupe order (sent_at, else at),
-# then a: 10.. lines | s: 10 replaces (already clamped to [0, cap] in Python), 11 summary.
+# ARGV 4 mode (a|s), 5 has_event, 6 event_id, 7 stream data, 8 user (escaped or ""),
+# 9 content digest, 10 dedupe order (sent_at, else at),
+# then a: 11.. lines | s: 11 replaces (already clamped to [0, cap] in Python), 12 summary.
 # Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
 # integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
 #
@@ -141,20 +142,20 @@ end
 # Fragments shared by the standalone and the cluster write scripts (each script's
 # prelude defines the key variables they use: meta, acts, stream, seen, digests, stale).
 _LUA_DEDUPE_CHECK = """
-local has_event = ARGV[4] == "1"
+local has_event = ARGV[5] == "1"
 local reused, resets = 0, 0
 if has_event then
-  local known = redis.call("HGET", digests, ARGV[5])
-  if known == ARGV[8] then return 0 end
+  local known = redis.call("HGET", digests, ARGV[6])
+  if known == ARGV[9] then return 0 end
   if known then reused = 1 end
 end
 """
 
 _LUA_APPEND = """
-  if #ARGV > 9 then
+  if #ARGV > 10 then
     local cap = @C_CAP@
     local length = 0
-    for i = 10, #ARGV, 1000 do
+    for i = 11, #ARGV, 1000 do
       local last = math.min(i + 999, #ARGV)
       length = redis.call("RPUSH", acts, unpack(ARGV, i, last))
       -- A list a summary emptied is gone: the one this made has no expiry yet.
@@ -169,19 +170,19 @@ _LUA_APPEND = """
 """
 
 _LUA_SUMMARY = """
-  local replaces = tonumber(ARGV[10])
+  local replaces = tonumber(ARGV[11])
   if replaces > 0 then redis.call("LTRIM", acts, replaces, -1) end
-  redis.call("HSET", meta, "@SUM@", ARGV[11], "@SUMAT@", now_s, "@L@", now_s)
+  redis.call("HSET", meta, "@SUM@", ARGV[12], "@SUMAT@", now_s, "@L@", now_s)
 """
 
 _LUA_STREAM = """
 if @C_MAXLEN@ > 0 then
   if has_event then
     redis.call("XADD", stream, "MAXLEN", "~", @C_MAXLEN@, "*",
-      "k", ARGV[3], "t", now_s, "d", ARGV[6], "e", ARGV[5])
+      "k", ARGV[4], "t", now_s, "d", ARGV[7], "e", ARGV[6])
   else
     redis.call("XADD", stream, "MAXLEN", "~", @C_MAXLEN@, "*",
-      "k", ARGV[3], "t", now_s, "d", ARGV[6])
+      "k", ARGV[4], "t", now_s, "d", ARGV[7])
   end
 end
 refresh()
@@ -194,8 +195,8 @@ if has_event then
   -- replay never pushes out the ids it repeats next. More than 4 x window such ids in a
   -- row mean the source's clock went back: the window starts over (a new epoch).
   local window = @C_WINDOW@
-  redis.call("ZADD", seen, ARGV[9], ARGV[5])
-  redis.call("HSET", digests, ARGV[5], ARGV[8])
+  redis.call("ZADD", seen, ARGV[10], ARGV[6])
+  redis.call("HSET", digests, ARGV[6], ARGV[9])
   local older = false
   local card = redis.call("ZCARD", seen)
   local over = card - window
@@ -205,7 +206,7 @@ if has_event then
     local gone = {}
     for i = 1, #popped, 2 do
       gone[#gone + 1] = popped[i]
-      if popped[i] == ARGV[5] then older = true end
+      if popped[i] == ARGV[6] then older = true end
     end
     redis.call("HDEL", digests, unpack(gone))
   end
@@ -214,8 +215,8 @@ if has_event then
     if run == 1 then window_kept = false end
     if run > 4 * window then
       redis.call("DEL", seen, digests, stale)
-      redis.call("ZADD", seen, ARGV[9], ARGV[5])
-      redis.call("HSET", digests, ARGV[5], ARGV[8])
+      redis.call("ZADD", seen, ARGV[10], ARGV[6])
+      redis.call("HSET", digests, ARGV[6], ARGV[9])
       resets = 1
       window_kept = false
     end
@@ -227,9 +228,9 @@ if has_event then
 end
 """
 
-# ARGV 3 mode (a|s), 4 has_event, 5 event_id, 6 stream data, 7 user (escaped or ""),
-# 8 content digest, 9 dedupe order (sent_at, else at),
-# then a: 10.. lines | s: 10 replaces (already clamped to [0, cap] in Python), 11 summary.
+# ARGV 4 mode (a|s), 5 has_event, 6 event_id, 7 stream data, 8 user (escaped or ""),
+# 9 content digest, 10 dedupe order (sent_at, else at),
+# then a: 11.. lines | s: 11 replaces (already clamped to [0, cap] in Python), 12 summary.
 # Returns 0 for a duplicate, 1 when stored with nothing to count (the common case, one
 # integer to parse), else {1, trimmed, expired, evicted, reused, resets}.
 #
@@ -239,7 +240,7 @@ end
 _LUA_WRITE = (
     """
 local seen, digests, stale = nil, nil, nil
-if ARGV[4] == "1" then
+if ARGV[5] == "1" then
   seen = prefix .. ":@E@:" .. p
   digests = prefix .. ":@ED@:" .. p
   stale = prefix .. ":@ER@:" .. p
@@ -258,11 +259,11 @@ if not live() then
   end
 end
 local trimmed = 0
-if ARGV[3] == "a" then
+if ARGV[4] == "a" then
 """
     + _LUA_APPEND
     + """
-  local user = ARGV[7]
+  local user = ARGV[8]
   if user ~= "" then
     -- One product's user is "P:U": the index, its bounds and its keys never mix tenants.
     local users = prefix .. ":@USERS@"
@@ -303,7 +304,7 @@ return {1, trimmed, expired, evicted, reused, resets}
 """
 )
 
-# ARGV 3 include_actions, 4 cutoff ("" = none), 5 limit ("" = none).
+# ARGV 4 include_actions, 5 cutoff ("" = none), 6 limit ("" = none).
 # Returns {found, expired, summary, summary_at, last_activity_at, lines...} (absent fields
 # are false, so nil on the wire). A flat array of bulk strings: hiredis decodes it in C,
 # where the JSON string this script used to return cost the client a quarter of its
@@ -313,11 +314,11 @@ if not live() then return {0, expired} end
 refresh()
 local m = redis.call("HMGET", meta, "@SUM@", "@SUMAT@", "@L@")
 local out = {1, expired, m[1], m[2], m[3]}
-if ARGV[3] == "1" then
+if ARGV[4] == "1" then
   -- Only the newest ``limit`` entries are fetched, then the lookback walks back from the
   -- newest and stops at the first older one: the cost is what the read returns.
-  local cutoff = tonumber(ARGV[4])
-  local limit = tonumber(ARGV[5])
+  local cutoff = tonumber(ARGV[5])
+  local limit = tonumber(ARGV[6])
   local first = 0
   if limit ~= nil then first = -limit end
   local all = redis.call("LRANGE", acts, first, -1)
@@ -384,7 +385,7 @@ if not live() then
   created = 1
 end
 local trimmed = 0
-if ARGV[3] == "a" then
+if ARGV[4] == "a" then
 """
     + _LUA_APPEND
     + "else\n"
@@ -541,17 +542,9 @@ def _script(body: str, *, prelude: str = "", constants: dict[str, str] | None = 
     return _Script(source, hashlib.sha1(source.encode()).hexdigest())
 
 
-def _lua_string(text: str) -> str:
-    """``text`` as a Lua string literal: every byte but letters, digits and ``-_.:`` escaped
-    as ``\\ddd``, so no prefix can end the literal or change the script."""
-    safe = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.:")
-    return '"' + "".join(chr(b) if b in safe else f"\\{b:03d}" for b in text.encode()) + '"'
-
-
 class Constants(NamedTuple):
     """What a backend writes into its session scripts (fixed for its lifetime)."""
 
-    prefix: str
     ttl: str  # idle TTL in seconds (a float's repr), "" for none
     ttl_ms: str
     max_sessions: int
@@ -584,7 +577,6 @@ CLUSTER_USERS = _script(_LUA_USERS)
 def scripts_for(constants: Constants) -> ScriptSet:
     """The scripts of a backend with ``constants`` (cached: a process has few configurations)."""
     values = {
-        "@C_PREFIX@": _lua_string(constants.prefix),
         "@C_TTL@": constants.ttl or "nil",
         "@C_TTL_MS@": constants.ttl_ms or "nil",
         "@C_MAX_SESSIONS@": str(int(constants.max_sessions)),

@@ -241,7 +241,6 @@ class RedisBackend(Engine):
         )
         scripts = scripts_for(
             Constants(
-                prefix,
                 self._ttl,
                 self._ttl_ms,
                 self.bounds.max_sessions,
