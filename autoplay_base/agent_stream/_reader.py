@@ -46,6 +46,7 @@ from typing import Any
 
 from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._transport import RunRef
+from autoplay_base.backends.redis._wire import pack_commands, xread_streams
 
 __all__ = ["UNDECODABLE", "SharedReader"]
 
@@ -183,10 +184,21 @@ class SharedReader:
             if self._conn is None:
                 self._conn = self._aclient.client()
                 self._conn_id = await self._client_id()
+            # The command on the reader's own connection, its reply as hiredis decoded it:
+            # redis-py's XREAD wrapper (retries, response callbacks, a RESP3 reply made
+            # RESP2-like, a dict per entry) cost the listeners' process a tenth of its
+            # time at 20,000 events/s. ``xread_streams`` and the decoder take every shape.
+            connection = self._conn.connection
+            if connection is None:  # CLIENT ID made it; a refused one too
+                await self._conn.initialize()
+                connection = self._conn.connection
+            command = ("XREAD", "COUNT", self._count, "BLOCK", self._block_ms, "STREAMS")
+            packed = pack_commands([(*command, *streams, *streams.values())])
             self.reads += 1
             self._blocked = True
             try:
-                return await self._conn.xread(streams, count=self._count, block=self._block_ms)
+                await connection.send_packed_command(packed)
+                return await connection.read_response()
             finally:
                 self._blocked = False
         except self._errors as exc:
@@ -208,14 +220,8 @@ class SharedReader:
                 )
             return None
 
-    def _entries(self, reply: Any) -> list[tuple[str, Any]]:
-        """``(key, entries)`` of an ``XREAD`` reply (RESP2: ``[[key, entries]]``; RESP3: a dict)."""
-        if isinstance(reply, dict):
-            return [(str(k), v) for k, v in reply.items()]
-        return [(str(k), v) for k, v in reply or []]
-
     def _deliver(self, reply: Any) -> None:
-        for key, entries in self._entries(reply):
+        for key, entries in xread_streams(reply):
             waiters = self._waiting.get(key)
             if not waiters or not entries:
                 continue

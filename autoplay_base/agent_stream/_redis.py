@@ -74,6 +74,7 @@ from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwn
 from autoplay_base.agent_stream._writer import RedisSink, RedisWriter, Replies, WritePart
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.backends.redis._layout import RunLayout, parse_run_member, run_member
+from autoplay_base.backends.redis._wire import xread_entries
 
 __all__ = ["RENEWALS_PER_LEASE", "RedisTransport", "block_seconds", "renew_seconds"]
 
@@ -163,6 +164,12 @@ def renew_seconds(lease_seconds: float, heartbeat_seconds: float) -> float:
 
 def _ms(seconds: float) -> int:
     return max(1, int(seconds * 1000))
+
+
+def _field_map(flat: Any) -> dict[Any, Any]:
+    """An entry's fields from a raw reply (the shared reader's): ``[f1, v1, f2, v2, ...]``."""
+    pairs = iter(flat)
+    return dict(zip(pairs, pairs, strict=False))
 
 
 def block_seconds(client: Any) -> float:
@@ -350,13 +357,14 @@ class RedisTransport:
         run_id, append, loads = ref.run_id, events.append, _loads
         for entry_id, fields in entries or ():
             try:
+                found = fields if isinstance(fields, dict) else _field_map(fields)
                 seq = int(str(entry_id).partition("-")[2])
                 event = RunEvent(
                     f"{run_id}-{seq}",  # format_cursor's form, inline: once per event
                     seq,
-                    str(fields["t"]),
-                    float(fields["ts"]),
-                    loads(fields["d"]),
+                    str(found["t"]),
+                    float(found["ts"]),
+                    loads(found["d"]),
                     run_id,
                 )
             except (ValueError, KeyError, TypeError):
@@ -480,9 +488,8 @@ class RedisTransport:
             self._blocking -= 1
 
     def _woken(self, ref: RunRef, reply: Any) -> list[RunEvent]:
-        """The events an ``XREAD`` returned (RESP2: ``[[key, entries]]``; RESP3: a dict)."""
-        streams = list(reply.values()) if isinstance(reply, dict) else [e for _, e in reply or []]
-        return [event for entries in streams for event in self._events(ref, entries)]
+        """The events an ``XREAD`` returned (any protocol: see ``xread_entries``)."""
+        return self._events(ref, xread_entries(reply))
 
     def pause(
         self, ref: RunRef | None, timeout: float, next_seq: int | None = None

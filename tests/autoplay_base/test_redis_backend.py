@@ -39,7 +39,12 @@ from autoplay_base.backends.redis import (
     session_member,
     unescape_id,
 )
-from autoplay_base.backends.redis._wire import pack_commands, score_pairs, xread_entries
+from autoplay_base.backends.redis._wire import (
+    pack_commands,
+    score_pairs,
+    xread_entries,
+    xread_streams,
+)
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import (
     BackendError,
@@ -84,6 +89,13 @@ def test_replies_are_read_in_both_protocol_shapes() -> None:
     assert xread_entries([["stream", entries]]) == entries
     assert xread_entries({"stream": entries}) == entries
     assert xread_entries(None) == []
+    # redis-py's parse of a RESP3 reply wraps each stream's entries in one more list.
+    assert xread_entries({"stream": [entries]}) == entries
+    assert xread_streams({"a": [entries], "b": [[]]}) == [("a", entries), ("b", [])]
+    # The server's own entries (as a raw read gets them): fields a flat list, kept.
+    raw = [["1-0", ["k", "a"]], ["2-0", ["k", "s"]]]
+    assert xread_streams({"a": raw}) == xread_streams([["a", raw]]) == [("a", raw)]
+    assert xread_streams([["a", raw[:1]]]) == [("a", raw[:1])]
 
 
 def test_commands_pack_to_resp() -> None:
@@ -528,6 +540,26 @@ def test_listen_replays_and_resumes_from_an_id(make_redis_backend: MakeBackend) 
     resumed.close()
     wait_for_no_reader(backend.client)
     assert backend.stats.errors == 0
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_listen_reads_replies_of_either_protocol(
+    make_redis_backend: MakeBackend, redis_url: str, protocol: int
+) -> None:
+    """A client made with ``protocol=3`` gets redis-py's RESP3 parse of ``XREAD`` (each
+    stream's entries wrapped in one more list): ``listen`` and ``alisten`` read it too."""
+    backend = make_redis_backend(f"{redis_url}?protocol={protocol}")
+    assert backend.client.connection_pool.connection_kwargs["protocol"] == protocol
+    backend.append_actions(KEY, ["a", "b"], at=T0, event_id="e1")
+    backend.append_actions(KEY, ["c"], at=T0 + 1)
+    expected = [("actions", T0, ("a", "b"), "e1"), ("actions", T0 + 1, ("c",), None)]
+    synced = backend.listen(KEY, last_id="0", block_ms=50)
+    seen = [next(synced), next(synced)]
+    synced.close()
+    assert [(e.kind, e.at, e.lines, e.event_id) for e in seen] == expected
+    async with contextlib.aclosing(backend.alisten(KEY, last_id="0", block_ms=50)) as listened:
+        got = [await anext(listened), await anext(listened)]
+    assert got == seen
 
 
 def test_listen_yields_writes_from_another_process_as_they_happen(

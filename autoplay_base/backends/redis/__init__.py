@@ -86,8 +86,9 @@ one ``EVALSHA`` of a read script that filters server-side and answers a flat arr
 of bulk strings (decoded by hiredis, no JSON), every other call one command or one
 MULTI/EXEC. The session scripts carry the backend's TTL and bounds in their source,
 so a call sends only its prefix and what changes; each such configuration has its
-own scripts (shared by every prefix), loaded on first use. :meth:`RedisBackend.append_actions_many` pipelines bursts of writes,
-building each chunk while Redis runs the previous one. Commands are packed
+own scripts (shared by every prefix), loaded on first use.
+:meth:`RedisBackend.append_actions_many` pipelines bursts of writes, building each
+chunk while Redis runs the previous one. Commands are packed
 (``_wire.py``, hiredis's C packer when installed) and sent on a pooled connection in one
 socket write (redis-py supplies connections, the wire protocol and its errors).
 

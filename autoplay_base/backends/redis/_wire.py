@@ -125,12 +125,31 @@ def score_pairs(reply: list[Any]) -> list[tuple[str, Any]]:
     return [(member, score) for member, score in reply]
 
 
-def xread_entries(reply: Any) -> list[tuple[str, dict[str, str]]]:
-    """The entries of a one-stream ``XREAD`` reply (RESP2 list or RESP3 dict)."""
+def xread_streams(reply: Any) -> list[tuple[str, list[Any]]]:
+    """``(stream, entries)`` of an ``XREAD`` reply in any of the shapes it comes in.
+
+    RESP2 gives a list of ``[stream, entries]``, RESP3 a map; redis-py's parse of a
+    RESP3 reply (a client made with ``protocol=3``) wraps each stream's entries in one
+    more list (redis-py 8.1), which is unwrapped here. An entry is ``(id, fields)``:
+    a dict as redis-py parsed it, or the server's flat ``[f1, v1, ...]``.
+    """
     if not reply:
         return []
-    streams = reply.values() if isinstance(reply, dict) else (entries for _, entries in reply)
-    return [(entry_id, fields) for entries in streams for entry_id, fields in entries]
+    streams = []
+    for key, entries in reply.items() if isinstance(reply, dict) else reply:
+        if (
+            len(entries) == 1
+            and isinstance(entries[0], list)
+            and (not entries[0] or isinstance(entries[0][0], (list, tuple)))
+        ):
+            entries = entries[0]  # noqa: PLW2901 - the wrapper, unwrapped
+        streams.append((str(key), entries))
+    return streams
+
+
+def xread_entries(reply: Any) -> list[tuple[str, Any]]:
+    """The entries of an ``XREAD`` reply, every stream's in turn (see :func:`xread_streams`)."""
+    return [entry for _, entries in xread_streams(reply) for entry in entries]
 
 
 async def cancellable(read: Awaitable[_T]) -> _T:

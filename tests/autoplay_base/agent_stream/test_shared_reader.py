@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
 import redis
 
-from autoplay_base.agent_stream import AsyncRunStream, Run, RunEvent
+from autoplay_base.agent_stream import AsyncRunStream, Run, RunEvent, RunStream
 from autoplay_base.agent_stream._reader import SharedReader
 from autoplay_base.backends.redis import RedisBackend
 from autoplay_base.errors import BackendUnavailableError
@@ -229,3 +230,65 @@ async def test_a_server_refusing_client_commands_still_shares_the_read_without_e
         "run stream reader: CLIENT ID refused (NoPermissionError); a listener arriving "
         "during a shared read waits it out (up to 0.20 s)"
     ]
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+async def test_the_raw_reply_of_either_protocol_decodes_to_the_same_events(
+    private_backends: Callable[..., RedisBackend], redis_server: RedisServer, protocol: int
+) -> None:
+    """The reader reads its reply as the connection decoded it: RESP2's list of streams
+    and RESP3's map of them, each entry's fields a flat list, give the same events."""
+    producer = AsyncRunStream(private_backends(), history=False)
+    backend = private_backends(url=f"{redis_server.url}?protocol={protocol}")
+    assert backend.aclient.connection_pool.connection_kwargs["protocol"] == protocol
+    stream = AsyncRunStream(backend, history=False, poll_seconds=POLL)
+    async with live_runs(producer, 2) as runs:
+        listeners = [Listener(stream, run) for run in runs]
+        assert [(await ls.next()).type for ls in listeners] == ["start", "start"]
+        await wait_for_waiting(stream, 2)
+        for n, run in enumerate(runs):
+            run.text_delta(f"t{n}")
+            run.tool_output("call-1", {"rows": [n, None, "é"]})
+        for n, listener in enumerate(listeners):
+            text, tool = await listener.next(FAST), await listener.next(FAST)
+            assert (text.seq, text.type, text.data) == (2, "text_delta", {"text": f"t{n}"})
+            assert (tool.seq, tool.type) == (3, "tool_output")
+            assert tool.data == {"call_id": "call-1", "output": {"rows": [n, None, "é"]}}
+            assert text.id == f"{runs[n].run_id}-2"
+        assert reader_of(stream).reads >= 1
+    for listener in listeners:
+        assert (await listener.next()).type == "finished"
+        await asyncio.wait_for(listener.task, LISTEN_TIMEOUT)
+
+
+async def wait_for_waiting(stream: AsyncRunStream, count: int) -> None:
+    await asyncio.to_thread(
+        wait_for, lambda: reader_of(stream).waiting == count, "listeners waiting", LISTEN_TIMEOUT
+    )
+
+
+@pytest.mark.parametrize("protocol", [2, 3])
+def test_a_sync_listener_reads_either_protocol_too(
+    private_backends: Callable[..., RedisBackend],
+    redis_server: RedisServer,
+    server: Server,
+    protocol: int,
+) -> None:
+    """The sync twin blocks in its own ``XREAD`` through redis-py, whose RESP3 parse
+    wraps each stream's entries in one more list."""
+    producer = RunStream(private_backends(), history=False)
+    stream = RunStream(
+        private_backends(url=f"{redis_server.url}?protocol={protocol}"),
+        history=False,
+        poll_seconds=POLL,
+    )
+    with producer.run(session_id="s1", product_id="p1") as run:
+        events = stream.listen(run.run_id, session_id="s1", product_id="p1")
+        assert next(events).type == "start"
+        with ThreadPoolExecutor(1) as pool:  # the next event, waited for in XREAD BLOCK
+            waiting = pool.submit(next, events)
+            wait_for(lambda: server.blocked() == 1, "the listener blocked", LISTEN_TIMEOUT)
+            run.text_delta("hello")
+            event = waiting.result(timeout=LISTEN_TIMEOUT)
+        assert (event.seq, event.type, event.data) == (2, "text_delta", {"text": "hello"})
+    assert [e.type for e in events] == ["finished"]
