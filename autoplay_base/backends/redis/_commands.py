@@ -67,11 +67,9 @@ class Settings(NamedTuple):
     keys: Layout
     plan: ClusterPlan
     bounds: Bounds
-    ttl: str  # idle TTL in seconds as text, "" for none
-    ttl_ms: str
     history_ttl_ms: int | None
     stream_maxlen: int
-    scripts: ScriptSet  # the session scripts with the above written in
+    scripts: ScriptSet  # the session scripts, the idle TTL and the bounds written in
 
     @property
     def cluster(self) -> bool:

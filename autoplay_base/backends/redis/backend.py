@@ -256,8 +256,6 @@ class RedisBackend(Engine):
             self._keys,
             self._plan,
             self.bounds,
-            self._ttl,
-            self._ttl_ms,
             self._history_ttl_ms,
             stream_maxlen,
             scripts,
