@@ -104,7 +104,7 @@ _APPEND_COMMANDS = {
 }
 
 
-def test_an_append_to_a_known_session_of_a_known_user_runs_13_commands(
+def test_an_append_to_a_known_session_of_a_known_user_runs_15_commands(
     make_redis_backend: MakeBackend,
 ) -> None:
     backend = make_redis_backend(dedupe_window=2)
