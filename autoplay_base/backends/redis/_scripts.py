@@ -340,8 +340,8 @@ return out
 """
 
 # -- cluster scripts: every key arrives in KEYS and all of them share one slot -------------
-# The session's own scripts take the standalone scripts' ARGV (the user argument unused)
-# and KEYS 1 meta, 2 actions, 3 stream, 4 product index of the session
+# The session's own scripts take the standalone scripts' ARGV (the prefix and the user
+# arguments unused) and KEYS 1 meta, 2 actions, 3 stream, 4 product index of the session
 # id, then for writes 5 seen ids, 6 digests, 7 stale run (the session's own window).
 # Liveness is the session's own ``@T@`` field (when it was last touched, the score the
 # sessions index gets in the next step): no other slot is read.
