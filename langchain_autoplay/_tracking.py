@@ -14,7 +14,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, ToolMessage
+from langchain_core.messages import (
+    AIMessage,
+    BaseMessage,
+    HumanMessage,
+    ToolMessage,
+    convert_to_messages,
+)
 from langchain_core.outputs import LLMResult
 from langchain_core.prompt_values import PromptValue
 
@@ -85,10 +91,15 @@ def result_usage(response: LLMResult, model: str | None = None) -> Usage:
     """A chat model / LLM call's usage: its messages' metadata, else ``llm_output``'s."""
     total = Usage()
     for generations in response.generations:
+        # One call per prompt: with ``n > 1`` every choice carries the whole call's usage
+        # (langchain-openai copies it), so the first choice that has some counts, once.
         for generation in generations:
             message = getattr(generation, "message", None)
-            if isinstance(message, BaseMessage):
-                total.add(message_usage(message))
+            usage = message_usage(message) if isinstance(message, BaseMessage) else Usage()
+            if usage.calls:
+                total.add(usage)
+                break
+            total.model = total.model or usage.model
     output = response.llm_output or {}
     if not total.calls:
         counts = output.get("token_usage") or output.get("usage")
@@ -103,20 +114,23 @@ def result_usage(response: LLMResult, model: str | None = None) -> Usage:
     return total
 
 
+def _as_message(item: Any) -> BaseMessage | None:
+    """One item of a ``messages`` input as LangChain reads it: a message, a string (the
+    user's), a ``(role, content)`` pair or a ``{"role" | "type", "content"}`` dict."""
+    if isinstance(item, BaseMessage):
+        return item
+    try:
+        return convert_to_messages([item])[0]
+    except Exception:  # not a message shape (LangChain raises several kinds): not one
+        return None
+
+
 def last_text(messages: Sequence[Any], kind: type[BaseMessage]) -> str | None:
-    for message in reversed(messages):
+    """The text of the last message of type ``kind``, in any shape a graph takes."""
+    for item in reversed(messages):
+        message = _as_message(item)
         if isinstance(message, kind):
             return message.text
-        if (
-            kind is HumanMessage
-            and isinstance(message, tuple)
-            and message[:1]
-            in (
-                ("user",),
-                ("human",),
-            )
-        ):
-            return str(message[1])
     return None
 
 
@@ -130,7 +144,9 @@ def input_text(inputs: Any) -> str:
         inputs = inputs.to_messages()
     if isinstance(inputs, Mapping):
         messages = inputs.get("messages")
-        if isinstance(messages, Sequence) and not isinstance(messages, str):
+        if isinstance(messages, str):  # LangGraph takes one string as the user's message
+            return messages
+        if isinstance(messages, Sequence):
             return last_text(messages, HumanMessage) or ""
         for key in ("input", "question", "query"):
             if isinstance(inputs.get(key), str):
@@ -162,6 +178,15 @@ def tool_output(output: Any) -> Any:
     if isinstance(output, ToolMessage):
         return output.content
     return output
+
+
+def tool_failure(output: Any) -> str | None:
+    """The error a tool's result stands for, if it is one: the text of a ``ToolMessage``
+    with ``status="error"`` (how LangGraph's ``ToolNode`` and a tool's
+    ``handle_tool_error`` hand a failure to the model, instead of raising)."""
+    if isinstance(output, ToolMessage) and output.status == "error":
+        return output.text or "error"
+    return None
 
 
 def incomplete_status(error: BaseException) -> str:

@@ -67,15 +67,19 @@ T = TypeVar("T")
 
 INTERRUPT_EVENT = "interrupt"
 """The ``custom`` event name carrying a LangGraph ``interrupt()``'s values (before ``finished``)."""
+TOOL_ERROR_TEXT = "the tool reported an error"
+"""The ``tool_error`` text of a tool whose result is a ``ToolMessage`` with ``status="error"``."""
 NOSTREAM_TAG = "nostream"
 """A model call tagged so stays out of the stream (LangGraph's own ``messages`` mode rule)."""
 
 
 @dataclass
 class _Step:
-    """One model call: the tool calls its chunks announced, by chunk index."""
+    """One model call: the tool calls its chunks announced, by chunk index, and whether
+    it streamed (a call that did not, its answer comes whole at its end)."""
 
     calls: dict[int, tuple[str, str]] = field(default_factory=dict)
+    streamed: bool = False
 
 
 class AutoplayRunStreamHandler(BaseCallbackHandler):
@@ -206,6 +210,7 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
         step = self._steps.get(run_id)
         if step is None:
             return  # a nostream call, or a model whose start we did not see
+        step.streamed = True
         try:
             if isinstance(chunk, ChatGenerationChunk):
                 self._chunk(step, chunk.message)
@@ -216,16 +221,7 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
 
     def _chunk(self, step: _Step, message: BaseMessage) -> None:
         run = self.run
-        content = message.content
-        if isinstance(content, str):
-            if content:
-                run.text_delta(content)
-        else:
-            for block in content:
-                _content_block(run, block)
-        reasoning = message.additional_kwargs.get("reasoning_content")
-        if isinstance(reasoning, str) and reasoning:
-            run.reasoning_delta(reasoning)
+        _message_text(run, message)
         for piece in getattr(message, "tool_call_chunks", None) or ():
             index = piece.get("index")
             key = index if isinstance(index, int) else len(step.calls)
@@ -237,7 +233,8 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
 
     def on_llm_end(self, response: LLMResult, *, run_id: UUID, **kwargs: Any) -> None:
         """A model call ends: its complete tool calls (``tool_input``), then ``step_finished``."""
-        if self._steps.pop(run_id, None) is None:
+        step = self._steps.pop(run_id, None)
+        if step is None:
             return
         try:
             usage: Any = None
@@ -246,6 +243,8 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
                     message = getattr(generation, "message", None)
                     if message is None:
                         continue
+                    if not step.streamed:  # no token came (not streaming, or a cache hit)
+                        _message_text(self.run, message)
                     for call in getattr(message, "tool_calls", None) or ():
                         self.run.tool_input(str(call.get("id")), call["name"], call["args"])
                     for call in getattr(message, "invalid_tool_calls", None) or ():
@@ -289,6 +288,11 @@ class AutoplayRunStreamHandler(BaseCallbackHandler):
         if call_id is None:
             return
         try:
+            if isinstance(output, ToolMessage) and output.status == "error":
+                # A failure the tool (or LangGraph's ToolNode) handled into a message for the
+                # model: an error here too, without its text (it quotes the exception).
+                self.run.tool_error(call_id, TOOL_ERROR_TEXT)
+                return
             value = output.content if isinstance(output, ToolMessage) else output
             self.run.tool_output(call_id, value)
         except Exception as exc:
@@ -313,23 +317,55 @@ def _name(serialized: Any) -> Any:
     return serialized.get("name") or (ids[-1] if isinstance(ids, list) and ids else None)
 
 
-def _content_block(run: Run, block: str | dict[str, Any]) -> None:
-    """One content block of a chunk: text, or reasoning (standard, Anthropic or OpenAI shape)."""
+def _message_text(run: Run, message: BaseMessage) -> None:
+    """A message's (or chunk's) text and reasoning as deltas, in content order."""
+    content = message.content
+    reasoned = False
+    if isinstance(content, str):
+        if content:
+            run.text_delta(content)
+    else:
+        for block in content:
+            reasoned = _content_block(run, block) or reasoned
+    # Providers that keep reasoning beside the content (DeepSeek, Ollama, Groq, xAI); with
+    # ``output_version="v1"`` LangChain copies it into a reasoning block too: sent once.
+    reasoning = message.additional_kwargs.get("reasoning_content")
+    if isinstance(reasoning, str) and reasoning and not reasoned:
+        run.reasoning_delta(reasoning)
+
+
+def _reasoning_text(block: Mapping[str, Any]) -> str:
+    """The text of a reasoning block, in each provider's shape."""
+    kind = block.get("type")
+    if kind == "reasoning_content":  # Bedrock Converse: {"reasoning_content": {"text"}}
+        inner = block.get("reasoning_content")
+        return str(inner.get("text") or "") if isinstance(inner, Mapping) else ""
+    text = block.get("reasoning", block.get("thinking"))
+    if isinstance(text, str):  # standard (v1), Anthropic, Gemini
+        return text
+    if isinstance(text, list):  # Mistral: {"thinking": [{"type": "text", "text"}]}
+        return "".join(str(part.get("text") or "") for part in text if isinstance(part, Mapping))
+    # OpenAI Responses: {"type": "reasoning", "summary": [{"text"}]}
+    return "".join(str(s.get("text", "")) for s in block.get("summary") or ())
+
+
+def _content_block(run: Run, block: str | dict[str, Any]) -> bool:
+    """One content block of a chunk: text, or reasoning (True: it was a reasoning block)."""
     if isinstance(block, str):
         if block:
             run.text_delta(block)
-        return
+        return False
     kind = block.get("type")
     if kind == "text":
         text = block.get("text")
         if isinstance(text, str) and text:
             run.text_delta(text)
-    elif kind in ("reasoning", "thinking"):
-        text = block.get("reasoning", block.get("thinking"))
-        if not isinstance(text, str):  # OpenAI: {"type": "reasoning", "summary": [{"text"}]}
-            text = "".join(str(s.get("text", "")) for s in block.get("summary") or ())
+    elif kind in ("reasoning", "thinking", "reasoning_content"):
+        text = _reasoning_text(block)
         if text:
             run.reasoning_delta(text)
+        return True
+    return False
 
 
 # -- drivers ----------------------------------------------------------------------------------

@@ -66,6 +66,7 @@ from langchain_core.messages import (
 )
 
 from autoplay_base._store_ref import SharesStore
+from autoplay_base.agent_stream._events import to_json_value
 from autoplay_base.backends.base import SessionKey
 from autoplay_base.context_store import AsyncContextStore, ContextStore
 from autoplay_base.errors import ConfigError
@@ -104,6 +105,9 @@ def _encode(messages: Sequence[BaseMessage], now: float, human_at: float | None)
                 "message": message_to_dict(m),
             },
             separators=(",", ":"),
+            # A tool's artifact, a parsed output or metadata may hold datetimes, bytes,
+            # models: stored in their JSON form rather than failing the whole turn.
+            default=to_json_value,
         )
         for m in messages
     ]

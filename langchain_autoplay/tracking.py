@@ -87,6 +87,7 @@ from langchain_autoplay._tracking import (
     input_text,
     output_text,
     result_usage,
+    tool_failure,
     tool_output,
 )
 
@@ -491,7 +492,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
             args=inputs if inputs is not None else input_str,
         )
 
-    def _tool_ended(self, run_id: UUID, result: Any, error: BaseException | None) -> None:
+    def _tool_ended(self, run_id: UUID, result: Any, error: BaseException | str | None) -> None:
         run = self.open.pop(run_id)
         if run is None or run.turn.session is None:
             return
@@ -502,7 +503,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
             runtime_ms=(time.perf_counter() - run.started) * 1000.0,
             error=error,
         )
-        if run.root and error is not None:
+        if run.root and isinstance(error, BaseException):  # not a result that reports one
             self._incomplete(run.turn, incomplete_status(error), type(error).__name__)
 
     @override
@@ -515,7 +516,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._tool_ended(run_id, tool_output(output), None)
+        self._tool_ended(run_id, tool_output(output), tool_failure(output))
 
     @override
     @_guarded

@@ -41,7 +41,15 @@ from typing_extensions import NotRequired, override
 
 from autoplay_base.tracking import TrackedSession
 from langchain_autoplay._scope import DEFAULT_KEYS, ScopeKeys, call_scope
-from langchain_autoplay._tracking import Guard, Usage, last_text, logger, message_usage, tool_output
+from langchain_autoplay._tracking import (
+    Guard,
+    Usage,
+    last_text,
+    logger,
+    message_usage,
+    tool_failure,
+    tool_output,
+)
 from langchain_autoplay.tracking import AnyTracker
 
 if TYPE_CHECKING:
@@ -161,7 +169,7 @@ class AutoplayTrackingMiddleware(AgentMiddleware[TrackingState, Any, Any]):
             args=call["args"],
             result=tool_output(result),
             runtime_ms=(time.perf_counter() - started) * 1000.0,
-            error=error,
+            error=error if error is not None else tool_failure(result),
         )
 
     def _safely(self, hook: str, step: Callable[..., None], *args: Any) -> None:

@@ -83,9 +83,13 @@ class WorkflowEvents:
             run.step_started(event.current_agent_name)
         elif isinstance(event, AgentOutput):
             for call in event.tool_calls:
-                run.tool_input(call.tool_id, call.tool_name, call.tool_kwargs)
-            raw = event.raw
-            run.step_finished(usage=raw.get("usage") if isinstance(raw, Mapping) else None)
+                # An early-stopping answer lists the calls already made (their results):
+                # their input went out when they were called.
+                if not isinstance(call, ToolCallResult):
+                    run.tool_input(call.tool_id, call.tool_name, call.tool_kwargs)
+            raw = event.raw  # a provider's response: a dict, or an object (kept unparsed)
+            usage = raw.get("usage") if isinstance(raw, Mapping) else getattr(raw, "usage", None)
+            run.step_finished(usage=usage)
         elif isinstance(event, ToolCallResult):
             output = event.tool_output
             if output.is_error:

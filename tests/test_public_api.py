@@ -346,6 +346,8 @@ PINNED_MODULES = {
     },
     "autoplay_base.agent_stream.starlette": {
         "DEFAULT_HEARTBEAT_SECONDS",
+        "PEEK_SECONDS",
+        "RunEventsResponse",
         "event_source_response",
     },
     "autoplay_base.agent_stream.stream": {

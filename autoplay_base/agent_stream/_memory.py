@@ -150,7 +150,9 @@ class MemoryTransport:
             start = max(0, next_seq - events[0].seq) if events else 0
             stop = min(len(events), start + count)
             run_id = ref.run_id
-            return Read([events[i].event(run_id) for i in range(start, stop)], log.live, True)
+            ended = bool(events) and events[-1].type in TERMINAL
+            read = [events[i].event(run_id) for i in range(start, stop)]
+            return Read(read, log.live, True, ended)
 
     async def aread(self, ref: RunRef, next_seq: int, count: int) -> Read:
         """Async twin of :meth:`read`."""

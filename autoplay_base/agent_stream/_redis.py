@@ -68,7 +68,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from autoplay_base.agent_stream._events import RunEvent
+from autoplay_base.agent_stream._events import TERMINAL, RunEvent
 from autoplay_base.agent_stream._reader import UNDECODABLE, SharedReader
 from autoplay_base.agent_stream._transport import LiveRun, Read, RunRef, SinkOwner, Started
 from autoplay_base.agent_stream._writer import RedisSink, RedisWriter, Replies, WritePart
@@ -170,6 +170,15 @@ def _field_map(flat: Any) -> dict[Any, Any]:
     """An entry's fields from a raw reply (the shared reader's): ``[f1, v1, f2, v2, ...]``."""
     pairs = iter(flat)
     return dict(zip(pairs, pairs, strict=False))
+
+
+def _entry_type(entry: Any) -> Any:
+    """The event type of one stream entry (``(id, fields)``), ``None`` when it has none."""
+    try:
+        fields = entry[1]
+        return (fields if isinstance(fields, dict) else _field_map(fields)).get("t")
+    except (TypeError, IndexError):
+        return None
 
 
 def block_seconds(client: Any) -> float:
@@ -344,7 +353,9 @@ class RedisTransport:
         pipe.exists(keys.lease)  # first: see ListenState
         stream = keys.stream
         pipe.xrange(stream, min=f"0-{max(1, next_seq)}", max="+", count=count)
-        pipe.exists(stream)
+        # The newest entry rather than ``EXISTS``: the same one command says whether the
+        # run is stored and whether it ended (see ``Read.ended``).
+        pipe.xrevrange(stream, max="+", min="-", count=1)
 
     def _events(self, ref: RunRef, entries: Any) -> list[RunEvent]:
         """Stream entries as events; an undecodable one is skipped (counted, logged).
@@ -375,7 +386,9 @@ class RedisTransport:
         return events
 
     def _decode(self, ref: RunRef, replies: list[Any]) -> Read:
-        return Read(self._events(ref, replies[1]), bool(replies[0]), bool(replies[2]))
+        newest = replies[2]
+        ended = bool(newest) and _entry_type(newest[0]) in TERMINAL
+        return Read(self._events(ref, replies[1]), bool(replies[0]), bool(newest), ended)
 
     # -- producer side ------------------------------------------------------------------------
     def start(

@@ -196,7 +196,9 @@ class ListenState:
     all). It yields what was read; a hole before the first event (trimmed by
     ``MAXLEN`` or retention) first yields a ``gap`` event; it stops after the
     terminal event, or with ``producer_lost`` (no lease, nothing new, no terminal:
-    the producer died) or ``unknown_run`` (no such run in this scope, or expired).
+    the producer died) or ``unknown_run`` (no such run in this scope, or expired). A
+    listener whose cursor is the terminal event itself (a reconnect after the end)
+    gets nothing: the read says the run ``ended``.
     Reading the lease before the events is what makes ``producer_lost`` exact: a
     producer writes its terminal event before it drops its lease.
     """
@@ -213,9 +215,15 @@ class ListenState:
         return RunEvent(None, 0, type_, ts, data, self.run_id)
 
     def feed(
-        self, events: list[RunEvent], *, live: bool, exists: bool, now: float
+        self,
+        events: list[RunEvent],
+        *,
+        live: bool,
+        exists: bool,
+        now: float,
+        ended: bool = False,
     ) -> list[RunEvent]:
-        """The events to yield for one read (empty: wait and read again)."""
+        """The events to yield for one read (empty: wait and read again, unless ``done``)."""
         out: list[RunEvent] = []
         if self.done:
             return out
@@ -237,6 +245,10 @@ class ListenState:
         if out or live:
             return out
         self.done = True
+        if exists and ended:
+            # The cursor is the terminal event (a client reconnecting after the end, as a
+            # browser's EventSource does): nothing follows it, and the producer did not die.
+            return out
         if exists:
             return [self._synthesized(PRODUCER_LOST, now, after=self.next_seq - 1)]
         return [self._synthesized(UNKNOWN_RUN, now)]

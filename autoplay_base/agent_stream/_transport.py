@@ -34,11 +34,17 @@ class LiveRun(NamedTuple):
 
 
 class Read(NamedTuple):
-    """One listener read: ``live`` is read before ``events`` (see ``ListenState``)."""
+    """One listener read: ``live`` is read before ``events`` (see ``ListenState``).
+
+    ``ended``: the run's newest stored event is its terminal one. With no events
+    after the cursor and no lease, that tells a run that ended (the listener's cursor
+    is at its end) from one whose producer died.
+    """
 
     events: list[RunEvent]
     live: bool
     exists: bool
+    ended: bool = False
 
 
 class Started(NamedTuple):

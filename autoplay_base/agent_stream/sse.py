@@ -79,7 +79,9 @@ class VercelEncoder:
 
     def __init__(self) -> None:
         self._open: tuple[str, str] | None = None  # ("text" | "reasoning", part id)
-        self._tools: set[str] = set()
+        self._tools: set[str] = set()  # the calls the client was told of (tool-input-start)
+        self._names: dict[str, str] = {}  # call id -> tool name, from tool_started
+        self._step = False  # a start-step not yet finished
 
     def _close(self) -> list[dict[str, Any]]:
         if self._open is None:
@@ -95,6 +97,30 @@ class VercelEncoder:
         part = f"{kind}-{seq}"
         self._open = (kind, part)
         return [*chunks, {"type": f"{kind}-start", "id": part}], part
+
+    def _end_step(self) -> list[dict[str, Any]]:
+        if not self._step:
+            return []
+        self._step = False
+        return [{"type": "finish-step"}]
+
+    def _ending(self, last: dict[str, Any]) -> list[dict[str, Any]]:
+        """The open part and step closed, then the stream's last chunk."""
+        return [*self._close(), *self._end_step(), last]
+
+    def _announced(self, call_id: str) -> list[dict[str, Any]]:
+        """A call's input parts if the client has not heard of the call yet.
+
+        The AI SDK's reader refuses a tool result for a call it never saw (the whole
+        response fails): a tool run with no model call before it, a call whose input
+        events were trimmed, an invalid call from a model that did not stream.
+        """
+        if call_id in self._tools:
+            return []
+        self._tools.add(call_id)
+        name = self._names.get(call_id, "")
+        start = {"type": "tool-input-start", "toolCallId": call_id, "toolName": name}
+        return [start, {**start, "type": "tool-input-available", "input": None}]
 
     def _tool(self, data: dict[str, Any]) -> list[dict[str, Any]]:
         chunks = self._close()
@@ -122,28 +148,34 @@ class VercelEncoder:
             available = {"type": "tool-input-available", "toolCallId": data.get("call_id")}
             available.update(toolName=data.get("name"), input=data.get("input"))
             return [*self._tool(data), available]
-        if t == ev.TOOL_OUTPUT:
-            out = {"type": "tool-output-available", "toolCallId": data.get("call_id")}
-            return [*self._close(), {**out, "output": data.get("output")}]
-        if t == ev.TOOL_ERROR:
-            err = {"type": "tool-output-error", "toolCallId": data.get("call_id")}
-            return [*self._close(), {**err, "errorText": data.get("error", "")}]
-        if t == ev.STEP_STARTED:
-            return [*self._close(), {"type": "start-step"}]
+        if t == ev.TOOL_STARTED:  # no chunk of its own: the name, for a late announcement
+            self._names[str(data.get("call_id", ""))] = str(data.get("name") or "")
+            return []
+        if t in (ev.TOOL_OUTPUT, ev.TOOL_ERROR):
+            call_id = str(data.get("call_id", ""))
+            chunks = [*self._close(), *self._announced(call_id)]
+            if t == ev.TOOL_OUTPUT:
+                out = {"type": "tool-output-available", "toolCallId": call_id}
+                return [*chunks, {**out, "output": data.get("output")}]
+            err = {"type": "tool-output-error", "toolCallId": call_id}
+            return [*chunks, {**err, "errorText": data.get("error", "")}]
+        if t == ev.STEP_STARTED:  # an open step is finished first: they stay balanced
+            chunks = [*self._close(), *self._end_step(), {"type": "start-step"}]
+            self._step = True
+            return chunks
         if t == ev.STEP_FINISHED:
-            return [*self._close(), {"type": "finish-step"}]
+            return [*self._close(), *self._end_step()]
         if t == ev.CUSTOM:
             return [{"type": f"data-{data.get('name')}", "data": data.get("data")}]
         if t == ev.FINISHED:
-            end = "finish" if data.get("status") == "success" else "abort"
-            return [*self._close(), {"type": end}]
+            return self._ending({"type": "finish" if data.get("status") == "success" else "abort"})
         if t == ev.ERROR:
-            return [*self._close(), {"type": "error", "errorText": data.get("message", "")}]
+            return self._ending({"type": "error", "errorText": data.get("message", "")})
         if t == ev.GAP:
             return [{"type": "data-gap", "data": data, "transient": True}]
         if t in (ev.PRODUCER_LOST, ev.UNKNOWN_RUN):
             text = PRODUCER_LOST_TEXT if t == ev.PRODUCER_LOST else UNKNOWN_RUN_TEXT
-            return [*self._close(), {"type": "error", "errorText": text}]
+            return self._ending({"type": "error", "errorText": text})
         return []
 
     def frames(self, event: RunEvent) -> list[bytes]:

@@ -167,7 +167,8 @@ class RunStream(Streams):
         """The run's events from the start (or strictly after the cursor ``after``).
 
         Ends after the terminal event, or with a synthesized ``producer_lost`` /
-        ``unknown_run``; a trimmed stretch is announced by a ``gap`` event first.
+        ``unknown_run``; a trimmed stretch is announced by a ``gap`` event first. A
+        cursor that is the terminal event itself yields nothing: the run is over.
         """
         state = self._listen_state(run_id, after)
         ref = RunRef(product_id, session_id, run_id)
@@ -183,7 +184,13 @@ class RunStream(Streams):
                     read = self.transport.read(ref, state.next_seq, READ_COUNT)
                 except self._errors as exc:
                     raise BackendUnavailableError("run stream: Redis unavailable") from exc
-            out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
+            out = state.feed(
+                read.events,
+                live=read.live,
+                exists=read.exists,
+                now=self._clock(),
+                ended=read.ended,
+            )
             yield from out
             if not state.done and _at_tail(read):  # else read on: a full page, more is there
                 waited = self.transport.pause(ref, self.poll_seconds, state.next_seq)
@@ -309,7 +316,13 @@ class AsyncRunStream(Streams):
                     read = await self.transport.aread(ref, state.next_seq, READ_COUNT)
                 except self._errors as exc:
                     raise BackendUnavailableError("run stream: Redis unavailable") from exc
-            out = state.feed(read.events, live=read.live, exists=read.exists, now=self._clock())
+            out = state.feed(
+                read.events,
+                live=read.live,
+                exists=read.exists,
+                now=self._clock(),
+                ended=read.ended,
+            )
             for event in out:
                 yield event
             if not state.done and _at_tail(read):  # else read on: a full page, more is there

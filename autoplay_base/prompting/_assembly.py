@@ -174,9 +174,32 @@ def decode_history(entries: Sequence[str]) -> tuple[list[Turn], int]:
         except (ValueError, TypeError, KeyError):
             bad += 1
             continue
-        if role in _ROLES and isinstance(content, str):
-            turns.append(Turn(role, content, at))
+        role = _CHUNK_ROLES.get(role, role)
+        text = content if isinstance(content, str) else _block_text(content)
+        if role in _ROLES and text is not None:
+            turns.append(Turn(role, text, at))
     return turns, bad
+
+
+_CHUNK_ROLES = {"AIMessageChunk": "ai", "HumanMessageChunk": "human"}
+"""How LangChain's ``message_to_dict`` names a stored chunk's type: the role it stands for."""
+
+
+def _block_text(content: Any) -> str | None:
+    """The text blocks of a list content (Anthropic, OpenAI Responses, Gemini, multimodal
+    input), joined; reasoning, tool and image blocks are not what was said. ``None``
+    when ``content`` is not a list or holds no text (a turn that only called a tool)."""
+    if not isinstance(content, list):
+        return None
+    parts = []
+    for block in content:
+        if isinstance(block, str):
+            parts.append(block)
+        elif isinstance(block, dict) and block.get("type") == "text":
+            text = block.get("text")
+            if isinstance(text, str):
+                parts.append(text)
+    return "".join(parts) if parts else None
 
 
 def last_human_at(turns: Sequence[Turn]) -> float | None:

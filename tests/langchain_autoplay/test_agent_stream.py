@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool, ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
@@ -626,3 +626,102 @@ async def test_the_driver_leaves_no_handler_behind_in_the_callers_context() -> N
     }
     assert shape(await collect(stream)) == shape(first)
     assert len(first) == 5
+
+
+# -- provider shapes ----------------------------------------------------------------------------
+class WholeAnswerModel(ScriptedChatModel):
+    """Answers whole, firing no token callback: a provider without streaming
+    (``disable_streaming=True``), a cache hit."""
+
+    def _generate(
+        self,
+        messages: list[BaseMessage],
+        stop: list[str] | None = None,
+        run_manager: CallbackManagerForLLMRun | None = None,
+        **kwargs: Any,
+    ) -> ChatResult:
+        return super()._generate(messages, stop, None, **kwargs)
+
+
+def test_a_model_that_does_not_stream_still_gives_its_answer_and_tool_calls() -> None:
+    model = WholeAnswerModel(script=weather_turns(), disable_streaming=True)
+    stream = RunStream()
+    state = stream_agent(stream, create_agent(model, [weather]), WEATHER_INPUT, **SCOPE)
+    assert state["messages"][-1].content == "It is 21 degrees."
+    assert shape(collect_sync(stream)) == [
+        (1, "start", {}),
+        (2, "step_started", {"name": "model"}),
+        (3, "tool_input", {"call_id": "c1", "name": "weather", "input": {"city": "NYC"}}),
+        (4, "step_finished", USAGE_DATA),
+        (5, "tool_started", {"call_id": "c1", "name": "weather"}),
+        (6, "tool_output", {"call_id": "c1", "output": '{"city": "NYC", "temp": 21}'}),
+        (7, "step_started", {"name": "model"}),
+        (8, "text_delta", {"text": "It is 21 degrees."}),
+        (9, "step_finished", USAGE_DATA),
+        (10, "finished", {"status": "success"}),
+    ]
+
+
+def _soft_failure(city: str) -> str:
+    raise ToolException("upstream 503, key=sk-secret-77")
+
+
+soft = StructuredTool.from_function(
+    _soft_failure,
+    name="soft",
+    description="A tool whose failure the model sees.",
+    handle_tool_error=True,
+)
+
+
+async def test_a_tool_failure_handed_to_the_model_is_a_tool_error_without_its_text() -> None:
+    # handle_tool_error (and LangGraph's ToolNode) turn a failure into a ToolMessage with
+    # status="error" that the model reads: the run goes on, the stream says it failed.
+    model = ScriptedChatModel(
+        script=[tool_turn("c7", "soft", '{"city": "X"}'), text_turn("Sorry.")]
+    )
+    stream = AsyncRunStream()
+    state = await astream_agent(stream, create_agent(model, [soft]), WEATHER_INPUT, **SCOPE)
+    assert state["messages"][2].status == "error"
+    events = await collect(stream)
+    assert [(e.type, e.data) for e in events if e.type.startswith("tool_")][-2:] == [
+        ("tool_started", {"call_id": "c7", "name": "soft"}),
+        ("tool_error", {"call_id": "c7", "error": "the tool reported an error"}),
+    ]
+    assert events[-1].data == {"status": "success"}
+    assert "sk-secret" not in repr(events)
+
+
+def chunk_stream(*contents: Any, **kwargs: Any) -> list[RunEvent]:
+    """The reasoning and text events of one model call streaming chunks of ``contents``."""
+    stream = RunStream()
+    with stream.run(**SCOPE) as run:
+        handler = AutoplayRunStreamHandler(run)
+        model_run = uuid4()
+        handler.on_chat_model_start({}, [[]], run_id=model_run, name="m")
+        for content in contents:
+            message = AIMessageChunk(content=content, **kwargs)
+            handler.on_llm_new_token(
+                "", chunk=ChatGenerationChunk(message=message), run_id=model_run
+            )
+    return [e for e in collect_sync(stream) if e.type in ("text_delta", "reasoning_delta")]
+
+
+def test_reasoning_in_each_providers_shape_is_sent_once() -> None:
+    mistral = {"type": "thinking", "thinking": [{"type": "text", "text": "A."}]}
+    bedrock = {"type": "reasoning_content", "reasoning_content": {"text": "B.", "signature": "s"}}
+    events = chunk_stream([mistral], [bedrock], [{"type": "text", "text": "C"}])
+    assert [(e.type, e.data["text"]) for e in events] == [
+        ("reasoning_delta", "A."),
+        ("reasoning_delta", "B."),
+        ("text_delta", "C"),
+    ]
+    # output_version="v1": LangChain copies additional_kwargs' reasoning into a block.
+    v1 = chunk_stream(
+        [{"type": "reasoning", "reasoning": "Let me think."}],
+        additional_kwargs={"reasoning_content": "Let me think."},
+    )
+    assert [(e.type, e.data["text"]) for e in v1] == [("reasoning_delta", "Let me think.")]
+    # Beside plain content (DeepSeek, Ollama): still sent.
+    beside = chunk_stream("", additional_kwargs={"reasoning_content": "Hm."})
+    assert [(e.type, e.data["text"]) for e in beside] == [("reasoning_delta", "Hm.")]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -85,6 +87,29 @@ async def test_round_trip_keeps_messages_exactly(
     assert await _read(_history(any_store, clock), mode) == CONVERSATION
     await _clear(history, mode)
     assert await _read(history, mode) == []
+
+
+@MODES
+async def test_values_json_cannot_hold_are_stored_in_their_json_form(
+    any_store: AnyStore, clock: ManualClock, mode: str
+) -> None:
+    # A tool's artifact (or metadata) holding a datetime, bytes, a UUID: the turn is
+    # stored (it used to raise TypeError, and RunnableWithMessageHistory lost it).
+    when = dt.datetime(2025, 1, 1, 12, 30)
+    tool_result = ToolMessage(
+        content="2 rows",
+        tool_call_id="c1",
+        artifact={"fetched_at": when, "raw": b"\x00\x01", "id": uuid.UUID(int=7)},
+    )
+    history = _history(any_store, clock)
+    await _add(history, mode, AIMessage(content="ok"), tool_result)
+    stored = await _read(history, mode)
+    assert [m.content for m in stored] == ["ok", "2 rows"]
+    assert stored[1].artifact == {
+        "fetched_at": "2025-01-01T12:30:00",
+        "raw": {"base64": "AAE="},
+        "id": "00000000-0000-0000-0000-000000000007",
+    }
 
 
 @MODES

@@ -24,7 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tools import tool
+from langchain_core.tools import StructuredTool, ToolException, tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
@@ -256,6 +256,66 @@ def test_usage_from_llm_output_token_usage_and_invocation_model() -> None:
     # Messages' own metadata wins over llm_output's totals; the name comes from llm_output.
     assert (both.model, both.input_tokens, both.output_tokens, both.calls) == ("gpt-named", 6, 2, 2)
     assert result_usage(LLMResult(generations=[[Generation(text="x")]])).as_dict() is None
+    # n=2 choices of one call: langchain-openai copies the call's usage onto each.
+    choices = LLMResult(
+        generations=[[ChatGeneration(message=message), ChatGeneration(message=message)]]
+    )
+    once = result_usage(choices)
+    assert (once.input_tokens, once.output_tokens, once.calls) == (3, 1, 1)
+
+
+def _soft_failure(q: str) -> str:
+    raise ToolException("upstream 503")
+
+
+soft = StructuredTool.from_function(
+    _soft_failure,
+    name="soft",
+    description="A tool whose failure the model sees.",
+    handle_tool_error=True,
+)
+SOFT_TURN = [
+    ("usage", MODEL, 10, 3),
+    ("tool_call", "soft", {"q": "export"}, "upstream 503", True),
+    ("usage", MODEL, 20, 5),
+    ("turn", "How do I export?", "Open Reports, then export.", (MODEL, 30, 8)),
+]
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        {"role": "user", "content": "How do I export?"},  # the LangChain v1 docs' form
+        "How do I export?",
+        ("user", "How do I export?"),
+    ],
+)
+def test_a_tool_failure_the_model_reads_is_a_failed_tool_call_in_any_input_form(
+    receiver: IngestReceiver, tracker: Tracker, user: Any
+) -> None:
+    # handle_tool_error (and LangGraph's ToolNode) hand a failure to the model as a
+    # ToolMessage with status="error": the turn completes, the tool call failed.
+    handler = AutoplayTrackingHandler(tracker)
+    agent = create_agent(scripted_model("soft", "export"), tools=[soft])
+    config: RunnableConfig = {"callbacks": [handler], "metadata": meta("ps_1")}
+    inputs = {"messages": user} if isinstance(user, str) else {"messages": [user]}
+    output = agent.invoke(inputs, config=config)
+    assert output["messages"][-1].content == "Open Reports, then export."
+    delivered(tracker, 4)
+    assert received(receiver) == SOFT_TURN
+
+
+def test_middleware_records_a_tool_failure_the_model_reads(
+    receiver: IngestReceiver, tracker: Tracker
+) -> None:
+    agent = create_agent(
+        scripted_model("soft", "export"),
+        tools=[soft],
+        middleware=[AutoplayTrackingMiddleware(tracker)],
+    )
+    agent.invoke(question("How do I export?"), config={"configurable": meta("ps_1")})
+    delivered(tracker, 4)
+    assert received(receiver) == SOFT_TURN
 
 
 # -- where the session comes from ----------------------------------------------------------

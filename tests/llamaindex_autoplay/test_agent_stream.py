@@ -15,10 +15,10 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import AgentOutput, AgentStream, FunctionAgent
+from llama_index.core.agent.workflow import AgentOutput, AgentStream, FunctionAgent, ToolCallResult
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.llms.mock import MockFunctionCallingLLM
-from llama_index.core.tools import FunctionTool, ToolSelection
+from llama_index.core.tools import FunctionTool, ToolOutput, ToolSelection
 from pydantic import Field
 
 from autoplay_base.agent_stream import AsyncRunStream, RunEvent, RunStream
@@ -251,4 +251,31 @@ async def test_thinking_deltas_are_reasoning() -> None:
     assert [(e.type, e.data) for e in await collect(stream) if e.type.endswith("_delta")] == [
         ("reasoning_delta", {"text": "Hm. "}),
         ("text_delta", {"text": "Yes."}),
+    ]
+
+
+def test_an_early_stopping_answer_does_not_replay_the_calls_already_made() -> None:
+    # ``early_stopping_method="generate"`` (and the last step of a normal run) extend the
+    # final AgentOutput's tool_calls with the run's ToolCallResults; their input went out
+    # when they were called.
+    done = ToolCallResult(
+        tool_name="weather",
+        tool_kwargs={"city": "NYC"},
+        tool_id="c1",
+        tool_output=ToolOutput(tool_name="weather", content="21", raw_input={}, raw_output="21"),
+        return_direct=False,
+    )
+    fresh = ToolSelection(tool_id="c2", tool_name="weather", tool_kwargs={"city": "LA"})
+    out = AgentOutput(
+        response=ChatMessage(role="assistant", content="It is 21."),
+        current_agent_name="a",
+        tool_calls=[fresh],
+    )
+    out.tool_calls.extend([done])  # type: ignore[list-item]  # what base_agent.py does
+    stream = RunStream()
+    with stream.run(**SCOPE) as run:
+        WorkflowEvents(run).add(out)
+    events = list(stream.listen(run.run_id, **SCOPE))
+    assert [(e.type, e.data) for e in events if e.type == "tool_input"] == [
+        ("tool_input", {"call_id": "c2", "name": "weather", "input": {"city": "LA"}}),
     ]

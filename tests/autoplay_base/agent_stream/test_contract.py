@@ -60,6 +60,11 @@ async def test_a_run_is_read_back_exactly_with_contiguous_seq_and_cursors(stream
     # A cursor resumes strictly after its event.
     resumed = await streams.listen(run.run_id, **S, after=events[9].id)
     assert [e.seq for e in resumed] == [11, 12, 13]
+    # After the terminal event there is nothing (a browser reconnecting after the end),
+    # not a ``producer_lost``: the run ended, its producer did not die.
+    assert await streams.listen(run.run_id, **S, after=events[-1].id) == []
+    # One before it: the terminal event alone.
+    assert [e.seq for e in await streams.listen(run.run_id, **S, after=events[-2].id)] == [13]
 
 
 @dataclasses.dataclass

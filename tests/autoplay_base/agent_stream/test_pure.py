@@ -21,6 +21,7 @@ from autoplay_base.agent_stream._events import (
 from autoplay_base.agent_stream._state import SAFE_ERROR_MESSAGE, ListenState, RunBuffer, outcome
 from autoplay_base.agent_stream._streams import next_run
 from autoplay_base.agent_stream.sse import (
+    PRODUCER_LOST_TEXT,
     VercelEncoder,
     native_frame,
     split_vercel_cursor,
@@ -132,6 +133,16 @@ def test_listen_state_waits_while_live_and_names_why_it_stops() -> None:
     assert [e.type for e in unknown] == ["unknown_run"]
 
 
+def test_listen_state_after_the_terminal_event_ends_with_nothing() -> None:
+    # A reconnect whose cursor is the run's last event: no lease, nothing new, the run
+    # ended. That is not a dead producer.
+    state = ListenState(R, after_seq=9)
+    assert state.feed([], live=False, exists=True, now=1.0, ended=True) == []
+    assert state.done
+    died = ListenState(R, after_seq=9).feed([], live=False, exists=True, now=1.0, ended=False)
+    assert [e.type for e in died] == ["producer_lost"]
+
+
 # -- the outcome -------------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("exc", "cancelled", "interrupted", "expected"),
@@ -216,6 +227,75 @@ def test_vercel_chunks_follow_the_ui_message_stream_protocol() -> None:
     assert error == [
         f'id: {R}-3\ndata: {{"type":"error","errorText":"m"}}\n\n'.encode(),
         b"data: [DONE]\n\n",
+    ]
+
+
+def test_vercel_announces_a_tool_call_before_a_result_the_client_never_saw_called() -> None:
+    # The AI SDK's reader fails the whole response on a result for an unknown call id:
+    # a tool run without a model call before it (its name from tool_started), or an
+    # invalid call from a model that did not stream (no name known).
+    enc = VercelEncoder()
+    events = [
+        ev(1, "tool_started", call_id="run-7", name="lookup"),
+        ev(2, "text_delta", text="a"),
+        ev(3, "tool_output", call_id="run-7", output={"rows": 2}),
+        ev(4, "tool_error", call_id="bad-1", error="invalid tool call arguments"),
+        ev(5, "tool_output", call_id="run-7", output="again"),
+    ]
+    chunks = [c for e in events for c in enc.chunks(e)]
+    assert chunks == [
+        {"type": "text-start", "id": "text-2"},
+        {"type": "text-delta", "id": "text-2", "delta": "a"},
+        {"type": "text-end", "id": "text-2"},
+        {"type": "tool-input-start", "toolCallId": "run-7", "toolName": "lookup"},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "run-7",
+            "toolName": "lookup",
+            "input": None,
+        },
+        {"type": "tool-output-available", "toolCallId": "run-7", "output": {"rows": 2}},
+        {"type": "tool-input-start", "toolCallId": "bad-1", "toolName": ""},
+        {"type": "tool-input-available", "toolCallId": "bad-1", "toolName": "", "input": None},
+        {
+            "type": "tool-output-error",
+            "toolCallId": "bad-1",
+            "errorText": "invalid tool call arguments",
+        },
+        {"type": "tool-output-available", "toolCallId": "run-7", "output": "again"},
+    ]
+
+
+@pytest.mark.parametrize(
+    ("last", "end"),
+    [
+        (ev(5, "finished", status="success"), [{"type": "finish"}]),
+        (ev(5, "error", code="run_failed", message="m"), [{"type": "error", "errorText": "m"}]),
+        (ev(0, "producer_lost"), [{"type": "error", "errorText": PRODUCER_LOST_TEXT}]),
+    ],
+)
+def test_vercel_steps_stay_balanced(last: RunEvent, end: list[dict[str, Any]]) -> None:
+    # A step started twice (a LlamaIndex AgentInput with no AgentOutput after it) is
+    # finished first; one open at the end is finished before the last chunk; a finish
+    # with no step open sends nothing.
+    enc = VercelEncoder()
+    events = [
+        ev(1, "step_finished", usage=None),
+        ev(2, "step_started", name="agent"),
+        ev(3, "step_started", name="agent"),
+        ev(4, "text_delta", text="a"),
+        last,
+    ]
+    chunks = [c for e in events for c in enc.chunks(e)]
+    assert chunks == [
+        {"type": "start-step"},
+        {"type": "finish-step"},
+        {"type": "start-step"},
+        {"type": "text-start", "id": "text-4"},
+        {"type": "text-delta", "id": "text-4", "delta": "a"},
+        {"type": "text-end", "id": "text-4"},
+        {"type": "finish-step"},
+        *end,
     ]
 
 

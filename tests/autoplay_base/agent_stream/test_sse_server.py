@@ -201,6 +201,39 @@ async def test_an_idle_live_run_gets_heartbeats_and_the_response_ends_with_the_r
     assert [(d["seq"], d["type"]) for d in data] == [(1, "start"), (2, "finished")]
 
 
+@pytest.mark.parametrize("mode", ["async"])
+async def test_nothing_to_send_is_a_204_not_an_empty_stream(
+    streams: Streams, served: Served
+) -> None:
+    # A browser's EventSource reconnects whenever a response ends and stops on a 204;
+    # the AI SDK's resume reads a 204 as "no stream to resume".
+    async with streams.run(**S) as run:
+        run.text_delta("hi")
+    events = await streams.listen(run.run_id, **S)
+    url = f"http://127.0.0.1:{served.port}/runs/{run.run_id}"
+    unknown = f"http://127.0.0.1:{served.port}/runs/{'f' * 32}"
+    async with httpx.AsyncClient(timeout=10) as client:
+        native_end = await client.get(url, params=S, headers={"last-event-id": events[-1].id})
+        assert (native_end.status_code, native_end.content) == (204, b"")
+        vercel = {**S, "encoder": "vercel"}
+        last_frame_id = f"{run.run_id}-{events[-1].seq}"  # the finish chunk's frame
+        vercel_end = await client.get(url, params=vercel, headers={"last-event-id": last_frame_id})
+        assert (vercel_end.status_code, vercel_end.content) == (204, b"")
+        assert (await client.get(unknown, params=vercel)).status_code == 204
+        # Native: an unknown run is said in its own event (the documented contract).
+        native_unknown = await client.get(unknown, params=S)
+        assert native_unknown.status_code == 200
+        data = [
+            json.loads(x[6:]) for x in native_unknown.text.splitlines() if x.startswith("data:")
+        ]
+        assert [d["type"] for d in data] == ["unknown_run"]
+        # One event before the end: the rest of the stream, as before.
+        rest = await client.get(url, params=S, headers={"last-event-id": events[-2].id})
+        assert rest.status_code == 200
+        data = [json.loads(x[6:]) for x in rest.text.splitlines() if x.startswith("data:")]
+        assert [(d["seq"], d["type"]) for d in data] == [(events[-1].seq, "finished")]
+
+
 # -- the sync twins: a sync producer, and (in-process) the sync stream served -------------------
 # Served through ``iterate_in_threadpool`` (a WSGI-style worker's listener); the bodies are the
 # async tests' own, so both twins meet exactly the same expectations.

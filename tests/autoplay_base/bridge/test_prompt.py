@@ -77,6 +77,38 @@ def test_history_entries_round_trip_and_bad_ones_are_counted() -> None:
     assert last_human_at([Turn("ai", "x", 1.0)]) is None
 
 
+def test_history_entries_with_block_content_or_stored_chunks_keep_their_text() -> None:
+    # What LangChain's message_to_dict stores for Anthropic (thinking + text blocks), a
+    # multimodal question, an assistant turn that only called a tool, and a chunk.
+    def entry(at: float, type_: str, content: object) -> str:
+        return json.dumps({"at": at, "message": {"type": type_, "data": {"content": content}}})
+
+    entries = [
+        entry(1.0, "human", [{"type": "text", "text": "Why?"}, {"type": "image", "url": "u"}]),
+        entry(
+            2.0,
+            "ai",
+            [
+                {"type": "thinking", "thinking": "hm", "signature": "s"},
+                {"type": "text", "text": "Open "},
+                {"type": "text", "text": "Reports."},
+            ],
+        ),
+        entry(3.0, "ai", [{"type": "tool_use", "id": "t", "name": "n", "input": {}}]),
+        entry(4.0, "AIMessageChunk", "Done."),
+        entry(5.0, "HumanMessageChunk", ["Thanks", {"type": "text", "text": "!"}]),
+    ]
+    turns, bad = decode_history(entries)
+    assert turns == [
+        Turn("human", "Why?", 1.0),
+        Turn("ai", "Open Reports.", 2.0),
+        Turn("ai", "Done.", 4.0),
+        Turn("human", "Thanks!", 5.0),
+    ]
+    assert bad == 0
+    assert last_human_at(turns) == 5.0
+
+
 def test_the_history_is_capped_to_the_newest_turns() -> None:
     history = [Turn("human", f"m{n}", float(n)) for n in range(25)]
     prompt = assemble_prompt("q", history=history, system_prompt="S")
