@@ -180,13 +180,16 @@ def tool_output(output: Any) -> Any:
     return output
 
 
-def tool_failure(output: Any) -> str | None:
-    """The error a tool's result stands for, if it is one: the text of a ``ToolMessage``
-    with ``status="error"`` (how LangGraph's ``ToolNode`` and a tool's
-    ``handle_tool_error`` hand a failure to the model, instead of raising)."""
+def tool_result(output: Any) -> tuple[Any, str | None]:
+    """``(result, error)`` as recorded for a tool's output.
+
+    A ``ToolMessage`` with ``status="error"`` (how LangGraph's ``ToolNode`` and a tool's
+    ``handle_tool_error`` hand a failure to the model, instead of raising) is a failure:
+    no result, its text as the error (kept only where the tracker records errors).
+    """
     if isinstance(output, ToolMessage) and output.status == "error":
-        return output.text or "error"
-    return None
+        return None, output.text or "error"
+    return tool_output(output), None
 
 
 def incomplete_status(error: BaseException) -> str:

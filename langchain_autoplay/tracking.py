@@ -87,8 +87,7 @@ from langchain_autoplay._tracking import (
     input_text,
     output_text,
     result_usage,
-    tool_failure,
-    tool_output,
+    tool_result,
 )
 
 __all__ = [
@@ -516,7 +515,7 @@ class AutoplayTrackingHandler(BaseCallbackHandler):
         parent_run_id: UUID | None = None,
         **kwargs: Any,
     ) -> None:
-        self._tool_ended(run_id, tool_output(output), tool_failure(output))
+        self._tool_ended(run_id, *tool_result(output))
 
     @override
     @_guarded

@@ -47,8 +47,7 @@ from langchain_autoplay._tracking import (
     last_text,
     logger,
     message_usage,
-    tool_failure,
-    tool_output,
+    tool_result,
 )
 from langchain_autoplay.tracking import AnyTracker
 
@@ -164,12 +163,13 @@ class AutoplayTrackingMiddleware(AgentMiddleware[TrackingState, Any, Any]):
         if session is None:
             return
         call = request.tool_call
+        output, failure = tool_result(result)
         session.track_tool_call(
             name=call["name"],
             args=call["args"],
-            result=tool_output(result),
+            result=output,
             runtime_ms=(time.perf_counter() - started) * 1000.0,
-            error=error if error is not None else tool_failure(result),
+            error=error if error is not None else failure,
         )
 
     def _safely(self, hook: str, step: Callable[..., None], *args: Any) -> None:

@@ -18,6 +18,7 @@ from autoplay_base.agent_stream import _events as ev
 from autoplay_base.agent_stream._events import RunEvent
 from autoplay_base.agent_stream._history import human_entry
 from autoplay_base.agent_stream._run import Run
+from autoplay_base.agent_stream._state import ListenState
 from autoplay_base.agent_stream._streams import (
     DEFAULT_CLOSE_TIMEOUT_SECONDS,
     DEFAULT_HEARTBEAT_SECONDS,
@@ -62,6 +63,11 @@ __all__ = [
     "RunStream",
     "RunStreamStats",
 ]
+
+
+def _fed(state: ListenState, read: Read, now: float) -> list[RunEvent]:
+    """What ``state`` yields for ``read`` (both twins' listen loop)."""
+    return state.feed(read.events, live=read.live, exists=read.exists, now=now, ended=read.ended)
 
 
 def _at_tail(read: Read) -> bool:
@@ -184,13 +190,7 @@ class RunStream(Streams):
                     read = self.transport.read(ref, state.next_seq, READ_COUNT)
                 except self._errors as exc:
                     raise BackendUnavailableError("run stream: Redis unavailable") from exc
-            out = state.feed(
-                read.events,
-                live=read.live,
-                exists=read.exists,
-                now=self._clock(),
-                ended=read.ended,
-            )
+            out = _fed(state, read, self._clock())
             yield from out
             if not state.done and _at_tail(read):  # else read on: a full page, more is there
                 waited = self.transport.pause(ref, self.poll_seconds, state.next_seq)
@@ -316,13 +316,7 @@ class AsyncRunStream(Streams):
                     read = await self.transport.aread(ref, state.next_seq, READ_COUNT)
                 except self._errors as exc:
                     raise BackendUnavailableError("run stream: Redis unavailable") from exc
-            out = state.feed(
-                read.events,
-                live=read.live,
-                exists=read.exists,
-                now=self._clock(),
-                ended=read.ended,
-            )
+            out = _fed(state, read, self._clock())
             for event in out:
                 yield event
             if not state.done and _at_tail(read):  # else read on: a full page, more is there

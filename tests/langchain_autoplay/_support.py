@@ -14,6 +14,7 @@ from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, ChatResult
 from langchain_core.runnables import Runnable
+from langchain_core.tools import StructuredTool, ToolException
 from langchain_core.vectorstores import InMemoryVectorStore, VectorStoreRetriever
 from pydantic import Field
 
@@ -159,3 +160,17 @@ class ToolCallingEchoModel(EchoChatModel):
             message = AIMessage(content="", tool_calls=[{**call, "type": "tool_call"}])
             return ChatResult(generations=[ChatGeneration(message=message)])
         return super()._generate(messages, stop, run_manager, **kwargs)
+
+
+def _soft_failure(q: str) -> str:
+    raise ToolException("upstream 503, key=sk-secret-77")
+
+
+soft_failing_tool = StructuredTool.from_function(
+    _soft_failure,
+    name="soft",
+    description="A tool whose failure the model sees.",
+    handle_tool_error=True,
+)
+"""A tool whose failure ``handle_tool_error`` hands to the model: a ``ToolMessage`` with
+``status="error"`` and the exception's text, ``upstream 503, key=sk-secret-77``."""

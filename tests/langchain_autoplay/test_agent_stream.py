@@ -26,7 +26,7 @@ from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResu
 from langchain_core.prompts import ChatPromptTemplate
 from langchain_core.runnables import RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tools import StructuredTool, ToolException, tool
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.types import Command, interrupt
@@ -35,6 +35,7 @@ from pydantic import ConfigDict, Field
 from autoplay_base.agent_stream import AsyncRunStream, RunEvent, RunStream
 from autoplay_base.errors import ConfigError
 from langchain_autoplay.agent_stream import AutoplayRunStreamHandler, astream_agent, stream_agent
+from tests.langchain_autoplay._support import soft_failing_tool
 
 # -- a scripted streaming chat model ----------------------------------------------------------
 # Each call plays the next script entry: a list of ``AIMessageChunk``s yielded one by one
@@ -662,26 +663,14 @@ def test_a_model_that_does_not_stream_still_gives_its_answer_and_tool_calls() ->
     ]
 
 
-def _soft_failure(city: str) -> str:
-    raise ToolException("upstream 503, key=sk-secret-77")
-
-
-soft = StructuredTool.from_function(
-    _soft_failure,
-    name="soft",
-    description="A tool whose failure the model sees.",
-    handle_tool_error=True,
-)
-
-
 async def test_a_tool_failure_handed_to_the_model_is_a_tool_error_without_its_text() -> None:
     # handle_tool_error (and LangGraph's ToolNode) turn a failure into a ToolMessage with
     # status="error" that the model reads: the run goes on, the stream says it failed.
-    model = ScriptedChatModel(
-        script=[tool_turn("c7", "soft", '{"city": "X"}'), text_turn("Sorry.")]
-    )
+    model = ScriptedChatModel(script=[tool_turn("c7", "soft", '{"q": "X"}'), text_turn("Sorry.")])
     stream = AsyncRunStream()
-    state = await astream_agent(stream, create_agent(model, [soft]), WEATHER_INPUT, **SCOPE)
+    state = await astream_agent(
+        stream, create_agent(model, [soft_failing_tool]), WEATHER_INPUT, **SCOPE
+    )
     assert state["messages"][2].status == "error"
     events = await collect(stream)
     assert [(e.type, e.data) for e in events if e.type.startswith("tool_")][-2:] == [

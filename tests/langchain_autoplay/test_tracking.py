@@ -24,7 +24,7 @@ from langchain_core.messages import AIMessage, HumanMessage
 from langchain_core.outputs import ChatGeneration, Generation, LLMResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import var_child_runnable_config
-from langchain_core.tools import StructuredTool, ToolException, tool
+from langchain_core.tools import tool
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, MessagesState, StateGraph
 from langgraph.types import Command, interrupt
@@ -41,6 +41,7 @@ from langchain_autoplay.tracking import (
 )
 from langchain_autoplay.tracking_middleware import AutoplayTrackingMiddleware
 from tests._fixtures.receiver import received
+from tests.langchain_autoplay._support import soft_failing_tool
 
 MODEL = "fake-model-1"
 
@@ -264,19 +265,9 @@ def test_usage_from_llm_output_token_usage_and_invocation_model() -> None:
     assert (once.input_tokens, once.output_tokens, once.calls) == (3, 1, 1)
 
 
-def _soft_failure(q: str) -> str:
-    raise ToolException("upstream 503")
-
-
-soft = StructuredTool.from_function(
-    _soft_failure,
-    name="soft",
-    description="A tool whose failure the model sees.",
-    handle_tool_error=True,
-)
 SOFT_TURN = [
     ("usage", MODEL, 10, 3),
-    ("tool_call", "soft", {"q": "export"}, "upstream 503", True),
+    ("tool_call", "soft", {"q": "export"}, None, True),
     ("usage", MODEL, 20, 5),
     ("turn", "How do I export?", "Open Reports, then export.", (MODEL, 30, 8)),
 ]
@@ -296,13 +287,14 @@ def test_a_tool_failure_the_model_reads_is_a_failed_tool_call_in_any_input_form(
     # handle_tool_error (and LangGraph's ToolNode) hand a failure to the model as a
     # ToolMessage with status="error": the turn completes, the tool call failed.
     handler = AutoplayTrackingHandler(tracker)
-    agent = create_agent(scripted_model("soft", "export"), tools=[soft])
+    agent = create_agent(scripted_model("soft", "export"), tools=[soft_failing_tool])
     config: RunnableConfig = {"callbacks": [handler], "metadata": meta("ps_1")}
     inputs = {"messages": user} if isinstance(user, str) else {"messages": [user]}
     output = agent.invoke(inputs, config=config)
     assert output["messages"][-1].content == "Open Reports, then export."
     delivered(tracker, 4)
     assert received(receiver) == SOFT_TURN
+    assert "sk-secret" not in str(receiver.unique_events())  # errors are not recorded here
 
 
 def test_middleware_records_a_tool_failure_the_model_reads(
@@ -310,12 +302,13 @@ def test_middleware_records_a_tool_failure_the_model_reads(
 ) -> None:
     agent = create_agent(
         scripted_model("soft", "export"),
-        tools=[soft],
+        tools=[soft_failing_tool],
         middleware=[AutoplayTrackingMiddleware(tracker)],
     )
     agent.invoke(question("How do I export?"), config={"configurable": meta("ps_1")})
     delivered(tracker, 4)
     assert received(receiver) == SOFT_TURN
+    assert "sk-secret" not in str(receiver.unique_events())  # errors are not recorded here
 
 
 # -- where the session comes from ----------------------------------------------------------
