@@ -6,7 +6,9 @@ returns) inside a new run of the session, and maps the agent events onto it:
 
 =====================================  =============================================
 ``AgentInput``                          ``step_started(name=<agent name>)``
-``AgentStream``                         ``text_delta(delta)``, ``reasoning_delta(thinking_delta)``
+``AgentStream``                         ``text_delta(delta)``, ``reasoning_delta(thinking_delta)``;
+                                        a ``ReActAgent``'s ``Thought: …`` text is
+                                        reasoning, what follows ``Answer:`` the text
 ``AgentOutput``                         ``tool_input`` per tool call (parsed), then
                                         ``step_finished(usage=raw["usage"])``
 ``ToolCall``                            ``tool_started``
@@ -42,6 +44,7 @@ from llama_index.core.agent.workflow import (
 from autoplay_base.agent_stream import AsyncRunStream, IfLive, Run
 from autoplay_base.agent_stream._drive import until_cancelled
 from autoplay_base.errors import ConfigError
+from llamaindex_autoplay._react_text import Piece, ReActText
 
 __all__ = ["WorkflowEvents", "astream_workflow"]
 
@@ -57,6 +60,7 @@ class WorkflowEvents:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.errors = 0
+        self._text = ReActText()  # the current step's text: a ReAct scratchpad is reasoning
 
     def add(self, event: Any) -> None:
         """Emit what ``event`` means for the run (nothing for events it does not map)."""
@@ -78,10 +82,13 @@ class WorkflowEvents:
             if event.thinking_delta:
                 run.reasoning_delta(event.thinking_delta)
             if event.delta:
-                run.text_delta(event.delta)
+                self._say(self._text.feed(event.delta))
         elif isinstance(event, AgentInput):
+            self._text = ReActText()
             run.step_started(event.current_agent_name)
         elif isinstance(event, AgentOutput):
+            self._say(self._text.flush())
+            self._text = ReActText()
             for call in event.tool_calls:
                 # An early-stopping answer lists the calls already made (their results):
                 # their input went out when they were called.
@@ -98,6 +105,13 @@ class WorkflowEvents:
                 run.tool_output(event.tool_id, output.content)
         elif isinstance(event, ToolCall):
             run.tool_started(event.tool_id, event.tool_name)
+
+    def _say(self, pieces: list[Piece]) -> None:
+        for kind, text in pieces:
+            if kind == "text":
+                self.run.text_delta(text)
+            else:
+                self.run.reasoning_delta(text)
 
 
 async def astream_workflow(

@@ -15,7 +15,13 @@ from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any
 
 import pytest
-from llama_index.core.agent.workflow import AgentOutput, AgentStream, FunctionAgent, ToolCallResult
+from llama_index.core.agent.workflow import (
+    AgentOutput,
+    AgentStream,
+    FunctionAgent,
+    ReActAgent,
+    ToolCallResult,
+)
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.llms.mock import MockFunctionCallingLLM
 from llama_index.core.tools import FunctionTool, ToolOutput, ToolSelection
@@ -23,6 +29,7 @@ from pydantic import Field
 
 from autoplay_base.agent_stream import AsyncRunStream, RunEvent, RunStream
 from autoplay_base.errors import ConfigError
+from llamaindex_autoplay._react_text import ReActText
 from llamaindex_autoplay.agent_stream import WorkflowEvents, astream_workflow
 
 # The agent workflow inspects the tools' pydantic models with ``inspect.getmembers``,
@@ -278,4 +285,80 @@ def test_an_early_stopping_answer_does_not_replay_the_calls_already_made() -> No
     events = list(stream.listen(run.run_id, **SCOPE))
     assert [(e.type, e.data) for e in events if e.type == "tool_input"] == [
         ("tool_input", {"call_id": "c2", "name": "weather", "input": {"city": "LA"}}),
+    ]
+
+
+# -- ReAct: the scratchpad is reasoning, the answer is what follows "Answer:" ------------------
+@pytest.mark.parametrize(
+    ("deltas", "pieces"),
+    [
+        # The marker split across deltas; the answer's leading space dropped.
+        (
+            ["Tho", "ught: easy.\nAns", "wer: It is", " 21."],
+            [
+                ("reasoning", "Thought: eas"),  # the last 6 held: "Answer:" may start there
+                ("reasoning", "y.\n"),
+                ("text", "It is"),
+                ("text", " 21."),
+            ],
+        ),
+        # A tool step: all reasoning (the end held back until the step ends).
+        (
+            ["Thought: look it up.\nAction: weather\n", 'Action Input: {"city": "NYC"}'],
+            [
+                ("reasoning", "Thought: look it up.\nAction: we"),
+                ("reasoning", 'ather\nAction Input: {"city": '),
+                ("reasoning", '"NYC"}'),
+            ],
+        ),
+        # Any other text is the answer as it comes (held only while it could be "Thought:").
+        (["Th", "e answer.", " Done."], [("text", "The answer."), ("text", " Done.")]),
+        (["Th"], [("text", "Th")]),
+        (["Thought: x\nAnswer:", "  ", "Yes"], [("reasoning", "Thought: x\n"), ("text", "Yes")]),
+    ],
+)
+def test_react_text_splits_a_step_into_reasoning_and_answer(
+    deltas: list[str], pieces: list[tuple[str, str]]
+) -> None:
+    text = ReActText()
+    got = [piece for delta in deltas for piece in text.feed(delta)] + text.flush()
+    assert got == pieces
+
+
+class ReActLLM(ScriptedLLM):
+    """Plays ``script`` through ``astream_chat`` (what ``ReActAgent`` calls)."""
+
+    async def astream_chat(  # type: ignore[override]
+        self, messages: Sequence[ChatMessage], **kwargs: Any
+    ) -> AsyncGenerator[ChatResponse, None]:
+        return await self.astream_chat_with_tools([], list(messages))
+
+
+async def test_a_react_agents_scratchpad_is_reasoning_and_its_answer_the_text() -> None:
+    llm = ReActLLM(
+        script=[
+            text_turn(
+                "Thought: I need the weather.\nAction: weather\n", 'Action Input: {"city": "NYC"}'
+            ),
+            text_turn("Thought: I can answer.\nAns", "wer: It is 21."),
+        ]
+    )
+    agent = ReActAgent(tools=[FunctionTool.from_defaults(weather)], llm=llm, name="react")
+    stream = AsyncRunStream()
+    handler = agent.run("Weather in NYC?")
+    await asyncio.wait_for(
+        astream_workflow(stream, handler, **SCOPE, user_message="Weather in NYC?"), WAIT
+    )
+    events = await collect(stream)
+    said = [(e.type, e.data["text"]) for e in events if e.type in ("text_delta", "reasoning_delta")]
+    reasoning = "".join(t for kind, t in said if kind == "reasoning_delta")
+    assert reasoning == (
+        'Thought: I need the weather.\nAction: weather\nAction Input: {"city": "NYC"}'
+        "Thought: I can answer.\n"
+    )
+    assert [t for kind, t in said if kind == "text_delta"] == ["It is 21."]
+    assert [e.type for e in events if e.type.startswith("tool_")] == [
+        "tool_input",
+        "tool_started",
+        "tool_output",
     ]
