@@ -11,7 +11,8 @@
         admin_token=os.environ["BRIDGE_ADMIN_TOKEN"],
         llm=ChatOpenAI(model="gpt-4o-mini"),      # any ainvoke/invoke object or callable
     )
-    # uvicorn module:app, autoplay-live serve ..., or app.mount("/autoplay", app)
+    # uvicorn module:app, autoplay-live serve ..., or mounted in a host app that runs
+    # its lifespan: FastAPI(lifespan=lambda host: app.router.lifespan_context(app))
 
 Secure by default: bearer tokens on every API and admin route, the webhook
 fail-closed and HMAC-verified with replay protection, fixed error texts that

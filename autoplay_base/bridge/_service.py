@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 
@@ -246,7 +247,7 @@ class Bridge:
             return self._bad(413, "body too large")
         try:
             body = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             return self._bad(400, "body is not JSON")
         if not isinstance(body, dict):
             return self._bad(422, "body must be a JSON object")
@@ -311,6 +312,7 @@ class Bridge:
             body = await read_capped(request, verifier.max_body_bytes)
         except BodyTooLargeError:
             counters.rejected_too_large += 1
+            logger.warning("bridge: webhook refused: body too large")
             return error(413, "body too large")
         signature = request.headers.get(SIGNATURE_HEADER)
         rejection = verifier.check(body, signature, request.headers.get(TIMESTAMP_HEADER))
@@ -324,6 +326,14 @@ class Bridge:
         event = self._webhook_event(body)
         if isinstance(event, Response):
             return event
+        if isinstance(event, UnknownEvent):
+            # A type this version does not know (the seed's ``usertour_trigger``, a newer
+            # connector's): acknowledged and ignored, as the stream clients ignore it; a
+            # refusal would make the sender give up on it (4xx) or retry it for ever (5xx).
+            await self.store.add(event)  # counted there: unknown_events_ignored
+            verifier.stored(signature)
+            counters.ignored += 1
+            return JSONResponse({"status": "ignored"})
         try:
             await self.store.add(event)
         except Exception as exc:  # the connector retries: nothing acknowledged is lost
@@ -346,11 +356,13 @@ class Bridge:
         counters = self.verifier.counters
         try:
             data = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested past the parser's depth
             counters.rejected_invalid += 1
+            logger.warning("bridge: webhook refused: body is not JSON")
             return error(400, "body is not JSON")
         if not isinstance(data, dict):
             counters.rejected_invalid += 1
+            logger.warning("bridge: webhook refused: body is not a JSON object")
             return error(422, "body must be a JSON object")
         try:
             event = decode_object(data, event_id=event_id_for(body))
@@ -358,9 +370,6 @@ class Bridge:
             counters.rejected_invalid += 1
             logger.warning("bridge: webhook body is not a valid event (%s)", exc.reason)
             return error(422, "body is not a valid event")
-        if isinstance(event, UnknownEvent):
-            counters.rejected_invalid += 1
-            return error(422, "unsupported event type")
         return event
 
     # -- metrics -------------------------------------------------------------------
@@ -401,6 +410,14 @@ async def ambiguous(request: Request, exc: Exception) -> Response:
     kind = "user" if isinstance(exc, AmbiguousUserError) else "session"
     count = len(getattr(exc, "product_ids", ()))
     return error(409, f"{kind} id is known under several products: pass product_id", products=count)
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own refusals (an unknown path, a wrong method) as JSON, like every other."""
+    assert isinstance(exc, HTTPException)
+    answer = error(exc.status_code, str(exc.detail))
+    answer.headers.update(exc.headers or {})  # 405's Allow
+    return answer
 
 
 async def store_failed(request: Request, exc: Exception) -> Response:

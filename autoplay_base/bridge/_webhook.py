@@ -69,6 +69,7 @@ class WebhookCounters(Counters):
     __slots__ = (
         "accepted",
         "duplicates",
+        "ignored",
         "received",
         "rejected_invalid",
         "rejected_signature",
@@ -79,6 +80,8 @@ class WebhookCounters(Counters):
     received: int
     accepted: int
     duplicates: int
+    ignored: int
+    """Verified deliveries of an event type this version does not know: acknowledged."""
     rejected_signature: int
     rejected_stale: int
     rejected_too_large: int

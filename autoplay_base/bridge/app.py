@@ -45,6 +45,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -55,7 +56,7 @@ from autoplay_base.backends.base import Backend
 from autoplay_base.bridge._llm import check_llm
 from autoplay_base.bridge._metrics import BridgeCounters, Hooks
 from autoplay_base.bridge._openapi import openapi_document
-from autoplay_base.bridge._service import Bridge, Knowledge, ambiguous, store_failed
+from autoplay_base.bridge._service import Bridge, Knowledge, ambiguous, http_error, store_failed
 from autoplay_base.bridge._webhook import (
     DEFAULT_MAX_BODY_BYTES,
     DEFAULT_TIMESTAMP_TOLERANCE,
@@ -218,6 +219,7 @@ def build_app(
         routes=_routes(bridge),
         lifespan=_lifespan(bridge, owns_store, stop_timeout),
         exception_handlers={
+            HTTPException: http_error,
             BackendError: store_failed,
             AmbiguousSessionError: ambiguous,
             AmbiguousUserError: ambiguous,

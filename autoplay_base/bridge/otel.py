@@ -12,7 +12,9 @@ meter (default: ``metrics.get_meter("autoplay_base.bridge")``):
 
 ``observe(figures)``, called once by ``build_app``, registers one observable
 counter per group (``autoplay.store``, ``autoplay.client``, ``autoplay.webhook``, …,
-attribute ``counter``): the same numbers ``/metrics`` shows, read at collection time.
+attribute ``counter``) and one observable gauge beside it (``autoplay.store.current``, …)
+for the figures that also go down (``bytes``, ``queue_size``, ``stream_connected``, …):
+the same numbers ``/metrics`` shows, read at collection time, typed as it types them.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from autoplay_base.bridge._metrics import GAUGES
 from autoplay_base.errors import missing_extra
 
 __all__ = ["OTelMetricsHook"]
@@ -68,16 +71,23 @@ class OTelMetricsHook:
         self._depth.add(depth - previous, {"source": source})
 
     def observe(self, figures: Figures) -> None:
-        """Register observable counters reading ``figures()`` at collection time."""
+        """Register observable instruments reading ``figures()`` at collection time: a
+        monotonic counter per group, and a gauge per group for the figures that also go
+        down (:data:`~autoplay_base.bridge._metrics.GAUGES`, as ``/metrics`` types them)."""
         observation = self._metrics.Observation
-        for group in self.GROUPS:
 
-            def callback(_options: Any, group: str = group) -> Iterable[Any]:
+        def reader(group: str, gauges: bool) -> Callable[[Any], Iterable[Any]]:
+            def callback(_options: Any) -> Iterable[Any]:
                 values = figures().get(group, {})
                 return [
                     observation(value, {"counter": name})
                     for name, value in values.items()
-                    if isinstance(value, int)
+                    if isinstance(value, int) and (name in GAUGES) == gauges
                 ]
 
-            self.meter.create_observable_counter(f"autoplay.{group}", callbacks=[callback])
+            return callback
+
+        for group in self.GROUPS:
+            name = f"autoplay.{group}"
+            self.meter.create_observable_counter(name, callbacks=[reader(group, False)])
+            self.meter.create_observable_gauge(f"{name}.current", callbacks=[reader(group, True)])

@@ -17,6 +17,8 @@ from typing import Any
 import httpx
 import pytest
 from httpx_sse import connect_sse
+from starlette.applications import Starlette
+from starlette.routing import Mount
 
 from autoplay_base.agent_stream import RunStream
 from autoplay_base.backends.redis import RedisBackend
@@ -164,7 +166,7 @@ def test_webhook_accepts_verified_events_and_refuses_the_rest(serve: Serve) -> N
         "not json": (400, {"error": "body is not JSON"}),
         "not an object": (422, {"error": "body must be a JSON object"}),
         "invalid": (422, {"error": "body is not a valid event"}),
-        "unknown type": (422, {"error": "unsupported event type"}),
+        "unknown type": (200, {"status": "ignored"}),  # acknowledged: no retry, no give-up
         "unsigned": (401, {"error": "missing or invalid signature"}),
     }
     # A replay of a stored delivery is acknowledged and not applied again.
@@ -179,14 +181,43 @@ def test_webhook_accepts_verified_events_and_refuses_the_rest(serve: Serve) -> N
     assert figures["webhook"] == {
         "accepted": 2,
         "duplicates": 1,
+        "ignored": 1,
         "received": 11,
-        "rejected_invalid": 4,
+        "rejected_invalid": 3,
         "rejected_signature": 2,
         "rejected_stale": 1,
         "rejected_too_large": 1,
         "store_failures": 0,
     }
     assert figures["store"]["actions_stored"] == 2
+
+
+def test_hostile_bodies_and_stray_requests_get_json_errors(serve: Serve) -> None:
+    served = serve(app(llm=lambda prompt: "ok"))
+    url = served.url
+    # Nested past the JSON parser's depth (under the size cap): a 400, not a 500.
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert (post_event(url, deep).status_code, post_event(url, deep).json()) == (
+        400,
+        {"error": "body is not JSON"},
+    )
+    reply = httpx.post(
+        f"{url}/reply/u1", content=b"[" * 30_000 + b"]" * 30_000, headers=bearer(API)
+    )
+    assert (reply.status_code, reply.json()) == (400, {"error": "body is not JSON"})
+    # Starlette's own refusals answer in JSON like every other error.
+    missing = httpx.get(f"{url}/nope")
+    assert (missing.status_code, missing.json()) == (404, {"error": "Not Found"})
+    wrong = httpx.get(f"{url}/webhook")
+    assert (wrong.status_code, wrong.json()) == (405, {"error": "Method Not Allowed"})
+    assert wrong.headers["allow"] == "POST"
+    # An unknown event type is acknowledged once, counted by the store as ignored.
+    unknown = {"type": "usertour_trigger", "session_id": "s1", "product_id": "acme"}
+    assert post_event(url, unknown).json() == {"status": "ignored"}
+    figures = served.app.state.bridge.figures()
+    assert figures["webhook"]["ignored"] == 1
+    assert figures["webhook"]["rejected_invalid"] == 2
+    assert figures["store"]["unknown_events_ignored"] == 1
 
 
 def test_a_verified_event_is_never_lost_when_the_store_fails(
@@ -394,6 +425,27 @@ def test_readiness_follows_the_stream_and_shutdown_is_prompt(
     seconds = served.stop()
     assert seconds < 0.5, f"shutdown took {seconds:.3f}s"
     print(f"bridge shutdown on an idle stream: {seconds * 1000:.0f} ms")
+
+
+def test_a_mounted_bridge_ingests_when_the_host_runs_its_lifespan(
+    emulator_factory: Callable[..., EmulatorServer], serve: Serve
+) -> None:
+    # Starlette (and FastAPI) never run a mounted app's lifespan, where the bridge starts
+    # its stream client: the host passes it on, as the README shows.
+    emulator = emulator_factory(heartbeat_interval=None)
+    bridge = app(connector_url=emulator.url_for("acme"), webhook_secret=None)
+    host = Starlette(
+        routes=[Mount("/autoplay", app=bridge)],
+        lifespan=lambda host: bridge.router.lifespan_context(bridge),
+    )
+    base = serve(host).url + "/autoplay"
+    assert wait_ready(base, True) == {"ready": True, "stream": "connected", "backend": "ok"}
+    emulator.publish("acme", actions_event("s1", "Opened billing"))
+    deadline = time.monotonic() + WAIT
+    while (r := httpx.get(f"{base}/context/u1", headers=bearer(API))).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.02)  # polling a condition with a deadline
+    assert r.json()["context"].endswith("1. Opened billing — https://app.test/0")
 
 
 def test_readiness_drops_when_the_connector_goes_away(

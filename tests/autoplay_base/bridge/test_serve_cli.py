@@ -60,9 +60,11 @@ def test_the_otel_hook_exports_the_same_counters() -> None:
     hook.record_queue_depth("stream", 1)
     data = reader.get_metrics_data()
     points: dict[tuple[str, str], float] = {}
+    kinds: dict[str, str] = {}
     for resource in data.resource_metrics:
         for scope in resource.scope_metrics:
             for metric in scope.metrics:
+                kinds[metric.name] = type(metric.data).__name__
                 for point in metric.data.data_points:
                     label = next(iter(point.attributes.values()), "")
                     points[(metric.name, str(label))] = point.value  # type: ignore[union-attr]
@@ -70,6 +72,11 @@ def test_the_otel_hook_exports_the_same_counters() -> None:
     assert points[("autoplay.bridge.events", "replies")] == 1
     assert points[("autoplay.bridge.queue_depth", "stream")] == 1
     assert points[("autoplay.store", "actions_stored")] == 0
+    # Figures that also go down are gauges, as /metrics types them, never a counter.
+    assert ("autoplay.store", "bytes") not in points
+    assert points[("autoplay.store.current", "bytes")] == 0
+    assert points[("autoplay.bridge.current", "stream_connected")] == 0
+    assert (kinds["autoplay.store"], kinds["autoplay.store.current"]) == ("Sum", "Gauge")
 
 
 def test_a_missing_serve_extra_names_what_to_install() -> None:
