@@ -52,6 +52,7 @@ from autoplay_base.events import (
     decode_event,
     decode_object,
 )
+from autoplay_base.metrics import SdkMetricsHook
 from autoplay_base.recording import (
     RecordingWriter,
     arecord_stream,
@@ -113,6 +114,7 @@ __all__ = [
     "RedisStreamSink",
     "RunCancelledError",
     "RunLiveError",
+    "SdkMetricsHook",
     "SessionKey",
     "SessionLookupError",
     "SessionNotFoundError",

@@ -41,6 +41,7 @@ from autoplay_base.events import (
     SummaryPayload,
     UnknownEvent,
 )
+from autoplay_base.metrics import MetricsHooks
 
 __all__ = [
     "DEFAULT_DRAIN_TIMEOUT",
@@ -80,6 +81,7 @@ class ClientOptions(TypedDict, total=False):
     max_event_bytes: int
     seen_ids: int
     rng: Callable[[], float] | None
+    metrics: object | None
 
 
 class ClientBase:
@@ -101,6 +103,7 @@ class ClientBase:
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
         seen_ids: int = DEFAULT_SEEN_IDS,
         rng: Callable[[], float] | None = None,
+        metrics: object | None = None,
     ) -> None:
         if max_queue_size < 1:
             raise ConfigError(f"max_queue_size must be >= 1, got {max_queue_size!r}")
@@ -125,6 +128,7 @@ class ClientBase:
             on_connect=self._connected,
             on_disconnect=self._disconnected,
         )
+        self._metrics = MetricsHooks.of(metrics)
         self._max_queue_size = max_queue_size
         self._timeout = http_timeout(connect_timeout, heartbeat_timeout)
         self._drain_timeout = drain_timeout
@@ -248,12 +252,20 @@ class ClientBase:
         )
         if self._drop:
             self._notice(self._drop, _raw_payload(event), counters.dropped)
+        if self._metrics:
+            self._metrics.emit("record_drop", "stream", 1)
 
     def _bad_frame(self, exc: Exception) -> None:
         self._notice(self._error, exc)
+        if self._metrics:
+            self._metrics.emit("record_counter", "bad_frames", 1)
 
     def _connected(self) -> None:
         self._notice(self._connect)
+        if self._metrics:
+            self._metrics.emit("record_counter", "connects", 1)
 
     def _disconnected(self) -> None:
         self._notice(self._disconnect)
+        if self._metrics:
+            self._metrics.emit("record_counter", "disconnects", 1)

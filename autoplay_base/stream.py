@@ -151,6 +151,8 @@ class ConnectorClient(ClientBase):
         max_event_bytes: frames larger than this are rejected.
         seen_ids: size of the window of ids used to drop replayed duplicates.
         rng: random source for backoff jitter (tests).
+        metrics: an ``SdkMetricsHook`` (:mod:`autoplay_base.metrics`): told of each
+            dropped event, connect, disconnect and bad frame.
     """
 
     def __init__(

@@ -70,6 +70,7 @@ from autoplay_base.backends.base import SessionKey
 from autoplay_base.errors import ConfigError, SummarizerError, SummarizerTimeoutError
 from autoplay_base.events import ActionsPayload, SummaryPayload
 from autoplay_base.formatting import action_lines, number_lines
+from autoplay_base.metrics import MetricsHooks
 
 __all__ = [
     "DEFAULT_CLOSE_TIMEOUT",
@@ -131,6 +132,7 @@ class SummarizerOptions(TypedDict, total=False):
     max_pending: int
     max_concurrency: int
     clock: Callable[[], float]
+    metrics: object | None
 
 
 Sink = TypeVar(
@@ -156,6 +158,7 @@ class _SummarizerBase(Generic[Sink]):
         max_pending: int = DEFAULT_MAX_PENDING,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         clock: Callable[[], float] = time.time,
+        metrics: object | None = None,
     ) -> None:
         if threshold < 1:
             raise ConfigError(f"threshold must be >= 1, got {threshold!r}")
@@ -172,6 +175,7 @@ class _SummarizerBase(Generic[Sink]):
         self.prompt = check_prompt(prompt or DEFAULT_PROMPT)
         self.timeout = timeout
         self.counters = SummarizerCounters()
+        self._metrics = MetricsHooks.of(metrics)  # summaries delivered, LLM calls failed
         self._clock = clock
         self._sink: Sink | None = None
         # An Event, not a bool: the sync close() sets it while worker threads read it.
@@ -237,6 +241,8 @@ class _SummarizerBase(Generic[Sink]):
                 self.counters.timeouts += 1
             elif isinstance(exc, RefusedError):
                 self.counters.rejected += 1
+        if self._metrics:
+            self._metrics.emit("record_counter", "summary_failures", 1)
         logger.warning(
             "summarizer: LLM call failed for session=%r product=%r: %s",
             job.key.session_id,
@@ -436,6 +442,8 @@ class SessionSummarizer(_SummarizerBase[Callable[[SummaryPayload], None]]):
                 self._sink(summary_payload(job, summary, self._clock()))
             if self.on_summary is not None:
                 self.on_summary(job.key.session_id, summary)
+            if self._metrics:
+                self._metrics.emit("record_counter", "summaries", 1)
         except Exception:
             logger.exception("summarizer: delivering a summary raised")
 
@@ -594,5 +602,7 @@ class AsyncSessionSummarizer(_SummarizerBase[Callable[[SummaryPayload], Awaitabl
                 await self._sink(summary_payload(job, summary, self._clock()))
             if self.on_summary is not None:
                 await self.on_summary(job.key.session_id, summary)
+            if self._metrics:
+                self._metrics.emit("record_counter", "summaries", 1)
         except Exception:
             logger.exception("summarizer: delivering a summary raised")

@@ -57,6 +57,7 @@ EXPECTED_BASE = {
     "SessionRef",
     "SessionSummarizer",
     "SessionView",
+    "SdkMetricsHook",
     "SlimAction",
     "SummarizerError",
     "SummarizerTimeoutError",
@@ -88,6 +89,7 @@ def test_autoplay_base_all_is_pinned() -> None:
     [
         "autoplay_base.context_store",
         "autoplay_base.summarizer",
+        "autoplay_base.metrics",
         "autoplay_base.user_index",
         "autoplay_base.events",
         "autoplay_base.errors",
@@ -133,6 +135,11 @@ def test_seed_import_paths_work() -> None:
     assert AsyncContextStore is autoplay_base.AsyncContextStore
     assert SessionSummarizer is autoplay_base.SessionSummarizer
     assert AsyncSessionSummarizer is autoplay_base.AsyncSessionSummarizer
+    # "implement SdkMetricsHook (autoplay_sdk.metrics) and pass metrics= into the clients,
+    # summarizer" (seed 000): the same names here.
+    from autoplay_base.metrics import SdkMetricsHook
+
+    assert SdkMetricsHook is autoplay_base.SdkMetricsHook
     assert UserSessionIndex is autoplay_base.UserSessionIndex
 
 

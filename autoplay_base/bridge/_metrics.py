@@ -19,9 +19,9 @@ import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
-from typing import Protocol
 
 from autoplay_base._counters import Counters
+from autoplay_base.metrics import MetricsHooks, SdkMetricsHook
 
 __all__ = [
     "CONTENT_TYPE",
@@ -62,48 +62,14 @@ class BridgeCounters(Counters):
     knowledge_errors: int
 
 
-class SdkMetricsHook(Protocol):
-    """What a metrics hook may implement; every method is optional (duck-typed).
-
-    * ``record_counter(name, value)``: a counter moved by ``value`` (webhook
-      deliveries, replies, refusals: ``"webhook_accepted"``, ``"reply"``, …);
-    * ``record_drop(source, count)``: events lost (``"stream"``: the client's queue);
-    * ``record_latency(name, seconds)``: how long an operation took (``"reply"``,
-      ``"webhook"``);
-    * ``record_queue_depth(source, depth)``: events waiting, sampled on each scrape.
-    """
-
-
-class Hooks:
-    """Calls optional methods on each hook; a failure is counted, logged once, swallowed."""
+class Hooks(MetricsHooks):
+    """The bridge's metrics hooks: a failure is also counted in its ``hook_errors``."""
 
     def __init__(self, hooks: Iterable[object], counters: BridgeCounters) -> None:
-        self._hooks = tuple(hooks)
-        self._counters = counters
-        self._logged: set[str] = set()
+        def failed() -> None:
+            counters.hook_errors += 1
 
-    def __bool__(self) -> bool:
-        return bool(self._hooks)
-
-    def emit(self, method: str, name: str, value: float) -> None:
-        """``hook.<method>(name, value)`` on every hook that has it."""
-        for hook in self._hooks:
-            fn = getattr(hook, method, None)
-            if fn is None:
-                continue
-            try:
-                fn(name, value)
-            except Exception as exc:
-                self._counters.hook_errors += 1
-                if method not in self._logged:
-                    self._logged.add(method)
-                    logger.warning(
-                        "bridge: metrics hook %s.%s raised %s (counted in hook_errors; "
-                        "logged once per method)",
-                        type(hook).__name__,
-                        method,
-                        type(exc).__name__,
-                    )
+        super().__init__(hooks, on_error=failed, owner="bridge", counted_in="hook_errors")
 
 
 def _metric(group: str, name: str) -> tuple[str, str]:

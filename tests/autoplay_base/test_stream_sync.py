@@ -320,6 +320,50 @@ def test_a_raising_callback_is_reported_and_the_stream_goes_on(emulator: Emulato
     assert client.counters.delivered == 2
 
 
+class RecordingHook:
+    """An ``SdkMetricsHook`` (the seed's ``metrics=``) recording what it was told."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, float]] = []
+        self.lock = threading.Lock()
+
+    def record_drop(self, source: str, count: float) -> None:
+        with self.lock:
+            self.calls.append(("drop", source, count))
+
+    def record_counter(self, name: str, value: float) -> None:
+        with self.lock:
+            self.calls.append(("counter", name, value))
+
+
+def test_the_seeds_metrics_hook_is_told_of_connects_and_drops(emulator: EmulatorServer) -> None:
+    gate, entered, hook = threading.Event(), threading.Event(), RecordingHook()
+    drops = Collector()
+
+    def slow(payload: ActionsPayload) -> None:
+        entered.set()
+        assert gate.wait(10)
+
+    client = client_for(emulator, max_queue_size=1, metrics=hook)
+    client.on_actions(slow).on_drop(drops)
+    is_up = connected(client)
+    client.run_in_background()
+    assert is_up.wait(5)
+    emulator.publish("acme", actions(1))
+    assert entered.wait(5)
+    for n in range(2, 5):
+        emulator.publish("acme", actions(n))
+    assert drops.wait_for(2)  # one waits in the queue, two are dropped
+    gate.set()
+    client.stop()
+    assert hook.calls == [
+        ("counter", "connects", 1),
+        ("drop", "stream", 1),
+        ("drop", "stream", 1),
+        ("counter", "disconnects", 1),
+    ]
+
+
 def test_slow_callback_fills_the_queue_and_drops_are_exact(emulator: EmulatorServer) -> None:
     gate = threading.Event()
     entered = threading.Event()

@@ -115,6 +115,31 @@ def test_failing_llm_is_retried_with_backoff_not_on_every_event() -> None:
     store.close()
 
 
+class CountingHook:
+    """An ``SdkMetricsHook`` implementing one method, and a second one that raises."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, float]] = []
+
+    def record_counter(self, name: str, value: float) -> None:
+        self.calls.append((name, value))
+
+    def record_drop(self, source: str, count: float) -> None:
+        raise RuntimeError("a broken hook never breaks the summarizer")
+
+
+def test_the_seeds_metrics_hook_counts_summaries_and_failed_calls() -> None:
+    hook = CountingHook()
+    llm = RecordingLLM([RuntimeError("boom"), "Finally."])
+    summarizer = SessionSummarizer(llm, threshold=1, initial_backoff=0.01, metrics=hook)
+    store = ContextStore(summarizer)
+    store.add(actions("s", "a1"))
+    store.flush(WAIT)
+    assert hook.calls == [("summary_failures", 1), ("summaries", 1)]
+    assert store.get("s") == "Summary: Finally."
+    store.close()
+
+
 def test_after_max_retries_the_session_waits_before_trying_again() -> None:
     clock = FakeClock()
     llm = RecordingLLM([RuntimeError("down")])
