@@ -561,19 +561,20 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
     def __repr__(self) -> str:
         return f"ContextStore(backend={self.backend!r})"
 
-    def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> None:
+    def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> bool:
         """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``).
 
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
+        Returns whether it was stored: ``False`` for a duplicate (an event id seen
+        with the same content) or a payload with nothing to store.
         """
         accepted = self._accept(payload)
         if accepted is None:
-            return
+            return False
         payload, key = accepted
         if not isinstance(payload, ActionsPayload):
-            self._store_summary(key, payload)
-            return
+            return self._store_summary(key, payload)
         # Written inline rather than through add_many's batch path: once per event.
         stored = self.backend.append_actions(
             key,
@@ -586,6 +587,7 @@ class ContextStore(_ContextStoreBase[SessionSummarizer]):
         self._wrote(stored)
         if stored and self.summarizer is not None:
             self.summarizer.add(payload)
+        return stored
 
     def add_many(self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]) -> int:
         """Store many payloads in order; returns how many were stored.
@@ -696,19 +698,19 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
     def __repr__(self) -> str:
         return f"AsyncContextStore(backend={self.backend!r})"
 
-    async def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> None:
+    async def add(self, payload: AnyPayload | UnknownEvent | Mapping[str, Any]) -> bool:
         """Store an actions or summary payload (wire to ``on_actions`` and ``on_summary``).
 
         A JSON object (a dict) is validated first; an :class:`UnknownEvent` is
         ignored and counted. Anything else raises :class:`InvalidPayloadError`.
+        Returns whether it was stored (see :meth:`ContextStore.add`).
         """
         accepted = self._accept(payload)
         if accepted is None:
-            return
+            return False
         payload, key = accepted
         if not isinstance(payload, ActionsPayload):
-            await self._store_summary(key, payload)
-            return
+            return await self._store_summary(key, payload)
         # Written inline rather than through add_many's batch path: once per event.
         stored = await self.backend.aappend_actions(
             key,
@@ -721,6 +723,7 @@ class AsyncContextStore(_ContextStoreBase[AsyncSessionSummarizer]):
         self._wrote(stored)
         if stored and self.summarizer is not None:
             await self.summarizer.add(payload)
+        return stored
 
     async def add_many(
         self, payloads: Iterable[AnyPayload | UnknownEvent | Mapping[str, Any]]

@@ -335,7 +335,7 @@ class Bridge:
             counters.ignored += 1
             return JSONResponse({"status": "ignored"})
         try:
-            await self.store.add(event)
+            stored = await self.store.add(event)
         except Exception as exc:  # the connector retries: nothing acknowledged is lost
             counters.store_failures += 1
             logger.warning(
@@ -347,6 +347,12 @@ class Bridge:
                 headers={"retry-after": "1"},
             )
         verifier.stored(signature)
+        if not stored and not event.session_id:  # counted and logged by the store
+            counters.ignored += 1
+            return JSONResponse({"status": "ignored"})
+        if not stored:  # a retry signed anew (a fresh timestamp): the store had the event
+            counters.duplicates += 1
+            return JSONResponse({"status": "duplicate"})
         counters.accepted += 1
         self.hooks.emit("record_counter", "webhook_accepted", 1)
         return JSONResponse({"status": "stored"})

@@ -201,9 +201,10 @@ def test_payload_without_session_is_counted_and_skipped(caplog: pytest.LogCaptur
 
 def test_duplicate_event_ids_are_stored_once() -> None:
     store = ContextStore()
-    store.add(actions("s", "once", event_id="10"))
-    store.add(actions("s", "once", event_id="10"))
-    store.add(actions("s", "other product", event_id="10", product_id="p2"))
+    # add says whether it stored: what a webhook answers a retry with.
+    assert store.add(actions("s", "once", event_id="10")) is True
+    assert store.add(actions("s", "once", event_id="10")) is False
+    assert store.add(actions("s", "other product", event_id="10", product_id="p2")) is True
     assert store.get("s", product_id="p1") == "Recent activity:\n1. once — /page"
     assert store.stats()["duplicates_skipped"] == 1
     assert store.stats()["duplicate_events"] == 1

@@ -214,10 +214,21 @@ def test_hostile_bodies_and_stray_requests_get_json_errors(serve: Serve) -> None
     # An unknown event type is acknowledged once, counted by the store as ignored.
     unknown = {"type": "usertour_trigger", "session_id": "s1", "product_id": "acme"}
     assert post_event(url, unknown).json() == {"status": "ignored"}
+    # A retry signed anew (a fresh timestamp) of a stored event: the store has it.
+    event = actions_event("s9", "Opened billing")
+    assert post_event(url, event).json() == {"status": "stored"}
+    later = str(int(time.time()) + 1)
+    assert post_event(url, event, timestamp=later).json() == {"status": "duplicate"}
+    # A payload with no session has nothing to store: acknowledged, not "stored".
+    sessionless = {**actions_event("s9", "Opened seats"), "session_id": None}
+    assert post_event(url, sessionless).json() == {"status": "ignored"}
     figures = served.app.state.bridge.figures()
-    assert figures["webhook"]["ignored"] == 1
-    assert figures["webhook"]["rejected_invalid"] == 2
+    webhook = figures["webhook"]
+    assert (webhook["ignored"], webhook["accepted"], webhook["duplicates"]) == (2, 1, 1)
+    assert webhook["rejected_invalid"] == 2
     assert figures["store"]["unknown_events_ignored"] == 1
+    assert figures["store"]["payloads_without_session"] == 1
+    assert figures["store"]["actions_stored"] == 1
 
 
 def test_a_verified_event_is_never_lost_when_the_store_fails(
