@@ -184,6 +184,11 @@ class ClientBase:
         return self._core.counters
 
     @property
+    def metrics_hook_errors(self) -> int:
+        """Calls of the ``metrics=`` hook that raised (each swallowed; logged once per method)."""
+        return self._metrics.errors
+
+    @property
     def dropped_count(self) -> int:
         """Events dropped so far (buffer full, or not delivered before stop)."""
         return self._core.counters.dropped

@@ -19,7 +19,8 @@ What calls what:
 * the bridge: see :mod:`autoplay_base.bridge`.
 
 A hook never waits on anything the caller holds and never breaks it: one that
-raises is counted (``errors``) and logged once per method, by class name only.
+raises is counted (``metrics_hook_errors`` on a client or a summarizer, the bridge's
+``hook_errors``) and logged once per method, by class name only.
 Hooks are called on the thread (or loop) where the event happens, so they must be
 cheap and thread-safe (a Prometheus or OpenTelemetry instrument is).
 """
@@ -52,7 +53,7 @@ class MetricsHooks:
         *,
         on_error: Callable[[], None] | None = None,
         owner: str = "autoplay",
-        counted_in: str = "errors",
+        counted_in: str = "metrics_hook_errors",
     ) -> None:
         self._hooks = tuple(hooks)
         self._on_error = on_error

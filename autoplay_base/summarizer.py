@@ -222,6 +222,11 @@ class _SummarizerBase(Generic[Sink]):
             return self._book.record(key, lines, self._clock())
 
     @property
+    def metrics_hook_errors(self) -> int:
+        """Calls of the ``metrics=`` hook that raised (each swallowed; logged once per method)."""
+        return self._metrics.errors
+
+    @property
     def hung_threads(self) -> int:
         """Worker threads still inside an LLM call that passed its ``timeout``."""
         return self._pool.hung

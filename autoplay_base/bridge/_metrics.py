@@ -15,7 +15,6 @@ logged once per method with the exception's class only, never its text.
 
 from __future__ import annotations
 
-import logging
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -32,7 +31,6 @@ __all__ = [
     "render_prometheus",
 ]
 
-logger = logging.getLogger("autoplay_base.bridge")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The ``Content-Type`` of ``/metrics`` (the Prometheus text format)."""

@@ -334,6 +334,8 @@ class RecordingHook:
     def record_counter(self, name: str, value: float) -> None:
         with self.lock:
             self.calls.append(("counter", name, value))
+        if name == "connects":
+            raise RuntimeError("a broken hook never breaks the client")
 
 
 def test_the_seeds_metrics_hook_is_told_of_connects_and_drops(emulator: EmulatorServer) -> None:
@@ -362,6 +364,8 @@ def test_the_seeds_metrics_hook_is_told_of_connects_and_drops(emulator: Emulator
         ("drop", "stream", 1),
         ("counter", "disconnects", 1),
     ]
+    assert client.metrics_hook_errors == 1  # the raising connects call, swallowed
+    assert client.counters.callback_errors == 0
 
 
 def test_slow_callback_fills_the_queue_and_drops_are_exact(emulator: EmulatorServer) -> None:

@@ -116,27 +116,40 @@ def test_failing_llm_is_retried_with_backoff_not_on_every_event() -> None:
 
 
 class CountingHook:
-    """An ``SdkMetricsHook`` implementing one method, and a second one that raises."""
+    """An ``SdkMetricsHook`` implementing one method (which raises when told to)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, broken: bool = False) -> None:
         self.calls: list[tuple[str, float]] = []
+        self.broken = broken
 
     def record_counter(self, name: str, value: float) -> None:
         self.calls.append((name, value))
+        if self.broken:
+            raise RuntimeError("a broken hook never breaks the summarizer")
 
-    def record_drop(self, source: str, count: float) -> None:
-        raise RuntimeError("a broken hook never breaks the summarizer")
 
-
-def test_the_seeds_metrics_hook_counts_summaries_and_failed_calls() -> None:
-    hook = CountingHook()
+@pytest.mark.parametrize("broken", [False, True])
+def test_the_seeds_metrics_hook_counts_summaries_and_failed_calls(
+    broken: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    hook = CountingHook(broken=broken)
     llm = RecordingLLM([RuntimeError("boom"), "Finally."])
     summarizer = SessionSummarizer(llm, threshold=1, initial_backoff=0.01, metrics=hook)
     store = ContextStore(summarizer)
     store.add(actions("s", "a1"))
     store.flush(WAIT)
     assert hook.calls == [("summary_failures", 1), ("summaries", 1)]
-    assert store.get("s") == "Summary: Finally."
+    assert store.get("s") == "Summary: Finally."  # a raising hook changed nothing
+    assert summarizer.metrics_hook_errors == (2 if broken else 0)
+    logged = [r.getMessage() for r in caplog.records if "metrics hook" in r.getMessage()]
+    assert logged == (
+        [
+            "autoplay: metrics hook CountingHook.record_counter raised RuntimeError "
+            "(counted in metrics_hook_errors; logged once per method)"
+        ]
+        if broken
+        else []
+    )
     store.close()
 
 
